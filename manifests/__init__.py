@@ -1,0 +1,1 @@
+"""Declarative YAML manifests: distortion catalogue, labelled banks, IQA datasets, pristine sources."""

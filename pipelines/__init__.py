@@ -1,0 +1,1 @@
+"""Command-line apps ``saqt`` and ``glint`` and the executors that run their stages."""

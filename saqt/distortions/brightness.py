@@ -1,0 +1,31 @@
+"""Brightness types: 16 brighten, 17 darken, 18 mean shift."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from saqt.distortions.prepared import Indexed, PreparedImage
+from saqt.distortions.primitives import curve_parabola, lab2rgb_clipped
+from saqt.distortions.registry import kernel
+
+
+@kernel(16)
+def brighten(src: PreparedImage, amount: float) -> np.ndarray:
+    """Mean of two tone curves with midpoint 0.5 + a/2: twice on R, G, B, once on L*."""
+    mid = 0.5 + amount / 2
+    rgb_curve = curve_parabola(src.x_lut, mid)[src.u8]
+    lab = src.lab.copy()
+    lab[..., 0] = 100.0 * curve_parabola(src.lab[..., 0] / 100.0, mid)
+    return (2.0 * rgb_curve + lab2rgb_clipped(lab)) / 3.0
+
+
+@kernel(17)
+def darken(src: PreparedImage, amount: float) -> Indexed:
+    """Tone curve with midpoint 0.5 - a/2 on R, G, B."""
+    return Indexed(src.u8, curve_parabola(src.x_lut, 0.5 - amount / 2))
+
+
+@kernel(18)
+def mean_shift(src: PreparedImage, offset: float) -> Indexed:
+    """Add ``offset`` to every sample and clip (the final stretch turns this into a gain or a crush)."""
+    return Indexed(src.u8, np.clip(src.x_lut + offset, 0.0, 1.0))

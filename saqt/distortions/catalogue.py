@@ -1,0 +1,64 @@
+"""The distortion catalogue: the 25 types and their level parameters, read from the manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.resources import files
+
+import yaml
+
+MANIFEST = "distortions/kadid10k.yaml"
+FIDELITY = ("exact", "replay", "distribution", "approximation")
+
+
+@dataclass(frozen=True)
+class DistortionSpec:
+    """One distortion type: its KADID-10k id, name, group, level parameter and the 5 level values."""
+
+    id: int
+    name: str
+    group: str
+    parameter: str
+    values: tuple[float, ...]
+    random: str | None
+    fidelity: str
+    notes: str = ""
+
+    def value(self, level: int) -> float:
+        """The parameter value of ``level`` (1..5)."""
+        return self.values[check_level(level) - 1]
+
+
+def check_type(dist_type: int) -> int:
+    """Return ``dist_type`` if it is a valid type id (1..25), else raise ValueError."""
+    if isinstance(dist_type, bool) or not isinstance(dist_type, int) or not 1 <= dist_type <= 25:
+        raise ValueError(f"dist_type must be an integer in 1..25, got {dist_type!r}")
+    return dist_type
+
+
+def check_level(level: int) -> int:
+    """Return ``level`` if it is a valid level (1..5), else raise ValueError."""
+    if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 5:
+        raise ValueError(f"level must be an integer in 1..5, got {level!r}")
+    return level
+
+
+@lru_cache(maxsize=1)
+def catalogue() -> tuple[DistortionSpec, ...]:
+    """The 25 distortion types in id order."""
+    data = yaml.safe_load(files("manifests").joinpath(MANIFEST).read_text())
+    specs = []
+    for entry in data["types"]:
+        spec = DistortionSpec(**{**entry, "values": tuple(float(v) for v in entry["values"])})
+        if len(spec.values) != 5 or spec.fidelity not in FIDELITY:
+            raise ValueError(f"{MANIFEST}: type {spec.id} needs 5 values and fidelity in {FIDELITY}")
+        specs.append(spec)
+    if [s.id for s in specs] != list(range(1, 26)):
+        raise ValueError(f"{MANIFEST}: types must be 1..25 in order")
+    return tuple(specs)
+
+
+def spec(dist_type: int) -> DistortionSpec:
+    """The catalogue entry of ``dist_type``."""
+    return catalogue()[check_type(dist_type) - 1]

@@ -1,0 +1,63 @@
+"""``distort``: one pristine image, one type and level, one seed, one distorted image."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from saqt.distortions.catalogue import check_level, spec
+from saqt.distortions.prepared import PreparedImage, quantised_output
+from saqt.distortions.registry import KERNELS
+
+Cell = tuple[int, int, int]  # (dist_type, level, seed)
+
+
+def _prepared(image: np.ndarray | PreparedImage) -> PreparedImage:
+    return image if isinstance(image, PreparedImage) else PreparedImage(image)
+
+
+def random_params(dist_type: int, level: int, shape: tuple[int, int], seed: int = 0) -> dict:
+    """The parameters ``distort`` draws for this cell (angle, direction, patches, blocks); ``{}`` for the others."""
+    kern = KERNELS[spec(dist_type).id]
+    check_level(level)
+    if kern.draw is None:
+        return {}
+    return kern.draw(np.random.default_rng(seed), shape, spec(dist_type).value(level))
+
+
+def distort(
+    image: np.ndarray | PreparedImage,
+    dist_type: int,
+    level: int,
+    seed: int = 0,
+    params: dict | None = None,
+) -> np.ndarray:
+    """Distort a uint8 H x W x 3 RGB image with KADID-10k type ``dist_type`` (1..25) at ``level`` (1..5).
+
+    Random draws come only from ``numpy.random.default_rng(seed)``. ``params`` replays recorded
+    draws instead (types 3, 5, 20, 23; see :func:`random_params`). Returns uint8 H x W x 3.
+    """
+    entry = spec(dist_type)
+    value = entry.value(level)
+    src = _prepared(image)
+    kern = KERNELS[entry.id]
+    if params is not None and kern.draw is None:
+        raise ValueError(f"type {entry.id} ({entry.name}) has no replayable parameters")
+    if src.constant:
+        return src.u8.copy()
+    if kern.draw is not None:
+        drawn = params if params is not None else kern.draw(np.random.default_rng(seed), src.shape, value)
+        result = kern.apply(src, value, drawn)
+    elif kern.noise:
+        result = kern.apply(src, value, np.random.default_rng(seed))
+    else:
+        result = kern.apply(src, value)
+    return quantised_output(result)
+
+
+def distort_many(image: np.ndarray | PreparedImage, cells: Iterable[Cell]) -> Iterator[np.ndarray]:
+    """``distort`` for each (type, level, seed) of one image, sharing the work common to all of them."""
+    src = _prepared(image)
+    for dist_type, level, seed in cells:
+        yield distort(src, dist_type, level, seed)

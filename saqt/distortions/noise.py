@@ -1,0 +1,64 @@
+"""Noise types: 11 white, 12 white in YCbCr, 13 impulse, 14 multiplicative, 15 denoised noise.
+
+Each follows MATLAB ``imnoise`` on double data: independent draws per pixel and channel, output
+clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from saqt.distortions.prepared import PreparedImage
+from saqt.distortions.primitives import rgb2ycbcr, to_uint8, ycbcr2rgb
+from saqt.distortions.registry import kernel
+
+
+def gaussian_noise(x: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
+    """``imnoise(x, 'gaussian', 0, variance)``."""
+    return np.clip(x + np.sqrt(variance) * rng.standard_normal(x.shape), 0.0, 1.0)
+
+
+@kernel(11, noise=True)
+def white_noise(src: PreparedImage, variance: float, rng: np.random.Generator) -> np.ndarray:
+    """Additive Gaussian noise on R, G, B."""
+    return gaussian_noise(src.x, variance, rng)
+
+
+@kernel(12, noise=True)
+def white_noise_color_component(src: PreparedImage, variance: float, rng: np.random.Generator) -> np.ndarray:
+    """Additive Gaussian noise on Y, Cb and Cr (BT.601), back to RGB, clipped."""
+    return ycbcr2rgb(gaussian_noise(rgb2ycbcr(src.x), variance, rng))
+
+
+@kernel(13, noise=True)
+def impulse_noise(src: PreparedImage, density: float, rng: np.random.Generator) -> np.ndarray:
+    """Salt and pepper: each sample becomes 0 with probability d/2 and 1 with probability d/2."""
+    u = rng.random(src.x.shape)
+    y = src.x.copy()
+    y[u < density / 2] = 0.0
+    y[(u >= density / 2) & (u < density)] = 1.0
+    return y
+
+
+@kernel(14, noise=True)
+def multiplicative_noise(src: PreparedImage, variance: float, rng: np.random.Generator) -> np.ndarray:
+    """Speckle: ``x + x n`` with n uniform, zero mean, variance ``variance``."""
+    n = np.sqrt(12 * variance) * (rng.random(src.x.shape) - 0.5)
+    return np.clip(src.x + src.x * n, 0.0, 1.0)
+
+
+@kernel(15, noise=True)
+def denoise(src: PreparedImage, variance: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise, then each channel denoised on its own.
+
+    The reference uses MATLAB's pretrained DnCNN, which is not available outside MATLAB; this port
+    substitutes non-local means (OpenCV), given the true noise level, per channel.
+    """
+    noisy = to_uint8(gaussian_noise(src.x, variance, rng))
+    h = NLM_STRENGTH * 255.0 * np.sqrt(variance)
+    planes = [cv2.fastNlMeansDenoising(np.ascontiguousarray(noisy[..., c]), None, h, 5, 11) for c in range(3)]
+    return np.stack(planes, axis=-1) / 255.0
+
+
+NLM_STRENGTH = 1.0

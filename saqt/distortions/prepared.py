@@ -1,0 +1,113 @@
+"""A pristine image prepared once for all its distortions, and the result forms the types return."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from saqt.distortions.primitives import mapmm_to_uint8, rgb2lab, stretch, to_uint8
+
+T = TypeVar("T")
+MIN_SIDE = 48  # type 20 moves 16 px patches by up to 8 px inside a 16 px margin
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Check that ``image`` is uint8 RGB (grey H x W is replicated to three channels); raise ValueError if not."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}; convert to 8-bit RGB first")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3:
+        what = (
+            "RGBA (drop or composite the alpha channel first)"
+            if image.ndim == 3 and image.shape[2] == 4
+            else str(image.shape)
+        )
+        raise ValueError(f"image must be H x W x 3 RGB, got {what}")
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise ValueError(
+            f"image must be at least {MIN_SIDE} x {MIN_SIDE} pixels, got {image.shape[1]} x {image.shape[0]}"
+        )
+    return np.ascontiguousarray(image)
+
+
+class PreparedImage:
+    """A uint8 RGB pristine image with its min-max normalised float form and memoised derived arrays."""
+
+    def __init__(self, image: np.ndarray):
+        self.u8 = as_rgb_uint8(image)
+        lo, hi = int(self.u8.min()), int(self.u8.max())
+        self.constant = lo == hi
+        # The reference stretches the input's global min/max to [0, 1]; a uint8 image has at most 256
+        # values, so the stretch is a 256-entry table and pointwise distortions can work on that table.
+        self.x_lut = (np.arange(256, dtype=np.float64) - lo) / max(hi - lo, 1)
+        self._memo: dict[Callable, object] = {}
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Height and width."""
+        return self.u8.shape[0], self.u8.shape[1]
+
+    @property
+    def x(self) -> np.ndarray:
+        """The normalised float64 image in [0, 1] (read-only, shared)."""
+        return self.shared(_normalised)
+
+    @property
+    def rgb8(self) -> np.ndarray:
+        """The normalised image quantised back to uint8 as MATLAB's imwrite does (equal to ``u8`` for a full-range image)."""
+        return self.shared(_normalised_uint8)
+
+    @property
+    def lab(self) -> np.ndarray:
+        """CIE Lab of the normalised image (read-only, shared)."""
+        return self.shared(_lab)
+
+    def identity(self) -> Indexed:
+        """The normalised image itself as an :class:`Indexed` result."""
+        return Indexed(self.u8, self.x_lut)
+
+    def shared(self, fn: Callable[[PreparedImage], T]) -> T:
+        """``fn(self)``, computed once per image and reused by every level and type that asks for it."""
+        if fn not in self._memo:
+            value = fn(self)
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
+            self._memo[fn] = value
+        return self._memo[fn]
+
+
+def _normalised(src: PreparedImage) -> np.ndarray:
+    return src.x_lut[src.u8]
+
+
+def _normalised_uint8(src: PreparedImage) -> np.ndarray:
+    return to_uint8(src.x_lut)[src.u8]
+
+
+def _lab(src: PreparedImage) -> np.ndarray:
+    return rgb2lab(src.x)
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """A distorted float image stored as ``lut[codes]``: 8-bit codes and a 256-entry value table.
+
+    Types that only move pixels or map values pointwise return this form, which lets the final
+    min-max stretch and quantisation run on 256 values instead of every pixel.
+    """
+
+    codes: np.ndarray
+    lut: np.ndarray
+
+
+def quantised_output(result: np.ndarray | Indexed) -> np.ndarray:
+    """The reference's last steps: global min-max stretch, then ``floor(255 x + 0.5)`` to uint8."""
+    if isinstance(result, Indexed):
+        present = result.lut[np.bincount(result.codes.ravel(), minlength=256).astype(bool)]
+        return to_uint8(stretch(result.lut, present.min(), present.max()))[result.codes]
+    return mapmm_to_uint8(np.ascontiguousarray(result, dtype=np.float64))

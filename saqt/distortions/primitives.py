@@ -1,0 +1,198 @@
+"""Numerical building blocks with the semantics of the MATLAB functions the reference generator calls.
+
+Images are float64 H x W x C arrays in [0, 1]. Every spatial filter uses replicate (edge) padding.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import cv2
+import numba
+import numpy as np
+from scipy.integrate import quad
+from scipy.interpolate import CubicSpline
+
+EPS = np.finfo(np.float64).eps
+
+
+def mround(x):
+    """MATLAB ``round``: half away from zero (``np.round`` rounds half to even)."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def stretch(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map [lo, hi] linearly onto [0, 1]; returned unchanged when lo == hi."""
+    return a if hi == lo else (a - lo) / (hi - lo)
+
+
+def mapmm(a: np.ndarray) -> np.ndarray:
+    """Global min-max stretch to [0, 1] over all pixels and channels; a constant array is returned as is."""
+    return stretch(a, a.min(), a.max())
+
+
+def to_uint8(a: np.ndarray) -> np.ndarray:
+    """Quantise [0, 1] values as MATLAB's ``im2uint8``/``imwrite`` do: ``floor(255 x + 0.5)``."""
+    return np.floor(255.0 * a + 0.5).clip(0, 255).astype(np.uint8)
+
+
+@numba.njit(cache=True, nogil=True)
+def mapmm_to_uint8(a: np.ndarray) -> np.ndarray:
+    """``to_uint8(mapmm(a))`` in one pass, with the same floating-point steps."""
+    flat = a.ravel()
+    lo, hi = flat.min(), flat.max()
+    out = np.empty(flat.size, np.uint8)
+    for i in range(flat.size):
+        v = (flat[i] - lo) / (hi - lo) if hi != lo else flat[i]
+        out[i] = min(max(np.floor(255.0 * v + 0.5), 0.0), 255.0)
+    return out.reshape(a.shape)
+
+
+def filter2d(a: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``imfilter(a, kernel, 'replicate', 'same')``: per-channel correlation with edge replication."""
+    return cv2.filter2D(a, cv2.CV_64F, kernel, borderType=cv2.BORDER_REPLICATE)
+
+
+def gaussian_kernel_1d(sigma: float, radius: int | None = None) -> np.ndarray:
+    """Normalised sampled Gaussian on integer offsets; default radius ``ceil(2 sigma)`` as ``imgaussfilt``."""
+    r = int(np.ceil(2 * sigma)) if radius is None else radius
+    d = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.exp(-(d * d) / (2 * sigma * sigma))
+    return k / k.sum()
+
+
+def gaussian_filter(a: np.ndarray, sigma: float) -> np.ndarray:
+    """``imgaussfilt(a, sigma)``: separable Gaussian, radius ``ceil(2 sigma)``, replicate padding, in a's dtype."""
+    k = gaussian_kernel_1d(sigma).astype(a.dtype)
+    return cv2.sepFilter2D(a, -1, k, k, borderType=cv2.BORDER_REPLICATE)
+
+
+def _square_disk_area(x0: float, x1: float, y0: float, y1: float, r: float) -> float:
+    """Area of the rectangle [x0, x1] x [y0, y1] that lies inside the disk of radius r at the origin."""
+
+    def height(x: float) -> float:
+        h = np.sqrt(max(r * r - x * x, 0.0))
+        return max(0.0, min(y1, h) - max(y0, -h))
+
+    a, b = max(x0, -r), min(x1, r)
+    if a >= b:
+        return 0.0
+    kinks = [x for y in (y0, y1) if abs(y) < r for x in (-np.sqrt(r * r - y * y), np.sqrt(r * r - y * y)) if a < x < b]
+    return quad(height, a, b, points=kinks or None, epsabs=1e-13, epsrel=1e-12, limit=200)[0]
+
+
+@cache
+def disk_kernel(radius: float) -> np.ndarray:
+    """``fspecial('disk', r)``: each cell weighted by the exact area of the pixel square inside the disk."""
+    half = int(np.ceil(radius - 0.5))
+    k = np.empty((2 * half + 1, 2 * half + 1))
+    for i, dy in enumerate(range(-half, half + 1)):
+        for j, dx in enumerate(range(-half, half + 1)):
+            k[i, j] = _square_disk_area(dx - 0.5, dx + 0.5, dy - 0.5, dy + 0.5, radius)
+    k /= k.sum()
+    k.setflags(write=False)
+    return k
+
+
+@cache
+def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
+    """``fspecial('motion', len, theta)``: an anti-aliased line of the given length through the centre."""
+    length = max(1.0, float(length))
+    half = (length - 1) / 2
+    phi = np.deg2rad(angle_deg % 180)
+    c, s = np.cos(phi), np.sin(phi)
+    sx = 1.0 if c >= 0 else -1.0
+    nx = int(np.trunc(half * c + sx - length * EPS))
+    ny = int(np.trunc(half * s + 1 - length * EPS))
+    xs = np.arange(0, nx + sx, sx) if nx != 0 else np.zeros(1)
+    x, y = np.meshgrid(xs, np.arange(0, ny + 1, dtype=np.float64))
+    d = y * c - x * s
+    rho = np.hypot(x, y)
+    past_end = (rho >= half) & (np.abs(d) <= 1)
+    t = half - np.abs((x + d * s) / c)
+    d = np.where(past_end, np.hypot(d, t), d)
+    quarter = np.maximum(0.0, 1 + EPS - np.abs(d))
+    rows, cols = quarter.shape
+    k = np.zeros((2 * rows - 1, 2 * cols - 1))
+    k[rows - 1 :, cols - 1 :] = quarter
+    k[:rows, :cols] = quarter[::-1, ::-1]
+    k /= k.sum() + EPS * length * length
+    if c > 0:
+        k = k[::-1, :]
+    k = np.ascontiguousarray(k)
+    k.setflags(write=False)
+    return k
+
+
+def curve_parabola(x: np.ndarray, mid: float) -> np.ndarray:
+    """``curves(x, c)`` with a scalar c: the spline through (0,0), (0.5,c), (1,1), clipped to [0, 1]."""
+    return np.clip((2 - 4 * mid) * x * x + (4 * mid - 1) * x, 0.0, 1.0)
+
+
+def curve_spline(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``curves(x, [c1 c2])``: not-a-knot cubic spline through (0,0), (.3,c1), (.5,.5), (.7,c2), (1,1), clipped."""
+    spline = CubicSpline([0.0, 0.3, 0.5, 0.7, 1.0], [0.0, low, 0.5, high, 1.0], bc_type="not-a-knot")
+    return np.clip(spline(x), 0.0, 1.0)
+
+
+# sRGB (D65) <-> CIE Lab with the white point of Octave's rgb2lab / skimage (0.95047, 1, 1.08883).
+_XYZ_FROM_RGB = np.array(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+)
+_WHITE = np.array([0.95047, 1.0, 1.08883])
+_LAB_FROM_LINEAR = _XYZ_FROM_RGB / _WHITE[:, None]
+_LINEAR_FROM_LAB = np.linalg.inv(_XYZ_FROM_RGB) * _WHITE[None, :]
+
+
+def rgb2lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB in [0, 1] to CIE Lab (L in [0, 100]), D65."""
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, np.power((rgb + 0.055) / 1.055, 2.4))
+    t = cv2.transform(lin, _LAB_FROM_LINEAR)
+    f = np.where(t > 0.008856, np.cbrt(t), 7.787 * t + 16.0 / 116.0)
+    lab = np.empty_like(f)
+    lab[..., 0] = 116.0 * f[..., 1] - 16.0
+    lab[..., 1] = 500.0 * (f[..., 0] - f[..., 1])
+    lab[..., 2] = 200.0 * (f[..., 1] - f[..., 2])
+    return lab
+
+
+_F_FROM_LAB = np.array([[1 / 116, 1 / 500, 0, 16 / 116], [1 / 116, 0, 0, 16 / 116], [1 / 116, 0, -1 / 200, 16 / 116]])
+
+
+def lab2rgb_clipped(lab: np.ndarray) -> np.ndarray:
+    """CIE Lab to sRGB, clipped to [0, 1] (every use in the reference clips right after ``lab2rgb``)."""
+    f = cv2.transform(lab, _F_FROM_LAB)
+    t = np.where(f > 0.2068966, f * f * f, (f - 16.0 / 116.0) / 7.787)
+    lin = cv2.transform(t, _LINEAR_FROM_LAB)
+    np.maximum(lin, 0.0, out=lin)
+    rgb = np.where(lin > 0.0031308, 1.055 * np.power(lin, 1 / 2.4) - 0.055, 12.92 * lin)
+    return np.clip(rgb, 0.0, 1.0, out=rgb)
+
+
+# BT.601 studio-range YCbCr on [0, 1] data, as MATLAB's rgb2ycbcr / ycbcr2rgb for double images.
+_YCC_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
+_YCC_FROM_RGB = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
+_RGB_FROM_YCC = np.linalg.inv(_YCC_FROM_RGB)
+
+
+def rgb2ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1] to BT.601 YCbCr in [0, 1] (Y in [16, 235]/255)."""
+    return cv2.transform(rgb, np.hstack([_YCC_FROM_RGB, _YCC_OFFSET[:, None]]))
+
+
+def ycbcr2rgb(ycc: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`rgb2ycbcr`, clipped to [0, 1] as MATLAB does for double data."""
+    return np.clip(cv2.transform(ycc, np.hstack([_RGB_FROM_YCC, -_RGB_FROM_YCC @ _YCC_OFFSET[:, None]])), 0.0, 1.0)
+
+
+def rgb2gray(rgb: np.ndarray) -> np.ndarray:
+    """MATLAB ``rgb2gray`` weights."""
+    return rgb @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
+
+
+def clamp_shift(plane: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Shift a plane down by dy and right by dx, filling from the nearest edge (``imshift``)."""
+    h, w = plane.shape
+    rows = np.clip(np.arange(h) - dy, 0, h - 1)
+    cols = np.clip(np.arange(w) - dx, 0, w - 1)
+    return plane[np.ix_(rows, cols)]

@@ -1,0 +1,34 @@
+"""The table from KADID-10k type id to the function that renders it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+KERNELS: dict[int, Kernel] = {}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """How a type renders.
+
+    ``apply(src, value)`` for deterministic types; ``apply(src, value, params)`` with
+    ``draw(rng, (h, w), value) -> params`` for types whose random draws are a few replayable
+    parameters; ``apply(src, value, rng)`` for types that draw per-pixel noise.
+    """
+
+    apply: Callable
+    draw: Callable | None = None
+    noise: bool = False
+
+
+def kernel(type_id: int, *, draw: Callable | None = None, noise: bool = False) -> Callable:
+    """Register the decorated function as the renderer of ``type_id``."""
+
+    def register(fn: Callable) -> Callable:
+        if type_id in KERNELS:
+            raise RuntimeError(f"distortion type {type_id} registered twice")
+        KERNELS[type_id] = Kernel(fn, draw, noise)
+        return fn
+
+    return register

@@ -1,0 +1,133 @@
+"""Spatial types: 19 jitter, 20 non-eccentricity patches, 21 pixelate, 22 quantisation, 23 colour blocks."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from saqt.distortions.multithresh import multithresh
+from saqt.distortions.prepared import Indexed, PreparedImage
+from saqt.distortions.primitives import mround
+from saqt.distortions.registry import kernel
+
+JITTER_PASSES = 5
+PATCH = 16
+BLOCK = 32
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _keys_weights(t: float) -> tuple[float, float, float, float]:
+    """Keys cubic-convolution weights (a = -0.5) of the samples at offsets -1, 0, 1, 2 for fraction t."""
+    s = 1.0 - t
+    return -0.5 * t * s * s, 1.0 + t * t * (1.5 * t - 2.5), 1.0 + s * s * (1.5 * s - 2.5), -0.5 * s * t * t
+
+
+@numba.njit(cache=True, nogil=True)
+def keys_remap(img: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Sample ``img`` (H x W x C) at real positions with bicubic (Keys) interpolation, edges replicated."""
+    h, w, nc = img.shape
+    out = np.zeros(img.shape)
+    ri = np.empty(4, np.int64)
+    ci = np.empty(4, np.int64)
+    for r in range(h):
+        for c in range(w):
+            r0 = np.floor(rows[r, c])
+            c0 = np.floor(cols[r, c])
+            wy = _keys_weights(rows[r, c] - r0)
+            wx = _keys_weights(cols[r, c] - c0)
+            for k in range(4):
+                ri[k] = min(max(int(r0) + k - 1, 0), h - 1)
+                ci[k] = min(max(int(c0) + k - 1, 0), w - 1)
+            for ch in range(nc):
+                acc = 0.0
+                for a in range(4):
+                    line = 0.0
+                    for b in range(4):
+                        line += wx[b] * img[ri[a], ci[b], ch]
+                    acc += wy[a] * line
+                out[r, c, ch] = acc
+    return out
+
+
+@kernel(19, noise=True)
+def jitter(src: PreparedImage, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Five passes of backward warping by per-pixel Gaussian shifts of std ``strength`` px (bicubic)."""
+    h, w = src.shape
+    grid_r, grid_c = np.mgrid[0:h, 0:w].astype(np.float64)
+    y = src.x
+    for _ in range(JITTER_PASSES):
+        shift_r, shift_c = strength * rng.standard_normal((2, h, w))
+        y = keys_remap(y, grid_r - shift_r, grid_c - shift_c)
+    return y
+
+
+def draw_patches(rng: np.random.Generator, shape: tuple[int, int], count: float) -> dict:
+    """Source and destination corners (0-based row, col) of each 16 x 16 patch, in copy order."""
+    h, w = shape
+    patches = []
+    for u1, u2, u3, u4 in rng.random((int(count), 4)):
+        c0 = int(mround(u1 * (w - 3 * PATCH))) + PATCH
+        r0 = int(mround(u2 * (h - 3 * PATCH))) + PATCH
+        c1 = int(mround((u3 - 0.5) * PATCH + c0))
+        r1 = int(mround((u4 - 0.5) * PATCH + r0))
+        patches.append([r0 - 1, c0 - 1, r1 - 1, c1 - 1])
+    return {"patches": patches}
+
+
+@kernel(20, draw=draw_patches)
+def non_eccentricity_patch(src: PreparedImage, count: float, params: dict) -> Indexed:
+    """Copy 16 x 16 patches to positions up to 8 px away, one after another on the current image."""
+    codes = src.u8.copy()
+    for r0, c0, r1, c1 in params["patches"]:
+        codes[r1 : r1 + PATCH, c1 : c1 + PATCH] = codes[r0 : r0 + PATCH, c0 : c0 + PATCH]
+    return Indexed(codes, src.x_lut)
+
+
+def nearest_indices(n_out: int, n_in: int, scale: float) -> np.ndarray:
+    """Source indices of ``imresize(..., 'nearest')``: floor((u + 0.5) / scale), clamped."""
+    return np.clip(np.floor((np.arange(n_out) + 0.5) / scale).astype(np.intp), 0, n_in - 1)
+
+
+@kernel(21)
+def pixelate(src: PreparedImage, strength: float) -> Indexed:
+    """Nearest-neighbour downscale by 0.95 - s^0.6, then nearest-neighbour back to full size."""
+    h, w = src.shape
+    z = 0.95 - strength**0.6
+    lh, lw = int(np.ceil(z * h)), int(np.ceil(z * w))
+    rows = nearest_indices(lh, h, z)[nearest_indices(h, lh, h / lh)]
+    cols = nearest_indices(lw, w, z)[nearest_indices(w, lw, w / lw)]
+    return Indexed(src.u8[np.ix_(rows, cols)], src.x_lut)
+
+
+def grey_histogram(src: PreparedImage) -> np.ndarray:
+    """256-bin histogram of round(255 x) over all samples of the normalised image."""
+    counts = np.bincount(src.u8.ravel(), minlength=256)
+    return np.bincount(mround(255.0 * src.x_lut).astype(np.intp), weights=counts, minlength=256)
+
+
+@kernel(22)
+def quantization(src: PreparedImage, levels: float) -> Indexed:
+    """Posterise all channels with ``levels`` multi-Otsu thresholds shared by R, G, B."""
+    tau = multithresh(src.shared(grey_histogram), int(levels)) / 255.0
+    values = np.concatenate([[0.0], tau[1:], [1.0]])
+    return Indexed(src.u8, values[np.searchsorted(tau, src.x_lut, side="left")])
+
+
+def draw_blocks(rng: np.random.Generator, shape: tuple[int, int], count: float) -> dict:
+    """Top-left corner (0-based row, col, may be -1) and RGB colour of each 32 x 32 block, in paint order."""
+    h, w = shape
+    blocks = []
+    for r, g, b, ux, uy in rng.random((int(count), 5)):
+        col = int(mround(ux * (w - BLOCK))) - 1
+        row = int(mround(uy * (h - BLOCK))) - 1
+        blocks.append([row, col, float(r), float(g), float(b)])
+    return {"blocks": blocks}
+
+
+@kernel(23, draw=draw_blocks)
+def color_block(src: PreparedImage, count: float, params: dict) -> np.ndarray:
+    """Paint opaque 32 x 32 squares of random colours; later squares cover earlier ones."""
+    y = src.x.copy()
+    for row, col, *rgb in params["blocks"]:
+        y[max(row, 0) : row + BLOCK, max(col, 0) : col + BLOCK] = rgb
+    return y
