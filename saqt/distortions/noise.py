@@ -13,6 +13,8 @@ from saqt.distortions.prepared import PreparedImage
 from saqt.distortions.primitives import rgb2ycbcr, to_uint8, ycbcr2rgb
 from saqt.distortions.registry import kernel
 
+NLM_PATCH, NLM_SEARCH = 5, 11  # non-local means template and search window, in pixels
+
 
 def gaussian_noise(x: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
     """``imnoise(x, 'gaussian', 0, variance)``."""
@@ -55,10 +57,9 @@ def denoise(src: PreparedImage, variance: float, rng: np.random.Generator) -> np
     The reference uses MATLAB's pretrained DnCNN, which is not available outside MATLAB; this port
     substitutes non-local means (OpenCV), given the true noise level, per channel.
     """
-    noisy = to_uint8(gaussian_noise(src.x, variance, rng))
-    h = NLM_STRENGTH * 255.0 * np.sqrt(variance)
-    planes = [cv2.fastNlMeansDenoising(np.ascontiguousarray(noisy[..., c]), None, h, 5, 11) for c in range(3)]
+    noisy = to_uint8(gaussian_noise(src.x, variance, rng))  # OpenCV's non-local means works on 8-bit planes
+    h = 255.0 * np.sqrt(variance)  # filter strength = the noise std in grey levels
+    planes = [
+        cv2.fastNlMeansDenoising(np.ascontiguousarray(noisy[..., c]), None, h, NLM_PATCH, NLM_SEARCH) for c in range(3)
+    ]
     return np.stack(planes, axis=-1) / 255.0
-
-
-NLM_STRENGTH = 1.0
