@@ -138,8 +138,19 @@ def test_flat_image_is_returned_unchanged():
         np.testing.assert_array_equal(distort(flat, t, 5), flat)
 
 
-def test_non_full_range_input_is_stretched_like_the_reference(photo):
+@pytest.fixture(scope="module")
+def low_contrast(photo) -> np.ndarray:
+    return (photo // 2 + 40).astype(np.uint8)
+
+
+def test_non_full_range_input_is_stretched_like_the_reference(low_contrast):
     """The reference min-max stretches its input: a low-contrast copy gives the full-range result."""
-    low = (photo // 2 + 40).astype(np.uint8)
+    low = low_contrast
     stretched = np.floor((low.astype(float) - low.min()) / (low.max() - low.min()) * 255 + 0.5).astype(np.uint8)
     np.testing.assert_array_equal(distort(low, 18, 3), stretched)
+
+
+@pytest.mark.parametrize("t", ALL_TYPES)
+def test_every_type_handles_low_contrast_input(low_contrast, t):
+    out = distort(low_contrast, t, 5, seed=1)
+    assert out.shape == low_contrast.shape and out.max() > low_contrast.max()  # the final stretch reaches 255

@@ -102,7 +102,8 @@ def pixelate(src: PreparedImage, strength: float) -> Indexed:
 def grey_histogram(src: PreparedImage) -> np.ndarray:
     """256-bin histogram of round(255 x) over all samples of the normalised image."""
     counts = np.bincount(src.u8.ravel(), minlength=256)
-    return np.bincount(mround(255.0 * src.x_lut).astype(np.intp), weights=counts, minlength=256)
+    bins = np.clip(mround(255.0 * src.x_lut), 0, 255).astype(np.intp)  # values absent from the image fall outside
+    return np.bincount(bins, weights=counts, minlength=256)
 
 
 @kernel(22)
