@@ -2,7 +2,7 @@
 
 from saqt.distortions import blur, brightness, color, compression, noise, sharpness, spatial  # noqa: F401  (registers)
 from saqt.distortions.catalogue import DistortionSpec, catalogue, spec
-from saqt.distortions.engine import distort, distort_many, random_params
+from saqt.distortions.engine import distort, random_params
 from saqt.distortions.prepared import PreparedImage
 
-__all__ = ["DistortionSpec", "PreparedImage", "catalogue", "distort", "distort_many", "random_params", "spec"]
+__all__ = ["DistortionSpec", "PreparedImage", "catalogue", "distort", "random_params", "spec"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
+from numbers import Integral
 
 import yaml
 
@@ -30,18 +31,20 @@ class DistortionSpec:
         return self.values[check_level(level) - 1]
 
 
+def _check_int(value: int, name: str, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or not 1 <= value <= hi:
+        raise ValueError(f"{name} must be an integer in 1..{hi}, got {value!r}")
+    return int(value)
+
+
 def check_type(dist_type: int) -> int:
-    """Return ``dist_type`` if it is a valid type id (1..25), else raise ValueError."""
-    if isinstance(dist_type, bool) or not isinstance(dist_type, int) or not 1 <= dist_type <= 25:
-        raise ValueError(f"dist_type must be an integer in 1..25, got {dist_type!r}")
-    return dist_type
+    """Return ``dist_type`` as an int if it is a valid type id (1..25), else raise ValueError."""
+    return _check_int(dist_type, "dist_type", 25)
 
 
 def check_level(level: int) -> int:
-    """Return ``level`` if it is a valid level (1..5), else raise ValueError."""
-    if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 5:
-        raise ValueError(f"level must be an integer in 1..5, got {level!r}")
-    return level
+    """Return ``level`` as an int if it is a valid level (1..5), else raise ValueError."""
+    return _check_int(level, "level", 5)
 
 
 @lru_cache(maxsize=1)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-
 import numpy as np
 
 from saqt.distortions.catalogue import check_level, spec
 from saqt.distortions.prepared import PreparedImage, quantised_output
 from saqt.distortions.registry import KERNELS
-
-Cell = tuple[int, int, int]  # (dist_type, level, seed)
 
 
 def _prepared(image: np.ndarray | PreparedImage) -> PreparedImage:
@@ -54,10 +50,3 @@ def distort(
     else:
         result = kern.apply(src, value)
     return quantised_output(result)
-
-
-def distort_many(image: np.ndarray | PreparedImage, cells: Iterable[Cell]) -> Iterator[np.ndarray]:
-    """``distort`` for each (type, level, seed) of one image, sharing the work common to all of them."""
-    src = _prepared(image)
-    for dist_type, level, seed in cells:
-        yield distort(src, dist_type, level, seed)
