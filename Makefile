@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/saqt distortions render --sample --out $(DEMO_OUT)
-	@echo "Demo done: 125 distortions of each sample photo, with one contact sheet per photo, in $(DEMO_OUT)/ (open $(DEMO_OUT)/*_contact.png)"
+	$(BIN)/saqt build --out $(DEMO_OUT)/build
+	$(BIN)/saqt distortions render --sample --out $(DEMO_OUT)/contact --types 1-25 --levels 1-5
+	@echo "Demo done: SAQT shards of the 5 sample photos x 125 distortions in $(DEMO_OUT)/build/ (manifest build.json),"
+	@echo "and one labelled contact sheet per photo in $(DEMO_OUT)/contact/*_contact.png"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -28,6 +30,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/distortions.py
+	$(BIN)/python benchmarks/build.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -26,6 +26,15 @@ def parse_int_set(text: str, lo: int, hi: int, what: str) -> list[int]:
     return sorted(values)
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``"512x384"`` into (width, height); raise typer.BadParameter otherwise."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"--size must look like 512x384, got {text!r}") from None
+    return w, h
+
+
 def add_stub(app: typer.Typer, prog: str, name: str, issue: int, help_text: str) -> None:
     """Register a command that exists in the interface but is not built yet: it says so and exits 2."""
 

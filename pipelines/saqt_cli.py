@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,12 +12,14 @@ import typer
 from PIL import Image
 from tqdm import tqdm
 
-from pipelines.cli_common import add_stub, parse_int_set
+from pipelines.cli_common import add_stub, parse_int_set, parse_size
+from pipelines.executors import LocalExecutor, WorkerDied
+from saqt.build import BuildConfig, BuildConflict, run_build
 from saqt.distortions import PreparedImage, catalogue, distort
 from saqt.distortions.sheet import contact_sheet
 from saqt.images import ImageDecodeError, decode_image
 from saqt.seeding import derive_seed
-from saqt.sources import sample_paths
+from saqt.sources import SourceError, sample_paths, source_names
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Build quality-labelled image datasets (SAQT-IQA).")
 distortions_app = typer.Typer(no_args_is_help=True, help="The 25 KADID-10k distortion types x 5 levels.")
@@ -23,7 +27,6 @@ bank_app = typer.Typer(no_args_is_help=True, help="Labelled reference banks.")
 app.add_typer(distortions_app, name="distortions")
 app.add_typer(bank_app, name="bank")
 
-add_stub(app, "saqt", "build", 3, "Distort pristine images into Parquet shards.")
 add_stub(app, "saqt", "label", 4, "Transfer MOS labels from a labelled bank by semantic matching.")
 add_stub(app, "saqt", "fidelity", 4, "Measure label-transfer fidelity on a bank (leave one reference out).")
 add_stub(bank_app, "saqt bank", "synth", 4, "Build a proxy-labelled bank from reference images.")
@@ -87,3 +90,59 @@ def render(
         typer.echo(f"{path.name}: {len(renders)} renders in {out}/, contact sheet {sheet}")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("build")
+def build(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (pristine/, distorted/, build.json).")] = Path(
+        "outputs/saqt-build"
+    ),
+    source: Annotated[str, typer.Option(help=f"Pristine source: {', '.join(source_names())}.")] = "sample",
+    root: Annotated[Path | None, typer.Option(help="Source root folder (all paths must stay inside it).")] = None,
+    list_file: Annotated[
+        Path | None, typer.Option("--list", help="For --source list: .txt/.csv/.parquet of paths.")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="For --source imagenet: train (default) or val.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most N images (a seeded random subset).")] = None,
+    per_class: Annotated[int | None, typer.Option(help="Use at most K images per class (seeded).")] = None,
+    seed: Annotated[int, typer.Option(help="Global seed for selection and every random draw.")] = 0,
+    size: Annotated[str, typer.Option(help="Canonical size WxH: resize to cover, then centre-crop.")] = "512x384",
+    types: Annotated[str, typer.Option(help="Distortion types, e.g. '1-25' or '1,3,10-12'.")] = "1-25",
+    levels: Annotated[str, typer.Option(help="Levels, e.g. '1-5'.")] = "1-5",
+    per_image: Annotated[int | None, typer.Option(help="Render a seeded random N of the cells per image.")] = None,
+    min_side: Annotated[int, typer.Option(help="Screen: reject images whose shorter side is below this.")] = 128,
+    min_jpeg_quality: Annotated[
+        int, typer.Option(help="Screen: reject JPEGs of lower estimated quality (0 = off).")
+    ] = 0,
+    allow_grey: Annotated[bool, typer.Option(help="Screen: keep greyscale images (refused by default).")] = False,
+    recipe_only: Annotated[
+        bool, typer.Option(help="Write distorted rows without pixels (render from the recipe).")
+    ] = False,
+    images_per_shard: Annotated[int, typer.Option(help="Pristine images per shard (x cells = distorted rows).")] = 8,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing build in --out instead of resuming it.")] = False,
+) -> None:
+    """Distort pristine images into Parquet shards; rerun the same command to resume."""
+    w, h = parse_size(size)
+    config = BuildConfig(
+        source=source, root=str(root) if root else None, list_file=str(list_file) if list_file else None,
+        split=split, limit=limit, per_class=per_class, seed=seed, size=(w, h),
+        types=tuple(parse_int_set(types, 1, 25, "--types")), levels=tuple(parse_int_set(levels, 1, 5, "--levels")),
+        per_image=per_image, min_side=min_side, min_jpeg_quality=min_jpeg_quality, allow_grey=allow_grey,
+        recipe_only=recipe_only,
+        images_per_shard=images_per_shard,
+    )  # fmt: skip
+    try:
+        manifest = run_build(config, out, LocalExecutor(workers), overwrite, shlex.join(["saqt", *sys.argv[1:]]))
+    except (SourceError, BuildConflict, ValueError) as err:
+        typer.echo(f"saqt build: {err}", err=True)
+        raise typer.Exit(2) from None
+    except WorkerDied as err:
+        typer.echo(f"saqt build: {err}", err=True)
+        raise typer.Exit(1) from None
+    counts = manifest["counts"]
+    typer.echo(f"built {counts['pristine']} pristine and {counts['distorted']} distorted images in "
+               f"{len(manifest['shards'])} shard pairs under {out}/ (manifest {out / 'build.json'})")  # fmt: skip
+    if counts["skipped"]:
+        reasons = ", ".join(f"{n} {kind}" for kind, n in sorted(counts["skipped_by_reason"].items()))
+        typer.echo(f"skipped {counts['skipped']} inputs ({reasons}); see {out / 'errors.jsonl'}")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
+import deflate
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard: 8000 x 8000
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class ImageDecodeError(ValueError):
@@ -62,8 +67,41 @@ def decode_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXEL
         raise ImageDecodeError(f"{name}: cannot decode ({err})") from None
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def encode_png(image: np.ndarray) -> bytes:
-    """Lossless PNG bytes of a uint8 RGB array."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    """Lossless 8-bit RGB PNG of a uint8 H x W x 3 array.
+
+    Every row uses PNG's Up filter and the stream is deflated by libdeflate at level 1: for photos this
+    is as small as libpng's best fast setting at about 60% of its time (the build's main cost after
+    the distortions themselves).
+    """
+    h, w = image.shape[:2]
+    raw = np.ascontiguousarray(image, dtype=np.uint8).reshape(h, w * 3)
+    rows = np.empty((h, w * 3 + 1), np.uint8)
+    rows[:, 0] = 2  # filter type Up: each byte minus the byte above it (the row above the first is zero)
+    rows[0, 1:] = raw[0]
+    np.subtract(raw[1:], raw[:-1], out=rows[1:, 1:])
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    idat = deflate.zlib_compress(rows.tobytes(), 1)
+    return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def canonicalise(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize (Lanczos) so the image covers ``size`` = (width, height), then crop the centre to exactly that."""
+    width, height = size
+    h, w = image.shape[:2]
+    scale = max(width / w, height / h)
+    nw, nh = max(width, round(w * scale)), max(height, round(h * scale))
+    if (nw, nh) != (w, h):
+        image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.LANCZOS))
+    top, left = (nh - height) // 2, (nw - width) // 2
+    return np.ascontiguousarray(image[top : top + height, left : left + width])
+
+
+def content_id(image: np.ndarray) -> str:
+    """A stable id from the pixels: the same image gets the same id on every machine."""
+    digest = hashlib.sha256(np.asarray(image.shape, dtype=np.int64).tobytes() + image.tobytes())
+    return digest.hexdigest()[:20]

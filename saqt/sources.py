@@ -1,19 +1,228 @@
-"""Pristine image sources. For now: the bundled sample of public-domain colour photos."""
+"""Pristine image sources (ImageNet, KADIS-700k, a folder, a list file, the bundled sample) and selection.
+
+Each source is described by ``manifests/sources/<name>.yaml``. Listing returns items that know how to
+read their own bytes (a file, or a member inside a tar read in place), so workers never extract archives.
+"""
 
 from __future__ import annotations
 
+import csv
+import os
+import tarfile
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
-# Colour photographs that ship with scikit-image (public domain / CC0; see skimage/data/README.txt).
-SAMPLE_IMAGES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from saqt.seeding import derive_seed
+
+
+class SourceError(ValueError):
+    """A source that cannot be listed as asked (a bad argument); the message is one line."""
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One pristine image: a unique key relative to the root, where its bytes are, and its class label."""
+
+    key: str
+    path: str
+    offset: int = -1  # start of the member inside an archive; -1 means the whole file
+    size: int = -1
+    label: str | None = None
+
+    def read_bytes(self) -> bytes:
+        """The encoded image bytes."""
+        with open(self.path, "rb") as f:
+            if self.offset < 0:
+                return f.read()
+            f.seek(self.offset)
+            return f.read(self.size)
+
+
+@dataclass
+class Listing:
+    """What a source holds: readable items in key order, entries refused with reasons, the layout used."""
+
+    items: list[SourceItem]
+    errors: list[tuple[str, str]]
+    layout: str
+
+
+@cache
+def source_spec(name: str) -> dict:
+    """The manifest of source ``name``."""
+    path = files("manifests").joinpath("sources", f"{name}.yaml")
+    if not path.is_file():
+        raise SourceError(f"unknown source {name!r}; choose one of: {', '.join(source_names())}")
+    return yaml.safe_load(path.read_text())
+
+
+def source_names() -> list[str]:
+    """Names of the available sources."""
+    return sorted(p.name.removesuffix(".yaml") for p in files("manifests").joinpath("sources").iterdir())
+
+
+def sample_root() -> Path:
+    """The folder holding scikit-image's bundled photos."""
+    return Path(str(files("skimage").joinpath("data")))
 
 
 def sample_paths() -> list[Path]:
     """Paths of the bundled sample photos, in a fixed order."""
-    data = files("skimage").joinpath("data")
-    paths = [Path(str(data.joinpath(name))) for name in SAMPLE_IMAGES]
+    paths = [sample_root() / name for name in source_spec("sample")["files"]]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"scikit-image is missing its bundled sample images: {', '.join(missing)}")
+        raise SourceError(f"scikit-image is missing its bundled sample images: {', '.join(missing)}")
     return paths
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root)
+
+
+def _tar_members(archive: Path, start: int, handle, key_prefix: str, label: str | None, exts: set[str]):
+    handle.seek(start)
+    with tarfile.open(fileobj=handle, mode="r:") as tar:
+        for member in tar:
+            if member.isfile() and Path(member.name).suffix.lower() in exts:
+                yield SourceItem(f"{key_prefix}/{member.name}", str(archive), member.offset_data, member.size, label)
+
+
+def _archive_items(path: Path, key: str, archive: str, label_rule: str, exts: set[str]) -> list[SourceItem]:
+    items = []
+    with open(path, "rb") as f:
+        if archive == "tar":
+            label = path.stem if label_rule == "archive" else None
+            items.extend(_tar_members(path, 0, f, key, label, exts))
+        else:  # tar-of-tars: the official ILSVRC2012 train archive holds one tar per class
+            with tarfile.open(fileobj=f, mode="r:") as outer:
+                inner = [m for m in outer if m.isfile() and m.name.endswith(".tar")]
+            for m in inner:
+                label = Path(m.name).stem if label_rule == "inner-archive" else None
+                items.extend(_tar_members(path, m.offset_data, f, f"{key}/{m.name}", label, exts))
+    return items
+
+
+def _list_layouts(spec: dict, root: Path, split: str | None) -> Listing:
+    exts = {e.lower() for e in spec["extensions"]}
+    layouts = [lay for lay in spec["layouts"] if split is None or lay.get("split", split) == split]
+    for layout in layouts:
+        items, errors = [], []
+        for path in sorted(root.glob(layout["glob"])):
+            key = path.relative_to(root).as_posix()
+            if path.is_dir() or (path.suffix.lower() not in exts and "archive" not in layout):
+                continue
+            if not _inside(path, root):
+                errors.append((key, "symlink points outside the root"))
+            elif "archive" in layout:
+                try:
+                    items.extend(_archive_items(path, key, layout["archive"], layout["label"], exts))
+                except (OSError, tarfile.TarError) as err:
+                    errors.append((key, f"unreadable archive ({err})"))
+            else:
+                items.append(
+                    SourceItem(key, str(path), label=path.parent.name if layout["label"] == "parent" else None)
+                )
+        if items or errors:
+            return Listing(items, errors, layout["name"])
+    looked = ", ".join(lay["glob"] for lay in layouts)
+    raise SourceError(f"no {spec['name']} images under {root} (looked for {looked})")
+
+
+def _read_list_entries(list_file: Path, spec: dict) -> list[tuple[str, str | None]]:
+    """(path, label) pairs from a .txt, .csv or .parquet list; SourceError if the file is malformed."""
+    if not list_file.is_file():
+        raise SourceError(f"list file {list_file} does not exist")
+    try:
+        if list_file.suffix.lower() == ".txt":
+            lines = list_file.read_text(encoding="utf-8").splitlines()
+            return [(s, None) for s in (line.strip() for line in lines) if s and not s.startswith("#")]
+        if list_file.suffix.lower() == ".parquet":
+            rows = pq.read_table(list_file).to_pylist()
+            columns = list(rows[0]) if rows else pq.read_schema(list_file).names
+        elif list_file.suffix.lower() == ".csv":
+            with open(list_file, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                rows, columns = list(reader), reader.fieldnames or []
+        else:
+            raise SourceError(f"list file {list_file} must end in .txt, .csv or .parquet")
+    except (UnicodeDecodeError, csv.Error, OSError, pa.ArrowException) as err:
+        raise SourceError(f"list file {list_file} is malformed ({type(err).__name__}: {err})") from None
+    path_col = next((c for c in spec["path_columns"] if c in columns), None)
+    if path_col is None:
+        raise SourceError(f"list file {list_file} has no path column (one of {spec['path_columns']}; found {columns})")
+    label_col = next((c for c in spec["label_columns"] if c in columns), None)
+    entries = []
+    for i, row in enumerate(rows, start=1):
+        if not isinstance(row[path_col], str) or not row[path_col].strip():
+            raise SourceError(f"list file {list_file}: row {i} has no path")
+        entries.append(
+            (row[path_col].strip(), str(row[label_col]) if label_col and row[label_col] is not None else None)
+        )
+    return entries
+
+
+def _list_file(spec: dict, root: Path, list_file: Path) -> Listing:
+    items, errors, seen = [], [], set()
+    for entry, label in _read_list_entries(list_file, spec):
+        path = Path(os.path.normpath(root / entry))  # an absolute entry replaces root; ".." is folded
+        if not path.is_relative_to(root) or not _inside(path, root):
+            errors.append((entry, "path escapes the root"))
+            continue
+        key = path.relative_to(root).as_posix()
+        if key in seen:
+            errors.append((entry, "listed twice"))
+        elif not path.is_file():
+            errors.append((key, "no such file"))
+        else:
+            seen.add(key)
+            items.append(SourceItem(key, str(path), label=label))
+    return Listing(sorted(items, key=lambda it: it.key), errors, "list")
+
+
+def list_source(
+    name: str, root: Path | None = None, list_file: Path | None = None, split: str | None = None
+) -> Listing:
+    """List the images of source ``name`` under ``root``; SourceError for a bad source, root or list file."""
+    spec = source_spec(name)
+    if spec["kind"] == "sample":
+        return Listing([SourceItem(p.name, str(p)) for p in sample_paths()], [], "sample")
+    if root is None:
+        raise SourceError(f"source {name!r} needs --root")
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise SourceError(f"--root {root} is not a directory")
+    if spec["kind"] == "list":
+        if list_file is None:
+            raise SourceError("source 'list' needs --list FILE")
+        return _list_file(spec, root, Path(list_file))
+    return _list_layouts(spec, root, split)
+
+
+def select(items: list[SourceItem], limit: int | None = None, per_class: int | None = None, seed: int = 0):
+    """A seeded subset: ``per_class`` images of each class, then at most ``limit`` images; in key order.
+
+    Each image's rank depends only on (seed, key), so the choice does not depend on listing order and
+    a larger limit keeps every image a smaller one chose.
+    """
+
+    def rank(item: SourceItem) -> int:
+        return derive_seed(seed, "select", item.key)
+
+    chosen = list(items)
+    if per_class is not None:
+        if any(it.label is None for it in chosen):
+            raise SourceError("--per-class needs class labels, and this source has none for some images")
+        by_class: dict[str, list[SourceItem]] = defaultdict(list)
+        for it in chosen:
+            by_class[it.label].append(it)
+        chosen = [it for group in by_class.values() for it in sorted(group, key=rank)[:per_class]]
+    if limit is not None:
+        chosen = sorted(chosen, key=rank)[:limit]
+    return sorted(chosen, key=lambda it: it.key)

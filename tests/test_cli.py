@@ -83,7 +83,7 @@ def test_render_refuses_bad_arguments_before_work(tmp_path, args, message):
 @pytest.mark.parametrize(
     "app, argv",
     [
-        (saqt_app, ["build", "--source", "imagenet"]),
+        (saqt_app, ["label", "--bank", "kadid10k"]),
         (saqt_app, ["bank", "synth"]),
         (glint_app, ["pretrain", "--data", "x"]),
         (glint_app, ["predict", "a.jpg"]),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from saqt.images import ImageDecodeError, decode_image
+from saqt.images import ImageDecodeError, decode_image, encode_png
 
 
 def save(img: Image.Image, path, **kw):
@@ -93,3 +93,13 @@ def test_missing_file_and_bytes_input(tmp_path, photo):
     buf = io.BytesIO()
     Image.fromarray(photo).save(buf, "PNG")
     np.testing.assert_array_equal(decode_image(buf.getvalue()), photo)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (7, 5, 3), (384, 512, 3)])
+def test_png_encoding_is_lossless_for_standard_decoders(shape, photo):
+    image = photo[: shape[0], : shape[1]].copy()
+    image[0, 0] = [255, 0, 255]
+    data = encode_png(image)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), image)
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1], image)
+    assert encode_png(image) == data  # deterministic bytes

@@ -1,0 +1,50 @@
+"""Executors that run a stage's work units: in this process, or in a pool of worker processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended abnormally (killed, out of memory); finished units are kept."""
+
+
+def _init_worker() -> None:
+    """One thread per worker process: the pool is the parallelism."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+class LocalExecutor:
+    """Runs units here (``workers=1``) or in ``workers`` spawned processes, yielding results as they finish."""
+
+    def __init__(self, workers: int = 1):
+        if workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {workers}")
+        self.workers = workers
+
+    def map_unordered(self, fn: Callable, items: Iterable) -> Iterator:
+        items = list(items)
+        if self.workers == 1 or len(items) <= 1:
+            yield from map(fn, items)
+            return
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ.setdefault(var, "1")  # inherited by the spawned workers
+        pool = ProcessPoolExecutor(min(self.workers, len(items)), mp_context=mp.get_context("spawn"),
+                                   initializer=_init_worker)  # fmt: skip
+        try:
+            pending = {pool.submit(fn, item) for item in items}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield future.result()
+        except BrokenProcessPool:
+            raise WorkerDied("a worker process died (killed or out of memory); finished shards are kept, "
+                             "run the same command again to resume") from None  # fmt: skip
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,259 @@
+"""``saqt build``: pristine sources to Parquet shards of canonical pristine images and their distortions.
+
+Work is cut into units of ``images_per_shard`` selected images, in key order; each unit writes one
+pristine and one distorted shard. A unit's output depends only on the configuration and its images,
+so the build is bit-identical whatever the number of workers and however often it is resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from saqt import __version__
+from saqt.distortions import PreparedImage, distort, random_params, spec
+from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, canonicalise, content_id, decode_image, encode_png
+from saqt.screen import Screen, jpeg_quality
+from saqt.seeding import derive_seed
+from saqt.shards import DISTORTED_SCHEMA, PRISTINE_SCHEMA, ShardWriter, shard_intact, write_json_atomic
+from saqt.sources import SourceError, SourceItem, list_source, select
+
+MANIFEST = "build.json"
+ERROR_LOG = "errors.jsonl"
+ALL_TYPES = tuple(range(1, 26))
+ALL_LEVELS = tuple(range(1, 6))
+
+
+class BuildConflict(ValueError):
+    """The output folder holds a build that this run would not reproduce."""
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that determines a build's output (the run options, workers and overwrite, do not)."""
+
+    source: str = "sample"
+    root: str | None = None
+    list_file: str | None = None
+    split: str | None = None
+    limit: int | None = None
+    per_class: int | None = None
+    seed: int = 0
+    size: tuple[int, int] = (512, 384)
+    types: tuple[int, ...] = ALL_TYPES
+    levels: tuple[int, ...] = ALL_LEVELS
+    per_image: int | None = None
+    min_side: int = 128
+    min_jpeg_quality: int = 0
+    allow_grey: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    recipe_only: bool = False
+    images_per_shard: int = 8
+
+    def check(self) -> None:
+        """Raise ValueError naming the first option that cannot work."""
+        if min(self.size) < 48:
+            raise ValueError(f"--size {self.size[0]}x{self.size[1]}: both sides must be at least 48 px")
+        for name in ("limit", "per_class", "per_image", "images_per_shard"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        cells = len(self.types) * len(self.levels)
+        if self.per_image is not None and self.per_image > cells:
+            raise ValueError(f"--per-image {self.per_image} exceeds the {cells} (type, level) cells selected")
+        if not self.types or not self.levels:
+            raise ValueError("no distortion types or levels selected")
+
+    def as_dict(self) -> dict:
+        """JSON-ready form, as recorded in the manifest."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+@dataclass
+class UnitResult:
+    """What one unit wrote: its shard entries, the images it skipped with reasons, and counts."""
+
+    index: int
+    shards: dict[str, dict]
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    images: int = 0
+
+
+class Executor(Protocol):
+    """Runs a function over work items, yielding results as they finish (any order)."""
+
+    def map_unordered(self, fn: Callable, items: Iterable) -> Iterator: ...
+
+
+def plan_cells(config: BuildConfig, pristine_id: str) -> list[tuple[int, int]]:
+    """The (type, level) cells rendered for one pristine image: all selected, or a seeded subset."""
+    cells = [(t, lv) for t in config.types for lv in config.levels]
+    if config.per_image is None:
+        return cells
+    rng = np.random.default_rng(derive_seed(config.seed, pristine_id, "cells"))
+    return sorted(cells[i] for i in rng.choice(len(cells), config.per_image, replace=False))
+
+
+def distorted_row(config: BuildConfig, src: PreparedImage, pristine_id: str, key: str, t: int, lv: int) -> dict:
+    """One distorted row: its recipe, and its PNG unless the build is recipe-only."""
+    seed = derive_seed(config.seed, pristine_id, t, lv)
+    h, w = src.shape
+    drawn = random_params(t, lv, (h, w), seed)
+    entry = spec(t)
+    return {
+        "image_id": f"{pristine_id}_{t:02d}_{lv:02d}", "pristine_id": pristine_id, "source_key": key,
+        "dist_type": t, "dist_name": entry.name, "level": lv, "param": entry.value(lv), "seed": seed,
+        "random_params": json.dumps(drawn, sort_keys=True) if drawn else None, "width": w, "height": h,
+        "image": None if config.recipe_only else encode_png(distort(src, t, lv, seed=seed)),
+    }  # fmt: skip
+
+
+def _pristine_row(config: BuildConfig, item: SourceItem) -> tuple[dict, np.ndarray]:
+    """Read, screen, canonicalise one source image; raise ImageDecodeError with the reason to skip it."""
+    try:
+        data = item.read_bytes()
+    except OSError as err:
+        raise ImageDecodeError(f"{item.key}: cannot read ({err.strerror or err})") from None
+    image = decode_image(data, config.max_pixels)
+    h, w = image.shape[:2]
+    reason = Screen(config.min_side, config.min_jpeg_quality, config.allow_grey).reason_to_reject(data, image)
+    if reason:
+        raise ImageDecodeError(f"{item.key}: {reason}")
+    canon = canonicalise(image, config.size)
+    pid = content_id(canon)
+    row = {
+        "image_id": pid, "pristine_id": pid, "source": config.source, "source_key": item.key, "label": item.label,
+        "orig_width": w, "orig_height": h, "jpeg_quality": jpeg_quality(data), "width": config.size[0],
+        "height": config.size[1], "image": encode_png(canon),
+    }  # fmt: skip
+    return row, canon
+
+
+def build_unit(config: BuildConfig, out: Path, unit: tuple[int, list[SourceItem]]) -> UnitResult:
+    """Render one unit into its pristine and distorted shards (runs in a worker process)."""
+    index, items = unit
+    name = f"part-{index:05d}.parquet"
+    pristine = ShardWriter(out / "pristine" / name, PRISTINE_SCHEMA)
+    distorted = ShardWriter(out / "distorted" / name, DISTORTED_SCHEMA)
+    errors = []
+    try:
+        for item in items:
+            try:
+                row, canon = _pristine_row(config, item)
+            except ImageDecodeError as err:
+                errors.append((item.key, str(err).removeprefix(f"{item.key}: ").removeprefix("<bytes>: ")))
+                continue
+            src = PreparedImage(canon)
+            pid = row["pristine_id"]
+            distorted.write([distorted_row(config, src, pid, item.key, t, lv) for t, lv in plan_cells(config, pid)])
+            pristine.write([row])
+        shards = {"distorted": distorted.commit(out), "pristine": pristine.commit(out)}
+    except BaseException:
+        pristine.abort()
+        distorted.abort()
+        raise
+    return UnitResult(index, shards, errors, len(items))
+
+
+def _units(items: list[SourceItem], size: int) -> list[tuple[int, list[SourceItem]]]:
+    return [(i // size, items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def _fresh_manifest(config: BuildConfig, listing_errors, selection: list[SourceItem], units: int, command: str) -> dict:
+    digest = hashlib.sha256()
+    for item in selection:
+        digest.update(item.key.encode() + b"\n")
+    return {
+        "stage": "build", "toolkit_version": __version__, "config": config.as_dict(), "command": command,
+        "selection": {"images": len(selection), "keys_sha256": digest.hexdigest()}, "units": units, "shards": {},
+        "listing_errors": [list(e) for e in listing_errors], "complete": False,
+    }  # fmt: skip
+
+
+def _prepare_output(out: Path, manifest: dict, overwrite: bool) -> dict:
+    """The manifest to continue from: the existing one if it describes this build, else a fresh one."""
+    path = out / MANIFEST
+    if path.exists() and not overwrite:
+        old = json.loads(path.read_text())
+        if old.get("config") != manifest["config"]:
+            changed = sorted(k for k in manifest["config"] if old.get("config", {}).get(k) != manifest["config"][k])
+            raise BuildConflict(f"{out} holds a build with other settings ({', '.join(changed)}); "
+                                "use --overwrite to replace it or choose another --out")  # fmt: skip
+        if old.get("selection") != manifest["selection"]:
+            raise BuildConflict(f"the source's images changed since {out} was built "
+                                f"({old['selection']['images']} then, {manifest['selection']['images']} now); "
+                                "use --overwrite to rebuild")  # fmt: skip
+        manifest["shards"] = {k: v for k, v in old["shards"].items()
+                              if all(shard_intact(out, s) for s in v["shards"].values())}  # fmt: skip
+    elif overwrite:
+        for sub in ("pristine", "distorted"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        (out / MANIFEST).unlink(missing_ok=True)
+    return manifest
+
+
+def _save(out: Path, manifest: dict) -> None:
+    errors = [{"key": k, "reason": r, "stage": "list"} for k, r in manifest["listing_errors"]]
+    for unit in sorted(manifest["shards"], key=int):
+        errors += [{"key": k, "reason": r, "stage": "render"} for k, r in manifest["shards"][unit]["errors"]]
+    done = manifest["shards"].values()
+    manifest["counts"] = {
+        "pristine": sum(u["shards"]["pristine"]["rows"] for u in done),
+        "distorted": sum(u["shards"]["distorted"]["rows"] for u in done),
+        "skipped": len(errors),
+        "skipped_by_reason": dict(Counter(_reason_kind(e["reason"]) for e in errors)),
+    }
+    write_json_atomic(out / ERROR_LOG, errors, lines=True)
+    write_json_atomic(out / MANIFEST, manifest)
+
+
+def _reason_kind(reason: str) -> str:
+    """The reason with details and numbers stripped, for counting: 'too small', 'JPEG quality N under N'."""
+    return re.sub(r"\d+", "N", re.sub(r"\s*\(.*\)", "", reason))
+
+
+def run_build(config: BuildConfig, out: Path, executor: Executor, overwrite: bool = False,
+              command: str = "", progress: bool = True) -> dict:  # fmt: skip
+    """Build (or resume) into ``out``; returns the final manifest. Raises SourceError/BuildConflict/ValueError
+    for bad arguments before any work."""
+    config.check()
+    listing = list_source(config.source, Path(config.root) if config.root else None,
+                          Path(config.list_file) if config.list_file else None, config.split)  # fmt: skip
+    selection = select(listing.items, config.limit, config.per_class, config.seed)
+    if not selection:
+        raise SourceError(f"nothing to build: source {config.source!r} has no readable images")
+    units = _units(selection, config.images_per_shard)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = _prepare_output(out, _fresh_manifest(config, listing.errors, selection, len(units), command), overwrite)
+    pending = [u for u in units if str(u[0]) not in manifest["shards"]]
+    _save(out, manifest)
+    done_images = len(selection) - sum(len(u[1]) for u in pending)
+    with tqdm(total=len(selection), initial=done_images, unit="img", desc="build", disable=not progress) as bar:
+        for result in executor.map_unordered(_UnitTask(config, out), pending):
+            manifest["shards"][str(result.index)] = {"shards": result.shards, "errors": result.errors}
+            _save(out, manifest)
+            bar.update(result.images)
+    manifest["complete"] = len(manifest["shards"]) == len(units)
+    _save(out, manifest)
+    return manifest
+
+
+@dataclass(frozen=True)
+class _UnitTask:
+    """``build_unit`` bound to a configuration and output folder; picklable for worker processes."""
+
+    config: BuildConfig
+    out: Path
+
+    def __call__(self, unit: tuple[int, list[SourceItem]]) -> UnitResult:
+        return build_unit(self.config, self.out, unit)

@@ -1,0 +1,115 @@
+"""Parquet shards: schemas, an atomic writer, and the stage manifest that lists finished shards with checksums.
+
+A shard is written under a hidden temporary name (``.part-00000.parquet.tmp``, which Parquet readers
+skip) and renamed into place only when complete, so a crash never leaves a partial shard visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = "saqt-build/1"
+
+PRISTINE_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("pristine_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_key", pa.string(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("orig_width", pa.int32(), nullable=False),
+        pa.field("orig_height", pa.int32(), nullable=False),
+        pa.field("jpeg_quality", pa.int16()),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("image", pa.binary(), nullable=False),
+    ],
+    metadata={"saqt.schema": SCHEMA_VERSION, "saqt.table": "pristine", "saqt.image_format": "png"},
+)
+
+DISTORTED_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("pristine_id", pa.string(), nullable=False),
+        pa.field("source_key", pa.string(), nullable=False),
+        pa.field("dist_type", pa.int8(), nullable=False),
+        pa.field("dist_name", pa.string(), nullable=False),
+        pa.field("level", pa.int8(), nullable=False),
+        pa.field("param", pa.float64(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("random_params", pa.string()),  # JSON of replayable draws (types 3, 5, 20, 23), else null
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("image", pa.binary()),  # null in a recipe-only build: render it from the recipe instead
+    ],
+    metadata={"saqt.schema": SCHEMA_VERSION, "saqt.table": "distorted", "saqt.image_format": "png"},
+)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: dict | list, lines: bool = False) -> None:
+    """Write JSON (or JSON lines) to a temporary file, fsync it, and rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        if lines:
+            f.writelines(json.dumps(row, sort_keys=True) + "\n" for row in data)
+        else:
+            json.dump(data, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """One Parquet shard, written row group by row group under a temporary name; ``commit`` publishes it."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self.schema = schema
+        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.rows = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plain = [f.name for f in schema if f.name != "image"]
+        compression = {f.name: ("none" if f.name == "image" else "zstd") for f in schema}
+        self._writer = pq.ParquetWriter(self.tmp, schema, compression=compression, use_dictionary=plain)
+
+    def write(self, rows: list[dict]) -> None:
+        """Append rows (dicts keyed by the schema's field names) as one row group."""
+        if rows:
+            self._writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+            self.rows += len(rows)
+
+    def commit(self, root: Path) -> dict:
+        """Close, checksum and rename into place; returns the manifest entry (path relative to root)."""
+        self._writer.close()
+        with open(self.tmp, "rb") as f:
+            os.fsync(f.fileno())
+        entry = {"path": self.path.relative_to(root).as_posix(), "rows": self.rows, "sha256": sha256_file(self.tmp),
+                 "bytes": self.tmp.stat().st_size}  # fmt: skip
+        os.replace(self.tmp, self.path)
+        return entry
+
+    def abort(self) -> None:
+        """Discard the temporary file."""
+        self._writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def shard_intact(root: Path, entry: dict) -> bool:
+    """Whether a manifest's shard entry still matches the file on disk (existence and size)."""
+    path = root / entry["path"]
+    return path.is_file() and path.stat().st_size == entry["bytes"]
