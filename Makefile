@@ -18,9 +18,12 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/saqt build --out $(DEMO_OUT)/build
-	$(BIN)/saqt distortions render --sample --out $(DEMO_OUT)/contact --types 1-25 --levels 1-5
-	@echo "Demo done: SAQT shards of the 5 sample photos x 125 distortions in $(DEMO_OUT)/build/ (manifest build.json),"
-	@echo "and one labelled contact sheet per photo in $(DEMO_OUT)/contact/*_contact.png"
+	$(BIN)/saqt bank synth --source sample-bank --out $(DEMO_OUT)/bank
+	$(BIN)/saqt label --build $(DEMO_OUT)/build --bank $(DEMO_OUT)/bank --encoder effnet-lite0 --rule topk --k 3 --out $(DEMO_OUT)/labels
+	$(BIN)/saqt fidelity --bank $(DEMO_OUT)/bank --encoder effnet-lite0 --rule topk --k 3 --json $(DEMO_OUT)/fidelity.json
+	$(BIN)/saqt distortions render --sample --out $(DEMO_OUT)/contact
+	@echo "Demo done in $(DEMO_OUT)/: build/ (5 sample photos x 125 distortions), bank/ (a proxy-scored bank),"
+	@echo "labels/ and saqt-iqa/ under labels/ (the labelled training set), contact/*_contact.png (every distortion)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

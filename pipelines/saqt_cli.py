@@ -8,18 +8,26 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from PIL import Image
 from tqdm import tqdm
 
 from pipelines.cli_common import add_stub, parse_int_set, parse_size
 from pipelines.executors import LocalExecutor, WorkerDied
+from saqt.bank import BankError, load_bank, normalise_scores
+from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, BuildConflict, run_build
 from saqt.distortions import PreparedImage, catalogue, distort
 from saqt.distortions.sheet import contact_sheet
+from saqt.embed import embed_images
+from saqt.encoders import EncoderError, load_encoder
+from saqt.fidelity import leave_one_out
 from saqt.images import ImageDecodeError, decode_image
+from saqt.label import LabelConfig, RunOptions, read_exclusions, run_label
 from saqt.seeding import derive_seed
 from saqt.sources import SourceError, sample_paths, source_names
+from saqt.transfer import Rule
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Build quality-labelled image datasets (SAQT-IQA).")
 distortions_app = typer.Typer(no_args_is_help=True, help="The 25 KADID-10k distortion types x 5 levels.")
@@ -27,9 +35,6 @@ bank_app = typer.Typer(no_args_is_help=True, help="Labelled reference banks.")
 app.add_typer(distortions_app, name="distortions")
 app.add_typer(bank_app, name="bank")
 
-add_stub(app, "saqt", "label", 4, "Transfer MOS labels from a labelled bank by semantic matching.")
-add_stub(app, "saqt", "fidelity", 4, "Measure label-transfer fidelity on a bank (leave one reference out).")
-add_stub(bank_app, "saqt bank", "synth", 4, "Build a proxy-labelled bank from reference images.")
 add_stub(app, "saqt", "publish", 6, "Publish labels as a standard Parquet dataset with a dataset card.")
 add_stub(app, "saqt", "verify", 6, "Verify a published dataset's checksums and schema.")
 add_stub(app, "saqt", "report", 6, "Write an HTML report of a stage directory.")
@@ -135,14 +140,132 @@ def build(
     try:
         manifest = run_build(config, out, LocalExecutor(workers), overwrite, shlex.join(["saqt", *sys.argv[1:]]))
     except (SourceError, BuildConflict, ValueError) as err:
-        typer.echo(f"saqt build: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail("build", err, 2)
     except WorkerDied as err:
-        typer.echo(f"saqt build: {err}", err=True)
-        raise typer.Exit(1) from None
+        fail("build", err, 1)
     counts = manifest["counts"]
     typer.echo(f"built {counts['pristine']} pristine and {counts['distorted']} distorted images in "
                f"{len(manifest['shards'])} shard pairs under {out}/ (manifest {out / 'build.json'})")  # fmt: skip
     if counts["skipped"]:
         reasons = ", ".join(f"{n} {kind}" for kind, n in sorted(counts["skipped_by_reason"].items()))
         typer.echo(f"skipped {counts['skipped']} inputs ({reasons}); see {out / 'errors.jsonl'}")
+
+
+def fail(command: str, err: Exception, code: int) -> None:
+    """Print ``saqt <command>: <one-line reason>`` and exit with ``code``."""
+    typer.echo(f"saqt {command}: {err}", err=True)
+    raise typer.Exit(code) from None
+
+
+ENCODER_HELP = "effnet-lite0 (offline, ImageNet) or clip:<open_clip model>@<pretrained tag or checkpoint path>."
+
+
+@bank_app.command("synth")
+def bank_synth(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bank folder to write (images/, scores.csv, bank.json).")],
+    source: Annotated[
+        str, typer.Option(help="Reference images: folder, list, kadis700k, imagenet, sample.")
+    ] = "folder",
+    root: Annotated[Path | None, typer.Option(help="Source root folder.")] = None,
+    list_file: Annotated[Path | None, typer.Option("--list", help="For --source list: the list file.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most N reference images (seeded).")] = None,
+    metric: Annotated[str, typer.Option(help="Full-reference proxy score: ms_ssim or psnr.")] = "ms_ssim",
+    size: Annotated[str, typer.Option(help="Canonical size WxH of the references.")] = "512x384",
+    seed: Annotated[int, typer.Option(help="Seed of the distortions' random draws.")] = 0,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Build a labelled bank from any reference images, scored by a full-reference metric (a proxy for MOS)."""
+    config = SynthConfig(source=source, root=str(root) if root else None, list_file=str(list_file) if list_file else None,
+                         limit=limit, seed=seed, size=parse_size(size), metric=metric)  # fmt: skip
+    try:
+        bank = synth_bank(config, out, LocalExecutor(workers), shlex.join(["saqt", *sys.argv[1:]]))
+    except (SourceError, BankError, ValueError) as err:
+        fail("bank synth", err, 2)
+    typer.echo(
+        f"bank of {len(bank.ref_ids)} references x 125 distortions, scored by {metric} (a proxy, not MOS), in {out}/"
+    )
+
+
+@app.command("label")
+def label(
+    build: Annotated[Path, typer.Option(help="A `saqt build` output folder.")],
+    bank: Annotated[Path, typer.Option(help="A labelled bank folder (KADID-10k layout, scores.csv, or bank synth).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (labels/, saqt-iqa/, label.json).")],
+    bank_type: Annotated[str | None, typer.Option(help="kadid10k, csv or synth (default: detected).")] = None,
+    encoder: Annotated[str, typer.Option(help=ENCODER_HELP)] = "clip:ViT-B-32@laion2b_s34b_b79k",
+    rule: Annotated[str, typer.Option(help="top1 (the authors'), topk (similarity-weighted) or mean.")] = "top1",
+    k: Annotated[int, typer.Option(help="Neighbours for topk.")] = 3,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature of the topk weights.")] = 0.05,
+    normalise: Annotated[
+        str, typer.Option(help="Score scale: minmax:0:9 (the authors'), none, zscore.")
+    ] = "minmax:0:9",
+    exclude_refs: Annotated[
+        Path | None, typer.Option(help="File of reference ids to leave out (e.g. a test split).")
+    ] = None,
+    index: Annotated[str, typer.Option(help="FAISS index: flat (exact), ivf or hnsw.")] = "flat",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 64,
+    loader_workers: Annotated[
+        int | None, typer.Option(help="DataLoader processes decoding images (default: chosen for this machine).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing labels in --out instead of resuming.")] = False,
+) -> None:
+    """Transfer scores from a labelled bank to every distorted image of a build."""
+    try:
+        config = LabelConfig(build=str(build), bank=str(bank), bank_type=bank_type, encoder=encoder, rule=rule, k=k,
+                             temperature=temperature, normalise=normalise, index=index,
+                             exclude_refs=read_exclusions(exclude_refs) if exclude_refs else ())  # fmt: skip
+        manifest = run_label(config, out, RunOptions(device, batch_size, loader_workers), overwrite,
+                             shlex.join(["saqt", *sys.argv[1:]]))  # fmt: skip
+    except (BankError, EncoderError, BuildConflict, FileNotFoundError, ValueError) as err:
+        fail("label", err, 2)
+    typer.echo(f"labelled {manifest['counts']['labels']} images in {manifest['counts']['shards']} shards under "
+               f"{out}/ (labels/, saqt-iqa/, manifest label.json)")  # fmt: skip
+    if manifest["self_matches"]:
+        typer.echo(f"warning: {manifest['self_matches']} pristine images are (nearly) bank references themselves "
+                   "(cosine >= 0.999): their labels copy their own scores", err=True)  # fmt: skip
+
+
+@app.command("fidelity")
+def fidelity(
+    bank: Annotated[Path, typer.Option(help="A labelled bank folder.")],
+    bank_type: Annotated[str | None, typer.Option(help="kadid10k, csv or synth (default: detected).")] = None,
+    encoder: Annotated[str, typer.Option(help=ENCODER_HELP)] = "clip:ViT-B-32@laion2b_s34b_b79k",
+    rule: Annotated[str, typer.Option(help="top1, topk or mean.")] = "top1",
+    k: Annotated[int, typer.Option(help="Neighbours for topk.")] = 3,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature of the topk weights.")] = 0.05,
+    normalise: Annotated[str, typer.Option(help="Score scale: minmax:0:9, none, zscore.")] = "minmax:0:9",
+    seed: Annotated[int, typer.Option(help="Seed of the random-reference baseline.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    as_json: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
+) -> None:
+    """Leave-one-reference-out: how well the rule predicts each reference's scores from the others."""
+    try:
+        labelled = load_bank(bank, bank_type)
+        transfer_rule = Rule(rule, k, temperature)
+        scores = normalise_scores(labelled.scores, normalise)
+        embeddings = None
+        if rule != "mean":
+            if not labelled.has_images:
+                raise BankError(f"rule {rule} needs the reference images, and {bank} has only the label table; "
+                                "use --rule mean for the baselines alone")  # fmt: skip
+            enc = load_encoder(encoder, device)
+            embeddings = embed_images(enc, [str(p) for p in labelled.images])
+        report = leave_one_out(scores, embeddings, transfer_rule, seed)
+    except (BankError, EncoderError, ValueError) as err:
+        fail("fidelity", err, 2)
+    names = {rule: f"{rule} ({encoder}, k={transfer_rule.neighbours})", "mean": "mean baseline (content-agnostic)",
+             "random": "random other reference", "oracle": "oracle: best other reference (ceiling)"}  # fmt: skip
+    typer.echo(f"leave-one-reference-out on {report.references} references of {bank} "
+               f"({'proxy scores' if labelled.proxy else 'human scores'}):")  # fmt: skip
+    for key, row in report.rows.items():
+        plcc = "" if np.isnan(row["plcc"]) else f"  PLCC {row['plcc']:.3f}"
+        typer.echo(f"  {names[key]:<55} SROCC {row['srocc']:.3f}{plcc}")
+    shown = [key for key in report.rows if report.rows[key]["per_type"]]
+    typer.echo("  per type SROCC:  " + "  ".join(f"{key:>7}" for key in shown))
+    for t in range(1, 26):
+        cells = "  ".join(f"{report.rows[key]['per_type'][t]:7.3f}" for key in shown)
+        typer.echo(f"    {t:2d} {catalogue()[t - 1].name:<28} {cells}")
+    if as_json:
+        as_json.write_text(json.dumps({"bank": str(bank), "encoder": encoder, **transfer_rule.describe(),
+                                       "normalise": normalise, **report.as_dict()}, indent=2))  # fmt: skip

@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from saqt import __version__
 from saqt.distortions import PreparedImage, distort, random_params, spec
-from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, canonicalise, content_id, decode_image, encode_png
-from saqt.screen import Screen, jpeg_quality
+from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
+from saqt.pristine import prepare_pristine
+from saqt.screen import Screen
 from saqt.seeding import derive_seed
 from saqt.shards import DISTORTED_SCHEMA, PRISTINE_SCHEMA, ShardWriter, shard_intact, write_json_atomic
 from saqt.sources import SourceError, SourceItem, list_source, select
@@ -119,24 +120,15 @@ def distorted_row(config: BuildConfig, src: PreparedImage, pristine_id: str, key
 
 
 def _pristine_row(config: BuildConfig, item: SourceItem) -> tuple[dict, np.ndarray]:
-    """Read, screen, canonicalise one source image; raise ImageDecodeError with the reason to skip it."""
-    try:
-        data = item.read_bytes()
-    except OSError as err:
-        raise ImageDecodeError(f"{item.key}: cannot read ({err.strerror or err})") from None
-    image = decode_image(data, config.max_pixels)
-    h, w = image.shape[:2]
-    reason = Screen(config.min_side, config.min_jpeg_quality, config.allow_grey).reason_to_reject(data, image)
-    if reason:
-        raise ImageDecodeError(f"{item.key}: {reason}")
-    canon = canonicalise(image, config.size)
-    pid = content_id(canon)
+    """The pristine row of one source image; raises ImageDecodeError with the reason to skip it."""
+    screen = Screen(config.min_side, config.min_jpeg_quality, config.allow_grey)
+    p = prepare_pristine(item, config.size, screen, config.max_pixels)
     row = {
-        "image_id": pid, "pristine_id": pid, "source": config.source, "source_key": item.key, "label": item.label,
-        "orig_width": w, "orig_height": h, "jpeg_quality": jpeg_quality(data), "width": config.size[0],
-        "height": config.size[1], "image": encode_png(canon),
+        "image_id": p.pristine_id, "pristine_id": p.pristine_id, "source": config.source, "source_key": item.key,
+        "label": item.label, "orig_width": p.orig_width, "orig_height": p.orig_height, "jpeg_quality": p.jpeg_quality,
+        "width": config.size[0], "height": config.size[1], "image": encode_png(p.image),
     }  # fmt: skip
-    return row, canon
+    return row, p.image
 
 
 def build_unit(config: BuildConfig, out: Path, unit: tuple[int, list[SourceItem]]) -> UnitResult:
@@ -151,7 +143,7 @@ def build_unit(config: BuildConfig, out: Path, unit: tuple[int, list[SourceItem]
             try:
                 row, canon = _pristine_row(config, item)
             except ImageDecodeError as err:
-                errors.append((item.key, str(err).removeprefix(f"{item.key}: ").removeprefix("<bytes>: ")))
+                errors.append((item.key, str(err)))
                 continue
             src = PreparedImage(canon)
             pid = row["pristine_id"]

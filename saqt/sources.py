@@ -73,9 +73,9 @@ def sample_root() -> Path:
     return Path(str(files("skimage").joinpath("data")))
 
 
-def sample_paths() -> list[Path]:
-    """Paths of the bundled sample photos, in a fixed order."""
-    paths = [sample_root() / name for name in source_spec("sample")["files"]]
+def sample_paths(name: str = "sample") -> list[Path]:
+    """Paths of the photos of bundled source ``name``, in a fixed order."""
+    paths = [sample_root() / file for file in source_spec(name)["files"]]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise SourceError(f"scikit-image is missing its bundled sample images: {', '.join(missing)}")
@@ -192,7 +192,7 @@ def list_source(
     """List the images of source ``name`` under ``root``; SourceError for a bad source, root or list file."""
     spec = source_spec(name)
     if spec["kind"] == "sample":
-        return Listing([SourceItem(p.name, str(p)) for p in sample_paths()], [], "sample")
+        return Listing([SourceItem(p.name, str(p)) for p in sample_paths(name)], [], "sample")
     if root is None:
         raise SourceError(f"source {name!r} needs --root")
     root = Path(root).resolve()

@@ -83,8 +83,8 @@ def test_render_refuses_bad_arguments_before_work(tmp_path, args, message):
 @pytest.mark.parametrize(
     "app, argv",
     [
-        (saqt_app, ["label", "--bank", "kadid10k"]),
-        (saqt_app, ["bank", "synth"]),
+        (saqt_app, ["publish", "--labels", "l", "--out", "p"]),
+        (saqt_app, ["report", "x"]),
         (glint_app, ["pretrain", "--data", "x"]),
         (glint_app, ["predict", "a.jpg"]),
     ],

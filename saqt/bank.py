@@ -1,0 +1,189 @@
+"""Labelled reference banks: reference images with a score for each (type, level) distortion of them.
+
+A bank is described by ``manifests/banks/<kind>.yaml``. Scores live in an (R, 25, 5) array indexed by
+reference, KADID type - 1 and level - 1, NaN where the bank has no score.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field, replace
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+BANK_MANIFEST = "bank.json"
+KINDS = ("kadid10k", "csv", "synth")
+
+
+class BankError(ValueError):
+    """A bank that cannot be read as asked; one line naming the file and the problem."""
+
+
+@cache
+def bank_spec(kind: str) -> dict:
+    """The manifest of bank kind ``kind``."""
+    if kind not in KINDS:
+        raise BankError(f"unknown bank type {kind!r}; choose one of: {', '.join(KINDS)}")
+    return yaml.safe_load(files("manifests").joinpath("banks", f"{kind}.yaml").read_text())
+
+
+@dataclass(frozen=True)
+class Bank:
+    """Reference ids, their image paths (None when only the label table is present), scores and provenance."""
+
+    kind: str
+    root: Path
+    ref_ids: tuple[str, ...]
+    images: tuple[Path | None, ...]
+    scores: np.ndarray  # (R, 25, 5), NaN = no score for that cell
+    proxy: bool = False
+    provenance: dict = field(default_factory=dict)
+    excluded: tuple[str, ...] = ()
+
+    @property
+    def has_images(self) -> bool:
+        """Whether every reference image is on disk (needed to embed the bank)."""
+        return all(p is not None and p.is_file() for p in self.images)
+
+    def without(self, excluded: set[str]) -> Bank:
+        """The bank with the references ``excluded`` removed (their ids are recorded)."""
+        unknown = sorted(excluded - set(self.ref_ids))
+        if unknown:
+            raise BankError(f"--exclude-refs names references the bank does not have: {', '.join(unknown[:5])}")
+        keep = [i for i, r in enumerate(self.ref_ids) if r not in excluded]
+        return replace(
+            self,
+            ref_ids=tuple(self.ref_ids[i] for i in keep),
+            images=tuple(self.images[i] for i in keep),
+            scores=self.scores[keep],
+            excluded=tuple(sorted(set(self.excluded) | excluded)),
+        )
+
+    def describe(self) -> dict:
+        """Provenance recorded with every label."""
+        return {"root": str(self.root), "kind": self.kind, "references": len(self.ref_ids), "proxy": self.proxy,
+                "excluded": list(self.excluded), **self.provenance}  # fmt: skip
+
+
+def normalise_scores(scores: np.ndarray, method: str) -> np.ndarray:
+    """``none``, ``zscore``, or ``minmax:LO:HI`` (the authors': ``minmax:0:9``) over all of the bank's scores."""
+    finite = scores[np.isfinite(scores)]
+    if method == "none":
+        return scores.copy()
+    if method == "zscore":
+        return (scores - finite.mean()) / finite.std()
+    match = re.fullmatch(r"minmax:(-?[\d.]+):(-?[\d.]+)", method)
+    if not match:
+        raise BankError(f"score normalisation must be none, zscore or minmax:LO:HI, got {method!r}")
+    lo, hi = float(match[1]), float(match[2])
+    return lo + (scores - finite.min()) / (finite.max() - finite.min()) * (hi - lo)
+
+
+def _first(candidates: list[str], available: list[str], what: str, path: Path) -> str:
+    found = next((c for c in candidates if c in available), None)
+    if found is None:
+        raise BankError(f"{path} has no {what} column (one of {candidates}; found {available})")
+    return found
+
+
+def _read_rows(path: Path) -> tuple[list[dict], list[str]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            return list(reader), list(reader.fieldnames or [])
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise BankError(f"{path} is not a readable CSV ({err})") from None
+
+
+def _cell(type_text: str, level_text: str, where: str) -> tuple[int, int]:
+    try:
+        t, lv = int(type_text), int(level_text)
+    except ValueError:
+        raise BankError(f"{where}: type and level must be integers, got {type_text!r}, {level_text!r}") from None
+    if not (1 <= t <= 25 and 1 <= lv <= 5):
+        raise BankError(f"{where}: type {t} / level {lv} outside the KADID-10k grid (1..25, 1..5)")
+    return t, lv
+
+
+def _assemble(root: Path, triples: list[tuple[str, int, int, float]], images: dict[str, Path | None]) -> tuple:
+    ref_ids = tuple(sorted({r for r, *_ in triples}))
+    index = {r: i for i, r in enumerate(ref_ids)}
+    scores = np.full((len(ref_ids), 25, 5), np.nan)
+    for ref, t, lv, score in triples:
+        if not np.isnan(scores[index[ref], t - 1, lv - 1]):
+            raise BankError(f"{root}: reference {ref} has two scores for type {t} level {lv}")
+        scores[index[ref], t - 1, lv - 1] = score
+    return ref_ids, tuple(images.get(r) for r in ref_ids), scores
+
+
+def _load_kadid(root: Path, spec: dict) -> tuple:
+    path = next((root / n for n in spec["score_files"] if (root / n).is_file()), None)
+    if path is None:
+        raise BankError(f"{root} has no KADID-10k score file ({' or '.join(spec['score_files'])})")
+    rows, columns = _read_rows(path)
+    dist_col = _first(spec["distorted_columns"], columns, "distorted-image", path)
+    score_col = _first(spec["score_columns"], columns, "score", path)
+    pattern = re.compile(spec["distorted_pattern"])
+    triples = []
+    for i, row in enumerate(rows, start=2):
+        m = pattern.match(row[dist_col].strip())
+        if not m:
+            raise BankError(f"{path}:{i}: {row[dist_col]!r} is not a KADID-10k name like I01_01_01.png")
+        t, lv = _cell(m["type"], m["level"], f"{path}:{i}")
+        triples.append((m["ref"], t, lv, float(row[score_col])))
+    images = {r: root / spec["images_dir"] / f"{r}{spec['reference_suffix']}" for r, *_ in triples}
+    return _assemble(root, triples, images)
+
+
+def _load_csv(root: Path, spec: dict) -> tuple:
+    path = root / spec["score_files"][0]
+    if not path.is_file():
+        raise BankError(f"{root} has no {spec['score_files'][0]}")
+    rows, columns = _read_rows(path)
+    cols = spec["columns"]
+    missing = [c for c in cols.values() if c not in columns]
+    if missing:
+        raise BankError(f"{path} lacks columns {missing} (needs {list(cols.values())}; found {columns})")
+    triples, images = [], {}
+    for i, row in enumerate(rows, start=2):
+        ref = row[cols["reference"]].strip()
+        image = (root / ref).resolve()
+        if not image.is_relative_to(root.resolve()):
+            raise BankError(f"{path}:{i}: reference {ref!r} escapes the bank folder")
+        t, lv = _cell(row[cols["type"]], row[cols["level"]], f"{path}:{i}")
+        triples.append((ref, t, lv, float(row[cols["score"]])))
+        images[ref] = image
+    return _assemble(root, triples, images)
+
+
+def detect_kind(root: Path) -> str:
+    """The bank kind from its ``bank.json``, else from which score file is present."""
+    manifest = root / BANK_MANIFEST
+    if manifest.is_file():
+        return json.loads(manifest.read_text())["kind"]
+    for kind in KINDS:
+        if any((root / n).is_file() for n in bank_spec(kind)["score_files"]):
+            return kind
+    raise BankError(f"{root} is not a bank: no {BANK_MANIFEST}, dmos.csv or scores.csv")
+
+
+def load_bank(root: Path, kind: str | None = None) -> Bank:
+    """Read the bank under ``root``; ``kind`` (kadid10k, csv, synth) is detected when not given."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BankError(f"bank folder {root} does not exist")
+    kind = kind or detect_kind(root)
+    spec = bank_spec(kind)
+    ref_ids, images, scores = (_load_kadid if kind == "kadid10k" else _load_csv)(root, spec)
+    if not ref_ids:
+        raise BankError(f"{root}: the bank has no scores")
+    manifest = json.loads((root / BANK_MANIFEST).read_text()) if (root / BANK_MANIFEST).is_file() else {}
+    provenance = {k: v for k, v in manifest.items() if k not in ("kind", "proxy")}
+    proxy = bool(manifest.get("proxy", kind == "synth"))
+    return Bank(kind, root, ref_ids, images, scores, proxy, provenance)

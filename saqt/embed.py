@@ -1,0 +1,110 @@
+"""Batched, L2-normalised image embeddings, cached in Parquet by image id and encoder.
+
+Images are decoded and preprocessed in DataLoader workers; batches are formed in a fixed order, so the
+embeddings do not depend on the number of loader workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from saqt.encoders import Encoder
+from saqt.images import decode_image
+
+# Where an image's encoded bytes are: a file path, or (Parquet shard, row group, column) of a build shard.
+Locator = str | tuple[str, int, str]
+
+
+def read_locator(locator: Locator) -> bytes:
+    """The encoded bytes at ``locator``."""
+    if isinstance(locator, str):
+        return Path(locator).read_bytes()
+    return _read_cell(*locator)
+
+
+_OPEN_SHARDS: OrderedDict[str, pq.ParquetFile] = OrderedDict()
+
+
+def _read_cell(path: str, row_group: int, column: str) -> bytes:
+    shard = _OPEN_SHARDS.pop(path, None) or pq.ParquetFile(path)
+    _OPEN_SHARDS[path] = shard
+    while len(_OPEN_SHARDS) > 8:
+        _OPEN_SHARDS.popitem(last=False)
+    return shard.read_row_group(row_group, columns=[column]).column(0)[0].as_py()
+
+
+class _Images(Dataset):
+    def __init__(self, locators: list[Locator], preprocess: Callable):
+        self.locators = locators
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.locators)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.preprocess(decode_image(read_locator(self.locators[i])))
+
+
+def auto_loader_workers(device: torch.device) -> int:
+    """Decoding workers that do not starve the model: none on a small CPU machine (the forward pass already uses
+    every core), a few where cores are to spare, up to 8 feeding a GPU."""
+    cores = len(os.sched_getaffinity(0))
+    return min(8, cores - 1) if device.type == "cuda" else (0 if cores <= 4 else cores // 8)
+
+
+def embed_images(encoder: Encoder, locators: list[Locator], batch_size: int = 64, loader_workers: int | None = None,
+                 progress: bool = False, desc: str = "embed") -> np.ndarray:  # fmt: skip
+    """(N, dim) float32 L2-normalised embeddings of the images at ``locators``, in order.
+
+    ``loader_workers=None`` picks a number for this machine (:func:`auto_loader_workers`).
+    """
+    if not locators:
+        return np.zeros((0, encoder.dim), np.float32)
+    device = next(encoder.model.parameters()).device
+    cuda = device.type == "cuda"
+    workers = auto_loader_workers(device) if loader_workers is None else loader_workers
+    loader = DataLoader(_Images(locators, encoder.preprocess), batch_size=batch_size, num_workers=workers,
+                        pin_memory=cuda, shuffle=False)  # fmt: skip
+    out = []
+    with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda):
+        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress):
+            features = encoder.forward(batch.to(device, non_blocking=True)).float()
+            out.append(torch.nn.functional.normalize(features, dim=1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def embedding_schema(dim: int) -> pa.Schema:
+    """id, encoder, and a fixed-size list of float32."""
+    return pa.schema([("id", pa.string()), ("encoder", pa.string()), ("weights", pa.string()),
+                      ("embedding", pa.list_(pa.float32(), dim))])  # fmt: skip
+
+
+def cached_embeddings(encoder: Encoder, items: dict[str, Locator], cache: Path, **kw) -> dict[str, np.ndarray]:
+    """Embeddings of ``items`` (id -> locator), reading those already in ``cache`` and adding the rest to it."""
+    known: dict[str, np.ndarray] = {}
+    if cache.is_file():
+        table = pq.read_table(cache).to_pylist()
+        known = {r["id"]: np.asarray(r["embedding"], np.float32) for r in table
+                 if r["encoder"] == encoder.id and r["weights"] == encoder.weights}  # fmt: skip
+    missing = sorted(set(items) - set(known))
+    if missing:
+        vectors = embed_images(encoder, [items[i] for i in missing], **kw)
+        known.update(zip(missing, vectors, strict=True))
+        ids = sorted(known)
+        table = pa.table({"id": ids, "encoder": [encoder.id] * len(ids), "weights": [encoder.weights] * len(ids),
+                          "embedding": [known[i] for i in ids]}, schema=embedding_schema(encoder.dim))  # fmt: skip
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.tmp")
+        pq.write_table(table, tmp)
+        tmp.replace(cache)
+    return {i: known[i] for i in items}

@@ -1,0 +1,261 @@
+"""``saqt label``: give each distorted image of a build the score its nearest labelled references have for
+the same distortion, and join images (or recipes), scores and provenance into the SAQT-IQA training set.
+
+Embeddings and neighbours are computed once per pristine image; then each build shard becomes one
+``labels/`` and one ``saqt-iqa/`` shard, written atomically and listed in ``label.json``, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from saqt import __version__
+from saqt.bank import Bank, BankError, load_bank, normalise_scores
+from saqt.build import BuildConflict
+from saqt.embed import cached_embeddings
+from saqt.encoders import load_encoder
+from saqt.match import INDEX_KINDS, build_index, search
+from saqt.reader import BuildReader
+from saqt.shards import DISTORTED_SCHEMA, ShardWriter, sha256_file, shard_intact, write_json_atomic
+from saqt.transfer import Rule, cell_means, neighbour_weights, transfer
+
+MANIFEST = "label.json"
+SELF_MATCH = 0.999  # a pristine this similar to a reference is (nearly) that reference
+
+PROVENANCE_FIELDS = [
+    pa.field("score", pa.float64()),  # null where no neighbour has a score for this cell
+    pa.field("score_scale", pa.string(), nullable=False),
+    pa.field("bank", pa.string(), nullable=False),
+    pa.field("bank_proxy", pa.bool_(), nullable=False),
+    pa.field("encoder", pa.string(), nullable=False),
+    pa.field("encoder_weights", pa.string(), nullable=False),
+    pa.field("rule", pa.string(), nullable=False),
+    pa.field("k", pa.int16(), nullable=False),
+    pa.field("temperature", pa.float64()),
+    pa.field("neighbours", pa.list_(pa.string()), nullable=False),
+    pa.field("similarities", pa.list_(pa.float32()), nullable=False),
+    pa.field("weights", pa.list_(pa.float32()), nullable=False),
+]
+LABEL_SCHEMA = pa.schema(
+    [pa.field("image_id", pa.string(), nullable=False), pa.field("pristine_id", pa.string(), nullable=False),
+     pa.field("dist_type", pa.int8(), nullable=False), pa.field("level", pa.int8(), nullable=False),
+     *PROVENANCE_FIELDS],
+    metadata={"saqt.schema": "saqt-label/1", "saqt.table": "labels"},
+)  # fmt: skip
+SAQT_IQA_SCHEMA = pa.schema(
+    list(DISTORTED_SCHEMA) + PROVENANCE_FIELDS,
+    metadata={"saqt.schema": "saqt-iqa/1", "saqt.table": "saqt-iqa", "saqt.image_format": "png"},
+)
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Everything that determines the labels (device, batch size and loader workers do not)."""
+
+    build: str
+    bank: str
+    bank_type: str | None = None
+    encoder: str = "clip:ViT-B-32@laion2b_s34b_b79k"
+    rule: str = "top1"
+    k: int = 3
+    temperature: float = 0.05
+    normalise: str = "minmax:0:9"
+    exclude_refs: tuple[str, ...] = ()
+    index: str = "flat"
+
+    def __post_init__(self):
+        Rule(self.rule, self.k, self.temperature)  # raises ValueError for a bad rule, k or temperature
+        if self.index not in INDEX_KINDS:
+            raise ValueError(f"--index must be one of {', '.join(INDEX_KINDS)}, got {self.index!r}")
+
+    @property
+    def transfer_rule(self) -> Rule:
+        """The transfer rule these settings describe."""
+        return Rule(self.rule, self.k, self.temperature)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the work runs: no effect on the output."""
+
+    device: str = "auto"
+    batch_size: int = 64
+    loader_workers: int | None = None  # None: auto_loader_workers
+    progress: bool = True
+
+
+def read_exclusions(path: Path) -> tuple[str, ...]:
+    """Reference ids, one per line (``#`` comments allowed), from an exclusion file."""
+    if not path.is_file():
+        raise BankError(f"--exclude-refs file {path} does not exist")
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return tuple(sorted({line for line in lines if line}))
+
+
+def _resolve_exclusions(bank: Bank, names: tuple[str, ...]) -> set[str]:
+    """Bank ids for ``names``, which may also be given without their extension (``I01`` for ``I01.png``)."""
+    by_stem = {Path(r).stem: r for r in bank.ref_ids}
+    return {n if n in bank.ref_ids else by_stem.get(Path(n).stem, n) for n in names}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _pristine_locators(reader: BuildReader) -> dict[str, tuple[str, int, str]]:
+    """pristine_id -> (shard, row group, column) of its PNG (the build writes one pristine per row group)."""
+    locators = {}
+    for path in reader.shard_paths("pristine"):
+        meta = pq.ParquetFile(path)
+        for rg in range(meta.num_row_groups):
+            ids = meta.read_row_group(rg, columns=["pristine_id"]).column(0).to_pylist()
+            if len(ids) != 1:
+                raise ValueError(f"{path}: row group {rg} holds {len(ids)} pristine images, expected 1")
+            locators.setdefault(ids[0], (str(path), rg, "image"))
+    return locators
+
+
+@dataclass
+class PristineLabels:
+    """Per pristine image: its 25 x 5 transferred scores and the neighbours they came from."""
+
+    scores: dict[str, np.ndarray]
+    neighbours: dict[str, list[str]]
+    similarities: dict[str, list[float]]
+    weights: dict[str, list[float]]
+    self_matches: int
+
+
+def transfer_labels(config: LabelConfig, reader: BuildReader, bank: Bank, scores: np.ndarray, out: Path,
+                    run: RunOptions) -> tuple[PristineLabels, dict]:  # fmt: skip
+    """Embed, match and transfer for every pristine image of the build; returns labels and encoder provenance."""
+    rule = config.transfer_rule
+    pristine = _pristine_locators(reader)
+    ids = sorted(pristine)
+    if rule.name == "mean":
+        means = cell_means(scores)
+        labels = PristineLabels({p: means for p in ids}, {p: [] for p in ids}, {p: [] for p in ids},
+                                {p: [] for p in ids}, 0)  # fmt: skip
+        return labels, {"encoder": "none", "weights": "none"}
+    if not bank.has_images:
+        raise BankError(f"rule {rule.name} needs the bank's reference images, and {bank.root} lacks some")
+    encoder = load_encoder(config.encoder, run.device)
+    kw = {"batch_size": run.batch_size, "loader_workers": run.loader_workers, "progress": run.progress}
+    slug = _slug(f"{encoder.id}|{encoder.weights}")
+    refs = cached_embeddings(encoder, {r: str(p) for r, p in zip(bank.ref_ids, bank.images, strict=True)},
+                             out / "embeddings" / f"bank-{slug}.parquet", desc="embed bank", **kw)  # fmt: skip
+    images = cached_embeddings(encoder, pristine, out / "embeddings" / f"pristine-{slug}.parquet",
+                               desc="embed pristine", **kw)  # fmt: skip
+    index = build_index(np.stack([refs[r] for r in bank.ref_ids]), kind=config.index)
+    sims, nn = search(index, np.stack([images[p] for p in ids]), rule.neighbours)
+    weights = neighbour_weights(sims, rule)
+    cells = transfer(nn, weights, scores)
+    labels = PristineLabels(
+        scores=dict(zip(ids, cells, strict=True)),
+        neighbours={p: [bank.ref_ids[j] for j in nn[i]] for i, p in enumerate(ids)},
+        similarities={p: sims[i].tolist() for i, p in enumerate(ids)},
+        weights={p: weights[i].tolist() for i, p in enumerate(ids)},
+        self_matches=int((sims[:, 0] >= SELF_MATCH).sum()),
+    )
+    return labels, {"encoder": encoder.id, "weights": encoder.weights}
+
+
+def _label_unit(reader: BuildReader, unit: str, labels: PristineLabels, constants: dict, out: Path) -> dict:
+    """Write the labels and joined SAQT-IQA shards of one build unit."""
+    source = reader.root / reader.manifest["shards"][unit]["shards"]["distorted"]["path"]
+    name = f"part-{int(unit):05d}.parquet"
+    writers = {"labels": ShardWriter(out / "labels" / name, LABEL_SCHEMA),
+               "saqt-iqa": ShardWriter(out / "saqt-iqa" / name, SAQT_IQA_SCHEMA)}  # fmt: skip
+    try:
+        for batch in pq.ParquetFile(source).iter_batches(batch_size=125):
+            rows = batch.to_pylist()
+            provenance = []
+            for r in rows:
+                p, score = r["pristine_id"], labels.scores[r["pristine_id"]][r["dist_type"] - 1, r["level"] - 1]
+                provenance.append({**constants, "score": None if np.isnan(score) else float(score),
+                                   "neighbours": labels.neighbours[p], "similarities": labels.similarities[p],
+                                   "weights": labels.weights[p]})  # fmt: skip
+            keys = ("image_id", "pristine_id", "dist_type", "level")
+            writers["labels"].write([{**{k: r[k] for k in keys}, **v} for r, v in zip(rows, provenance, strict=True)])
+            writers["saqt-iqa"].write([{**r, **v} for r, v in zip(rows, provenance, strict=True)])
+        return {table: w.commit(out) for table, w in writers.items()}
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+
+
+def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), overwrite: bool = False,
+              command: str = "") -> dict:  # fmt: skip
+    """Label (or resume labelling) a build into ``out``; returns the final manifest."""
+    reader = BuildReader(Path(config.build))
+    full = load_bank(Path(config.bank), config.bank_type)
+    normalised = normalise_scores(full.scores, config.normalise)
+    bank = full.without(_resolve_exclusions(full, config.exclude_refs))
+    scores = normalised[[full.ref_ids.index(r) for r in bank.ref_ids]]
+    units = sorted(reader.manifest["shards"], key=int)
+    identity = {
+        "config": json.loads(json.dumps(asdict(config))),
+        "build": {"root": config.build, "manifest_sha256": sha256_file(Path(config.build) / "build.json"),
+                  "complete": reader.manifest["complete"], "units": units},
+        "bank": {**bank.describe(), "scores_sha256": _bank_digest(full)},
+    }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = _prepare(out, identity, overwrite)
+    labels, encoder = transfer_labels(config, reader, bank, scores, out, run)
+    manifest.update({"stage": "label", "toolkit_version": __version__, "command": command, "encoder": encoder,
+                     "rule": config.transfer_rule.describe(), "score_scale": config.normalise,
+                     "self_matches": labels.self_matches})  # fmt: skip
+    constants = {"score_scale": config.normalise, "bank": f"{bank.kind}:{Path(config.bank).name}",
+                 "bank_proxy": bank.proxy, "encoder": encoder["encoder"], "encoder_weights": encoder["weights"],
+                 "rule": config.rule, "k": config.transfer_rule.neighbours,
+                 "temperature": config.temperature if config.rule == "topk" else None}  # fmt: skip
+    pending = [u for u in units if u not in manifest["shards"]]
+    for unit in tqdm(pending, desc="label", unit="shard", disable=not run.progress):
+        manifest["shards"][unit] = _label_unit(reader, unit, labels, constants, out)
+        _save(out, manifest)
+    manifest["complete"] = reader.manifest["complete"] and len(manifest["shards"]) == len(units)
+    _save(out, manifest)
+    return manifest
+
+
+def _bank_digest(bank: Bank) -> str:
+    digest = hashlib.sha256(np.nan_to_num(bank.scores, nan=-1e300).tobytes())
+    digest.update("\n".join(bank.ref_ids).encode())
+    return digest.hexdigest()
+
+
+def _prepare(out: Path, identity: dict, overwrite: bool) -> dict:
+    path = out / MANIFEST
+    fresh = {**identity, "shards": {}, "complete": False}
+    if overwrite:
+        for sub in ("labels", "saqt-iqa"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        path.unlink(missing_ok=True)
+        return fresh
+    if not path.exists():
+        return fresh
+    old = json.loads(path.read_text())
+    for part in ("config", "build", "bank"):
+        if old.get(part) != identity[part]:
+            changed = sorted(k for k in identity[part] if old.get(part, {}).get(k) != identity[part][k])
+            raise BuildConflict(f"{out} holds labels made with another {part} ({', '.join(changed)}); "
+                                "use --overwrite or choose another --out")  # fmt: skip
+    fresh["shards"] = {u: v for u, v in old["shards"].items() if all(shard_intact(out, s) for s in v.values())}
+    return fresh
+
+
+def _save(out: Path, manifest: dict) -> None:
+    done = manifest["shards"].values()
+    manifest["counts"] = {"labels": sum(s["labels"]["rows"] for s in done), "shards": len(manifest["shards"])}
+    write_json_atomic(out / MANIFEST, manifest)
