@@ -17,7 +17,6 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import resource  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -25,7 +24,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import cv2  # noqa: E402
+from common import one_core, peak_rss_mib  # noqa: E402
 
 from pipelines.executors import LocalExecutor  # noqa: E402
 from saqt.build import BuildConfig, run_build  # noqa: E402
@@ -36,19 +35,6 @@ from saqt.sources import sample_paths  # noqa: E402
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak24"
 PAPER_IMAGES = 50_000 * 125
 RSS_TYPES = (1, 10, 19)  # a light plan for the memory runs: 15 renders per image
-
-
-def one_core() -> None:
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    cv2.setNumThreads(1)
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set (VmHWM: unlike ru_maxrss, not inherited from a forking parent)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def raw_rate(photos: list[Path], size: tuple[int, int]) -> tuple[float, float]:

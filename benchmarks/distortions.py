@@ -19,13 +19,12 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA
 import argparse  # noqa: E402
 import csv  # noqa: E402
 import json  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from common import one_core, peak_rss_mib  # noqa: E402
 
 from saqt.distortions import PreparedImage, catalogue, distort  # noqa: E402
 from saqt.images import decode_image, encode_png  # noqa: E402
@@ -72,8 +71,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    cv2.setNumThreads(1)
+    one_core()
     images = test_images()
     time_renders(images[0][1], shared=True)  # warm-up: JIT compilation and caches
 
@@ -117,7 +115,7 @@ def main() -> None:
             f"reference under Octave {octave_common:.3f} s, ratio {octave_common / ours_common:.1f}x"
         )
     print(f"PNG encoding (excluded above): {statistics.mean(png_ms):.1f} ms per image")
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_rss_mib()
     print(f"peak RSS: {peak_mib:.0f} MiB")
     if args.json:
         args.json.write_text(

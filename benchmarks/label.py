@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import peak_rss_mib
 from PIL import Image
 
 from pipelines.executors import LocalExecutor
@@ -31,20 +32,13 @@ from saqt.build import BuildConfig, run_build
 from saqt.embed import auto_loader_workers, embed_images, read_locator
 from saqt.encoders import load_encoder
 from saqt.images import decode_image
-from saqt.label import LabelConfig, RunOptions, _pristine_locators, run_label
+from saqt.label import LabelConfig, RunOptions, pristine_locators, run_label
 from saqt.match import build_index, search
 from saqt.reader import BuildReader
 from saqt.transfer import Rule, neighbour_weights, transfer
 
 RSS_BATCH = 16  # smaller than either build, so both runs hold full batches: peak RSS then measures the stage
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak24"
-
-
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no /proc/self/status")
 
 
 def pool(photos: list[Path], copies: int, folder: Path) -> Path:
@@ -122,7 +116,7 @@ def main() -> None:
                                   recipe_only=True, images_per_shard=24), builds[copies], LocalExecutor(2),
                       progress=False)  # fmt: skip
         encoder = load_encoder(args.encoder, "cpu")
-        locators = list(_pristine_locators(BuildReader(builds[10])).values())
+        locators = list(pristine_locators(BuildReader(builds[10])).values())
         raw_embed, stage_embed = embedding_ratio(encoder, locators, args.batch_size, args.loader_workers)
         raw_match, stage_match = matching_ratio()
         rss = {}

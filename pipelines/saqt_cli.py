@@ -17,7 +17,7 @@ from pipelines.cli_common import add_stub, parse_int_set, parse_size
 from pipelines.executors import LocalExecutor, WorkerDied
 from saqt.bank import BankError, load_bank, normalise_scores
 from saqt.bank_synth import SynthConfig, synth_bank
-from saqt.build import BuildConfig, BuildConflict, run_build
+from saqt.build import BuildConfig, run_build
 from saqt.distortions import PreparedImage, catalogue, distort
 from saqt.distortions.sheet import contact_sheet
 from saqt.embed import embed_images
@@ -26,6 +26,7 @@ from saqt.fidelity import leave_one_out
 from saqt.images import ImageDecodeError, decode_image
 from saqt.label import LabelConfig, RunOptions, read_exclusions, run_label
 from saqt.seeding import derive_seed
+from saqt.shards import StageConflict
 from saqt.sources import SourceError, sample_paths, source_names
 from saqt.transfer import Rule
 
@@ -139,7 +140,7 @@ def build(
     )  # fmt: skip
     try:
         manifest = run_build(config, out, LocalExecutor(workers), overwrite, shlex.join(["saqt", *sys.argv[1:]]))
-    except (SourceError, BuildConflict, ValueError) as err:
+    except (SourceError, StageConflict, ValueError) as err:
         fail("build", err, 2)
     except WorkerDied as err:
         fail("build", err, 1)
@@ -217,7 +218,7 @@ def label(
                              exclude_refs=read_exclusions(exclude_refs) if exclude_refs else ())  # fmt: skip
         manifest = run_label(config, out, RunOptions(device, batch_size, loader_workers), overwrite,
                              shlex.join(["saqt", *sys.argv[1:]]))  # fmt: skip
-    except (BankError, EncoderError, BuildConflict, FileNotFoundError, ValueError) as err:
+    except (BankError, EncoderError, StageConflict, FileNotFoundError, ValueError) as err:
         fail("label", err, 2)
     typer.echo(f"labelled {manifest['counts']['labels']} images in {manifest['counts']['shards']} shards under "
                f"{out}/ (labels/, saqt-iqa/, manifest label.json)")  # fmt: skip

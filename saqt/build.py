@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -26,17 +25,13 @@ from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
 from saqt.pristine import prepare_pristine
 from saqt.screen import Screen
 from saqt.seeding import derive_seed
-from saqt.shards import DISTORTED_SCHEMA, PRISTINE_SCHEMA, ShardWriter, shard_intact, write_json_atomic
+from saqt.shards import DISTORTED_SCHEMA, PRISTINE_SCHEMA, ShardWriter, resume_manifest, write_json_atomic
 from saqt.sources import SourceError, SourceItem, list_source, select
 
 MANIFEST = "build.json"
 ERROR_LOG = "errors.jsonl"
 ALL_TYPES = tuple(range(1, 26))
 ALL_LEVELS = tuple(range(1, 6))
-
-
-class BuildConflict(ValueError):
-    """The output folder holds a build that this run would not reproduce."""
 
 
 @dataclass(frozen=True)
@@ -172,28 +167,6 @@ def _fresh_manifest(config: BuildConfig, listing_errors, selection: list[SourceI
     }  # fmt: skip
 
 
-def _prepare_output(out: Path, manifest: dict, overwrite: bool) -> dict:
-    """The manifest to continue from: the existing one if it describes this build, else a fresh one."""
-    path = out / MANIFEST
-    if path.exists() and not overwrite:
-        old = json.loads(path.read_text())
-        if old.get("config") != manifest["config"]:
-            changed = sorted(k for k in manifest["config"] if old.get("config", {}).get(k) != manifest["config"][k])
-            raise BuildConflict(f"{out} holds a build with other settings ({', '.join(changed)}); "
-                                "use --overwrite to replace it or choose another --out")  # fmt: skip
-        if old.get("selection") != manifest["selection"]:
-            raise BuildConflict(f"the source's images changed since {out} was built "
-                                f"({old['selection']['images']} then, {manifest['selection']['images']} now); "
-                                "use --overwrite to rebuild")  # fmt: skip
-        manifest["shards"] = {k: v for k, v in old["shards"].items()
-                              if all(shard_intact(out, s) for s in v["shards"].values())}  # fmt: skip
-    elif overwrite:
-        for sub in ("pristine", "distorted"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        (out / MANIFEST).unlink(missing_ok=True)
-    return manifest
-
-
 def _save(out: Path, manifest: dict) -> None:
     errors = [{"key": k, "reason": r, "stage": "list"} for k, r in manifest["listing_errors"]]
     for unit in sorted(manifest["shards"], key=int):
@@ -216,7 +189,7 @@ def _reason_kind(reason: str) -> str:
 
 def run_build(config: BuildConfig, out: Path, executor: Executor, overwrite: bool = False,
               command: str = "", progress: bool = True) -> dict:  # fmt: skip
-    """Build (or resume) into ``out``; returns the final manifest. Raises SourceError/BuildConflict/ValueError
+    """Build (or resume) into ``out``; returns the final manifest. Raises SourceError/StageConflict/ValueError
     for bad arguments before any work."""
     config.check()
     listing = list_source(config.source, Path(config.root) if config.root else None,
@@ -226,7 +199,9 @@ def run_build(config: BuildConfig, out: Path, executor: Executor, overwrite: boo
         raise SourceError(f"nothing to build: source {config.source!r} has no readable images")
     units = _units(selection, config.images_per_shard)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = _prepare_output(out, _fresh_manifest(config, listing.errors, selection, len(units), command), overwrite)
+    fresh = _fresh_manifest(config, listing.errors, selection, len(units), command)
+    manifest = resume_manifest(out, MANIFEST, fresh, ("config", "selection"), ("pristine", "distorted"), overwrite,
+                               lambda unit: unit["shards"].values())  # fmt: skip
     pending = [u for u in units if str(u[0]) not in manifest["shards"]]
     _save(out, manifest)
     done_images = len(selection) - sum(len(u[1]) for u in pending)

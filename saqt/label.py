@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,12 +20,11 @@ from tqdm import tqdm
 
 from saqt import __version__
 from saqt.bank import Bank, BankError, load_bank, normalise_scores
-from saqt.build import BuildConflict
 from saqt.embed import cached_embeddings
 from saqt.encoders import load_encoder
 from saqt.match import INDEX_KINDS, build_index, search
 from saqt.reader import BuildReader
-from saqt.shards import DISTORTED_SCHEMA, ShardWriter, sha256_file, shard_intact, write_json_atomic
+from saqt.shards import DISTORTED_SCHEMA, ShardWriter, resume_manifest, sha256_file, write_json_atomic
 from saqt.transfer import Rule, cell_means, neighbour_weights, transfer
 
 MANIFEST = "label.json"
@@ -112,7 +110,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
-def _pristine_locators(reader: BuildReader) -> dict[str, tuple[str, int, str]]:
+def pristine_locators(reader: BuildReader) -> dict[str, tuple[str, int, str]]:
     """pristine_id -> (shard, row group, column) of its PNG (the build writes one pristine per row group)."""
     locators = {}
     for path in reader.shard_paths("pristine"):
@@ -140,7 +138,7 @@ def transfer_labels(config: LabelConfig, reader: BuildReader, bank: Bank, scores
                     run: RunOptions) -> tuple[PristineLabels, dict]:  # fmt: skip
     """Embed, match and transfer for every pristine image of the build; returns labels and encoder provenance."""
     rule = config.transfer_rule
-    pristine = _pristine_locators(reader)
+    pristine = pristine_locators(reader)
     ids = sorted(pristine)
     if rule.name == "mean":
         means = cell_means(scores)
@@ -211,9 +209,11 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
         "bank": {**bank.describe(), "scores_sha256": _bank_digest(full)},
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    manifest = _prepare(out, identity, overwrite)
+    fresh = {"stage": "label", **identity, "shards": {}, "complete": False}
+    manifest = resume_manifest(out, MANIFEST, fresh, ("config", "build", "bank"), ("labels", "saqt-iqa"), overwrite,
+                               lambda unit: unit.values())  # fmt: skip
     labels, encoder = transfer_labels(config, reader, bank, scores, out, run)
-    manifest.update({"stage": "label", "toolkit_version": __version__, "command": command, "encoder": encoder,
+    manifest.update({"toolkit_version": __version__, "command": command, "encoder": encoder,
                      "rule": config.transfer_rule.describe(), "score_scale": config.normalise,
                      "self_matches": labels.self_matches})  # fmt: skip
     constants = {"score_scale": config.normalise, "bank": f"{bank.kind}:{Path(config.bank).name}",
@@ -233,26 +233,6 @@ def _bank_digest(bank: Bank) -> str:
     digest = hashlib.sha256(np.nan_to_num(bank.scores, nan=-1e300).tobytes())
     digest.update("\n".join(bank.ref_ids).encode())
     return digest.hexdigest()
-
-
-def _prepare(out: Path, identity: dict, overwrite: bool) -> dict:
-    path = out / MANIFEST
-    fresh = {**identity, "shards": {}, "complete": False}
-    if overwrite:
-        for sub in ("labels", "saqt-iqa"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        path.unlink(missing_ok=True)
-        return fresh
-    if not path.exists():
-        return fresh
-    old = json.loads(path.read_text())
-    for part in ("config", "build", "bank"):
-        if old.get(part) != identity[part]:
-            changed = sorted(k for k in identity[part] if old.get(part, {}).get(k) != identity[part][k])
-            raise BuildConflict(f"{out} holds labels made with another {part} ({', '.join(changed)}); "
-                                "use --overwrite or choose another --out")  # fmt: skip
-    fresh["shards"] = {u: v for u, v in old["shards"].items() if all(shard_intact(out, s) for s in v.values())}
-    return fresh
 
 
 def _save(out: Path, manifest: dict) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -107,6 +109,38 @@ class ShardWriter:
         """Discard the temporary file."""
         self._writer.close()
         self.tmp.unlink(missing_ok=True)
+
+
+class StageConflict(ValueError):
+    """An output folder holds a stage's output that this run would not reproduce."""
+
+
+def resume_manifest(out: Path, name: str, fresh: dict, identity: tuple[str, ...], subdirs: tuple[str, ...],
+                    overwrite: bool, unit_shards: Callable[[dict], Iterable[dict]]) -> dict:  # fmt: skip
+    """The manifest a stage continues from.
+
+    With ``overwrite`` the earlier output (``subdirs`` and the manifest) is removed. Otherwise an existing
+    manifest must agree with ``fresh`` on every part named in ``identity`` (else StageConflict), and its units
+    whose shards (``unit_shards(unit entry)``) are still intact are kept as done.
+    """
+    path = out / name
+    if overwrite:
+        for sub in subdirs:
+            shutil.rmtree(out / sub, ignore_errors=True)
+        path.unlink(missing_ok=True)
+        return fresh
+    if not path.exists():
+        return fresh
+    old = json.loads(path.read_text())
+    for part in identity:
+        if old.get(part) != fresh[part]:
+            was = old.get(part) if isinstance(old.get(part), dict) else {}
+            changed = sorted(k for k in fresh[part] if was.get(k) != fresh[part][k])
+            raise StageConflict(f"{out} holds {fresh['stage']} output made with another {part} ({', '.join(changed)}); "
+                                "use --overwrite to replace it or choose another --out")  # fmt: skip
+    done = old.get("shards", {}).items()
+    fresh["shards"] = {u: v for u, v in done if all(shard_intact(out, s) for s in unit_shards(v))}
+    return fresh
 
 
 def shard_intact(root: Path, entry: dict) -> bool:

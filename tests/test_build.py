@@ -23,11 +23,11 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt.build import BuildConfig, BuildConflict, run_build
+from saqt.build import BuildConfig, run_build
 from saqt.distortions import distort
 from saqt.images import decode_image, encode_png
 from saqt.reader import BuildReader
-from saqt.shards import DISTORTED_SCHEMA, PRISTINE_SCHEMA, sha256_file
+from saqt.shards import DISTORTED_SCHEMA, PRISTINE_SCHEMA, StageConflict, sha256_file
 from saqt.sources import SourceError, sample_paths
 
 SMALL = {"size": (96, 64), "images_per_shard": 2, "source": "folder"}
@@ -115,7 +115,7 @@ def test_resume_redoes_only_missing_shards_and_refuses_other_settings(tmp_path, 
     build(out, photos, types=(1, 2))
     assert checksums(out) == first
     assert before == {p: os.stat(out / p).st_mtime_ns for p in before}  # finished shards untouched
-    with pytest.raises(BuildConflict, match="other settings \\(types\\)"):
+    with pytest.raises(StageConflict, match="another config \\(types\\)"):
         build(out, photos, types=(1, 3))
     assert checksums(out) == first
     build(out, photos, types=(1, 3), overwrite=True)

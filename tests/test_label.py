@@ -14,9 +14,9 @@ from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
 from saqt.bank import load_bank, normalise_scores
 from saqt.bank_synth import SynthConfig, synth_bank
-from saqt.build import BuildConfig, BuildConflict, run_build
+from saqt.build import BuildConfig, run_build
 from saqt.label import LabelConfig, RunOptions, run_label
-from saqt.shards import sha256_file
+from saqt.shards import StageConflict, sha256_file
 
 KODAK = SHARED / "data" / "kodak24"
 SIZE = (192, 176)  # MS-SSIM needs both sides > 160
@@ -94,7 +94,7 @@ def test_labels_are_deterministic_and_resume(tmp_path, sample_build, kodak_bank)
     run_label(config, tmp_path / "x", QUIET)
     assert {p.name: sha256_file(p) for p in sorted((tmp_path / "x").glob("*/*.parquet"))} == digest
     assert (tmp_path / "x" / "saqt-iqa" / "part-00000.parquet").stat().st_mtime_ns == kept
-    with pytest.raises(BuildConflict, match="another config \\(k\\)"):
+    with pytest.raises(StageConflict, match="another config \\(k\\)"):
         run_label(LabelConfig(**{**config.__dict__, "k": 5}), tmp_path / "x", QUIET)
 
 
