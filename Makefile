@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 DEMO_OUT ?= outputs/demo
+DEMO_TRAIN ?= --epochs 1 --max-steps 4 --batch-size 8 --test-crops 2 --loader-workers 0
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: install demo test lint bench clean
@@ -18,12 +19,15 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/saqt build --out $(DEMO_OUT)/build
-	$(BIN)/saqt bank synth --source sample-bank --out $(DEMO_OUT)/bank
+	$(BIN)/saqt bank synth --source sample-bank --out $(DEMO_OUT)/bank --save-distorted
 	$(BIN)/saqt label --build $(DEMO_OUT)/build --bank $(DEMO_OUT)/bank --encoder effnet-lite0 --rule topk --k 3 --out $(DEMO_OUT)/labels
 	$(BIN)/saqt fidelity --bank $(DEMO_OUT)/bank --encoder effnet-lite0 --rule topk --k 3 --json $(DEMO_OUT)/fidelity.json
+	$(BIN)/glint pretrain --data $(DEMO_OUT)/labels --out $(DEMO_OUT)/pretrain --local-backbone efficientnet_lite0 $(DEMO_TRAIN) --holdout-images 20
+	$(BIN)/glint finetune --dataset csv --csv $(DEMO_OUT)/bank/dataset.csv --root $(DEMO_OUT)/bank --init $(DEMO_OUT)/pretrain/best.pt --out $(DEMO_OUT)/finetune $(DEMO_TRAIN)
+	$(BIN)/glint predict --checkpoint $(DEMO_OUT)/finetune/best.pt $(DEMO_OUT)/bank/images --crops 5
 	$(BIN)/saqt distortions render --sample --out $(DEMO_OUT)/contact
-	@echo "Demo done in $(DEMO_OUT)/: build/ (5 sample photos x 125 distortions), bank/ (a proxy-scored bank),"
-	@echo "labels/ and saqt-iqa/ under labels/ (the labelled training set), contact/*_contact.png (every distortion)"
+	@echo "Demo done in $(DEMO_OUT)/: build/ (5 sample photos x 125 distortions), bank/ (a proxy-scored bank), labels/ (the"
+	@echo "labelled SAQT-IQA set), pretrain/ and finetune/ (tiny GlintIQA runs), contact/*_contact.png (every distortion)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

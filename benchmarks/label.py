@@ -32,7 +32,7 @@ from saqt.build import BuildConfig, run_build
 from saqt.embed import auto_loader_workers, embed_images, read_locator
 from saqt.encoders import load_encoder
 from saqt.images import decode_image
-from saqt.label import LabelConfig, RunOptions, pristine_locators, run_label
+from saqt.label import LabelConfig, RunOptions, run_label
 from saqt.match import build_index, search
 from saqt.reader import BuildReader
 from saqt.transfer import Rule, neighbour_weights, transfer
@@ -116,7 +116,7 @@ def main() -> None:
                                   recipe_only=True, images_per_shard=24), builds[copies], LocalExecutor(2),
                       progress=False)  # fmt: skip
         encoder = load_encoder(args.encoder, "cpu")
-        locators = list(pristine_locators(BuildReader(builds[10])).values())
+        locators = list(BuildReader(builds[10]).pristine_locators().values())
         raw_embed, stage_embed = embedding_ratio(encoder, locators, args.batch_size, args.loader_workers)
         raw_match, stage_match = matching_ratio()
         rss = {}

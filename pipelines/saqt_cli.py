@@ -174,10 +174,13 @@ def bank_synth(
     size: Annotated[str, typer.Option(help="Canonical size WxH of the references.")] = "512x384",
     seed: Annotated[int, typer.Option(help="Seed of the distortions' random draws.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    save_distorted: Annotated[
+        bool, typer.Option(help="Also write the distorted images and dataset.csv (path, score, ref) for glint.")
+    ] = False,
 ) -> None:
     """Build a labelled bank from any reference images, scored by a full-reference metric (a proxy for MOS)."""
     config = SynthConfig(source=source, root=str(root) if root else None, list_file=str(list_file) if list_file else None,
-                         limit=limit, seed=seed, size=parse_size(size), metric=metric)  # fmt: skip
+                         limit=limit, seed=seed, size=parse_size(size), metric=metric, save_distorted=save_distorted)  # fmt: skip
     try:
         bank = synth_bank(config, out, LocalExecutor(workers), shlex.join(["saqt", *sys.argv[1:]]))
     except (SourceError, BankError, ValueError) as err:

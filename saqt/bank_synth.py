@@ -66,6 +66,7 @@ class SynthConfig:
     metric: str = "ms_ssim"
     min_side: int = 128
     allow_grey: bool = False
+    save_distorted: bool = False
 
     def check(self) -> None:
         """Raise ValueError naming the first option that cannot work."""
@@ -90,7 +91,9 @@ class _ScoreReference:
 
     config: SynthConfig
 
-    def __call__(self, item: SourceItem) -> tuple[str, str | None, bytes | None, list[tuple[int, int, float]]]:
+    def __call__(
+        self, item: SourceItem
+    ) -> tuple[str, str | None, bytes | None, list[tuple[int, int, float, bytes | None]]]:
         screen = Screen(self.config.min_side, 0, self.config.allow_grey)
         try:
             p = prepare_pristine(item, self.config.size, screen, DEFAULT_MAX_PIXELS)
@@ -101,7 +104,13 @@ class _ScoreReference:
         renders = [distort(src, t, lv, seed=derive_seed(self.config.seed, p.pristine_id, t, lv)) for t, lv in cells]
         scores = METRICS[self.config.metric](p.image, renders)
         name = _reference_name(item, p.pristine_id)
-        return item.key, name, encode_png(p.image), [(t, lv, s) for (t, lv), s in zip(cells, scores, strict=True)]
+        pngs = [encode_png(r) if self.config.save_distorted else None for r in renders]
+        return (
+            item.key,
+            name,
+            encode_png(p.image),
+            [(t, lv, s, png) for (t, lv), s, png in zip(cells, scores, pngs, strict=True)],
+        )
 
 
 def synth_bank(config: SynthConfig, out: Path, executor: Executor, command: str = "", progress: bool = True) -> Bank:
@@ -113,7 +122,9 @@ def synth_bank(config: SynthConfig, out: Path, executor: Executor, command: str 
     if not items:
         raise SourceError(f"no reference images in source {config.source!r}")
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rows, skipped = [], [list(e) for e in listing.errors]
+    rows, images, skipped = [], [], [list(e) for e in listing.errors]
+    if config.save_distorted:
+        (out / "distorted").mkdir(exist_ok=True)
     with tqdm(total=len(items), unit="ref", desc="bank synth", disable=not progress) as bar:
         for key, name, png, scores in executor.map_unordered(_ScoreReference(config), items):
             bar.update(1)
@@ -121,13 +132,23 @@ def synth_bank(config: SynthConfig, out: Path, executor: Executor, command: str 
                 skipped.append([key, name])
                 continue
             (out / name).write_bytes(png)
-            rows += [(name, t, lv, s) for t, lv, s in scores]
+            rows += [(name, t, lv, s) for t, lv, s, _ in scores]
+            for t, lv, s, distorted in scores:
+                if distorted is not None:
+                    path = f"distorted/{Path(name).stem}_{t:02d}_{lv:02d}.png"
+                    (out / path).write_bytes(distorted)
+                    images.append((path, s, name))
     if not rows:
         raise BankError(f"no usable reference images (skipped: {skipped[:3]})")
     with open(out / bank_spec("synth")["score_files"][0], "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["ref", "type", "level", "score"])
         writer.writerows(sorted(rows))
+    if images:  # a small rated dataset of its own, for `glint finetune --dataset csv --csv dataset.csv`
+        with open(out / "dataset.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "score", "ref"])
+            writer.writerows(sorted(images))
     write_json_atomic(out / BANK_MANIFEST, {
         "kind": "synth", "proxy": True, "metric": config.metric, "score_meaning": f"full-reference {config.metric}, "
         "higher is better; a proxy, not human opinion", "config": json.loads(json.dumps(asdict(config))),

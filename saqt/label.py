@@ -110,19 +110,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
-def pristine_locators(reader: BuildReader) -> dict[str, tuple[str, int, str]]:
-    """pristine_id -> (shard, row group, column) of its PNG (the build writes one pristine per row group)."""
-    locators = {}
-    for path in reader.shard_paths("pristine"):
-        meta = pq.ParquetFile(path)
-        for rg in range(meta.num_row_groups):
-            ids = meta.read_row_group(rg, columns=["pristine_id"]).column(0).to_pylist()
-            if len(ids) != 1:
-                raise ValueError(f"{path}: row group {rg} holds {len(ids)} pristine images, expected 1")
-            locators.setdefault(ids[0], (str(path), rg, "image"))
-    return locators
-
-
 @dataclass
 class PristineLabels:
     """Per pristine image: its 25 x 5 transferred scores and the neighbours they came from."""
@@ -138,7 +125,7 @@ def transfer_labels(config: LabelConfig, reader: BuildReader, bank: Bank, scores
                     run: RunOptions) -> tuple[PristineLabels, dict]:  # fmt: skip
     """Embed, match and transfer for every pristine image of the build; returns labels and encoder provenance."""
     rule = config.transfer_rule
-    pristine = pristine_locators(reader)
+    pristine = reader.pristine_locators()
     ids = sorted(pristine)
     if rule.name == "mean":
         means = cell_means(scores)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,10 @@ import pyarrow.parquet as pq
 
 from saqt.build import MANIFEST
 from saqt.distortions import PreparedImage, distort
+from saqt.embed import read_locator
 from saqt.images import decode_image
+
+PRISTINE_CACHE = 16  # decoded pristine images kept, for rendering recipes that arrive grouped by pristine
 
 
 class BuildReader:
@@ -23,7 +27,8 @@ class BuildReader:
         if not path.is_file():
             raise FileNotFoundError(f"{self.root} has no {MANIFEST}: not a saqt build folder")
         self.manifest = json.loads(path.read_text())
-        self._pristine: dict[str, PreparedImage] = {}
+        self._pristine: OrderedDict[str, PreparedImage] = OrderedDict()
+        self._locators: dict[str, tuple[str, int, str]] | None = None
 
     def shard_paths(self, table: str) -> list[Path]:
         """Finished shards of ``table`` ('pristine' or 'distorted'), in unit order."""
@@ -35,15 +40,29 @@ class BuildReader:
         for path in self.shard_paths(table):
             yield from pq.read_table(path, columns=columns).to_pylist()
 
+    def pristine_locators(self) -> dict[str, tuple[str, int, str]]:
+        """pristine_id -> (shard, row group, column) of its PNG; the build writes one pristine per row group."""
+        if self._locators is None:
+            self._locators = {}
+            for path in self.shard_paths("pristine"):
+                shard = pq.ParquetFile(path)
+                for rg in range(shard.num_row_groups):
+                    ids = shard.read_row_group(rg, columns=["pristine_id"]).column(0).to_pylist()
+                    if len(ids) != 1:
+                        raise ValueError(f"{path}: row group {rg} holds {len(ids)} pristine images, expected 1")
+                    self._locators.setdefault(ids[0], (str(path), rg, "image"))
+        return self._locators
+
     def pristine(self, pristine_id: str) -> PreparedImage:
-        """The canonical pristine image (decoded once, then cached)."""
-        if not self._pristine:
-            for row in self.rows("pristine", ["pristine_id", "image"]):
-                self._pristine[row["pristine_id"]] = row["image"]
-        value = self._pristine[pristine_id]
-        if isinstance(value, bytes):
-            value = self._pristine[pristine_id] = PreparedImage(decode_image(value))
-        return value
+        """The canonical pristine image, read on demand (the last few are kept decoded)."""
+        if pristine_id not in self._pristine:
+            self._pristine[pristine_id] = PreparedImage(
+                decode_image(read_locator(self.pristine_locators()[pristine_id]))
+            )
+            while len(self._pristine) > PRISTINE_CACHE:
+                self._pristine.popitem(last=False)
+        self._pristine.move_to_end(pristine_id)
+        return self._pristine[pristine_id]
 
     def image(self, row: dict) -> np.ndarray:
         """The pixels of a distorted row: decoded from its PNG, or rendered from its recipe."""

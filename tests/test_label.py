@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -150,3 +151,16 @@ def test_label_refuses_bad_arguments(tmp_path, sample_build, kodak_bank, args, m
     result = runner.invoke(app, ["label", "--build", str(sample_build), "--bank", str(kodak_bank), "--out",
                                  str(tmp_path / "l"), "--encoder", "effnet-lite0", *args])  # fmt: skip
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_synth_bank_can_save_a_rated_dataset_for_glint(tmp_path):
+    from glint.data import DatasetError, load_table, split_table
+
+    bank = tmp_path / "bank"
+    synth_bank(SynthConfig(source="sample-bank", size=(96, 64), metric="psnr", limit=2, save_distorted=True), bank,
+               LocalExecutor(1), progress=False)  # fmt: skip
+    table = load_table("csv", bank, bank / "dataset.csv")
+    assert len(table.samples) == 250 and table.kind == "synthetic" and len({s.group for s in table.samples}) == 2
+    assert all(Path(s.path).is_file() for s in table.samples)
+    with pytest.raises(DatasetError, match="2 references are too few"):
+        split_table(table)

@@ -1,0 +1,281 @@
+"""Training GlintIQA: L1 loss, Adam, cosine schedule, AMP on CUDA, DDP under torchrun, exact resume.
+
+Each epoch ends with an evaluation (mean over random test crops), a line in ``metrics.jsonl`` and
+``metrics.csv``, and ``last.pt`` (model, optimizer, scheduler, scaler, RNG state, history) written
+atomically; the best epoch by the selection split is copied to ``best.pt``. The epoch is chosen on a
+validation split carved from the training data; ``select_on="test"`` reproduces the released code's
+choice on the test split and is recorded as such.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
+from tqdm import tqdm
+
+from glint.data import crop_views, prepare
+from glint.metrics import iqa_metrics
+from glint.model import GlintConfig, GlintIQA, parameter_counts
+from saqt import __version__
+from saqt.seeding import derive_seed
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and evaluation settings (the paper's defaults)."""
+
+    epochs: int = 10
+    max_steps: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-5
+    weight_decay: float = 1e-5
+    seed: int = 0
+    test_crops: int = 25
+    select_on: str = "val"
+    amp: bool = True
+    loader_workers: int = 2
+
+    def __post_init__(self):
+        if self.select_on not in ("val", "test"):
+            raise ValueError(f"--select-on must be val or test, got {self.select_on!r}")
+
+
+@dataclass
+class EvalSet:
+    """Images to score and their ground truth; ``load(item)`` returns uint8 RGB pixels."""
+
+    items: list
+    scores: list[float]
+    load: Callable[[object], np.ndarray]
+    resize_shorter: int | None = None
+
+
+@dataclass
+class Run:
+    """What a training run reads and where it writes."""
+
+    out: Path
+    train: Dataset
+    evals: dict[str, EvalSet]
+    steps_per_epoch: int
+    provenance: dict = field(default_factory=dict)
+
+
+def distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank); starts the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if world > 1:
+        return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+    return 0, 1, 0
+
+
+def pick_device(device: str, local_rank: int) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(f"cuda:{local_rank}" if device == "cuda" else device)
+
+
+@torch.inference_mode()
+def predict_images(model: torch.nn.Module, images, crops: int, seed: int, device: torch.device,
+                   resize_shorter: int | None = None, progress: bool = False) -> list[float]:  # fmt: skip
+    """Mean prediction over ``crops`` random 224 crops of each image (an iterable of uint8 RGB arrays)."""
+    model.eval()
+    out = []
+    cuda = device.type == "cuda"
+    for i, image in enumerate(tqdm(images, desc="score", unit="img", disable=not progress)):
+        views = crop_views(prepare(image, resize_shorter), crops, derive_seed(seed, "test-crops", i)).to(device)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+            out.append(float(model(views).float().mean()))
+    return out
+
+
+def evaluate(model: torch.nn.Module, data: EvalSet, crops: int, seed: int, device: torch.device) -> dict:
+    """IQA metrics of the model on ``data`` and the throughput of scoring."""
+    start = time.perf_counter()
+    preds = predict_images(model, (data.load(item) for item in data.items), crops, seed, device, data.resize_shorter)
+    seconds = time.perf_counter() - start
+    return {**iqa_metrics(preds, data.scores), "images": len(preds), "images_per_s": len(preds) / max(seconds, 1e-9)}
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by this module (read with ``weights_only=True``)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def model_from_checkpoint(path: Path) -> tuple[GlintIQA, dict]:
+    """The model a checkpoint holds, built without downloading anything, and the checkpoint's metadata."""
+    ckpt = load_checkpoint(path)
+    config = GlintConfig(**{**ckpt["model_config"], "vit_weights": None, "cnn_weights": "random"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the random initialisation is replaced by the checkpoint's weights
+        model = GlintIQA(config)
+    model.load_state_dict(ckpt["model"])
+    return model, ckpt
+
+
+def _loader(data: Dataset, config: TrainConfig, epoch: int, rank: int, world: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, "shuffle") % 2**63)
+    batch = max(1, config.batch_size // world)
+    kw = {"batch_size": batch, "num_workers": config.loader_workers, "generator": generator, "drop_last": False,
+          "persistent_workers": False}  # fmt: skip
+    if isinstance(data, IterableDataset):
+        return DataLoader(data, **kw)
+    if world > 1:
+        sampler = DistributedSampler(data, world, rank, shuffle=True, seed=config.seed)
+        sampler.set_epoch(epoch)
+        return DataLoader(data, sampler=sampler, **kw)
+    return DataLoader(data, shuffle=True, **kw)
+
+
+def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", resume: bool = False,
+        progress: bool = True) -> dict:  # fmt: skip
+    """Train ``model`` on ``run.train`` and return the results (also written to ``run.out/results.json``)."""
+    rank, world, local_rank = distributed()
+    dev = pick_device(device, local_rank)
+    torch.manual_seed(config.seed)
+    run.out.mkdir(parents=True, exist_ok=True)
+    model.to(dev)
+    net = (
+        torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if dev.type == "cuda" else None)
+        if world > 1
+        else model
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    total = config.epochs * max(1, run.steps_per_epoch)
+    if config.max_steps:
+        total = min(total, config.max_steps)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total))
+    use_amp = config.amp and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    state = {"epoch": 0, "step": 0, "history": [], "best": None}
+    if resume and (run.out / "last.pt").is_file():
+        ckpt = load_checkpoint(run.out / "last.pt")
+        changed = sorted(k for k, v in asdict(config).items() if ckpt["train_config"].get(k) != v)
+        if changed:
+            raise ValueError(f"--resume needs the settings of the interrupted run; changed: {', '.join(changed)}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if dev.type == "cuda" and ckpt["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        state = {k: ckpt[k] for k in state}
+    total_params, trainable = parameter_counts(model)
+    train_seconds = train_images = 0.0
+    for epoch in range(state["epoch"], config.epochs):
+        if hasattr(run.train, "set_epoch"):
+            run.train.set_epoch(epoch)
+        net.train()
+        losses, start = [], time.perf_counter()
+        for x, y in tqdm(_loader(run.train, config, epoch, rank, world), desc=f"epoch {epoch + 1}/{config.epochs}",
+                         unit="batch", disable=not progress or rank > 0, leave=False):  # fmt: skip
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                loss = torch.nn.functional.l1_loss(net(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            losses.append(loss.detach().item())
+            train_images += len(x)
+            state["step"] += 1
+            if config.max_steps and state["step"] >= config.max_steps:
+                break
+        train_seconds += time.perf_counter() - start
+        record = {"epoch": epoch + 1, "step": state["step"], "lr": scheduler.get_last_lr()[0],
+                  "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                  "first_loss": losses[0] if losses else float("nan")}  # fmt: skip
+        if rank == 0:
+            for name, data in run.evals.items():
+                record[name] = evaluate(model, data, config.test_crops, config.seed, dev)
+        state["epoch"] = epoch + 1
+        state["history"].append(record)
+        selected = record.get(config.select_on, {}).get("srocc", float("-inf"))
+        if state["best"] is None or (selected == selected and selected > state["best"]["score"]):
+            state["best"] = {"epoch": epoch + 1, "score": selected}
+            if rank == 0:
+                _atomic_save({"model": model.state_dict(), "model_config": model.config.as_dict(), "epoch": epoch + 1,
+                              "provenance": run.provenance, "toolkit_version": __version__}, run.out / "best.pt")  # fmt: skip
+        if rank == 0:
+            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                          "rng": {"torch": torch.get_rng_state(),
+                                  "cuda": torch.cuda.get_rng_state_all() if dev.type == "cuda" else []},
+                          "model_config": model.config.as_dict(), "train_config": asdict(config),
+                          "provenance": run.provenance, "toolkit_version": __version__, **state},
+                         run.out / "last.pt")  # fmt: skip
+            _log(run.out, record)
+        if world > 1:
+            dist.barrier()
+        if config.max_steps and state["step"] >= config.max_steps:
+            break
+    best = state["best"] or {"epoch": None, "score": None}
+    chosen = next((r for r in state["history"] if r["epoch"] == best["epoch"]), {})
+    results = {
+        "selected_epoch": best["epoch"], "selected_on": config.select_on,
+        "selection_note": "best epoch on the TEST split, as the released code does: optimistic, not a fair estimate"
+        if config.select_on == "test" else "best epoch on a validation split carved from the training data",
+        "metrics": {k: v for k, v in chosen.items() if isinstance(v, dict)}, "parameters": {"total": total_params,
+        "trainable": trainable}, "train_images_per_s": train_images / max(train_seconds, 1e-9) if train_images else None,
+        "device": str(dev), "world_size": world, "peak_rss_mib": peak_rss_mib(), "train_config": asdict(config),
+        "provenance": run.provenance,
+    }  # fmt: skip
+    if rank == 0:
+        (run.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    return results
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory (Linux), for the results."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return None
+    line = next((ln for ln in status.read_text().splitlines() if ln.startswith("VmHWM:")), None)
+    return int(line.split()[1]) / 1024 if line else None
+
+
+def _flatten(record: dict) -> dict:
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}_{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _log(out: Path, record: dict) -> None:
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    flat = _flatten(record)
+    path = out / "metrics.csv"
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(flat), extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(flat)

@@ -1,0 +1,129 @@
+"""Training runs on a tiny real dataset: exact resume, selection, logs, the CLI, predict, DDP, leakage warning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SHARED, needs_shared
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipelines.glint_cli import _leakage, app
+from saqt.sources import sample_paths
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Fifteen real photos (the five bundled samples and two crops of each) with scores, as a CSV dataset."""
+    root = tmp_path_factory.mktemp("tiny")
+    rows = []
+    for i, path in enumerate(sample_paths()):
+        img = Image.open(path).convert("RGB")
+        img.save(root / f"{path.stem}.png")
+        rows.append(f"{path.stem}.png,{10 + 9 * i}")
+        for j, box in enumerate([(0, 0, 300, 260), (40, 30, 290, 280)]):
+            img.crop(box).save(root / f"crop{j}_{path.stem}.png")
+            rows.append(f"crop{j}_{path.stem}.png,{15 + 9 * i + 3 * j}")
+    (root / "scores.csv").write_text("path,score\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def finetune_args(dataset: Path, out: Path, epochs: int = 2) -> list[str]:
+    return ["finetune", "--dataset", "csv", "--csv", str(dataset / "scores.csv"), "--root", str(dataset),
+            "--local-backbone", "efficientnet_lite0", "--epochs", str(epochs), "--batch-size", "2", "--lr", "1e-4",
+            "--test-crops", "1", "--loader-workers", "0", "--device", "cpu", "--out", str(out)]  # fmt: skip
+
+
+def test_a_killed_run_resumes_exactly(tmp_path, tiny_dataset):
+    """Kill a real run after its first epoch's checkpoint; --resume then gives the uninterrupted run's epoch 2."""
+    straight = runner.invoke(app, finetune_args(tiny_dataset, tmp_path / "a"))
+    assert straight.exit_code == 0, straight.output
+    out = tmp_path / "b"
+    glint = Path(sys.executable).parent / "glint"
+    proc = subprocess.Popen([str(glint), *finetune_args(tiny_dataset, out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "metrics.jsonl").exists() and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    resumed = runner.invoke(app, [*finetune_args(tiny_dataset, out), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    history = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    again = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for record in history + again:
+        for split in ("val", "test"):
+            record[split].pop("images_per_s")
+    assert len(history) == len(again) == 2 and again == history  # losses, learning rates and test metrics
+    assert history[1]["test"]["images"] == 3 and history[1]["test"]["srocc"] == history[1]["test"]["srocc"]  # not NaN
+    changed = runner.invoke(app, [*finetune_args(tiny_dataset, out, epochs=3), "--resume"])
+    assert changed.exit_code == 2 and "changed: epochs" in changed.output
+    assert (tmp_path / "a" / "metrics.csv").read_text().startswith("epoch,step,lr,train_loss,first_loss,val_srocc")
+
+
+def test_cli_finetune_evaluate_predict(tmp_path, tiny_dataset):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["finetune", "--dataset", "csv", "--csv", str(tiny_dataset / "scores.csv"), "--root",
+                                 str(tiny_dataset), "--local-backbone", "efficientnet_lite0", "--epochs", "1",
+                                 "--batch-size", "2", "--test-crops", "2", "--loader-workers", "0", "--select-on", "test",
+                                 "--out", str(out), "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "RANDOM weights" in result.output and "test  SROCC" in result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["selected_on"] == "test" and "optimistic" in results["selection_note"]
+    assert results["provenance"]["split"] == {"train": 11, "val": 1, "test": 3}
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(out / "best.pt"), "--dataset", "csv", "--csv",
+                                 str(tiny_dataset / "scores.csv"), "--root", str(tiny_dataset), "--split", "all",
+                                 "--crops", "2", "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0 and "csv all (15 images): SROCC" in result.output, result.output
+    clive = needs_shared(SHARED / "data" / "clive" / "images")
+    images = sorted(clive.iterdir())[:3]
+    scores = tmp_path / "scores.csv"
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"nope")
+    result = runner.invoke(app, ["predict", "--checkpoint", str(out / "best.pt"), *map(str, images), str(bad),
+                                 "--out", str(scores), "--crops", "3", "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = scores.read_text().splitlines()[1:]
+    assert len(lines) == 4 and all(float(line.split(",")[1]) == float(line.split(",")[1]) for line in lines[:3])
+    assert lines[3].endswith("not a recognised image format")
+    smoke = runner.invoke(app, ["predict", "--random-init", str(images[0]), "--crops", "1", "--device", "cpu"])
+    assert smoke.exit_code == 0 and str(images[0]) in smoke.output
+
+
+def test_predict_needs_a_checkpoint_or_random_init(tmp_path):
+    result = runner.invoke(app, ["predict", str(tmp_path)])
+    assert result.exit_code == 2 and "--checkpoint" in result.output
+
+
+def test_leakage_warning_names_unexcluded_test_references():
+    init = {"provenance": {"pretrain": {"bank": {"kind": "kadid10k", "excluded": ["I03"]}}}}
+    warning = _leakage(init, "kadid10k", {"I03.png", "I07.png"})
+    assert warning and "1 of this test split's references (e.g. I07.png)" in warning
+    assert _leakage(init, "kadid10k", {"I03.png"}) is None
+    assert _leakage(init, "koniq10k", {"x.jpg"}) is None
+
+
+def test_ddp_under_torchrun_on_cpu(tmp_path, tiny_dataset):
+    """Two processes, gloo backend: the same command as a single-process run, launched by torchrun."""
+    glint = Path(sys.executable).parent / "glint"
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(glint),
+           "finetune", "--dataset", "csv", "--csv", str(tiny_dataset / "scores.csv"), "--root", str(tiny_dataset),
+           "--local-backbone", "efficientnet_lite0", "--epochs", "1", "--batch-size", "4", "--test-crops", "1",
+           "--loader-workers", "0", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["world_size"] == 2 and results["metrics"]["test"]["images"] == 3
