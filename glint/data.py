@@ -8,6 +8,7 @@ derived from (seed, epoch, image), so data do not depend on the number of loader
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import random
 from dataclasses import dataclass
@@ -268,23 +269,24 @@ class SaqtStream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _my_units(self) -> list[tuple[str, int]]:
+    def _my_units(self, rank: int, world: int) -> list[tuple[str, int]]:
         units = list(self.units)
         random.Random(derive_seed(self.seed, self.epoch, "units")).shuffle(units)
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        rank, world = (
-            (torch.distributed.get_rank(), torch.distributed.get_world_size())
-            if torch.distributed.is_initialized()
-            else (0, 1)
-        )
         return units[rank * workers + worker :: world * workers]
 
     def _rows(self):
-        for path, rg in self._my_units():
-            for row in pq.ParquetFile(path).read_row_group(rg, columns=self.COLUMNS).to_pylist():
-                if self._mine(row):
-                    yield row
+        """This worker's rows. Under DDP the share is repeated without end: ranks may hold unequal shares, so the
+        training loop stops every rank after the same number of steps."""
+        distributed = torch.distributed.is_initialized()
+        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+        units = self._my_units(rank, world)
+        for _ in itertools.count() if world > 1 else range(1):
+            for path, rg in units:
+                for row in pq.ParquetFile(path).read_row_group(rg, columns=self.COLUMNS).to_pylist():
+                    if self._mine(row):
+                        yield row
 
     def __iter__(self):
         rng = random.Random(

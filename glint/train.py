@@ -134,7 +134,7 @@ def model_from_checkpoint(path: Path) -> tuple[GlintIQA, dict]:
     return model, ckpt
 
 
-def _loader(data: Dataset, config: TrainConfig, epoch: int, rank: int, world: int) -> DataLoader:
+def make_loader(data: Dataset, config: TrainConfig, epoch: int, rank: int, world: int) -> DataLoader:
     generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, "shuffle") % 2**63)
     batch = max(1, config.batch_size // world)
     kw = {"batch_size": batch, "num_workers": config.loader_workers, "generator": generator, "drop_last": False,
@@ -190,8 +190,12 @@ def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", re
             run.train.set_epoch(epoch)
         net.train()
         losses, start = [], time.perf_counter()
-        for x, y in tqdm(_loader(run.train, config, epoch, rank, world), desc=f"epoch {epoch + 1}/{config.epochs}",
-                         unit="batch", disable=not progress or rank > 0, leave=False):  # fmt: skip
+        # a stream under DDP repeats each rank's share: every rank stops after the same number of steps
+        per_rank = run.steps_per_epoch // world if world > 1 and isinstance(run.train, IterableDataset) else None
+        for batch_index, (x, y) in enumerate(tqdm(make_loader(run.train, config, epoch, rank, world), desc=f"epoch {epoch + 1}/{config.epochs}",
+                         unit="batch", disable=not progress or rank > 0, leave=False)):  # fmt: skip
+            if per_rank is not None and batch_index >= per_rank:
+                break
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
                 loss = torch.nn.functional.l1_loss(net(x).float(), y)

@@ -216,7 +216,7 @@ def label(
 ) -> None:
     """Transfer scores from a labelled bank to every distorted image of a build."""
     try:
-        config = LabelConfig(build=str(build), bank=str(bank), bank_type=bank_type, encoder=encoder, rule=rule, k=k,
+        config = LabelConfig(build=str(build.resolve()), bank=str(bank.resolve()), bank_type=bank_type, encoder=encoder, rule=rule, k=k,
                              temperature=temperature, normalise=normalise, index=index,
                              exclude_refs=read_exclusions(exclude_refs) if exclude_refs else ())  # fmt: skip
         manifest = run_label(config, out, RunOptions(device, batch_size, loader_workers), overwrite,

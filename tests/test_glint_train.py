@@ -127,3 +127,28 @@ def test_ddp_under_torchrun_on_cpu(tmp_path, tiny_dataset):
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     assert results["world_size"] == 2 and results["metrics"]["test"]["images"] == 3
+
+
+def test_ddp_pretraining_on_a_stream_does_not_hang(tmp_path):
+    """Two ranks stream unequal shares of SAQT-IQA row groups; both must stop after the same number of steps."""
+    from pipelines.executors import LocalExecutor
+    from saqt.bank_synth import SynthConfig, synth_bank
+    from saqt.build import BuildConfig, run_build
+    from saqt.label import LabelConfig, RunOptions, run_label
+
+    run_build(BuildConfig(size=(96, 64), types=(1, 10), levels=(1, 3, 5), images_per_shard=1), tmp_path / "build",
+              LocalExecutor(1), progress=False)  # fmt: skip
+    synth_bank(SynthConfig(source="sample-bank", size=(96, 64), metric="psnr"), tmp_path / "bank", LocalExecutor(1),
+               progress=False)  # fmt: skip
+    run_label(LabelConfig(build=str(tmp_path / "build"), bank=str(tmp_path / "bank"), rule="mean"), tmp_path / "labels",
+              RunOptions(progress=False))  # fmt: skip
+    glint = Path(sys.executable).parent / "glint"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(glint),
+           "pretrain", "--data", str(tmp_path / "labels"), "--out", str(tmp_path / "pre"), "--epochs", "2",
+           "--batch-size", "4", "--local-backbone", "efficientnet_lite0", "--test-crops", "1", "--holdout-images", "3",
+           "--loader-workers", "1", "--device", "cpu"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    history = [json.loads(line) for line in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
+    rows = 4 * 6  # 4 of the 5 sample photos train (one is held out), 6 cells each
+    assert [h["step"] for h in history] == [rows // 4 // 2, 2 * (rows // 4 // 2)] and history[-1]["val"]["images"] == 3
