@@ -38,6 +38,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/distortions.py
 	$(BIN)/python benchmarks/build.py
+	$(BIN)/python benchmarks/label.py
+	$(BIN)/python benchmarks/model.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

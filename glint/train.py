@@ -183,6 +183,8 @@ def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", re
         if dev.type == "cuda" and ckpt["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
         state = {k: ckpt[k] for k in state}
+    if rank == 0:
+        _restart_logs(run.out, state["history"])  # the checkpoint's history is the truth: drop torn or later lines
     total_params, trainable = parameter_counts(model)
     train_seconds = train_images = 0.0
     for epoch in range(state["epoch"], config.epochs):
@@ -270,6 +272,13 @@ def _flatten(record: dict) -> dict:
         else:
             flat[key] = value
     return flat
+
+
+def _restart_logs(out: Path, history: list[dict]) -> None:
+    for name in ("metrics.jsonl", "metrics.csv"):
+        (out / name).unlink(missing_ok=True)
+    for record in history:
+        _log(out, record)
 
 
 def _log(out: Path, record: dict) -> None:

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipelines.glint_cli import app as glint_app
 from pipelines.saqt_cli import app as saqt_app
 from saqt.distortions import distort
 from saqt.images import decode_image
@@ -85,8 +84,6 @@ def test_render_refuses_bad_arguments_before_work(tmp_path, args, message):
     [
         (saqt_app, ["publish", "--labels", "l", "--out", "p"]),
         (saqt_app, ["report", "x"]),
-        (glint_app, ["pretrain", "--data", "x"]),
-        (glint_app, ["predict", "a.jpg"]),
     ],
 )
 def test_unbuilt_commands_say_so_and_fail(app, argv):

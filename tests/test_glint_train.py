@@ -52,7 +52,8 @@ def test_a_killed_run_resumes_exactly(tmp_path, tiny_dataset):
     proc = subprocess.Popen([str(glint), *finetune_args(tiny_dataset, out)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 300
-    while time.time() < deadline and not (out / "metrics.jsonl").exists() and proc.poll() is None:
+    log = out / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None and not (log.exists() and log.read_text().endswith("\n")):
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

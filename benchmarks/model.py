@@ -1,6 +1,6 @@
 """GlintIQA throughput on this machine, against the bare model in the same run.
 
-    python benchmarks/glint.py [--photos ../shared/data/clive/images] [--backbone resnet50 efficientnet_lite0]
+    python benchmarks/model.py [--photos ../shared/data/clive/images] [--backbone resnet50 efficientnet_lite0]
 
 For each local backbone: training images/s of the real pipeline (files decoded, cropped and flipped in the
 loader, L1 + Adam step) against the bare train step on ready tensors; scoring images/s of `glint predict`'s
