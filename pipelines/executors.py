@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 
 
 class WorkerDied(RuntimeError):
@@ -18,6 +19,24 @@ def _init_worker() -> None:
     import cv2
 
     cv2.setNumThreads(1)
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+@contextmanager
+def _single_threaded_children():
+    """One thread per library in processes started inside this block; this process's environment is restored."""
+    saved = {var: os.environ.get(var) for var in THREAD_VARS}
+    os.environ.update(dict.fromkeys(THREAD_VARS, "1"))
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 class LocalExecutor:
@@ -33,12 +52,11 @@ class LocalExecutor:
         if self.workers == 1 or len(items) <= 1:
             yield from map(fn, items)
             return
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-            os.environ.setdefault(var, "1")  # inherited by the spawned workers
         pool = ProcessPoolExecutor(min(self.workers, len(items)), mp_context=mp.get_context("spawn"),
                                    initializer=_init_worker)  # fmt: skip
         try:
-            pending = {pool.submit(fn, item) for item in items}
+            with _single_threaded_children():
+                pending = {pool.submit(fn, item) for item in items}  # workers are spawned by these submits
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:

@@ -338,3 +338,13 @@ def test_killing_a_worker_fails_cleanly_and_a_rerun_completes(tmp_path, photos, 
     _visible_shards_are_whole(out)
     subprocess.run(_saqt(args), check=True, capture_output=True)
     assert checksums(out) == reference_build
+
+
+def _thread_setting(_: int) -> str | None:
+    return os.environ.get("OMP_NUM_THREADS")
+
+
+def test_worker_processes_are_single_threaded_and_this_process_is_untouched(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert set(LocalExecutor(2).map_unordered(_thread_setting, range(4))) == {"1"}
+    assert "OMP_NUM_THREADS" not in os.environ
