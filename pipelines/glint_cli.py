@@ -28,6 +28,7 @@ MaxSteps = Annotated[int | None, typer.Option(help="Stop after this many optimis
 Crops = Annotated[int, typer.Option(help="Random 224 crops averaged per test image (the paper: 25).")]
 LoaderWorkers = Annotated[int, typer.Option(help="DataLoader worker processes.")]
 Resume = Annotated[bool, typer.Option(help="Continue from RUN_DIR/last.pt exactly where it stopped.")]
+Seed = Annotated[int, typer.Option(help="Seed of initialisation, data order and augmentation.")]
 
 
 def fail(command: str, err: Exception, code: int = 2) -> None:
@@ -86,7 +87,7 @@ def pretrain(
     cnn_weights: Annotated[str | None, typer.Option(help="Local-branch weights: a file, 'timm', or 'random'.")] = None,
     holdout_images: Annotated[int, typer.Option(help="Held-out SAQT-IQA images scored each epoch.")] = 500,
     test_crops: Crops = 25,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and augmentation.")] = 0,
+    seed: Seed = 0,
     device: Device = "auto",
     loader_workers: LoaderWorkers = 2,
     resume: Resume = False,
@@ -142,7 +143,7 @@ def finetune(
     vit_weights: Annotated[str | None, typer.Option(help="Without --init: ViT-S/16 weights file or 'timm'.")] = None,
     cnn_weights: Annotated[str | None, typer.Option(help="Without --init: local-branch weights.")] = None,
     test_crops: Crops = 25,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and augmentation.")] = 0,
+    seed: Seed = 0,
     device: Device = "auto",
     loader_workers: LoaderWorkers = 2,
     resume: Resume = False,
