@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import torch
 import typer
 
@@ -53,12 +54,13 @@ def _new_model(local_backbone: str, vit_weights: str | None, cnn_weights: str | 
     return model
 
 
-def _train(model: GlintIQA, run: Run, config: TrainConfig, device: str, resume: bool, command: str) -> None:
+def _train(model: GlintIQA, run: Run, config: TrainConfig, device: str, resume: bool, command: str) -> dict:
     try:
         results = fit(model, run, config, device, resume)
     except ValueError as err:
         fail(command, err)
     _report(results, run.out)
+    return results
 
 
 def _report(results: dict, out: Path) -> None:
@@ -136,6 +138,7 @@ def finetune(
     batch_size: Annotated[int, typer.Option(help="Batch size (the paper: 32).")] = 32,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-5,
     round_: Annotated[int, typer.Option("--round", help="Split round (0-9: the paper's 10 seeded rounds).")] = 0,
+    rounds: Annotated[int, typer.Option(min=1, help="Run this many consecutive rounds and report the median.")] = 1,
     select_on: Annotated[
         str, typer.Option(help="val (fair) or test (the released code's choice, optimistic).")
     ] = "val",
@@ -148,14 +151,23 @@ def finetune(
     loader_workers: LoaderWorkers = 2,
     resume: Resume = False,
 ) -> None:
-    """Finetune on an IQA dataset: 80/20 split (by reference for synthetic datasets), epoch chosen on validation."""
+    """Finetune on an IQA dataset: 80/20 split (by reference for synthetic datasets), epoch chosen on validation.
+    With --rounds N, runs rounds --round .. --round+N-1 in RUN_DIR/round-K and reports the median test metrics."""
     try:
         table = load_table(dataset, root, csv_file)
-        parts = split_table(table, round_, seed)
+        splits = {r: split_table(table, r, seed) for r in range(round_, round_ + rounds)}
         config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, seed=seed,
                              test_crops=test_crops, select_on=select_on, loader_workers=loader_workers)  # fmt: skip
+        ckpt = model_from_checkpoint(init)[1] if init else None
+    except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as err:
+        fail("finetune", err)
+    missing = [s.path for s in table.samples if not Path(s.path).is_file()]
+    if missing:
+        fail("finetune", FileNotFoundError(f"{len(missing)} images of {dataset} are missing, e.g. {missing[0]}"))
+    results = {}
+    for r, parts in splits.items():
         if init:
-            model, ckpt = model_from_checkpoint(init)
+            model = model_from_checkpoint(init)[0]
             provenance = {
                 "init": {"path": str(init), "sha256": _sha256(init), "provenance": ckpt.get("provenance", {})}
             }
@@ -165,22 +177,21 @@ def finetune(
                 provenance["leakage_warning"] = warning
         else:
             model, provenance = _new_model(local_backbone, vit_weights, cnn_weights, seed), {"init": None}
-    except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as err:
-        fail("finetune", err)
-    missing = [s.path for s in table.samples if not Path(s.path).is_file()]
-    if missing:
-        fail("finetune", FileNotFoundError(f"{len(missing)} images of {dataset} are missing, e.g. {missing[0]}"))
-    provenance |= {
-        "dataset": dataset,
-        "root": str(root),
-        "round": round_,
-        "split": {k: len(v) for k, v in parts.items()},
-    }
-    evals = {name: EvalSet([s.path for s in parts[name]], [s.score for s in parts[name]], decode_image,
-                           table.resize_shorter) for name in ("val", "test")}  # fmt: skip
-    train = TrainingImages(parts["train"], seed, table.resize_shorter)
-    run = Run(out, train, evals, math.ceil(len(parts["train"]) / batch_size), provenance)
-    _train(model, run, config, device, resume, "finetune")
+        provenance |= {"dataset": dataset, "root": str(root), "round": r,
+                       "split": {k: len(v) for k, v in parts.items()}}  # fmt: skip
+        evals = {name: EvalSet([s.path for s in parts[name]], [s.score for s in parts[name]], decode_image,
+                               table.resize_shorter) for name in ("val", "test")}  # fmt: skip
+        train = TrainingImages(parts["train"], seed, table.resize_shorter)
+        run_out = out if rounds == 1 else out / f"round-{r}"
+        run = Run(run_out, train, evals, math.ceil(len(parts["train"]) / batch_size), provenance)
+        results[r] = _train(model, run, config, device, resume, "finetune")
+    if rounds > 1:
+        keys = ("srocc", "plcc", "plcc_logistic", "krcc", "rmse")
+        median = {k: float(np.median([res["metrics"]["test"][k] for res in results.values()])) for k in keys}
+        (out / "summary.json").write_text(json.dumps({"rounds": list(results), "median_test": median,
+                                                      "per_round_test": {r: res["metrics"]["test"] for r, res in results.items()}}, indent=2))  # fmt: skip
+        typer.echo(f"median over {rounds} rounds: test SROCC {median['srocc']:.4f}  PLCC {median['plcc']:.4f}  "
+                   f"KRCC {median['krcc']:.4f}  RMSE {median['rmse']:.4f}  ({out / 'summary.json'})")  # fmt: skip
 
 
 @app.command("evaluate")

@@ -151,3 +151,16 @@ def test_ddp_pretraining_on_a_stream_does_not_hang(tmp_path):
     history = [json.loads(line) for line in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
     rows = 4 * 6  # 4 of the 5 sample photos train (one is held out), 6 cells each
     assert [h["step"] for h in history] == [rows // 4 // 2, 2 * (rows // 4 // 2)] and history[-1]["val"]["images"] == 3
+
+
+def test_rounds_report_the_median_of_the_test_metrics(tmp_path, tiny_dataset):
+    out = tmp_path / "rounds"
+    args = [*finetune_args(tiny_dataset, out, epochs=1), "--max-steps", "1", "--rounds", "3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    per_round = summary["per_round_test"]
+    assert summary["rounds"] == [0, 1, 2] and len(per_round) == 3
+    assert summary["median_test"]["srocc"] == sorted(r["srocc"] for r in per_round.values())[1]
+    splits = [json.loads((out / f"round-{r}" / "results.json").read_text())["provenance"]["round"] for r in range(3)]
+    assert splits == [0, 1, 2] and "median over 3 rounds" in result.output
