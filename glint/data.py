@@ -11,7 +11,7 @@ import csv
 import itertools
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -150,7 +150,7 @@ def split_table(table: IQATable, round_: int = 0, seed: int = 0, test_frac: floa
 def prepare(image: np.ndarray, resize_shorter: int | None = None) -> np.ndarray:
     """Resize so the shorter side is ``resize_shorter`` (if given) and at least 224."""
     h, w = image.shape[:2]
-    target = max(CROP, resize_shorter or 0) if resize_shorter or min(h, w) < CROP else min(h, w)
+    target = max(CROP, resize_shorter or min(h, w))
     if min(h, w) != target:
         scale = target / min(h, w)
         image = cv2.resize(
@@ -211,6 +211,7 @@ class SaqtSource:
     shards: list[Path]
     build: BuildReader | None
     provenance: dict
+    _holdout: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, root: Path) -> SaqtSource:
@@ -233,6 +234,11 @@ class SaqtSource:
 
     def holdout(self, seed: int, percent: float = 5.0) -> frozenset[str]:
         """The pristine images held out to choose the epoch: ``percent`` of them (at least one), by seeded hash."""
+        if (seed, percent) not in self._holdout:
+            self._holdout[(seed, percent)] = self._choose_holdout(seed, percent)
+        return self._holdout[(seed, percent)]
+
+    def _choose_holdout(self, seed: int, percent: float) -> frozenset[str]:
         ids = sorted(
             {p for path in self.shards for p in pq.read_table(path, columns=["pristine_id"]).column(0).to_pylist()}
         )

@@ -7,7 +7,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from glint.model import GlintIQA
-from glint.train import pick_device, predict_images
+from glint.train import predict_images
+from saqt.encoders import pick_device
 from saqt.images import ImageDecodeError, decode_image
 from saqt.seeding import derive_seed
 
@@ -28,7 +29,7 @@ def image_paths(inputs: list[Path]) -> list[Path]:
 def score_files(model: GlintIQA, paths: list[Path], crops: int = 25, device: str = "auto", seed: int = 0):
     """(path, score or None, error or None) for each file, one image in memory at a time; unreadable files get
     their one-line reason. Each image's crops are seeded by its file name, so its score does not depend on order."""
-    dev = pick_device(device, 0)
+    dev = pick_device(device)
     model.to(dev)
     out = []
     for p in tqdm(paths, desc="predict", unit="img", disable=len(paths) < 10):

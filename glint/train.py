@@ -28,6 +28,7 @@ from glint.data import crop_views, prepare
 from glint.metrics import iqa_metrics
 from glint.model import GlintConfig, GlintIQA, parameter_counts
 from saqt import __version__
+from saqt.encoders import pick_device
 from saqt.seeding import derive_seed
 
 
@@ -82,12 +83,6 @@ def distributed() -> tuple[int, int, int]:
     return 0, 1, 0
 
 
-def pick_device(device: str, local_rank: int) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(f"cuda:{local_rank}" if device == "cuda" else device)
-
-
 @torch.inference_mode()
 def predict_images(model: torch.nn.Module, images, crops: int, seed: int, device: torch.device,
                    resize_shorter: int | None = None, progress: bool = False) -> list[float]:  # fmt: skip
@@ -126,12 +121,17 @@ def load_checkpoint(path: Path) -> dict:
 def model_from_checkpoint(path: Path) -> tuple[GlintIQA, dict]:
     """The model a checkpoint holds, built without downloading anything, and the checkpoint's metadata."""
     ckpt = load_checkpoint(path)
+    return model_from_state(ckpt), ckpt
+
+
+def model_from_state(ckpt: dict) -> GlintIQA:
+    """A fresh model holding a loaded checkpoint's weights."""
     config = GlintConfig(**{**ckpt["model_config"], "vit_weights": None, "cnn_weights": "random"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random initialisation is replaced by the checkpoint's weights
         model = GlintIQA(config)
     model.load_state_dict(ckpt["model"])
-    return model, ckpt
+    return model
 
 
 def make_loader(data: Dataset, config: TrainConfig, epoch: int, rank: int, world: int) -> DataLoader:

@@ -18,7 +18,17 @@ from glint.backbones import LOCAL_BACKBONES
 from glint.data import DatasetError, SaqtSource, SaqtStream, TrainingImages, load_table, split_table
 from glint.model import GlintConfig, GlintIQA
 from glint.predict import image_paths, score_files
-from glint.train import EvalSet, Run, TrainConfig, evaluate, fit, model_from_checkpoint, pick_device
+from glint.train import (
+    EvalSet,
+    Run,
+    TrainConfig,
+    evaluate,
+    fit,
+    load_checkpoint,
+    model_from_checkpoint,
+    model_from_state,
+)
+from saqt.encoders import pick_device
 from saqt.images import decode_image
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train and run the GlintIQA quality model.")
@@ -158,7 +168,10 @@ def finetune(
         splits = {r: split_table(table, r, seed) for r in range(round_, round_ + rounds)}
         config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, seed=seed,
                              test_crops=test_crops, select_on=select_on, loader_workers=loader_workers)  # fmt: skip
-        ckpt = model_from_checkpoint(init)[1] if init else None
+        ckpt = load_checkpoint(init) if init else None
+        init_record = (
+            {"path": str(init), "sha256": _sha256(init), "provenance": ckpt.get("provenance", {})} if init else None
+        )
     except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as err:
         fail("finetune", err)
     missing = [s.path for s in table.samples if not Path(s.path).is_file()]
@@ -167,10 +180,7 @@ def finetune(
     results = {}
     for r, parts in splits.items():
         if init:
-            model = model_from_checkpoint(init)[0]
-            provenance = {
-                "init": {"path": str(init), "sha256": _sha256(init), "provenance": ckpt.get("provenance", {})}
-            }
+            model, provenance = model_from_state(ckpt), {"init": init_record}
             warning = _leakage(ckpt, dataset, {s.group for s in parts["test"]})
             if warning:
                 typer.secho(f"WARNING: {warning}", fg="yellow", err=True)
@@ -214,7 +224,7 @@ def evaluate_cmd(
     except (DatasetError, ValueError, FileNotFoundError, KeyError) as err:
         fail("evaluate", err)
     data = EvalSet([s.path for s in samples], [s.score for s in samples], decode_image, table.resize_shorter)
-    m = evaluate(model, data, crops, seed, pick_device(device, 0))
+    m = evaluate(model, data, crops, seed, pick_device(device))
     typer.echo(f"{dataset} {split} ({m['images']} images): SROCC {m['srocc']:.4f}  PLCC {m['plcc']:.4f}  "
                f"PLCC(logistic) {m['plcc_logistic']:.4f}  KRCC {m['krcc']:.4f}  RMSE {m['rmse']:.4f}")  # fmt: skip
 

@@ -10,7 +10,6 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from PIL import Image
 from tqdm import tqdm
 
 from pipelines.cli_common import add_stub, parse_int_set, parse_size
@@ -23,7 +22,7 @@ from saqt.distortions.sheet import contact_sheet
 from saqt.embed import embed_images
 from saqt.encoders import EncoderError, load_encoder
 from saqt.fidelity import leave_one_out
-from saqt.images import ImageDecodeError, decode_image
+from saqt.images import ImageDecodeError, decode_image, encode_png
 from saqt.label import LabelConfig, RunOptions, read_exclusions, run_label
 from saqt.seeding import derive_seed
 from saqt.shards import StageConflict
@@ -90,7 +89,7 @@ def render(
         cells = [(t, lv) for t in type_ids for lv in level_ids]
         for t, lv in tqdm(cells, desc=path.stem, unit="img", leave=False):
             renders[(t, lv)] = distort(src, t, lv, seed=derive_seed(seed, t, lv))
-            Image.fromarray(renders[(t, lv)]).save(out / f"{path.stem}_{t:02d}_{lv:02d}.png", compress_level=1)
+            (out / f"{path.stem}_{t:02d}_{lv:02d}.png").write_bytes(encode_png(renders[(t, lv)]))
         sheet = out / f"{path.stem}_contact.png"
         contact_sheet(src.u8, renders, thumb_width).save(sheet)
         typer.echo(f"{path.name}: {len(renders)} renders in {out}/, contact sheet {sheet}")

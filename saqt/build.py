@@ -110,7 +110,7 @@ def distorted_row(config: BuildConfig, src: PreparedImage, pristine_id: str, key
         "image_id": f"{pristine_id}_{t:02d}_{lv:02d}", "pristine_id": pristine_id, "source_key": key,
         "dist_type": t, "dist_name": entry.name, "level": lv, "param": entry.value(lv), "seed": seed,
         "random_params": json.dumps(drawn, sort_keys=True) if drawn else None, "width": w, "height": h,
-        "image": None if config.recipe_only else encode_png(distort(src, t, lv, seed=seed)),
+        "image": None if config.recipe_only else encode_png(distort(src, t, lv, seed=seed, params=drawn or None)),
     }  # fmt: skip
 
 

@@ -39,11 +39,11 @@ FACTORIES = {
 }
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` is CUDA when available, else CPU."""
+def pick_device(device: str = "auto", index: int = 0) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; ``cuda`` means GPU ``index`` (a process's local rank)."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(f"cuda:{index}" if device == "cuda" else device)
 
 
 def load_encoder(spec: str, device: str = "auto") -> Encoder:
