@@ -26,8 +26,13 @@ demo: $(STAMP)
 	$(BIN)/glint finetune --dataset csv --csv $(DEMO_OUT)/bank/dataset.csv --root $(DEMO_OUT)/bank --init $(DEMO_OUT)/pretrain/best.pt --out $(DEMO_OUT)/finetune $(DEMO_TRAIN)
 	$(BIN)/glint predict --checkpoint $(DEMO_OUT)/finetune/best.pt $(DEMO_OUT)/bank/images --crops 5
 	$(BIN)/saqt distortions render --sample --out $(DEMO_OUT)/contact
+	$(BIN)/saqt publish --labels $(DEMO_OUT)/labels --out $(DEMO_OUT)/published --validation 0.2 --shard-size 100MB --overwrite
+	$(BIN)/saqt verify $(DEMO_OUT)/published
+	$(BIN)/saqt report $(DEMO_OUT)/labels --fidelity $(DEMO_OUT)/fidelity.json --out $(DEMO_OUT)/report.html
 	@echo "Demo done in $(DEMO_OUT)/: build/ (5 sample photos x 125 distortions), bank/ (a proxy-scored bank), labels/ (the"
-	@echo "labelled SAQT-IQA set), pretrain/ and finetune/ (tiny GlintIQA runs), contact/*_contact.png (every distortion)"
+	@echo "labelled SAQT-IQA set), pretrain/ and finetune/ (tiny GlintIQA runs), contact/*_contact.png (every distortion),"
+	@echo "published/ (the set as a standard Parquet dataset with card and checksums)."
+	@echo "Report: $(abspath $(DEMO_OUT))/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -73,14 +73,16 @@ class Run:
     provenance: dict = field(default_factory=dict)
 
 
-def distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank); starts the process group when launched by torchrun."""
+def distributed(device: str = "auto") -> tuple[int, int, torch.device]:
+    """(rank, world size, this process's device); under torchrun, starts the process group: NCCL on the local
+    rank's GPU, gloo when the device is the CPU (``--device cpu`` on a GPU machine included)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = pick_device(device, int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if world > 1:
-        return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
-    return 0, 1, 0
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return (dist.get_rank(), world, dev) if world > 1 else (0, 1, dev)
 
 
 @torch.inference_mode()
@@ -151,13 +153,12 @@ def make_loader(data: Dataset, config: TrainConfig, epoch: int, rank: int, world
 def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", resume: bool = False,
         progress: bool = True) -> dict:  # fmt: skip
     """Train ``model`` on ``run.train`` and return the results (also written to ``run.out/results.json``)."""
-    rank, world, local_rank = distributed()
-    dev = pick_device(device, local_rank)
+    rank, world, dev = distributed(device)
     torch.manual_seed(config.seed)
     run.out.mkdir(parents=True, exist_ok=True)
     model.to(dev)
     net = (
-        torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if dev.type == "cuda" else None)
+        torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
         if world > 1
         else model
     )

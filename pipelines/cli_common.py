@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import typer
 
-PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
 def parse_int_set(text: str, lo: int, hi: int, what: str) -> list[int]:
@@ -35,11 +37,12 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def add_stub(app: typer.Typer, prog: str, name: str, issue: int, help_text: str) -> None:
-    """Register a command that exists in the interface but is not built yet: it says so and exits 2."""
-
-    def stub(ctx: typer.Context) -> None:
-        typer.echo(f"{prog} {name}: not implemented yet (planned in issue #{issue})", err=True)
-        raise typer.Exit(2)
-
-    app.command(name, help=f"[not implemented yet] {help_text}", context_settings=PASS_THROUGH)(stub)
+def parse_bytes(text: str, what: str) -> int:
+    """Parse ``"500MB"``, ``"1.5GiB"`` or ``"1000000"`` into bytes; raise typer.BadParameter otherwise."""
+    match = re.fullmatch(r"\s*([\d.]+)\s*([a-z]*)\s*", text.lower())
+    if not match or match[2] not in UNITS:
+        raise typer.BadParameter(f"{what} must look like 500MB, 2GiB or a byte count, got {text!r}")
+    try:
+        return int(float(match[1]) * UNITS[match[2]])
+    except ValueError:
+        raise typer.BadParameter(f"{what} must look like 500MB, 2GiB or a byte count, got {text!r}") from None

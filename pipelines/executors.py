@@ -1,17 +1,27 @@
-"""Executors that run a stage's work units: in this process, or in a pool of worker processes."""
+"""Executors that run a stage's work units: in this process, in a pool of worker processes, or as Ray tasks."""
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from enum import StrEnum
 
 
 class WorkerDied(RuntimeError):
     """A worker process ended abnormally (killed, out of memory); finished units are kept."""
+
+
+class UnitsFailed(RuntimeError):
+    """Units that failed on every attempt, as (unit, reason); the other units finished and are kept."""
+
+    def __init__(self, failures: list[tuple[str, str]]):
+        self.failures = failures
+        super().__init__(f"{len(failures)} units failed: " + "; ".join(f"{unit}: {why}" for unit, why in failures))
 
 
 def _init_worker() -> None:
@@ -66,3 +76,32 @@ class LocalExecutor:
                              "run the same command again to resume") from None  # fmt: skip
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ExecutorKind(StrEnum):
+    """Where ``--executor`` runs the units."""
+
+    local = "local"
+    ray = "ray"
+
+
+@contextmanager
+def open_executor(kind: ExecutorKind, workers: int | None = None, address: str | None = None):
+    """The executor for one command; a Ray cluster it started is shut down when the block ends.
+
+    ``workers``: worker processes (local), CPUs of the local Ray cluster, or the most tasks in flight on the
+    cluster at ``address`` (default 1; there, the cluster's CPUs). Raises ValueError for options that cannot work.
+    """
+    if kind == ExecutorKind.local:
+        if address:
+            raise ValueError("--ray-address needs --executor ray")
+        yield LocalExecutor(1 if workers is None else workers)
+        return
+    try:
+        importlib.import_module("ray")
+    except ImportError:
+        raise ValueError("--executor ray needs Ray: pip install 'saqt-iqa[ray]'") from None
+    from pipelines.ray_executor import RayExecutor
+
+    with RayExecutor(workers, address) as executor:
+        yield executor

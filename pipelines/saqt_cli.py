@@ -12,8 +12,8 @@ import numpy as np
 import typer
 from tqdm import tqdm
 
-from pipelines.cli_common import add_stub, parse_int_set, parse_size
-from pipelines.executors import LocalExecutor, WorkerDied
+from pipelines.cli_common import parse_bytes, parse_int_set, parse_size
+from pipelines.executors import ExecutorKind, UnitsFailed, WorkerDied, open_executor
 from saqt.bank import BankError, load_bank, normalise_scores
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
@@ -23,22 +23,21 @@ from saqt.embed import embed_images
 from saqt.encoders import EncoderError, load_encoder
 from saqt.fidelity import leave_one_out
 from saqt.images import ImageDecodeError, decode_image, encode_png
+from saqt.info import summarise
 from saqt.label import LabelConfig, RunOptions, read_exclusions, run_label
+from saqt.publish import PublishConfig, PublishError, publish
+from saqt.report import write_report
 from saqt.seeding import derive_seed
 from saqt.shards import StageConflict
 from saqt.sources import SourceError, sample_paths, source_names
 from saqt.transfer import Rule
+from saqt.verify import VerifyError, verify
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Build quality-labelled image datasets (SAQT-IQA).")
 distortions_app = typer.Typer(no_args_is_help=True, help="The 25 KADID-10k distortion types x 5 levels.")
 bank_app = typer.Typer(no_args_is_help=True, help="Labelled reference banks.")
 app.add_typer(distortions_app, name="distortions")
 app.add_typer(bank_app, name="bank")
-
-add_stub(app, "saqt", "publish", 6, "Publish labels as a standard Parquet dataset with a dataset card.")
-add_stub(app, "saqt", "verify", 6, "Verify a published dataset's checksums and schema.")
-add_stub(app, "saqt", "report", 6, "Write an HTML report of a stage directory.")
-add_stub(app, "saqt", "info", 6, "Summarise a stage directory.")
 
 
 @distortions_app.command("list")
@@ -97,6 +96,19 @@ def render(
         raise typer.Exit(1)
 
 
+ExecutorOption = Annotated[
+    ExecutorKind, typer.Option(help="local: worker processes here; ray: Ray tasks (a local cluster, or --ray-address).")
+]
+RayAddressOption = Annotated[
+    str | None, typer.Option(help="With --executor ray: use this running Ray cluster (e.g. auto, ray://head:10001).")
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(help="Parallel units: worker processes (local), CPUs of the local Ray cluster, or the most tasks "
+                      "in flight on a --ray-address cluster. Default 1; on a --ray-address cluster, its CPUs."),
+]  # fmt: skip
+
+
 @app.command("build")
 def build(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (pristine/, distorted/, build.json).")] = Path(
@@ -124,7 +136,9 @@ def build(
         bool, typer.Option(help="Write distorted rows without pixels (render from the recipe).")
     ] = False,
     images_per_shard: Annotated[int, typer.Option(help="Pristine images per shard (x cells = distorted rows).")] = 8,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: WorkersOption = None,
+    executor: ExecutorOption = ExecutorKind.local,
+    ray_address: RayAddressOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing build in --out instead of resuming it.")] = False,
 ) -> None:
     """Distort pristine images into Parquet shards; rerun the same command to resume."""
@@ -138,11 +152,14 @@ def build(
         images_per_shard=images_per_shard,
     )  # fmt: skip
     try:
-        manifest = run_build(config, out, LocalExecutor(workers), overwrite, shlex.join(["saqt", *sys.argv[1:]]))
+        with open_executor(executor, workers, ray_address) as units:
+            manifest = run_build(config, out, units, overwrite, shlex.join(["saqt", *sys.argv[1:]]))
     except (SourceError, StageConflict, ValueError) as err:
         fail("build", err, 2)
     except WorkerDied as err:
         fail("build", err, 1)
+    except UnitsFailed as err:
+        fail_units("build", err, "finished shards are kept; run the same command again to resume")
     counts = manifest["counts"]
     typer.echo(f"built {counts['pristine']} pristine and {counts['distorted']} distorted images in "
                f"{len(manifest['shards'])} shard pairs under {out}/ (manifest {out / 'build.json'})")  # fmt: skip
@@ -155,6 +172,13 @@ def fail(command: str, err: Exception, code: int) -> None:
     """Print ``saqt <command>: <one-line reason>`` and exit with ``code``."""
     typer.echo(f"saqt {command}: {err}", err=True)
     raise typer.Exit(code) from None
+
+
+def fail_units(command: str, err: UnitsFailed, advice: str) -> None:
+    """Print one line per failed unit, then ``advice``, and exit 1."""
+    for unit, reason in err.failures:
+        typer.echo(f"saqt {command}: {unit} failed: {reason}", err=True)
+    fail(command, f"{len(err.failures)} failed; {advice}", 1)
 
 
 ENCODER_HELP = "effnet-lite0 (offline, ImageNet) or clip:<open_clip model>@<pretrained tag or checkpoint path>."
@@ -172,7 +196,9 @@ def bank_synth(
     metric: Annotated[str, typer.Option(help="Full-reference proxy score: ms_ssim or psnr.")] = "ms_ssim",
     size: Annotated[str, typer.Option(help="Canonical size WxH of the references.")] = "512x384",
     seed: Annotated[int, typer.Option(help="Seed of the distortions' random draws.")] = 0,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: WorkersOption = None,
+    executor: ExecutorOption = ExecutorKind.local,
+    ray_address: RayAddressOption = None,
     save_distorted: Annotated[
         bool, typer.Option(help="Also write the distorted images and dataset.csv (path, score, ref) for glint.")
     ] = False,
@@ -181,9 +207,14 @@ def bank_synth(
     config = SynthConfig(source=source, root=str(root) if root else None, list_file=str(list_file) if list_file else None,
                          limit=limit, seed=seed, size=parse_size(size), metric=metric, save_distorted=save_distorted)  # fmt: skip
     try:
-        bank = synth_bank(config, out, LocalExecutor(workers), shlex.join(["saqt", *sys.argv[1:]]))
+        with open_executor(executor, workers, ray_address) as units:
+            bank = synth_bank(config, out, units, shlex.join(["saqt", *sys.argv[1:]]))
     except (SourceError, BankError, ValueError) as err:
         fail("bank synth", err, 2)
+    except WorkerDied as err:
+        fail("bank synth", err, 1)
+    except UnitsFailed as err:
+        fail_units("bank synth", err, "no bank written; run the command again")
     typer.echo(
         f"bank of {len(bank.ref_ids)} references x 125 distortions, scored by {metric} (a proxy, not MOS), in {out}/"
     )
@@ -211,6 +242,9 @@ def label(
     loader_workers: Annotated[
         int | None, typer.Option(help="DataLoader processes decoding images (default: chosen for this machine).")
     ] = None,
+    workers: WorkersOption = None,
+    executor: ExecutorOption = ExecutorKind.local,
+    ray_address: RayAddressOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing labels in --out instead of resuming.")] = False,
 ) -> None:
     """Transfer scores from a labelled bank to every distorted image of a build."""
@@ -218,10 +252,15 @@ def label(
         config = LabelConfig(build=str(build.resolve()), bank=str(bank.resolve()), bank_type=bank_type, encoder=encoder, rule=rule, k=k,
                              temperature=temperature, normalise=normalise, index=index,
                              exclude_refs=read_exclusions(exclude_refs) if exclude_refs else ())  # fmt: skip
-        manifest = run_label(config, out, RunOptions(device, batch_size, loader_workers), overwrite,
-                             shlex.join(["saqt", *sys.argv[1:]]))  # fmt: skip
+        with open_executor(executor, workers, ray_address) as units:
+            manifest = run_label(config, out, RunOptions(device, batch_size, loader_workers), overwrite,
+                                 shlex.join(["saqt", *sys.argv[1:]]), units)  # fmt: skip
     except (BankError, EncoderError, StageConflict, FileNotFoundError, ValueError) as err:
         fail("label", err, 2)
+    except WorkerDied as err:
+        fail("label", err, 1)
+    except UnitsFailed as err:
+        fail_units("label", err, "finished shards are kept; run the same command again to resume")
     typer.echo(f"labelled {manifest['counts']['labels']} images in {manifest['counts']['shards']} shards under "
                f"{out}/ (labels/, saqt-iqa/, manifest label.json)")  # fmt: skip
     if manifest["self_matches"]:
@@ -272,3 +311,80 @@ def fidelity(
     if as_json:
         as_json.write_text(json.dumps({"bank": str(bank), "encoder": encoder, **transfer_rule.describe(),
                                        "normalise": normalise, **report.as_dict()}, indent=2))  # fmt: skip
+
+
+@app.command("publish")
+def publish_command(
+    labels: Annotated[Path, typer.Option(help="A finished `saqt label` output folder.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Folder or fsspec URL (e.g. s3://bucket/saqt-iqa) to write.")],
+    validation: Annotated[
+        float, typer.Option(help="Fraction of pristine images held out as the validation split (0: none).")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split.")] = 0,
+    shard_size: Annotated[str, typer.Option(help="Target Parquet shard size, e.g. 500MB or 1GB.")] = "500MB",
+    license: Annotated[
+        str | None, typer.Option("--license", help="Licence id for the card (default: the source's).")
+    ] = None,
+    render: Annotated[
+        bool, typer.Option(help="Render the pixels of a recipe-only set (needs its build folder).")
+    ] = False,
+    staging: Annotated[
+        str | None, typer.Option(help="Local folder to stage a remote upload in (default: the temp folder).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset at --out.")] = False,
+) -> None:
+    """Publish labels as a standard Parquet dataset: data/ shards, a dataset card (README.md) and SHA256SUMS."""
+    try:
+        config = PublishConfig(labels=str(labels.resolve()), validation=validation, seed=seed,
+                               shard_bytes=parse_bytes(shard_size, "--shard-size"), license=license, render=render)  # fmt: skip
+        meta = publish(config, out, overwrite, shlex.join(["saqt", *sys.argv[1:]]), staging)
+    except (PublishError, FileNotFoundError, ValueError) as err:
+        fail("publish", err, 2)
+    splits = ", ".join(f"{s['num_examples']} {s['name']}" for s in meta["dataset_info"]["splits"])
+    files = sum(meta["saqt"]["files"].values())
+    typer.echo(f"published {splits} rows in {files} shards to {out} (card README.md, checksums SHA256SUMS, "
+               f"dataset id {meta['saqt']['dataset_id']})")  # fmt: skip
+
+
+@app.command("verify")
+def verify_command(
+    target: Annotated[str, typer.Argument(help="A published folder or fsspec URL, or a build or label folder.")],
+    sample: Annotated[int, typer.Option(help="Images to decode, chosen at random (seeded).")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the decoded sample.")] = 0,
+) -> None:
+    """Check checksums, schema, row counts and a sample of images; exit 1 naming the first problem."""
+    try:
+        result = verify(target, sample, seed)
+    except VerifyError as err:
+        fail("verify", err, 1)
+    decoded = f", {result.decoded} sampled images decoded" if result.decoded else ""
+    typer.echo(f"{target}: intact {result.kind} set ({result.files} files, {result.rows} rows checked{decoded})")
+
+
+@app.command("info")
+def info_command(
+    folder: Annotated[Path, typer.Argument(help="A build, label, bank, published or glint run folder.")],
+) -> None:
+    """Summarise a stage folder: kind, rows, shards, settings, errors."""
+    try:
+        lines = summarise(folder)
+    except (ValueError, KeyError, json.JSONDecodeError) as err:
+        fail("info", err if isinstance(err, ValueError) else f"{folder}: unreadable manifest ({err})", 2)
+    typer.echo("\n".join(lines))
+
+
+@app.command("report")
+def report_command(
+    folder: Annotated[Path, typer.Argument(help="A label, build or published folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
+    images: Annotated[int, typer.Option(min=1, help="Pristine images shown in the type x level grid.")] = 2,
+    fidelity_json: Annotated[
+        Path | None, typer.Option("--fidelity", help="A `saqt fidelity --json` file to include.")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report: thumbnails, score plots, neighbours, bank usage, fidelity, errors."""
+    try:
+        path = write_report(folder, out, images, fidelity_json)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        fail("report", err, 2)
+    typer.echo(f"report written to {path} ({path.stat().st_size / 2**20:.1f} MiB, self-contained)")

@@ -112,6 +112,9 @@ class _ScoreReference:
             [(t, lv, s, png) for (t, lv), s, png in zip(cells, scores, pngs, strict=True)],
         )
 
+    def describe(self, item: SourceItem) -> str:
+        return f"reference {item.key}"
+
 
 def synth_bank(config: SynthConfig, out: Path, executor: Executor, command: str = "", progress: bool = True) -> Bank:
     """Write a proxy-scored bank to ``out`` (images/, scores.csv, bank.json) and return it."""

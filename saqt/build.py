@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from saqt import __version__
-from saqt.distortions import PreparedImage, distort, random_params, spec
+from saqt.distortions import PreparedImage, catalogue_identity, distort, random_params, spec
 from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
 from saqt.pristine import prepare_pristine
 from saqt.screen import Screen
@@ -86,7 +86,8 @@ class UnitResult:
 
 
 class Executor(Protocol):
-    """Runs a function over work items, yielding results as they finish (any order)."""
+    """Runs a function over work items, yielding results as they finish (any order). Errors name an item by
+    the function's ``describe(item)`` where it has one."""
 
     def map_unordered(self, fn: Callable, items: Iterable) -> Iterator: ...
 
@@ -161,7 +162,8 @@ def _fresh_manifest(config: BuildConfig, listing_errors, selection: list[SourceI
     for item in selection:
         digest.update(item.key.encode() + b"\n")
     return {
-        "stage": "build", "toolkit_version": __version__, "config": config.as_dict(), "command": command,
+        "stage": "build", "toolkit_version": __version__, "catalogue": catalogue_identity(), "config": config.as_dict(),
+        "command": command,
         "selection": {"images": len(selection), "keys_sha256": digest.hexdigest()}, "units": units, "shards": {},
         "listing_errors": [list(e) for e in listing_errors], "complete": False,
     }  # fmt: skip
@@ -224,3 +226,8 @@ class _UnitTask:
 
     def __call__(self, unit: tuple[int, list[SourceItem]]) -> UnitResult:
         return build_unit(self.config, self.out, unit)
+
+    def describe(self, unit: tuple[int, list[SourceItem]]) -> str:
+        index, items = unit
+        keys = ", ".join(item.key for item in items[:3]) + (", ..." if len(items) > 3 else "")
+        return f"shard part-{index:05d} ({keys})"

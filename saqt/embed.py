@@ -89,8 +89,10 @@ def embedding_schema(dim: int) -> pa.Schema:
                       ("embedding", pa.list_(pa.float32(), dim))])  # fmt: skip
 
 
-def cached_embeddings(encoder: Encoder, items: dict[str, Locator], cache: Path, **kw) -> dict[str, np.ndarray]:
-    """Embeddings of ``items`` (id -> locator), reading those already in ``cache`` and adding the rest to it."""
+def cached_embeddings(encoder: Encoder, items: dict[str, Locator], cache: Path, embed: Callable = embed_images,
+                      **kw) -> dict[str, np.ndarray]:  # fmt: skip
+    """Embeddings of ``items`` (id -> locator), reading those already in ``cache`` and adding the rest to it
+    (computed by ``embed``, called as :func:`embed_images`)."""
     known: dict[str, np.ndarray] = {}
     if cache.is_file():
         table = pq.read_table(cache).to_pylist()
@@ -98,7 +100,7 @@ def cached_embeddings(encoder: Encoder, items: dict[str, Locator], cache: Path, 
                  if r["encoder"] == encoder.id and r["weights"] == encoder.weights}  # fmt: skip
     missing = sorted(set(items) - set(known))
     if missing:
-        vectors = embed_images(encoder, [items[i] for i in missing], **kw)
+        vectors = embed(encoder, [items[i] for i in missing], **kw)
         known.update(zip(missing, vectors, strict=True))
         ids = sorted(known)
         table = pa.table({"id": ids, "encoder": [encoder.id] * len(ids), "weights": [encoder.weights] * len(ids),

@@ -2,7 +2,8 @@
 the same distortion, and join images (or recipes), scores and provenance into the SAQT-IQA training set.
 
 Embeddings and neighbours are computed once per pristine image; then each build shard becomes one
-``labels/`` and one ``saqt-iqa/`` shard, written atomically and listed in ``label.json``, so a rerun resumes.
+``labels/`` and one ``saqt-iqa/`` shard (a unit of work for the executor), written atomically and listed in
+``label.json``, so a rerun resumes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +22,8 @@ from tqdm import tqdm
 
 from saqt import __version__
 from saqt.bank import Bank, BankError, load_bank, normalise_scores
-from saqt.embed import cached_embeddings
+from saqt.build import Executor
+from saqt.embed import cached_embeddings, embed_images
 from saqt.encoders import load_encoder
 from saqt.match import INDEX_KINDS, build_index, search
 from saqt.reader import BuildReader
@@ -122,8 +125,12 @@ class PristineLabels:
 
 
 def transfer_labels(config: LabelConfig, reader: BuildReader, bank: Bank, scores: np.ndarray, out: Path,
-                    run: RunOptions) -> tuple[PristineLabels, dict]:  # fmt: skip
-    """Embed, match and transfer for every pristine image of the build; returns labels and encoder provenance."""
+                    run: RunOptions, embed: Callable | None = None) -> tuple[PristineLabels, dict]:  # fmt: skip
+    """Embed, match and transfer for every pristine image of the build; returns labels and encoder provenance.
+
+    ``embed`` replaces :func:`~saqt.embed.embed_images` (e.g. encoders on a Ray cluster's GPUs); this process
+    then loads the encoder on the CPU only for its identity.
+    """
     rule = config.transfer_rule
     pristine = reader.pristine_locators()
     ids = sorted(pristine)
@@ -134,8 +141,9 @@ def transfer_labels(config: LabelConfig, reader: BuildReader, bank: Bank, scores
         return labels, {"encoder": "none", "weights": "none"}
     if not bank.has_images:
         raise BankError(f"rule {rule.name} needs the bank's reference images, and {bank.root} lacks some")
-    encoder = load_encoder(config.encoder, run.device)
-    kw = {"batch_size": run.batch_size, "loader_workers": run.loader_workers, "progress": run.progress}
+    encoder = load_encoder(config.encoder, "cpu" if embed else run.device)
+    kw = {"batch_size": run.batch_size, "loader_workers": run.loader_workers, "progress": run.progress,
+          "embed": embed or embed_images}  # fmt: skip
     slug = _slug(f"{encoder.id}|{encoder.weights}")
     refs = cached_embeddings(encoder, {r: str(p) for r, p in zip(bank.ref_ids, bank.images, strict=True)},
                              out / "embeddings" / f"bank-{slug}.parquet", desc="embed bank", **kw)  # fmt: skip
@@ -180,9 +188,29 @@ def _label_unit(reader: BuildReader, unit: str, labels: PristineLabels, constant
         raise
 
 
+@dataclass(frozen=True)
+class _LabelTask:
+    """``_label_unit`` bound to the labels; picklable for worker processes. Returns (unit, its shard entries)."""
+
+    reader: BuildReader
+    labels: PristineLabels
+    constants: dict
+    out: Path
+
+    def __call__(self, unit: str) -> tuple[str, dict]:
+        return unit, _label_unit(self.reader, unit, self.labels, self.constants, self.out)
+
+    def describe(self, unit: str) -> str:
+        return f"shard part-{int(unit):05d}"
+
+
 def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), overwrite: bool = False,
-              command: str = "") -> dict:  # fmt: skip
-    """Label (or resume labelling) a build into ``out``; returns the final manifest."""
+              command: str = "", executor: Executor | None = None) -> dict:  # fmt: skip
+    """Label (or resume labelling) a build into ``out``; returns the final manifest.
+
+    The shards are written by ``executor`` (default: here, one after another); an executor with a
+    ``gpu_embedder(encoder, device)`` may also embed the images on its GPUs.
+    """
     reader = BuildReader(Path(config.build))
     full = load_bank(Path(config.bank), config.bank_type)
     normalised = normalise_scores(full.scores, config.normalise)
@@ -199,7 +227,9 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
     fresh = {"stage": "label", **identity, "shards": {}, "complete": False}
     manifest = resume_manifest(out, MANIFEST, fresh, ("config", "build", "bank"), ("labels", "saqt-iqa"), overwrite,
                                lambda unit: unit.values())  # fmt: skip
-    labels, encoder = transfer_labels(config, reader, bank, scores, out, run)
+    gpu_embedder = getattr(executor, "gpu_embedder", None)
+    embed = gpu_embedder(config.encoder, run.device) if gpu_embedder else None
+    labels, encoder = transfer_labels(config, reader, bank, scores, out, run, embed)
     manifest.update({"toolkit_version": __version__, "command": command, "encoder": encoder,
                      "rule": config.transfer_rule.describe(), "score_scale": config.normalise,
                      "self_matches": labels.self_matches})  # fmt: skip
@@ -208,8 +238,10 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
                  "rule": config.rule, "k": config.transfer_rule.neighbours,
                  "temperature": config.temperature if config.rule == "topk" else None}  # fmt: skip
     pending = [u for u in units if u not in manifest["shards"]]
-    for unit in tqdm(pending, desc="label", unit="shard", disable=not run.progress):
-        manifest["shards"][unit] = _label_unit(reader, unit, labels, constants, out)
+    task = _LabelTask(reader, labels, constants, out)
+    done = executor.map_unordered(task, pending) if executor else map(task, pending)
+    for unit, shards in tqdm(done, total=len(pending), desc="label", unit="shard", disable=not run.progress):
+        manifest["shards"][unit] = shards
         _save(out, manifest)
     manifest["complete"] = reader.manifest["complete"] and len(manifest["shards"]) == len(units)
     _save(out, manifest)

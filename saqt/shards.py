@@ -85,15 +85,21 @@ class ShardWriter:
         self.tmp = path.with_name(f".{path.name}.tmp")
         self.rows = 0
         path.parent.mkdir(parents=True, exist_ok=True)
-        plain = [f.name for f in schema if f.name != "image"]
-        compression = {f.name: ("none" if f.name == "image" else "zstd") for f in schema}
-        self._writer = pq.ParquetWriter(self.tmp, schema, compression=compression, use_dictionary=plain)
+        leaves = _leaf_columns(schema)
+        images = {"image", "image.bytes"}  # encoded images: already compressed, and unique
+        compression = {c: ("none" if c in images else "zstd") for c in leaves}
+        self._writer = pq.ParquetWriter(self.tmp, schema, compression=compression,
+                                        use_dictionary=[c for c in leaves if c not in images])  # fmt: skip
 
     def write(self, rows: list[dict]) -> None:
         """Append rows (dicts keyed by the schema's field names) as one row group."""
         if rows:
-            self._writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
-            self.rows += len(rows)
+            self.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+
+    def write_table(self, table: pa.Table) -> None:
+        """Append a table of this schema as one row group."""
+        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self.rows += table.num_rows
 
     def commit(self, root: Path) -> dict:
         """Close, checksum and rename into place; returns the manifest entry (path relative to root)."""
@@ -109,6 +115,19 @@ class ShardWriter:
         """Discard the temporary file."""
         self._writer.close()
         self.tmp.unlink(missing_ok=True)
+
+
+def _leaf_columns(schema: pa.Schema) -> list[str]:
+    """Parquet's dotted paths of the leaf columns (``image.bytes``, ``neighbours.list.element``)."""
+
+    def leaves(name: str, kind: pa.DataType) -> list[str]:
+        if pa.types.is_struct(kind):
+            return [p for i in range(kind.num_fields) for p in leaves(f"{name}.{kind.field(i).name}", kind.field(i).type)]
+        if pa.types.is_list(kind):
+            return leaves(f"{name}.list.element", kind.value_type)
+        return [name]
+
+    return [p for f in schema for p in leaves(f.name, f.type)]
 
 
 class StageConflict(ValueError):

@@ -77,15 +77,3 @@ def test_render_refuses_bad_arguments_before_work(tmp_path, args, message):
     result = runner.invoke(saqt_app, ["distortions", "render", "--out", str(tmp_path / "o"), *args])
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "o").exists()
-
-
-@pytest.mark.parametrize(
-    "app, argv",
-    [
-        (saqt_app, ["publish", "--labels", "l", "--out", "p"]),
-        (saqt_app, ["report", "x"]),
-    ],
-)
-def test_unbuilt_commands_say_so_and_fail(app, argv):
-    result = runner.invoke(app, argv)
-    assert result.exit_code == 2 and "not implemented yet" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
@@ -60,6 +61,14 @@ def catalogue() -> tuple[DistortionSpec, ...]:
     if [s.id for s in specs] != list(range(1, 26)):
         raise ValueError(f"{MANIFEST}: types must be 1..25 in order")
     return tuple(specs)
+
+
+@lru_cache(maxsize=1)
+def catalogue_identity() -> dict:
+    """Which catalogue, its version and the SHA-256 of its manifest, as recorded in build provenance."""
+    text = files("manifests").joinpath(MANIFEST).read_text()
+    data = yaml.safe_load(text)
+    return {"name": data["catalogue"], "version": data["version"], "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def spec(dist_type: int) -> DistortionSpec:

@@ -1,0 +1,95 @@
+"""``saqt info``: what a stage folder holds, in a few lines: its kind, rows, shards, settings and errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from saqt.bank import BANK_MANIFEST, load_bank
+from saqt.card import read_card
+from saqt.publish import CARD, SUMS
+
+TRAIN_RESULTS = "results.json"
+
+
+def _size(folder: Path) -> str:
+    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return f"{total / 2**20:,.1f} MiB"
+
+
+def _settings(config: dict, keys: tuple[str, ...]) -> str:
+    return ", ".join(f"{k}={config[k]}" for k in keys if config.get(k) not in (None, False, [], ""))
+
+
+def _build(folder: Path, m: dict) -> list[str]:
+    c, counts = m["config"], m["counts"]
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(counts["skipped_by_reason"].items())) or "none"
+    return [
+        f"saqt build ({'complete' if m['complete'] else 'unfinished: rerun its command to resume'})",
+        f"rows: {counts['pristine']:,} pristine, {counts['distorted']:,} distorted "
+        f"({'recipes only' if c['recipe_only'] else 'with pixels'})",
+        f"shards: {len(m['shards'])} of {m['units']} units done, {_size(folder)}",
+        f"settings: {_settings(c, ('source', 'root', 'list_file', 'split', 'limit', 'per_class', 'seed', 'per_image'))}, "
+        f"size={c['size'][0]}x{c['size'][1]}, {len(c['types'])} types x {len(c['levels'])} levels",
+        f"skipped: {counts['skipped']} ({skipped}); details in {folder / 'errors.jsonl'}",
+        f"command: {m.get('command') or '?'}  (toolkit {m.get('toolkit_version', '?')})",
+    ]
+
+
+def _label(folder: Path, m: dict) -> list[str]:
+    c, rule = m["config"], m["rule"]
+    return [
+        f"saqt label ({'complete' if m['complete'] else 'unfinished: rerun its command to resume'})",
+        f"rows: {m['counts']['labels']:,} labelled images in {m['counts']['shards']} shards, {_size(folder)}",
+        f"build: {c['build']}",
+        f"bank: {m['bank']['kind']} at {c['bank']} ({m['bank']['references']} references"
+        f"{', proxy scores' if m['bank']['proxy'] else ''})",
+        f"encoder: {m['encoder']['encoder']} ({m['encoder']['weights']}); rule {rule['rule']} k={rule['k']}"
+        f"{' T=' + str(rule['temperature']) if rule.get('temperature') is not None else ''}; scale {m['score_scale']}",
+        f"self-matches: {m['self_matches']}",
+        f"command: {m.get('command') or '?'}  (toolkit {m.get('toolkit_version', '?')})",
+    ]
+
+
+def _published(folder: Path) -> list[str]:
+    meta, _ = read_card((folder / CARD).read_text())
+    s, p = meta["saqt"], meta["saqt"]["provenance"]
+    splits = ", ".join(f"{x['num_examples']:,} {x['name']}" for x in meta["dataset_info"]["splits"])
+    return [
+        f"published SAQT-IQA set {s['dataset_id']} ({meta['license']})",
+        f"rows: {splits}; {sum(s['files'].values())} shards, {_size(folder)}",
+        f"source: {p['source']['name']}; bank {p['bank']['kind']} ({p['bank']['references']} references"
+        f"{', proxy' if p['bank']['proxy'] else ''}); encoder {p['encoder']['id']}; rule {p['transfer']['rule']}",
+        f"toolkit {p['toolkit_version']}; run `saqt verify {folder}` to check it",
+    ]
+
+
+def _bank(folder: Path, m: dict) -> list[str]:
+    return [
+        f"labelled bank ({m.get('kind', '?')}, {len(load_bank(folder).ref_ids)} references"
+        f"{', proxy scores' if m.get('proxy') else ''})",
+        f"scores: {m.get('score_meaning', '?')}",
+        f"skipped: {len(m.get('skipped', []))}; {_size(folder)}",
+        f"command: {m.get('command') or '?'}",
+    ]
+
+
+def _training(folder: Path) -> list[str]:
+    results = json.loads((folder / TRAIN_RESULTS).read_text())
+    lines = ["glint training run"]
+    lines += [f"{key}: {json.dumps(value, default=str)[:200]}" for key, value in results.items()]
+    return lines
+
+
+def summarise(folder: Path) -> list[str]:
+    """Lines describing ``folder``; ValueError if it is not a stage folder this toolkit wrote."""
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder")
+    for name, describe in (("build.json", _build), ("label.json", _label), (BANK_MANIFEST, _bank)):
+        if (folder / name).is_file():
+            return describe(folder, json.loads((folder / name).read_text()))
+    if (folder / CARD).is_file() and (folder / SUMS).is_file():
+        return _published(folder)
+    if (folder / TRAIN_RESULTS).is_file():
+        return _training(folder)
+    raise ValueError(f"{folder} holds no build.json, label.json, {BANK_MANIFEST}, published card or glint results")

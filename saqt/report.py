@@ -1,0 +1,382 @@
+"""``saqt report``: one self-contained HTML page (images and plots embedded) showing what a stage folder holds.
+
+Sections: summary; a type x level thumbnail grid for a few pristine images; score histograms per type; score
+against level per type; the neighbour-similarity histogram; bank usage; transfer fidelity (given its JSON);
+skipped inputs by reason. A build folder has no scores, so its report shows the grid and errors only.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.dataset as pads  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from saqt.card import read_card  # noqa: E402
+from saqt.distortions import catalogue  # noqa: E402
+from saqt.images import decode_image  # noqa: E402
+from saqt.info import summarise  # noqa: E402
+from saqt.label import SELF_MATCH  # noqa: E402
+from saqt.publish import CARD  # noqa: E402
+from saqt.reader import BuildReader  # noqa: E402
+
+CELL_COLUMNS = ["pristine_id", "dist_type", "level", "score"]
+MATCH_COLUMNS = ["pristine_id", "neighbours", "similarities", "weights"]
+THUMB_WIDTH = 208  # pixels encoded; shown at half size, full size on hover
+LEVEL_COLOURS = plt.get_cmap("viridis")(np.linspace(0.05, 0.85, 5))
+
+
+@dataclass
+class StageData:
+    """What a report shows, read from a build, label or published folder."""
+
+    kind: str
+    folder: Path
+    cells: pa.Table  # one row per distorted image: pristine_id, dist_type, level, score
+    matches: pa.Table | None  # one row per pristine image: its neighbours, similarities and weights
+    bank_size: int | None
+    errors: Counter = field(default_factory=Counter)
+    error_examples: list[dict] = field(default_factory=list)
+    shards: list[str] = field(default_factory=list)  # shards holding the distorted images
+    build: BuildReader | None = None
+
+
+def _first_per_pristine(table: pa.Table) -> pa.Table:
+    _, first = np.unique(table.column("pristine_id").to_numpy(zero_copy_only=False), return_index=True)
+    return table.take(pa.array(np.sort(first)))
+
+
+def _build_errors(reader: BuildReader) -> tuple[Counter, list[dict]]:
+    errors = Counter(reader.manifest["counts"]["skipped_by_reason"])
+    log = reader.root / "errors.jsonl"
+    examples = [json.loads(line) for line in log.read_text().splitlines()[:10]] if log.is_file() else []
+    return errors, examples
+
+
+def load_stage(folder: Path) -> StageData:
+    """Read the columns a report needs (never the images) from ``folder``."""
+    if (folder / "label.json").is_file():
+        label = json.loads((folder / "label.json").read_text())
+        units = sorted(label["shards"], key=int)
+        table = pads.dataset([str(folder / label["shards"][u]["labels"]["path"]) for u in units]).to_table(
+            columns=CELL_COLUMNS + MATCH_COLUMNS[1:])
+        build = BuildReader(Path(label["config"]["build"])) if (Path(label["config"]["build"]) / "build.json").is_file() else None
+        errors, examples = _build_errors(build) if build else (Counter(), [])
+        shards = [str(folder / label["shards"][u]["saqt-iqa"]["path"]) for u in units]
+        return StageData("label", folder, table.select(CELL_COLUMNS), _first_per_pristine(table.select(MATCH_COLUMNS)),
+                         label["bank"]["references"], errors, examples, shards, build)  # fmt: skip
+    if (folder / "build.json").is_file():
+        build = BuildReader(folder)
+        shards = [str(p) for p in build.shard_paths("distorted")]
+        table = pads.dataset(shards).to_table(columns=CELL_COLUMNS[:3])
+        table = table.append_column("score", pa.nulls(len(table), pa.float64()))
+        return StageData("build", folder, table, None, None, *_build_errors(build), shards, build)
+    if (folder / CARD).is_file() and (folder / "data").is_dir():
+        meta, _ = read_card((folder / CARD).read_text())
+        prov = meta["saqt"]["provenance"]
+        shards = sorted(str(p) for p in (folder / "data").glob("*.parquet"))
+        table = pads.dataset(shards).to_table(columns=CELL_COLUMNS + MATCH_COLUMNS[1:])
+        return StageData("published", folder, table.select(CELL_COLUMNS), _first_per_pristine(table.select(MATCH_COLUMNS)),
+                         prov["bank"]["references"], Counter(prov["selection"]["skipped_by_reason"]), [], shards)  # fmt: skip
+    raise ValueError(f"{folder} holds no label.json, build.json or published dataset: nothing to report")
+
+
+# ---------------------------------------------------------------- embedding helpers
+
+
+def _png_uri(fig: plt.Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _thumb_uri(pixels: np.ndarray, width: int = THUMB_WIDTH) -> str:
+    img = Image.fromarray(pixels)
+    img = img.resize((width, round(img.height * width / img.width)), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _img(uri: str, alt: str, cls: str = "") -> str:
+    return f'<img src="{uri}" alt="{html.escape(alt)}" class="{cls}">'
+
+
+def _table(header: list[str], rows: list[list], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _grid(data: StageData, images: int) -> str:
+    """Each type x level for the first ``images`` pristine images (sorted by id), two side by side, with scores."""
+    ids = sorted(set(data.cells.column("pristine_id").to_pylist()))[:images]
+    if not ids:
+        return "<p>No images.</p>"
+    columns = ["pristine_id", "dist_type", "level", "seed", "image"] + (["score"] if data.kind != "build" else [])
+    rows = pads.dataset(data.shards).to_table(columns=columns, filter=pc.field("pristine_id").isin(ids)).to_pylist()
+    by_cell = {(r["pristine_id"], r["dist_type"], r["level"]): r for r in rows}
+    names = {s.id: s.name for s in catalogue()}
+    types = sorted(set(data.cells.column("dist_type").to_pylist()))  # the build's selection, not all 25 x 5
+    levels = sorted(set(data.cells.column("level").to_pylist()))
+    tables = []
+    for pair in (ids[i : i + 2] for i in range(0, len(ids), 2)):
+        head = "<th></th>" + "".join(f'<th colspan="{len(levels)}" class="pid">{_pristine_header(data, pid)}</th>'
+                                     for pid in pair)  # fmt: skip
+        level_row = "<th>type</th>" + "".join(f"<th>level {lv}</th>" for _ in pair for lv in levels)
+        body = []
+        for t in types:
+            cells = [f'<td class="tname"><span class="tid">{t}</span> {names[t]}</td>']
+            for pid in pair:
+                cells += [f'<td class="{"gap" if lv == levels[0] else ""}">{_cell(data, by_cell.get((pid, t, lv)))}</td>'
+                          for lv in levels]  # fmt: skip
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        tables.append(f'<table class="grid"><thead><tr>{head}</tr><tr>{level_row}</tr></thead><tbody>{"".join(body)}'
+                      "</tbody></table>")  # fmt: skip
+    return "<p class='lead'>Hover a thumbnail to enlarge it.</p>" + "".join(tables)
+
+
+def _pristine_header(data: StageData, pid: str) -> str:
+    thumb = ""
+    if data.build is not None:
+        thumb = _img(_thumb_uri(data.build.pristine(pid).u8, 2 * THUMB_WIDTH), f"pristine {pid}", "pristine")
+    return f"{thumb}pristine <code>{pid}</code>"
+
+
+def _cell(data: StageData, row: dict | None) -> str:
+    if row is None:
+        return '<span class="na">not rendered</span>'
+    pixels = _pixels(data, row)
+    thumb = _img(_thumb_uri(pixels), f"type {row['dist_type']} level {row['level']}", "thumb") if pixels is not None \
+        else '<span class="na">recipe only</span>'  # fmt: skip
+    score = row.get("score")
+    return thumb + (f'<div class="cap">{score:.2f}</div>' if score is not None else "")
+
+
+def _pixels(data: StageData, row: dict) -> np.ndarray | None:
+    png = row["image"]
+    if isinstance(png, dict):  # a published row: the Hub's Image struct
+        png = png.get("bytes")
+    if png is not None:
+        return decode_image(png)
+    return data.build.image(row) if data.build is not None else None
+
+
+def _per_type_figure(count: int):
+    """A grid of small panels, five per row, one per distortion type present."""
+    rows, cols = -(-count // 5), min(count, 5)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.1 * rows + 0.5), sharex=True, sharey=True, squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _label_axes(axes, x: str, y: str) -> None:
+    for ax in axes[-5:]:
+        ax.set_xlabel(x, fontsize=8)
+        ax.xaxis.set_tick_params(labelbottom=True)
+    for ax in axes[::5]:
+        ax.set_ylabel(y, fontsize=8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=y == "images"))
+
+
+def _score_histograms(scores: np.ndarray, types: np.ndarray, levels: np.ndarray) -> str:
+    lo, hi = np.nanmin(scores), np.nanmax(scores)
+    bins = np.linspace(lo, hi, 21) if hi > lo else np.linspace(lo - 0.5, hi + 0.5, 21)
+    present = np.unique(types)
+    fig, axes = _per_type_figure(len(present))
+    for t, ax in zip(present, axes, strict=False):
+        stacks = [scores[(types == t) & (levels == lv)] for lv in range(1, 6)]
+        ax.hist([s[np.isfinite(s)] for s in stacks], bins=bins, stacked=True, color=LEVEL_COLOURS[::-1],
+                label=[f"level {lv}" for lv in range(1, 6)])  # fmt: skip
+        ax.set_title(f"{t} {catalogue()[t - 1].name}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    _label_axes(axes, "score", "images")
+    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=5, fontsize=9,
+               frameon=False)  # fmt: skip
+    return _img(_png_uri(fig), "score histograms per type")
+
+
+def _score_vs_level(scores: np.ndarray, types: np.ndarray, levels: np.ndarray, pristine: np.ndarray) -> str:
+    present = np.unique(types)
+    fig, axes = _per_type_figure(len(present))
+    for t, ax in zip(present, axes, strict=False):
+        sel = types == t
+        for pid in np.unique(pristine[sel])[:200]:
+            mine = sel & (pristine == pid)
+            order = np.argsort(levels[mine])
+            ax.plot(levels[mine][order], scores[mine][order], color="0.75", lw=0.7)
+        shown = np.unique(levels[sel])
+        ax.plot(shown, [np.nanmean(scores[sel & (levels == lv)]) for lv in shown], color="black", lw=1.8, marker="o", ms=3)
+        ax.set_title(f"{t} {catalogue()[t - 1].name}", fontsize=8)
+        ax.set_xticks(range(1, 6))
+        ax.tick_params(labelsize=7)
+    _label_axes(axes, "level", "score")
+    fig.tight_layout()
+    return _img(_png_uri(fig), "score against level per type")
+
+
+def _similarities(matches: pa.Table) -> str:
+    sims = matches.column("similarities").to_pylist()
+    top1 = np.array([s[0] for s in sims if s])
+    rest = np.array([x for s in sims for x in s[1:]])
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    bins = np.linspace(min(top1.min(), rest.min() if len(rest) else 1), 1.0, 41)
+    ax.hist(top1, bins=bins, color="#1f77b4", alpha=0.85, label="nearest reference")
+    if len(rest):
+        ax.hist(rest, bins=bins, color="#ff7f0e", alpha=0.5, label="2nd..k-th references")
+    ax.axvline(SELF_MATCH, color="crimson", ls="--", lw=1, label=f"self-match threshold {SELF_MATCH}")
+    ax.set_xlabel("cosine similarity to the pristine image")
+    ax.set_ylabel("pristine images")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    stats = (f"Nearest-reference similarity: median {np.median(top1):.3f}, 5th percentile {np.percentile(top1, 5):.3f}, "
+             f"minimum {top1.min():.3f}; {int((top1 >= SELF_MATCH).sum())} pristine images are (nearly) references.")  # fmt: skip
+    return f"<p>{stats}</p>" + _img(_png_uri(fig), "neighbour similarity histogram")
+
+
+def _bank_usage(matches: pa.Table, bank_size: int | None) -> str:
+    neighbours = matches.column("neighbours").to_pylist()
+    weights = matches.column("weights").to_pylist()
+    top1 = Counter(n[0] for n in neighbours if n)
+    weighted: Counter = Counter()
+    for ns, ws in zip(neighbours, weights, strict=True):
+        for n, w in zip(ns, ws, strict=True):
+            weighted[n] += w
+    used, total = len(top1), max(bank_size or 0, len(top1))
+    counts = np.array(sorted(top1.values(), reverse=True) + [0] * (total - used))
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    ax.bar(np.arange(1, total + 1), counts, width=1.0 if total > 50 else 0.8, color="#1f77b4")
+    ax.set_xlabel(f"bank references, most used first ({total - used} never nearest: zero bars)")
+    ax.set_ylabel("pristine images labelled\n(as nearest reference)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if counts.max() > 20 * max(1, np.median(counts[:used])):
+        ax.set_yscale("log")
+    fig.tight_layout()
+    stats = (f"{used} of {total} references are the nearest for at least one of {counts.sum():,} pristine images. "
+             f"The most used is nearest for {counts[0]:,} ({counts[0] / counts.sum():.0%}); among references in use, "
+             f"the median is {np.median(counts[:used]):g}. For comparison, in the authors' release one reference "
+             "labelled 3,251 images and another 16.")  # fmt: skip
+    top = [[html.escape(ref), top1[ref], f"{weighted[ref]:.1f}"] for ref, _ in top1.most_common(10)]
+    table = _table(["reference", "nearest for", "total weight"], top, "compact")
+    return f"<p>{stats}</p>" + _img(_png_uri(fig), "bank usage") + "<h3>Most used references</h3>" + table
+
+
+def _fidelity(path: Path | None) -> str:
+    if path is None:
+        return "<p class='na'>No fidelity figures given: run <code>saqt fidelity --json F</code> and pass " \
+               "<code>--fidelity F</code>.</p>"  # fmt: skip
+    report = json.loads(path.read_text())
+    predictors = report["predictors"]
+    fmt = lambda v: "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"  # noqa: E731
+    rows = [[html.escape(name), fmt(row["srocc"]), fmt(row["plcc"])] for name, row in predictors.items()]
+    intro = (f"Leave-one-reference-out on {report['references']} references of <code>{html.escape(str(report['bank']))}"
+             f"</code>, encoder <code>{html.escape(str(report['encoder']))}</code>: each reference's scores predicted "
+             "from the others. <code>mean</code> ignores content, <code>random</code> copies a random other reference, "
+             "<code>oracle</code> picks the best other reference by looking at the answer (a ceiling).")  # fmt: skip
+    shown = [n for n, row in predictors.items() if row.get("per_type")]
+    per_type = [[f"{t} {catalogue()[t - 1].name}", *(fmt(predictors[n]["per_type"].get(str(t))) for n in shown)]
+                for t in range(1, 26)]  # fmt: skip
+    detail = f"<details><summary>per type SROCC</summary>{_table(['type', *shown], per_type, 'compact')}</details>"
+    return f"<p>{intro}</p>" + _table(["predictor", "SROCC", "PLCC"], rows, "compact") + detail
+
+
+def _errors(data: StageData) -> str:
+    if not data.errors:
+        return "<p>No inputs were skipped.</p>"
+    rows = [[html.escape(reason), n] for reason, n in data.errors.most_common()]
+    examples = [[html.escape(e.get("key", "")), html.escape(e.get("reason", ""))] for e in data.error_examples]
+    more = f"<h3>First skipped inputs</h3>{_table(['input', 'reason'], examples, 'compact')}" if examples else ""
+    return _table(["reason", "inputs skipped"], rows, "compact") + more
+
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:18px 32px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;color:#c9d1e0}nav{padding:8px 32px;background:#fff;border-bottom:1px solid #dde1e8;
+position:sticky;top:0;z-index:2}nav a{margin-right:18px;color:#2456c7;text-decoration:none}
+main{max-width:1280px;margin:0 auto;padding:8px 32px 48px}section{background:#fff;border:1px solid #dde1e8;
+border-radius:6px;padding:14px 20px;margin:18px 0}h2{margin:4px 0 8px;font-size:18px}h3{font-size:15px;margin:14px 0 6px}
+p.lead{color:#4a5568;margin-top:0}pre.summary{background:#f0f2f5;padding:10px;border-radius:4px;white-space:pre-wrap}
+table{border-collapse:collapse}table.compact td,table.compact th{border-bottom:1px solid #e5e8ee;padding:3px 10px;
+text-align:left}table.grid{margin-bottom:20px}table.grid td{padding:1px 2px;vertical-align:top;text-align:center;
+font-size:11px}td.tname{text-align:left!important;white-space:nowrap;font-size:12px!important;padding-right:8px!important;
+vertical-align:middle!important}td.gap{padding-left:14px}table.grid th{font-size:12px;color:#4a5568;font-weight:600}
+th.pid{padding:6px 0 4px 14px;text-align:left}.tid{display:inline-block;min-width:1.6em;color:#8a94a6}
+.cap{color:#4a5568;line-height:1.2}.na{color:#8a94a6;font-style:italic}img{max-width:100%}
+img.thumb{width:104px;display:block;transition:transform .1s}img.thumb:hover{transform:scale(2.4);position:relative;
+z-index:5;box-shadow:0 4px 18px rgba(0,0,0,.45)}img.pristine{display:block;width:208px;margin:0 0 4px}
+code{background:#f0f2f5;padding:0 3px;border-radius:3px}
+"""
+
+
+def render_report(folder: Path, images: int = 2, fidelity: Path | None = None) -> str:
+    """The report of ``folder`` as one HTML string."""
+    data = load_stage(folder)
+    scores = data.cells.column("score").to_numpy(zero_copy_only=False).astype(float)
+    types = data.cells.column("dist_type").to_numpy()
+    levels = data.cells.column("level").to_numpy()
+    pristine = data.cells.column("pristine_id").to_numpy(zero_copy_only=False)
+    labelled = data.kind != "build" and np.isfinite(scores).any()
+    sections = [("summary", "Summary", "What this folder holds.", f"<pre class='summary'>{html.escape(chr(10).join(summarise(folder)))}</pre>"
+                 + (f"<p>Scores: {np.isfinite(scores).sum():,} of {len(scores):,} images scored; mean {np.nanmean(scores):.2f}, "
+                    f"range {np.nanmin(scores):.2f} to {np.nanmax(scores):.2f}.</p>" if labelled else "")),
+                ("grid", "Distortions", f"Every type x level for {min(images, len(set(pristine)))} pristine images"
+                 + (", with each image's transferred score." if labelled else "."), _grid(data, images))]  # fmt: skip
+    if labelled:
+        sections += [
+            ("histograms", "Score histograms", "How the transferred scores spread within each type; stronger levels "
+             "should sit further left (lower quality). Bars are stacked by level.", _score_histograms(scores, types, levels)),
+            ("levels", "Score against level", "One grey line per pristine image, the mean in black. Scores should fall "
+             "as the level rises; flat or rising lines point to a type the bank's references score inconsistently.", _score_vs_level(scores, types, levels, pristine)),
+        ]  # fmt: skip
+    if labelled and data.matches is not None and data.matches.column("neighbours").to_pylist()[0]:
+        sections += [
+            ("similarity", "Neighbour similarity", "How close each pristine image's bank references are in the "
+             "encoder's space: low similarities mean labels borrowed from unlike content.", _similarities(data.matches)),
+            ("bank", "Bank usage", "How many pristine images each reference labelled: a few dominant references "
+             "narrow the labels' diversity.", _bank_usage(data.matches, data.bank_size)),
+        ]  # fmt: skip
+    if data.kind != "build":
+        sections.append(("fidelity", "Transfer fidelity", "How well the transfer rule predicts held-out references' "
+                         "scores.", _fidelity(fidelity)))  # fmt: skip
+    sections.append(("errors", "Skipped inputs", "Source images the build left out, by reason.", _errors(data)))
+    nav = "".join(f'<a href="#{key}">{title}</a>' for key, title, _, _ in sections)
+    body = "".join(f'<section id="{key}"><h2>{title}</h2><p class="lead">{lead}</p>{content}</section>'
+                   for key, title, lead, content in sections)  # fmt: skip
+    title = f"SAQT-IQA report: {folder.resolve().name} ({data.kind})"
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body><header><h1>{html.escape(title)}</h1><p>{html.escape(str(folder.resolve()))}"
+            f"</p></header><nav>{nav}</nav><main>{body}</main></body></html>")  # fmt: skip
+
+
+def write_report(folder: Path, out: Path, images: int = 2, fidelity: Path | None = None) -> Path:
+    """Write the report atomically to ``out``."""
+    text = render_report(folder, images, fidelity)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,195 @@
+"""``saqt verify``: check a published set (or a build or label folder) and name the first problem found.
+
+A published set is checked in this order: its card and SHA256SUMS are readable; every listed file is present
+and nothing unlisted sits in ``data/``; every checksum matches; each split's shards are numbered completely;
+every shard opens, has the published schema and this set's id; row counts match the card; and a seeded sample
+of images decodes to the size its row states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pyarrow.parquet as pq
+
+from saqt.card import read_card
+from saqt.images import ImageDecodeError, decode_image
+from saqt.publish import CARD, SCHEMA_VERSION, SUMS, publish_schema
+from saqt.shards import sha256_file
+
+SHARD_NAME = re.compile(r"data/(?P<split>[a-z]+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet")
+STAGE_MANIFESTS = {"build.json": "build", "label.json": "label"}
+
+
+class VerifyError(Exception):
+    """The first problem found, as one line."""
+
+
+@dataclass
+class Verified:
+    """What was checked."""
+
+    kind: str
+    files: int
+    rows: int
+    decoded: int = 0
+
+
+def _sha256(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_sums(text: str) -> dict[str, str]:
+    sums = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        match = re.fullmatch(r"([0-9a-f]{64}) [ *](\S.*)", line)
+        if not match or match[2].startswith("/") or ".." in match[2].split("/"):
+            raise VerifyError(f"{SUMS} line {n} is malformed: {line[:80]!r}")
+        sums[match[2]] = match[1]
+    return sums
+
+
+def verify_published(url: str, sample: int = 64, seed: int = 0) -> Verified:
+    """Check the published set at ``url`` (a folder or an fsspec URL); raise VerifyError at the first problem."""
+    fs, root = fsspec.core.url_to_fs(url)
+    for name in (CARD, SUMS):
+        if not fs.isfile(f"{root}/{name}"):
+            raise VerifyError(f"{name} is missing: not a published saqt set, or an interrupted publish")
+    sums = _read_sums(fs.cat_file(f"{root}/{SUMS}").decode())
+    present = {p[len(root) + 1 :] for p in fs.find(f"{root}/data")}
+    for path in sorted(sums):
+        if not fs.isfile(f"{root}/{path}"):
+            raise VerifyError(f"{path} is missing")
+    for path in sorted(present - set(sums)):
+        raise VerifyError(f"{path} is not listed in {SUMS}")
+    for path, expected in sorted(sums.items()):
+        if (actual := _sha256(fs, f"{root}/{path}")) != expected:
+            raise VerifyError(f"{path}: SHA-256 mismatch (listed {expected[:12]}..., file {actual[:12]}...)")
+    try:
+        meta, _ = read_card(fs.cat_file(f"{root}/{CARD}").decode())
+        dataset_id, splits = meta["saqt"]["dataset_id"], meta["dataset_info"]["splits"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise VerifyError(f"{CARD}: not a saqt dataset card ({err})") from None
+    if meta["saqt"].get("schema") != SCHEMA_VERSION:
+        raise VerifyError(f"{CARD}: schema {meta['saqt'].get('schema')!r}, this toolkit reads {SCHEMA_VERSION!r}")
+    shards = _shards_by_split(sorted(p for p in sums if p.startswith("data/")))
+    expected_schema = publish_schema(dataset_id)
+    rows = {}
+    for split, paths in shards.items():
+        rows[split] = 0
+        for path in paths:
+            rows[split] += _check_shard(fs, f"{root}/{path}", path, expected_schema, dataset_id)
+    card_rows = {s["name"]: s["num_examples"] for s in splits}
+    if rows != card_rows:
+        raise VerifyError(f"row counts {rows} differ from the card's {card_rows}")
+    decoded = _decode_sample(fs, root, shards, sample, seed, meta["saqt"].get("recipe_only", False))
+    return Verified("published", len(sums), sum(rows.values()), decoded)
+
+
+def _shards_by_split(paths: list[str]) -> dict[str, list[str]]:
+    """Shard paths per split, after checking each split is numbered 0..n-1 of n."""
+    found: dict[str, dict[int, tuple[int, str]]] = {}
+    for path in paths:
+        match = SHARD_NAME.fullmatch(path)
+        if not match:
+            raise VerifyError(f"{path}: not a shard name like data/train-00000-of-00004.parquet")
+        found.setdefault(match["split"], {})[int(match["i"])] = (int(match["n"]), path)
+    shards = {}
+    for split, entries in found.items():
+        totals = {n for n, _ in entries.values()}
+        if len(totals) != 1:
+            raise VerifyError(f"split {split}: shards disagree on their count ({sorted(totals)})")
+        total = totals.pop()
+        for i in range(total):
+            if i not in entries:
+                raise VerifyError(f"data/{split}-{i:05d}-of-{total:05d}.parquet is missing")
+        shards[split] = [entries[i][1] for i in range(total)]
+    return shards
+
+
+def _check_shard(fs: fsspec.AbstractFileSystem, full: str, path: str, schema, dataset_id: str) -> int:
+    try:
+        with fs.open(full, "rb") as f:
+            meta = pq.ParquetFile(f).metadata
+            found = meta.schema.to_arrow_schema()
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise VerifyError(f"{path}: not a readable Parquet file ({err})") from None
+    if not found.remove_metadata().equals(schema.remove_metadata()):
+        raise VerifyError(f"{path}: schema differs from {SCHEMA_VERSION}")
+    other = (found.metadata or {}).get(b"saqt.dataset_id", b"").decode()
+    if other != dataset_id:
+        raise VerifyError(f"{path}: belongs to another dataset (id {other or 'none'}, this card's is {dataset_id})")
+    return meta.num_rows
+
+
+def _decode_sample(fs, root: str, shards: dict[str, list[str]], sample: int, seed: int, recipe_only: bool) -> int:
+    """Decode ``sample`` seeded random images; each must match its row's size."""
+    paths = [p for split in sorted(shards) for p in shards[split]]
+    counts = []
+    for path in paths:
+        with fs.open(f"{root}/{path}", "rb") as f:
+            counts.append(pq.ParquetFile(f).metadata.num_rows)
+    total = sum(counts)
+    if recipe_only or not total or sample <= 0:
+        return 0
+    picks = np.sort(np.random.default_rng(seed).choice(total, min(sample, total), replace=False))
+    starts = np.cumsum([0, *counts])
+    decoded = 0
+    for k, path in enumerate(paths):
+        local = picks[(picks >= starts[k]) & (picks < starts[k + 1])] - starts[k]
+        if not len(local):
+            continue
+        with fs.open(f"{root}/{path}", "rb") as f:
+            table = pq.read_table(f, columns=["image_id", "width", "height", "image"]).take(local)
+        for row in table.to_pylist():
+            if row["image"] is None:
+                raise VerifyError(f"{path}: {row['image_id']} has no image")
+            try:
+                pixels = decode_image(row["image"]["bytes"])
+            except ImageDecodeError as err:
+                raise VerifyError(f"{path}: {row['image_id']} does not decode ({err})") from None
+            if pixels.shape[:2] != (row["height"], row["width"]):
+                raise VerifyError(f"{path}: {row['image_id']} is {pixels.shape[1]}x{pixels.shape[0]}, "
+                                  f"its row says {row['width']}x{row['height']}")  # fmt: skip
+            decoded += 1
+    return decoded
+
+
+def verify_stage(folder: Path) -> Verified:
+    """Check a build or label folder against its manifest: every shard present, unchanged, with its row count."""
+    name = next((m for m in STAGE_MANIFESTS if (folder / m).is_file()), None)
+    if name is None:
+        raise VerifyError(f"{folder}: no {CARD}+{SUMS}, build.json or label.json: nothing to verify")
+    manifest = json.loads((folder / name).read_text())
+    entries = [e for unit in manifest["shards"].values() for e in (unit.get("shards") or unit).values()]
+    rows = 0
+    for entry in entries:
+        path = folder / entry["path"]
+        if not path.is_file():
+            raise VerifyError(f"{entry['path']} is missing")
+        if sha256_file(path) != entry["sha256"]:
+            raise VerifyError(f"{entry['path']}: SHA-256 differs from {name}'s")
+        if pq.ParquetFile(path).metadata.num_rows != entry["rows"]:
+            raise VerifyError(f"{entry['path']}: row count differs from {name}'s")
+        rows += entry["rows"]
+    if not manifest.get("complete"):
+        raise VerifyError(f"{name}: the {STAGE_MANIFESTS[name]} is unfinished; rerun its command to complete it")
+    return Verified(STAGE_MANIFESTS[name], len(entries), rows)
+
+
+def verify(target: str, sample: int = 64, seed: int = 0) -> Verified:
+    """Verify a published set, or a local build or label folder."""
+    local = Path(target)
+    if "://" not in target and local.is_dir() and not (local / SUMS).exists() and not (local / CARD).exists():
+        return verify_stage(local)
+    return verify_published(target, sample, seed)
