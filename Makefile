@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/build.py
 	$(BIN)/python benchmarks/label.py
 	$(BIN)/python benchmarks/model.py
+	$(BIN)/python benchmarks/e2e.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

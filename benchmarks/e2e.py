@@ -80,7 +80,8 @@ def pipeline(name: str, source: list[str], bank: Path, work: Path, executor: str
     out = work / f"{name}-{executor}"
     run = ["--executor", executor, "--workers", str(workers)]
     stages = {}
-    wall, rss = run_stage([str(BIN / "saqt"), "build", *source, "--out", str(out / "build"), *run])
+    wall, rss = run_stage([str(BIN / "saqt"), "build", *source, "--out", str(out / "build"), "--images-per-shard", "1",
+                           *run])  # fmt: skip
     images = json.loads((out / "build" / "build.json").read_text())["counts"]["distorted"]
     stages["build"] = {"seconds": wall, "images": images, "peak_rss_mib": rss}
     wall, rss = run_stage([str(BIN / "saqt"), "label", "--build", str(out / "build"), "--bank", str(bank),
@@ -102,9 +103,21 @@ def pipeline(name: str, source: list[str], bank: Path, work: Path, executor: str
     return {"dataset": name, "executor": executor, "workers": workers, "stages": stages, "build_sha256": checksums}
 
 
+def scaling(source: list[str], work: Path, workers: int) -> dict:
+    """Build rate with one worker against ``workers`` (local executor): how well the build scales with cores here."""
+    rates = {}
+    for n in sorted({1, workers}):
+        out = work / f"scaling-{n}"
+        wall, _ = run_stage([str(BIN / "saqt"), "build", *source, "--out", str(out), "--images-per-shard", "1",
+                             "--workers", str(n)])  # fmt: skip
+        rates[n] = json.loads((out / "build.json").read_text())["counts"]["distorted"] / wall
+    return {"rates": rates, "efficiency": rates[workers] / (workers * rates[1])}
+
+
 def projection(results: list[dict], workers: int) -> dict:
     """Hours for the paper's 6.25M images on one 64-core node with 8 GPUs and on ten such nodes, from the best
-    measured per-core build rate and the measured per-core labelling rate (GPUs not measured here)."""
+    measured per-core build rate and the measured per-core labelling rate (GPUs not measured here), assuming
+    the per-core rate measured with ``workers`` workers holds on more cores."""
     local = [r for r in results if r["executor"] == "local"]
     per_core_build = max(r["stages"]["build"]["images_per_s"] for r in local) / workers
     per_core_label = max(r["stages"]["label"]["images_per_s"] for r in local) / workers
@@ -138,7 +151,11 @@ def main() -> None:
                 result = pipeline(name, source, work / "bank", work, executor, args.workers, args.steps)
                 results.append(result)
                 report(result, results)
+        scaled = scaling(datasets[list(datasets)[-1]], work, args.workers)
     proj = projection(results, args.workers)
+    proj["scaling"] = scaled
+    print(f"\nbuild scaling on {list(datasets)[-1]}: " + ", ".join(f"{n} workers {r:.1f} images/s" for n, r in
+          scaled["rates"].items()) + f"; efficiency {scaled['efficiency']:.2f} of linear")  # fmt: skip
     print(f"\nprojection of {PAPER_IMAGES:,} images ({PAPER_PRISTINE:,} pristine x 125), from per-core rates of "
           f"{proj['per_core_build_images_per_s']:.1f} (build) and {proj['per_core_label_images_per_s']:.1f} (label) "
           "images/s:")  # fmt: skip

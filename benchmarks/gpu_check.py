@@ -500,6 +500,8 @@ def bare_train_rate(model, device: str, amp: bool, batch: int, steps: int) -> fl
     """Images/s of fit's train step (autocast, GradScaler, Adam) on a ready batch, after one warm-up step."""
     import torch
 
+    from glint.train import train_step
+
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=1e-5)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -507,12 +509,7 @@ def bare_train_rate(model, device: str, amp: bool, batch: int, steps: int) -> fl
     model.train()
 
     def step() -> None:
-        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-            loss = torch.nn.functional.l1_loss(model(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        train_step(model, x, y, optimizer, scaler, amp)
 
     step()
     sync(device)

@@ -29,12 +29,13 @@ from PIL import Image
 from pipelines.executors import LocalExecutor
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
-from saqt.embed import auto_loader_workers, embed_images, read_locator
+from saqt.embed import auto_loader_workers, embed_images
 from saqt.encoders import load_encoder
 from saqt.images import decode_image
 from saqt.label import LabelConfig, RunOptions, run_label
 from saqt.match import build_index, search
 from saqt.reader import BuildReader
+from saqt.shards import read_locator
 from saqt.transfer import Rule, neighbour_weights, transfer
 
 RSS_BATCH = 16  # smaller than either build, so both runs hold full batches: peak RSS then measures the stage

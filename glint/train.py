@@ -150,6 +150,18 @@ def make_loader(data: Dataset, config: TrainConfig, epoch: int, rank: int, world
     return DataLoader(data, shuffle=True, **kw)
 
 
+def train_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, amp: bool) -> torch.Tensor:  # fmt: skip
+    """One optimiser step on the L1 loss, under fp16 autocast with loss scaling when ``amp``; returns the loss."""
+    with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+        loss = torch.nn.functional.l1_loss(net(x).float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
+
+
 def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", resume: bool = False,
         progress: bool = True) -> dict:  # fmt: skip
     """Train ``model`` on ``run.train`` and return the results (also written to ``run.out/results.json``)."""
@@ -200,12 +212,7 @@ def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", re
             if per_rank is not None and batch_index >= per_rank:
                 break
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                loss = torch.nn.functional.l1_loss(net(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(net, x, y, optimizer, scaler, use_amp)
             scheduler.step()
             losses.append(loss.detach().item())
             train_images += len(x)

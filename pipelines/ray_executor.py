@@ -16,8 +16,9 @@ from ray.util import ActorPool
 from tqdm import tqdm
 
 from pipelines.executors import THREAD_VARS, UnitsFailed, _init_worker
-from saqt.embed import Locator, embed_images
+from saqt.embed import embed_images
 from saqt.encoders import Encoder, load_encoder
+from saqt.shards import Locator
 
 SINGLE_THREADED = {"env_vars": dict.fromkeys(THREAD_VARS, "1")}  # as LocalExecutor's worker processes
 BATCHES_PER_CALL = 8  # embedding batches an actor takes at a time

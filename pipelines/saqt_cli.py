@@ -8,30 +8,15 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
-from tqdm import tqdm
 
 from pipelines.cli_common import parse_bytes, parse_int_set, parse_size
 from pipelines.executors import ExecutorKind, UnitsFailed, WorkerDied, open_executor
-from saqt.bank import BankError, load_bank, normalise_scores
-from saqt.bank_synth import SynthConfig, synth_bank
-from saqt.build import BuildConfig, run_build
-from saqt.distortions import PreparedImage, catalogue, distort
-from saqt.distortions.sheet import contact_sheet
-from saqt.embed import embed_images
-from saqt.encoders import EncoderError, load_encoder
-from saqt.fidelity import leave_one_out
-from saqt.images import ImageDecodeError, decode_image, encode_png
-from saqt.info import summarise
-from saqt.label import LabelConfig, RunOptions, read_exclusions, run_label
-from saqt.publish import PublishConfig, PublishError, publish
-from saqt.report import write_report
-from saqt.seeding import derive_seed
 from saqt.shards import StageConflict
 from saqt.sources import SourceError, sample_paths, source_names
-from saqt.transfer import Rule
-from saqt.verify import VerifyError, verify
+
+# The stages' modules (torch, matplotlib, numba kernels) are imported inside the commands that use them: the
+# CLI starts fast, and the build's worker processes, which re-import this module, stay small.
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Build quality-labelled image datasets (SAQT-IQA).")
 distortions_app = typer.Typer(no_args_is_help=True, help="The 25 KADID-10k distortion types x 5 levels.")
@@ -45,6 +30,8 @@ def list_distortions(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show the distortion catalogue: id, name, group, level parameter and values, randomness, fidelity."""
+    from saqt.distortions import catalogue
+
     entries = catalogue()
     if as_json:
         typer.echo(json.dumps([e.__dict__ for e in entries], indent=2))
@@ -70,6 +57,13 @@ def render(
     thumb_width: Annotated[int, typer.Option(min=32, help="Thumbnail width in the contact sheet.")] = 192,
 ) -> None:
     """Render distortions of images to <stem>_<TT>_<LL>.png plus a labelled <stem>_contact.png."""
+    from tqdm import tqdm
+
+    from saqt.distortions import PreparedImage, distort
+    from saqt.distortions.sheet import contact_sheet
+    from saqt.images import ImageDecodeError, decode_image, encode_png
+    from saqt.seeding import derive_seed
+
     type_ids = parse_int_set(types, 1, 25, "--types")
     level_ids = parse_int_set(levels, 1, 5, "--levels")
     paths = list(images or []) + (sample_paths() if sample else [])
@@ -142,6 +136,8 @@ def build(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing build in --out instead of resuming it.")] = False,
 ) -> None:
     """Distort pristine images into Parquet shards; rerun the same command to resume."""
+    from saqt.build import BuildConfig, run_build
+
     w, h = parse_size(size)
     config = BuildConfig(
         source=source, root=str(root) if root else None, list_file=str(list_file) if list_file else None,
@@ -204,6 +200,9 @@ def bank_synth(
     ] = False,
 ) -> None:
     """Build a labelled bank from any reference images, scored by a full-reference metric (a proxy for MOS)."""
+    from saqt.bank import BankError
+    from saqt.bank_synth import SynthConfig, synth_bank
+
     config = SynthConfig(source=source, root=str(root) if root else None, list_file=str(list_file) if list_file else None,
                          limit=limit, seed=seed, size=parse_size(size), metric=metric, save_distorted=save_distorted)  # fmt: skip
     try:
@@ -248,6 +247,10 @@ def label(
     overwrite: Annotated[bool, typer.Option(help="Replace existing labels in --out instead of resuming.")] = False,
 ) -> None:
     """Transfer scores from a labelled bank to every distorted image of a build."""
+    from saqt.bank import BankError
+    from saqt.encoders import EncoderError
+    from saqt.label import LabelConfig, RunOptions, read_exclusions, run_label
+
     try:
         config = LabelConfig(build=str(build.resolve()), bank=str(bank.resolve()), bank_type=bank_type, encoder=encoder, rule=rule, k=k,
                              temperature=temperature, normalise=normalise, index=index,
@@ -282,6 +285,15 @@ def fidelity(
     as_json: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
 ) -> None:
     """Leave-one-reference-out: how well the rule predicts each reference's scores from the others."""
+    import numpy as np
+
+    from saqt.bank import BankError, load_bank, normalise_scores
+    from saqt.distortions import catalogue
+    from saqt.embed import embed_images
+    from saqt.encoders import EncoderError, load_encoder
+    from saqt.fidelity import leave_one_out
+    from saqt.transfer import Rule
+
     try:
         labelled = load_bank(bank, bank_type)
         transfer_rule = Rule(rule, k, temperature)
@@ -334,6 +346,8 @@ def publish_command(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset at --out.")] = False,
 ) -> None:
     """Publish labels as a standard Parquet dataset: data/ shards, a dataset card (README.md) and SHA256SUMS."""
+    from saqt.publish import PublishConfig, PublishError, publish
+
     try:
         config = PublishConfig(labels=str(labels.resolve()), validation=validation, seed=seed,
                                shard_bytes=parse_bytes(shard_size, "--shard-size"), license=license, render=render)  # fmt: skip
@@ -353,6 +367,8 @@ def verify_command(
     seed: Annotated[int, typer.Option(help="Seed of the decoded sample.")] = 0,
 ) -> None:
     """Check checksums, schema, row counts and a sample of images; exit 1 naming the first problem."""
+    from saqt.verify import VerifyError, verify
+
     try:
         result = verify(target, sample, seed)
     except VerifyError as err:
@@ -366,6 +382,8 @@ def info_command(
     folder: Annotated[Path, typer.Argument(help="A build, label, bank, published or glint run folder.")],
 ) -> None:
     """Summarise a stage folder: kind, rows, shards, settings, errors."""
+    from saqt.info import summarise
+
     try:
         lines = summarise(folder)
     except (ValueError, KeyError, json.JSONDecodeError) as err:
@@ -383,6 +401,8 @@ def report_command(
     ] = None,
 ) -> None:
     """Write one self-contained HTML report: thumbnails, score plots, neighbours, bank usage, fidelity, errors."""
+    from saqt.report import write_report
+
     try:
         path = write_report(folder, out, images, fidelity_json)
     except (ValueError, FileNotFoundError, KeyError) as err:

@@ -7,7 +7,6 @@ embeddings do not depend on the number of loader workers.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,27 +19,7 @@ from tqdm import tqdm
 
 from saqt.encoders import Encoder
 from saqt.images import decode_image
-
-# Where an image's encoded bytes are: a file path, or (Parquet shard, row group, column) of a build shard.
-Locator = str | tuple[str, int, str]
-
-
-def read_locator(locator: Locator) -> bytes:
-    """The encoded bytes at ``locator``."""
-    if isinstance(locator, str):
-        return Path(locator).read_bytes()
-    return _read_cell(*locator)
-
-
-_OPEN_SHARDS: OrderedDict[str, pq.ParquetFile] = OrderedDict()
-
-
-def _read_cell(path: str, row_group: int, column: str) -> bytes:
-    shard = _OPEN_SHARDS.pop(path, None) or pq.ParquetFile(path)
-    _OPEN_SHARDS[path] = shard
-    while len(_OPEN_SHARDS) > 8:
-        _OPEN_SHARDS.popitem(last=False)
-    return shard.read_row_group(row_group, columns=[column]).column(0)[0].as_py()
+from saqt.shards import Locator, read_locator
 
 
 class _Images(Dataset):

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -27,37 +26,18 @@ from saqt.embed import cached_embeddings, embed_images
 from saqt.encoders import load_encoder
 from saqt.match import INDEX_KINDS, build_index, search
 from saqt.reader import BuildReader
-from saqt.shards import DISTORTED_SCHEMA, ShardWriter, resume_manifest, sha256_file, write_json_atomic
-from saqt.transfer import Rule, cell_means, neighbour_weights, transfer
-
-MANIFEST = "label.json"
-SELF_MATCH = 0.999  # a pristine this similar to a reference is (nearly) that reference
-
-PROVENANCE_FIELDS = [
-    pa.field("score", pa.float64()),  # null where no neighbour has a score for this cell
-    pa.field("score_scale", pa.string(), nullable=False),
-    pa.field("bank", pa.string(), nullable=False),
-    pa.field("bank_proxy", pa.bool_(), nullable=False),
-    pa.field("encoder", pa.string(), nullable=False),
-    pa.field("encoder_weights", pa.string(), nullable=False),
-    pa.field("rule", pa.string(), nullable=False),
-    pa.field("k", pa.int16(), nullable=False),
-    pa.field("temperature", pa.float64()),
-    pa.field("neighbours", pa.list_(pa.string()), nullable=False),
-    pa.field("similarities", pa.list_(pa.float32()), nullable=False),
-    pa.field("weights", pa.list_(pa.float32()), nullable=False),
-]
-LABEL_SCHEMA = pa.schema(
-    [pa.field("image_id", pa.string(), nullable=False), pa.field("pristine_id", pa.string(), nullable=False),
-     pa.field("dist_type", pa.int8(), nullable=False), pa.field("level", pa.int8(), nullable=False),
-     *PROVENANCE_FIELDS],
-    metadata={"saqt.schema": "saqt-label/1", "saqt.table": "labels"},
-)  # fmt: skip
-SAQT_IQA_SCHEMA = pa.schema(
-    list(DISTORTED_SCHEMA) + PROVENANCE_FIELDS,
-    metadata={"saqt.schema": "saqt-iqa/1", "saqt.table": "saqt-iqa", "saqt.image_format": "png"},
+from saqt.shards import (
+    LABEL_MANIFEST,
+    LABEL_SCHEMA,
+    SAQT_IQA_SCHEMA,
+    ShardWriter,
+    resume_manifest,
+    sha256_file,
+    write_json_atomic,
 )
+from saqt.transfer import SELF_MATCH, Rule, cell_means, neighbour_weights, transfer
 
+MANIFEST = LABEL_MANIFEST
 
 @dataclass(frozen=True)
 class LabelConfig:

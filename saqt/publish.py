@@ -33,10 +33,8 @@ from saqt import __version__
 from saqt.card import hub_features, render_card, size_category
 from saqt.distortions import catalogue_identity
 from saqt.images import encode_png
-from saqt.label import MANIFEST as LABEL_MANIFEST
-from saqt.label import SAQT_IQA_SCHEMA
 from saqt.reader import BuildReader
-from saqt.shards import ShardWriter, sha256_file
+from saqt.shards import LABEL_MANIFEST, SAQT_IQA_SCHEMA, ShardWriter, sha256_file
 from saqt.sources import source_spec
 
 SCHEMA_VERSION = "saqt-iqa-publish/1"

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 
 from saqt.build import MANIFEST
 from saqt.distortions import PreparedImage, distort
-from saqt.embed import read_locator
 from saqt.images import decode_image
+from saqt.shards import read_locator
 
 PRISTINE_CACHE = 16  # decoded pristine images kept, for rendering recipes that arrive grouped by pristine
 

@@ -30,9 +30,9 @@ from saqt.card import read_card  # noqa: E402
 from saqt.distortions import catalogue  # noqa: E402
 from saqt.images import decode_image  # noqa: E402
 from saqt.info import summarise  # noqa: E402
-from saqt.label import SELF_MATCH  # noqa: E402
 from saqt.publish import CARD  # noqa: E402
 from saqt.reader import BuildReader  # noqa: E402
+from saqt.transfer import SELF_MATCH  # noqa: E402
 
 CELL_COLUMNS = ["pristine_id", "dist_type", "level", "score"]
 MATCH_COLUMNS = ["pristine_id", "neighbours", "similarities", "weights"]

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -52,6 +53,55 @@ DISTORTED_SCHEMA = pa.schema(
     ],
     metadata={"saqt.schema": SCHEMA_VERSION, "saqt.table": "distorted", "saqt.image_format": "png"},
 )
+
+
+LABEL_MANIFEST = "label.json"
+PROVENANCE_FIELDS = [
+    pa.field("score", pa.float64()),  # null where no neighbour has a score for this cell
+    pa.field("score_scale", pa.string(), nullable=False),
+    pa.field("bank", pa.string(), nullable=False),
+    pa.field("bank_proxy", pa.bool_(), nullable=False),
+    pa.field("encoder", pa.string(), nullable=False),
+    pa.field("encoder_weights", pa.string(), nullable=False),
+    pa.field("rule", pa.string(), nullable=False),
+    pa.field("k", pa.int16(), nullable=False),
+    pa.field("temperature", pa.float64()),
+    pa.field("neighbours", pa.list_(pa.string()), nullable=False),
+    pa.field("similarities", pa.list_(pa.float32()), nullable=False),
+    pa.field("weights", pa.list_(pa.float32()), nullable=False),
+]
+LABEL_SCHEMA = pa.schema(
+    [pa.field("image_id", pa.string(), nullable=False), pa.field("pristine_id", pa.string(), nullable=False),
+     pa.field("dist_type", pa.int8(), nullable=False), pa.field("level", pa.int8(), nullable=False),
+     *PROVENANCE_FIELDS],
+    metadata={"saqt.schema": "saqt-label/1", "saqt.table": "labels"},
+)  # fmt: skip
+SAQT_IQA_SCHEMA = pa.schema(
+    list(DISTORTED_SCHEMA) + PROVENANCE_FIELDS,
+    metadata={"saqt.schema": "saqt-iqa/1", "saqt.table": "saqt-iqa", "saqt.image_format": "png"},
+)
+
+
+# Where an image's encoded bytes are: a file path, or (Parquet shard, row group, column) of a build shard.
+Locator = str | tuple[str, int, str]
+
+
+def read_locator(locator: Locator) -> bytes:
+    """The encoded bytes at ``locator``."""
+    if isinstance(locator, str):
+        return Path(locator).read_bytes()
+    return _read_cell(*locator)
+
+
+_OPEN_SHARDS: OrderedDict[str, pq.ParquetFile] = OrderedDict()
+
+
+def _read_cell(path: str, row_group: int, column: str) -> bytes:
+    shard = _OPEN_SHARDS.pop(path, None) or pq.ParquetFile(path)
+    _OPEN_SHARDS[path] = shard
+    while len(_OPEN_SHARDS) > 8:
+        _OPEN_SHARDS.popitem(last=False)
+    return shard.read_row_group(row_group, columns=[column]).column(0)[0].as_py()
 
 
 def sha256_file(path: Path) -> str:
