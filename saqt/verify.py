@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from saqt.card import read_card
@@ -150,19 +152,33 @@ def _decode_sample(fs, root: str, shards: dict[str, list[str]], sample: int, see
         if not len(local):
             continue
         with fs.open(f"{root}/{path}", "rb") as f:
-            table = pq.read_table(f, columns=["image_id", "width", "height", "image"]).take(local)
-        for row in table.to_pylist():
-            if row["image"] is None:
-                raise VerifyError(f"{path}: {row['image_id']} has no image")
-            try:
-                pixels = decode_image(row["image"]["bytes"])
-            except ImageDecodeError as err:
-                raise VerifyError(f"{path}: {row['image_id']} does not decode ({err})") from None
-            if pixels.shape[:2] != (row["height"], row["width"]):
-                raise VerifyError(f"{path}: {row['image_id']} is {pixels.shape[1]}x{pixels.shape[0]}, "
-                                  f"its row says {row['width']}x{row['height']}")  # fmt: skip
-            decoded += 1
+            for row in _read_rows(pq.ParquetFile(f), local, ["image_id", "width", "height", "image"]):
+                _check_image(path, row)
+                decoded += 1
     return decoded
+
+
+def _check_image(path: str, row: dict) -> None:
+    """The row's image must decode to the size the row states."""
+    if row["image"] is None:
+        raise VerifyError(f"{path}: {row['image_id']} has no image")
+    try:
+        pixels = decode_image(row["image"]["bytes"])
+    except ImageDecodeError as err:
+        raise VerifyError(f"{path}: {row['image_id']} does not decode ({err})") from None
+    if pixels.shape[:2] != (row["height"], row["width"]):
+        raise VerifyError(f"{path}: {row['image_id']} is {pixels.shape[1]}x{pixels.shape[0]}, "
+                          f"its row says {row['width']}x{row['height']}")  # fmt: skip
+
+
+def _read_rows(shard: pq.ParquetFile, indices: np.ndarray, columns: list[str]) -> Iterator[dict]:
+    """Rows ``indices`` (sorted) of a shard, reading one row group at a time and only those that hold them."""
+    meta = shard.metadata
+    starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+    for g in np.unique(np.searchsorted(starts, indices, side="right") - 1):
+        group = shard.read_row_group(int(g), columns=columns)
+        wanted = indices[(indices >= starts[g]) & (indices < starts[g + 1])] - starts[g]
+        yield from group.take(pa.array(wanted)).to_pylist()
 
 
 def verify_stage(folder: Path) -> Verified:

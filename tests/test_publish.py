@@ -9,7 +9,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -310,3 +312,18 @@ def test_publish_renders_a_recipe_only_set(labelled, tmp_path):
     assert len(rendered) == 8 and set(rendered) <= set(full)  # the same images, selected from the same sample
     assert all(np.array_equal(decode_image(r["image"]["bytes"]), decode_image(full[i])) for i, r in rendered.items())
     assert verify(str(tmp_path / "pixels"), sample=8).decoded == 8
+
+
+def test_verify_decodes_the_sampled_images(published, tmp_path):
+    target = _copy(published, tmp_path)
+    shard = _shard(target, "train", 0)
+    table = pq.read_table(shard)
+    images = table.column("image").to_pylist()
+    images[-1] = {"bytes": images[-1]["bytes"][:200], "path": images[-1]["path"]}  # a cut-off PNG
+    pq.write_table(table.set_column(table.schema.get_field_index("image"), table.schema.field("image"),
+                                    pa.array(images, table.schema.field("image").type)), shard)  # fmt: skip
+    _rewrite_sums(target)
+    assert runner.invoke(app, ["verify", str(target), "--sample", "0"]).exit_code == 0  # only decoding can tell
+    result = runner.invoke(app, ["verify", str(target), "--sample", "1000"])
+    bad = table.column("image_id")[-1].as_py()
+    assert result.exit_code == 1 and f"{shard.name}: {bad} does not decode" in result.output, result.output
