@@ -55,9 +55,17 @@ class StageData:
     build: BuildReader | None = None
 
 
-def _first_per_pristine(table: pa.Table) -> pa.Table:
-    _, first = np.unique(table.column("pristine_id").to_numpy(zero_copy_only=False), return_index=True)
-    return table.take(pa.array(np.sort(first)))
+def _read(paths: list[str]) -> tuple[pa.Table, pa.Table]:
+    """The cells (one row per image) and the matches (the first row of each pristine image), streamed batch by
+    batch so that the neighbour lists of every image are never held at once."""
+    cells, matches, seen = [], [], set()
+    for batch in pads.dataset(paths).to_batches(columns=CELL_COLUMNS + MATCH_COLUMNS[1:]):
+        cells.append(batch.select(CELL_COLUMNS))
+        ids, first = np.unique(batch.column("pristine_id").to_numpy(zero_copy_only=False), return_index=True)
+        new = [i for p, i in zip(ids, first, strict=True) if p not in seen]
+        seen.update(ids)
+        matches.append(batch.select(MATCH_COLUMNS).take(pa.array(sorted(new), pa.int64())))
+    return pa.Table.from_batches(cells), pa.Table.from_batches(matches)
 
 
 def _build_errors(reader: BuildReader) -> tuple[Counter, list[dict]]:
@@ -72,12 +80,11 @@ def load_stage(folder: Path) -> StageData:
     if (folder / "label.json").is_file():
         label = json.loads((folder / "label.json").read_text())
         units = sorted(label["shards"], key=int)
-        table = pads.dataset([str(folder / label["shards"][u]["labels"]["path"]) for u in units]).to_table(
-            columns=CELL_COLUMNS + MATCH_COLUMNS[1:])
+        cells, matches = _read([str(folder / label["shards"][u]["labels"]["path"]) for u in units])
         build = BuildReader(Path(label["config"]["build"])) if (Path(label["config"]["build"]) / "build.json").is_file() else None
         errors, examples = _build_errors(build) if build else (Counter(), [])
         shards = [str(folder / label["shards"][u]["saqt-iqa"]["path"]) for u in units]
-        return StageData("label", folder, table.select(CELL_COLUMNS), _first_per_pristine(table.select(MATCH_COLUMNS)),
+        return StageData("label", folder, cells, matches,
                          label["bank"]["references"], errors, examples, shards, build)  # fmt: skip
     if (folder / "build.json").is_file():
         build = BuildReader(folder)
@@ -89,8 +96,8 @@ def load_stage(folder: Path) -> StageData:
         meta, _ = read_card((folder / CARD).read_text())
         prov = meta["saqt"]["provenance"]
         shards = sorted(str(p) for p in (folder / "data").glob("*.parquet"))
-        table = pads.dataset(shards).to_table(columns=CELL_COLUMNS + MATCH_COLUMNS[1:])
-        return StageData("published", folder, table.select(CELL_COLUMNS), _first_per_pristine(table.select(MATCH_COLUMNS)),
+        cells, matches = _read(shards)
+        return StageData("published", folder, cells, matches,
                          prov["bank"]["references"], Counter(prov["selection"]["skipped_by_reason"]), [], shards)  # fmt: skip
     raise ValueError(f"{folder} holds no label.json, build.json or published dataset: nothing to report")
 
@@ -247,7 +254,7 @@ def _similarities(matches: pa.Table) -> str:
         ax.hist(rest, bins=bins, color="#ff7f0e", alpha=0.5, label="2nd..k-th references")
     ax.axvline(SELF_MATCH, color="crimson", ls="--", lw=1, label=f"self-match threshold {SELF_MATCH}")
     ax.set_xlabel("cosine similarity to the pristine image")
-    ax.set_ylabel("pristine images")
+    ax.set_ylabel("neighbours")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
