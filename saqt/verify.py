@@ -206,6 +206,8 @@ def verify_stage(folder: Path) -> Verified:
 def verify(target: str, sample: int = 64, seed: int = 0) -> Verified:
     """Verify a published set, or a local build or label folder."""
     local = Path(target)
-    if "://" not in target and local.is_dir() and not (local / SUMS).exists() and not (local / CARD).exists():
+    if "://" not in target and not local.is_dir():
+        raise VerifyError(f"{target} is not a folder")
+    if "://" not in target and not (local / SUMS).exists() and not (local / CARD).exists():
         return verify_stage(local)
     return verify_published(target, sample, seed)

@@ -207,6 +207,7 @@ def test_verify_catches_unlisted_files_and_a_bad_card(published, tmp_path):
     _fails(target, r"row counts .* differ from the card's")
     (target / "SHA256SUMS").unlink()
     _fails(target, r"SHA256SUMS is missing")
+    _fails(tmp_path / "nowhere", r"nowhere is not a folder")
 
 
 def _rewrite_sums(target: Path) -> None:
