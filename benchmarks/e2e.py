@@ -82,7 +82,8 @@ def pipeline(name: str, source: list[str], bank: Path, work: Path, executor: str
     stages = {}
     wall, rss = run_stage([str(BIN / "saqt"), "build", *source, "--out", str(out / "build"), "--images-per-shard", "1",
                            *run])  # fmt: skip
-    images = json.loads((out / "build" / "build.json").read_text())["counts"]["distorted"]
+    built = json.loads((out / "build" / "build.json").read_text())
+    images = built["counts"]["distorted"]
     stages["build"] = {"seconds": wall, "images": images, "peak_rss_mib": rss}
     wall, rss = run_stage([str(BIN / "saqt"), "label", "--build", str(out / "build"), "--bank", str(bank),
                            "--encoder", "effnet-lite0", "--rule", "topk", "--k", "2", "--device", "cpu",
@@ -98,8 +99,7 @@ def pipeline(name: str, source: list[str], bank: Path, work: Path, executor: str
     for s in stages.values():
         s["images_per_s"] = s["images"] / s["seconds"]
         s["share"] = s["seconds"] / total
-    checksums = {u: e["shards"]["distorted"]["sha256"]
-                 for u, e in json.loads((out / "build" / "build.json").read_text())["shards"].items()}  # fmt: skip
+    checksums = {u: e["shards"]["distorted"]["sha256"] for u, e in built["shards"].items()}
     return {"dataset": name, "executor": executor, "workers": workers, "stages": stages, "build_sha256": checksums}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,7 @@ distortions_app = typer.Typer(no_args_is_help=True, help="The 25 KADID-10k disto
 bank_app = typer.Typer(no_args_is_help=True, help="Labelled reference banks.")
 app.add_typer(distortions_app, name="distortions")
 app.add_typer(bank_app, name="bank")
+RESUME = "finished shards are kept; run the same command again to resume"
 
 
 @distortions_app.command("list")
@@ -147,15 +149,9 @@ def build(
         recipe_only=recipe_only,
         images_per_shard=images_per_shard,
     )  # fmt: skip
-    try:
-        with open_executor(executor, workers, ray_address) as units:
-            manifest = run_build(config, out, units, overwrite, shlex.join(["saqt", *sys.argv[1:]]))
-    except (SourceError, StageConflict, ValueError) as err:
-        fail("build", err, 2)
-    except WorkerDied as err:
-        fail("build", err, 1)
-    except UnitsFailed as err:
-        fail_units("build", err, "finished shards are kept; run the same command again to resume")
+    with (running("build", (SourceError, StageConflict, ValueError), RESUME),
+          open_executor(executor, workers, ray_address) as units):  # fmt: skip
+        manifest = run_build(config, out, units, overwrite, _command_line())
     counts = manifest["counts"]
     typer.echo(f"built {counts['pristine']} pristine and {counts['distorted']} distorted images in "
                f"{len(manifest['shards'])} shard pairs under {out}/ (manifest {out / 'build.json'})")  # fmt: skip
@@ -170,11 +166,25 @@ def fail(command: str, err: Exception, code: int) -> None:
     raise typer.Exit(code) from None
 
 
-def fail_units(command: str, err: UnitsFailed, advice: str) -> None:
-    """Print one line per failed unit, then ``advice``, and exit 1."""
-    for unit, reason in err.failures:
-        typer.echo(f"saqt {command}: {unit} failed: {reason}", err=True)
-    fail(command, f"{len(err.failures)} failed; {advice}", 1)
+def _command_line() -> str:
+    """This invocation, as recorded in a stage's provenance."""
+    return shlex.join(["saqt", *sys.argv[1:]])
+
+
+@contextmanager
+def running(command: str, refused: tuple[type[Exception], ...], advice: str):
+    """Turn a stage's failures into one-line messages: ``refused`` (bad arguments or inputs) exit 2; a dead worker
+    exits 1; units that failed on every attempt get one line each, then ``advice``, and exit 1."""
+    try:
+        yield
+    except refused as err:
+        fail(command, err, 2)
+    except WorkerDied as err:
+        fail(command, err, 1)
+    except UnitsFailed as err:
+        for unit, reason in err.failures:
+            typer.echo(f"saqt {command}: {unit} failed: {reason}", err=True)
+        fail(command, f"{len(err.failures)} failed; {advice}", 1)
 
 
 ENCODER_HELP = "effnet-lite0 (offline, ImageNet) or clip:<open_clip model>@<pretrained tag or checkpoint path>."
@@ -205,15 +215,9 @@ def bank_synth(
 
     config = SynthConfig(source=source, root=str(root) if root else None, list_file=str(list_file) if list_file else None,
                          limit=limit, seed=seed, size=parse_size(size), metric=metric, save_distorted=save_distorted)  # fmt: skip
-    try:
-        with open_executor(executor, workers, ray_address) as units:
-            bank = synth_bank(config, out, units, shlex.join(["saqt", *sys.argv[1:]]))
-    except (SourceError, BankError, ValueError) as err:
-        fail("bank synth", err, 2)
-    except WorkerDied as err:
-        fail("bank synth", err, 1)
-    except UnitsFailed as err:
-        fail_units("bank synth", err, "no bank written; run the command again")
+    with (running("bank synth", (SourceError, BankError, ValueError), "no bank written; run the command again"),
+          open_executor(executor, workers, ray_address) as units):  # fmt: skip
+        bank = synth_bank(config, out, units, _command_line())
     typer.echo(
         f"bank of {len(bank.ref_ids)} references x 125 distortions, scored by {metric} (a proxy, not MOS), in {out}/"
     )
@@ -251,19 +255,13 @@ def label(
     from saqt.encoders import EncoderError
     from saqt.label import LabelConfig, RunOptions, read_exclusions, run_label
 
-    try:
+    with running("label", (BankError, EncoderError, StageConflict, FileNotFoundError, ValueError), RESUME):
         config = LabelConfig(build=str(build.resolve()), bank=str(bank.resolve()), bank_type=bank_type, encoder=encoder, rule=rule, k=k,
                              temperature=temperature, normalise=normalise, index=index,
                              exclude_refs=read_exclusions(exclude_refs) if exclude_refs else ())  # fmt: skip
         with open_executor(executor, workers, ray_address) as units:
             manifest = run_label(config, out, RunOptions(device, batch_size, loader_workers), overwrite,
-                                 shlex.join(["saqt", *sys.argv[1:]]), units)  # fmt: skip
-    except (BankError, EncoderError, StageConflict, FileNotFoundError, ValueError) as err:
-        fail("label", err, 2)
-    except WorkerDied as err:
-        fail("label", err, 1)
-    except UnitsFailed as err:
-        fail_units("label", err, "finished shards are kept; run the same command again to resume")
+                                 _command_line(), units)  # fmt: skip
     typer.echo(f"labelled {manifest['counts']['labels']} images in {manifest['counts']['shards']} shards under "
                f"{out}/ (labels/, saqt-iqa/, manifest label.json)")  # fmt: skip
     if manifest["self_matches"]:
@@ -351,7 +349,7 @@ def publish_command(
     try:
         config = PublishConfig(labels=str(labels.resolve()), validation=validation, seed=seed,
                                shard_bytes=parse_bytes(shard_size, "--shard-size"), license=license, render=render)  # fmt: skip
-        meta = publish(config, out, overwrite, shlex.join(["saqt", *sys.argv[1:]]), staging)
+        meta = publish(config, out, overwrite, _command_line(), staging)
     except (PublishError, FileNotFoundError, ValueError) as err:
         fail("publish", err, 2)
     splits = ", ".join(f"{s['num_examples']} {s['name']}" for s in meta["dataset_info"]["splits"])

@@ -25,11 +25,19 @@ from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
 from saqt.pristine import prepare_pristine
 from saqt.screen import Screen
 from saqt.seeding import derive_seed
-from saqt.shards import DISTORTED_SCHEMA, PRISTINE_SCHEMA, ShardWriter, resume_manifest, write_json_atomic
+from saqt.shards import (
+    BUILD_ERRORS,
+    BUILD_MANIFEST,
+    DISTORTED_SCHEMA,
+    PRISTINE_SCHEMA,
+    ShardWriter,
+    resume_manifest,
+    write_json_atomic,
+)
 from saqt.sources import SourceError, SourceItem, list_source, select
 
-MANIFEST = "build.json"
-ERROR_LOG = "errors.jsonl"
+MANIFEST = BUILD_MANIFEST
+ERROR_LOG = BUILD_ERRORS
 ALL_TYPES = tuple(range(1, 26))
 ALL_LEVELS = tuple(range(1, 6))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from saqt.bank import BANK_MANIFEST, load_bank
 from saqt.card import read_card
 from saqt.publish import CARD, SUMS
+from saqt.shards import BUILD_ERRORS, BUILD_MANIFEST, LABEL_MANIFEST
 
 TRAIN_RESULTS = "results.json"
 
@@ -31,7 +32,7 @@ def _build(folder: Path, m: dict) -> list[str]:
         f"shards: {len(m['shards'])} of {m['units']} units done, {_size(folder)}",
         f"settings: {_settings(c, ('source', 'root', 'list_file', 'split', 'limit', 'per_class', 'seed', 'per_image'))}, "
         f"size={c['size'][0]}x{c['size'][1]}, {len(c['types'])} types x {len(c['levels'])} levels",
-        f"skipped: {counts['skipped']} ({skipped}); details in {folder / 'errors.jsonl'}",
+        f"skipped: {counts['skipped']} ({skipped}); details in {folder / BUILD_ERRORS}",
         f"command: {m.get('command') or '?'}  (toolkit {m.get('toolkit_version', '?')})",
     ]
 
@@ -85,11 +86,11 @@ def summarise(folder: Path) -> list[str]:
     """Lines describing ``folder``; ValueError if it is not a stage folder this toolkit wrote."""
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder")
-    for name, describe in (("build.json", _build), ("label.json", _label), (BANK_MANIFEST, _bank)):
+    for name, describe in ((BUILD_MANIFEST, _build), (LABEL_MANIFEST, _label), (BANK_MANIFEST, _bank)):
         if (folder / name).is_file():
             return describe(folder, json.loads((folder / name).read_text()))
     if (folder / CARD).is_file() and (folder / SUMS).is_file():
         return _published(folder)
     if (folder / TRAIN_RESULTS).is_file():
         return _training(folder)
-    raise ValueError(f"{folder} holds no build.json, label.json, {BANK_MANIFEST}, published card or glint results")
+    raise ValueError(f"{folder} holds no {BUILD_MANIFEST}, {LABEL_MANIFEST}, {BANK_MANIFEST}, published card or glint results")

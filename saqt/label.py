@@ -27,6 +27,7 @@ from saqt.encoders import load_encoder
 from saqt.match import INDEX_KINDS, build_index, search
 from saqt.reader import BuildReader
 from saqt.shards import (
+    BUILD_MANIFEST,
     LABEL_MANIFEST,
     LABEL_SCHEMA,
     SAQT_IQA_SCHEMA,
@@ -199,7 +200,7 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
     units = sorted(reader.manifest["shards"], key=int)
     identity = {
         "config": json.loads(json.dumps(asdict(config))),
-        "build": {"root": config.build, "manifest_sha256": sha256_file(Path(config.build) / "build.json"),
+        "build": {"root": config.build, "manifest_sha256": sha256_file(Path(config.build) / BUILD_MANIFEST),
                   "complete": reader.manifest["complete"], "units": units},
         "bank": {**bank.describe(), "scores_sha256": _bank_digest(full)},
     }  # fmt: skip

@@ -216,10 +216,10 @@ def _batches(labels: Path, label: dict, schema: pa.Schema, reader: BuildReader |
             yield pa.Table.from_arrays(columns, schema=schema)
 
 
-def write_dataset(config: PublishConfig, staging: Path, command: str = "", progress: bool = True) -> dict:
-    """Write the whole dataset into the empty folder ``staging``; returns the card's front matter."""
+def write_dataset(config: PublishConfig, label: dict, staging: Path, command: str = "", progress: bool = True) -> dict:
+    """Write the whole dataset, from the labels whose manifest is ``label``, into the empty folder ``staging``;
+    returns the card's front matter."""
     labels = Path(config.labels)
-    label = _label_manifest(labels)
     build_root = Path(label["config"]["build"])
     reader = BuildReader(build_root)
     prov = provenance(config, label, reader.manifest, command)
@@ -274,7 +274,7 @@ def publish(config: PublishConfig, out: str, overwrite: bool = False, command: s
     renamed into place; remote output is staged in ``staging_dir`` (default: the system's temporary folder)
     and uploaded file by file, SHA256SUMS last.
     """
-    _label_manifest(Path(config.labels))  # refuse a bad input before touching the output
+    label = _label_manifest(Path(config.labels))  # refuse a bad input before touching the output
     fs, root = fsspec.core.url_to_fs(out)
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     if fs.exists(root) and fs.ls(root) and not overwrite:
@@ -288,7 +288,7 @@ def publish(config: PublishConfig, out: str, overwrite: bool = False, command: s
         staging = Path(tempfile.mkdtemp(prefix="saqt-publish-", dir=staging_dir))
     staging.mkdir(parents=True, exist_ok=True)
     try:
-        meta = write_dataset(config, staging, command, progress)
+        meta = write_dataset(config, label, staging, command, progress)
         if local:
             _swap_in(staging, target)
         else:

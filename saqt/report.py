@@ -32,6 +32,7 @@ from saqt.images import decode_image  # noqa: E402
 from saqt.info import summarise  # noqa: E402
 from saqt.publish import CARD  # noqa: E402
 from saqt.reader import BuildReader  # noqa: E402
+from saqt.shards import BUILD_ERRORS, BUILD_MANIFEST, LABEL_MANIFEST  # noqa: E402
 from saqt.transfer import SELF_MATCH  # noqa: E402
 
 CELL_COLUMNS = ["pristine_id", "dist_type", "level", "score"]
@@ -70,23 +71,24 @@ def _read(paths: list[str]) -> tuple[pa.Table, pa.Table]:
 
 def _build_errors(reader: BuildReader) -> tuple[Counter, list[dict]]:
     errors = Counter(reader.manifest["counts"]["skipped_by_reason"])
-    log = reader.root / "errors.jsonl"
+    log = reader.root / BUILD_ERRORS
     examples = [json.loads(line) for line in log.read_text().splitlines()[:10]] if log.is_file() else []
     return errors, examples
 
 
 def load_stage(folder: Path) -> StageData:
     """Read the columns a report needs (never the images) from ``folder``."""
-    if (folder / "label.json").is_file():
-        label = json.loads((folder / "label.json").read_text())
+    if (folder / LABEL_MANIFEST).is_file():
+        label = json.loads((folder / LABEL_MANIFEST).read_text())
         units = sorted(label["shards"], key=int)
         cells, matches = _read([str(folder / label["shards"][u]["labels"]["path"]) for u in units])
-        build = BuildReader(Path(label["config"]["build"])) if (Path(label["config"]["build"]) / "build.json").is_file() else None
+        build_root = Path(label["config"]["build"])
+        build = BuildReader(build_root) if (build_root / BUILD_MANIFEST).is_file() else None
         errors, examples = _build_errors(build) if build else (Counter(), [])
         shards = [str(folder / label["shards"][u]["saqt-iqa"]["path"]) for u in units]
         return StageData("label", folder, cells, matches,
                          label["bank"]["references"], errors, examples, shards, build)  # fmt: skip
-    if (folder / "build.json").is_file():
+    if (folder / BUILD_MANIFEST).is_file():
         build = BuildReader(folder)
         shards = [str(p) for p in build.shard_paths("distorted")]
         table = pads.dataset(shards).to_table(columns=CELL_COLUMNS[:3])
@@ -99,7 +101,7 @@ def load_stage(folder: Path) -> StageData:
         cells, matches = _read(shards)
         return StageData("published", folder, cells, matches,
                          prov["bank"]["references"], Counter(prov["selection"]["skipped_by_reason"]), [], shards)  # fmt: skip
-    raise ValueError(f"{folder} holds no label.json, build.json or published dataset: nothing to report")
+    raise ValueError(f"{folder} holds no {LABEL_MANIFEST}, {BUILD_MANIFEST} or published dataset: nothing to report")
 
 
 # ---------------------------------------------------------------- embedding helpers

@@ -13,6 +13,7 @@ import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -55,6 +56,8 @@ DISTORTED_SCHEMA = pa.schema(
 )
 
 
+BUILD_MANIFEST = "build.json"
+BUILD_ERRORS = "errors.jsonl"
 LABEL_MANIFEST = "label.json"
 PROVENANCE_FIELDS = [
     pa.field("score", pa.float64()),  # null where no neighbour has a score for this cell
@@ -104,13 +107,18 @@ def _read_cell(path: str, row_group: int, column: str) -> bytes:
     return shard.read_row_group(row_group, columns=[column]).column(0)[0].as_py()
 
 
+def sha256_stream(f: BinaryIO) -> str:
+    """Hex SHA-256 of what is left to read in a binary file object (local or fsspec)."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_stream(f)
 
 
 def write_json_atomic(path: Path, data: dict | list, lines: bool = False) -> None:

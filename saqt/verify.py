@@ -8,7 +8,6 @@ of images decodes to the size its row states.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -23,10 +22,10 @@ import pyarrow.parquet as pq
 from saqt.card import read_card
 from saqt.images import ImageDecodeError, decode_image
 from saqt.publish import CARD, SCHEMA_VERSION, SUMS, publish_schema
-from saqt.shards import sha256_file
+from saqt.shards import BUILD_MANIFEST, LABEL_MANIFEST, sha256_file, sha256_stream
 
 SHARD_NAME = re.compile(r"data/(?P<split>[a-z]+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet")
-STAGE_MANIFESTS = {"build.json": "build", "label.json": "label"}
+STAGE_MANIFESTS = {BUILD_MANIFEST: "build", LABEL_MANIFEST: "label"}
 
 
 class VerifyError(Exception):
@@ -41,14 +40,6 @@ class Verified:
     files: int
     rows: int
     decoded: int = 0
-
-
-def _sha256(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_sums(text: str) -> dict[str, str]:
@@ -75,7 +66,9 @@ def verify_published(url: str, sample: int = 64, seed: int = 0) -> Verified:
     for path in sorted(present - set(sums)):
         raise VerifyError(f"{path} is not listed in {SUMS}")
     for path, expected in sorted(sums.items()):
-        if (actual := _sha256(fs, f"{root}/{path}")) != expected:
+        with fs.open(f"{root}/{path}", "rb") as f:
+            actual = sha256_stream(f)
+        if actual != expected:
             raise VerifyError(f"{path}: SHA-256 mismatch (listed {expected[:12]}..., file {actual[:12]}...)")
     try:
         meta, _ = read_card(fs.cat_file(f"{root}/{CARD}").decode())
@@ -86,15 +79,13 @@ def verify_published(url: str, sample: int = 64, seed: int = 0) -> Verified:
         raise VerifyError(f"{CARD}: schema {meta['saqt'].get('schema')!r}, this toolkit reads {SCHEMA_VERSION!r}")
     shards = _shards_by_split(sorted(p for p in sums if p.startswith("data/")))
     expected_schema = publish_schema(dataset_id)
-    rows = {}
-    for split, paths in shards.items():
-        rows[split] = 0
-        for path in paths:
-            rows[split] += _check_shard(fs, f"{root}/{path}", path, expected_schema, dataset_id)
+    counts = {path: _check_shard(fs, f"{root}/{path}", path, expected_schema, dataset_id)
+              for split in sorted(shards) for path in shards[split]}  # fmt: skip
+    rows = {split: sum(counts[p] for p in paths) for split, paths in shards.items()}
     card_rows = {s["name"]: s["num_examples"] for s in splits}
     if rows != card_rows:
         raise VerifyError(f"row counts {rows} differ from the card's {card_rows}")
-    decoded = _decode_sample(fs, root, shards, sample, seed, meta["saqt"].get("recipe_only", False))
+    decoded = _decode_sample(fs, root, counts, sample, seed, meta["saqt"].get("recipe_only", False))
     return Verified("published", len(sums), sum(rows.values()), decoded)
 
 
@@ -134,18 +125,15 @@ def _check_shard(fs: fsspec.AbstractFileSystem, full: str, path: str, schema, da
     return meta.num_rows
 
 
-def _decode_sample(fs, root: str, shards: dict[str, list[str]], sample: int, seed: int, recipe_only: bool) -> int:
-    """Decode ``sample`` seeded random images; each must match its row's size."""
-    paths = [p for split in sorted(shards) for p in shards[split]]
-    counts = []
-    for path in paths:
-        with fs.open(f"{root}/{path}", "rb") as f:
-            counts.append(pq.ParquetFile(f).metadata.num_rows)
-    total = sum(counts)
+def _decode_sample(fs, root: str, counts: dict[str, int], sample: int, seed: int, recipe_only: bool) -> int:
+    """Decode ``sample`` seeded random images of the shards (path -> rows, in order); each must match its row's
+    size."""
+    paths = list(counts)
+    total = sum(counts.values())
     if recipe_only or not total or sample <= 0:
         return 0
     picks = np.sort(np.random.default_rng(seed).choice(total, min(sample, total), replace=False))
-    starts = np.cumsum([0, *counts])
+    starts = np.cumsum([0, *counts.values()])
     decoded = 0
     for k, path in enumerate(paths):
         local = picks[(picks >= starts[k]) & (picks < starts[k + 1])] - starts[k]
@@ -185,7 +173,7 @@ def verify_stage(folder: Path) -> Verified:
     """Check a build or label folder against its manifest: every shard present, unchanged, with its row count."""
     name = next((m for m in STAGE_MANIFESTS if (folder / m).is_file()), None)
     if name is None:
-        raise VerifyError(f"{folder}: no {CARD}+{SUMS}, build.json or label.json: nothing to verify")
+        raise VerifyError(f"{folder}: no {CARD}+{SUMS}, {BUILD_MANIFEST} or {LABEL_MANIFEST}: nothing to verify")
     manifest = json.loads((folder / name).read_text())
     entries = [e for unit in manifest["shards"].values() for e in (unit.get("shards") or unit).values()]
     rows = 0
