@@ -41,7 +41,8 @@ def fminsearch(fn, x0: np.ndarray, tol_x: float, tol_f: float, max_iter: int, ma
     simplex, values = simplex[order], values[order]
     iters = 1
     while evals < max_evals and iters < max_iter:
-        spread_f = np.max(np.abs(values[0] - values[1:]))
+        with np.errstate(invalid="ignore"):  # inf - inf where every vertex is infeasible: NaN, as in MATLAB
+            spread_f = np.max(np.abs(values[0] - values[1:]))
         spread_x = np.max(np.abs(simplex[1:] - simplex[0]))
         if spread_f <= max(tol_f, 10 * np.spacing(values[0])) and spread_x <= max(
             tol_x, 10 * np.spacing(np.max(simplex[0]))
@@ -87,7 +88,13 @@ def fminsearch(fn, x0: np.ndarray, tol_x: float, tol_f: float, max_iter: int, ma
 
 
 def multithresh(hist: np.ndarray, levels: int) -> np.ndarray:
-    """``levels`` thresholds in grey levels 0..255 for a 256-bin histogram, as MATLAB's multithresh finds them."""
-    x0 = np.linspace(0, 255, levels + 2)[1:-1]
-    best = fminsearch(otsu_cost(hist), x0, tol_x=1.0, tol_f=1e-4, max_iter=200 * levels, max_evals=200 * levels)
-    return mround(best)
+    """``levels`` thresholds in grey levels 0..255 for a 256-bin histogram, as MATLAB's multithresh finds them.
+
+    The histogram must have more than ``levels`` occupied bins (MATLAB's degenerate case is the caller's).
+    """
+    # MATLAB's linspace(0, 255, N + 2) computes (k * 255) / (N + 1); numpy's divides first, which differs in the
+    # last bit for some k and sends the simplex search elsewhere (most photos at N = 20).
+    x0 = np.arange(1, levels + 1) * 255.0 / (levels + 1)
+    cost = otsu_cost(hist)
+    best = fminsearch(cost, x0, tol_x=1.0, tol_f=1e-4, max_iter=200 * levels, max_evals=200 * levels)
+    return mround(best) if np.isfinite(cost(best)) else best  # no finite criterion found: MATLAB does not round
