@@ -8,6 +8,7 @@ Photos (no ImageNet is available here, so a stand-in of real camera JPEGs and cl
   - Kodak24 re-encoded: each of the 24 photographs as a JPEG at qualities 95, 85, 75 and 50, in three sizes:
     1000 x 500 (the photograph beside the next one), 500 x 500 (as shipped) and 400 x 300 (downscaled), 288 files.
 Old defaults: no upscaling limit, no JPEG-quality limit, shorter side >= 128, greyscale refused, duplicates kept.
+Also shown: the default screen with the looser --max-upscale 1.03 that the tests pass for 500 x 500 photos.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def describe(items: list[SourceItem], screen: Screen, size: tuple[int, int], ded
     scales, q = np.array(scales), np.array([x for x in qualities if x is not None])
     return {"candidates": len(items), "kept": len(kept), "refused": dict(refused.most_common()),
             "kept_upscaled": int((scales > 1 + 1e-9).sum()), "kept_upscaled_over_1.5x": int((scales > 1.5).sum()),
-            "largest_upscale": round(float(scales.max()), 3), "lowest_jpeg_quality": int(q.min()) if len(q) else None}  # fmt: skip
+            "largest_upscale": round(float(scales.max()), 3) if len(scales) else None, "lowest_jpeg_quality": int(q.min()) if len(q) else None}  # fmt: skip
 
 
 def main() -> None:
@@ -77,14 +78,15 @@ def main() -> None:
                 "Kodak24 re-encoded (288 JPEGs)": list_source("folder", Path(tmp)).items}  # fmt: skip
         for name, items in sets.items():
             results[name] = {"default screen": describe(items, Screen(), size, True),
+                             "default, --max-upscale 1.03": describe(items, Screen(max_upscale=1.03), size, True),
                              "old defaults": describe(items, OLD, size, False)}  # fmt: skip
-    print("| photos | screen | kept | refused, by reason | kept upscaled (>1.5x; largest) | lowest kept JPEG quality |")
-    print("|---|---|---|---|---|---|")
+    print("| photos | screen | kept | refused, by reason | kept upscaled (>1.5x) | largest kept scale | lowest kept JPEG q |")
+    print("|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         for screen, r in rows.items():
             reasons = ", ".join(f"{n} {k}" for k, n in r["refused"].items()) or "none"
             print(f"| {name} | {screen} | {r['kept']} of {r['candidates']} | {reasons} | {r['kept_upscaled']} "
-                  f"({r['kept_upscaled_over_1.5x']}; {r['largest_upscale']}x) | {r['lowest_jpeg_quality']} |")
+                  f"({r['kept_upscaled_over_1.5x']}) | {r['largest_upscale'] or '-'} | {r['lowest_jpeg_quality'] or '-'} |")
     if args.json:
         args.json.write_text(json.dumps({"size": size, **results}, indent=2))
 
