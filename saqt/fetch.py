@@ -398,16 +398,21 @@ PREPARE = {"clive-mat": (clive_labels, "LIVEChallenge.csv"), "tid2013-txt": (tid
 
 
 def _settle(source: DatasetSource, folder: Path, say: Callable[[str], None]) -> Path:
-    """Find the loaders' root under ``folder``, write converted labels that are not there yet, check the layout."""
+    """Find the loaders' root under ``folder`` and write the converted labels that are not there yet."""
     root = _find_root(folder, source.marker)
     if root is None:
         raise FetchError(f"{source.title}: no {source.marker} found under {folder}: not the layout of the release")
     if source.prepare:
         convert, name = PREPARE[source.prepare]
         if not (root / name).exists():  # never overwrite a file the user has
-            say(f"wrote {convert(root)} from the release's label files")
-    missing = [e for e in source.expect if not (root / e).exists()]
-    if missing:
+            convert(root)
+            say(f"wrote {(root / name).relative_to(folder)} from the release's label files")
+    return root
+
+
+def _check_layout(source: DatasetSource, root: Path, say: Callable[[str], None]) -> Path:
+    """``root``, after a warning naming what the loaders read that is not beside the marker."""
+    if missing := [e for e in source.expect if not (root / e).exists()]:
         say(f"warning: {', '.join(missing)} not found beside {source.marker} in {root}; the loaders read them there")
     return root
 
@@ -456,7 +461,7 @@ def fetch_dataset(source: DatasetSource, dest: Path, options: FetchOptions | Non
     if target.exists():  # unpacked by hand
         root = _settle(source, target, say)
         _write_record(target, source, root, [], by_hand=True)
-        return root
+        return _check_layout(source, root, say)
     if source.access == "manual" and options.from_dir is None:
         raise FetchError(f"{source.title} cannot be downloaded automatically: {source.how}; then run "
                          f"`saqt fetch {source.name} --from FOLDER` (page: {source.page})")  # fmt: skip
@@ -489,7 +494,7 @@ def fetch_dataset(source: DatasetSource, dest: Path, options: FetchOptions | Non
         for got in obtained:
             if got.downloaded:
                 got.path.unlink()
-    return target / relative
+    return _check_layout(source, target / relative, say)
 
 
 def _fresh_staging(staging: Path) -> Path:
