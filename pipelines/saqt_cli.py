@@ -204,6 +204,47 @@ def running(command: str, refused: tuple[type[Exception], ...], advice: str):
         fail(command, f"{len(err.failures)} failed; {advice}", 1)
 
 
+DATASETS = Path("datasets")
+
+
+@app.command("fetch")
+def fetch_command(
+    names: Annotated[list[str] | None, typer.Argument(help="Datasets to fetch, e.g. kadid10k (none: list).")] = None,
+    dest: Annotated[Path, typer.Option(help="Datasets go to DEST/NAME, downloads to DEST/.downloads.")] = DATASETS,
+    from_dir: Annotated[
+        Path | None, typer.Option("--from", help="A folder of archives downloaded by hand (the releases' file names).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show what would be downloaded, its size and terms.")] = False,
+    retries: Annotated[int, typer.Option(min=0, help="Resumed retries after a cut connection.")] = 3,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 30.0,
+    remove_archives: Annotated[bool, typer.Option(help="Delete downloaded archives once unpacked.")] = False,
+) -> None:
+    """Download IQA datasets from their publishers, verify, unpack where the loaders look (rerun to resume)."""
+    from saqt import fetch
+
+    sources = fetch.fetch_sources()
+    if not names:
+        typer.echo("\n".join(fetch.catalogue_lines(sources)))
+        return
+    if unknown := [n for n in names if n not in sources]:
+        fail("fetch", f"unknown dataset {', '.join(unknown)}; choose from: {', '.join(sources)}", 2)
+    options = fetch.FetchOptions(from_dir, timeout, retries, remove_archives=remove_archives, say=typer.echo)
+    failed = 0
+    for name in names:
+        try:
+            if dry_run:
+                lines = fetch.describe(sources[name], dest, timeout)
+            else:
+                lines = fetch.ready_lines(sources[name], fetch.fetch_dataset(sources[name], dest, options))
+        except fetch.FetchError as err:
+            typer.echo(f"saqt fetch {name}: {err}", err=True)
+            failed += 1
+            continue
+        typer.echo("\n".join(lines))
+    if failed:
+        raise typer.Exit(1)
+
+
 ENCODER_HELP = ("clip:<open_clip model>@<pretrained tag or checkpoint path> (default clip:ViT-B-32@laion2b_s34b_b79k), "
                 "effnet-lite0 (offline, ImageNet), or resnet50|resnet101[@weights file] (the authors' encoder: "
                 "torchvision ImageNet weights, downloaded unless a file is given).")
