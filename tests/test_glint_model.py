@@ -10,7 +10,14 @@ import pytest
 import torch
 from scipy.stats import kendalltau, pearsonr, spearmanr
 
-from glint.backbones import RandomWeightsWarning, ResNet50Local, ViTBackbone, WeightsError, load_weights, read_state_dict
+from glint.backbones import (
+    RandomWeightsWarning,
+    ResNet50Local,
+    ViTBackbone,
+    WeightsError,
+    load_weights,
+    read_state_dict,
+)
 from glint.metrics import iqa_metrics, logistic4
 from glint.model import CWSA, GlintConfig, GlintIQA, parameter_counts
 
