@@ -224,6 +224,12 @@ def test_released_protocol_is_recorded_in_the_run_folder(tmp_path, tiny_dataset)
     assert results["protocol"] == "released" and results["selected_on"] == "test"
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.csv", "metrics.jsonl",
                                                      "results.json", "run.json"]  # fmt: skip
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(out / "best.pt"), "--dataset", "csv", "--csv",
+                                 str(tiny_dataset / "scores.csv"), "--root", str(tiny_dataset), "--crops", "1",
+                                 "--device", "cpu", "--out", str(tmp_path / "m.json")])  # fmt: skip
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert result.exit_code == 0 and (report["protocol"], report["round"], report["own_split"]) == ("released", 1, True)
+    assert report["metrics"]["images"] == 3 and report["train_overlap"] == 0
 
 
 def test_predict_escapes_formula_cells_and_skips_images_too_small_to_score(tmp_path, monkeypatch):
