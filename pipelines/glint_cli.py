@@ -286,12 +286,19 @@ def finetune(
                    f"KRCC {median['krcc']:.4f}  RMSE {median['rmse']:.4f}  ({out / 'summary.json'})")  # fmt: skip
 
 
+def _trained_on(record: dict | None, table: IQATable) -> bool:
+    """Whether a run's split record is of this dataset (for a CSV dataset: of this label file)."""
+    if not record or record["dataset"] != table.name:
+        return False
+    return table.name != "csv" or Path(record["label_file"]).resolve() == Path(table.label_file).resolve()
+
+
 def _evaluation_split(table: IQATable, record: dict | None, split: str, protocol: str | None, round_: int | None,
                       seed: int | None) -> tuple[list, dict]:  # fmt: skip
     """The images to score and a description of them: all, or a test split (the checkpoint's own by default)."""
     if split == "all":
         return table.samples, {"split": "all"}
-    own = record and record["dataset"] == table.name
+    own = _trained_on(record, table)
     if not own and round_ is None:
         raise ValueError(f"the checkpoint records no training split on {table.name}: give --split all, or the split "
                          "to remake with --round (and --protocol, --seed)")  # fmt: skip
@@ -310,7 +317,7 @@ def _evaluation_split(table: IQATable, record: dict | None, split: str, protocol
 
 def _training_overlap(table: IQATable, record: dict | None, samples: list) -> tuple[set[str], str | None]:
     """Images among ``samples`` that the checkpoint was trained on, when its record lets them be known."""
-    if not record or record["dataset"] != table.name:
+    if not _trained_on(record, table):
         return set(), None
     parts = make_split(table, record["protocol"], record["round"], record["seed"])
     if names_digest(parts["train"]) != record["digests"]["train"]:
@@ -348,7 +355,7 @@ def evaluate_cmd(
         if split not in ("auto", "test", "all"):
             raise ValueError(f"--split must be auto, test or all, got {split!r}")
         if split == "auto":
-            split = "test" if (record and record["dataset"] == dataset) or round_ is not None else "all"
+            split = "test" if _trained_on(record, table) or round_ is not None else "all"
         samples, chosen = _evaluation_split(table, record, split, protocol, round_, seed)
         overlap, unknown = _training_overlap(table, record, samples)
     except (DatasetError, ValueError, FileNotFoundError) as err:
@@ -365,7 +372,7 @@ def evaluate_cmd(
     if not record and chosen["split"] == "all":
         warn(f"the checkpoint records no training split: scoring all {len(samples)} images of {dataset}; if it was "
              "trained on some of them the figures are optimistic")  # fmt: skip
-    amp = meta.get("train_config", {}).get("amp", True)
+    amp = bool(meta.get("train_config", {}).get("amp", False))  # fp32 for checkpoints without a record, as the release
     data = EvalSet([s.path for s in samples], [s.score for s in samples], decode_image, table.resize)
     m = evaluate(model, data, crops, 0, pick_device(device), amp=amp)
     typer.echo(f"{dataset} {chosen['split']}: {_metrics_line(m)}")
