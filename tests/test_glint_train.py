@@ -175,7 +175,7 @@ def test_rounds_report_the_median_of_the_test_metrics(tmp_path, tiny_dataset):
     per_round = summary["per_round_test"]
     assert summary["rounds"] == [0, 1, 2] and len(per_round) == 3
     assert summary["median_test"]["srocc"] == sorted(r["srocc"] for r in per_round.values())[1]
-    splits = [json.loads((out / f"round-{r}" / "results.json").read_text())["provenance"]["round"] for r in range(3)]
+    splits = [json.loads((out / f"round-{r}" / "results.json").read_text())["provenance"]["split"]["round"] for r in range(3)]
     assert splits == [0, 1, 2] and "median over 3 rounds" in result.output
 
 
