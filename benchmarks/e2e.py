@@ -93,7 +93,7 @@ def pipeline(name: str, source: list[str], bank: Path, work: Path, executor: str
     wall, rss = run_stage([str(BIN / "glint"), "pretrain", "--data", str(out / "labels"), "--out", str(out / "pretrain"),
                            "--local-backbone", "efficientnet_lite0", "--epochs", "1", "--max-steps", str(steps),
                            "--batch-size", str(batch), "--holdout-images", "8", "--test-crops", "1",
-                           "--loader-workers", "0", "--device", "cpu"])  # fmt: skip
+                           "--loader-workers", "0", "--device", "cpu", "--random-init"])  # fmt: skip
     stages["pretrain"] = {"seconds": wall, "images": steps * batch, "peak_rss_mib": rss}
     total = sum(s["seconds"] for s in stages.values())
     for s in stages.values():
