@@ -28,10 +28,12 @@ from glint.train import (
     model_from_checkpoint,
     model_from_state,
 )
+from pipelines.cli_common import OneLineErrors
 from saqt.encoders import pick_device
 from saqt.images import decode_image
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train and run the GlintIQA quality model.")
+app = typer.Typer(name="glint", cls=OneLineErrors, no_args_is_help=True, add_completion=False,
+                  help="Train and run the GlintIQA quality model.")  # fmt: skip
 
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 Epochs = Annotated[int, typer.Option(help="Epochs (the paper: 50 to pretrain, 10 to finetune).")]

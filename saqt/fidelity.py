@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
+from saqt.errors import ConfigError
 from saqt.match import build_index, search
 from saqt.transfer import Rule, neighbour_weights, transfer
 
@@ -46,7 +47,7 @@ def leave_one_out(scores: np.ndarray, embeddings: np.ndarray | None, rule: Rule,
     """
     r = len(scores)
     if r < 2:
-        raise ValueError("leave-one-out needs at least two references")
+        raise ConfigError("leave-one-out needs at least two references")
     rows: dict[str, dict] = {}
     totals = np.nansum(scores, axis=0)
     counts = np.isfinite(scores).sum(axis=0)
@@ -54,7 +55,7 @@ def leave_one_out(scores: np.ndarray, embeddings: np.ndarray | None, rule: Rule,
         mean_pred = (totals[None] - np.nan_to_num(scores)) / (counts[None] - np.isfinite(scores))
     if rule.name != "mean":
         if embeddings is None:
-            raise ValueError(f"rule {rule.name} needs the bank's reference images to embed")
+            raise ConfigError(f"rule {rule.name} needs the bank's reference images to embed")
         k = min(rule.neighbours, r - 1)
         sims, ids = search(build_index(embeddings), embeddings, k + 1)
         own = ids == np.arange(r)[:, None]  # drop each reference from its own neighbours
