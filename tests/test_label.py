@@ -17,7 +17,8 @@ from saqt.bank import load_bank, normalise_scores
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.label import LabelConfig, RunOptions, run_label
-from saqt.shards import StageConflict, sha256_file
+from saqt.shards import sha256_file
+from saqt.stage import StageConflict
 
 KODAK = SHARED / "data" / "kodak24"
 SIZE = (192, 176)  # MS-SSIM needs both sides > 160
@@ -80,7 +81,7 @@ def test_top1_and_exclusion(tmp_path, sample_build, kodak_bank):
                                    exclude_refs=excluded), tmp_path / "b", QUIET)  # fmt: skip
     rows = pq.read_table(tmp_path / "b" / "labels").to_pylist()
     assert not {r["neighbours"][0] for r in rows} & top
-    assert second["bank"]["excluded"] == list(excluded) and second["bank"]["references"] == len(bank.ref_ids) - len(top)
+    assert second["inputs"]["bank"]["excluded"] == list(excluded) and second["inputs"]["bank"]["references"] == len(bank.ref_ids) - len(top)
     assert first["rule"] == {"rule": "top1", "k": 1, "temperature": None}
 
 

@@ -30,7 +30,7 @@ def checksums(out: Path) -> dict[str, str]:
 
 
 def manifest_shards(out: Path) -> dict:
-    return json.loads((out / "build.json").read_text())["shards"]
+    return json.loads((out / "build.json").read_text())["done"]
 
 
 @pytest.fixture(scope="module")
