@@ -159,6 +159,15 @@ def _label_unit(reader: BuildReader, unit: str, labels: PristineLabels, constant
         return {table: w.commit(out) for table, w in writers.items()}
 
 
+def rendered_cells(reader: BuildReader) -> list[tuple[int, int]]:
+    """The (type, level) cells the build rendered, read from its distorted shards' recipe columns."""
+    cells: set[tuple[int, int]] = set()
+    for path in reader.shard_paths("distorted"):
+        table = pq.read_table(path, columns=["dist_type", "level"])
+        cells.update(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
+    return sorted(cells)
+
+
 def refuse_unscored(reader: BuildReader, labels: PristineLabels, cells: list[tuple[int, int]]) -> None:
     """BankError if any distorted image of the build would be labelled with no score (its neighbours have none
     for its type and level), naming how many and the first."""
@@ -212,7 +221,7 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
     normalised = normalise_scores(full.scores, config.normalise)
     bank = full.without(_resolve_exclusions(full, config.exclude_refs))
     scores = normalised[[full.ref_ids.index(r) for r in bank.ref_ids]]
-    cells = [(t, lv) for t in reader.manifest["config"]["types"] for lv in reader.manifest["config"]["levels"]]
+    cells = rendered_cells(reader)
     check_scorable(bank, cells, config.build)
     units = reader.stage.units()
     inputs = {

@@ -37,6 +37,7 @@ from saqt.shards import BANK_MANIFEST, BUILD_MANIFEST, LABEL_MANIFEST, sha256_fi
 
 FORMAT = "saqt-stage/1"
 MANIFESTS = {"build": BUILD_MANIFEST, "label": LABEL_MANIFEST, "bank": BANK_MANIFEST}
+COMMANDS = {"build": "saqt build", "label": "saqt label", "bank": "saqt bank synth"}
 CARD = "README.md"  # a published set: its dataset card ...
 SUMS = "SHA256SUMS"  # ... and the checksums of every other file
 LOCK = ".saqt.lock"
@@ -161,10 +162,15 @@ class Stage:
         """File ``name`` of every finished unit, in unit order."""
         return [self.path(u, name) for u in self.units()]
 
+    def _listed(self) -> list[tuple[str, dict]]:
+        """(unit, entry) of every listed file: the units' files in unit order, then the stage's own (unit "")."""
+        done, own = self.manifest["done"], self.manifest["files"]
+        units = [(u, e) for u in self.units() for _, e in sorted(done[u]["files"].items())]
+        return units + [("", e) for _, e in sorted(own.items())]
+
     def entries(self) -> list[dict]:
-        """Every file entry the manifest lists: the units' files in unit order, then the stage's own."""
-        files = [e for u in self.units() for _, e in sorted(self.manifest["done"][u]["files"].items())]
-        return files + [e for _, e in sorted(self.manifest["files"].items())]
+        """Every file entry the manifest lists, in order."""
+        return [e for _, e in self._listed()]
 
     def problem(self, entry: dict, checksum: bool = True) -> str | None:
         """What is wrong with one listed file (missing, outside the folder, another size or SHA-256), or None."""
@@ -181,10 +187,8 @@ class Stage:
 
     def problems(self, checksum: bool = True) -> dict[str, str]:
         """Each unit (or ``""`` for the stage's own files) with a damaged file -> the first problem found."""
-        listed = [(u, e) for u in self.units() for _, e in sorted(self.manifest["done"][u]["files"].items())]
-        listed += [("", e) for _, e in sorted(self.manifest["files"].items())]
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # hashing releases the GIL
-            found = list(pool.map(lambda item: (item[0], self.problem(item[1], checksum)), listed))
+            found = list(pool.map(lambda item: (item[0], self.problem(item[1], checksum)), self._listed()))
         damaged: dict[str, str] = {}
         for unit, problem in found:
             if problem:
@@ -197,7 +201,7 @@ class Stage:
         if damaged:
             first = damaged[min(damaged, key=lambda u: int(u) if u else 1 << 62)]
             raise StageError(f"{self.root}: {first}; the {self.kind} output changed since it was written "
-                             f"(run `saqt verify {self.root}`; rerun `saqt {self.kind}` to repair it)")  # fmt: skip
+                             f"(rerun its `{COMMANDS[self.kind]}` command to repair it)")  # fmt: skip
 
     def digest(self) -> str:
         """Names the content: the stage, its config and inputs, and every listed file's checksum."""
@@ -231,10 +235,9 @@ def new_manifest(stage: str, config: dict, inputs: dict, units: int, command: st
             **details}  # fmt: skip
 
 
-def file_entry(root: Path, path: Path, **extra) -> dict:
+def file_entry(root: Path, path: Path) -> dict:
     """The manifest entry of a finished file under ``root``."""
-    return {"path": path.relative_to(root).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size,
-            **extra}  # fmt: skip
+    return {"path": path.relative_to(root).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def check_apart(out: Path, inputs: dict[str, str | Path | None]) -> None:
