@@ -99,7 +99,7 @@ def pipeline(name: str, source: list[str], bank: Path, work: Path, executor: str
     for s in stages.values():
         s["images_per_s"] = s["images"] / s["seconds"]
         s["share"] = s["seconds"] / total
-    checksums = {u: e["shards"]["distorted"]["sha256"] for u, e in built["shards"].items()}
+    checksums = {u: e["files"]["distorted"]["sha256"] for u, e in built["done"].items()}
     return {"dataset": name, "executor": executor, "workers": workers, "stages": stages, "build_sha256": checksums}
 
 

@@ -16,6 +16,8 @@ import torch
 import torchvision
 from torch import nn
 
+from saqt.errors import SaqtError
+
 VIT_NAME = "vit_small_patch16_224"
 VIT_TAG = "augreg_in21k_ft_in1k"  # timm's default pretrained weights for ViT-S/16, those the release's timm loads
 VIT_TAPS = (6, 7, 8, 9)  # token outputs of these blocks feed the four integration stages
@@ -28,7 +30,7 @@ class RandomWeightsWarning(UserWarning):
     """A backbone is running with random weights: its features carry no pretrained knowledge."""
 
 
-class WeightsError(ValueError):
+class WeightsError(SaqtError, ValueError):
     """Backbone weights that cannot be had or do not fit; one line naming the file and the problem."""
 
 

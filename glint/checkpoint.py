@@ -18,6 +18,7 @@ import torch
 
 from glint.backbones import RANDOM, RandomWeightsWarning, rename_prefixes
 from glint.model import GlintConfig, GlintIQA
+from saqt.errors import SaqtError
 
 RELEASE_OLDER_NAMES = (
     ("transformer.", "vgfe.backbone."), ("cnn.", "clfe.backbone."), ("patch_embed1.", "clfe.patch_embed1."),
@@ -37,7 +38,7 @@ TOOLKIT_0_1_NAMES = (
 )  # fmt: skip
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SaqtError, ValueError):
     """A checkpoint that cannot be read or does not fit the model; one line naming the file and the problem."""
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import itertools
-import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -32,15 +31,18 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from saqt.distortions import distort
+from saqt.errors import SaqtError
 from saqt.images import decode_image
 from saqt.reader import BuildReader
 from saqt.seeding import derive_seed
+from saqt.shards import LABEL_MANIFEST
+from saqt.stage import open_stage
 
 CROP = 224
 RELEASE_TRAIN_FRACTION = 0.8
 
 
-class DatasetError(ValueError):
+class DatasetError(SaqtError, ValueError):
     """A dataset that cannot be read as asked; one line naming the file and the problem."""
 
 
@@ -358,16 +360,14 @@ class SaqtSource:
     def open(cls, root: Path) -> SaqtSource:
         """``root`` is a ``saqt label`` output folder (label.json) or a folder of saqt-iqa shards."""
         root = Path(root)
-        manifest = root / "label.json"
-        if manifest.is_file():
-            label = json.loads(manifest.read_text())
-            shards = [
-                root / s["saqt-iqa"]["path"] for _, s in sorted(label["shards"].items(), key=lambda kv: int(kv[0]))
-            ]
-            build = BuildReader(Path(label["build"]["root"])) if Path(label["build"]["root"]).is_dir() else None
-            provenance = {"labels": str(root), "bank": label["bank"], "encoder": label.get("encoder"),
+        if (root / LABEL_MANIFEST).is_file():
+            stage = open_stage(root, "label")  # the shards are checked against the manifest's checksums
+            label = stage.manifest
+            build_root = Path(label["inputs"]["build"]["root"])
+            build = BuildReader(build_root, checksums=False) if build_root.is_dir() else None  # renders recipes only
+            provenance = {"labels": str(root), "bank": label["inputs"]["bank"], "encoder": label.get("encoder"),
                           "rule": label.get("rule"), "score_scale": label.get("score_scale")}  # fmt: skip
-            return cls(shards, build, provenance)
+            return cls(stage.paths("saqt-iqa"), build, provenance)
         shards = sorted(root.glob("*.parquet"))
         if not shards:
             raise DatasetError(f"{root} is neither a `saqt label` output (label.json) nor a folder of saqt-iqa shards")

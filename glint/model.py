@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from glint.backbones import LOCAL_BACKBONES, ViTBackbone, random_backbones
+from saqt.errors import ConfigError
 
 TOKENS = 196  # 14 x 14 at 224 px
 GRID = 14
@@ -29,7 +30,7 @@ class CWSA(nn.Module):
     def __init__(self, tokens: int = TOKENS, dropout: float = 0.5, variant: str = "released"):
         super().__init__()
         if variant not in CWSA_VARIANTS:
-            raise ValueError(f"CWSA variant must be one of {', '.join(CWSA_VARIANTS)}, got {variant!r}")
+            raise ConfigError(f"CWSA variant must be one of {', '.join(CWSA_VARIANTS)}, got {variant!r}")
         self.c_q, self.c_k, self.c_v = (nn.Linear(tokens, tokens) for _ in range(3))
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(tokens)
@@ -125,9 +126,9 @@ class GlintConfig:
 
     def __post_init__(self):
         if self.local_backbone not in LOCAL_BACKBONES:
-            raise ValueError(f"--local-backbone must be one of {', '.join(LOCAL_BACKBONES)}")
+            raise ConfigError(f"--local-backbone must be one of {', '.join(LOCAL_BACKBONES)}")
         if self.cwsa not in CWSA_VARIANTS:
-            raise ValueError(f"--cwsa must be one of {', '.join(CWSA_VARIANTS)}, got {self.cwsa!r}")
+            raise ConfigError(f"--cwsa must be one of {', '.join(CWSA_VARIANTS)}, got {self.cwsa!r}")
 
     def random_backbones(self) -> list[str]:
         """The backbones these settings leave with random weights."""

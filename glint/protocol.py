@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from saqt.errors import ConfigError
+
 PROTOCOLS = ("honest", "released")
 SCHEDULES = ("cosine", "cycle")
 
@@ -50,22 +52,22 @@ def resolve(name: str, given: dict, round_: int | None = None, dataset_spec: dic
             pretrain: bool = False) -> Protocol:  # fmt: skip
     """Protocol ``name`` with the options in ``given`` (None: not given) applied on top."""
     if name not in PROTOCOLS:
-        raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {name!r}")
+        raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {name!r}")
     base = dict(PRETRAIN[name] if pretrain else HONEST if name == "honest" else RELEASED)
     if name == "released" and dataset_spec and "epochs" in dataset_spec.get("released", {}):
         base["epochs"] = dataset_spec["released"]["epochs"]
     given = {k: v for k, v in given.items() if v is not None}
     unknown = sorted(set(given) - set(base) - {"max_steps"})
     if unknown:
-        raise ValueError(f"unknown protocol settings: {', '.join(unknown)}")
+        raise ConfigError(f"unknown protocol settings: {', '.join(unknown)}")
     if given.get("schedule", base["schedule"]) not in SCHEDULES:
-        raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}")
+        raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}")
     if given.get("select_on", base["select_on"]) not in ("val", "test"):
-        raise ValueError("--select-on must be val or test")
+        raise ConfigError("--select-on must be val or test")
     deviations = {k: {"protocol": base.get(k), "used": v} for k, v in given.items() if base.get(k) != v}
     if round_ is None:
         round_ = 1 if name == "released" else 0
     if name == "released" and round_ < 1:
-        raise ValueError("--protocol released numbers its rounds from 1 (round r splits with seed r x --seed)")
+        raise ConfigError("--protocol released numbers its rounds from 1 (round r splits with seed r x --seed)")
     return Protocol(name, base | {k: v for k, v in given.items() if k in base}, round_,
                     deviations if name == "released" else {})  # fmt: skip

@@ -31,6 +31,7 @@ from glint.model import GlintIQA, parameter_counts
 from glint.protocol import RELEASE_ETA_MIN, RELEASE_T_MAX, SCHEDULES
 from saqt import __version__
 from saqt.encoders import pick_device
+from saqt.errors import ConfigError
 from saqt.seeding import derive_seed
 
 
@@ -58,9 +59,9 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.select_on not in ("val", "test"):
-            raise ValueError(f"--select-on must be val or test, got {self.select_on!r}")
+            raise ConfigError(f"--select-on must be val or test, got {self.select_on!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 
 
 @dataclass
@@ -168,7 +169,7 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, config: TrainConfig
     ckpt = torch_load(path)
     changed = sorted(k for k, v in asdict(config).items() if ckpt["train_config"].get(k) != v)
     if changed:
-        raise ValueError(f"--resume needs the settings of the interrupted run; changed: {', '.join(changed)}")
+        raise ConfigError(f"--resume needs the settings of the interrupted run; changed: {', '.join(changed)}")
     model.load_state_dict(ckpt["state_dict"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])

@@ -4,7 +4,26 @@ from __future__ import annotations
 
 import re
 
+import click
 import typer
+from typer.core import TyperGroup
+
+from saqt.errors import SaqtError
+
+
+class OneLineErrors(TyperGroup):
+    """A command group that prints an expected failure (a SaqtError) as one line, ``<app> <command>: <reason>``, and
+    exits 2; any other exception is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SaqtError as err:
+            root = ctx.find_root()
+            names = [root.command.name or root.info_name, *ctx.command_path.split(" ")[1:], ctx.invoked_subcommand]
+            typer.echo(f"{' '.join(n for n in names if n)}: {err}", err=True)
+            raise typer.Exit(2) from None
+
 
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 

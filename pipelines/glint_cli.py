@@ -16,7 +16,6 @@ import typer
 from glint.backbones import RESNET50_URL, VIT_NAME, VIT_TAG
 from glint.checkpoint import load_model
 from glint.data import (
-    DatasetError,
     IQATable,
     SaqtSource,
     SaqtStream,
@@ -31,10 +30,13 @@ from glint.model import GlintConfig, GlintIQA
 from glint.predict import MIN_SIDE, image_paths, score_files, write_scores
 from glint.protocol import PROTOCOLS, Protocol, resolve
 from glint.train import EvalSet, Run, TrainConfig, evaluate, fit
+from pipelines.cli_common import OneLineErrors
 from saqt.encoders import pick_device
+from saqt.errors import ConfigError
 from saqt.images import decode_image
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train and run the GlintIQA quality model.")
+app = typer.Typer(name="glint", cls=OneLineErrors, no_args_is_help=True, add_completion=False,
+                  help="Train and run the GlintIQA quality model.")  # fmt: skip
 
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 MaxSteps = Annotated[int | None, typer.Option(help="Stop after this many optimiser steps in all.")]
@@ -100,10 +102,7 @@ def _config(protocol: Protocol, max_steps: int | None, loader_workers: int) -> T
 
 
 def _train(model: GlintIQA, run: Run, config: TrainConfig, device: str, resume: bool, command: str) -> dict:
-    try:
-        results = fit(model, run, config, device, resume)
-    except ValueError as err:
-        fail(command, err)
+    results = fit(model, run, config, device, resume)
     _report(results, run.out)
     return results
 
@@ -150,17 +149,14 @@ def pretrain(
     """Pretrain GlintIQA on SAQT-IQA labels (5% of pristine images are held out to pick the epoch)."""
     given = {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "schedule": schedule,
              "amp": None if fp32 is None else not fp32, "test_crops": test_crops, "seed": seed}  # fmt: skip
-    try:
-        proto = resolve(protocol, given, pretrain=True)
-        config = _config(proto, max_steps, loader_workers)
-        source = SaqtSource.open(data)
-        train = SaqtStream(source, config.seed)
-        held = SaqtStream(source, config.seed, holdout=True).rated_images(holdout_images)
-        rows = train.count()
-        model = _new_model("pretrain", GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa), config.seed,
-                           random_init)  # fmt: skip
-    except (DatasetError, ValueError, FileNotFoundError) as err:
-        fail("pretrain", err)
+    proto = resolve(protocol, given, pretrain=True)
+    config = _config(proto, max_steps, loader_workers)
+    source = SaqtSource.open(data)
+    train = SaqtStream(source, config.seed)
+    held = SaqtStream(source, config.seed, holdout=True).rated_images(holdout_images)
+    rows = train.count()
+    model = _new_model("pretrain", GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa), config.seed,
+                       random_init)  # fmt: skip
     evals = {"val": EvalSet([r for r, _ in held], [s for _, s in held], source.image)} if held else {}
     provenance = {"pretrain": source.provenance, "protocol": proto.record()}
     run = Run(out, train, evals, math.ceil(rows / config.batch_size), provenance)
@@ -238,16 +234,13 @@ def finetune(
     given = {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "schedule": schedule,
              "amp": None if fp32 is None else not fp32, "select_on": select_on, "test_crops": test_crops,
              "seed": seed}  # fmt: skip
-    try:
-        table = load_table(dataset, root, csv_file)
-        first = resolve(protocol, given, round_, table.spec)
-        protos = [dataclasses.replace(first, round=r) for r in range(first.round, first.round + rounds)]
-        splits = {p.round: make_split(table, p.name, p.round, p.settings["seed"]) for p in protos}
-        if first.settings["select_on"] == "val" and not splits[first.round]["val"]:
-            raise ValueError("--select-on val needs a validation split, which --protocol released does not carve")
-        model_config = GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa)
-    except (DatasetError, ValueError, FileNotFoundError) as err:
-        fail("finetune", err)
+    table = load_table(dataset, root, csv_file)
+    first = resolve(protocol, given, round_, table.spec)
+    protos = [dataclasses.replace(first, round=r) for r in range(first.round, first.round + rounds)]
+    splits = {p.round: make_split(table, p.name, p.round, p.settings["seed"]) for p in protos}
+    if first.settings["select_on"] == "val" and not splits[first.round]["val"]:
+        raise ConfigError("--select-on val needs a validation split, which --protocol released does not carve")
+    model_config = GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa)
     missing = [s.path for s in table.samples if not Path(s.path).is_file()]
     if missing:
         fail("finetune", f"{len(missing)} images of {dataset} are missing, e.g. {missing[0]}")
@@ -262,10 +255,7 @@ def finetune(
                       "split": split_record(table, parts, proto.name, proto.round, proto.settings["seed"]),
                       "split_warning": order_warning, "train_score_map": score_map}  # fmt: skip
         if init:
-            try:
-                model = load_model(init)
-            except ValueError as err:
-                fail("finetune", err)
+            model = load_model(init)
             provenance["init"] = model.checkpoint.describe()
             warning = _leakage(model.checkpoint.meta, dataset, {s.group for s in parts["test"]})
             if warning:
@@ -300,7 +290,7 @@ def _evaluation_split(table: IQATable, record: dict | None, split: str, protocol
         return table.samples, {"split": "all"}
     own = _trained_on(record, table)
     if not own and round_ is None:
-        raise ValueError(f"the checkpoint records no training split on {table.name}: give --split all, or the split "
+        raise ConfigError(f"the checkpoint records no training split on {table.name}: give --split all, or the split "
                          "to remake with --round (and --protocol, --seed)")  # fmt: skip
     base = record if own else {}
     name = protocol or base.get("protocol", "honest")
@@ -309,7 +299,7 @@ def _evaluation_split(table: IQATable, record: dict | None, split: str, protocol
     parts = make_split(table, proto.name, proto.round, proto.settings["seed"])
     same = own and (proto.name, proto.round, proto.settings["seed"]) == (record["protocol"], record["round"], record["seed"])
     if same and names_digest(parts["test"]) != record["digests"]["test"]:
-        raise ValueError(f"the checkpoint's test split cannot be remade from {table.label_file}: the run read another "
+        raise ConfigError(f"the checkpoint's test split cannot be remade from {table.label_file}: the run read another "
                          f"label table ({record['label_file']})")  # fmt: skip
     return parts["test"], {"split": "test", "protocol": proto.name, "round": proto.round,
                            "seed": proto.settings["seed"], "own_split": bool(same)}  # fmt: skip
@@ -347,19 +337,16 @@ def evaluate_cmd(
 ) -> None:
     """SROCC, PLCC, KRCC and RMSE (raw, as the release computes them) and the logistic-fitted PLCC and RMSE of a
     checkpoint on a dataset; by default on the checkpoint's own test split, refusing images it was trained on."""
-    try:
-        model = load_model(checkpoint)
-        table = load_table(dataset, root, csv_file)
-        meta = model.checkpoint.meta
-        record = meta.get("provenance", {}).get("split")
-        if split not in ("auto", "test", "all"):
-            raise ValueError(f"--split must be auto, test or all, got {split!r}")
-        if split == "auto":
-            split = "test" if _trained_on(record, table) or round_ is not None else "all"
-        samples, chosen = _evaluation_split(table, record, split, protocol, round_, seed)
-        overlap, unknown = _training_overlap(table, record, samples)
-    except (DatasetError, ValueError, FileNotFoundError) as err:
-        fail("evaluate", err)
+    model = load_model(checkpoint)
+    table = load_table(dataset, root, csv_file)
+    meta = model.checkpoint.meta
+    record = meta.get("provenance", {}).get("split")
+    if split not in ("auto", "test", "all"):
+        raise ConfigError(f"--split must be auto, test or all, got {split!r}")
+    if split == "auto":
+        split = "test" if _trained_on(record, table) or round_ is not None else "all"
+    samples, chosen = _evaluation_split(table, record, split, protocol, round_, seed)
+    overlap, unknown = _training_overlap(table, record, samples)
     if unknown:
         warn(unknown)
     if overlap and not allow_train_overlap:
@@ -398,11 +385,8 @@ def predict(
     skipped with their reason."""
     if (checkpoint is None) == (not random_init):
         fail("predict", "give --checkpoint CKPT, or --random-init for a smoke run")
-    try:
-        model = (load_model(checkpoint) if checkpoint else
-                 _new_model("predict", GlintConfig("efficientnet_lite0", None, "random"), 0, True))  # fmt: skip
-    except ValueError as err:
-        fail("predict", err)
+    model = (load_model(checkpoint) if checkpoint else
+             _new_model("predict", GlintConfig("efficientnet_lite0", None, "random"), 0, True))  # fmt: skip
     paths = image_paths(images)
     if not paths:
         fail("predict", "no image files found")

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from pipelines.executors import THREAD_VARS, UnitsFailed, _init_worker
 from saqt.embed import embed_images
 from saqt.encoders import Encoder, load_encoder
+from saqt.errors import ConfigError
 from saqt.shards import Locator
 
 SINGLE_THREADED = {"env_vars": dict.fromkeys(THREAD_VARS, "1")}  # as LocalExecutor's worker processes
@@ -43,16 +44,18 @@ class RayExecutor:
 
     def __init__(self, workers: int | None = None, address: str | None = None, max_retries: int = 2):
         if workers is not None and workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {workers}")
+            raise ConfigError(f"--workers must be at least 1, got {workers}")
         self.max_retries = max_retries
         self.started_here = not ray.is_initialized()
         if self.started_here and address:
             try:
                 ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
             except ConnectionError as err:
-                raise ValueError(f"--ray-address {address}: {err}") from None
+                raise ConfigError(f"--ray-address {address}: {err}") from None
         elif self.started_here:
-            ray.init(num_cpus=workers or 1, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+            # "local": a new cluster of this command's own, never one that happens to run here already
+            ray.init(address="local", num_cpus=workers or 1, include_dashboard=False, logging_level=logging.ERROR,
+                     log_to_driver=False)  # fmt: skip
         self.in_flight = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     def __enter__(self) -> RayExecutor:

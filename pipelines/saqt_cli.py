@@ -11,17 +11,18 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cli_common import parse_bytes, parse_int_set, parse_size
+from pipelines.cli_common import OneLineErrors, parse_bytes, parse_int_set, parse_size
 from pipelines.executors import ExecutorKind, UnitsFailed, WorkerDied, open_executor
-from saqt.shards import StageConflict
-from saqt.sources import SourceError, sample_paths, source_names
+from saqt.sources import sample_paths, source_names
 
 # The stages' modules (torch, matplotlib, numba kernels) are imported inside the commands that use them: the
-# CLI starts fast, and the build's worker processes, which re-import this module, stay small.
+# CLI starts fast, and the build's worker processes, which re-import this module, stay small. Expected failures
+# (saqt.errors.SaqtError) end a command with one line and exit 2 (OneLineErrors); anything else is a bug.
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Build quality-labelled image datasets (SAQT-IQA).")
-distortions_app = typer.Typer(no_args_is_help=True, help="The 25 KADID-10k distortion types x 5 levels.")
-bank_app = typer.Typer(no_args_is_help=True, help="Labelled reference banks.")
+app = typer.Typer(name="saqt", cls=OneLineErrors, no_args_is_help=True, add_completion=False,
+                  help="Build quality-labelled image datasets (SAQT-IQA).")  # fmt: skip
+distortions_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="The 25 KADID-10k distortion types x 5 levels.")
+bank_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Labelled reference banks.")
 app.add_typer(distortions_app, name="distortions")
 app.add_typer(bank_app, name="bank")
 RESUME = "finished shards are kept; run the same command again to resume"
@@ -79,8 +80,8 @@ def render(
     for path in paths:
         try:
             src = PreparedImage(decode_image(path))
-        except (ImageDecodeError, ValueError) as err:
-            typer.echo(f"skipped {err}" if isinstance(err, ImageDecodeError) else f"skipped {path}: {err}", err=True)
+        except ImageDecodeError as err:
+            typer.echo(f"skipped {err}", err=True)
             failed += 1
             continue
         renders = {}
@@ -160,12 +161,11 @@ def build(
         recipe_only=recipe_only,
         images_per_shard=images_per_shard,
     )  # fmt: skip
-    with (running("build", (SourceError, StageConflict, ValueError), RESUME),
-          open_executor(executor, workers, ray_address) as units):  # fmt: skip
+    with running("build", RESUME), open_executor(executor, workers, ray_address) as units:
         manifest = run_build(config, out, units, overwrite, _command_line())
     counts = manifest["counts"]
     typer.echo(f"built {counts['pristine']} pristine and {counts['distorted']} distorted images in "
-               f"{len(manifest['shards'])} shard pairs under {out}/ (manifest {out / 'build.json'})")  # fmt: skip
+               f"{len(manifest['done'])} shard pairs under {out}/ (manifest {out / 'build.json'})")  # fmt: skip
     if counts["skipped"]:
         reasons = ", ".join(f"{n} {kind}" for kind, n in sorted(counts["skipped_by_reason"].items()))
         typer.echo(f"skipped {counts['skipped']} inputs ({reasons}); see {out / 'errors.jsonl'}")
@@ -189,13 +189,11 @@ def _command_line() -> str:
 
 
 @contextmanager
-def running(command: str, refused: tuple[type[Exception], ...], advice: str):
-    """Turn a stage's failures into one-line messages: ``refused`` (bad arguments or inputs) exit 2; a dead worker
-    exits 1; units that failed on every attempt get one line each, then ``advice``, and exit 1."""
+def running(command: str, advice: str):
+    """Turn a stage's executor failures into one-line messages: a dead worker exits 1; units that failed on every
+    attempt get one line each, then ``advice``, and exit 1."""
     try:
         yield
-    except refused as err:
-        fail(command, err, 2)
     except WorkerDied as err:
         fail(command, err, 1)
     except UnitsFailed as err:
@@ -270,17 +268,17 @@ def bank_synth(
     save_distorted: Annotated[
         bool, typer.Option(help="Also write the distorted images and dataset.csv (path, score, ref) for glint.")
     ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing bank in --out instead of resuming it.")] = False,
 ) -> None:
-    """Build a labelled bank from any reference images, scored by a full-reference metric (a proxy for MOS)."""
-    from saqt.bank import BankError
+    """Build a labelled bank from any reference images, scored by a full-reference metric (a proxy for MOS); rerun the
+    same command to resume."""
     from saqt.bank_synth import SynthConfig, synth_bank
 
     config = SynthConfig(source=source, root=str(root) if root else None, list_file=str(list_file) if list_file else None,
                          limit=limit, seed=seed, size=parse_size(size), metric=metric, save_distorted=save_distorted,
                          max_upscale=max_upscale, min_jpeg_quality=min_jpeg_quality)  # fmt: skip
-    with (running("bank synth", (SourceError, BankError, ValueError), "no bank written; run the command again"),
-          open_executor(executor, workers, ray_address) as units):  # fmt: skip
-        bank = synth_bank(config, out, units, _command_line())
+    with running("bank synth", RESUME), open_executor(executor, workers, ray_address) as units:
+        bank = synth_bank(config, out, units, _command_line(), overwrite=overwrite)
     typer.echo(
         f"bank of {len(bank.ref_ids)} references x 125 distortions, scored by {metric} (a proxy, not MOS), in {out}/"
     )
@@ -324,12 +322,10 @@ def label(
     overwrite: Annotated[bool, typer.Option(help="Replace existing labels in --out instead of resuming.")] = False,
 ) -> None:
     """Transfer scores from a labelled bank to every distorted image of a build."""
-    from saqt.bank import BankError
-    from saqt.encoders import EncoderError
     from saqt.label import LabelConfig, RunOptions, read_exclusions, run_label
     from saqt.presets import label_settings
 
-    with running("label", (BankError, EncoderError, StageConflict, FileNotFoundError, ValueError), RESUME):
+    with running("label", RESUME):
         settings = label_settings(preset, matches, encoder, rule, normalise)
         config = LabelConfig(build=str(build.resolve()), bank=str(bank.resolve()), bank_type=bank_type, k=k,
                              temperature=temperature, index=index, preset=preset, **settings,
@@ -377,26 +373,23 @@ def fidelity(
     from saqt.bank import BankError, load_bank, normalise_scores
     from saqt.distortions import catalogue
     from saqt.embed import embed_images
-    from saqt.encoders import EncoderError, load_encoder
+    from saqt.encoders import load_encoder
     from saqt.fidelity import leave_one_out
     from saqt.transfer import Rule
 
-    try:
-        if bank is None:
-            raise BankError("give --bank (or --matches to score a matches file)")
-        labelled = load_bank(bank, bank_type)
-        transfer_rule = Rule(rule, k, temperature)
-        scores = normalise_scores(labelled.scores, normalise)
-        embeddings = None
-        if rule != "mean":
-            if not labelled.has_images:
-                raise BankError(f"rule {rule} needs the reference images, and {bank} has only the label table; "
-                                "use --rule mean for the baselines alone")  # fmt: skip
-            enc = load_encoder(encoder, device)
-            embeddings = embed_images(enc, [str(p) for p in labelled.images])
-        report = leave_one_out(scores, embeddings, transfer_rule, seed)
-    except (BankError, EncoderError, ValueError) as err:
-        fail("fidelity", err, 2)
+    if bank is None:
+        raise BankError("give --bank (or --matches to score a matches file)")
+    labelled = load_bank(bank, bank_type)
+    transfer_rule = Rule(rule, k, temperature)
+    scores = normalise_scores(labelled.scores, normalise)
+    embeddings = None
+    if rule != "mean":
+        if not labelled.has_images:
+            raise BankError(f"rule {rule} needs the reference images, and {bank} has only the label table; "
+                            "use --rule mean for the baselines alone")  # fmt: skip
+        enc = load_encoder(encoder, device)
+        embeddings = embed_images(enc, [str(p) for p in labelled.images])
+    report = leave_one_out(scores, embeddings, transfer_rule, seed)
     names = {rule: f"{rule} ({encoder}, k={transfer_rule.neighbours})", "mean": "mean baseline (content-agnostic)",
              "random": "random other reference", "oracle": "oracle: best other reference (ceiling)"}  # fmt: skip
     typer.echo(f"leave-one-reference-out on {report.references} references of {bank} "
@@ -417,16 +410,12 @@ def fidelity(
 def _fidelity_of_matches(matches: str, bank: Path | None, bank_type: str | None, images: Path | None, encoder: str,
                          device: str, as_json: Path | None) -> None:  # fmt: skip
     """``saqt fidelity --matches``: usage skew, and top-1 agreement where the images are at hand."""
-    from saqt.bank import BankError, load_bank
-    from saqt.encoders import EncoderError
+    from saqt.bank import load_bank
     from saqt.fidelity import score_matches
     from saqt.matches import read_matches
 
-    try:
-        given = read_matches(matches)
-        report = score_matches(given, load_bank(bank, bank_type) if bank else None, images, encoder, device)
-    except (BankError, EncoderError, SourceError, ValueError) as err:
-        fail("fidelity", err, 2)
+    given = read_matches(matches)
+    report = score_matches(given, load_bank(bank, bank_type) if bank else None, images, encoder, device)
     u = report["usage"]
     of_bank = f" of {u['bank_references']}" if u["bank_references"] else ""
     typer.echo(f"{u['images']:,} images matched to {u['references_used']} references{of_bank} ({report['how']}):")
@@ -464,14 +453,11 @@ def publish_command(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset at --out.")] = False,
 ) -> None:
     """Publish labels as a standard Parquet dataset: data/ shards, a dataset card (README.md) and SHA256SUMS."""
-    from saqt.publish import PublishConfig, PublishError, publish
+    from saqt.publish import PublishConfig, publish
 
-    try:
-        config = PublishConfig(labels=str(labels.resolve()), validation=validation, seed=seed,
-                               shard_bytes=parse_bytes(shard_size, "--shard-size"), license=license, render=render)  # fmt: skip
-        meta = publish(config, out, overwrite, _command_line(), staging)
-    except (PublishError, FileNotFoundError, ValueError) as err:
-        fail("publish", err, 2)
+    config = PublishConfig(labels=str(labels.resolve()), validation=validation, seed=seed,
+                           shard_bytes=parse_bytes(shard_size, "--shard-size"), license=license, render=render)  # fmt: skip
+    meta = publish(config, out, overwrite, _command_line(), staging)
     splits = ", ".join(f"{s['num_examples']} {s['name']}" for s in meta["dataset_info"]["splits"])
     files = sum(meta["saqt"]["files"].values())
     typer.echo(f"published {splits} rows in {files} shards to {out} (card README.md, checksums SHA256SUMS, "
@@ -502,11 +488,7 @@ def info_command(
     """Summarise a stage folder: kind, rows, shards, settings, errors."""
     from saqt.info import summarise
 
-    try:
-        lines = summarise(folder)
-    except (ValueError, KeyError, json.JSONDecodeError) as err:
-        fail("info", err if isinstance(err, ValueError) else f"{folder}: unreadable manifest ({err})", 2)
-    typer.echo("\n".join(lines))
+    typer.echo("\n".join(summarise(folder)))
 
 
 @app.command("report")
@@ -521,8 +503,5 @@ def report_command(
     """Write one self-contained HTML report: thumbnails, score plots, neighbours, bank usage, fidelity, errors."""
     from saqt.report import write_report
 
-    try:
-        path = write_report(folder, out, images, fidelity_json)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        fail("report", err, 2)
+    path = write_report(folder, out, images, fidelity_json)
     typer.echo(f"report written to {path} ({path.stat().st_size / 2**20:.1f} MiB, self-contained)")

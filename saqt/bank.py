@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -17,11 +18,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-BANK_MANIFEST = "bank.json"
+from saqt.errors import SaqtError
+from saqt.shards import BANK_MANIFEST
+from saqt.stage import FORMAT, open_stage
+
 KINDS = ("kadid10k", "csv", "synth")
+PROVENANCE = ("metric", "score_meaning", "config", "command", "toolkit_version")  # of a bank.json, kept with labels
 
 
-class BankError(ValueError):
+class BankError(SaqtError, ValueError):
     """A bank that cannot be read as asked; one line naming the file and the problem."""
 
 
@@ -72,17 +77,30 @@ class Bank:
 
 
 def normalise_scores(scores: np.ndarray, method: str) -> np.ndarray:
-    """``none``, ``zscore``, or ``minmax:LO:HI`` (the authors': ``minmax:0:9``) over all of the bank's scores."""
+    """``none``, ``zscore``, or ``minmax:LO:HI`` (the authors': ``minmax:0:9``) over all of the bank's scores;
+    BankError where the scores have no spread to normalise."""
     finite = scores[np.isfinite(scores)]
     if method == "none":
         return scores.copy()
+    match = re.fullmatch(r"minmax:(-?[\d.]+):(-?[\d.]+)", method)
+    if method != "zscore" and not match:
+        raise BankError(f"score normalisation must be none, zscore or minmax:LO:HI, got {method!r}")
+    if not finite.size or finite.min() == finite.max():
+        value = f"every score is {finite.min():g}" if finite.size else "it has no score"
+        raise BankError(f"--normalise {method} needs scores that differ, and {value}; use --normalise none")
     if method == "zscore":
         return (scores - finite.mean()) / finite.std()
-    match = re.fullmatch(r"minmax:(-?[\d.]+):(-?[\d.]+)", method)
-    if not match:
-        raise BankError(f"score normalisation must be none, zscore or minmax:LO:HI, got {method!r}")
     lo, hi = float(match[1]), float(match[2])
     return lo + (scores - finite.min()) / (finite.max() - finite.min()) * (hi - lo)
+
+
+def check_scorable(bank: Bank, cells: list[tuple[int, int]], build: str) -> None:
+    """BankError unless each (type, level) of ``cells`` has a score from at least one of the bank's references."""
+    missing = [(t, lv) for t, lv in cells if not np.isfinite(bank.scores[:, t - 1, lv - 1]).any()]
+    if missing:
+        shown = ", ".join(f"type {t} level {lv}" for t, lv in missing[:4]) + (", ..." if len(missing) > 4 else "")
+        raise BankError(f"no reference of the bank {bank.root} has a score for {len(missing)} (type, level) cells "
+                        f"the build {build} renders ({shown}); use a bank that scores them, or build without them")  # fmt: skip
 
 
 def _first(candidates: list[str], available: list[str], what: str, path: Path) -> str:
@@ -99,6 +117,20 @@ def _read_rows(path: Path) -> tuple[list[dict], list[str]]:
             return list(reader), list(reader.fieldnames or [])
     except (UnicodeDecodeError, csv.Error) as err:
         raise BankError(f"{path} is not a readable CSV ({err})") from None
+
+
+def _score(text: str, where: str, spec: dict) -> float:
+    """A score cell: a finite number within the bank kind's ``score_range`` where it has one."""
+    try:
+        score = float(text)
+    except (TypeError, ValueError):
+        raise BankError(f"{where}: score {text!r} is not a number") from None
+    lo, hi = spec.get("score_range") or (None, None)
+    if not math.isfinite(score):
+        raise BankError(f"{where}: score {text!r} is not a finite number")
+    if (lo is not None and score < lo) or (hi is not None and score > hi):
+        raise BankError(f"{where}: score {score:g} lies outside the {spec['name']} range [{lo}, {hi}]")
+    return score
 
 
 def _cell(type_text: str, level_text: str, where: str) -> tuple[int, int]:
@@ -136,7 +168,7 @@ def _load_kadid(root: Path, spec: dict, path: Path | None = None) -> tuple:
         if not m:
             raise BankError(f"{path}:{i}: {row[dist_col]!r} is not a KADID-10k name like I01_01_01.png")
         t, lv = _cell(m["type"], m["level"], f"{path}:{i}")
-        triples.append((m["ref"], t, lv, float(row[score_col])))
+        triples.append((m["ref"], t, lv, _score(row[score_col], f"{path}:{i}", spec)))
     images = {r: root / spec["images_dir"] / f"{r}{spec['reference_suffix']}" for r, *_ in triples}
     return _assemble(root, triples, images)
 
@@ -157,16 +189,34 @@ def _load_csv(root: Path, spec: dict) -> tuple:
         if not image.is_relative_to(root.resolve()):
             raise BankError(f"{path}:{i}: reference {ref!r} escapes the bank folder")
         t, lv = _cell(row[cols["type"]], row[cols["level"]], f"{path}:{i}")
-        triples.append((ref, t, lv, float(row[cols["score"]])))
+        triples.append((ref, t, lv, _score(row[cols["score"]], f"{path}:{i}", spec)))
         images[ref] = image
     return _assemble(root, triples, images)
 
 
+def _bank_manifest(root: Path) -> dict:
+    """The bank's ``bank.json`` ({} without one); one written by ``saqt bank synth`` is checked as a stage."""
+    path = root / BANK_MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BankError(f"{path} is malformed or truncated ({err})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("kind", ""), str):
+        raise BankError(f"{path} is not a bank manifest (a JSON object with a kind)")
+    if manifest.get("format") == FORMAT:
+        manifest = open_stage(root, "bank").manifest
+        if not manifest["complete"]:
+            raise BankError(f"{root} is an unfinished bank: rerun its `saqt bank synth` command to complete it")
+    return manifest
+
+
 def detect_kind(root: Path) -> str:
     """The bank kind from its ``bank.json``, else from which score file is present."""
-    manifest = root / BANK_MANIFEST
-    if manifest.is_file():
-        return json.loads(manifest.read_text())["kind"]
+    manifest = _bank_manifest(root)
+    if manifest.get("kind"):
+        return manifest["kind"]
     for kind in KINDS:
         if any((root / n).is_file() for n in bank_spec(kind)["score_files"]):
             return kind
@@ -174,7 +224,9 @@ def detect_kind(root: Path) -> str:
 
 
 def load_bank(root: Path, kind: str | None = None) -> Bank:
-    """Read the bank under ``root``; ``kind`` (kadid10k, csv, synth) is detected when not given.
+    """Read the bank under ``root``; ``kind`` (kadid10k, csv, synth) is detected when not given. Every score is
+    checked (a finite number, within the kind's range); a bank written by ``saqt bank synth`` is checked against
+    its manifest's checksums.
 
     ``root`` may also be a KADID-10k score table itself (``dmos.csv`` or pyiqa's ``KADID10k.csv``): a bank of
     scores only, enough for the ``mean`` rule and for given matches (``saqt label --matches``).
@@ -187,12 +239,12 @@ def load_bank(root: Path, kind: str | None = None) -> Bank:
         return Bank("kadid10k", root.parent, ref_ids, images, scores, False, {"score_file": root.name})
     if not root.is_dir():
         raise BankError(f"bank folder {root} does not exist")
-    kind = kind or detect_kind(root)
+    manifest = _bank_manifest(root)
+    kind = kind or manifest.get("kind") or detect_kind(root)
     spec = bank_spec(kind)
     ref_ids, images, scores = (_load_kadid if kind == "kadid10k" else _load_csv)(root, spec)
     if not ref_ids:
         raise BankError(f"{root}: the bank has no scores")
-    manifest = json.loads((root / BANK_MANIFEST).read_text()) if (root / BANK_MANIFEST).is_file() else {}
-    provenance = {k: v for k, v in manifest.items() if k not in ("kind", "proxy")}
+    provenance = {k: manifest[k] for k in PROVENANCE if k in manifest}
     proxy = bool(manifest.get("proxy", kind == "synth"))
     return Bank(kind, root, ref_ids, images, scores, proxy, provenance)

@@ -7,6 +7,8 @@ the bank manifest says ``proxy: true`` and every label transferred from it carri
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import re
 from collections.abc import Callable
@@ -17,19 +19,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from saqt import __version__
-from saqt.bank import BANK_MANIFEST, Bank, BankError, bank_spec, load_bank
-from saqt.build import Executor
-from saqt.distortions import PreparedImage, distort
+from saqt.bank import Bank, BankError, bank_spec, load_bank
+from saqt.build import Executor, check_size
+from saqt.distortions import PreparedImage, catalogue_identity, distort
+from saqt.errors import ConfigError
 from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
 from saqt.pool import choose_pool
 from saqt.pristine import prepare_pristine
 from saqt.screen import Screen
 from saqt.seeding import derive_seed
-from saqt.shards import write_json_atomic
+from saqt.shards import BANK_MANIFEST, write_bytes_atomic
 from saqt.sources import Quota, SourceError, SourceItem, list_source
+from saqt.stage import StageConflict, StageWriter, file_entry, new_manifest
 
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window
+CELLS = [(t, lv) for t in range(1, 26) for lv in range(1, 6)]
 
 
 def ms_ssim(reference: np.ndarray, distorted: list[np.ndarray]) -> list[float]:
@@ -77,15 +81,14 @@ class SynthConfig:
         return Screen(self.min_side, self.min_jpeg_quality, self.allow_grey, self.max_upscale)
 
     def check(self) -> None:
-        """Raise ValueError naming the first option that cannot work."""
+        """Raise ConfigError naming the first option that cannot work."""
         if self.metric not in METRICS:
-            raise ValueError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+            raise ConfigError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.metric == "ms_ssim" and min(self.size) < MS_SSIM_MIN_SIDE:
-            raise ValueError(
+            raise ConfigError(
                 f"ms_ssim needs both sides of --size >= {MS_SSIM_MIN_SIDE} px; use a larger --size or --metric psnr"
             )
-        if min(self.size) < 48:
-            raise ValueError("--size: both sides must be at least 48 px")
+        check_size(self.size)
 
 
 def _reference_name(item: SourceItem, pristine_id: str) -> str:
@@ -107,8 +110,7 @@ class _ScoreReference:
         except ImageDecodeError as err:
             return item.key, str(err), None, []
         src = PreparedImage(p.image)
-        cells = [(t, lv) for t in range(1, 26) for lv in range(1, 6)]
-        renders = [distort(src, t, lv, seed=derive_seed(self.config.seed, p.pristine_id, t, lv)) for t, lv in cells]
+        renders = [distort(src, t, lv, seed=derive_seed(self.config.seed, p.pristine_id, t, lv)) for t, lv in CELLS]
         scores = METRICS[self.config.metric](p.image, renders)
         name = _reference_name(item, p.pristine_id)
         pngs = [encode_png(r) if self.config.save_distorted else None for r in renders]
@@ -116,15 +118,71 @@ class _ScoreReference:
             item.key,
             name,
             encode_png(p.image),
-            [(t, lv, s, png) for (t, lv), s, png in zip(cells, scores, pngs, strict=True)],
+            [(t, lv, s, png) for (t, lv), s, png in zip(CELLS, scores, pngs, strict=True)],
         )
 
     def describe(self, item: SourceItem) -> str:
         return f"reference {item.key}"
 
 
-def synth_bank(config: SynthConfig, out: Path, executor: Executor, command: str = "", progress: bool = True) -> Bank:
-    """Write a proxy-scored bank to ``out`` (images/, scores.csv, bank.json) and return it."""
+def _fresh_manifest(config: SynthConfig, listing_errors, items: list[SourceItem], command: str) -> dict:
+    keys = hashlib.sha256("".join(f"{item.key}\n" for item in items).encode()).hexdigest()
+    inputs = {"selection": {"images": len(items), "keys_sha256": keys}, "catalogue": catalogue_identity()}
+    return new_manifest("bank", json.loads(json.dumps(asdict(config))), inputs, len(items), command, kind="synth",
+                        proxy=True, metric=config.metric, listing_errors=[list(e) for e in listing_errors],
+                        score_meaning=f"full-reference {config.metric}, higher is better; a proxy, not human opinion")  # fmt: skip
+
+
+def _record(out: Path, key: str, name: str | None, png: bytes | None, scores: list) -> dict:
+    """Write one reference's image (and distortions) and return its unit entry: files, key, scores or reason."""
+    if png is None:
+        return {"files": {}, "key": key, "skipped": name}
+    files = {"image": out / name}
+    write_bytes_atomic(files["image"], png)
+    for t, lv, _, distorted in scores:
+        if distorted is not None:
+            files[f"{t:02d}_{lv:02d}"] = out / f"distorted/{Path(name).stem}_{t:02d}_{lv:02d}.png"
+            write_bytes_atomic(files[f"{t:02d}_{lv:02d}"], distorted)
+    return {"files": {k: file_entry(out, p) for k, p in files.items()}, "key": key, "scores": [s for *_, s, _ in scores]}
+
+
+def _write_tables(out: Path, manifest: dict) -> dict:
+    """scores.csv (ref, type, level, score) and, with saved distortions, dataset.csv (path, score, ref), from the
+    units; returns their entries."""
+    rows, images = [], []
+    for unit in manifest["done"].values():
+        if "scores" in unit:
+            name = unit["files"]["image"]["path"]
+            rows += [(name, t, lv, s) for (t, lv), s in zip(CELLS, unit["scores"], strict=True)]
+            images += [(unit["files"][f"{t:02d}_{lv:02d}"]["path"], s, name)
+                       for (t, lv), s in zip(CELLS, unit["scores"], strict=True) if f"{t:02d}_{lv:02d}" in unit["files"]]  # fmt: skip
+    tables = {bank_spec("synth")["score_files"][0]: (["ref", "type", "level", "score"], rows)}
+    if images:  # a small rated dataset of its own, for `glint finetune --dataset csv --csv dataset.csv`
+        tables["dataset.csv"] = (["path", "score", "ref"], images)
+    for name, (header, table) in tables.items():
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(header)
+        writer.writerows(sorted(table))
+        write_bytes_atomic(out / name, text.getvalue().encode())
+    return {name: file_entry(out, out / name) for name in tables}
+
+
+def _save(manifest: dict) -> None:
+    skipped = [list(e) for e in manifest["listing_errors"]]
+    skipped += [[u["key"], u["skipped"]] for _, u in sorted(manifest["done"].items(), key=lambda kv: int(kv[0]))
+                if "skipped" in u]  # fmt: skip
+    manifest["skipped"] = skipped
+    manifest["counts"] = {"references": sum("scores" in u for u in manifest["done"].values()), "skipped": len(skipped)}
+
+
+def synth_bank(config: SynthConfig, out: Path, executor: Executor, command: str = "", progress: bool = True,
+               overwrite: bool = False) -> Bank:  # fmt: skip
+    """Write a proxy-scored bank to ``out`` (images/, scores.csv, bank.json) and return it.
+
+    Like the other stages it resumes: a rerun keeps the references already scored, and refuses a bank in ``out``
+    made with other settings unless ``overwrite``.
+    """
     config.check()
     listing = list_source(config.source, Path(config.root) if config.root else None,
                           Path(config.list_file) if config.list_file else None)  # fmt: skip
@@ -134,38 +192,23 @@ def synth_bank(config: SynthConfig, out: Path, executor: Executor, command: str 
     if not items:
         raise SourceError(f"no reference image of source {config.source!r} passes the screen "
                           f"(refused: {[list(e) for e in (listing.errors + pool.refused)[:3]]})")  # fmt: skip
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    rows, images, skipped = [], [], [list(e) for e in listing.errors + pool.refused]
-    if config.save_distorted:
-        (out / "distorted").mkdir(exist_ok=True)
-    with tqdm(total=len(items), unit="ref", desc="bank synth", disable=not progress) as bar:
-        for key, name, png, scores in executor.map_unordered(_ScoreReference(config), items):
-            bar.update(1)
-            if png is None:
-                skipped.append([key, name])
-                continue
-            (out / name).write_bytes(png)
-            rows += [(name, t, lv, s) for t, lv, s, _ in scores]
-            for t, lv, s, distorted in scores:
-                if distorted is not None:
-                    path = f"distorted/{Path(name).stem}_{t:02d}_{lv:02d}.png"
-                    (out / path).write_bytes(distorted)
-                    images.append((path, s, name))
-    if not rows:
-        raise BankError(f"no usable reference images (skipped: {skipped[:3]})")
-    with open(out / bank_spec("synth")["score_files"][0], "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["ref", "type", "level", "score"])
-        writer.writerows(sorted(rows))
-    if images:  # a small rated dataset of its own, for `glint finetune --dataset csv --csv dataset.csv`
-        with open(out / "dataset.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "score", "ref"])
-            writer.writerows(sorted(images))
-    write_json_atomic(out / BANK_MANIFEST, {
-        "kind": "synth", "proxy": True, "metric": config.metric, "score_meaning": f"full-reference {config.metric}, "
-        "higher is better; a proxy, not human opinion", "config": json.loads(json.dumps(asdict(config))),
-        "command": command, "toolkit_version": __version__, "skipped": skipped,
-        "screen": {**config.reference_screen.describe(), "screened": pool.screened, "duplicates": pool.duplicates},
-    })  # fmt: skip
+    if not (out / BANK_MANIFEST).exists() and any((out / n).exists() for n in ("scores.csv", "dataset.csv", "dmos.csv")):
+        raise StageConflict(f"{out} holds a bank that `saqt bank synth` did not write; choose another --out")
+    fresh = _fresh_manifest(config, listing.errors + pool.refused, items, command)
+    fresh["screen"] = {**config.reference_screen.describe(), "screened": pool.screened, "duplicates": pool.duplicates}
+    inputs = {"--root": config.root, "--list": config.list_file}
+    with StageWriter(out, fresh, overwrite, inputs, on_save=_save) as writer:
+        pending = [(str(i), item) for i, item in enumerate(items) if str(i) not in writer.manifest["done"]]
+        writer.save()
+        by_key = {item.key: unit for unit, item in pending}
+        with tqdm(total=len(items), initial=len(items) - len(pending), unit="ref", desc="bank synth",
+                  disable=not progress) as bar:  # fmt: skip
+            for key, name, png, scores in executor.map_unordered(_ScoreReference(config), [it for _, it in pending]):
+                writer.record(by_key[key], _record(out, key, name, png, scores))
+                bar.update(1)
+        usable = writer.manifest["counts"]["references"] > 0
+        writer.manifest["files"] = _write_tables(out, writer.manifest) if usable else {}
+        writer.finish(usable)
+    if not usable:
+        raise BankError(f"no usable reference images (skipped: {writer.manifest['skipped'][:3]})")
     return load_bank(out)

@@ -13,14 +13,15 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
 
-from saqt import __version__
 from saqt.distortions import PreparedImage, catalogue_identity, distort, random_params, spec
+from saqt.errors import ConfigError, SaqtError
 from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
 from saqt.pool import Pool, choose_pool
 from saqt.pristine import prepare_pristine
@@ -32,15 +33,21 @@ from saqt.shards import (
     DISTORTED_SCHEMA,
     PRISTINE_SCHEMA,
     ShardWriter,
-    resume_manifest,
+    aborting,
     write_json_atomic,
 )
-from saqt.sources import Quota, SourceError, SourceItem, list_source, read_selection
+from saqt.sources import Quota, SourceItem, list_source, read_selection
+from saqt.stage import StageWriter, new_manifest
 
 MANIFEST = BUILD_MANIFEST
 ERROR_LOG = BUILD_ERRORS
 ALL_TYPES = tuple(range(1, 26))
 ALL_LEVELS = tuple(range(1, 6))
+MAX_SIDE = 4096  # canonical images are distorted 125 ways in memory: a ceiling well above the paper's 512 x 384
+
+
+class NothingBuilt(SaqtError):
+    """A build that ended with no usable image."""
 
 
 @dataclass(frozen=True)
@@ -69,20 +76,19 @@ class BuildConfig:
     images_per_shard: int = 8
 
     def check(self) -> None:
-        """Raise ValueError naming the first option that cannot work."""
-        if min(self.size) < 48:
-            raise ValueError(f"--size {self.size[0]}x{self.size[1]}: both sides must be at least 48 px")
+        """Raise ConfigError naming the first option that cannot work."""
+        check_size(self.size)
         for name in ("limit", "per_class", "per_image", "images_per_shard"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         cells = len(self.types) * len(self.levels)
         if self.per_image is not None and self.per_image > cells:
-            raise ValueError(f"--per-image {self.per_image} exceeds the {cells} (type, level) cells selected")
+            raise ConfigError(f"--per-image {self.per_image} exceeds the {cells} (type, level) cells selected")
         if not self.types or not self.levels:
-            raise ValueError("no distortion types or levels selected")
+            raise ConfigError("no distortion types or levels selected")
         if not 0 <= self.min_jpeg_quality <= 100 or not 0 < self.max_upscale < 1e6:
-            raise ValueError("--min-jpeg-quality must be in 0..100 and --max-upscale a positive number")
+            raise ConfigError("--min-jpeg-quality must be in 0..100 and --max-upscale a positive number")
 
     @property
     def pristine_screen(self) -> Screen:
@@ -94,6 +100,14 @@ class BuildConfig:
     def as_dict(self) -> dict:
         """JSON-ready form, as recorded in the manifest."""
         return json.loads(json.dumps(asdict(self)))
+
+
+def check_size(size: tuple[int, int], least: int = 48) -> None:
+    """ConfigError unless both sides of the canonical ``size`` (width, height) lie in [least, MAX_SIDE]."""
+    if min(size) < least:
+        raise ConfigError(f"--size {size[0]}x{size[1]}: both sides must be at least {least} px")
+    if max(size) > MAX_SIDE:
+        raise ConfigError(f"--size {size[0]}x{size[1]}: each side must be at most {MAX_SIDE} px")
 
 
 @dataclass
@@ -154,7 +168,7 @@ def build_unit(config: BuildConfig, out: Path, unit: tuple[int, list[SourceItem]
     pristine = ShardWriter(out / "pristine" / name, PRISTINE_SCHEMA)
     distorted = ShardWriter(out / "distorted" / name, DISTORTED_SCHEMA)
     errors = []
-    try:
+    with aborting(pristine, distorted):
         for item in items:
             try:
                 row, canon = _pristine_row(config, item)
@@ -166,10 +180,6 @@ def build_unit(config: BuildConfig, out: Path, unit: tuple[int, list[SourceItem]
             distorted.write([distorted_row(config, src, pid, item.key, t, lv) for t, lv in plan_cells(config, pid)])
             pristine.write([row])
         shards = {"distorted": distorted.commit(out), "pristine": pristine.commit(out)}
-    except BaseException:
-        pristine.abort()
-        distorted.abort()
-        raise
     return UnitResult(index, shards, errors, len(items))
 
 
@@ -181,32 +191,31 @@ def _fresh_manifest(config: BuildConfig, listing_errors, pool: Pool, units: int,
     digest = hashlib.sha256()
     for item in pool.kept:
         digest.update(item.key.encode() + b"\n")
-    return {
-        "stage": "build", "toolkit_version": __version__, "catalogue": catalogue_identity(), "config": config.as_dict(),
-        "command": command,
-        "selection": {"images": len(pool.kept), "keys_sha256": digest.hexdigest()}, "units": units, "shards": {},
-        "listing_errors": [list(e) for e in listing_errors], "complete": False,
-        "screen": {**config.pristine_screen.describe(), "screened": pool.screened, "refused": len(pool.refused),
-                   "duplicates": pool.duplicates},
-        "screen_errors": [list(e) for e in pool.refused],
-    }  # fmt: skip
+    inputs = {"selection": {"images": len(pool.kept), "keys_sha256": digest.hexdigest()},
+              "catalogue": catalogue_identity()}  # fmt: skip
+    manifest = new_manifest("build", config.as_dict(), inputs, units, command,
+                            listing_errors=[list(e) for e in listing_errors])  # fmt: skip
+    manifest["screen"] = {**config.pristine_screen.describe(), "screened": pool.screened,
+                          "refused": len(pool.refused), "duplicates": pool.duplicates}  # fmt: skip
+    manifest["screen_errors"] = [list(e) for e in pool.refused]
+    manifest["aux"] = [ERROR_LOG]
+    return manifest
 
 
 def _save(out: Path, manifest: dict) -> None:
     errors = [{"key": k, "reason": r, "stage": "list"} for k, r in manifest["listing_errors"]]
     errors += [{"key": k, "reason": r, "stage": "screen"} for k, r in manifest.get("screen_errors", [])]
-    for unit in sorted(manifest["shards"], key=int):
-        errors += [{"key": k, "reason": r, "stage": "render"} for k, r in manifest["shards"][unit]["errors"]]
-    done = manifest["shards"].values()
+    for unit in sorted(manifest["done"], key=int):
+        errors += [{"key": k, "reason": r, "stage": "render"} for k, r in manifest["done"][unit]["errors"]]
+    done = manifest["done"].values()
     manifest["counts"] = {
-        "pristine": sum(u["shards"]["pristine"]["rows"] for u in done),
-        "distorted": sum(u["shards"]["distorted"]["rows"] for u in done),
+        "pristine": sum(u["files"]["pristine"]["rows"] for u in done),
+        "distorted": sum(u["files"]["distorted"]["rows"] for u in done),
         "skipped": len(errors),
         "skipped_by_reason": dict(Counter(reason_kind(e["reason"]) for e in errors)),
         "duplicates": manifest.get("screen", {}).get("duplicates", 0),
     }
     write_json_atomic(out / ERROR_LOG, errors, lines=True)
-    write_json_atomic(out / MANIFEST, manifest)
 
 
 def reason_kind(reason: str) -> str:
@@ -216,8 +225,8 @@ def reason_kind(reason: str) -> str:
 
 def run_build(config: BuildConfig, out: Path, executor: Executor, overwrite: bool = False,
               command: str = "", progress: bool = True) -> dict:  # fmt: skip
-    """Build (or resume) into ``out``; returns the final manifest. Raises SourceError/StageConflict/ValueError
-    for bad arguments before any work."""
+    """Build (or resume) into ``out``; returns the final manifest. Raises a SaqtError for bad arguments before any
+    work, and NothingBuilt (after writing the manifest and the error log) when no input was usable."""
     config.check()
     listing = list_source(config.source, Path(config.root) if config.root else None,
                           Path(config.list_file) if config.list_file else None, config.split,
@@ -226,25 +235,23 @@ def run_build(config: BuildConfig, out: Path, executor: Executor, overwrite: boo
     pool = choose_pool(listing.items, quota, config.seed, config.size, config.pristine_screen, config.max_pixels,
                        executor, progress)  # fmt: skip
     selection = pool.kept
-    if not selection:
-        kinds = Counter(reason_kind(reason) for _, reason in listing.errors + pool.refused)
-        why = f" ({', '.join(f'{n} {kind}' for kind, n in kinds.most_common())})" if kinds else ""
-        raise SourceError(f"nothing to build: no image of source {config.source!r} passes the screen{why}")
     units = _units(selection, config.images_per_shard)
-    out.mkdir(parents=True, exist_ok=True)
     fresh = _fresh_manifest(config, listing.errors, pool, len(units), command)
-    manifest = resume_manifest(out, MANIFEST, fresh, ("config", "selection"), ("pristine", "distorted"), overwrite,
-                               lambda unit: unit["shards"].values())  # fmt: skip
-    pending = [u for u in units if str(u[0]) not in manifest["shards"]]
-    _save(out, manifest)
-    done_images = len(selection) - sum(len(u[1]) for u in pending)
-    with tqdm(total=len(selection), initial=done_images, unit="img", desc="build", disable=not progress) as bar:
-        for result in executor.map_unordered(_UnitTask(config, out), pending):
-            manifest["shards"][str(result.index)] = {"shards": result.shards, "errors": result.errors}
-            _save(out, manifest)
-            bar.update(result.images)
-    manifest["complete"] = len(manifest["shards"]) == len(units)
-    _save(out, manifest)
+    inputs = {"--root": config.root, "--list": config.list_file}
+    with StageWriter(out, fresh, overwrite, inputs, on_save=partial(_save, out)) as writer:
+        pending = [u for u in units if str(u[0]) not in writer.manifest["done"]]
+        writer.save()
+        done_images = len(selection) - sum(len(u[1]) for u in pending)
+        with tqdm(total=len(selection), initial=done_images, unit="img", desc="build", disable=not progress) as bar:
+            for result in executor.map_unordered(_UnitTask(config, out), pending):
+                writer.record(str(result.index), {"files": result.shards, "errors": result.errors})
+                bar.update(result.images)
+        manifest = writer.finish()
+    if not manifest["counts"]["pristine"]:
+        counts = manifest["counts"]
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(counts["skipped_by_reason"].items()))
+        raise NothingBuilt(f"nothing built: none of the {counts['skipped']} inputs of source {config.source!r} is "
+                           f"usable ({reasons or 'none listed'}); see {out / ERROR_LOG}")  # fmt: skip
     return manifest
 
 

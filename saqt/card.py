@@ -9,8 +9,13 @@ import pyarrow as pa
 import yaml
 
 from saqt.distortions import catalogue
+from saqt.errors import SaqtError
 
 FRONT_MATTER = "---\n"
+
+
+class CardError(SaqtError, ValueError):
+    """A dataset card that cannot be read."""
 
 
 def size_category(rows: int) -> str:
@@ -36,15 +41,19 @@ def hub_features(schema: pa.Schema) -> list[dict]:
 
 
 def read_card(text: str) -> tuple[dict, str]:
-    """The front matter (a dict) and the body of a card; ValueError if it has no front matter."""
+    """The front matter (a dict) and the body of a card; CardError if it has no readable front matter."""
     if not text.startswith(FRONT_MATTER):
-        raise ValueError("README.md has no YAML front matter")
+        raise CardError("README.md has no YAML front matter")
     head, sep, body = text[len(FRONT_MATTER) :].partition("\n---\n")
     if not sep:
-        raise ValueError("README.md's YAML front matter is not closed by a '---' line")
-    meta = yaml.safe_load(head)
+        raise CardError("README.md's YAML front matter is not closed by a '---' line")
+    try:
+        meta = yaml.safe_load(head)
+    except yaml.YAMLError as err:
+        where = f" at line {err.problem_mark.line + 2}" if getattr(err, "problem_mark", None) else ""
+        raise CardError(f"README.md's YAML front matter is malformed{where} ({getattr(err, 'problem', None) or err})") from None
     if not isinstance(meta, dict):
-        raise ValueError("README.md's YAML front matter is not a mapping")
+        raise CardError("README.md's YAML front matter is not a mapping")
     return meta, body
 
 

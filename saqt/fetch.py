@@ -31,6 +31,7 @@ import yaml
 from tqdm import tqdm
 
 from saqt import __version__
+from saqt.errors import SaqtError
 from saqt.shards import sha256_file, write_json_atomic
 
 RECORD = "saqt-fetch.json"
@@ -41,7 +42,7 @@ BOMB_RATIO = 250  # uncompressed : compressed bytes beyond which an archive (or 
 BOMB_FLOOR = 16 << 20  # ...once it expands past 16 MiB; photographs and label tables compress far less
 
 
-class FetchError(RuntimeError):
+class FetchError(SaqtError):
     """A dataset that could not be fetched: one line saying why and what to do."""
 
 
@@ -104,7 +105,7 @@ def _dataset_source(name: str, entry: dict) -> DatasetSource:
     for item in entry.get("archives") or []:
         file = item.get("file") or PurePosixPath(urlsplit(item["url"]).path).name
         if not file or PurePosixPath(file).name != file or file.startswith("."):
-            raise ValueError(f"fetch manifest: {name}: {file!r} is not a plain file name")
+            raise FetchError(f"fetch manifest: {name}: {file!r} is not a plain file name")
         archives.append(Archive(file=file, **{k: item[k] for k in ("url", "bytes", "about", "sha256", "kind", "source")
                                              if k in item}))  # fmt: skip
     keys = ("title", "page", "access", "terms", "marker", "prepare", "how", "after")

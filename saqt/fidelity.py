@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
+from saqt.errors import ConfigError
 from saqt.match import build_index, search
 from saqt.transfer import Rule, neighbour_weights, transfer
 
@@ -49,7 +50,7 @@ def leave_one_out(scores: np.ndarray, embeddings: np.ndarray | None, rule: Rule,
     """
     r = len(scores)
     if r < 2:
-        raise ValueError("leave-one-out needs at least two references")
+        raise ConfigError("leave-one-out needs at least two references")
     rows: dict[str, dict] = {}
     totals = np.nansum(scores, axis=0)
     counts = np.isfinite(scores).sum(axis=0)
@@ -57,7 +58,7 @@ def leave_one_out(scores: np.ndarray, embeddings: np.ndarray | None, rule: Rule,
         mean_pred = (totals[None] - np.nan_to_num(scores)) / (counts[None] - np.isfinite(scores))
     if rule.name != "mean":
         if embeddings is None:
-            raise ValueError(f"rule {rule.name} needs the bank's reference images to embed")
+            raise ConfigError(f"rule {rule.name} needs the bank's reference images to embed")
         k = min(rule.neighbours, r - 1)
         sims, ids = search(build_index(embeddings), embeddings, k + 1)
         own = ids == np.arange(r)[:, None]  # drop each reference from its own neighbours
@@ -118,10 +119,10 @@ def score_matches(matches, bank=None, images: Path | None = None, encoder: str |
     if images is None:
         return report
     if bank is None or not bank.has_images:
-        raise ValueError("top-1 agreement needs --bank with its reference images, to embed them")
+        raise ConfigError("top-1 agreement needs --bank with its reference images, to embed them")
     listing = list_source("folder", images, selection=list(matches.pairs))
     if not listing.items:
-        raise ValueError(f"none of the {len(matches.pairs):,} matched images is under {images}")
+        raise ConfigError(f"none of the {len(matches.pairs):,} matched images is under {images}")
     enc = load_encoder(encoder, device)
     refs = embed_images(enc, [str(p) for p in bank.images], desc="embed bank")
     vectors = embed_images(enc, [it.path for it in listing.items], desc="embed images")

@@ -13,11 +13,13 @@ import deflate
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from saqt.errors import SaqtError
+
 DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard: 8000 x 8000
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(SaqtError, ValueError):
     """An input that cannot be turned into an RGB image; the message is one line naming the reason."""
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from saqt.bank import BANK_MANIFEST, load_bank
+from saqt.bank import load_bank
 from saqt.card import read_card
-from saqt.publish import CARD, SUMS
-from saqt.shards import BUILD_ERRORS, BUILD_MANIFEST, LABEL_MANIFEST
+from saqt.shards import BANK_MANIFEST, BUILD_ERRORS
+from saqt.stage import CARD, StageError, identify, open_stage
 
 TRAIN_RESULTS = "results.json"
 
@@ -29,7 +29,7 @@ def _build(folder: Path, m: dict) -> list[str]:
         f"saqt build ({'complete' if m['complete'] else 'unfinished: rerun its command to resume'})",
         f"rows: {counts['pristine']:,} pristine, {counts['distorted']:,} distorted "
         f"({'recipes only' if c['recipe_only'] else 'with pixels'})",
-        f"shards: {len(m['shards'])} of {m['units']} units done, {_size(folder)}",
+        f"shards: {len(m['done'])} of {m['units']} units done, {_size(folder)}",
         f"settings: {_settings(c, ('source', 'root', 'list_file', 'selection', 'split', 'limit', 'per_class', 'seed', 'per_image'))}, "
         f"size={c['size'][0]}x{c['size'][1]}, {len(c['types'])} types x {len(c['levels'])} levels",
         f"skipped: {counts['skipped']} ({skipped}); details in {folder / BUILD_ERRORS}",
@@ -51,13 +51,12 @@ def _screen(screen: dict | None) -> str:
 
 
 def _label(folder: Path, m: dict) -> list[str]:
-    c, rule = m["config"], m["rule"]
+    c, rule, bank = m["config"], m["rule"], m["inputs"]["bank"]
     return [
         f"saqt label ({'complete' if m['complete'] else 'unfinished: rerun its command to resume'})",
         f"rows: {m['counts']['labels']:,} labelled images in {m['counts']['shards']} shards, {_size(folder)}",
         f"build: {c['build']}",
-        f"bank: {m['bank']['kind']} at {c['bank']} ({m['bank']['references']} references"
-        f"{', proxy scores' if m['bank']['proxy'] else ''})",
+        f"bank: {bank['kind']} at {c['bank']} ({bank['references']} references{', proxy scores' if bank['proxy'] else ''})",
         f"encoder: {m['encoder']['encoder']} ({m['encoder']['weights']}); rule {rule['rule']} k={rule['k']}"
         f"{' T=' + str(rule['temperature']) if rule.get('temperature') is not None else ''}; scale {m['score_scale']}",
         f"self-matches: {m['self_matches']}"
@@ -80,9 +79,11 @@ def _published(folder: Path) -> list[str]:
     ]
 
 
-def _bank(folder: Path, m: dict) -> list[str]:
+def _bank(folder: Path) -> list[str]:
+    bank = load_bank(folder)  # checks the scores, and a synth bank's files against its manifest
+    m = json.loads((folder / BANK_MANIFEST).read_text())
     return [
-        f"labelled bank ({m.get('kind', '?')}, {len(load_bank(folder).ref_ids)} references"
+        f"labelled bank ({m.get('kind', '?')}, {len(bank.ref_ids)} references"
         f"{', proxy scores' if m.get('proxy') else ''})",
         f"scores: {m.get('score_meaning', '?')}",
         f"skipped: {len(m.get('skipped', []))}; {_size(folder)}",
@@ -98,14 +99,19 @@ def _training(folder: Path) -> list[str]:
 
 
 def summarise(folder: Path) -> list[str]:
-    """Lines describing ``folder``; ValueError if it is not a stage folder this toolkit wrote."""
-    if not folder.is_dir():
-        raise ValueError(f"{folder} is not a folder")
-    for name, describe in ((BUILD_MANIFEST, _build), (LABEL_MANIFEST, _label), (BANK_MANIFEST, _bank)):
-        if (folder / name).is_file():
-            return describe(folder, json.loads((folder / name).read_text()))
-    if (folder / CARD).is_file() and (folder / SUMS).is_file():
-        return _published(folder)
-    if (folder / TRAIN_RESULTS).is_file():
-        return _training(folder)
-    raise ValueError(f"{folder} holds no {BUILD_MANIFEST}, {LABEL_MANIFEST}, {BANK_MANIFEST}, published card or glint results")
+    """Lines describing ``folder``; a SaqtError if it is not a stage folder this toolkit wrote or a glint run."""
+    try:
+        kind = identify(folder)
+    except StageError:
+        if (folder / TRAIN_RESULTS).is_file():
+            return _training(folder)
+        raise
+    try:
+        if kind == "published":
+            return _published(folder)
+        if kind == "bank":
+            return _bank(folder)
+        stage = open_stage(folder, kind, checksums=False)  # `saqt verify` checks the checksums
+        return (_build if kind == "build" else _label)(folder, stage.manifest)
+    except (KeyError, TypeError) as err:  # a manifest or card of the right shape that lacks an entry read here
+        raise StageError(f"{folder}: its {kind} manifest lacks {err} or holds it in another form") from None

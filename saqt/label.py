@@ -19,24 +19,16 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from saqt import __version__
-from saqt.bank import Bank, BankError, load_bank, normalise_scores
+from saqt.bank import Bank, BankError, check_scorable, load_bank, normalise_scores
 from saqt.build import Executor
 from saqt.embed import cached_embeddings, embed_images
-from saqt.encoders import load_encoder
+from saqt.encoders import load_encoder, pick_device
+from saqt.errors import ConfigError
 from saqt.match import INDEX_KINDS, build_index, search
 from saqt.matches import read_matches
 from saqt.reader import BuildReader
-from saqt.shards import (
-    BUILD_MANIFEST,
-    LABEL_MANIFEST,
-    LABEL_SCHEMA,
-    SAQT_IQA_SCHEMA,
-    ShardWriter,
-    resume_manifest,
-    sha256_file,
-    write_json_atomic,
-)
+from saqt.shards import LABEL_MANIFEST, LABEL_SCHEMA, SAQT_IQA_SCHEMA, ShardWriter, aborting
+from saqt.stage import StageError, StageWriter, new_manifest
 from saqt.transfer import SELF_MATCH, Rule, cell_means, neighbour_weights, transfer
 
 MANIFEST = LABEL_MANIFEST
@@ -59,14 +51,14 @@ class LabelConfig:
     preset: str | None = None  # recorded when the settings came from a preset (saqt.presets)
 
     def __post_init__(self):
-        Rule(self.rule, self.k, self.temperature)  # raises ValueError for a bad rule, k or temperature
+        Rule(self.rule, self.k, self.temperature)  # raises ConfigError for a bad rule, k or temperature
         if self.index not in INDEX_KINDS:
-            raise ValueError(f"--index must be one of {', '.join(INDEX_KINDS)}, got {self.index!r}")
+            raise ConfigError(f"--index must be one of {', '.join(INDEX_KINDS)}, got {self.index!r}")
         if self.matches and self.rule != "top1":
-            raise ValueError(f"--matches gives one reference per image: it needs --rule top1, not {self.rule}")
+            raise ConfigError(f"--matches gives one reference per image: it needs --rule top1, not {self.rule}")
         if self.matches and self.exclude_refs:
-            raise ValueError("--exclude-refs cannot be combined with --matches: the given matches fix each image's "
-                             "reference, and images matched to an excluded one would need matching anew")  # fmt: skip
+            raise ConfigError("--exclude-refs cannot be combined with --matches: the given matches fix each image's "
+                              "reference, and images matched to an excluded one would need matching anew")  # fmt: skip
 
     @property
     def transfer_rule(self) -> Rule:
@@ -111,6 +103,7 @@ class PristineLabels:
     similarities: dict[str, list[float]]
     weights: dict[str, list[float]]
     self_matches: int
+    caches: tuple[str, ...] = ()  # the embedding caches written, relative to the output folder
 
 
 def transfer_labels(config: LabelConfig, reader: BuildReader, bank: Bank, scores: np.ndarray, out: Path,
@@ -141,17 +134,20 @@ def transfer_labels(config: LabelConfig, reader: BuildReader, bank: Bank, scores
     kw = {"batch_size": run.batch_size, "loader_workers": run.loader_workers, "progress": run.progress,
           "embed": embed or embed_images}  # fmt: skip
     slug = _slug(f"{encoder.id}|{encoder.weights}")
+    caches = (f"embeddings/bank-{slug}.parquet", f"embeddings/pristine-{slug}.parquet")
     refs = cached_embeddings(encoder, {r: str(p) for r, p in zip(bank.ref_ids, bank.images, strict=True)},
-                             out / "embeddings" / f"bank-{slug}.parquet", desc="embed bank", **kw)  # fmt: skip
-    images = cached_embeddings(encoder, pristine, out / "embeddings" / f"pristine-{slug}.parquet",
-                               desc="embed pristine", **kw)  # fmt: skip
+                             out / caches[0], desc="embed bank", **kw)  # fmt: skip
+    images = cached_embeddings(encoder, pristine, out / caches[1], desc="embed pristine", **kw)
     index = build_index(np.stack([refs[r] for r in bank.ref_ids]), kind=config.index)
     sims, nn = search(index, np.stack([images[p] for p in ids]), rule.neighbours)
-    return _labels(ids, sims, nn, rule, bank, scores), {"encoder": encoder.id, "weights": encoder.weights}
+    labels = _labels(ids, sims, nn, rule, bank, scores, caches)
+    return labels, {"encoder": encoder.id, "weights": encoder.weights}
 
 
-def _labels(ids: list[str], sims: np.ndarray, nn: np.ndarray, rule: Rule, bank: Bank, scores: np.ndarray):
-    """Each pristine image's transferred scores from its neighbours ``nn`` (bank indices) and similarities."""
+def _labels(ids: list[str], sims: np.ndarray, nn: np.ndarray, rule: Rule, bank: Bank, scores: np.ndarray,
+            caches: tuple[str, ...] = ()) -> PristineLabels:  # fmt: skip
+    """Each pristine image's transferred scores from its neighbours ``nn`` (bank indices) and similarities;
+    ``caches`` names the embedding caches written for them."""
     weights = neighbour_weights(sims, rule)
     cells = transfer(nn, weights, scores)
     return PristineLabels(
@@ -160,16 +156,17 @@ def _labels(ids: list[str], sims: np.ndarray, nn: np.ndarray, rule: Rule, bank: 
         similarities={p: sims[i].tolist() for i, p in enumerate(ids)},
         weights={p: weights[i].tolist() for i, p in enumerate(ids)},
         self_matches=int((sims[:, 0] >= SELF_MATCH).sum()),
+        caches=caches,
     )
 
 
 def _label_unit(reader: BuildReader, unit: str, labels: PristineLabels, constants: dict, out: Path) -> dict:
     """Write the labels and joined SAQT-IQA shards of one build unit."""
-    source = reader.root / reader.manifest["shards"][unit]["shards"]["distorted"]["path"]
+    source = reader.stage.path(unit, "distorted")
     name = f"part-{int(unit):05d}.parquet"
     writers = {"labels": ShardWriter(out / "labels" / name, LABEL_SCHEMA),
                "saqt-iqa": ShardWriter(out / "saqt-iqa" / name, SAQT_IQA_SCHEMA)}  # fmt: skip
-    try:
+    with aborting(*writers.values()):
         for batch in pq.ParquetFile(source).iter_batches(batch_size=125):
             rows = batch.to_pylist()
             provenance = []
@@ -182,10 +179,35 @@ def _label_unit(reader: BuildReader, unit: str, labels: PristineLabels, constant
             writers["labels"].write([{**{k: r[k] for k in keys}, **v} for r, v in zip(rows, provenance, strict=True)])
             writers["saqt-iqa"].write([{**r, **v} for r, v in zip(rows, provenance, strict=True)])
         return {table: w.commit(out) for table, w in writers.items()}
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
+
+
+def rendered_cells(reader: BuildReader) -> list[tuple[int, int]]:
+    """The (type, level) cells the build rendered, read from its distorted shards' recipe columns."""
+    cells: set[tuple[int, int]] = set()
+    for path in reader.shard_paths("distorted"):
+        table = pq.read_table(path, columns=["dist_type", "level"])
+        cells.update(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
+    return sorted(cells)
+
+
+def refuse_unscored(reader: BuildReader, labels: PristineLabels, cells: list[tuple[int, int]]) -> None:
+    """BankError if any distorted image of the build would be labelled with no score (its neighbours have none
+    for its type and level), naming how many and the first."""
+    types, levels = np.array([t - 1 for t, _ in cells]), np.array([lv - 1 for _, lv in cells])
+    if not any(np.isnan(s[types, levels]).any() for s in labels.scores.values()):
+        return  # every rendered cell of every image is scored
+    missing, first = 0, None
+    for path in reader.shard_paths("distorted"):
+        table = pq.read_table(path, columns=["image_id", "pristine_id", "dist_type", "level"]).to_pydict()
+        for image, p, t, lv in zip(*table.values(), strict=True):
+            if np.isnan(labels.scores[p][t - 1, lv - 1]):
+                missing += 1
+                first = first or (image, t, lv, labels.neighbours[p])
+    if missing:
+        image, t, lv, refs = first
+        raise BankError(f"{missing} distorted images would get no score, e.g. {image} (type {t} level {lv}): its "
+                        f"nearest references {refs} have none for it; use a bank that scores every cell the build "
+                        "renders, or --rule topk with a larger --k")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -208,44 +230,47 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
               command: str = "", executor: Executor | None = None) -> dict:  # fmt: skip
     """Label (or resume labelling) a build into ``out``; returns the final manifest.
 
+    The build is checked against its manifest's checksums and the bank's scores are checked before any work; a
+    build, bank and rule that would leave any image without a score are refused before any shard is written.
     The shards are written by ``executor`` (default: here, one after another); an executor with a
     ``gpu_embedder(encoder, device)`` may also embed the images on its GPUs.
     """
+    pick_device(run.device)  # refuse a device this machine lacks before any work
     reader = BuildReader(Path(config.build))
+    if not reader.manifest["counts"].get("pristine"):
+        raise StageError(f"the build {config.build} holds no images: nothing to label")
     full = load_bank(Path(config.bank), config.bank_type)
     normalised = normalise_scores(full.scores, config.normalise)
     bank = full.without(_resolve_exclusions(full, config.exclude_refs))
     scores = normalised[[full.ref_ids.index(r) for r in bank.ref_ids]]
-    units = sorted(reader.manifest["shards"], key=int)
-    identity = {
-        "config": json.loads(json.dumps(asdict(config))),
-        "build": {"root": config.build, "manifest_sha256": sha256_file(Path(config.build) / BUILD_MANIFEST),
-                  "complete": reader.manifest["complete"], "units": units},
+    cells = rendered_cells(reader)
+    check_scorable(bank, cells, config.build)
+    units = reader.stage.units()
+    inputs = {
+        "build": {"root": config.build, "digest": reader.stage.digest(), "complete": reader.manifest["complete"]},
         "bank": {**bank.describe(), "scores_sha256": _bank_digest(full)},
-    }  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    fresh = {"stage": "label", **identity, "shards": {}, "complete": False}
-    manifest = resume_manifest(out, MANIFEST, fresh, ("config", "build", "bank"), ("labels", "saqt-iqa"), overwrite,
-                               lambda unit: unit.values())  # fmt: skip
-    gpu_embedder = getattr(executor, "gpu_embedder", None)
-    embed = gpu_embedder(config.encoder, run.device) if gpu_embedder and not config.matches else None
-    labels, encoder = transfer_labels(config, reader, bank, scores, out, run, embed)
-    manifest.update({"toolkit_version": __version__, "command": command, "encoder": encoder,
-                     "rule": config.transfer_rule.describe(), "score_scale": config.normalise,
-                     "self_matches": labels.self_matches})  # fmt: skip
-    constants = {"score_scale": config.normalise, "bank": f"{bank.kind}:{Path(config.bank).name}",
-                 "bank_proxy": bank.proxy, "encoder": encoder["encoder"], "encoder_weights": encoder["weights"],
-                 "rule": config.rule, "k": config.transfer_rule.neighbours,
-                 "temperature": config.temperature if config.rule == "topk" else None}  # fmt: skip
-    pending = [u for u in units if u not in manifest["shards"]]
-    task = _LabelTask(reader, labels, constants, out)
-    done = executor.map_unordered(task, pending) if executor else map(task, pending)
-    for unit, shards in tqdm(done, total=len(pending), desc="label", unit="shard", disable=not run.progress):
-        manifest["shards"][unit] = shards
-        _save(out, manifest)
-    manifest["complete"] = reader.manifest["complete"] and len(manifest["shards"]) == len(units)
-    _save(out, manifest)
-    return manifest
+    }
+    if config.matches:
+        inputs["matches"] = {"source": config.matches, "sha256": read_matches(config.matches).sha256}
+    fresh = new_manifest("label", json.loads(json.dumps(asdict(config))), inputs, len(units), command)
+    with StageWriter(out, fresh, overwrite, {"--build": config.build, "--bank": config.bank}, _save) as writer:
+        gpu_embedder = getattr(executor, "gpu_embedder", None)
+        embed = gpu_embedder(config.encoder, run.device) if gpu_embedder and not config.matches else None
+        labels, encoder = transfer_labels(config, reader, bank, scores, out, run, embed)
+        refuse_unscored(reader, labels, cells)
+        writer.manifest.update({"encoder": encoder, "rule": config.transfer_rule.describe(),
+                                "score_scale": config.normalise, "self_matches": labels.self_matches,
+                                "aux": list(labels.caches)})  # fmt: skip
+        constants = {"score_scale": config.normalise, "bank": f"{bank.kind}:{Path(config.bank).name}",
+                     "bank_proxy": bank.proxy, "encoder": encoder["encoder"], "encoder_weights": encoder["weights"],
+                     "rule": config.rule, "k": config.transfer_rule.neighbours,
+                     "temperature": config.temperature if config.rule == "topk" else None}  # fmt: skip
+        pending = writer.pending(units)
+        task = _LabelTask(reader, labels, constants, out)
+        done = executor.map_unordered(task, pending) if executor else map(task, pending)
+        for unit, shards in tqdm(done, total=len(pending), desc="label", unit="shard", disable=not run.progress):
+            writer.record(unit, {"files": shards})
+        return writer.finish(reader.manifest["complete"])
 
 
 def _bank_digest(bank: Bank) -> str:
@@ -254,7 +279,6 @@ def _bank_digest(bank: Bank) -> str:
     return digest.hexdigest()
 
 
-def _save(out: Path, manifest: dict) -> None:
-    done = manifest["shards"].values()
-    manifest["counts"] = {"labels": sum(s["labels"]["rows"] for s in done), "shards": len(manifest["shards"])}
-    write_json_atomic(out / MANIFEST, manifest)
+def _save(manifest: dict) -> None:
+    done = manifest["done"].values()
+    manifest["counts"] = {"labels": sum(s["files"]["labels"]["rows"] for s in done), "shards": len(manifest["done"])}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from saqt.errors import ConfigError
+
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 
 
@@ -11,7 +13,7 @@ def _faiss():
     try:
         import faiss
     except ImportError:
-        raise RuntimeError(
+        raise ConfigError(
             "FAISS is not installed: pip install 'saqt-iqa[cpu]' (or '[gpu]' on CUDA machines)"
         ) from None
     return faiss
@@ -35,7 +37,7 @@ def build_index(vectors: np.ndarray, kind: str = "flat", nlist: int = 1024, hnsw
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
     else:
-        raise ValueError(f"--index must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
+        raise ConfigError(f"--index must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
     if gpu != "never" and kind != "hnsw" and faiss.get_num_gpus() > 0:
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     index.add(vectors)

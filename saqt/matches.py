@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from saqt import authors
+from saqt.errors import SaqtError
 
 FORMS = (("kadis", "kadid-10k", "sim_value"), ("source_image", "target_reference", "cosine_similarity"))
 
 
-class MatchesError(ValueError):
+class MatchesError(SaqtError, ValueError):
     """A matches file that cannot be used as asked; the message is one line naming the file and the problem."""
 
 

@@ -9,7 +9,8 @@ The layout is the Hugging Face Hub's, read by ``datasets.load_dataset("parquet",
     data/validation-00000-of-00001.parquet   optional; split by pristine image
 
 Everything is written to a staging folder and then moved (or, for an fsspec URL, uploaded) into place with
-SHA256SUMS last, so an interrupted publish is never mistaken for a complete one.
+SHA256SUMS last, so an interrupted publish is never mistaken for a complete one. ``--overwrite`` replaces only
+the files an earlier publish listed in its SHA256SUMS; a folder holding anything else is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,15 +33,14 @@ from tqdm import tqdm
 
 from saqt import __version__
 from saqt.card import hub_features, render_card, size_category
-from saqt.distortions import catalogue_identity
+from saqt.errors import SaqtError
 from saqt.images import encode_png
 from saqt.reader import BuildReader
-from saqt.shards import LABEL_MANIFEST, SAQT_IQA_SCHEMA, ShardWriter, sha256_file
+from saqt.shards import SAQT_IQA_SCHEMA, ShardWriter, aborting, sha256_file, write_bytes_atomic, writing
 from saqt.sources import source_spec
+from saqt.stage import CARD, SUMS, FolderLock, Stage, check_apart, open_stage, read_sums
 
 SCHEMA_VERSION = "saqt-iqa-publish/1"
-CARD = "README.md"
-SUMS = "SHA256SUMS"
 SPLITS = ("train", "validation")
 ROW_GROUP = 100  # rows per Parquet row group: small enough for dataset viewers to page through images
 IMAGE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])  # the Hub's Image feature
@@ -72,7 +73,7 @@ FIELD_MEANINGS = {
 }
 
 
-class PublishError(ValueError):
+class PublishError(SaqtError, ValueError):
     """The labels cannot be published as asked."""
 
 
@@ -111,47 +112,52 @@ def validation_ids(pristine_ids: list[str], fraction: float, seed: int) -> set[s
     return set(ranked[:count])
 
 
-def _label_manifest(labels: Path) -> dict:
-    path = labels / LABEL_MANIFEST
-    if not path.is_file():
-        raise PublishError(f"{labels} has no {LABEL_MANIFEST}: not a `saqt label` output folder")
-    manifest = json.loads(path.read_text())
-    if not manifest.get("complete"):
+def open_labels(labels: Path) -> tuple[Stage, BuildReader]:
+    """A finished ``saqt label`` folder and its build, both checked against their manifests' checksums, every
+    label scored, and the build still the one labelled; PublishError (or StageError) otherwise."""
+    stage = open_stage(labels, "label")
+    if not stage.manifest["complete"]:
         raise PublishError(f"{labels} is an unfinished labelling run: rerun `saqt label` to complete it first")
-    return manifest
+    unscored = sum(pq.read_table(p, columns=["score"]).column(0).null_count for p in stage.paths("saqt-iqa"))
+    if unscored:
+        raise PublishError(f"{labels}: {unscored} labels have no score; relabel with a bank that scores every cell")
+    reader = BuildReader(Path(stage.manifest["config"]["build"]))
+    if reader.stage.digest() != stage.manifest["inputs"]["build"]["digest"]:
+        raise PublishError(f"the build {reader.root} changed since {labels} was labelled; rerun `saqt label`")
+    return stage, reader
 
 
 def provenance(config: PublishConfig, label: dict, build: dict, command: str) -> dict:
     """Where every part of the set came from, as recorded in the card."""
-    bc, lc = build["config"], label["config"]
+    bc, lc, bank = build["config"], label["config"], label["inputs"]["bank"]
     spec = source_spec(bc["source"])
-    bank_command = label["bank"].get("command")
     return {
         "toolkit_version": __version__,
         "source": {"name": bc["source"], "root": bc["root"], "list": bc["list_file"], "split": bc["split"],
                    "description": spec.get("description", ""), "license": spec.get("license", "unknown"),
                    "license_note": spec.get("license_note", "")},
-        "selection": {"selected": build["selection"]["images"], "keys_sha256": build["selection"]["keys_sha256"],
+        "selection": {"selected": build["inputs"]["selection"]["images"],
+                      "keys_sha256": build["inputs"]["selection"]["keys_sha256"],
                       "limit": bc["limit"], "per_class": bc["per_class"], "pristine": build["counts"]["pristine"],
                       "skipped": build["counts"]["skipped"], "skipped_by_reason": build["counts"]["skipped_by_reason"]},
         "canonical_size": bc["size"],
         "screen": {"min_side": bc["min_side"], "min_jpeg_quality": bc["min_jpeg_quality"],
                    "allow_grey": bc["allow_grey"], "max_pixels": bc["max_pixels"], **build.get("screen", {})},
-        "distortions": {"catalogue": build.get("catalogue", catalogue_identity()), "types": bc["types"],
+        "distortions": {"catalogue": build["inputs"]["catalogue"], "types": bc["types"],
                         "levels": bc["levels"], "per_image": bc["per_image"], "recipe_only": bc["recipe_only"],
                         "rendered_at_publish": config.render},
-        "bank": {k: label["bank"].get(k) for k in ("kind", "references", "proxy", "metric", "score_meaning",
-                                                   "scores_sha256", "excluded")},
+        "bank": {k: bank.get(k) for k in ("kind", "references", "proxy", "metric", "score_meaning",
+                                          "scores_sha256", "excluded")},
         "encoder": {"id": label["encoder"]["encoder"], "weights": label["encoder"]["weights"]},
         "transfer": {"rule": lc["rule"], "k": label["rule"]["k"], "temperature": label["rule"].get("temperature"),
                      "score_scale": label["score_scale"], "index": lc["index"]},
         "self_matches": label["self_matches"],
-        "seeds": {"build": bc["seed"], "bank": label["bank"].get("config", {}).get("seed"), "split": config.seed},
+        "seeds": {"build": bc["seed"], "bank": bank.get("config", {}).get("seed"), "split": config.seed},
         "split": {"validation_fraction": config.validation, "by": "pristine_id", "seed": config.seed},
-        "inputs": {"build_manifest_sha256": label["build"]["manifest_sha256"],
-                   "label_shards_sha256": [label["shards"][u]["saqt-iqa"]["sha256"]
-                                           for u in sorted(label["shards"], key=int)]},
-        "commands": [build.get("command", ""), bank_command or "", label.get("command", ""), command],
+        "inputs": {"build_digest": label["inputs"]["build"]["digest"],
+                   "label_shards_sha256": [label["done"][u]["files"]["saqt-iqa"]["sha256"]
+                                           for u in sorted(label["done"], key=int)]},
+        "commands": [build.get("command", ""), bank.get("command") or "", label.get("command", ""), command],
     }  # fmt: skip
 
 
@@ -200,12 +206,11 @@ class _SplitWriter:
             self._writer.abort()
 
 
-def _batches(labels: Path, label: dict, schema: pa.Schema, reader: BuildReader | None) -> Iterator[pa.Table]:
+def _batches(labels: Stage, schema: pa.Schema, reader: BuildReader | None) -> Iterator[pa.Table]:
     """Published rows in label-shard order, ROW_GROUP at a time, the image wrapped as the Hub's Image struct
     (rendered from its recipe when ``reader`` is given)."""
-    for unit in sorted(label["shards"], key=int):
-        shard = pq.ParquetFile(labels / label["shards"][unit]["saqt-iqa"]["path"])
-        for batch in shard.iter_batches(batch_size=ROW_GROUP):
+    for path in labels.paths("saqt-iqa"):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP):
             images = batch.column("image")
             if reader is not None and images.null_count:
                 images = pa.array([r["image"] if r["image"] is not None else encode_png(reader.image(r))
@@ -216,12 +221,11 @@ def _batches(labels: Path, label: dict, schema: pa.Schema, reader: BuildReader |
             yield pa.Table.from_arrays(columns, schema=schema)
 
 
-def write_dataset(config: PublishConfig, label: dict, staging: Path, command: str = "", progress: bool = True) -> dict:
-    """Write the whole dataset, from the labels whose manifest is ``label``, into the empty folder ``staging``;
-    returns the card's front matter."""
-    labels = Path(config.labels)
-    build_root = Path(label["config"]["build"])
-    reader = BuildReader(build_root)
+def write_dataset(config: PublishConfig, labels: Stage, reader: BuildReader, staging: Path, command: str = "",
+                  progress: bool = True) -> dict:  # fmt: skip
+    """Write the whole dataset, from ``labels`` and their build, into the empty folder ``staging``; returns the
+    card's front matter."""
+    label = labels.manifest
     prov = provenance(config, label, reader.manifest, command)
     dataset_id = _dataset_id(prov, config)
     schema = publish_schema(dataset_id)
@@ -231,18 +235,14 @@ def write_dataset(config: PublishConfig, label: dict, staging: Path, command: st
     render = reader if config.render else None
     total = label["counts"]["labels"]
     held = pa.array(sorted(held_out), pa.string())
-    try:
+    with aborting(*writers.values()):
         with tqdm(total=total, desc="publish", unit="img", disable=not progress) as bar:
-            for table in _batches(labels, label, schema, render):
+            for table in _batches(labels, schema, render):
                 in_validation = pc.is_in(table.column("pristine_id"), value_set=held)
                 writers["validation"].add(table.filter(in_validation))
                 writers["train"].add(table.filter(pc.invert(in_validation)))
                 bar.update(table.num_rows)
         files = {s: w.close() for s, w in writers.items()}
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
     splits = [{"name": s, "num_bytes": sum(e["bytes"] for e in files[s]), "num_examples": sum(e["rows"] for e in files[s])}
               for s in SPLITS if files[s]]  # fmt: skip
     rows = sum(s["num_examples"] for s in splits)
@@ -260,60 +260,95 @@ def write_dataset(config: PublishConfig, label: dict, staging: Path, command: st
         "saqt": {"schema": SCHEMA_VERSION, "dataset_id": dataset_id, "recipe_only": recipe_only,
                  "files": {s: len(files[s]) for s in SPLITS if files[s]}, "provenance": prov},
     }  # fmt: skip
-    (staging / CARD).write_text(render_card(meta, [(f.name, FIELD_MEANINGS[f.name]) for f in schema]))
+    write_bytes_atomic(staging / CARD, render_card(meta, [(f.name, FIELD_MEANINGS[f.name]) for f in schema]).encode())
     listed = [e["path"] for f in files.values() for e in f] + [CARD]
-    (staging / SUMS).write_text("".join(f"{sha256_file(staging / p)}  {p}\n" for p in sorted(listed)))
+    write_bytes_atomic(staging / SUMS, "".join(f"{sha256_file(staging / p)}  {p}\n" for p in sorted(listed)).encode())
     return meta
+
+
+def filesystem(url: str, option: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec file system and path of ``url``; PublishError (one line, naming the package to install) where
+    this Python cannot reach it."""
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as err:
+        raise PublishError(f"{option} {url} needs an fsspec file system this Python lacks: {err}") from None
+    except ValueError as err:
+        raise PublishError(f"{option} {url}: {err}") from None
 
 
 def publish(config: PublishConfig, out: str, overwrite: bool = False, command: str = "", staging_dir: str | None = None,
             progress: bool = True) -> dict:  # fmt: skip
     """Publish to ``out``, a local folder or an fsspec URL; returns the card's front matter.
 
-    An existing dataset at ``out`` is refused unless ``overwrite``. Local output is staged beside ``out`` and
-    renamed into place; remote output is staged in ``staging_dir`` (default: the system's temporary folder)
-    and uploaded file by file, SHA256SUMS last.
+    The labels and their build are checked against their manifests first. A non-empty ``out`` is refused unless
+    ``overwrite`` and it holds a published set, of which only the files its SHA256SUMS lists are replaced. Local
+    output is staged beside ``out`` (which is locked meanwhile) and moved into place; remote output is staged in
+    ``staging_dir`` (default: the system's temporary folder) and uploaded; SHA256SUMS comes last either way.
     """
-    label = _label_manifest(Path(config.labels))  # refuse a bad input before touching the output
-    fs, root = fsspec.core.url_to_fs(out)
+    if out.split("://")[0] in ("hf", "huggingface") and "://" in out:
+        raise PublishError(f"--out {out}: publishing straight to the Hugging Face Hub is not supported yet; publish "
+                           "to a folder, then upload it: huggingface-cli upload <user>/<name> <folder> --repo-type dataset")  # fmt: skip
+    labels, reader = open_labels(Path(config.labels))  # refuse a bad input before touching the output
+    fs, root = filesystem(out, "--out")
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-    if fs.exists(root) and fs.ls(root) and not overwrite:
-        raise PublishError(f"{out} is not empty: use --overwrite to replace it or choose another --out")
+    lock = nullcontext()
     if local:
         target = Path(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.parent / f".{target.name}.publishing"
-        shutil.rmtree(staging, ignore_errors=True)
-    else:
-        staging = Path(tempfile.mkdtemp(prefix="saqt-publish-", dir=staging_dir))
-    staging.mkdir(parents=True, exist_ok=True)
-    try:
-        meta = write_dataset(config, label, staging, command, progress)
+        check_apart(target, {"--labels": config.labels, "the labels' build": reader.root})
+        with writing(target.parent):
+            target.parent.mkdir(parents=True, exist_ok=True)
+        lock = FolderLock(target.parent / f".{target.name}.saqt.lock", out)
+    with lock:
+        previous = _previous_set(fs, root, out, overwrite)
         if local:
-            _swap_in(staging, target)
+            staging = target.parent / f".{target.name}.publishing"
+            shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted publish to this --out
         else:
-            _upload(staging, fs, root, overwrite)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            staging = Path(tempfile.mkdtemp(prefix="saqt-publish-", dir=staging_dir))
+        try:
+            with writing(staging):
+                staging.mkdir(parents=True, exist_ok=True)
+            meta = write_dataset(config, labels, reader, staging, command, progress)
+            _install(staging, fs, root, previous, local)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return meta
 
 
-def _swap_in(staging: Path, target: Path) -> None:
-    """Replace ``target`` by ``staging`` with renames, so readers see the old or the new set, never a mix."""
-    old = target.parent / f".{target.name}.replaced"
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
+def _previous_set(fs: fsspec.AbstractFileSystem, root: str, out: str, overwrite: bool) -> list[str]:
+    """The files of the published set already at ``root`` that a publish replaces, SHA256SUMS first; PublishError
+    if ``root`` holds anything but such a set (and, under data/, anything its SHA256SUMS does not list)."""
+    present = sorted(p[len(root) + 1 :] for p in fs.find(root)) if fs.exists(root) else []
+    if not present:
+        return []
+    if not overwrite:
+        raise PublishError(f"{out} is not empty: use --overwrite to replace the set there or choose another --out")
+    if SUMS not in present:
+        raise PublishError(f"{out} holds files `saqt publish` did not write ({', '.join(present[:3])}"
+                           f"{', ...' if len(present) > 3 else ''}); --overwrite replaces only a published set: "
+                           "choose another --out")  # fmt: skip
+    try:
+        listed = read_sums(fs.cat_file(f"{root}/{SUMS}").decode())
+    except UnicodeDecodeError:
+        raise PublishError(f"{out}/{SUMS} is not a text file; choose another --out") from None
+    strays = [p for p in present if p.startswith("data/") and p not in listed]
+    if strays:
+        raise PublishError(f"{out}/data holds files its {SUMS} does not list ({', '.join(strays[:3])}); move them "
+                           "away or choose another --out")  # fmt: skip
+    return [SUMS, *sorted(p for p in listed if p in present)]
 
 
-def _upload(staging: Path, fs: fsspec.AbstractFileSystem, root: str, overwrite: bool) -> None:
-    """Copy the staged files to ``root`` on ``fs``: data first, then the card, SHA256SUMS last."""
-    if overwrite and fs.exists(root):
-        fs.rm(root, recursive=True)
+def _install(staging: Path, fs: fsspec.AbstractFileSystem, root: str, previous: list[str], local: bool) -> None:
+    """Remove the previous set's files (SHA256SUMS first), then move or upload the staged ones: data, the card,
+    SHA256SUMS last, so an interrupted publish never looks complete."""
+    for rel in previous:
+        fs.rm_file(f"{root}/{rel}")
     order = sorted(p.relative_to(staging).as_posix() for p in (staging / "data").iterdir()) + [CARD, SUMS]
-    fs.makedirs(f"{root}/data", exist_ok=True)
-    for rel in order:
-        fs.put_file(str(staging / rel), f"{root}/{rel}")
-
+    with writing(Path(root)):
+        fs.makedirs(f"{root}/data", exist_ok=True)
+        for rel in order:
+            if local:
+                os.replace(staging / rel, f"{root}/{rel}")
+            else:
+                fs.put_file(str(staging / rel), f"{root}/{rel}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,30 +9,28 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from saqt.build import MANIFEST
 from saqt.distortions import PreparedImage, distort
 from saqt.images import decode_image
 from saqt.shards import read_locator
+from saqt.stage import StageError, open_stage
 
 PRISTINE_CACHE = 16  # decoded pristine images kept, for rendering recipes that arrive grouped by pristine
 
 
 class BuildReader:
-    """A finished (or partly finished) ``saqt build`` output folder."""
+    """A finished (or partly finished) ``saqt build`` output folder, checked against its manifest on opening
+    (every file's SHA-256 too, with ``checksums``)."""
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        path = self.root / MANIFEST
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.root} has no {MANIFEST}: not a saqt build folder")
-        self.manifest = json.loads(path.read_text())
+    def __init__(self, root: Path, checksums: bool = True):
+        self.stage = open_stage(Path(root), "build", checksums)
+        self.root = self.stage.root
+        self.manifest = self.stage.manifest
         self._pristine: OrderedDict[str, PreparedImage] = OrderedDict()
         self._locators: dict[str, tuple[str, int, str]] | None = None
 
     def shard_paths(self, table: str) -> list[Path]:
         """Finished shards of ``table`` ('pristine' or 'distorted'), in unit order."""
-        units = sorted(self.manifest["shards"], key=int)
-        return [self.root / self.manifest["shards"][u]["shards"][table]["path"] for u in units]
+        return self.stage.paths(table)
 
     def rows(self, table: str, columns: list[str] | None = None) -> Iterator[dict]:
         """Every row of ``table`` as a dict, shard by shard."""
@@ -49,7 +46,7 @@ class BuildReader:
                 for rg in range(shard.num_row_groups):
                     ids = shard.read_row_group(rg, columns=["pristine_id"]).column(0).to_pylist()
                     if len(ids) != 1:
-                        raise ValueError(f"{path}: row group {rg} holds {len(ids)} pristine images, expected 1")
+                        raise StageError(f"{path}: row group {rg} holds {len(ids)} pristine images, expected 1")
                     self._locators.setdefault(ids[0], (str(path), rg, "image"))
         return self._locators
 

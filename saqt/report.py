@@ -30,9 +30,9 @@ from saqt.card import read_card  # noqa: E402
 from saqt.distortions import catalogue  # noqa: E402
 from saqt.images import decode_image  # noqa: E402
 from saqt.info import summarise  # noqa: E402
-from saqt.publish import CARD  # noqa: E402
 from saqt.reader import BuildReader  # noqa: E402
-from saqt.shards import BUILD_ERRORS, BUILD_MANIFEST, LABEL_MANIFEST  # noqa: E402
+from saqt.shards import BUILD_ERRORS  # noqa: E402
+from saqt.stage import CARD, SUMS, StageError, identify, open_stage, read_sums  # noqa: E402
 from saqt.transfer import SELF_MATCH  # noqa: E402
 
 CELL_COLUMNS = ["pristine_id", "dist_type", "level", "score"]
@@ -72,36 +72,47 @@ def _read(paths: list[str]) -> tuple[pa.Table, pa.Table]:
 def _build_errors(reader: BuildReader) -> tuple[Counter, list[dict]]:
     errors = Counter(reader.manifest["counts"]["skipped_by_reason"])
     log = reader.root / BUILD_ERRORS
-    examples = [json.loads(line) for line in log.read_text().splitlines()[:10]] if log.is_file() else []
+    examples = []
+    for line in log.read_text(errors="replace").splitlines()[:10] if log.is_file() else []:
+        try:
+            examples.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a damaged log line: the counts come from the manifest anyway
     return errors, examples
 
 
 def load_stage(folder: Path) -> StageData:
-    """Read the columns a report needs (never the images) from ``folder``."""
-    if (folder / LABEL_MANIFEST).is_file():
-        label = json.loads((folder / LABEL_MANIFEST).read_text())
-        units = sorted(label["shards"], key=int)
-        cells, matches = _read([str(folder / label["shards"][u]["labels"]["path"]) for u in units])
-        build_root = Path(label["config"]["build"])
-        build = BuildReader(build_root) if (build_root / BUILD_MANIFEST).is_file() else None
+    """Read the columns a report needs (never the images) from ``folder``, through its manifest."""
+    try:
+        kind = identify(folder)
+    except StageError as err:
+        raise StageError(f"{err}: nothing to report") from None
+    if kind == "label":
+        label = open_stage(folder, "label", checksums=False)  # `saqt verify` checks the checksums
+        cells, matches = _read([str(p) for p in label.paths("labels")])
+        try:
+            build = BuildReader(Path(label.manifest["config"]["build"]), checksums=False)
+        except StageError:
+            build = None  # the build is gone or changed: the report shows what the labels hold
         errors, examples = _build_errors(build) if build else (Counter(), [])
-        shards = [str(folder / label["shards"][u]["saqt-iqa"]["path"]) for u in units]
-        return StageData("label", folder, cells, matches,
-                         label["bank"]["references"], errors, examples, shards, build)  # fmt: skip
-    if (folder / BUILD_MANIFEST).is_file():
-        build = BuildReader(folder)
+        shards = [str(p) for p in label.paths("saqt-iqa")]
+        return StageData("label", folder, cells, matches, label.manifest["inputs"]["bank"]["references"], errors,
+                         examples, shards, build)  # fmt: skip
+    if kind == "build":
+        build = BuildReader(folder, checksums=False)
         shards = [str(p) for p in build.shard_paths("distorted")]
         table = pads.dataset(shards).to_table(columns=CELL_COLUMNS[:3])
         table = table.append_column("score", pa.nulls(len(table), pa.float64()))
         return StageData("build", folder, table, None, None, *_build_errors(build), shards, build)
-    if (folder / CARD).is_file() and (folder / "data").is_dir():
+    if kind == "published":
         meta, _ = read_card((folder / CARD).read_text())
         prov = meta["saqt"]["provenance"]
-        shards = sorted(str(p) for p in (folder / "data").glob("*.parquet"))
+        listed = read_sums((folder / SUMS).read_text())  # paths that stay inside the folder
+        shards = [str(folder / p) for p in sorted(listed) if p.startswith("data/") and p.endswith(".parquet")]
         cells, matches = _read(shards)
         return StageData("published", folder, cells, matches,
                          prov["bank"]["references"], Counter(prov["selection"]["skipped_by_reason"]), [], shards)  # fmt: skip
-    raise ValueError(f"{folder} holds no {LABEL_MANIFEST}, {BUILD_MANIFEST} or published dataset: nothing to report")
+    raise StageError(f"{folder} is a {kind}: a report shows a label, build or published folder")
 
 
 # ---------------------------------------------------------------- embedding helpers

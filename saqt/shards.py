@@ -1,4 +1,4 @@
-"""Parquet shards: schemas, an atomic writer, and the stage manifest that lists finished shards with checksums.
+"""Parquet shards: schemas, an atomic writer, checksums, and the file names of the stages' manifests.
 
 A shard is written under a hidden temporary name (``.part-00000.parquet.tmp``, which Parquet readers
 skip) and renamed into place only when complete, so a crash never leaves a partial shard visible.
@@ -9,14 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from saqt.errors import OutputError
 
 SCHEMA_VERSION = "saqt-build/1"
 
@@ -59,6 +61,7 @@ DISTORTED_SCHEMA = pa.schema(
 BUILD_MANIFEST = "build.json"
 BUILD_ERRORS = "errors.jsonl"
 LABEL_MANIFEST = "label.json"
+BANK_MANIFEST = "bank.json"
 PROVENANCE_FIELDS = [
     pa.field("score", pa.float64()),  # null where no neighbour has a score for this cell
     pa.field("score_scale", pa.string(), nullable=False),
@@ -121,17 +124,35 @@ def sha256_file(path: Path) -> str:
         return sha256_stream(f)
 
 
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn a failed write under ``path`` (disk full, permission denied, ...) into a one-line OutputError."""
+    try:
+        yield
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+
+
 def write_json_atomic(path: Path, data: dict | list, lines: bool = False) -> None:
     """Write JSON (or JSON lines) to a temporary file, fsync it, and rename it over ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
+    with writing(path), open(tmp, "w") as f:
         if lines:
             f.writelines(json.dumps(row, sort_keys=True) + "\n" for row in data)
         else:
             json.dump(data, f, indent=2, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+        os.replace(tmp, path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file and rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
 
 
 class ShardWriter:
@@ -142,12 +163,13 @@ class ShardWriter:
         self.schema = schema
         self.tmp = path.with_name(f".{path.name}.tmp")
         self.rows = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
         leaves = _leaf_columns(schema)
         images = {"image", "image.bytes"}  # encoded images: already compressed, and unique
         compression = {c: ("none" if c in images else "zstd") for c in leaves}
-        self._writer = pq.ParquetWriter(self.tmp, schema, compression=compression,
-                                        use_dictionary=[c for c in leaves if c not in images])  # fmt: skip
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.tmp, schema, compression=compression,
+                                            use_dictionary=[c for c in leaves if c not in images])  # fmt: skip
 
     def write(self, rows: list[dict]) -> None:
         """Append rows (dicts keyed by the schema's field names) as one row group."""
@@ -156,23 +178,37 @@ class ShardWriter:
 
     def write_table(self, table: pa.Table) -> None:
         """Append a table of this schema as one row group."""
-        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        with writing(self.path):
+            self._writer.write_table(table, row_group_size=max(1, table.num_rows))
         self.rows += table.num_rows
 
     def commit(self, root: Path) -> dict:
         """Close, checksum and rename into place; returns the manifest entry (path relative to root)."""
-        self._writer.close()
-        with open(self.tmp, "rb") as f:
-            os.fsync(f.fileno())
-        entry = {"path": self.path.relative_to(root).as_posix(), "rows": self.rows, "sha256": sha256_file(self.tmp),
-                 "bytes": self.tmp.stat().st_size}  # fmt: skip
-        os.replace(self.tmp, self.path)
+        with writing(self.path):
+            self._writer.close()
+            with open(self.tmp, "rb") as f:
+                os.fsync(f.fileno())
+            entry = {"path": self.path.relative_to(root).as_posix(), "rows": self.rows, "sha256": sha256_file(self.tmp),
+                     "bytes": self.tmp.stat().st_size}  # fmt: skip
+            os.replace(self.tmp, self.path)
         return entry
 
     def abort(self) -> None:
         """Discard the temporary file."""
-        self._writer.close()
+        with suppress(OSError):  # a full disk fails the close too; the file goes either way
+            self._writer.close()
         self.tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def aborting(*writers) -> Iterator[None]:
+    """Abort every writer (anything with ``abort()``, which removes its temporary files) if the block fails."""
+    try:
+        yield
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
 
 
 def _leaf_columns(schema: pa.Schema) -> list[str]:
@@ -186,41 +222,3 @@ def _leaf_columns(schema: pa.Schema) -> list[str]:
         return [name]
 
     return [p for f in schema for p in leaves(f.name, f.type)]
-
-
-class StageConflict(ValueError):
-    """An output folder holds a stage's output that this run would not reproduce."""
-
-
-def resume_manifest(out: Path, name: str, fresh: dict, identity: tuple[str, ...], subdirs: tuple[str, ...],
-                    overwrite: bool, unit_shards: Callable[[dict], Iterable[dict]]) -> dict:  # fmt: skip
-    """The manifest a stage continues from.
-
-    With ``overwrite`` the earlier output (``subdirs`` and the manifest) is removed. Otherwise an existing
-    manifest must agree with ``fresh`` on every part named in ``identity`` (else StageConflict), and its units
-    whose shards (``unit_shards(unit entry)``) are still intact are kept as done.
-    """
-    path = out / name
-    if overwrite:
-        for sub in subdirs:
-            shutil.rmtree(out / sub, ignore_errors=True)
-        path.unlink(missing_ok=True)
-        return fresh
-    if not path.exists():
-        return fresh
-    old = json.loads(path.read_text())
-    for part in identity:
-        if old.get(part) != fresh[part]:
-            was = old.get(part) if isinstance(old.get(part), dict) else {}
-            changed = sorted(k for k in fresh[part] if was.get(k) != fresh[part][k])
-            raise StageConflict(f"{out} holds {fresh['stage']} output made with another {part} ({', '.join(changed)}); "
-                                "use --overwrite to replace it or choose another --out")  # fmt: skip
-    done = old.get("shards", {}).items()
-    fresh["shards"] = {u: v for u, v in done if all(shard_intact(out, s) for s in unit_shards(v))}
-    return fresh
-
-
-def shard_intact(root: Path, entry: dict) -> bool:
-    """Whether a manifest's shard entry still matches the file on disk (existence and size)."""
-    path = root / entry["path"]
-    return path.is_file() and path.stat().st_size == entry["bytes"]

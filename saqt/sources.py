@@ -19,10 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from saqt.errors import SaqtError
 from saqt.seeding import derive_seed
 
 
-class SourceError(ValueError):
+class SourceError(SaqtError, ValueError):
     """A source that cannot be listed as asked (a bad argument); the message is one line."""
 
 
@@ -111,11 +112,15 @@ def _archive_items(path: Path, key: str, archive: str, label_rule: str, exts: se
 
 def _list_layouts(spec: dict, root: Path, split: str | None) -> Listing:
     exts = {e.lower() for e in spec["extensions"]}
+    refused = {e.lower(): why for e, why in spec.get("refused_extensions", {}).items()}
     layouts = [lay for lay in spec["layouts"] if split is None or lay.get("split", split) == split]
     for layout in layouts:
         items, errors = [], []
         for path in sorted(root.glob(layout["glob"])):
             key = path.relative_to(root).as_posix()
+            if path.suffix.lower() in refused and path.is_file():
+                errors.append((key, refused[path.suffix.lower()]))
+                continue
             if path.is_dir() or (path.suffix.lower() not in exts and "archive" not in layout):
                 continue
             if not _inside(path, root):
@@ -160,6 +165,9 @@ def _read_list_entries(list_file: Path, spec: dict) -> list[tuple[str, str | Non
     label_col = next((c for c in spec["label_columns"] if c in columns), None)
     entries = []
     for i, row in enumerate(rows, start=1):
+        if row[path_col] is not None and not isinstance(row[path_col], str):
+            raise SourceError(f"list file {list_file}: row {i}'s path is a {type(row[path_col]).__name__} "
+                              f"({row[path_col]!r}), not text")  # fmt: skip
         if not isinstance(row[path_col], str) or not row[path_col].strip():
             raise SourceError(f"list file {list_file}: row {i} has no path")
         entries.append(
@@ -171,6 +179,9 @@ def _read_list_entries(list_file: Path, spec: dict) -> list[tuple[str, str | Non
 def _list_file(spec: dict, root: Path, list_file: Path) -> Listing:
     items, errors, seen = [], [], set()
     for entry, label in _read_list_entries(list_file, spec):
+        if "\x00" in entry:
+            errors.append((entry.replace("\x00", "\\0"), "path contains a NUL byte"))
+            continue
         path = Path(os.path.normpath(root / entry))  # an absolute entry replaces root; ".." is folded
         if not path.is_relative_to(root) or not _inside(path, root):
             errors.append((entry, "path escapes the root"))

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from saqt.errors import ConfigError
+
 SELF_MATCH = 0.999  # a pristine image this similar to a reference is (nearly) that reference
 
 RULES = ("top1", "topk", "mean")
@@ -23,9 +25,9 @@ class Rule:
 
     def __post_init__(self):
         if self.name not in RULES:
-            raise ValueError(f"--rule must be one of {', '.join(RULES)}, got {self.name!r}")
+            raise ConfigError(f"--rule must be one of {', '.join(RULES)}, got {self.name!r}")
         if self.k < 1 or self.temperature <= 0:
-            raise ValueError("--k must be at least 1 and --temperature positive")
+            raise ConfigError("--k must be at least 1 and --temperature positive")
 
     @property
     def neighbours(self) -> int:

@@ -8,7 +8,6 @@ of images decodes to the size its row states.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,15 +19,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from saqt.card import read_card
+from saqt.errors import SaqtError
 from saqt.images import ImageDecodeError, decode_image
-from saqt.publish import CARD, SCHEMA_VERSION, SUMS, publish_schema
-from saqt.shards import BUILD_MANIFEST, LABEL_MANIFEST, sha256_file, sha256_stream
+from saqt.publish import SCHEMA_VERSION, filesystem, publish_schema
+from saqt.shards import sha256_stream
+from saqt.stage import CARD, SUMS, StageError, identify, open_stage, read_sums
 
 SHARD_NAME = re.compile(r"data/(?P<split>[a-z]+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet")
-STAGE_MANIFESTS = {BUILD_MANIFEST: "build", LABEL_MANIFEST: "label"}
 
 
-class VerifyError(Exception):
+class VerifyError(SaqtError):
     """The first problem found, as one line."""
 
 
@@ -42,23 +42,16 @@ class Verified:
     decoded: int = 0
 
 
-def _read_sums(text: str) -> dict[str, str]:
-    sums = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        match = re.fullmatch(r"([0-9a-f]{64}) [ *](\S.*)", line)
-        if not match or match[2].startswith("/") or ".." in match[2].split("/"):
-            raise VerifyError(f"{SUMS} line {n} is malformed: {line[:80]!r}")
-        sums[match[2]] = match[1]
-    return sums
-
-
 def verify_published(url: str, sample: int = 64, seed: int = 0) -> Verified:
     """Check the published set at ``url`` (a folder or an fsspec URL); raise VerifyError at the first problem."""
-    fs, root = fsspec.core.url_to_fs(url)
+    fs, root = filesystem(url, "verify")
     for name in (CARD, SUMS):
         if not fs.isfile(f"{root}/{name}"):
             raise VerifyError(f"{name} is missing: not a published saqt set, or an interrupted publish")
-    sums = _read_sums(fs.cat_file(f"{root}/{SUMS}").decode())
+    try:
+        sums = read_sums(fs.cat_file(f"{root}/{SUMS}").decode())
+    except (StageError, UnicodeDecodeError) as err:
+        raise VerifyError(f"{SUMS} is malformed ({err})" if isinstance(err, UnicodeDecodeError) else str(err)) from None
     present = {p[len(root) + 1 :] for p in fs.find(f"{root}/data")}
     for path in sorted(sums):
         if not fs.isfile(f"{root}/{path}"):
@@ -73,8 +66,9 @@ def verify_published(url: str, sample: int = 64, seed: int = 0) -> Verified:
     try:
         meta, _ = read_card(fs.cat_file(f"{root}/{CARD}").decode())
         dataset_id, splits = meta["saqt"]["dataset_id"], meta["dataset_info"]["splits"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise VerifyError(f"{CARD}: not a saqt dataset card ({err})") from None
+        card_rows = {s["name"]: s["num_examples"] for s in splits}
+    except (SaqtError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise VerifyError(f"{CARD}: not a saqt dataset card ({type(err).__name__}: {err})") from None
     if meta["saqt"].get("schema") != SCHEMA_VERSION:
         raise VerifyError(f"{CARD}: schema {meta['saqt'].get('schema')!r}, this toolkit reads {SCHEMA_VERSION!r}")
     shards = _shards_by_split(sorted(p for p in sums if p.startswith("data/")))
@@ -82,7 +76,6 @@ def verify_published(url: str, sample: int = 64, seed: int = 0) -> Verified:
     counts = {path: _check_shard(fs, f"{root}/{path}", path, expected_schema, dataset_id)
               for split in sorted(shards) for path in shards[split]}  # fmt: skip
     rows = {split: sum(counts[p] for p in paths) for split, paths in shards.items()}
-    card_rows = {s["name"]: s["num_examples"] for s in splits}
     if rows != card_rows:
         raise VerifyError(f"row counts {rows} differ from the card's {card_rows}")
     decoded = _decode_sample(fs, root, counts, sample, seed, meta["saqt"].get("recipe_only", False))
@@ -170,32 +163,31 @@ def _read_rows(shard: pq.ParquetFile, indices: np.ndarray, columns: list[str]) -
 
 
 def verify_stage(folder: Path) -> Verified:
-    """Check a build or label folder against its manifest: every shard present, unchanged, with its row count."""
-    name = next((m for m in STAGE_MANIFESTS if (folder / m).is_file()), None)
-    if name is None:
-        raise VerifyError(f"{folder}: no {CARD}+{SUMS}, {BUILD_MANIFEST} or {LABEL_MANIFEST}: nothing to verify")
-    manifest = json.loads((folder / name).read_text())
-    entries = [e for unit in manifest["shards"].values() for e in (unit.get("shards") or unit).values()]
-    rows = 0
+    """Check a build, label or bank folder against its manifest: every file present and unchanged, every shard
+    with its row count, every label scored, the stage complete."""
+    try:
+        stage = open_stage(folder, checksums=True)
+    except StageError as err:
+        raise VerifyError(str(err)) from None
+    entries = stage.entries()
     for entry in entries:
-        path = folder / entry["path"]
-        if not path.is_file():
-            raise VerifyError(f"{entry['path']} is missing")
-        if sha256_file(path) != entry["sha256"]:
-            raise VerifyError(f"{entry['path']}: SHA-256 differs from {name}'s")
-        if pq.ParquetFile(path).metadata.num_rows != entry["rows"]:
-            raise VerifyError(f"{entry['path']}: row count differs from {name}'s")
-        rows += entry["rows"]
-    if not manifest.get("complete"):
-        raise VerifyError(f"{name}: the {STAGE_MANIFESTS[name]} is unfinished; rerun its command to complete it")
-    return Verified(STAGE_MANIFESTS[name], len(entries), rows)
+        if "rows" in entry and pq.ParquetFile(folder / entry["path"]).metadata.num_rows != entry["rows"]:
+            raise VerifyError(f"{entry['path']}: row count differs from {stage.name}'s")
+    if stage.kind == "label":
+        unscored = sum(pq.read_table(p, columns=["score"]).column(0).null_count for p in stage.paths("labels"))
+        if unscored:
+            raise VerifyError(f"{folder}: {unscored} labels have no score")
+    if not stage.manifest["complete"]:
+        raise VerifyError(f"{stage.name}: the {stage.kind} is unfinished; rerun its command to complete it")
+    return Verified(stage.kind, len(entries), sum(e.get("rows", 0) for e in entries))
 
 
 def verify(target: str, sample: int = 64, seed: int = 0) -> Verified:
-    """Verify a published set, or a local build or label folder."""
-    local = Path(target)
-    if "://" not in target and not local.is_dir():
-        raise VerifyError(f"{target} is not a folder")
-    if "://" not in target and not (local / SUMS).exists() and not (local / CARD).exists():
-        return verify_stage(local)
-    return verify_published(target, sample, seed)
+    """Verify a published set (a folder or an fsspec URL), or a local build, label or bank folder."""
+    if "://" in target:
+        return verify_published(target, sample, seed)
+    try:
+        kind = identify(Path(target))
+    except StageError as err:
+        raise VerifyError(f"{err}: nothing to verify") from None
+    return verify_published(target, sample, seed) if kind == "published" else verify_stage(Path(target))

@@ -27,8 +27,9 @@ from saqt.build import BuildConfig, run_build
 from saqt.distortions import distort
 from saqt.images import decode_image, encode_png
 from saqt.reader import BuildReader
-from saqt.shards import DISTORTED_SCHEMA, PRISTINE_SCHEMA, StageConflict, sha256_file
+from saqt.shards import DISTORTED_SCHEMA, PRISTINE_SCHEMA, sha256_file
 from saqt.sources import SourceError, sample_paths
+from saqt.stage import StageConflict
 
 SMALL = {"size": (96, 64), "images_per_shard": 2, "source": "folder"}
 
@@ -59,15 +60,15 @@ def test_same_output_whatever_the_number_of_workers(tmp_path, photos):
     two = build(tmp_path / "w2", photos, workers=2)
     assert one["complete"] and two["complete"] and one["counts"]["distorted"] == 7 * 125
     assert checksums(tmp_path / "w1") == checksums(tmp_path / "w2") and len(checksums(tmp_path / "w1")) == 8
-    assert one["shards"] == two["shards"]
+    assert one["done"] == two["done"]
 
 
 def test_shards_have_the_documented_schema_and_match_the_manifest(tmp_path, photos):
     out = tmp_path / "b"
     manifest = build(out, photos, types=(1, 19, 20), levels=(2, 5))
-    for unit in manifest["shards"].values():
+    for unit in manifest["done"].values():
         for table, schema in (("pristine", PRISTINE_SCHEMA), ("distorted", DISTORTED_SCHEMA)):
-            entry = unit["shards"][table]
+            entry = unit["files"][table]
             t = pq.read_table(out / entry["path"])
             assert t.schema.equals(schema, check_metadata=False) and t.num_rows == entry["rows"]
             assert sha256_file(out / entry["path"]) == entry["sha256"]
@@ -264,7 +265,7 @@ def _wait_for_shards(out: Path, proc: subprocess.Popen, at_least: int) -> None:
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         try:
-            if len(json.loads((out / "build.json").read_text())["shards"]) >= at_least:
+            if len(json.loads((out / "build.json").read_text())["done"]) >= at_least:
                 return
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             pass
@@ -319,7 +320,7 @@ def test_killing_the_main_process_then_rerunning_gives_the_same_shards(tmp_path,
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     manifest = json.loads((out / "build.json").read_text())
-    assert not manifest["complete"] and len(manifest["shards"]) < 7
+    assert not manifest["complete"] and len(manifest["done"]) < 7
     _visible_shards_are_whole(out)
     subprocess.run(_saqt(args), check=True, capture_output=True)
     assert checksums(out) == reference_build

@@ -18,7 +18,8 @@ from saqt.bank import load_bank
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.label import LabelConfig, RunOptions, run_label
-from saqt.shards import StageConflict, sha256_file
+from saqt.shards import sha256_file
+from saqt.stage import StageConflict
 
 KODAK = SHARED / "data" / "kodak24"
 SIZE = (192, 176)  # MS-SSIM needs both sides > 160
@@ -117,7 +118,8 @@ def test_top1_and_exclusion(tmp_path, sample_build, kodak_bank):
         assert row["neighbours"] == [name]
         assert row["score"] == pytest.approx(scores[refs.index(name), row["dist_type"] - 1, row["level"] - 1])
     assert not {r["neighbours"][0] for r in rows} & top
-    assert second["bank"]["excluded"] == list(excluded) and second["bank"]["references"] == len(refs) - len(excluded)
+    assert second["inputs"]["bank"]["excluded"] == list(excluded)
+    assert second["inputs"]["bank"]["references"] == len(refs) - len(excluded)
     assert first["rule"] == {"rule": "top1", "k": 1, "temperature": None}
 
 

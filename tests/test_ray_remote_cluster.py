@@ -40,7 +40,7 @@ def head_node():
 
 
 def _checksums(out: Path) -> dict:
-    return {u: e["shards"] for u, e in json.loads((out / "build.json").read_text())["shards"].items()}
+    return {u: e["files"] for u, e in json.loads((out / "build.json").read_text())["done"].items()}
 
 
 def test_ray_address_joins_a_running_cluster_and_leaves_it_up(head_node, tmp_path):

@@ -1,0 +1,394 @@
+"""The stage contract: one manifest shape for every stage's output folder, how to open and check one, and the
+writer that owns a run's output folder.
+
+A stage (``build``, ``label``, ``bank`` synth) writes its folder's manifest (build.json, label.json, bank.json)
+in one shape::
+
+    format           "saqt-stage/1"
+    stage            build | label | bank
+    toolkit_version  command
+    config           the options that determine the output
+    inputs           what the output was made from (a selection's digest, the input stages' digests)
+    units            how many units of work the run has
+    done             unit -> {"files": {name: {path, sha256, bytes[, rows]}}, ...what else the unit reports}
+    files            name -> entry: outputs written once every unit is done (a bank's scores.csv)
+    aux              files the stage rewrites freely (its error log, caches): not checksummed
+    complete, counts
+
+Every path is relative to the folder and stays inside it. A published set is a stage folder of another kind:
+a dataset card and SHA256SUMS, the Hub's layout, which ``identify`` also recognises.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from saqt import __version__
+from saqt.errors import ConfigError, SaqtError
+from saqt.shards import BANK_MANIFEST, BUILD_MANIFEST, LABEL_MANIFEST, sha256_file, write_json_atomic
+
+FORMAT = "saqt-stage/1"
+MANIFESTS = {"build": BUILD_MANIFEST, "label": LABEL_MANIFEST, "bank": BANK_MANIFEST}
+COMMANDS = {"build": "saqt build", "label": "saqt label", "bank": "saqt bank synth"}
+CARD = "README.md"  # a published set: its dataset card ...
+SUMS = "SHA256SUMS"  # ... and the checksums of every other file
+LOCK = ".saqt.lock"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class StageError(SaqtError, ValueError):
+    """A stage folder that cannot be used as it is: missing, malformed, changed since it was written, or busy."""
+
+
+class StageConflict(StageError):
+    """An output folder holds a stage's output that this run would not reproduce."""
+
+
+def identify(folder: Path) -> str:
+    """Which stage wrote ``folder``: build, label, bank or published; StageError if none did."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StageError(f"{folder} is not a folder")
+    found = [kind for kind, name in MANIFESTS.items() if (folder / name).is_file()]
+    if len(found) > 1:
+        raise StageError(f"{folder} holds the manifests of several stages ({', '.join(found)}): not a stage folder")
+    if found:
+        return found[0]
+    if (folder / CARD).is_file() or (folder / SUMS).is_file():
+        return "published"  # or the remains of one: its checks name what is missing
+    raise StageError(f"{folder} holds no {', '.join(MANIFESTS.values())} or published dataset ({CARD} + {SUMS})")
+
+
+def read_sums(text: str) -> dict[str, str]:
+    """The ``path -> sha256`` lines of a SHA256SUMS file; paths stay inside the folder."""
+    sums = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        match = re.fullmatch(r"([0-9a-f]{64}) [ *](\S.*)", line)
+        if not match or not _relative(match[2]):
+            raise StageError(f"{SUMS} line {n} is malformed: {line[:80]!r}")
+        sums[match[2]] = match[1]
+    return sums
+
+
+def _relative(path: object) -> bool:
+    """Whether ``path`` is a plain relative POSIX path that cannot leave its folder."""
+    if not isinstance(path, str) or not path or path.startswith("/") or "\\" in path or "\x00" in path:
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+def _check_entry(where: str, entry: object) -> None:
+    if not isinstance(entry, dict) or not _relative(entry.get("path")):
+        path = entry.get("path") if isinstance(entry, dict) else entry
+        raise StageError(f"{where}: path {path!r} is not a relative path inside the folder")
+    if not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
+        raise StageError(f"{where}: {entry['path']} has no valid sha256")
+    for key in ("bytes", "rows"):
+        value = entry.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise StageError(f"{where}: {entry['path']} has an invalid {key} ({value!r})")
+
+
+def _validate(path: Path, kind: str, m: object) -> dict:
+    """``m`` if it is a stage manifest of ``kind`` in the shape above; else StageError naming the first fault."""
+    if not isinstance(m, dict):
+        raise StageError(f"{path}: not a stage manifest (a JSON object)")
+    if m.get("format") != FORMAT:
+        raise StageError(f"{path}: written by an older toolkit (format {m.get('format')!r}, this one reads "
+                         f"{FORMAT!r}); rerun the stage with --overwrite")  # fmt: skip
+    if m.get("stage") != kind:
+        raise StageError(f"{path}: a {m.get('stage')!r} manifest, expected {kind!r}")
+    kinds = {"config": dict, "inputs": dict, "units": int, "done": dict, "files": dict, "aux": list, "complete": bool}
+    for key, cls in kinds.items():
+        if not isinstance(m.get(key), cls) or (cls is int and isinstance(m[key], bool)):
+            raise StageError(f"{path}: {key!r} is missing or not a JSON {cls.__name__}")
+    for unit, done in m["done"].items():
+        if not unit.isdigit() or not isinstance(done, dict) or not isinstance(done.get("files"), dict):
+            raise StageError(f"{path}: unit {unit!r} is malformed")
+        for entry in done["files"].values():
+            _check_entry(f"{path}: unit {unit}", entry)
+    for entry in m["files"].values():
+        _check_entry(str(path), entry)
+    for aux in m["aux"]:
+        if not _relative(aux):
+            raise StageError(f"{path}: aux path {aux!r} is not a relative path inside the folder")
+    return m
+
+
+def read_manifest(folder: Path, kind: str) -> dict:
+    """The validated manifest of the ``kind`` stage in ``folder``; StageError if absent or malformed."""
+    path = Path(folder) / MANIFESTS[kind]
+    if not path.is_file():
+        raise StageError(f"{folder} has no {MANIFESTS[kind]}: not a `saqt {kind}` output folder")
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StageError(f"{path} is malformed or truncated ({err}); rerun the stage with --overwrite") from None
+    except OSError as err:
+        raise StageError(f"{path} cannot be read ({err.strerror or err})") from None
+    return _validate(path, kind, manifest)
+
+
+@dataclass
+class Stage:
+    """A stage folder and its validated manifest."""
+
+    kind: str
+    root: Path
+    manifest: dict
+
+    @property
+    def name(self) -> str:
+        """The manifest's file name."""
+        return MANIFESTS[self.kind]
+
+    def units(self) -> list[str]:
+        """The finished units, in order."""
+        return sorted(self.manifest["done"], key=int)
+
+    def path(self, unit: str, name: str) -> Path:
+        """Where unit ``unit`` keeps its file ``name``."""
+        return self.root / self.manifest["done"][unit]["files"][name]["path"]
+
+    def paths(self, name: str) -> list[Path]:
+        """File ``name`` of every finished unit, in unit order."""
+        return [self.path(u, name) for u in self.units()]
+
+    def _listed(self) -> list[tuple[str, dict]]:
+        """(unit, entry) of every listed file: the units' files in unit order, then the stage's own (unit "")."""
+        done, own = self.manifest["done"], self.manifest["files"]
+        units = [(u, e) for u in self.units() for _, e in sorted(done[u]["files"].items())]
+        return units + [("", e) for _, e in sorted(own.items())]
+
+    def entries(self) -> list[dict]:
+        """Every file entry the manifest lists, in order."""
+        return [e for _, e in self._listed()]
+
+    def problem(self, entry: dict, checksum: bool = True) -> str | None:
+        """What is wrong with one listed file (missing, outside the folder, another size or SHA-256), or None."""
+        path = self.root / entry["path"]
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            return f"{entry['path']} leads outside {self.root}"
+        if not path.is_file():
+            return f"{entry['path']} is missing"
+        if path.stat().st_size != entry["bytes"]:
+            return f"{entry['path']}: size differs from {self.name}'s"
+        if checksum and sha256_file(path) != entry["sha256"]:
+            return f"{entry['path']}: SHA-256 differs from {self.name}'s"
+        return None
+
+    def problems(self, checksum: bool = True) -> dict[str, str]:
+        """Each unit (or ``""`` for the stage's own files) with a damaged file -> the first problem found."""
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # hashing releases the GIL
+            found = list(pool.map(lambda item: (item[0], self.problem(item[1], checksum)), self._listed()))
+        damaged: dict[str, str] = {}
+        for unit, problem in found:
+            if problem:
+                damaged.setdefault(unit, problem)
+        return damaged
+
+    def verify(self, checksum: bool = True) -> None:
+        """Raise StageError at the first listed file that is missing or changed since the stage wrote it."""
+        damaged = self.problems(checksum)
+        if damaged:
+            first = damaged[min(damaged, key=lambda u: int(u) if u else 1 << 62)]
+            raise StageError(f"{self.root}: {first}; the {self.kind} output changed since it was written "
+                             f"(rerun its `{COMMANDS[self.kind]}` command to repair it)")  # fmt: skip
+
+    def digest(self) -> str:
+        """Names the content: the stage, its config and inputs, and every listed file's checksum."""
+        m = self.manifest
+        core = {"stage": self.kind, "config": m["config"], "inputs": m["inputs"],
+                "files": sorted((e["path"], e["sha256"]) for e in self.entries())}  # fmt: skip
+        return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
+
+
+def open_stage(folder: Path, expect: str | None = None, checksums: bool = True) -> Stage:
+    """The stage in ``folder`` (of kind ``expect`` when given), checked against its manifest.
+
+    Always: the manifest is well formed, every path stays inside the folder, every listed file is present with
+    its size; with ``checksums``, every file also has its SHA-256. StageError (one line) otherwise.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StageError(f"{folder} is not a folder")
+    kind = expect or identify(folder)
+    if kind not in MANIFESTS:
+        raise StageError(f"{folder} is a {kind} set, not the output of a build, label or bank stage")
+    stage = Stage(kind, folder, read_manifest(folder, kind))
+    stage.verify(checksums)
+    return stage
+
+
+def new_manifest(stage: str, config: dict, inputs: dict, units: int, command: str, **details) -> dict:
+    """A fresh manifest of this shape, with nothing done yet; ``details`` are the stage's own entries."""
+    return {"format": FORMAT, "stage": stage, "toolkit_version": __version__, "command": command, "config": config,
+            "inputs": inputs, "units": units, "done": {}, "files": {}, "aux": [], "complete": False, "counts": {},
+            **details}  # fmt: skip
+
+
+def file_entry(root: Path, path: Path) -> dict:
+    """The manifest entry of a finished file under ``root``."""
+    return {"path": path.relative_to(root).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def check_apart(out: Path, inputs: dict[str, str | Path | None]) -> None:
+    """ConfigError if ``out`` is, is inside, or contains one of ``inputs`` (option -> path)."""
+    target = Path(out).resolve()
+    for option, path in inputs.items():
+        if path is None:
+            continue
+        source = Path(path).resolve()
+        how = ("is" if target == source else "is inside" if source in target.parents
+               else "contains" if target in source.parents else None)  # fmt: skip
+        if how:
+            raise ConfigError(f"--out {out} {how} {option} {path}: write the output apart from the inputs")
+
+
+class FolderLock:
+    """An exclusive lock on an output folder, held by this process while it writes there.
+
+    The lock file records the holder's pid; the lock itself is an ``flock``, which the kernel drops when the
+    holder dies, so a lock left by a killed run never blocks the next one.
+    """
+
+    def __init__(self, path: Path, what: str):
+        self.path, self.what, self._fd = Path(path), what, None
+
+    def __enter__(self) -> FolderLock:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip()
+                os.close(fd)
+                raise StageError(f"{self.what} is being written by another saqt run"
+                                 f"{f' (pid {holder})' if holder else ''}; wait for it to finish or stop it") from None  # fmt: skip
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # else the holder removed the file as we opened it: take a fresh one
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+
+def remove_written(folder: Path, kind: str) -> None:
+    """Remove what an earlier run of ``kind`` wrote in ``folder``, as its manifest lists it; nothing else.
+
+    Without a readable manifest nothing but the manifest itself is removed (the new run's files replace the
+    old ones of the same name).
+    """
+    folder = Path(folder)
+    try:
+        m = _validate(folder / MANIFESTS[kind], kind, json.loads((folder / MANIFESTS[kind]).read_bytes()))
+    except (StageError, UnicodeDecodeError, json.JSONDecodeError):
+        m = None
+    if m is not None:
+        stage = Stage(kind, folder, m)
+        for rel in [e["path"] for e in stage.entries()] + m["aux"]:
+            path = folder / rel
+            if path.resolve().is_relative_to(folder.resolve()):
+                path.unlink(missing_ok=True)
+                _prune_empty(path.parent, folder)
+    (folder / MANIFESTS[kind]).unlink(missing_ok=True)
+
+
+def _prune_empty(folder: Path, root: Path) -> None:
+    while folder != root and folder.is_relative_to(root) and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+
+
+class StageWriter:
+    """One run's hold on its output folder: the lock, resume or ``--overwrite``, and the manifest's updates.
+
+    On entry ``out`` is checked to lie apart from the inputs, created and locked; an earlier run's output is
+    removed (``overwrite``, only the files its manifest lists) or resumed: it must agree with ``fresh`` on
+    config and inputs (else StageConflict), and its units whose files still match their checksums are kept.
+    ``on_save(manifest)`` runs before each write of the manifest (counts, logs).
+    """
+
+    def __init__(self, out: Path, fresh: dict, overwrite: bool = False, inputs: dict | None = None,
+                 on_save: Callable[[dict], None] | None = None):  # fmt: skip
+        self.out, self.manifest, self.overwrite = Path(out), fresh, overwrite
+        self.kind = fresh["stage"]
+        self.inputs, self.on_save = inputs or {}, on_save
+        self._lock = FolderLock(self.out / LOCK, str(self.out))
+
+    def __enter__(self) -> StageWriter:
+        check_apart(self.out, self.inputs)
+        others = [k for k, name in MANIFESTS.items() if k != self.kind and (self.out / name).is_file()]
+        if others:
+            raise StageConflict(f"{self.out} holds a {others[0]} stage's output; choose another --out")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create --out {self.out} ({err.strerror or err})") from None
+        self._lock.__enter__()
+        try:
+            self._start()
+        except BaseException:
+            self._lock.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.__exit__()
+
+    def _start(self) -> None:
+        if (self.out / MANIFESTS[self.kind]).exists():
+            if self.overwrite:
+                remove_written(self.out, self.kind)
+            else:
+                self._resume(read_manifest(self.out, self.kind))
+
+    def _resume(self, old: dict) -> None:
+        fresh = self.manifest
+        for part in ("config", "inputs"):
+            if old[part] != fresh[part]:
+                changed = sorted(k for k in {*old[part], *fresh[part]} if old[part].get(k) != fresh[part].get(k))
+                made = "another config" if part == "config" else "other inputs"
+                raise StageConflict(f"{self.out} holds {self.kind} output made with {made} ({', '.join(changed)}); "
+                                    "use --overwrite to replace it or choose another --out")  # fmt: skip
+        damaged = Stage(self.kind, self.out, old).problems()
+        fresh["done"] = {u: v for u, v in old["done"].items() if u not in damaged}
+
+    def pending(self, units: Iterable[str]) -> list[str]:
+        """Those of ``units`` not done yet."""
+        return [u for u in units if u not in self.manifest["done"]]
+
+    def record(self, unit: str, done: dict) -> None:
+        """Mark ``unit`` done (``done`` holds its ``files`` entries and whatever else it reports); save."""
+        self.manifest["done"][unit] = done
+        self.save()
+
+    def finish(self, complete: bool = True) -> dict:
+        """Save the manifest as complete if every unit is done (and ``complete``); return it."""
+        self.manifest["complete"] = complete and len(self.manifest["done"]) == self.manifest["units"]
+        self.save()
+        return self.manifest
+
+    def save(self) -> None:
+        """Write the manifest (after ``on_save``)."""
+        if self.on_save:
+            self.on_save(self.manifest)
+        write_json_atomic(self.out / MANIFESTS[self.kind], self.manifest)
