@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from saqt.distortions.primitives import mapmm_to_uint8, rgb2lab, stretch, to_uint8
+from saqt.distortions.primitives import linear_to_lab, mapmm_to_uint8, srgb_to_linear, stretch, to_uint8
 
 T = TypeVar("T")
 MIN_SIDE = 48  # type 20 moves 16 px patches by up to 8 px inside a 16 px margin
@@ -90,7 +90,8 @@ def _normalised_uint8(src: PreparedImage) -> np.ndarray:
 
 
 def _lab(src: PreparedImage) -> np.ndarray:
-    return rgb2lab(src.x)
+    # The transfer curve on the 256 table values (clipped: values of codes absent from the image fall outside [0, 1]).
+    return linear_to_lab(srgb_to_linear(np.clip(src.x_lut, 0.0, 1.0))[src.u8])
 
 
 @dataclass(frozen=True)

@@ -22,30 +22,47 @@ def _keys_weights(t: float) -> tuple[float, float, float, float]:
     return -0.5 * t * s * s, 1.0 + t * t * (1.5 * t - 2.5), 1.0 + s * s * (1.5 * s - 2.5), -0.5 * s * t * t
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _keys_taps(i: int, n: int) -> tuple[int, int, int, int]:
+    """The sample indices i - 1 .. i + 2 of a Keys neighbourhood, clamped to 0..n - 1 (replicated edges)."""
+    if i >= 1 and i + 2 < n:
+        return i - 1, i, i + 1, i + 2
+    return min(max(i - 1, 0), n - 1), min(max(i, 0), n - 1), min(max(i + 1, 0), n - 1), min(max(i + 2, 0), n - 1)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _keys_line(img: np.ndarray, row: int, cols: tuple, weights: tuple, ch: int) -> float:
+    """One row of the 4 x 4 neighbourhood, weighted and summed left to right."""
+    return (
+        0.0
+        + weights[0] * img[row, cols[0], ch]
+        + weights[1] * img[row, cols[1], ch]
+        + weights[2] * img[row, cols[2], ch]
+        + weights[3] * img[row, cols[3], ch]
+    )
+
+
 @numba.njit(cache=True, nogil=True)
 def keys_remap(img: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Sample ``img`` (H x W x C) at real positions with bicubic (Keys) interpolation, edges replicated."""
     h, w, nc = img.shape
-    out = np.zeros(img.shape)
-    ri = np.empty(4, np.int64)
-    ci = np.empty(4, np.int64)
+    out = np.empty(img.shape)
     for r in range(h):
         for c in range(w):
             r0 = np.floor(rows[r, c])
             c0 = np.floor(cols[r, c])
             wy = _keys_weights(rows[r, c] - r0)
             wx = _keys_weights(cols[r, c] - c0)
-            for k in range(4):
-                ri[k] = min(max(int(r0) + k - 1, 0), h - 1)
-                ci[k] = min(max(int(c0) + k - 1, 0), w - 1)
+            ri = _keys_taps(int(r0), h)
+            ci = _keys_taps(int(c0), w)
             for ch in range(nc):
-                acc = 0.0
-                for a in range(4):
-                    line = 0.0
-                    for b in range(4):
-                        line += wx[b] * img[ri[a], ci[b], ch]
-                    acc += wy[a] * line
-                out[r, c, ch] = acc
+                out[r, c, ch] = (
+                    0.0
+                    + wy[0] * _keys_line(img, ri[0], ci, wx, ch)
+                    + wy[1] * _keys_line(img, ri[1], ci, wx, ch)
+                    + wy[2] * _keys_line(img, ri[2], ci, wx, ch)
+                    + wy[3] * _keys_line(img, ri[3], ci, wx, ch)
+                )
     return out
 
 
