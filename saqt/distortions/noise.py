@@ -7,6 +7,7 @@ clipped to [0, 1].
 from __future__ import annotations
 
 import cv2
+import numba
 import numpy as np
 
 from saqt.distortions.prepared import PreparedImage
@@ -16,9 +17,15 @@ from saqt.distortions.registry import kernel
 NLM_PATCH, NLM_SEARCH = 5, 11  # non-local means template and search window, in pixels
 
 
+@numba.vectorize(["float64(float64, float64, float64)"], cache=True)
+def _add_clipped(x: float, scale: float, draw: float) -> float:
+    """``x + scale * draw`` clipped to [0, 1]."""
+    return min(max(x + scale * draw, 0.0), 1.0)
+
+
 def gaussian_noise(x: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
     """``imnoise(x, 'gaussian', 0, variance)``."""
-    return np.clip(x + np.sqrt(variance) * rng.standard_normal(x.shape), 0.0, 1.0)
+    return _add_clipped(x, np.sqrt(variance), rng.standard_normal(x.shape))
 
 
 @kernel(11, noise=True)
@@ -33,21 +40,30 @@ def white_noise_color_component(src: PreparedImage, variance: float, rng: np.ran
     return ycbcr2rgb(gaussian_noise(rgb2ycbcr(src.x), variance, rng))
 
 
+@numba.vectorize(["float64(float64, float64, float64)"], cache=True)
+def _salt_and_pepper(x: float, draw: float, density: float) -> float:
+    """0 if the uniform draw is below d/2, 1 if below d, else the sample unchanged."""
+    if draw < density / 2:
+        return 0.0
+    return 1.0 if draw < density else x
+
+
 @kernel(13, noise=True)
 def impulse_noise(src: PreparedImage, density: float, rng: np.random.Generator) -> np.ndarray:
     """Salt and pepper: each sample becomes 0 with probability d/2 and 1 with probability d/2."""
-    u = rng.random(src.x.shape)
-    y = src.x.copy()
-    y[u < density / 2] = 0.0
-    y[(u >= density / 2) & (u < density)] = 1.0
-    return y
+    return _salt_and_pepper(src.x, rng.random(src.x.shape), density)
+
+
+@numba.vectorize(["float64(float64, float64, float64)"], cache=True)
+def _speckle(x: float, scale: float, draw: float) -> float:
+    """``x + x n`` with ``n = scale (draw - 0.5)``, clipped to [0, 1]."""
+    return min(max(x + x * (scale * (draw - 0.5)), 0.0), 1.0)
 
 
 @kernel(14, noise=True)
 def multiplicative_noise(src: PreparedImage, variance: float, rng: np.random.Generator) -> np.ndarray:
     """Speckle: ``x + x n`` with n uniform, zero mean, variance ``variance``."""
-    n = np.sqrt(12 * variance) * (rng.random(src.x.shape) - 0.5)
-    return np.clip(src.x + src.x * n, 0.0, 1.0)
+    return _speckle(src.x, np.sqrt(12 * variance), rng.random(src.x.shape))
 
 
 @kernel(15, noise=True)

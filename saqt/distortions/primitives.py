@@ -38,13 +38,20 @@ def to_uint8(a: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def mapmm_to_uint8(a: np.ndarray) -> np.ndarray:
-    """``to_uint8(mapmm(a))`` in one pass, with the same floating-point steps."""
+    """``to_uint8(mapmm(a))`` with the same floating-point steps, in two passes (for arrays without NaN)."""
     flat = a.ravel()
-    lo, hi = flat.min(), flat.max()
+    lo = hi = flat[0]
+    for v in flat:
+        lo = min(lo, v)
+        hi = max(hi, v)
     out = np.empty(flat.size, np.uint8)
-    for i in range(flat.size):
-        v = (flat[i] - lo) / (hi - lo) if hi != lo else flat[i]
-        out[i] = min(max(np.floor(255.0 * v + 0.5), 0.0), 255.0)
+    if hi == lo:
+        for i in range(flat.size):
+            out[i] = min(max(np.floor(255.0 * flat[i] + 0.5), 0.0), 255.0)
+    else:
+        span = hi - lo
+        for i in range(flat.size):
+            out[i] = min(max(np.floor(255.0 * ((flat[i] - lo) / span) + 0.5), 0.0), 255.0)
     return out.reshape(a.shape)
 
 

@@ -31,50 +31,62 @@ def _keys_taps(i: int, n: int) -> tuple[int, int, int, int]:
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _keys_line(img: np.ndarray, row: int, cols: tuple, weights: tuple, ch: int) -> float:
-    """One row of the 4 x 4 neighbourhood, weighted and summed left to right."""
-    return (
-        0.0
-        + weights[0] * img[row, cols[0], ch]
-        + weights[1] * img[row, cols[1], ch]
-        + weights[2] * img[row, cols[2], ch]
-        + weights[3] * img[row, cols[3], ch]
-    )
+def _keys_line(img: np.ndarray, row: int, cols: tuple, weights: tuple) -> tuple[float, float, float]:
+    """One row of the 4 x 4 neighbourhood of an RGB image, weighted and summed left to right, per channel."""
+    red = green = blue = 0.0
+    for k in range(4):
+        red += weights[k] * img[row, cols[k], 0]
+        green += weights[k] * img[row, cols[k], 1]
+        blue += weights[k] * img[row, cols[k], 2]
+    return red, green, blue
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _keys_sample(img: np.ndarray, row: float, col: float, out: np.ndarray, r: int, c: int) -> None:
+    """Write the RGB image ``img`` interpolated at the real position (row, col) to ``out[r, c]``."""
+    r0 = np.floor(row)
+    c0 = np.floor(col)
+    wy = _keys_weights(row - r0)
+    wx = _keys_weights(col - c0)
+    ri = _keys_taps(int(r0), img.shape[0])
+    ci = _keys_taps(int(c0), img.shape[1])
+    red = green = blue = 0.0  # rows summed top to bottom, as the lines are left to right
+    for k in range(4):
+        line = _keys_line(img, ri[k], ci, wx)
+        red += wy[k] * line[0]
+        green += wy[k] * line[1]
+        blue += wy[k] * line[2]
+    out[r, c, 0] = red
+    out[r, c, 1] = green
+    out[r, c, 2] = blue
 
 
 @numba.njit(cache=True, nogil=True)
 def keys_remap(img: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Sample ``img`` (H x W x C) at real positions with bicubic (Keys) interpolation, edges replicated."""
-    h, w, nc = img.shape
+    """Sample ``img`` (H x W x 3) at real positions with bicubic (Keys) interpolation, edges replicated."""
     out = np.empty(img.shape)
-    for r in range(h):
-        for c in range(w):
-            r0 = np.floor(rows[r, c])
-            c0 = np.floor(cols[r, c])
-            wy = _keys_weights(rows[r, c] - r0)
-            wx = _keys_weights(cols[r, c] - c0)
-            ri = _keys_taps(int(r0), h)
-            ci = _keys_taps(int(c0), w)
-            for ch in range(nc):
-                out[r, c, ch] = (
-                    0.0
-                    + wy[0] * _keys_line(img, ri[0], ci, wx, ch)
-                    + wy[1] * _keys_line(img, ri[1], ci, wx, ch)
-                    + wy[2] * _keys_line(img, ri[2], ci, wx, ch)
-                    + wy[3] * _keys_line(img, ri[3], ci, wx, ch)
-                )
+    for r in range(img.shape[0]):
+        for c in range(img.shape[1]):
+            _keys_sample(img, rows[r, c], cols[r, c], out, r, c)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def keys_shift(img: np.ndarray, strength: float, draws: np.ndarray) -> np.ndarray:
+    """``keys_remap`` backward by per-pixel shifts: pixel (r, c) samples (r, c) - strength * draws[:, r, c]."""
+    out = np.empty(img.shape)
+    for r in range(img.shape[0]):
+        for c in range(img.shape[1]):
+            _keys_sample(img, r - strength * draws[0, r, c], c - strength * draws[1, r, c], out, r, c)
     return out
 
 
 @kernel(19, noise=True)
 def jitter(src: PreparedImage, strength: float, rng: np.random.Generator) -> np.ndarray:
     """Five passes of backward warping by per-pixel Gaussian shifts of std ``strength`` px (bicubic)."""
-    h, w = src.shape
-    grid_r, grid_c = np.mgrid[0:h, 0:w].astype(np.float64)
     y = src.x
     for _ in range(JITTER_PASSES):
-        shift_r, shift_c = strength * rng.standard_normal((2, h, w))
-        y = keys_remap(y, grid_r - shift_r, grid_c - shift_c)
+        y = keys_shift(y, strength, rng.standard_normal((2, *src.shape)))
     return y
 
 
