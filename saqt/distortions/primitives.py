@@ -189,6 +189,8 @@ def _lab_expand(f: float) -> float:
 @numba.vectorize(["float64(float64)"], cache=True)
 def _linear_to_srgb_clipped(lin: float) -> float:
     """The sRGB transfer curve of a linear value floored at 0, clipped to [0, 1]."""
+    if lin > 1.000001:  # the curve exceeds 1 + 1e-7 there, so clips to 1 whatever the rounding of pow
+        return 1.0
     lin = max(lin, 0.0)
     c = 1.055 * lin ** (1 / 2.4) - 0.055 if lin > 0.0031308 else 12.92 * lin
     return min(max(c, 0.0), 1.0)
@@ -225,4 +227,4 @@ def clamp_shift(plane: np.ndarray, dy: int, dx: int) -> np.ndarray:
     h, w = plane.shape
     rows = np.clip(np.arange(h) - dy, 0, h - 1)
     cols = np.clip(np.arange(w) - dx, 0, w - 1)
-    return plane[np.ix_(rows, cols)]
+    return np.take(np.take(plane, rows, axis=0), cols, axis=1)

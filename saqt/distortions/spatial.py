@@ -125,7 +125,7 @@ def pixelate(src: PreparedImage, strength: float) -> Indexed:
     lh, lw = int(np.ceil(z * h)), int(np.ceil(z * w))
     rows = nearest_indices(lh, h, z)[nearest_indices(h, lh, h / lh)]
     cols = nearest_indices(lw, w, z)[nearest_indices(w, lw, w / lw)]
-    return Indexed(src.u8[np.ix_(rows, cols)], src.x_lut)
+    return Indexed(np.take(np.take(src.u8, rows, axis=0), cols, axis=1), src.x_lut)
 
 
 def grey_histogram(src: PreparedImage) -> np.ndarray:
