@@ -76,7 +76,7 @@ def test_layout_card_and_checksums(published, labelled):
     assert {"name": "similarities", "list": "float32"} in meta["dataset_info"]["features"]
     prov = meta["saqt"]["provenance"]
     assert prov["source"]["name"] == "sample" and prov["selection"]["pristine"] == 5
-    assert prov["distortions"]["catalogue"]["version"] == 1 and prov["distortions"]["types"] == list(TYPES)
+    assert prov["distortions"]["catalogue"]["version"] == 2 and prov["distortions"]["types"] == list(TYPES)
     assert prov["bank"]["kind"] == "synth" and prov["bank"]["proxy"] is True and prov["bank"]["references"] == 3
     assert prov["encoder"]["id"] == "effnet-lite0" and "sha256:" in prov["encoder"]["weights"]
     assert prov["transfer"] == {"rule": "topk", "k": 2, "temperature": 0.05, "score_scale": "minmax:0:9", "index": "flat"}

@@ -1,7 +1,8 @@
 """Every type x level pinned bit for bit: SHA-256 (first 16 hex digits) of the uint8 render of a fixed crop.
 
-The digests were recorded from the engine before it was optimised (commit 9355e6e) and guard its speed-ups:
-a change here changes the dataset. If one is meant, bump the catalogue version in
+The digests were recorded from the engine before it was optimised (commit 9355e6e, catalogue version 1) and
+guard its speed-ups; type 15's were recorded again for catalogue version 2, which changed its denoiser.
+A change here changes the dataset. If one is meant, bump the catalogue version in
 manifests/distortions/kadid10k.yaml, say what changed in CHANGELOG.md, and record the new digests.
 """
 
@@ -30,7 +31,7 @@ DIGESTS = {
     12: "4f704483258b6a8c 0649d76a0b6243b9 9b0eeca2331372f5 457309489d13f7ae b7f5d6796d0b4b40",
     13: "3d4e464fed5dadb2 ca07b7558d5d3893 802da73409e79357 5a1529dce5751fc0 cb6cfa5706d7abcc",
     14: "20182f710d1efa03 038950d10fbe41ce 7751517784f2cb14 96a48ac9aaa05110 ff2c54e0a39b0ea2",
-    15: "e52f8cad37366af9 2e90664b7d1939f4 44627fca1cf4c460 d0c9a8087a43440c 9d539d4adc8d3325",
+    15: "bc33f1df6cd9a9dd c667b6bb5fd80d98 c479e2e4369c0f69 1116a6874522c21d b69d4c7b62aff1c6",
     16: "22bcfd531a35bbc1 c9df7172276e1023 09d237cec469aed0 052244ddccede917 4b25647c43fd42f4",
     17: "147a4852e80d155a 26a31de4b1aec7f8 0f54d6c3b63a8ce5 2468f02253379228 7cb9d3dbf1eecf33",
     18: "ef35458061e8348f 08c146f44fa10f2a 370075032a5d9ddd f3c0039d601aad45 1effd7614bdda6c6",
