@@ -131,9 +131,10 @@ def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
     return k
 
 
-def curve_parabola(x: np.ndarray, mid: float) -> np.ndarray:
+@numba.vectorize(["float64(float64, float64)"], cache=True)
+def curve_parabola(x: float, mid: float) -> float:
     """``curves(x, c)`` with a scalar c: the spline through (0,0), (0.5,c), (1,1), clipped to [0, 1]."""
-    return np.clip((2 - 4 * mid) * x * x + (4 * mid - 1) * x, 0.0, 1.0)
+    return min(max((2 - 4 * mid) * x * x + (4 * mid - 1) * x, 0.0), 1.0)
 
 
 def curve_spline(x: np.ndarray, low: float, high: float) -> np.ndarray:
