@@ -25,60 +25,64 @@ def _keys_weights(t: float) -> tuple[float, float, float, float]:
 @numba.njit(cache=True, nogil=True, inline="always")
 def _keys_taps(i: int, n: int) -> tuple[int, int, int, int]:
     """The sample indices i - 1 .. i + 2 of a Keys neighbourhood, clamped to 0..n - 1 (replicated edges)."""
-    if i >= 1 and i + 2 < n:
-        return i - 1, i, i + 1, i + 2
     return min(max(i - 1, 0), n - 1), min(max(i, 0), n - 1), min(max(i + 1, 0), n - 1), min(max(i + 2, 0), n - 1)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _keys_line(img: np.ndarray, row: int, cols: tuple, weights: tuple) -> tuple[float, float, float]:
-    """One row of the 4 x 4 neighbourhood of an RGB image, weighted and summed left to right, per channel."""
-    red = green = blue = 0.0
-    for k in range(4):
-        red += weights[k] * img[row, cols[k], 0]
-        green += weights[k] * img[row, cols[k], 1]
-        blue += weights[k] * img[row, cols[k], 2]
-    return red, green, blue
+def _keys_line(line: np.ndarray, starts: tuple, weights: tuple, ch: int) -> float:
+    """One row of a 4 x 4 neighbourhood, weighted and summed left to right; ``line`` is an image row as R, G, B, R..."""
+    return (
+        0.0
+        + weights[0] * line[starts[0] + ch]
+        + weights[1] * line[starts[1] + ch]
+        + weights[2] * line[starts[2] + ch]
+        + weights[3] * line[starts[3] + ch]
+    )
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _keys_sample(img: np.ndarray, row: float, col: float, out: np.ndarray, r: int, c: int) -> None:
-    """Write the RGB image ``img`` interpolated at the real position (row, col) to ``out[r, c]``."""
+def _keys_sample(lines: np.ndarray, row: float, col: float, out: np.ndarray, at: int) -> None:
+    """Write the RGB image ``lines`` (H x 3W) interpolated at the real position (row, col) to ``out[at:at + 3]``."""
     r0 = np.floor(row)
     c0 = np.floor(col)
     wy = _keys_weights(row - r0)
     wx = _keys_weights(col - c0)
-    ri = _keys_taps(int(r0), img.shape[0])
-    ci = _keys_taps(int(c0), img.shape[1])
-    red = green = blue = 0.0  # rows summed top to bottom, as the lines are left to right
-    for k in range(4):
-        line = _keys_line(img, ri[k], ci, wx)
-        red += wy[k] * line[0]
-        green += wy[k] * line[1]
-        blue += wy[k] * line[2]
-    out[r, c, 0] = red
-    out[r, c, 1] = green
-    out[r, c, 2] = blue
+    ri = _keys_taps(int(r0), lines.shape[0])
+    ci = _keys_taps(int(c0), lines.shape[1] // 3)
+    starts = (3 * ci[0], 3 * ci[1], 3 * ci[2], 3 * ci[3])
+    for ch in range(3):
+        out[at + ch] = (
+            0.0
+            + wy[0] * _keys_line(lines[ri[0]], starts, wx, ch)
+            + wy[1] * _keys_line(lines[ri[1]], starts, wx, ch)
+            + wy[2] * _keys_line(lines[ri[2]], starts, wx, ch)
+            + wy[3] * _keys_line(lines[ri[3]], starts, wx, ch)
+        )
 
 
 @numba.njit(cache=True, nogil=True)
 def keys_remap(img: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Sample ``img`` (H x W x 3) at real positions with bicubic (Keys) interpolation, edges replicated."""
-    out = np.empty(img.shape)
-    for r in range(img.shape[0]):
-        for c in range(img.shape[1]):
-            _keys_sample(img, rows[r, c], cols[r, c], out, r, c)
-    return out
+    """Sample ``img`` (C-contiguous H x W x 3) at real positions with bicubic (Keys) interpolation, edges replicated."""
+    h, w, _ = img.shape
+    lines = img.reshape(h, 3 * w)
+    out = np.empty((h, 3 * w))
+    for r in range(h):
+        for c in range(w):
+            _keys_sample(lines, rows[r, c], cols[r, c], out[r], 3 * c)
+    return out.reshape(h, w, 3)
 
 
 @numba.njit(cache=True, nogil=True)
 def keys_shift(img: np.ndarray, strength: float, draws: np.ndarray) -> np.ndarray:
     """``keys_remap`` backward by per-pixel shifts: pixel (r, c) samples (r, c) - strength * draws[:, r, c]."""
-    out = np.empty(img.shape)
-    for r in range(img.shape[0]):
-        for c in range(img.shape[1]):
-            _keys_sample(img, r - strength * draws[0, r, c], c - strength * draws[1, r, c], out, r, c)
-    return out
+    h, w, _ = img.shape
+    lines = img.reshape(h, 3 * w)
+    out = np.empty((h, 3 * w))
+    for r in range(h):
+        for c in range(w):
+            row, col = r - strength * draws[0, r, c], c - strength * draws[1, r, c]
+            _keys_sample(lines, row, col, out[r], 3 * c)
+    return out.reshape(h, w, 3)
 
 
 @kernel(19, noise=True)
