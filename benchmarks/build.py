@@ -24,7 +24,9 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 from common import one_core, peak_rss_mib  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from pipelines.executors import LocalExecutor  # noqa: E402
 from saqt.build import BuildConfig, run_build  # noqa: E402
@@ -35,6 +37,7 @@ from saqt.sources import sample_paths  # noqa: E402
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak24"
 PAPER_IMAGES = 50_000 * 125
 RSS_TYPES = (1, 10, 19)  # a light plan for the memory runs: 15 renders per image
+KODAK_UPSCALE = 1.3  # a looser screen, by choice: Kodak24's 500x500 copies need 1.02x (the sample's chelsea 1.28x)
 
 
 def raw_rate(photos: list[Path], size: tuple[int, int]) -> tuple[float, float]:
@@ -57,7 +60,7 @@ def raw_rate(photos: list[Path], size: tuple[int, int]) -> tuple[float, float]:
 def rss_child(folder: Path, out: Path) -> None:
     """Build ``folder`` with the light plan in this process and print the peak RSS (MiB)."""
     one_core()
-    config = BuildConfig(source="folder", root=str(folder), types=RSS_TYPES)
+    config = BuildConfig(source="folder", root=str(folder), types=RSS_TYPES, max_upscale=KODAK_UPSCALE)
     run_build(config, out, LocalExecutor(1), progress=False)
     print(peak_rss_mib())
 
@@ -65,9 +68,11 @@ def rss_child(folder: Path, out: Path) -> None:
 def rss_of_build(photos: list[Path], copies: int, work: Path) -> float:
     folder = work / f"pool{copies}"
     folder.mkdir()
-    for c in range(copies):
+    for c in range(copies):  # distinct pixels (rolled sideways), or the build would keep each picture once
         for p in photos:
-            os.link(p, folder / f"{c:02d}_{p.name}")
+            Image.fromarray(np.roll(np.asarray(Image.open(p).convert("RGB")), 7 * c, axis=1)).save(
+                folder / f"{c:02d}_{p.name}", compress_level=1
+            )
     out = subprocess.run([sys.executable, __file__, "--rss-child", str(folder), str(work / f"out{copies}")],
                          check=True, capture_output=True, text=True).stdout  # fmt: skip
     return float(out.strip().splitlines()[-1])
@@ -89,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="saqt-bench-") as tmp:
         work = Path(tmp)
         start = time.perf_counter()
-        manifest = run_build(BuildConfig(source="folder", root=str(photos[0].parent)), work / "full",
+        manifest = run_build(BuildConfig(source="folder", root=str(photos[0].parent), max_upscale=KODAK_UPSCALE), work / "full",
                              LocalExecutor(1), progress=False)  # fmt: skip
         seconds = time.perf_counter() - start
         e2e = manifest["counts"]["distorted"] / seconds

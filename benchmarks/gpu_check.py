@@ -619,7 +619,7 @@ def check_ddp(ctx: Context) -> Outcome:
                           str(table), "--root", str(table.parent), "--local-backbone", "efficientnet_lite0",
                           "--epochs", "1", "--max-steps", str(s.steps), "--batch-size", str(s.batch),
                           "--test-crops", "1", "--loader-workers", str(loader_workers(dev)), "--device", dev,
-                          "--out", str(out)], ctx)  # fmt: skip
+                          "--random-init", "--out", str(out)], ctx)  # fmt: skip
     results = json.loads((out / "results.json").read_text())
     rate = results["train_images_per_s"] or 0.0
     m = {"nproc": nproc, "world_size": results["world_size"], "device": results["device"], "images_per_s": rate,

@@ -43,7 +43,8 @@ KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak2
 
 
 def pool(photos: list[Path], copies: int, folder: Path) -> Path:
-    """``copies`` distinct variants of each photo (shifted crops), so every one is its own pristine image."""
+    """``copies`` distinct variants of each photo (shifted crops), so every one is its own pristine image (down to
+    460 px: the builds pass a looser --max-upscale 1.2 to keep them all)."""
     folder.mkdir()
     for p in photos:
         image = Image.open(p).convert("RGB")
@@ -114,7 +115,7 @@ def main() -> None:
         for copies in (1, 10):
             builds[copies] = work / f"build{copies}"
             run_build(BuildConfig(source="folder", root=str(pool(photos, copies, work / f"pool{copies}")),
-                                  recipe_only=True, images_per_shard=24), builds[copies], LocalExecutor(2),
+                                  recipe_only=True, images_per_shard=24, max_upscale=1.2), builds[copies], LocalExecutor(2),
                       progress=False)  # fmt: skip
         encoder = load_encoder(args.encoder, "cpu")
         locators = list(BuildReader(builds[10]).pristine_locators().values())

@@ -1,26 +1,34 @@
-"""Training data: standard IQA datasets (one manifest each), seeded splits, crops, and SAQT-IQA shards.
+"""Training data: standard IQA datasets (one manifest each), their splits, crops, and SAQT-IQA shards.
 
-Augmentation follows the authors: one random 224 crop with horizontal and vertical flips per image per step,
-normalised with mean = std = 0.5; testing averages 25 random crops. Every random draw comes from a seed
+Augmentation follows the official release: one random 224 crop with horizontal and vertical flips per image per
+step, normalised with mean = std = 0.5; testing averages 25 random crops. Every random draw comes from a seed
 derived from (seed, epoch, image), so data do not depend on the number of loader workers.
+
+Two kinds of split: the toolkit's (80/20 by reference or image, seeded by (seed, dataset, round), 10% of the
+training part held out for choosing the epoch; KonIQ-10k's official split when the table has it) and the release's
+(``released_split``: its index order per dataset, ``random.Random(round * seed).shuffle``, the first
+``round(0.8 n)`` indices train, the rest test).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 import json
+import math
 import random
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 import yaml
+from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from saqt.distortions import distort
@@ -29,6 +37,7 @@ from saqt.reader import BuildReader
 from saqt.seeding import derive_seed
 
 CROP = 224
+RELEASE_TRAIN_FRACTION = 0.8
 
 
 class DatasetError(ValueError):
@@ -40,19 +49,25 @@ def dataset_spec(name: str) -> dict:
     """The manifest of dataset ``name``."""
     path = files("manifests").joinpath("datasets", f"{name}.yaml")
     if not path.is_file():
-        names = sorted(p.name.removesuffix(".yaml") for p in files("manifests").joinpath("datasets").iterdir())
-        raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(names)}")
+        raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
     return yaml.safe_load(path.read_text())
+
+
+def dataset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in files("manifests").joinpath("datasets").iterdir()
+                  if p.name.endswith(".yaml"))  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One rated image: its file, its score, its group (reference image for synthetic datasets) and official split."""
+    """One rated image: its file, its score, its group (reference image for synthetic datasets), its official split
+    if the table has one, and its name as the label table gives it."""
 
     path: str
     score: float
     group: str
     split: str | None = None
+    name: str = ""
 
 
 @dataclass
@@ -63,18 +78,74 @@ class IQATable:
     kind: str
     samples: list[Sample]
     higher_is_better: bool
-    resize_shorter: int | None = None
+    label_file: Path | None = None
+    spec: dict = field(default_factory=dict)
+    entry: dict = field(default_factory=dict)  # the manifest's description of the label file read
+
+    @property
+    def resize(self) -> tuple[int, int] | None:
+        """(height, width) every image is resized to first, as the release does for some datasets."""
+        return tuple(self.spec["resize"]) if self.spec.get("resize") else None
 
 
-def _pick(candidates: list[str], columns: list[str], what: str, path: Path, required: bool = True) -> str | None:
-    found = next((c for c in candidates if c in columns), None)
+def _read_rows(path: Path) -> tuple[list[str], list[list]]:
+    """Header and data rows of a CSV or an XLSX (first sheet) label file."""
+    try:
+        if path.suffix.lower() == ".xlsx":
+            from openpyxl import load_workbook
+
+            book = load_workbook(path, read_only=True, data_only=True)
+            rows = [list(r) for r in book.active.iter_rows(values_only=True)]
+            book.close()
+        else:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.reader(f))
+    except Exception as err:  # csv, unicode, zip and openpyxl errors all mean an unreadable label file
+        raise DatasetError(f"cannot read {path} ({type(err).__name__}: {err})") from None
+    rows = [r for r in rows if any(c not in (None, "") for c in r)]
+    if not rows:
+        raise DatasetError(f"{path} is empty")
+    return ["" if c is None else str(c).strip() for c in rows[0]], rows[1:]
+
+
+def _column(wanted, header: list[str], what: str, path: Path, required: bool = True) -> int | None:
+    """The index of a column given by name, by position, or as a list of candidate names."""
+    if wanted is None:
+        return None
+    if isinstance(wanted, int):
+        return wanted
+    candidates = [wanted] if isinstance(wanted, str) else list(wanted)
+    found = next((header.index(c) for c in candidates if c in header), None)
     if found is None and required:
-        raise DatasetError(f"{path} has no {what} column (one of {candidates}; found {columns})")
+        raise DatasetError(f"{path} has no {what} column (one of {candidates}; found {header})")
     return found
 
 
-def _image_path(root: Path, spec: dict, name: str, index: dict[str, Path] | None) -> Path:
-    name = name if Path(name).suffix or "image_suffix" not in spec else name + spec["image_suffix"]
+def _entry_for(spec: dict, header: list[str], path: Path) -> dict:
+    """The manifest entry whose image and score columns this label file has."""
+    for entry in spec["labels"]:
+        if all(_column(entry.get(k), header, k, path, required=False) is not None for k in ("image", "score")):
+            return entry
+    wanted = "; or ".join(f"{e['image']} and {e['score']}" for e in spec["labels"])
+    raise DatasetError(f"{path} has no image and score columns of {spec['name']} (expected {wanted}; found {header})")
+
+
+def _image_name(cell, entry: dict, where: str) -> str:
+    if cell is None or str(cell).strip() == "":
+        raise DatasetError(f"{where}: no image name")
+    if "image_format" in entry:
+        try:
+            return entry["image_format"].format(int(float(cell)))
+        except (TypeError, ValueError):
+            raise DatasetError(f"{where}: image number {cell!r} is not a number") from None
+    name = str(cell).strip().replace("\\", "/")
+    if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+        raise DatasetError(f"{where}: image {name!r} lies outside the dataset folder")
+    return name
+
+
+def _image_path(root: Path, spec: dict, name: str, index: dict[tuple[str, str], Path] | None) -> Path:
+    name = name if PurePosixPath(name).suffix or "image_suffix" not in spec else name + spec["image_suffix"]
     for folder in spec["image_dirs"]:
         candidate = root / folder / name
         if candidate.is_file():
@@ -84,52 +155,64 @@ def _image_path(root: Path, spec: dict, name: str, index: dict[str, Path] | None
     return root / spec["image_dirs"][0] / name
 
 
+def _group(row: list, name: str, ref_col: int | None, entry: dict) -> str:
+    if ref_col is not None and ref_col < len(row) and row[ref_col] not in (None, ""):
+        return str(row[ref_col]).strip()
+    if entry.get("reference_rule") == "name-prefix":  # the scene's name: "babygirl_blur1.bmp" -> "babygirl.bmp"
+        path = PurePosixPath(name)
+        return path.name.split("_")[0] + path.suffix
+    return name
+
+
 def load_table(name: str, root: Path, label_file: Path | None = None) -> IQATable:
     """Rated images of dataset ``name`` under ``root`` (``label_file`` overrides the manifest's label files)."""
-    spec = dataset_spec(name)
-    root = Path(root)
+    spec, root = dataset_spec(name), Path(root)
     if label_file is None:
-        label_file = next((root / f for f in spec.get("label_files", []) if (root / f).is_file()), None)
-        if label_file is None:
-            raise DatasetError(
-                f"no label file of {name} under {root} (looked for {spec.get('label_files', ['--csv'])})"
-            )
-    try:
-        with open(label_file, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows, columns = list(reader), list(reader.fieldnames or [])
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DatasetError(f"cannot read {label_file} ({err})") from None
-    image_col = _pick(spec["image_columns"], columns, "image", label_file)
-    score_col = _pick(spec["score_columns"], columns, "score", label_file)
-    ref_col = _pick(
-        spec.get("reference_columns", []), columns, "reference", label_file, required=spec["kind"] == "synthetic"
-    )
-    split_col = _pick([spec["split_column"]], columns, "split", label_file, False) if "split_column" in spec else None
+        found = [root / e["file"] for e in spec["labels"] if "file" in e and (root / e["file"]).is_file()]
+        if not found:
+            looked = [e["file"] for e in spec["labels"] if "file" in e] or ["--csv FILE"]
+            raise DatasetError(f"no label file of {name} under {root} (looked for {', '.join(looked)})")
+        label_file = found[0]
+    label_file = Path(label_file)
+    header, rows = _read_rows(label_file)
+    entry = _entry_for(spec, header, label_file)
+    image_col = _column(entry["image"], header, "image", label_file)
+    score_col = _column(entry["score"], header, "score", label_file)
+    ref_col = _column(entry.get("reference"), header, "reference", label_file,
+                      required=not entry.get("reference_optional"))  # fmt: skip
+    split_col = _column(entry.get("split"), header, "split", label_file, required=False)
     index = None
     if spec.get("case_insensitive"):
-        index = {
-            (d, p.name.lower()): p for d in spec["image_dirs"] if (root / d).is_dir() for p in (root / d).iterdir()
-        }
+        index = {(d, p.name.lower()): p for d in spec["image_dirs"] if (root / d).is_dir() for p in (root / d).iterdir()}
+    exclude = set(spec.get("exclude", []))
     samples = []
-    for i, row in enumerate(rows, start=2):
+    for line, row in enumerate(rows, start=2):
+        where = f"{label_file}:{line}"
+        if max(image_col, score_col) >= len(row):
+            raise DatasetError(f"{where}: has {len(row)} columns")
+        image = _image_name(row[image_col], entry, where)
+        if image in exclude:
+            continue
         try:
             score = float(row[score_col])
         except (TypeError, ValueError):
-            raise DatasetError(f"{label_file}:{i}: score {row[score_col]!r} is not a number") from None
-        image = _image_path(root, spec, row[image_col].strip(), index)
-        group = row[ref_col].strip() if ref_col else row[image_col].strip()
-        samples.append(Sample(str(image), score, group, row[split_col].strip() if split_col else None))
+            raise DatasetError(f"{where}: score {row[score_col]!r} is not a number") from None
+        if not math.isfinite(score):
+            raise DatasetError(f"{where}: score {row[score_col]!r} is not finite")
+        split = str(row[split_col]).strip() if split_col is not None and split_col < len(row) else None
+        path = _image_path(root, spec, image, index)
+        samples.append(Sample(str(path), score, _group(row, image, ref_col, entry), split or None, image))
     if not samples:
         raise DatasetError(f"{label_file} lists no images")
-    kind = "synthetic" if ref_col else spec["kind"]
-    return IQATable(name, kind, samples, spec["higher_is_better"], spec.get("resize_shorter"))
+    synthetic = ref_col is not None or entry.get("reference_rule") is not None
+    kind = "synthetic" if synthetic else spec["kind"]
+    return IQATable(name, kind, samples, spec["higher_is_better"], label_file, spec, entry)
 
 
 def split_table(table: IQATable, round_: int = 0, seed: int = 0, test_frac: float = 0.2, val_frac: float = 0.1):
-    """{"train", "val", "test"} sample lists: the official split when the table has one, else 80/20 by group
-    (reference image for synthetic datasets, image for authentic ones), with ``val_frac`` of the training
-    groups held out for choosing the epoch. Seeded by (seed, round)."""
+    """The toolkit's split, {"train", "val", "test"} sample lists: the official split when the table has one, else
+    80/20 by group (reference image for synthetic datasets, image for authentic ones), with ``val_frac`` of the
+    training groups held out for choosing the epoch. Seeded by (seed, dataset, round)."""
     if all(s.split for s in table.samples):
         parts = {name: [s for s in table.samples if s.split == name] for name in ("train", "val", "test")}
         if all(parts.values()):
@@ -147,15 +230,62 @@ def split_table(table: IQATable, round_: int = 0, seed: int = 0, test_frac: floa
     }
 
 
-def prepare(image: np.ndarray, resize_shorter: int | None = None) -> np.ndarray:
-    """Resize so the shorter side is ``resize_shorter`` (if given) and at least 224."""
+def release_units(table: IQATable) -> list[str]:
+    """The units the release indexes (references of synthetic datasets, images of authentic ones) in its order."""
+    groups = list(dict.fromkeys(s.group for s in table.samples))  # label-file order
+    order = table.spec.get("released", {}).get("order", "sorted" if table.kind == "synthetic" else "file")
+    if order == "sorted":
+        return sorted(groups)
+    if order == "reverse-sorted":
+        return sorted(groups, reverse=True)
+    if order == "sorted-digits":  # TID2013 and KADID-10k: the two digits after the first letter (I01 ... i25)
+        return sorted(groups, key=lambda g: g[1:3])
+    return groups
+
+
+def released_split(table: IQATable, round_: int, seed: int) -> dict[str, list[Sample]]:
+    """The release's split for its round ``round_`` (1-10) and seed: its units in its order, shuffled by
+    ``random.Random(round_ * seed)``, the first ``round(0.8 n)`` for training, the rest for testing; no validation."""
+    units = release_units(table)
+    expected = table.spec.get("released", {}).get("units")
+    if expected is not None and len(units) != expected:
+        what = "references" if table.kind == "synthetic" else "images"
+        raise DatasetError(f"{table.name}: the release indexes {expected} {what}, {table.label_file} gives "
+                           f"{len(units)}: its split cannot be reproduced on this table")  # fmt: skip
+    order = list(range(len(units)))
+    random.Random(round_ * seed).shuffle(order)
+    train = {units[i] for i in order[: int(round(RELEASE_TRAIN_FRACTION * len(order)))]}
+    return {"train": [s for s in table.samples if s.group in train], "val": [],
+            "test": [s for s in table.samples if s.group not in train]}  # fmt: skip
+
+
+def make_split(table: IQATable, protocol: str, round_: int, seed: int) -> dict[str, list[Sample]]:
+    """The split a protocol uses (see ``glint.protocol``)."""
+    return released_split(table, round_, seed) if protocol == "released" else split_table(table, round_, seed)
+
+
+def names_digest(samples: list[Sample]) -> str:
+    """A digest of a split part's image names (order-free), to recognise the same split later."""
+    return hashlib.sha256("\n".join(sorted(s.name for s in samples)).encode()).hexdigest()
+
+
+def split_record(table: IQATable, parts: dict[str, list[Sample]], protocol: str, round_: int, seed: int) -> dict:
+    """How a run's split was made, enough to make it again and check it: what evaluation reads back."""
+    return {"dataset": table.name, "label_file": str(table.label_file), "protocol": protocol, "round": round_,
+            "seed": seed, "counts": {k: len(v) for k, v in parts.items()},
+            "digests": {k: names_digest(v) for k, v in parts.items()}}  # fmt: skip
+
+
+def prepare(image: np.ndarray, resize: tuple[int, int] | None = None) -> np.ndarray:
+    """Resize to (height, width) ``resize`` if given (bilinear, as torchvision's Resize on a PIL image), then
+    enlarge so that the shorter side is at least 224."""
+    if resize:
+        image = np.asarray(Image.fromarray(image).resize((resize[1], resize[0]), Image.BILINEAR))
     h, w = image.shape[:2]
-    target = max(CROP, resize_shorter or min(h, w))
-    if min(h, w) != target:
-        scale = target / min(h, w)
-        image = cv2.resize(
-            image, (max(CROP, round(w * scale)), max(CROP, round(h * scale))), interpolation=cv2.INTER_AREA
-        )
+    if min(h, w) < CROP:
+        scale = CROP / min(h, w)
+        image = cv2.resize(image, (max(CROP, round(w * scale)), max(CROP, round(h * scale))),
+                           interpolation=cv2.INTER_LINEAR)  # fmt: skip
     return image
 
 
@@ -182,11 +312,21 @@ def crop_views(image: np.ndarray, crops: int, seed: int) -> torch.Tensor:
     return torch.stack([to_tensor(random_view(image, rng, flips=False)) for _ in range(crops)])
 
 
+def score_map(values: list[float] | None):
+    """The release's linear rescaling of training scores, [a, b] -> [c, d] (CLIVE: [0, 100] -> [-50, 150])."""
+    if not values:
+        return None
+    a, b, c, d = values
+    return lambda s: (s - a) / (b - a) * (d - c) + c
+
+
 class TrainingImages(Dataset):
     """Map-style training set: one augmented view per image, drawn from (seed, epoch, index)."""
 
-    def __init__(self, samples: list[Sample], seed: int = 0, resize_shorter: int | None = None):
-        self.samples, self.seed, self.resize_shorter, self.epoch = samples, seed, resize_shorter, 0
+    def __init__(self, samples: list[Sample], seed: int = 0, resize: tuple[int, int] | None = None,
+                 train_score_map: list[float] | None = None):  # fmt: skip
+        self.samples, self.seed, self.resize, self.epoch = samples, seed, resize, 0
+        self.train_score_map = train_score_map
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -196,9 +336,10 @@ class TrainingImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.samples[i]
-        image = prepare(decode_image(s.path), self.resize_shorter)
+        image = prepare(decode_image(s.path), self.resize)
         view = random_view(image, random.Random(derive_seed(self.seed, self.epoch, i)))
-        return to_tensor(view), torch.tensor(s.score, dtype=torch.float32)
+        mapping = score_map(self.train_score_map)
+        return to_tensor(view), torch.tensor(mapping(s.score) if mapping else s.score, dtype=torch.float32)
 
 
 # --- SAQT-IQA shards --------------------------------------------------------------------------------------------

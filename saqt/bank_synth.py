@@ -22,11 +22,12 @@ from saqt.bank import BANK_MANIFEST, Bank, BankError, bank_spec, load_bank
 from saqt.build import Executor
 from saqt.distortions import PreparedImage, distort
 from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
+from saqt.pool import choose_pool
 from saqt.pristine import prepare_pristine
 from saqt.screen import Screen
 from saqt.seeding import derive_seed
 from saqt.shards import write_json_atomic
-from saqt.sources import SourceError, SourceItem, list_source, select
+from saqt.sources import Quota, SourceError, SourceItem, list_source
 
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window
 
@@ -65,8 +66,15 @@ class SynthConfig:
     size: tuple[int, int] = (512, 384)
     metric: str = "ms_ssim"
     min_side: int = 128
+    min_jpeg_quality: int = 90
+    max_upscale: float = 1.0
     allow_grey: bool = False
     save_distorted: bool = False
+
+    @property
+    def reference_screen(self) -> Screen:
+        """The pristine screen each reference must pass, as in ``saqt build``."""
+        return Screen(self.min_side, self.min_jpeg_quality, self.allow_grey, self.max_upscale)
 
     def check(self) -> None:
         """Raise ValueError naming the first option that cannot work."""
@@ -94,9 +102,8 @@ class _ScoreReference:
     def __call__(
         self, item: SourceItem
     ) -> tuple[str, str | None, bytes | None, list[tuple[int, int, float, bytes | None]]]:
-        screen = Screen(self.config.min_side, 0, self.config.allow_grey)
         try:
-            p = prepare_pristine(item, self.config.size, screen, DEFAULT_MAX_PIXELS)
+            p = prepare_pristine(item, self.config.size, self.config.reference_screen, DEFAULT_MAX_PIXELS)
         except ImageDecodeError as err:
             return item.key, str(err), None, []
         src = PreparedImage(p.image)
@@ -121,11 +128,14 @@ def synth_bank(config: SynthConfig, out: Path, executor: Executor, command: str 
     config.check()
     listing = list_source(config.source, Path(config.root) if config.root else None,
                           Path(config.list_file) if config.list_file else None)  # fmt: skip
-    items = select(listing.items, config.limit, None, config.seed)
+    pool = choose_pool(listing.items, Quota(listing.items, config.limit), config.seed, config.size,
+                       config.reference_screen, DEFAULT_MAX_PIXELS, executor, progress)  # fmt: skip
+    items = pool.kept
     if not items:
-        raise SourceError(f"no reference images in source {config.source!r}")
+        raise SourceError(f"no reference image of source {config.source!r} passes the screen "
+                          f"(refused: {[list(e) for e in (listing.errors + pool.refused)[:3]]})")  # fmt: skip
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rows, images, skipped = [], [], [list(e) for e in listing.errors]
+    rows, images, skipped = [], [], [list(e) for e in listing.errors + pool.refused]
     if config.save_distorted:
         (out / "distorted").mkdir(exist_ok=True)
     with tqdm(total=len(items), unit="ref", desc="bank synth", disable=not progress) as bar:
@@ -156,5 +166,6 @@ def synth_bank(config: SynthConfig, out: Path, executor: Executor, command: str 
         "kind": "synth", "proxy": True, "metric": config.metric, "score_meaning": f"full-reference {config.metric}, "
         "higher is better; a proxy, not human opinion", "config": json.loads(json.dumps(asdict(config))),
         "command": command, "toolkit_version": __version__, "skipped": skipped,
+        "screen": {**config.reference_screen.describe(), "screened": pool.screened, "duplicates": pool.duplicates},
     })  # fmt: skip
     return load_bank(out)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from saqt import __version__
 from saqt.distortions import PreparedImage, catalogue_identity, distort, random_params, spec
 from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
+from saqt.pool import Pool, choose_pool
 from saqt.pristine import prepare_pristine
 from saqt.screen import Screen
 from saqt.seeding import derive_seed
@@ -34,7 +35,7 @@ from saqt.shards import (
     resume_manifest,
     write_json_atomic,
 )
-from saqt.sources import SourceError, SourceItem, list_source, select
+from saqt.sources import Quota, SourceError, SourceItem, list_source, read_selection
 
 MANIFEST = BUILD_MANIFEST
 ERROR_LOG = BUILD_ERRORS
@@ -57,8 +58,11 @@ class BuildConfig:
     types: tuple[int, ...] = ALL_TYPES
     levels: tuple[int, ...] = ALL_LEVELS
     per_image: int | None = None
+    selection: str | None = None  # "authors" or a file of image names: build exactly these
+    screen: bool = True  # False: every decodable image passes (a selection taken as given)
     min_side: int = 128
-    min_jpeg_quality: int = 0
+    min_jpeg_quality: int = 90
+    max_upscale: float = 1.0
     allow_grey: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     recipe_only: bool = False
@@ -77,6 +81,15 @@ class BuildConfig:
             raise ValueError(f"--per-image {self.per_image} exceeds the {cells} (type, level) cells selected")
         if not self.types or not self.levels:
             raise ValueError("no distortion types or levels selected")
+        if not 0 <= self.min_jpeg_quality <= 100 or not 0 < self.max_upscale < 1e6:
+            raise ValueError("--min-jpeg-quality must be in 0..100 and --max-upscale a positive number")
+
+    @property
+    def pristine_screen(self) -> Screen:
+        """The screen every pristine image must pass."""
+        if not self.screen:
+            return Screen.off()
+        return Screen(self.min_side, self.min_jpeg_quality, self.allow_grey, self.max_upscale)
 
     def as_dict(self) -> dict:
         """JSON-ready form, as recorded in the manifest."""
@@ -125,8 +138,7 @@ def distorted_row(config: BuildConfig, src: PreparedImage, pristine_id: str, key
 
 def _pristine_row(config: BuildConfig, item: SourceItem) -> tuple[dict, np.ndarray]:
     """The pristine row of one source image; raises ImageDecodeError with the reason to skip it."""
-    screen = Screen(config.min_side, config.min_jpeg_quality, config.allow_grey)
-    p = prepare_pristine(item, config.size, screen, config.max_pixels)
+    p = prepare_pristine(item, config.size, config.pristine_screen, config.max_pixels)
     row = {
         "image_id": p.pristine_id, "pristine_id": p.pristine_id, "source": config.source, "source_key": item.key,
         "label": item.label, "orig_width": p.orig_width, "orig_height": p.orig_height, "jpeg_quality": p.jpeg_quality,
@@ -165,20 +177,24 @@ def _units(items: list[SourceItem], size: int) -> list[tuple[int, list[SourceIte
     return [(i // size, items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def _fresh_manifest(config: BuildConfig, listing_errors, selection: list[SourceItem], units: int, command: str) -> dict:
+def _fresh_manifest(config: BuildConfig, listing_errors, pool: Pool, units: int, command: str) -> dict:
     digest = hashlib.sha256()
-    for item in selection:
+    for item in pool.kept:
         digest.update(item.key.encode() + b"\n")
     return {
         "stage": "build", "toolkit_version": __version__, "catalogue": catalogue_identity(), "config": config.as_dict(),
         "command": command,
-        "selection": {"images": len(selection), "keys_sha256": digest.hexdigest()}, "units": units, "shards": {},
+        "selection": {"images": len(pool.kept), "keys_sha256": digest.hexdigest()}, "units": units, "shards": {},
         "listing_errors": [list(e) for e in listing_errors], "complete": False,
+        "screen": {**config.pristine_screen.describe(), "screened": pool.screened, "refused": len(pool.refused),
+                   "duplicates": pool.duplicates},
+        "screen_errors": [list(e) for e in pool.refused],
     }  # fmt: skip
 
 
 def _save(out: Path, manifest: dict) -> None:
     errors = [{"key": k, "reason": r, "stage": "list"} for k, r in manifest["listing_errors"]]
+    errors += [{"key": k, "reason": r, "stage": "screen"} for k, r in manifest.get("screen_errors", [])]
     for unit in sorted(manifest["shards"], key=int):
         errors += [{"key": k, "reason": r, "stage": "render"} for k, r in manifest["shards"][unit]["errors"]]
     done = manifest["shards"].values()
@@ -186,14 +202,15 @@ def _save(out: Path, manifest: dict) -> None:
         "pristine": sum(u["shards"]["pristine"]["rows"] for u in done),
         "distorted": sum(u["shards"]["distorted"]["rows"] for u in done),
         "skipped": len(errors),
-        "skipped_by_reason": dict(Counter(_reason_kind(e["reason"]) for e in errors)),
+        "skipped_by_reason": dict(Counter(reason_kind(e["reason"]) for e in errors)),
+        "duplicates": manifest.get("screen", {}).get("duplicates", 0),
     }
     write_json_atomic(out / ERROR_LOG, errors, lines=True)
     write_json_atomic(out / MANIFEST, manifest)
 
 
-def _reason_kind(reason: str) -> str:
-    """The reason with details and numbers stripped, for counting: 'too small', 'JPEG quality N under N'."""
+def reason_kind(reason: str) -> str:
+    """The reason with details and numbers stripped, for counting: 'too small', 'needs upscaling', 'duplicate'."""
     return re.sub(r"\d+", "N", re.sub(r"\s*\(.*\)", "", reason))
 
 
@@ -203,13 +220,19 @@ def run_build(config: BuildConfig, out: Path, executor: Executor, overwrite: boo
     for bad arguments before any work."""
     config.check()
     listing = list_source(config.source, Path(config.root) if config.root else None,
-                          Path(config.list_file) if config.list_file else None, config.split)  # fmt: skip
-    selection = select(listing.items, config.limit, config.per_class, config.seed)
+                          Path(config.list_file) if config.list_file else None, config.split,
+                          read_selection(config.selection) if config.selection else None)  # fmt: skip
+    quota = Quota(listing.items, config.limit, config.per_class)
+    pool = choose_pool(listing.items, quota, config.seed, config.size, config.pristine_screen, config.max_pixels,
+                       executor, progress)  # fmt: skip
+    selection = pool.kept
     if not selection:
-        raise SourceError(f"nothing to build: source {config.source!r} has no readable images")
+        kinds = Counter(reason_kind(reason) for _, reason in listing.errors + pool.refused)
+        why = f" ({', '.join(f'{n} {kind}' for kind, n in kinds.most_common())})" if kinds else ""
+        raise SourceError(f"nothing to build: no image of source {config.source!r} passes the screen{why}")
     units = _units(selection, config.images_per_shard)
     out.mkdir(parents=True, exist_ok=True)
-    fresh = _fresh_manifest(config, listing.errors, selection, len(units), command)
+    fresh = _fresh_manifest(config, listing.errors, pool, len(units), command)
     manifest = resume_manifest(out, MANIFEST, fresh, ("config", "selection"), ("pristine", "distorted"), overwrite,
                                lambda unit: unit["shards"].values())  # fmt: skip
     pending = [u for u in units if str(u[0]) not in manifest["shards"]]

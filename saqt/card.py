@@ -48,6 +48,34 @@ def read_card(text: str) -> tuple[dict, str]:
     return meta, body
 
 
+def _screen_line(screen: dict) -> str:
+    """The pristine screen, with any setting looser than the toolkit's defaults called out."""
+    if "applied" not in screen:
+        return (f"- **Pristine screen:** shorter side >= {screen['min_side']} px, estimated JPEG quality >= "
+                f"{screen['min_jpeg_quality']}, greyscale {'kept' if screen['allow_grey'] else 'refused'} "
+                "(upscaling was not limited: a build of an earlier toolkit).")  # fmt: skip
+    if not screen["applied"]:
+        return ("- **Pristine screen: off** (the selection was taken as given); only undecodable images and "
+                f"duplicates were dropped ({screen['duplicates']} duplicates).")  # fmt: skip
+    looser = screen["looser_than_default"]
+    note = ("; **looser than the toolkit's defaults, by the builder's choice:** "
+            + ", ".join(f"`{k}` {v} (default {d})" for k, (v, d) in looser.items())) if looser else ""  # fmt: skip
+    return (f"- **Pristine screen:** upscaling at most {screen['max_upscale']}x, estimated JPEG quality >= "
+            f"{screen['min_jpeg_quality']}, shorter side >= {screen['min_side']} px, greyscale "
+            f"{'kept' if screen['allow_grey'] else 'refused'}, each picture kept once ({screen['duplicates']} "
+            f"duplicates dropped){note}.")  # fmt: skip
+
+
+def _matching_line(encoder: dict, transfer: dict) -> str:
+    if encoder["id"] == "matches:authors":
+        return ("- **Matching:** the authors' published top-1 matches (their ImageNet ResNet features; "
+                f"`{encoder['weights']}`, MIT licence, (c) 2025 Xiaoqi Wang) instead of an encoder.")  # fmt: skip
+    if encoder["id"].startswith("matches:"):
+        return (f"- **Matching:** given top-1 matches `{encoder['id'].removeprefix('matches:')}` "
+                f"(`{encoder['weights']}`) instead of an encoder.")  # fmt: skip
+    return f"- **Matching:** encoder `{encoder['id']}` with weights `{encoder['weights']}`; FAISS index `{transfer['index']}`."
+
+
 def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
     """README.md text: ``meta`` as front matter, then a readable description built from it."""
     p = meta["saqt"]["provenance"]
@@ -93,14 +121,14 @@ def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
         f"{p['selection']['per_class'] or 'no limit'}, seed {p['seeds']['build']}), {p['selection']['skipped']} "
         "skipped by the "
         f"screen; canonical size {p['canonical_size'][0]}x{p['canonical_size'][1]}.",
+        _screen_line(p["screen"]),
         f"- **Distortions:** catalogue `{dist['catalogue']['name']}` version {dist['catalogue']['version']} "
         f"(manifest SHA-256 `{dist['catalogue']['sha256'][:16]}...`); types {', '.join(types)}; levels "
         f"{', '.join(map(str, dist['levels']))}; per image {dist['per_image'] or 'all cells'}.",
         f"- **Labelled bank:** `{bank['kind']}` with {bank['references']} references "
         f"({'proxy scores' if bank['proxy'] else 'human opinion scores'}); scores SHA-256 "
         f"`{bank['scores_sha256'][:16]}...`; excluded references: {len(bank['excluded'])}.",
-        f"- **Matching:** encoder `{p['encoder']['id']}` with weights `{p['encoder']['weights']}`; FAISS index "
-        f"`{transfer['index']}`.",
+        _matching_line(p["encoder"], transfer),
         f"- **Transfer rule:** `{transfer['rule']}` (k={transfer['k']}, temperature {transfer['temperature']}); "
         f"{p['self_matches']} pristine images were (nearly) bank references themselves.",
         f"- **Splits:** validation fraction {p['split']['validation_fraction']} by pristine image (seed "

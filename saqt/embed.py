@@ -53,13 +53,27 @@ def embed_images(encoder: Encoder, locators: list[Locator], batch_size: int = 64
     cuda = device.type == "cuda"
     workers = auto_loader_workers(device) if loader_workers is None else loader_workers
     loader = DataLoader(_Images(locators, encoder.preprocess), batch_size=batch_size, num_workers=workers,
-                        pin_memory=cuda, shuffle=False)  # fmt: skip
+                        pin_memory=cuda, shuffle=False, collate_fn=_stack_same_size)  # fmt: skip
     out = []
-    with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda):
-        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress):
-            features = encoder.forward(batch.to(device, non_blocking=True)).float()
-            out.append(torch.nn.functional.normalize(features, dim=1).cpu().numpy())
+    half = cuda and getattr(encoder, "autocast", True)
+    with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=half):
+        for groups in tqdm(loader, desc=desc, unit="batch", disable=not progress):
+            for batch in groups:
+                features = encoder.forward(batch.to(device, non_blocking=True)).float()
+                out.append(torch.nn.functional.normalize(features, dim=1).cpu().numpy())
     return np.concatenate(out)
+
+
+def _stack_same_size(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """A batch as runs of consecutive same-shape tensors, each stacked (encoders that keep each image's own
+    resolution meet mixed sizes; order is kept)."""
+    runs: list[list[torch.Tensor]] = []
+    for t in tensors:
+        if runs and runs[-1][0].shape == t.shape:
+            runs[-1].append(t)
+        else:
+            runs.append([t])
+    return [torch.stack(run) for run in runs]
 
 
 def embedding_schema(dim: int) -> pa.Schema:

@@ -1,8 +1,11 @@
-"""Transfer fidelity: leave each reference out of its bank and predict its scores from the others."""
+"""Transfer fidelity: leave each reference out of its bank and predict its scores from the others; and, for a file of
+given matches, how evenly they use the bank and how often this toolkit's encoder picks the same reference."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
@@ -73,3 +76,58 @@ def leave_one_out(scores: np.ndarray, embeddings: np.ndarray | None, rule: Rule,
     best = [max(_corr(flat[i], flat[j])[0] for j in range(r) if j != i) for i in range(r)]
     rows["oracle"] = {"srocc": float(np.nanmean(best)), "plcc": float("nan"), "per_type": {}}
     return FidelityReport(rows, r)
+
+
+def matches_usage(references: list[str], bank_size: int | None = None) -> dict:
+    """How unevenly a list of matched references (one per image) uses the bank.
+
+    ``effective_references`` is exp(entropy) of the usage shares: the bank size if every reference labelled
+    as many images, 1 if one labelled them all.
+    """
+    counts = Counter(references)
+    ranked = counts.most_common()
+    shares = np.array([n for _, n in ranked], dtype=np.float64) / len(references)
+    total = max(bank_size or 0, len(counts))
+    return {
+        "images": len(references), "references_used": len(counts), "bank_references": bank_size,
+        "unused_references": total - len(counts), "most_used": list(ranked[0]), "least_used": list(ranked[-1]),
+        "top5_share": float(shares[:5].sum()), "effective_references": float(np.exp(-(shares * np.log(shares)).sum())),
+        "counts": dict(sorted(counts.items())),
+    }  # fmt: skip
+
+
+def top1_agreement(given: dict[str, str], own: dict[str, str]) -> dict:
+    """How often the given top-1 reference of an image (name -> reference) is this toolkit's own top-1, over the
+    images that have both; references are compared without extension (``I27.png`` is ``I27``)."""
+    names = sorted(set(given) & set(own))
+    same = sum(Path(given[n]).stem == Path(own[n]).stem for n in names)
+    return {"compared": len(names), "agree": same, "rate": same / len(names) if names else float("nan")}
+
+
+def score_matches(matches, bank=None, images: Path | None = None, encoder: str | None = None,
+                  device: str = "auto") -> dict:  # fmt: skip
+    """The usage skew of ``matches`` (a :class:`saqt.matches.Matches`) and, given the ``images`` folder of the
+    matched pristine images and a ``bank`` with reference images, their top-1 agreement with ``encoder``."""
+    from saqt.embed import embed_images
+    from saqt.encoders import load_encoder
+    from saqt.sources import list_source
+
+    references = [ref for ref, _ in matches.pairs.values()]
+    report = {**matches.describe(), "usage": matches_usage(references, len(bank.ref_ids) if bank else None),
+              "agreement": None}  # fmt: skip
+    if images is None:
+        return report
+    if bank is None or not bank.has_images:
+        raise ValueError("top-1 agreement needs --bank with its reference images, to embed them")
+    listing = list_source("folder", images, selection=list(matches.pairs))
+    if not listing.items:
+        raise ValueError(f"none of the {len(matches.pairs):,} matched images is under {images}")
+    enc = load_encoder(encoder, device)
+    refs = embed_images(enc, [str(p) for p in bank.images], desc="embed bank")
+    vectors = embed_images(enc, [it.path for it in listing.items], desc="embed images")
+    sims, nn = search(build_index(refs), vectors, 1)
+    own = {Path(it.key).name: bank.ref_ids[nn[i, 0]] for i, it in enumerate(listing.items)}
+    given = {name: ref for name, (ref, _) in matches.pairs.items()}
+    report["agreement"] = {**top1_agreement(given, own), "missing_images": len(listing.errors), "encoder": enc.id,
+                           "weights": enc.weights, "own_top1": own}  # fmt: skip
+    return report

@@ -30,11 +30,24 @@ def _build(folder: Path, m: dict) -> list[str]:
         f"rows: {counts['pristine']:,} pristine, {counts['distorted']:,} distorted "
         f"({'recipes only' if c['recipe_only'] else 'with pixels'})",
         f"shards: {len(m['shards'])} of {m['units']} units done, {_size(folder)}",
-        f"settings: {_settings(c, ('source', 'root', 'list_file', 'split', 'limit', 'per_class', 'seed', 'per_image'))}, "
+        f"settings: {_settings(c, ('source', 'root', 'list_file', 'selection', 'split', 'limit', 'per_class', 'seed', 'per_image'))}, "
         f"size={c['size'][0]}x{c['size'][1]}, {len(c['types'])} types x {len(c['levels'])} levels",
         f"skipped: {counts['skipped']} ({skipped}); details in {folder / BUILD_ERRORS}",
+        _screen(m.get("screen")),
         f"command: {m.get('command') or '?'}  (toolkit {m.get('toolkit_version', '?')})",
     ]
+
+
+def _screen(screen: dict | None) -> str:
+    if screen is None:
+        return "screen: not recorded (a build of an earlier toolkit)"
+    if not screen["applied"]:
+        return f"screen: off (every decodable image kept); {screen['duplicates']} duplicates dropped"
+    looser = ", ".join(f"{k}={v} (default {d})" for k, (v, d) in screen["looser_than_default"].items())
+    return (f"screen: max_upscale={screen['max_upscale']}, min_jpeg_quality={screen['min_jpeg_quality']}, "
+            f"min_side={screen['min_side']}, allow_grey={screen['allow_grey']}"
+            f"{'; LOOSER than the defaults: ' + looser if looser else ''}; {screen['screened']} screened, "
+            f"{screen['refused']} refused, {screen['duplicates']} of them duplicates")
 
 
 def _label(folder: Path, m: dict) -> list[str]:
@@ -47,7 +60,9 @@ def _label(folder: Path, m: dict) -> list[str]:
         f"{', proxy scores' if m['bank']['proxy'] else ''})",
         f"encoder: {m['encoder']['encoder']} ({m['encoder']['weights']}); rule {rule['rule']} k={rule['k']}"
         f"{' T=' + str(rule['temperature']) if rule.get('temperature') is not None else ''}; scale {m['score_scale']}",
-        f"self-matches: {m['self_matches']}",
+        f"self-matches: {m['self_matches']}"
+        + (f"; matches given: {m['encoder']['matches']['how']}" if m["encoder"].get("matches") else "")
+        + (f"; preset {c['preset']}" if c.get("preset") else ""),
         f"command: {m.get('command') or '?'}  (toolkit {m.get('toolkit_version', '?')})",
     ]
 

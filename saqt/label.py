@@ -25,6 +25,7 @@ from saqt.build import Executor
 from saqt.embed import cached_embeddings, embed_images
 from saqt.encoders import load_encoder
 from saqt.match import INDEX_KINDS, build_index, search
+from saqt.matches import read_matches
 from saqt.reader import BuildReader
 from saqt.shards import (
     BUILD_MANIFEST,
@@ -54,11 +55,18 @@ class LabelConfig:
     normalise: str = "minmax:0:9"
     exclude_refs: tuple[str, ...] = ()
     index: str = "flat"
+    matches: str | None = None  # "authors" or a matches CSV: use these top-1 matches instead of embedding
+    preset: str | None = None  # recorded when the settings came from a preset (saqt.presets)
 
     def __post_init__(self):
         Rule(self.rule, self.k, self.temperature)  # raises ValueError for a bad rule, k or temperature
         if self.index not in INDEX_KINDS:
             raise ValueError(f"--index must be one of {', '.join(INDEX_KINDS)}, got {self.index!r}")
+        if self.matches and self.rule != "top1":
+            raise ValueError(f"--matches gives one reference per image: it needs --rule top1, not {self.rule}")
+        if self.matches and self.exclude_refs:
+            raise ValueError("--exclude-refs cannot be combined with --matches: the given matches fix each image's "
+                             "reference, and images matched to an excluded one would need matching anew")  # fmt: skip
 
     @property
     def transfer_rule(self) -> Rule:
@@ -113,6 +121,13 @@ def transfer_labels(config: LabelConfig, reader: BuildReader, bank: Bank, scores
     then loads the encoder on the CPU only for its identity.
     """
     rule = config.transfer_rule
+    if config.matches:
+        given = read_matches(config.matches)
+        keys = {r["pristine_id"]: r["source_key"] for r in reader.rows("pristine", ["pristine_id", "source_key"])}
+        ids = sorted(keys)
+        nn, sims = given.resolve(keys, bank.ref_ids)
+        provenance = {"encoder": given.label, "weights": given.weights, "matches": given.describe()}
+        return _labels(ids, sims, nn, rule, bank, scores), provenance
     pristine = reader.pristine_locators()
     ids = sorted(pristine)
     if rule.name == "mean":
@@ -132,16 +147,20 @@ def transfer_labels(config: LabelConfig, reader: BuildReader, bank: Bank, scores
                                desc="embed pristine", **kw)  # fmt: skip
     index = build_index(np.stack([refs[r] for r in bank.ref_ids]), kind=config.index)
     sims, nn = search(index, np.stack([images[p] for p in ids]), rule.neighbours)
+    return _labels(ids, sims, nn, rule, bank, scores), {"encoder": encoder.id, "weights": encoder.weights}
+
+
+def _labels(ids: list[str], sims: np.ndarray, nn: np.ndarray, rule: Rule, bank: Bank, scores: np.ndarray):
+    """Each pristine image's transferred scores from its neighbours ``nn`` (bank indices) and similarities."""
     weights = neighbour_weights(sims, rule)
     cells = transfer(nn, weights, scores)
-    labels = PristineLabels(
+    return PristineLabels(
         scores=dict(zip(ids, cells, strict=True)),
         neighbours={p: [bank.ref_ids[j] for j in nn[i]] for i, p in enumerate(ids)},
         similarities={p: sims[i].tolist() for i, p in enumerate(ids)},
         weights={p: weights[i].tolist() for i, p in enumerate(ids)},
         self_matches=int((sims[:, 0] >= SELF_MATCH).sum()),
     )
-    return labels, {"encoder": encoder.id, "weights": encoder.weights}
 
 
 def _label_unit(reader: BuildReader, unit: str, labels: PristineLabels, constants: dict, out: Path) -> dict:
@@ -209,7 +228,7 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
     manifest = resume_manifest(out, MANIFEST, fresh, ("config", "build", "bank"), ("labels", "saqt-iqa"), overwrite,
                                lambda unit: unit.values())  # fmt: skip
     gpu_embedder = getattr(executor, "gpu_embedder", None)
-    embed = gpu_embedder(config.encoder, run.device) if gpu_embedder else None
+    embed = gpu_embedder(config.encoder, run.device) if gpu_embedder and not config.matches else None
     labels, encoder = transfer_labels(config, reader, bank, scores, out, run, embed)
     manifest.update({"toolkit_version": __version__, "command": command, "encoder": encoder,
                      "rule": config.transfer_rule.describe(), "score_scale": config.normalise,

@@ -32,7 +32,7 @@ def prepare_pristine(item: SourceItem, size: tuple[int, int], screen: Screen, ma
         image = decode_image(data, max_pixels)
     except ImageDecodeError as err:
         raise ImageDecodeError(str(err).removeprefix("<bytes>: ")) from None
-    reason = screen.reason_to_reject(data, image)
+    reason = screen.reason_to_reject(data, image, size)
     if reason:
         raise ImageDecodeError(reason)
     canon = canonicalise(image, size)

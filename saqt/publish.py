@@ -136,7 +136,7 @@ def provenance(config: PublishConfig, label: dict, build: dict, command: str) ->
                       "skipped": build["counts"]["skipped"], "skipped_by_reason": build["counts"]["skipped_by_reason"]},
         "canonical_size": bc["size"],
         "screen": {"min_side": bc["min_side"], "min_jpeg_quality": bc["min_jpeg_quality"],
-                   "allow_grey": bc["allow_grey"], "max_pixels": bc["max_pixels"]},
+                   "allow_grey": bc["allow_grey"], "max_pixels": bc["max_pixels"], **build.get("screen", {})},
         "distortions": {"catalogue": build.get("catalogue", catalogue_identity()), "types": bc["types"],
                         "levels": bc["levels"], "per_image": bc["per_image"], "recipe_only": bc["recipe_only"],
                         "rendered_at_publish": config.render},

@@ -298,6 +298,8 @@ def _fidelity(path: Path | None) -> str:
         return "<p class='na'>No fidelity figures given: run <code>saqt fidelity --json F</code> and pass " \
                "<code>--fidelity F</code>.</p>"  # fmt: skip
     report = json.loads(path.read_text())
+    if "matches" in report:
+        return _matches_fidelity(report["matches"])
     predictors = report["predictors"]
     fmt = lambda v: "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"  # noqa: E731
     rows = [[html.escape(name), fmt(row["srocc"]), fmt(row["plcc"])] for name, row in predictors.items()]
@@ -310,6 +312,19 @@ def _fidelity(path: Path | None) -> str:
                 for t in range(1, 26)]  # fmt: skip
     detail = f"<details><summary>per type SROCC</summary>{_table(['type', *shown], per_type, 'compact')}</details>"
     return f"<p>{intro}</p>" + _table(["predictor", "SROCC", "PLCC"], rows, "compact") + detail
+
+
+def _matches_fidelity(m: dict) -> str:
+    """A ``saqt fidelity --matches`` result: how the given matches use the bank, and agreement where measured."""
+    u, a = m["usage"], m.get("agreement")
+    rows = [["images matched", f"{u['images']:,}"], ["references used", u["references_used"]],
+            ["most used", f"{u['most_used'][0]}: {u['most_used'][1]:,}"],
+            ["least used", f"{u['least_used'][0]}: {u['least_used'][1]:,}"], ["top-5 share", f"{u['top5_share']:.1%}"],
+            ["effective number of references", f"{u['effective_references']:.1f}"],
+            ["top-1 agreement", "not measured" if a is None else
+             f"{a['agree']:,} of {a['compared']:,} ({a['rate']:.1%}) with {html.escape(a['encoder'])}"]]  # fmt: skip
+    return f"<p>Given matches: {html.escape(m['how'])} (<code>{html.escape(m['file'])}</code>).</p>" + _table(
+        ["", ""], rows, "compact")
 
 
 def _errors(data: StageData) -> str:

@@ -96,29 +96,74 @@ def jpeg_quality(data: bytes) -> int | None:
 
 
 GREY_SPREAD = 8  # an image whose channels never differ by more than this is greyscale
+UPSCALE_TOLERANCE = 1e-9  # a cover scale this close to the limit passes (float rounding of exact fits)
+
+
+def cover_scale(width: int, height: int, size: tuple[int, int]) -> float:
+    """The factor by which a width x height image is resized to cover ``size`` = (width, height)."""
+    return max(size[0] / width, size[1] / height)
 
 
 @dataclass(frozen=True)
 class Screen:
-    """What a pristine image must pass: shorter side in pixels, estimated JPEG quality (0 = off), colour.
+    """What a pristine image must pass: no upscaling beyond ``max_upscale`` to reach the working size, an estimated
+    JPEG quality of at least ``min_jpeg_quality`` (0 = off), a shorter side of ``min_side`` pixels, and colour.
 
-    Greyscale images are refused unless ``allow_grey``: the colour distortions would inherit the scores
-    of colourful references.
+    Transferred labels assume a pristine reference: an upscaled or heavily compressed image is already degraded,
+    and its distorted versions would inherit the scores of clean references. Greyscale images are refused unless
+    ``allow_grey``: the colour distortions would inherit the scores of colourful references.
     """
 
     min_side: int = 128
-    min_jpeg_quality: int = 0
+    min_jpeg_quality: int = 90
     allow_grey: bool = False
+    max_upscale: float = 1.0
 
-    def reason_to_reject(self, data: bytes, image: np.ndarray) -> str | None:
-        """Why the decoded RGB ``image`` (from encoded ``data``) fails the screen, or None if it passes."""
+    @classmethod
+    def off(cls) -> Screen:
+        """A screen that passes every decodable image (for a selection taken as given)."""
+        return cls(min_side=1, min_jpeg_quality=0, allow_grey=True, max_upscale=float("inf"))
+
+    @property
+    def applied(self) -> bool:
+        """Whether the screen refuses anything beyond undecodable images."""
+        return self != Screen.off()
+
+    def looser_than_default(self) -> dict:
+        """The settings less strict than the defaults, as {name: [value, default]} (JSON-ready)."""
+        default = Screen()
+        looser = {
+            "max_upscale": self.max_upscale > default.max_upscale,
+            "min_jpeg_quality": self.min_jpeg_quality < default.min_jpeg_quality,
+            "min_side": self.min_side < default.min_side,
+            "allow_grey": self.allow_grey and not default.allow_grey,
+        }
+        return {k: [self._json(k), getattr(default, k)] for k, loose in looser.items() if loose}
+
+    def describe(self) -> dict:
+        """JSON-ready settings, as recorded in manifests and dataset cards (no upscaling limit: null)."""
+        return {"applied": self.applied, **{k: self._json(k) for k in ("min_side", "min_jpeg_quality", "max_upscale",
+                                                                         "allow_grey")},
+                "looser_than_default": self.looser_than_default()}  # fmt: skip
+
+    def _json(self, name: str):
+        value = getattr(self, name)
+        return None if value == float("inf") else value
+
+    def reason_to_reject(self, data: bytes, image: np.ndarray, size: tuple[int, int]) -> str | None:
+        """Why the decoded RGB ``image`` (from encoded ``data``), to be canonicalised to ``size``, fails the screen,
+        or None if it passes."""
         height, width = image.shape[:2]
         if min(width, height) < self.min_side:
             return f"too small ({width}x{height}; shorter side under {self.min_side} px)"
+        scale = cover_scale(width, height, size)
+        if scale > self.max_upscale + UPSCALE_TOLERANCE:
+            return (f"needs upscaling ({width}x{height} by {scale:.3g}x to cover {size[0]}x{size[1]}; "
+                    f"--max-upscale {self.max_upscale:g})")  # fmt: skip
         if not self.allow_grey and int((image.max(axis=2) - image.min(axis=2)).max()) <= GREY_SPREAD:
             return "greyscale (no colour; pass --allow-grey to keep)"
         if self.min_jpeg_quality > 0:
             quality = jpeg_quality(data)
             if quality is not None and quality < self.min_jpeg_quality:
-                return f"JPEG quality {quality} under {self.min_jpeg_quality}"
+                return f"low JPEG quality (estimated {quality}; --min-jpeg-quality {self.min_jpeg_quality})"
         return None

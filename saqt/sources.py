@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import tarfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -186,13 +186,66 @@ def _list_file(spec: dict, root: Path, list_file: Path) -> Listing:
     return Listing(sorted(items, key=lambda it: it.key), errors, "list")
 
 
-def list_source(
-    name: str, root: Path | None = None, list_file: Path | None = None, split: str | None = None
-) -> Listing:
-    """List the images of source ``name`` under ``root``; SourceError for a bad source, root or list file."""
+SELECTION_COLUMNS = ("kadis", "source_image", "image", "filename", "path")
+
+
+def read_selection(spec: str) -> list[str]:
+    """Image names of a selection: ``authors`` (the 50,000 KADIS-700k images of the authors' SAQT-IQA), a .txt
+    file (one name a line) or a .csv file (column kadis, source_image, image, filename or path)."""
+    if spec == "authors":
+        from saqt.authors import selection
+
+        return selection()
+    path = Path(spec)
+    if not path.is_file():
+        raise SourceError(f"--selection {spec}: neither 'authors' nor an existing .txt or .csv file")
+    try:
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                column = next((c for c in SELECTION_COLUMNS if c in (reader.fieldnames or [])), None)
+                if column is None:
+                    raise SourceError(f"--selection {spec} has no name column (one of {', '.join(SELECTION_COLUMNS)})")
+                names = [row[column].strip() for row in reader]
+        else:
+            names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise SourceError(f"--selection {spec} is malformed ({err})") from None
+    names = [n for n in names if n and not n.startswith("#")]
+    if not names:
+        raise SourceError(f"--selection {spec} names no images")
+    return names
+
+
+def _select_names(listing: Listing, names: list[str], root: Path) -> Listing:
+    """The listed images named in ``names`` (by key or by file name); each name not found is an error."""
+    wanted = dict.fromkeys(names)
+    by_name: dict[str, list[SourceItem]] = defaultdict(list)
+    for item in listing.items:
+        by_name[item.key].append(item)
+        if Path(item.key).name != item.key:
+            by_name[Path(item.key).name].append(item)
+    items, errors, seen = [], list(listing.errors), set()
+    for name in wanted:
+        found = by_name.get(name, [])
+        if not found:
+            errors.append((name, f"not found under --root (listed in the selection; root {root})"))
+        elif len(found) > 1:
+            errors.append((name, f"ambiguous name ({len(found)} files of that name match the selection)"))
+        elif found[0].key not in seen:
+            seen.add(found[0].key)
+            items.append(found[0])
+    return Listing(sorted(items, key=lambda it: it.key), errors, f"{listing.layout}+selection")
+
+
+def list_source(name: str, root: Path | None = None, list_file: Path | None = None, split: str | None = None,
+                selection: list[str] | None = None) -> Listing:  # fmt: skip
+    """List the images of source ``name`` under ``root`` (only those named in ``selection`` when given);
+    SourceError for a bad source, root or list file."""
     spec = source_spec(name)
     if spec["kind"] == "sample":
-        return Listing([SourceItem(p.name, str(p)) for p in sample_paths(name)], [], "sample")
+        listing = Listing([SourceItem(p.name, str(p)) for p in sample_paths(name)], [], "sample")
+        return _select_names(listing, selection, Path("the sample")) if selection else listing
     if root is None:
         raise SourceError(f"source {name!r} needs --root")
     root = Path(root).resolve()
@@ -201,28 +254,50 @@ def list_source(
     if spec["kind"] == "list":
         if list_file is None:
             raise SourceError("source 'list' needs --list FILE")
-        return _list_file(spec, root, Path(list_file))
-    return _list_layouts(spec, root, split)
+        listing = _list_file(spec, root, Path(list_file))
+    else:
+        try:
+            listing = _list_layouts(spec, root, split)
+        except SourceError:
+            if not selection:
+                raise
+            listing = Listing([], [], "none")  # every selected image is then reported missing
+    return _select_names(listing, selection, root) if selection else listing
 
 
-def select(items: list[SourceItem], limit: int | None = None, per_class: int | None = None, seed: int = 0):
-    """A seeded subset: ``per_class`` images of each class, then at most ``limit`` images; in key order.
+def rank(seed: int, item: SourceItem) -> int:
+    """An image's place in the seeded selection order; it depends only on (seed, key)."""
+    return derive_seed(seed, "select", item.key)
 
-    Each image's rank depends only on (seed, key), so the choice does not depend on listing order and
-    a larger limit keeps every image a smaller one chose.
-    """
 
-    def rank(item: SourceItem) -> int:
-        return derive_seed(seed, "select", item.key)
+class Quota:
+    """How many images a selection still takes: at most ``limit`` in all and ``per_class`` of each class."""
 
-    chosen = list(items)
-    if per_class is not None:
-        if any(it.label is None for it in chosen):
+    def __init__(self, items: list[SourceItem], limit: int | None = None, per_class: int | None = None):
+        if per_class is not None and any(it.label is None for it in items):
             raise SourceError("--per-class needs class labels, and this source has none for some images")
-        by_class: dict[str, list[SourceItem]] = defaultdict(list)
-        for it in chosen:
-            by_class[it.label].append(it)
-        chosen = [it for group in by_class.values() for it in sorted(group, key=rank)[:per_class]]
-    if limit is not None:
-        chosen = sorted(chosen, key=rank)[:limit]
-    return sorted(chosen, key=lambda it: it.key)
+        self.limit, self.per_class = limit, per_class
+        self.taken: Counter = Counter()
+        self.classes = {it.label for it in items}
+
+    def open_for(self, item: SourceItem) -> bool:
+        """Whether ``item``'s class still takes images (the total limit aside)."""
+        return self.per_class is None or self.taken[item.label] < self.per_class
+
+    def take(self, item: SourceItem) -> None:
+        """Count ``item`` as selected."""
+        self.taken[item.label] += 1
+
+    @property
+    def full(self) -> bool:
+        """Whether no further image can be taken."""
+        total = sum(self.taken.values())
+        if self.limit is not None and total >= self.limit:
+            return True
+        return self.per_class is not None and all(self.taken[c] >= self.per_class for c in self.classes)
+
+    def wanted(self) -> int | None:
+        """How many more images would fill the quota (None: no bound)."""
+        per_class = None if self.per_class is None else sum(max(0, self.per_class - self.taken[c]) for c in self.classes)
+        left = None if self.limit is None else self.limit - sum(self.taken.values())
+        return min(v for v in (per_class, left) if v is not None) if per_class is not None or left is not None else None

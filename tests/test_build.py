@@ -205,7 +205,7 @@ def test_unreadable_file_is_skipped(photos):
             proc.join(60)
             assert proc.exitcode == 0
             error = parent.recv()
-        assert error == {"key": "coffee.png", "reason": "cannot read (Permission denied)", "stage": "render"}
+        assert error == {"key": "coffee.png", "reason": "cannot read (Permission denied)", "stage": "screen"}
     finally:
         subprocess.run(["rm", "-rf", str(base)], check=False)
 

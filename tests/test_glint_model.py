@@ -1,4 +1,4 @@
-"""GlintIQA: the architecture of DESIGN.md, frozen parts, determinism, learning, weights loading; the metrics."""
+"""GlintIQA: the architecture of DESIGN.md, CWSA, frozen parts, determinism, learning, backbone weights; the metrics."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import pytest
 import torch
 from scipy.stats import kendalltau, pearsonr, spearmanr
 
-from glint.backbones import RandomWeightsWarning, ViTGlobal, load_weights
+from glint.backbones import (
+    RandomWeightsWarning,
+    ResNet50Local,
+    ViTBackbone,
+    WeightsError,
+    load_weights,
+    read_state_dict,
+)
 from glint.metrics import iqa_metrics, logistic4
 from glint.model import CWSA, GlintConfig, GlintIQA, parameter_counts
 
@@ -26,45 +33,52 @@ def quiet_model(config: GlintConfig = LITE) -> GlintIQA:
 def test_default_model_builds_offline_with_a_loud_warning_and_scores_a_batch():
     with pytest.warns(RandomWeightsWarning, match="RANDOM weights"):
         model = GlintIQA()
+    assert model.config.cwsa == "released" and model.config.random_backbones() == ["ViT-S/16", "resnet50"]
     model.eval()
     with torch.inference_mode():
         out = model(torch.randn(2, 3, 224, 224))
     assert out.shape == (2,) and torch.isfinite(out).all()
     total, trainable = parameter_counts(model)
-    assert total == 41_201_877 and trainable == 31_958_229  # ViT-S blocks 0-9 + ResNet-50 layers 1-3 + fusion
+    assert total == 41_201_877 and trainable == 30_589_333  # ViT-S blocks 0-9 + ResNet-50 conv1-layer3 + fusion
 
 
 def test_architecture_matches_the_design():
     model = quiet_model(GlintConfig())
-    assert [a.kernel_size for a in model.align] == [(4, 4), (2, 2), (1, 1)] == [a.stride for a in model.align]
-    assert [a.in_channels for a in model.align] == [256, 512, 1024] and model.local_proj.in_features == 1152
-    assert len(model.vit.blocks) == 10 and len(model.stage_cwsa) == 4
-    assert all(
-        s.conv.in_channels == 768 and s.conv.out_channels == 384 and s.conv.bias is None for s in model.stage_sem
-    )
-    head = model.head
+    embeds = [model.clfe.patch_embed1.proj, model.clfe.patch_embed2.proj, model.clfe.patch_embed3.proj]
+    assert [e.kernel_size for e in embeds] == [(4, 4), (2, 2), (1, 1)] == [e.stride for e in embeds]
+    assert [e.in_channels for e in embeds] == [256, 512, 1024] and all(e.bias is not None for e in embeds)
+    assert model.local_projection.in_features == 1152 and len(model.vgfe.backbone.blocks) == 10
+    assert all(s.conv.in_channels == 768 and s.conv.out_channels == 384 and s.conv.bias is None
+               for _, s in model.stages())  # fmt: skip
+    head = model.quality_head.layers
     assert (head[0].in_features, head[0].out_features, head[3].out_features) == (384, 384, 1)
     assert isinstance(head[1], torch.nn.GELU) and head[2].p == 0.5
+    assert all(c.drop.p == 0.5 and c.norm.normalized_shape == (196,) for c, _ in model.stages())
 
 
-def test_cwsa_computes_channel_attention_as_specified():
+@pytest.mark.parametrize("variant", ["released", "plain"])
+def test_cwsa_computes_channel_attention_as_specified(variant):
     torch.manual_seed(0)
-    cwsa = CWSA(tokens=6).eval()
+    cwsa = CWSA(tokens=6, variant=variant).eval()
     x = torch.randn(2, 5, 6)
-    q = torch.nn.functional.normalize(cwsa.q(x), dim=-1)
-    k = torch.nn.functional.normalize(cwsa.k(x), dim=-1)
+    q = torch.nn.functional.normalize(x @ cwsa.c_q.weight.T + cwsa.c_q.bias, dim=-1)
+    k = torch.nn.functional.normalize(x @ cwsa.c_k.weight.T + cwsa.c_k.bias, dim=-1)
     attn = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(6), dim=-1)
-    assert attn.shape == (2, 5, 5)
-    torch.testing.assert_close(cwsa(x), x + cwsa.norm(attn @ cwsa.v(x)))
+    mixed = attn @ (x @ cwsa.c_v.weight.T + cwsa.c_v.bias)  # (2, 5 channels, 6 tokens)
+    if variant == "released":  # element [c, n] of the result is element (t, ch) of mixed^T read in memory order
+        flat = mixed.transpose(1, 2).contiguous().view(2, -1)
+        mixed = torch.stack([torch.stack([flat[b, c * 6 : (c + 1) * 6] for c in range(5)]) for b in range(2)])
+    torch.testing.assert_close(cwsa(x), x + cwsa.norm(mixed))
 
 
 def test_frozen_parts_do_not_change_while_the_rest_learns():
     torch.manual_seed(0)
     model = quiet_model()
-    frozen = [model.vit.patch_embed, *model.vit.blocks[:5]]
+    vit = model.vgfe.backbone
+    frozen = [vit.patch_embed, *vit.blocks[:5]]
     assert not any(p.requires_grad for m in frozen for p in m.parameters())
-    assert not model.vit.pos_embed.requires_grad and not model.vit.cls_token.requires_grad
-    assert all(p.requires_grad for b in model.vit.blocks[5:] for p in b.parameters())
+    assert vit.pos_embed.requires_grad and vit.cls_token.requires_grad
+    assert all(p.requires_grad for b in vit.blocks[5:] for p in b.parameters())
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     x, y = torch.randn(2, 3, 224, 224), torch.tensor([2.0, 7.0])
@@ -75,10 +89,8 @@ def test_frozen_parts_do_not_change_while_the_rest_learns():
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    after = dict(model.named_parameters())
-    for name, p in after.items():
-        changed = not torch.equal(p, before[name])
-        assert changed == p.requires_grad, name
+    for name, p in model.named_parameters():
+        assert (not torch.equal(p, before[name])) == p.requires_grad, name
     assert losses[-1] < losses[0]
 
 
@@ -93,26 +105,49 @@ def test_same_seed_same_model_and_output():
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
 
 
-def test_backbone_weights_load_from_safetensors_and_state_dicts(tmp_path):
+def test_backbone_weights_load_from_files_in_timm_and_torchvision_layouts(tmp_path):
+    """A full timm ViT-S/16 file and a full torchvision ResNet-50 file (heads included) load; unfit files are refused."""
+    import timm
+    import torchvision
     from safetensors.torch import save_file
 
     torch.manual_seed(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RandomWeightsWarning)
-        source = ViTGlobal()
-        target = ViTGlobal()
-    state = {k: v.contiguous() for k, v in source.state_dict().items()}
-    save_file(state, tmp_path / "vit.safetensors")
-    torch.save({"state_dict": state}, tmp_path / "vit.pt")
-    for path in (tmp_path / "vit.safetensors", tmp_path / "vit.pt"):
-        load_weights(target, path, "vit")
-        torch.testing.assert_close(target.blocks[7].attn.qkv.weight, source.blocks[7].attn.qkv.weight)
+    vit = timm.create_model("vit_small_patch16_224")
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, tmp_path / "vit.safetensors")
+    resnet = torchvision.models.resnet50()
+    torch.save(resnet.state_dict(), tmp_path / "resnet50.pth")
+    loaded = ViTBackbone(str(tmp_path / "vit.safetensors"))
+    assert torch.equal(loaded.blocks[7].attn.qkv.weight, vit.blocks[7].attn.qkv.weight)
+    assert torch.equal(loaded.pos_embed, vit.pos_embed)
+    cnn = ResNet50Local(str(tmp_path / "resnet50.pth"))
+    assert torch.equal(cnn.layer3[5].conv2.weight, resnet.layer3[5].conv2.weight)
+    assert torch.equal(cnn.bn1.running_var, resnet.bn1.running_var)
     torch.save({"unrelated": torch.zeros(1)}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="lack"):
-        load_weights(target, tmp_path / "bad.pt", "vit")
+    with pytest.raises(WeightsError, match="lack"):
+        load_weights(loaded, read_state_dict(tmp_path / "bad.pt", "vit"), "vit", "bad.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(WeightsError, match="cannot read cnn weights"):
+        ResNet50Local(str(tmp_path / "empty.pt"))
 
 
-def test_metrics_agree_with_scipy_and_the_logistic_fit_helps():
+def test_weight_downloads_fail_in_one_line_offline(monkeypatch):
+    """The download paths are the release's (timm's tag, torchvision's URL); without a network each fails with
+    one line naming what to give instead. The hub is replaced by a failing stand-in: nothing can be downloaded here."""
+    import timm
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: offline() if pretrained else None)
+    with pytest.raises(WeightsError, match=r"cannot download https://download.pytorch.org/models/resnet50-19c8e357.pth "
+                                           r"\(ConnectionError\); give --cnn-weights FILE"):  # fmt: skip
+        ResNet50Local("torchvision")
+    with pytest.raises(WeightsError, match=r"vit_small_patch16_224.augreg_in21k_ft_in1k \(ConnectionError\)"):
+        ViTBackbone("timm")
+
+
+def test_metrics_agree_with_scipy_raw_and_fitted():
     rng = np.random.default_rng(0)
     pred = rng.uniform(-3, 3, 200)
     target = logistic4(pred, 90, 10, 0.5, 0.4) + rng.normal(0, 1, 200)
@@ -120,5 +155,6 @@ def test_metrics_agree_with_scipy_and_the_logistic_fit_helps():
     assert m["srocc"] == pytest.approx(spearmanr(pred, target)[0])
     assert m["krcc"] == pytest.approx(kendalltau(pred, target)[0])
     assert m["plcc"] == pytest.approx(pearsonr(pred, target)[0])
-    assert m["plcc_logistic"] > m["plcc"] + 0.03 and m["rmse"] < 3.0
+    assert m["rmse"] == pytest.approx(np.sqrt(np.mean((pred - target) ** 2)))  # raw, as the release computes it
+    assert m["plcc_logistic"] > m["plcc"] + 0.03 and m["rmse_logistic"] < 3.0 < m["rmse"]
     assert math.isnan(iqa_metrics([1, 1, 1], [1, 2, 3])["srocc"])

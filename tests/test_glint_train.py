@@ -1,9 +1,13 @@
-"""Training runs on a tiny real dataset: exact resume, selection, logs, the CLI, predict, DDP, leakage warning."""
+"""Training runs on a tiny real dataset: exact resume, selection, logs, the protocols, the CLI (evaluate on the right
+images, predict), DDP, the refusals, the leakage warning."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -40,7 +44,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 def finetune_args(dataset: Path, out: Path, epochs: int = 2) -> list[str]:
     return ["finetune", "--dataset", "csv", "--csv", str(dataset / "scores.csv"), "--root", str(dataset),
             "--local-backbone", "efficientnet_lite0", "--epochs", str(epochs), "--batch-size", "2", "--lr", "1e-4",
-            "--test-crops", "1", "--loader-workers", "0", "--device", "cpu", "--out", str(out)]  # fmt: skip
+            "--test-crops", "1", "--loader-workers", "0", "--device", "cpu", "--random-init", "--out", str(out)]  # fmt: skip
 
 
 def test_a_killed_run_resumes_exactly(tmp_path, tiny_dataset):
@@ -50,7 +54,7 @@ def test_a_killed_run_resumes_exactly(tmp_path, tiny_dataset):
     out = tmp_path / "b"
     proc = subprocess.Popen([glint, *finetune_args(tiny_dataset, out)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
+    deadline = time.time() + 900  # an epoch takes minutes on a busy 2-core machine
     log = out / "metrics.jsonl"
     while time.time() < deadline and proc.poll() is None and not (log.exists() and log.read_text().endswith("\n")):
         time.sleep(0.1)
@@ -75,16 +79,25 @@ def test_cli_finetune_evaluate_predict(tmp_path, tiny_dataset):
     result = runner.invoke(app, ["finetune", "--dataset", "csv", "--csv", str(tiny_dataset / "scores.csv"), "--root",
                                  str(tiny_dataset), "--local-backbone", "efficientnet_lite0", "--epochs", "1",
                                  "--batch-size", "2", "--test-crops", "2", "--loader-workers", "0", "--select-on", "test",
-                                 "--out", str(out), "--device", "cpu"])  # fmt: skip
+                                 "--out", str(out), "--device", "cpu", "--random-init"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "RANDOM weights" in result.output and "test  SROCC" in result.output
     results = json.loads((out / "results.json").read_text())
     assert results["selected_on"] == "test" and "optimistic" in results["selection_note"]
-    assert results["provenance"]["split"] == {"train": 11, "val": 1, "test": 3}
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(out / "best.pt"), "--dataset", "csv", "--csv",
-                                 str(tiny_dataset / "scores.csv"), "--root", str(tiny_dataset), "--split", "all",
-                                 "--crops", "2", "--device", "cpu"])  # fmt: skip
-    assert result.exit_code == 0 and "csv all (15 images): SROCC" in result.output, result.output
+    assert results["provenance"]["split"]["counts"] == {"train": 11, "val": 1, "test": 3}
+    evaluate = ["evaluate", "--checkpoint", str(out / "best.pt"), "--dataset", "csv", "--csv",
+                str(tiny_dataset / "scores.csv"), "--root", str(tiny_dataset), "--crops", "2", "--device", "cpu"]  # fmt: skip
+    result = runner.invoke(app, [*evaluate, "--out", str(tmp_path / "m.json")])
+    assert result.exit_code == 0 and "csv test: SROCC" in result.output and "(3 images)" in result.output, result.output
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["own_split"] and report["train_overlap"] == 0 and report["metrics"]["images"] == 3
+    assert set(report["metrics"]) >= {"srocc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic"}
+    for extra in (["--split", "all"], ["--round", "1"]):  # images the checkpoint was trained on
+        result = runner.invoke(app, [*evaluate, *extra])
+        assert result.exit_code == 2 and "were in the checkpoint's training set" in result.output, result.output
+    result = runner.invoke(app, [*evaluate, "--split", "all", "--allow-train-overlap", "--out", str(tmp_path / "a.json")])
+    assert result.exit_code == 0 and "11 of the 15 images scored were in the checkpoint's training set" in result.output
+    assert json.loads((tmp_path / "a.json").read_text())["train_overlap"] == 11
     clive = needs_shared(SHARED / "data" / "clive" / "images")
     images = sorted(clive.iterdir())[:3]
     scores = tmp_path / "scores.csv"
@@ -120,7 +133,7 @@ def test_ddp_under_torchrun_on_cpu(tmp_path, tiny_dataset):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(glint),
            "finetune", "--dataset", "csv", "--csv", str(tiny_dataset / "scores.csv"), "--root", str(tiny_dataset),
            "--local-backbone", "efficientnet_lite0", "--epochs", "1", "--batch-size", "4", "--test-crops", "1",
-           "--loader-workers", "0", "--device", "cpu", "--out", str(out)]  # fmt: skip
+           "--loader-workers", "0", "--device", "cpu", "--random-init", "--out", str(out)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -145,7 +158,7 @@ def test_ddp_pretraining_on_a_stream_does_not_hang(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(glint),
            "pretrain", "--data", str(tmp_path / "labels"), "--out", str(tmp_path / "pre"), "--epochs", "2",
            "--batch-size", "4", "--local-backbone", "efficientnet_lite0", "--test-crops", "1", "--holdout-images", "3",
-           "--loader-workers", "1", "--device", "cpu"]  # fmt: skip
+           "--loader-workers", "1", "--device", "cpu", "--random-init"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     history = [json.loads(line) for line in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
@@ -162,5 +175,80 @@ def test_rounds_report_the_median_of_the_test_metrics(tmp_path, tiny_dataset):
     per_round = summary["per_round_test"]
     assert summary["rounds"] == [0, 1, 2] and len(per_round) == 3
     assert summary["median_test"]["srocc"] == sorted(r["srocc"] for r in per_round.values())[1]
-    splits = [json.loads((out / f"round-{r}" / "results.json").read_text())["provenance"]["round"] for r in range(3)]
+    splits = [json.loads((out / f"round-{r}" / "results.json").read_text())["provenance"]["split"]["round"] for r in range(3)]
     assert splits == [0, 1, 2] and "median over 3 rounds" in result.output
+
+
+def test_random_backbones_are_refused_without_random_init(tmp_path, tiny_dataset):
+    args = [a for a in finetune_args(tiny_dataset, tmp_path / "r") if a != "--random-init"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and not (tmp_path / "r").exists()
+    assert result.output.startswith("glint finetune: the ViT-S/16 backbone would start from random weights: give "
+                                    "--vit-weights timm|FILE and --cnn-weights torchvision|FILE")  # fmt: skip
+    assert "--random-init" in result.output and result.output.strip().count("\n") == 0
+    args[args.index("efficientnet_lite0")] = "resnet50"
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "the ViT-S/16 and resnet50 backbones would start from random" in result.output
+
+
+def test_released_protocol_is_recorded_in_the_run_folder(tmp_path, tiny_dataset):
+    out = tmp_path / "released"
+    args = [a for a in finetune_args(tiny_dataset, out, epochs=1) if a not in ("--lr", "1e-4")]
+    result = runner.invoke(app, [*args, "--protocol", "released", "--max-steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert "has no counterpart in the release" in result.output  # a CSV dataset: the release's rule on its rows
+    run = json.loads((out / "run.json").read_text())
+    assert run["protocol"] == "released"
+    record = run["provenance"]["protocol"]
+    assert record["round"] == 1 and record["torch_seed"] == 12345
+    assert {k: record["settings"][k] for k in ("schedule", "select_on", "amp", "seed", "lr", "weight_decay")} == {
+        "schedule": "cycle", "select_on": "test", "amp": False, "seed": 12345, "lr": 1e-5, "weight_decay": 1e-5}
+    assert record["deviations"] == {"epochs": {"protocol": 300, "used": 1}, "batch_size": {"protocol": 32, "used": 2},
+                                    "test_crops": {"protocol": 25, "used": 1}, "max_steps": {"protocol": None, "used": 2}}
+    config = run["train_config"]
+    assert (config["schedule"], config["select_on"], config["amp"], config["seed"]) == ("cycle", "test", False, 12345)
+    split = run["provenance"]["split"]
+    assert split["protocol"] == "released" and split["counts"] == {"train": 12, "val": 0, "test": 3}
+    names = [line.split(",")[0] for line in (tiny_dataset / "scores.csv").read_text().splitlines()[1:]]
+    order = list(range(15))
+    random.Random(12345).shuffle(order)  # round 1 x seed 12345, as the release's splits.py
+    from glint.data import load_table, names_digest, released_split
+
+    parts = released_split(load_table("csv", tiny_dataset, tiny_dataset / "scores.csv"), 1, 12345)
+    assert {s.name for s in parts["test"]} == {names[i] for i in order[12:]}
+    assert split["digests"]["test"] == names_digest(parts["test"])
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert history[0]["lr"] == pytest.approx(1e-5 * (1 + math.cos(math.pi * 2 / 30)) / 2)  # T_max=30, 2 steps
+    assert "val" not in history[0] and history[0]["test"]["images"] == 3
+    results = json.loads((out / "results.json").read_text())
+    assert results["protocol"] == "released" and results["selected_on"] == "test"
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.csv", "metrics.jsonl",
+                                                     "results.json", "run.json"]  # fmt: skip
+    result = runner.invoke(app, ["evaluate", "--checkpoint", str(out / "best.pt"), "--dataset", "csv", "--csv",
+                                 str(tiny_dataset / "scores.csv"), "--root", str(tiny_dataset), "--crops", "1",
+                                 "--device", "cpu", "--out", str(tmp_path / "m.json")])  # fmt: skip
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert result.exit_code == 0 and (report["protocol"], report["round"], report["own_split"]) == ("released", 1, True)
+    assert report["metrics"]["images"] == 3 and report["train_overlap"] == 0
+
+
+def test_predict_escapes_formula_cells_and_skips_images_too_small_to_score(tmp_path, monkeypatch):
+    photo = Image.open(sample_paths()[0]).convert("RGB").resize((240, 240))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("=HYPERLINK(1).png", "+1.png", "-2.png", "@cmd.png", "plain.png"):
+        photo.save(folder / name)
+    Image.new("RGB", (1, 1)).save(folder / "dot.png")
+    monkeypatch.chdir(folder)  # relative paths: the names themselves start the CSV cells
+    out = tmp_path / "scores.csv"
+    result = runner.invoke(app, ["predict", "--random-init", ".", "--out", str(out), "--crops", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "skipped dot.png: 1x1 is too small to score (under 32 px on a side)" in result.output
+    rows = {r["path"]: r for r in csv.DictReader(out.open())}
+    assert set(rows) == {"'+1.png", "'-2.png", "'=HYPERLINK(1).png", "'@cmd.png", "dot.png", "plain.png"}
+    assert rows["dot.png"]["score"] == "" and "too small" in rows["dot.png"]["error"]
+    assert all(rows[n]["score"] for n in ("'=HYPERLINK(1).png", "plain.png"))
+    assert "scored 5 images (1 skipped)" in result.output
+    from glint.predict import spreadsheet_safe
+
+    assert [spreadsheet_safe(t) for t in ("=1+1", "+x", "-x", "@x", "a=b", "")] == ["'=1+1", "'+x", "'-x", "'@x", "a=b", ""]

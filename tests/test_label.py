@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt.bank import load_bank, normalise_scores
+from saqt.bank import load_bank
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.label import LabelConfig, RunOptions, run_label
@@ -40,6 +41,31 @@ def sample_build(tmp_path_factory):
     return out
 
 
+def bank_table(bank: Path) -> tuple[list[str], np.ndarray]:
+    """The bank's scores.csv read with the csv module: reference ids, and (R, 25, 5) scores min-max normalised
+    to [0, 9] over every score of the whole bank (the authors' rule, and what `saqt label` documents)."""
+    with open(bank / "scores.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    refs = sorted({r["ref"] for r in rows})
+    table = np.full((len(refs), 25, 5), np.nan)
+    for r in rows:
+        table[refs.index(r["ref"]), int(r["type"]) - 1, int(r["level"]) - 1] = float(r["score"])
+    lo, hi = np.nanmin(table), np.nanmax(table)
+    return refs, 9 * (table - lo) / (hi - lo)
+
+
+def nearest(labels: Path, pristine_id: str, candidates: list[str], k: int) -> tuple[list[str], np.ndarray]:
+    """The k candidates most cosine-similar to the pristine image, from the embeddings the run cached."""
+    (bank,) = (labels / "embeddings").glob("bank-*.parquet")
+    (pristine,) = (labels / "embeddings").glob("pristine-*.parquet")
+    vectors = {r["id"]: np.asarray(r["embedding"], np.float64) for r in pq.read_table(bank).to_pylist()}
+    query = next(np.asarray(r["embedding"], np.float64) for r in pq.read_table(pristine).to_pylist()
+                 if r["id"] == pristine_id)  # fmt: skip
+    sims = np.array([vectors[c] @ query for c in candidates])
+    order = np.argsort(-sims, kind="stable")[:k]
+    return [candidates[i] for i in order], sims[order]
+
+
 def test_synth_bank_is_a_marked_proxy(kodak_bank):
     bank = load_bank(kodak_bank)
     manifest = json.loads((kodak_bank / "bank.json").read_text())
@@ -53,14 +79,13 @@ def test_labels_follow_the_rule_and_carry_provenance(tmp_path, sample_build, kod
     manifest = run_label(config, tmp_path / "l", QUIET)
     labels = pq.read_table(tmp_path / "l" / "labels").to_pylist()
     assert manifest["complete"] and len(labels) == 5 * 9 == manifest["counts"]["labels"]
-    bank = load_bank(kodak_bank)
-    scores = normalise_scores(bank.scores, "minmax:0:9")
-    for row in labels[:12]:
-        ids = [bank.ref_ids.index(n) for n in row["neighbours"]]
-        assert len(ids) == 3 and sum(row["weights"]) == pytest.approx(1.0, abs=1e-6)
-        assert row["similarities"] == sorted(row["similarities"], reverse=True)
-        expected = np.dot(row["weights"], scores[ids, row["dist_type"] - 1, row["level"] - 1])
-        assert row["score"] == pytest.approx(expected, rel=1e-5)
+    refs, scores = bank_table(kodak_bank)
+    for row in labels:  # expected: the 3 nearest references, softmax(similarity / 0.05), the bank's own table
+        names, sims = nearest(tmp_path / "l", row["pristine_id"], refs, 3)
+        weights = np.exp((sims - sims.max()) / 0.05) / np.exp((sims - sims.max()) / 0.05).sum()
+        expected = weights @ scores[[refs.index(n) for n in names], row["dist_type"] - 1, row["level"] - 1]
+        assert row["neighbours"] == names and row["similarities"] == pytest.approx(sims, abs=1e-5)
+        assert row["score"] == pytest.approx(expected, rel=1e-4) and row["weights"] == pytest.approx(weights, abs=1e-4)
         assert row["bank_proxy"] and row["score_scale"] == "minmax:0:9" and row["rule"] == "topk"
         assert row["encoder"] == "effnet-lite0" and row["encoder_weights"].startswith("efficientnet-lite0")
     joined = pq.read_table(tmp_path / "l" / "saqt-iqa").to_pylist()
@@ -70,17 +95,29 @@ def test_labels_follow_the_rule_and_carry_provenance(tmp_path, sample_build, kod
 
 
 def test_top1_and_exclusion(tmp_path, sample_build, kodak_bank):
-    bank = load_bank(kodak_bank)
+    """Excluded references are never neighbours, and the others keep the scale of the whole bank: scores are
+    normalised before the exclusion (excluding the reference that holds the bank's lowest score moves nothing)."""
+    refs, scores = bank_table(kodak_bank)
     first = run_label(
         LabelConfig(build=str(sample_build), bank=str(kodak_bank), encoder="effnet-lite0"), tmp_path / "a", QUIET
     )
+    for row in pq.read_table(tmp_path / "a" / "labels").to_pylist():
+        (name,), _ = nearest(tmp_path / "a", row["pristine_id"], refs, 1)
+        assert row["neighbours"] == [name] and row["weights"] == [1.0]
+        assert row["score"] == pytest.approx(scores[refs.index(name), row["dist_type"] - 1, row["level"] - 1])
     top = {r["neighbours"][0] for r in pq.read_table(tmp_path / "a" / "labels").to_pylist()}
-    excluded = tuple(sorted(top))
+    lowest = refs[int(np.nanargmin(np.nanmin(scores, axis=(1, 2))))]
+    excluded = tuple(sorted(top | {lowest}))
     second = run_label(LabelConfig(build=str(sample_build), bank=str(kodak_bank), encoder="effnet-lite0",
                                    exclude_refs=excluded), tmp_path / "b", QUIET)  # fmt: skip
+    kept = [r for r in refs if r not in excluded]
     rows = pq.read_table(tmp_path / "b" / "labels").to_pylist()
+    for row in rows:
+        (name,), _ = nearest(tmp_path / "b", row["pristine_id"], kept, 1)
+        assert row["neighbours"] == [name]
+        assert row["score"] == pytest.approx(scores[refs.index(name), row["dist_type"] - 1, row["level"] - 1])
     assert not {r["neighbours"][0] for r in rows} & top
-    assert second["bank"]["excluded"] == list(excluded) and second["bank"]["references"] == len(bank.ref_ids) - len(top)
+    assert second["bank"]["excluded"] == list(excluded) and second["bank"]["references"] == len(refs) - len(excluded)
     assert first["rule"] == {"rule": "top1", "k": 1, "temperature": None}
 
 
@@ -107,7 +144,7 @@ def test_recipe_only_build_joins_recipes(tmp_path, kodak_bank):
     run_label(LabelConfig(build=str(build), bank=str(kodak_bank), rule="mean"), tmp_path / "l", QUIET)
     rows = pq.read_table(tmp_path / "l" / "saqt-iqa").to_pylist()
     assert len(rows) == 5 and all(r["image"] is None and r["seed"] and r["neighbours"] == [] for r in rows)
-    means = np.nanmean(normalise_scores(load_bank(kodak_bank).scores, "minmax:0:9"), axis=0)
+    means = np.nanmean(bank_table(kodak_bank)[1], axis=0)  # the mean rule: every reference, whole-bank scale
     assert rows[0]["score"] == pytest.approx(means[4, 1]) and rows[0]["encoder"] == "none"
 
 

@@ -20,6 +20,7 @@ from pipelines.saqt_cli import app
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.card import read_card
+from saqt.distortions import catalogue_identity
 from saqt.images import decode_image
 from saqt.info import summarise
 from saqt.label import LabelConfig, RunOptions, run_label
@@ -76,7 +77,7 @@ def test_layout_card_and_checksums(published, labelled):
     assert {"name": "similarities", "list": "float32"} in meta["dataset_info"]["features"]
     prov = meta["saqt"]["provenance"]
     assert prov["source"]["name"] == "sample" and prov["selection"]["pristine"] == 5
-    assert prov["distortions"]["catalogue"]["version"] == 2 and prov["distortions"]["types"] == list(TYPES)
+    assert prov["distortions"]["catalogue"] == catalogue_identity() and prov["distortions"]["types"] == list(TYPES)
     assert prov["bank"]["kind"] == "synth" and prov["bank"]["proxy"] is True and prov["bank"]["references"] == 3
     assert prov["encoder"]["id"] == "effnet-lite0" and "sha256:" in prov["encoder"]["weights"]
     assert prov["transfer"] == {"rule": "topk", "k": 2, "temperature": 0.05, "score_scale": "minmax:0:9", "index": "flat"}
@@ -194,6 +195,15 @@ def test_verify_catches_a_shard_from_another_build(published, labelled, tmp_path
     _fails(target, rf"data/{name}: SHA-256 mismatch")
     _rewrite_sums(target)
     _fails(target, rf"data/{name}: belongs to another dataset")
+
+
+def test_verify_catches_an_edited_card(published, tmp_path):
+    """README.md is listed in SHA256SUMS like the shards: an edit that leaves it a valid card is still caught."""
+    target = _copy(published, tmp_path)
+    card = (target / "README.md").read_text()
+    (target / "README.md").write_text(card.replace("## Licence", "## Licence (edited)"))
+    assert read_card((target / "README.md").read_text())[0] == read_card(card)[0]
+    _fails(target, r"README.md: SHA-256 mismatch")
 
 
 def test_verify_catches_unlisted_files_and_a_bad_card(published, tmp_path):

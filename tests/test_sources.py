@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from saqt.screen import jpeg_quality
-from saqt.sources import SourceError, list_source, sample_paths, select
+from pipelines.executors import LocalExecutor
+from saqt.pool import choose_pool
+from saqt.screen import Screen, jpeg_quality
+from saqt.sources import Quota, SourceError, list_source, read_selection, sample_paths
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
 
@@ -94,7 +96,7 @@ def test_imagenet_val_layouts(tmp_path, imagenet_files):
     assert val.layout == "val-flat" and len(val.items) == 3 and val.items[0].label is None
     assert list_source("imagenet", tmp_path, split="train").layout == "train-folders"
     with pytest.raises(SourceError, match="--per-class needs class labels"):
-        select(val.items, per_class=1)
+        Quota(val.items, per_class=1)
 
 
 def test_kadis_and_folder_sources(tmp_path):
@@ -171,6 +173,12 @@ def test_malformed_list_files_are_refused(tmp_path, name, content, message):
         list_source("list", tmp_path, path)
 
 
+def select(items, limit=None, per_class=None, seed=0):
+    """The images a build takes when the screen refuses none (every image here is distinct and decodable)."""
+    return choose_pool(items, Quota(items, limit, per_class), seed, (32, 24), Screen.off(), 10**6, LocalExecutor(1),
+                       progress=False).kept  # fmt: skip
+
+
 def test_selection_is_seeded_nested_and_order_free(tmp_path, imagenet_files):
     for name, data in imagenet_files.items():
         write(tmp_path / "train" / name, data)
@@ -194,3 +202,23 @@ def test_sample_source_needs_nothing():
 def test_jpeg_quality_is_read_from_quantisation_tables(quality):
     assert jpeg_quality(jpeg_bytes(1, quality)) == quality
     assert jpeg_quality(b"\x89PNG not really") is None
+
+
+def test_a_selection_lists_exactly_the_named_images_and_reports_the_missing(tmp_path):
+    for name in ("a.png", "b.png", "sub/c.png", "other/c.png"):
+        write(tmp_path / "ref_imgs" / name, jpeg_bytes(len(name)))
+    (tmp_path / "pick.txt").write_text("# chosen\nb.png\nref_imgs/a.png\nmissing.png\nc.png\nb.png\n")
+    (tmp_path / "pick.csv").write_text("kadis,kadid-10k,sim_value\nb.png,I01.png,0.5\nmissing.png,I02.png,0.4\n")
+    for name in ("pick.txt", "pick.csv"):
+        listing = list_source("folder", tmp_path, selection=read_selection(str(tmp_path / name)))
+        assert [it.key for it in listing.items] == (["ref_imgs/a.png", "ref_imgs/b.png"] if name == "pick.txt"
+                                                    else ["ref_imgs/b.png"])  # fmt: skip
+        errors = dict(listing.errors)
+        assert errors["missing.png"].startswith("not found under --root (listed in the selection")
+    assert dict(list_source("folder", tmp_path, selection=["c.png"]).errors)["c.png"].startswith("ambiguous name (2 files")
+    assert len(read_selection("authors")) == 50_000
+    with pytest.raises(SourceError, match="neither 'authors' nor"):
+        read_selection(str(tmp_path / "nope.txt"))
+    with pytest.raises(SourceError, match="no name column"):
+        (tmp_path / "bad.csv").write_text("x,y\n1,2\n")
+        read_selection(str(tmp_path / "bad.csv"))

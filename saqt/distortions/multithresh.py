@@ -150,17 +150,26 @@ def fminsearch(
     fn: Callable, x0: np.ndarray, tol_x: float, tol_f: float, max_iter: int, max_evals: int, args: tuple = ()
 ) -> np.ndarray:
     """Minimise ``fn(x, *args)`` from ``x0`` as MATLAB's fminsearch does; compiled when ``fn`` is a numba function."""
-    search = _compiled_nelder_mead if isinstance(fn, numba.core.registry.CPUDispatcher) else _nelder_mead
-    return search(fn, args, np.asarray(x0, dtype=np.float64), tol_x, tol_f, max_iter, max_evals)
+    x0 = np.asarray(x0, dtype=np.float64)
+    if isinstance(fn, numba.core.registry.CPUDispatcher):
+        return _compiled_nelder_mead(fn, args, x0, tol_x, tol_f, max_iter, max_evals)
+    with np.errstate(invalid="ignore"):  # inf - inf where every vertex is infeasible: NaN, as in MATLAB
+        return _nelder_mead(fn, args, x0, tol_x, tol_f, max_iter, max_evals)
 
 
 def multithresh(hist: np.ndarray, levels: int) -> np.ndarray:
-    """``levels`` thresholds in grey levels 0..255 for a 256-bin histogram, as MATLAB's multithresh finds them."""
+    """``levels`` thresholds in grey levels 0..255 for a 256-bin histogram, as MATLAB's multithresh finds them.
+
+    The histogram must have more than ``levels`` occupied bins (MATLAB's degenerate case is the caller's).
+    """
     p = hist / hist.sum()
     omega = np.cumsum(p)
     mu = np.cumsum(p * np.arange(1, 257))
-    x0 = np.linspace(0, 255, levels + 2)[1:-1]
+    # MATLAB's linspace(0, 255, N + 2) computes (k * 255) / (N + 1); numpy's divides first, which differs in the
+    # last bit for some k and sends the simplex search elsewhere (most photos at N = 20).
+    x0 = np.arange(1, levels + 1) * 255.0 / (levels + 1)
     best = fminsearch(
         otsu_cost, x0, tol_x=1.0, tol_f=1e-4, max_iter=200 * levels, max_evals=200 * levels, args=(omega, mu)
     )
-    return mround(best)
+    # no finite criterion found: MATLAB does not round
+    return mround(best) if np.isfinite(otsu_cost(best, omega, mu)) else best

@@ -142,7 +142,10 @@ def grey_histogram(src: PreparedImage) -> np.ndarray:
 @kernel(22)
 def quantization(src: PreparedImage, levels: float) -> Indexed:
     """Posterise all channels with ``levels`` multi-Otsu thresholds shared by R, G, B."""
-    tau = multithresh(src.shared(grey_histogram), int(levels)) / 255.0
+    hist = src.shared(grey_histogram)
+    if np.count_nonzero(hist) <= levels:  # MATLAB's degenerate case: the image's own values are the thresholds
+        return src.identity()
+    tau = multithresh(hist, int(levels)) / 255.0
     values = np.concatenate([[0.0], tau[1:], [1.0]])
     return Indexed(src.u8, values[np.searchsorted(tau, src.x_lut, side="left")])
 

@@ -36,6 +36,8 @@ class Encoder(Protocol):
 FACTORIES = {
     "effnet-lite0": "saqt.encoders.effnet:load_effnet_lite0",
     "clip": "saqt.encoders.clip:load_clip",
+    "resnet50": "saqt.encoders.resnet:load_resnet50",
+    "resnet101": "saqt.encoders.resnet:load_resnet101",
 }
 
 
@@ -47,10 +49,14 @@ def pick_device(device: str = "auto", index: int = 0) -> torch.device:
 
 
 def load_encoder(spec: str, device: str = "auto") -> Encoder:
-    """Resolve ``effnet-lite0`` or ``clip:<open_clip model>@<pretrained tag or checkpoint path>``."""
+    """Resolve ``effnet-lite0``, ``clip:<open_clip model>@<pretrained tag or checkpoint path>`` or
+    ``resnet50|resnet101[@<weights file>]``."""
     name, _, argument = spec.partition(":")
     if name not in FACTORIES:
-        raise EncoderError(f"unknown encoder {spec!r}; use effnet-lite0 or clip:<model>@<tag or checkpoint path>")
+        name, _, argument = spec.partition("@")
+    if name not in FACTORIES:
+        raise EncoderError(f"unknown encoder {spec!r}; use effnet-lite0, clip:<model>@<tag or checkpoint path>, "
+                           "or resnet50|resnet101[@<weights file>]")  # fmt: skip
     module, _, function = FACTORIES[name].partition(":")
     encoder = getattr(importlib.import_module(module), function)(argument, pick_device(device))
     encoder.model.eval()

@@ -1,0 +1,31 @@
+"""Named settings for ``saqt label``: ``--preset authors`` is what the official SAQT release does.
+
+Options given on the command line override the built-in defaults; with a preset they may only repeat it
+(a weights file for its encoder aside), so a label set that says ``preset: authors`` is the authors' setup.
+"""
+
+from __future__ import annotations
+
+DEFAULTS = {"encoder": "clip:ViT-B-32@laion2b_s34b_b79k", "rule": "top1", "normalise": "minmax:0:9"}
+PRESETS = {
+    # SYSU-Video/GlintIQA dataset_generation: torchvision ResNet-101 pooled features of the full image, ImageNet
+    # mean/std, L2-normalised; top-1 by cosine similarity; KADID DMOS min-max normalised to [0, 9].
+    "authors": {"encoder": "resnet101", "rule": "top1", "normalise": "minmax:0:9"},
+}
+
+
+def label_settings(preset: str | None, matches: str | None, encoder: str | None, rule: str | None,
+                   normalise: str | None) -> dict:  # fmt: skip
+    """encoder, rule and normalise for ``saqt label``; ValueError for a preset or combination that cannot hold."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if matches and encoder is not None:
+        raise ValueError("--encoder has no effect with --matches: the given matches replace the encoder")
+    base = PRESETS.get(preset, DEFAULTS)
+    given = {"encoder": encoder, "rule": rule, "normalise": normalise}
+    if preset:
+        for name, value in given.items():
+            same = value is None or value == base[name] or (name == "encoder" and value.startswith(base[name] + "@"))
+            if not same:
+                raise ValueError(f"--preset {preset} uses --{name} {base[name]}; got --{name} {value}")
+    return {name: base[name] if value is None else value for name, value in given.items()}

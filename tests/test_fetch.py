@@ -1,0 +1,458 @@
+"""`saqt fetch` against a real HTTP server on 127.0.0.1: download, resume, checksums, safe unpacking, layouts."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import socket
+import tarfile
+import threading
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from scipy.io import savemat
+from typer.testing import CliRunner
+
+from glint.data import load_table
+from pipelines.saqt_cli import app as saqt_app
+from saqt import fetch
+from saqt.fetch import Archive, DatasetSource, FetchError, FetchOptions, fetch_dataset, fetch_sources, unpack
+from saqt.sources import list_source
+
+runner = CliRunner()
+
+
+class Served:
+    """What the test server holds, what it was asked, and the connections it is told to cut."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.cuts: dict[str, list[int]] = {}  # path -> bytes to send before dropping, one entry per GET
+        self.requests: list[dict] = []
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Serves Served.files with ETag, Range and If-Range (RFC 9110), and drops connections when told to."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_HEAD(self):
+        self._serve(body=False)
+
+    def do_GET(self):
+        self._serve(body=True)
+
+    def _serve(self, body: bool) -> None:
+        state: Served = self.server.state
+        rng, if_range = self.headers.get("Range"), self.headers.get("If-Range")
+        state.requests.append({"method": self.command, "path": self.path, "range": rng, "if_range": if_range})
+        data = state.files.get(self.path)
+        if data is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        etag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
+        start = 0
+        if rng and if_range in (None, etag):
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.send_header("ETag", etag)
+        self.end_headers()
+        if not body:
+            return
+        payload = data[start:]
+        cuts = state.cuts.get(self.path)
+        if cuts:
+            payload = payload[: cuts.pop(0)]
+            self.close_connection = True
+        self.wfile.write(payload)
+        self.wfile.flush()
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.state = Served()
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def png_bytes(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def tar_bytes(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def kadid_zip() -> bytes:
+    """A KADID-10k-shaped release: kadid10k/dmos.csv (dist_img, ref_img, dmos, var) and kadid10k/images/."""
+    rows = ["dist_img,ref_img,dmos,var"]
+    members = {}
+    for ref in ("I01", "I02", "I03"):
+        members[f"kadid10k/images/{ref}.png"] = png_bytes(int(ref[1:]))
+        for level in (1, 2):
+            name = f"{ref}_01_0{level}.png"
+            members[f"kadid10k/images/{name}"] = png_bytes(100 * int(ref[1:]) + level)
+            rows.append(f"{name},{ref}.png,{4.5 - level},0.5")
+    members["kadid10k/dmos.csv"] = ("\n".join(rows) + "\n").encode()
+    return zip_bytes(members)
+
+
+def source(base: str, name: str, files: dict[str, bytes], marker: str, **kw) -> DatasetSource:
+    archives = tuple(
+        Archive(file=f, url=f"{base}/{f}", sha256=hashlib.sha256(data).hexdigest(), source="test")
+        for f, data in files.items()
+    )
+    return DatasetSource(name=name, title=name.upper(), page=f"{base}/page", access="direct", terms="test terms",
+                         marker=marker, archives=archives, **kw)  # fmt: skip
+
+
+def quiet(**kw) -> FetchOptions:
+    return FetchOptions(backoff=0.0, say=lambda _: None, **kw)
+
+
+def test_full_download_unpacks_kadid_where_the_loader_and_bank_read_it(server, tmp_path):
+    base, state = server
+    state.files["/kadid10k.zip"] = data = kadid_zip()
+    src = source(base, "kadid10k", {"kadid10k.zip": data}, "dmos.csv", expect=("images/",))
+    root = fetch_dataset(src, tmp_path / "datasets", quiet())
+    assert root == tmp_path / "datasets" / "kadid10k" / "kadid10k"
+    table = load_table("kadid10k", root)
+    assert len(table.samples) == 6 and all(Path(s.path).is_file() for s in table.samples)
+    assert {s.group for s in table.samples} == {"I01.png", "I02.png", "I03.png"}
+    record = json.loads((tmp_path / "datasets" / "kadid10k" / fetch.RECORD).read_text())
+    assert record["root"] == "kadid10k" and record["files"][0]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert record["files"][0]["checked_against_manifest"] is True
+    assert (tmp_path / "datasets" / ".downloads" / "kadid10k" / "kadid10k.zip").read_bytes() == data
+    assert not list((tmp_path / "datasets").glob(".*.partial")) and not list(tmp_path.rglob("*.part"))
+    # a rerun finds the record and asks the server nothing
+    asked = len(state.requests)
+    assert fetch_dataset(src, tmp_path / "datasets", quiet()) == root and len(state.requests) == asked
+
+
+def test_a_tar_gz_release_lands_where_the_kadis700k_source_lists_it_and_its_archive_can_go(server, tmp_path):
+    base, state = server
+    state.files["/kadis700k.tar.gz"] = data = tar_bytes(
+        {"kadis700k/ref_imgs/a.png": png_bytes(1), "kadis700k/ref_imgs/b.png": png_bytes(2), "kadis700k/code/x.m": b"%"}
+    )
+    said = []
+    src = source(base, "kadis700k", {"kadis700k.tar.gz": data}, "ref_imgs/", expect=("code/", "dist_imgs/"))
+    root = fetch_dataset(src, tmp_path, FetchOptions(say=said.append, remove_archives=True))
+    assert not (tmp_path / ".downloads" / "kadis700k" / "kadis700k.tar.gz").exists()
+    assert [m for m in said if m.startswith("warning")] == [
+        f"warning: dist_imgs/ not found beside ref_imgs/ in {root}; the loaders read them there"
+    ]
+    listing = list_source("kadis700k", root)
+    assert listing.layout == "ref-imgs" and [Path(it.path).name for it in listing.items] == ["a.png", "b.png"]
+
+
+def test_a_cut_connection_is_resumed_with_a_range_request_in_the_same_run(server, tmp_path):
+    base, state = server
+    state.files["/kadid10k.zip"] = data = kadid_zip()
+    state.cuts["/kadid10k.zip"] = [1000, 700]
+    root = fetch_dataset(source(base, "kadid10k", {"kadid10k.zip": data}, "dmos.csv"), tmp_path, quiet(retries=2))
+    gets = [r for r in state.requests if r["method"] == "GET"]
+    assert [r["range"] for r in gets] == [None, "bytes=1000-", "bytes=1700-"]
+    assert gets[1]["if_range"] and gets[1]["if_range"] == gets[2]["if_range"]  # the ETag of the first answer
+    assert (tmp_path / ".downloads" / "kadid10k" / "kadid10k.zip").read_bytes() == data
+    assert (root / "dmos.csv").is_file()
+
+
+def test_a_download_cut_on_every_retry_keeps_its_part_and_the_next_run_resumes(server, tmp_path):
+    base, state = server
+    state.files["/kadid10k.zip"] = data = kadid_zip()
+    state.cuts["/kadid10k.zip"] = [1234]
+    src = source(base, "kadid10k", {"kadid10k.zip": data}, "dmos.csv")
+    with pytest.raises(FetchError, match=r"cut off .* run the same command again to resume"):
+        fetch_dataset(src, tmp_path, quiet(retries=0))
+    part = tmp_path / ".downloads" / "kadid10k" / "kadid10k.zip.part"
+    assert part.read_bytes() == data[:1234] and not (tmp_path / "kadid10k").exists()
+    fetch_dataset(src, tmp_path, quiet(retries=0))
+    assert state.requests[-1]["range"] == "bytes=1234-" and not part.exists()
+    assert (tmp_path / ".downloads" / "kadid10k" / "kadid10k.zip").read_bytes() == data
+
+
+def test_a_file_changed_on_the_server_since_the_cut_is_fetched_whole_not_spliced(server, tmp_path):
+    base, state = server
+    state.files["/kadid10k.zip"] = kadid_zip()
+    state.cuts["/kadid10k.zip"] = [999]
+    out = tmp_path / "a.zip"
+    with pytest.raises(FetchError):
+        fetch.download(f"{base}/kadid10k.zip", out, retries=0)
+    state.files["/kadid10k.zip"] = new = zip_bytes({"kadid10k/dmos.csv": b"dist_img,ref_img,dmos,var\n"})
+    fetch.download(f"{base}/kadid10k.zip", out, retries=0)
+    assert state.requests[-1]["range"] == "bytes=999-" and out.read_bytes() == new  # If-Range failed: a 200
+
+
+def test_a_checksum_mismatch_is_refused_and_the_file_kept_aside(server, tmp_path):
+    base, state = server
+    state.files["/kadid10k.zip"] = data = kadid_zip()
+    src = source(base, "kadid10k", {"kadid10k.zip": b"other bytes"}, "dmos.csv")
+    with pytest.raises(FetchError, match=r"SHA-256 [0-9a-f]{64} differs from the manifest's .* not used") as err:
+        fetch_dataset(src, tmp_path, quiet())
+    assert "\n" not in str(err.value)
+    downloads = tmp_path / ".downloads" / "kadid10k"
+    assert (downloads / "kadid10k.zip.rejected").read_bytes() == data and not (downloads / "kadid10k.zip").exists()
+    assert not (tmp_path / "kadid10k").exists() and not list(tmp_path.glob(".*.partial"))
+
+
+def test_a_user_file_in_from_that_fails_its_checksum_is_refused_but_not_moved(server, tmp_path):
+    base, state = server
+    data = kadid_zip()
+    src = source(base, "kadid10k", {"kadid10k.zip": data}, "dmos.csv")
+    mine = tmp_path / "downloads"
+    mine.mkdir()
+    (mine / "kadid10k.zip").write_bytes(data[:-1])
+    with pytest.raises(FetchError, match="differs from the manifest's"):
+        fetch_dataset(src, tmp_path / "d", quiet(from_dir=mine))
+    assert (mine / "kadid10k.zip").read_bytes() == data[:-1] and state.requests == []
+    (mine / "kadid10k.zip").write_bytes(data)
+    assert (fetch_dataset(src, tmp_path / "d", quiet(from_dir=mine)) / "dmos.csv").is_file() and state.requests == []
+
+
+@pytest.mark.parametrize(
+    "archive",
+    [
+        zip_bytes({"ok/a.txt": b"a", "../evil.txt": b"x"}),
+        zip_bytes({"/tmp/evil-absolute.txt": b"x"}),
+        tar_bytes({"ok/a.txt": b"a", "ok/../../evil.txt": b"x"}),
+    ],
+    ids=["zip-dotdot", "zip-absolute", "tar-dotdot"],
+)
+def test_members_that_climb_out_are_refused_and_nothing_is_written(tmp_path, archive):
+    path = tmp_path / "a.bin"
+    path.write_bytes(archive)
+    into = tmp_path / "sandbox" / "into"
+    into.mkdir(parents=True)
+    with pytest.raises(FetchError, match="would be written outside"):
+        unpack(path, into)
+    assert not (tmp_path / "sandbox" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
+    assert not Path("/tmp/evil-absolute.txt").exists()
+
+
+def test_link_members_are_refused(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        link = tarfile.TarInfo("ok/passwd")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(link)
+    (tmp_path / "a.tar").write_bytes(buf.getvalue())
+    (tmp_path / "into").mkdir()
+    with pytest.raises(FetchError, match="link or special file"):
+        unpack(tmp_path / "a.tar", tmp_path / "into")
+    assert not (tmp_path / "into" / "ok" / "passwd").exists()
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_a_decompression_bomb_is_refused(tmp_path, kind):
+    zeros = bytes(32 << 20)  # 32 MiB that deflate to about 32 KiB
+    data = zip_bytes({"big.bin": zeros}) if kind == "zip" else tar_bytes({"big.bin": zeros})
+    assert len(data) < (1 << 20)
+    (tmp_path / "a").write_bytes(data)
+    (tmp_path / "into").mkdir()
+    with pytest.raises(FetchError, match="decompression bomb"):
+        unpack(tmp_path / "a", tmp_path / "into")
+    assert not (tmp_path / "into" / "big.bin").exists()
+
+
+def test_a_failed_unpack_leaves_no_dataset_folder(server, tmp_path):
+    base, state = server
+    state.files["/kadid10k.zip"] = data = zip_bytes({"kadid10k/dmos.csv": b"x", "../../evil": b"x"})
+    with pytest.raises(FetchError, match="outside"):
+        fetch_dataset(source(base, "kadid10k", {"kadid10k.zip": data}, "dmos.csv"), tmp_path / "d", quiet())
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [".downloads"] and not (tmp_path / "evil").exists()
+
+
+def test_an_error_page_instead_of_an_archive_is_named(server, tmp_path):
+    base, state = server
+    state.files["/kadid10k.zip"] = page = b"<!DOCTYPE html><html>please log in</html>"
+    with pytest.raises(FetchError, match=r"not a zip or tar archive .*<!DOCTYPE html"):
+        fetch_dataset(source(base, "kadid10k", {"kadid10k.zip": page}, "dmos.csv"), tmp_path, quiet())
+
+
+def test_a_rar_release_is_downloaded_checked_and_the_unpack_command_named(server, tmp_path):
+    base, state = server
+    state.files["/tid2013.rar"] = data = b"Rar!\x1a\x07\x01\x00" + bytes(100)
+    with pytest.raises(FetchError, match=r"7z x .*tid2013\.rar -o.*tid2013.*`saqt fetch tid2013 --dest"):
+        fetch_dataset(source(base, "tid2013", {"tid2013.rar": data}, "mos_with_names.txt"), tmp_path, quiet())
+    assert (tmp_path / ".downloads" / "tid2013" / "tid2013.rar").read_bytes() == data
+
+
+def test_a_closed_port_gives_one_line_at_once(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = source(f"http://127.0.0.1:{port}", "kadid10k", {"kadid10k.zip": b""}, "dmos.csv")
+    started = time.monotonic()
+    with pytest.raises(FetchError) as err:
+        fetch_dataset(src, tmp_path, quiet(retries=3))
+    assert time.monotonic() - started < 5
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("cannot reach 127.0.0.1: Connection refused")
+    assert "--from FOLDER" in message and not tmp_path.joinpath(".downloads").exists()
+
+
+def test_a_server_that_never_answers_times_out_with_one_line(tmp_path):
+    with socket.socket() as listener:  # accepts connections into its backlog and never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/kadid10k.zip"
+        with pytest.raises(FetchError, match=r"^cannot reach 127\.0\.0\.1: timed out\. Offline\?"):
+            fetch.download(url, tmp_path / "a.zip", timeout=0.3, retries=0)
+
+
+def test_clive_from_a_hand_download_gets_its_label_table_from_the_mat_files(tmp_path):
+    names = ["t1.bmp", "10.bmp", "11.bmp", "12.bmp"]
+    mos, std = np.array([63.9634, 41.5, 72.25, 12.0]), np.array([18.3, 9.5, 11.0, 4.25])
+    mats = {}
+    for var, value in {"AllImages_release": np.array([[n] for n in names], dtype=object),
+                       "AllMOS_release": mos[None, :], "AllStdDev_release": std[None, :]}.items():  # fmt: skip
+        buf = io.BytesIO()
+        savemat(buf, {var: value})
+        mats[f"ChallengeDB_release/Data/{var}.mat"] = buf.getvalue()
+    images = {f"ChallengeDB_release/Images/{n}": png_bytes(i) for i, n in enumerate(names[1:])}
+    downloads = tmp_path / "browser"
+    downloads.mkdir()
+    (downloads / "ChallengeDB_release.zip").write_bytes(zip_bytes(mats | images))
+    src = fetch_sources()["clive"]
+    with pytest.raises(FetchError, match="cannot be downloaded automatically: .*Box.*--from FOLDER"):
+        fetch_dataset(src, tmp_path / "d", quiet())
+    root = fetch_dataset(src, tmp_path / "d", quiet(from_dir=downloads))
+    assert root == tmp_path / "d" / "clive" / "ChallengeDB_release"
+    with open(root / "LIVEChallenge.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["img_name"] for r in rows] == names
+    assert [float(r["mos"]) for r in rows] == mos.tolist() and [float(r["std"]) for r in rows] == std.tolist()
+    table = load_table("clive", root)
+    assert [s.score for s in table.samples] == mos.tolist()
+    assert Path(table.samples[1].path) == root / "Images" / "10.bmp"
+
+
+def test_tid2013_unpacked_by_hand_is_checked_and_given_its_label_table(tmp_path):
+    release = tmp_path / "d" / "tid2013" / "tid2013"
+    (release / "reference_images").mkdir(parents=True)
+    (release / "distorted_images").mkdir()
+    for ref in ("I01.BMP", "i25.bmp"):
+        (release / "reference_images" / ref).write_bytes(b"BM")
+    lines = [("5.51429", "I01_01_1.bmp"), ("5.56757", "i01_01_2.bmp"), ("3.10000", "i25_24_5.bmp")]
+    for _, name in lines:
+        (release / "distorted_images" / name).write_bytes(b"BM")
+    (release / "mos_with_names.txt").write_text("".join(f"{m} {n}\n" for m, n in lines))
+    (release / "mos_std.txt").write_text("0.13013\n0.16008\n0.2\n")
+    root = fetch_dataset(fetch_sources()["tid2013"], tmp_path / "d", quiet())
+    assert root == release
+    with open(root / "TID2013.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["ref_name"], r["dist_name"], float(r["mos"]), r["std"]) for r in rows] == [
+        ("I01.BMP", "I01_01_1.bmp", 5.51429, "0.13013"),
+        ("I01.BMP", "i01_01_2.bmp", 5.56757, "0.16008"),
+        ("i25.bmp", "i25_24_5.bmp", 3.1, "0.2"),
+    ]
+    table = load_table("tid2013", root)
+    assert all(Path(s.path).is_file() for s in table.samples) and table.samples[2].group == "i25.bmp"
+    assert json.loads((tmp_path / "d" / "tid2013" / fetch.RECORD).read_text())["unpacked_by_hand"] is True
+
+
+def test_the_packaged_manifest_names_official_links_and_loaders_that_exist():
+    sources = fetch_sources()
+    assert {"kadid10k", "kadis700k", "koniq10k", "clive", "csiq", "tid2013", "live", "spaq"} <= set(sources)
+    datasets = {p.stem for p in Path(fetch.__file__).parents[1].joinpath("manifests", "datasets").glob("*.yaml")}
+    for s in sources.values():
+        assert s.access in ("direct", "manual") and s.page.startswith("https://") and s.terms and s.marker
+        assert s.access == "manual" or all(a.url and a.url.startswith("https://") for a in s.archives)
+        assert s.access == "direct" or s.how
+        assert all(a.source for a in s.archives)
+        assert all(len(a.sha256) == 64 and int(a.sha256, 16) >= 0 for a in s.archives if a.sha256)
+        assert s.prepare in (None, *fetch.PREPARE)
+        for use in s.use:  # every suggested command names a loader that exists
+            if "--dataset" in use:
+                assert use.split("--dataset ")[1].split()[0] in datasets
+            if "--source" in use:
+                assert use.split("--source ")[1].split()[0] == "kadis700k"
+
+
+def write_manifest(path: Path, base: str, data: bytes) -> Path:
+    entry = {"title": "KADID-10k", "page": f"{base}/page", "access": "direct", "terms": "test terms", "marker": "dmos.csv",
+             "archives": [{"url": f"{base}/kadid10k.zip", "sha256": hashlib.sha256(data).hexdigest(), "source": "test"}],
+             "use": ["glint finetune --dataset kadid10k --root {root}"]}  # fmt: skip
+    path.write_text(yaml.safe_dump({"kadid10k": entry}))
+    return path
+
+
+def test_cli_dry_run_reports_the_servers_size_and_writes_nothing(server, tmp_path, monkeypatch):
+    base, state = server
+    state.files["/kadid10k.zip"] = data = kadid_zip()
+    manifest = write_manifest(tmp_path / "fetch.yaml", base, data)
+    monkeypatch.setattr(fetch, "fetch_sources", lambda: fetch_sources(manifest))
+    result = runner.invoke(saqt_app, ["fetch", "kadid10k", "--dry-run", "--dest", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert f"{len(data):,} bytes (server), SHA-256 checked" in result.output and "terms: test terms" in result.output
+    assert not (tmp_path / "d").exists() and [r["method"] for r in state.requests] == ["HEAD"]
+    result = runner.invoke(saqt_app, ["fetch", "kadid10k", "--dest", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "d" / "kadid10k" / "kadid10k"
+    assert f"KADID-10k is ready: --root {root}" in result.output
+    assert f"glint finetune --dataset kadid10k --root {root}" in result.output
+
+
+def test_cli_offline_is_one_line_and_exit_1(tmp_path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        base = f"http://127.0.0.1:{s.getsockname()[1]}"
+    manifest = write_manifest(tmp_path / "fetch.yaml", base, b"")
+    monkeypatch.setattr(fetch, "fetch_sources", lambda: fetch_sources(manifest))
+    result = runner.invoke(saqt_app, ["fetch", "kadid10k", "--dest", str(tmp_path / "d")])
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("saqt fetch")]
+    assert len(errors) == 1 and "cannot reach 127.0.0.1" in errors[0] and "Traceback" not in result.output
+
+
+def test_cli_lists_the_datasets_and_refuses_unknown_names():
+    listed = runner.invoke(saqt_app, ["fetch"])
+    assert listed.exit_code == 0 and "kadid10k   direct  3,067,408,471 bytes" in listed.output
+    assert "clive      manual" in listed.output
+    unknown = runner.invoke(saqt_app, ["fetch", "kadid"])
+    assert unknown.exit_code == 2 and "unknown dataset kadid; choose from: kadid10k" in unknown.output
