@@ -1,7 +1,7 @@
 """Every type x level pinned bit for bit: SHA-256 (first 16 hex digits) of the uint8 render of a fixed crop.
 
-The digests were recorded from the engine before it was optimised (commit 9355e6e, catalogue version 1) and
-guard its speed-ups; type 15's were recorded again for catalogue version 2, which changed its denoiser.
+The digests were recorded from the engine before it was optimised (catalogue version 2: main at 5937c15) and
+guard its speed-ups; type 15's were recorded again for catalogue version 3, which changed its denoiser.
 A change here changes the dataset. If one is meant, bump the catalogue version in
 manifests/distortions/kadid10k.yaml, say what changed in CHANGELOG.md, and record the new digests.
 """
@@ -38,7 +38,7 @@ DIGESTS = {
     19: "da199713b0a03c20 76d57c821e65dc3e 9fcd752cbbb2afca 1d2f8f75b7b238f7 c35d0e9a12318e6f",
     20: "3d594150dbe53f40 da44937d5d92abae 46934318152b3701 5531a13cf5487ea4 84cbd448dde45bd3",
     21: "13d6a409f4253d83 3fab13438f112805 b05b2514340a0211 7050ea11557a8f90 b5b0eca1f8d47e1e",
-    22: "2304913be13a9691 fbcf32d1e1bb5208 1b70579d04d38b08 bb0cac87a4ae97ac e86166d788f3a4b2",
+    22: "6367d91fd5e4ea5a fbcf32d1e1bb5208 1b70579d04d38b08 bb0cac87a4ae97ac e86166d788f3a4b2",
     23: "dc8a3067aa57b684 20b8e9489cc07f98 e1c39d0965fbcfd9 9ff605961606e0dd c03610b4f8224a4f",
     24: "d964af387d20b832 381fd823d648ae74 9133d2c83b47912b b01c041ec3a47e8e d447bd6f266c35b0",
     25: "40d91eac183ef4fb bdd8c2fc4f73f953 6083dee348b63836 a0de073b76608fe6 5f96a3bbbf46b85f",
