@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from saqt.distortions.primitives import mround
 
@@ -67,6 +69,25 @@ def otsu_cost(t: np.ndarray, omega: np.ndarray, mu: np.ndarray) -> float:
     return -var if np.isfinite(var) else np.inf
 
 
+OTSU = 0  # compiled searches name their cost by a tag: numba cannot cache code that is passed a function
+
+
+def _evaluate(cost, x: np.ndarray, args: tuple) -> float:
+    """``cost(x, *args)``; in compiled code ``cost`` is a tag (OTSU) naming the function."""
+    return cost(x, *args)
+
+
+@overload(_evaluate)
+def _evaluate_compiled(cost, x, args):
+    if isinstance(cost, types.Integer):
+
+        def otsu(cost, x, args):
+            return otsu_cost(x, *args)
+
+        return otsu
+    return None
+
+
 @numba.njit(cache=True, nogil=True)
 def _sort_simplex(simplex: np.ndarray, values: np.ndarray) -> None:
     """Order the vertices by value in place, ties kept in their current order."""
@@ -75,10 +96,10 @@ def _sort_simplex(simplex: np.ndarray, values: np.ndarray) -> None:
     values[:] = values[order]
 
 
-def _nelder_mead(fn, args, x0, tol_x, tol_f, max_iter, max_evals):
+def _nelder_mead(cost, args, x0, tol_x, tol_f, max_iter, max_evals):
     """Nelder-Mead simplex search with the steps, initial simplex and stopping rule of MATLAB's fminsearch.
 
-    Written so that numba can compile it for a compiled ``fn`` and Python can run it for any other.
+    Minimises ``_evaluate(cost, x, args)``: Python runs it for any callable, numba compiles it for a tag.
     """
     n = x0.size
     simplex = np.empty((n + 1, n))
@@ -87,7 +108,7 @@ def _nelder_mead(fn, args, x0, tol_x, tol_f, max_iter, max_evals):
         simplex[i] = x0
         if i > 0:
             simplex[i, i - 1] = 1.05 * x0[i - 1] if x0[i - 1] != 0 else 0.00025
-        values[i] = fn(simplex[i], *args)
+        values[i] = _evaluate(cost, simplex[i], args)
     evals = n + 1
     _sort_simplex(simplex, values)
     iters = 1
@@ -104,12 +125,12 @@ def _nelder_mead(fn, args, x0, tol_x, tol_f, max_iter, max_evals):
         centroid /= n
         worst = simplex[n].copy()
         reflected = 2 * centroid - worst
-        f_r = fn(reflected, *args)
+        f_r = _evaluate(cost, reflected, args)
         evals += 1
         shrink = False
         if f_r < values[0]:
             expanded = 3 * centroid - 2 * worst
-            f_e = fn(expanded, *args)
+            f_e = _evaluate(cost, expanded, args)
             evals += 1
             if f_e < f_r:
                 simplex[n], values[n] = expanded, f_e
@@ -119,7 +140,7 @@ def _nelder_mead(fn, args, x0, tol_x, tol_f, max_iter, max_evals):
             simplex[n], values[n] = reflected, f_r
         elif f_r < values[n]:
             contracted = 1.5 * centroid - 0.5 * worst
-            f_c = fn(contracted, *args)
+            f_c = _evaluate(cost, contracted, args)
             evals += 1
             if f_c <= f_r:
                 simplex[n], values[n] = contracted, f_c
@@ -127,7 +148,7 @@ def _nelder_mead(fn, args, x0, tol_x, tol_f, max_iter, max_evals):
                 shrink = True
         else:
             contracted = 0.5 * centroid + 0.5 * worst
-            f_c = fn(contracted, *args)
+            f_c = _evaluate(cost, contracted, args)
             evals += 1
             if f_c < values[n]:
                 simplex[n], values[n] = contracted, f_c
@@ -136,7 +157,7 @@ def _nelder_mead(fn, args, x0, tol_x, tol_f, max_iter, max_evals):
         if shrink:
             for i in range(1, n + 1):
                 simplex[i] = simplex[0] + 0.5 * (simplex[i] - simplex[0])
-                values[i] = fn(simplex[i], *args)
+                values[i] = _evaluate(cost, simplex[i], args)
             evals += n
         _sort_simplex(simplex, values)
         iters += 1
@@ -149,12 +170,9 @@ _compiled_nelder_mead = numba.njit(cache=True, nogil=True)(_nelder_mead)
 def fminsearch(
     fn: Callable, x0: np.ndarray, tol_x: float, tol_f: float, max_iter: int, max_evals: int, args: tuple = ()
 ) -> np.ndarray:
-    """Minimise ``fn(x, *args)`` from ``x0`` as MATLAB's fminsearch does; compiled when ``fn`` is a numba function."""
-    x0 = np.asarray(x0, dtype=np.float64)
-    if isinstance(fn, numba.core.registry.CPUDispatcher):
-        return _compiled_nelder_mead(fn, args, x0, tol_x, tol_f, max_iter, max_evals)
+    """Minimise ``fn(x, *args)`` from ``x0`` as MATLAB's fminsearch does (in Python; multithresh runs it compiled)."""
     with np.errstate(invalid="ignore"):  # inf - inf where every vertex is infeasible: NaN, as in MATLAB
-        return _nelder_mead(fn, args, x0, tol_x, tol_f, max_iter, max_evals)
+        return _nelder_mead(fn, args, np.asarray(x0, dtype=np.float64), tol_x, tol_f, max_iter, max_evals)
 
 
 def multithresh(hist: np.ndarray, levels: int) -> np.ndarray:
@@ -168,8 +186,6 @@ def multithresh(hist: np.ndarray, levels: int) -> np.ndarray:
     # MATLAB's linspace(0, 255, N + 2) computes (k * 255) / (N + 1); numpy's divides first, which differs in the
     # last bit for some k and sends the simplex search elsewhere (most photos at N = 20).
     x0 = np.arange(1, levels + 1) * 255.0 / (levels + 1)
-    best = fminsearch(
-        otsu_cost, x0, tol_x=1.0, tol_f=1e-4, max_iter=200 * levels, max_evals=200 * levels, args=(omega, mu)
-    )
+    best = _compiled_nelder_mead(OTSU, (omega, mu), x0, 1.0, 1e-4, 200 * levels, 200 * levels)
     # no finite criterion found: MATLAB does not round
     return mround(best) if np.isfinite(otsu_cost(best, omega, mu)) else best
