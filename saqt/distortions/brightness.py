@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import cv2
+import numba
 import numpy as np
 
 from saqt.distortions.prepared import Indexed, PreparedImage
@@ -9,14 +11,20 @@ from saqt.distortions.primitives import curve_parabola, lab2rgb_clipped
 from saqt.distortions.registry import kernel
 
 
+@numba.vectorize(["float64(float64, float64)"], cache=True)
+def _two_to_one(a: float, b: float) -> float:
+    """The weighted mean (2 a + b) / 3."""
+    return (2.0 * a + b) / 3.0
+
+
 @kernel(16)
 def brighten(src: PreparedImage, amount: float) -> np.ndarray:
     """Mean of two tone curves with midpoint 0.5 + a/2: twice on R, G, B, once on L*."""
     mid = 0.5 + amount / 2
-    rgb_curve = curve_parabola(src.x_lut, mid)[src.u8]
+    rgb_curve = cv2.LUT(src.u8, curve_parabola(src.x_lut, mid))
     lab = src.lab.copy()
     lab[..., 0] = 100.0 * curve_parabola(src.lab[..., 0] / 100.0, mid)
-    return (2.0 * rgb_curve + lab2rgb_clipped(lab)) / 3.0
+    return _two_to_one(rgb_curve, lab2rgb_clipped(lab))
 
 
 @kernel(17)

@@ -6,9 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import cv2
+import numba
 import numpy as np
 
-from saqt.distortions.primitives import mapmm_to_uint8, rgb2lab, stretch, to_uint8
+from saqt.distortions.primitives import linear_to_lab, mapmm_to_uint8, srgb_to_linear, stretch, to_uint8
 
 T = TypeVar("T")
 MIN_SIDE = 48  # type 20 moves 16 px patches by up to 8 px inside a 16 px margin
@@ -90,7 +92,8 @@ def _normalised_uint8(src: PreparedImage) -> np.ndarray:
 
 
 def _lab(src: PreparedImage) -> np.ndarray:
-    return rgb2lab(src.x)
+    # The transfer curve on the 256 table values (clipped: values of codes absent from the image fall outside [0, 1]).
+    return linear_to_lab(srgb_to_linear(np.clip(src.x_lut, 0.0, 1.0))[src.u8])
 
 
 @dataclass(frozen=True)
@@ -105,9 +108,18 @@ class Indexed:
     lut: np.ndarray
 
 
+@numba.njit(cache=True, nogil=True)
+def present_codes(codes: np.ndarray) -> np.ndarray:
+    """Which of the 256 byte values occur in ``codes``."""
+    seen = np.zeros(256, np.bool_)
+    for c in codes.ravel():
+        seen[c] = True
+    return seen
+
+
 def quantised_output(result: np.ndarray | Indexed) -> np.ndarray:
     """The reference's last steps: global min-max stretch, then ``floor(255 x + 0.5)`` to uint8."""
     if isinstance(result, Indexed):
-        present = result.lut[np.bincount(result.codes.ravel(), minlength=256).astype(bool)]
-        return to_uint8(stretch(result.lut, present.min(), present.max()))[result.codes]
+        present = result.lut[present_codes(result.codes)]
+        return cv2.LUT(result.codes, to_uint8(stretch(result.lut, present.min(), present.max())))
     return mapmm_to_uint8(np.ascontiguousarray(result, dtype=np.float64))

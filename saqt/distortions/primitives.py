@@ -38,13 +38,20 @@ def to_uint8(a: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def mapmm_to_uint8(a: np.ndarray) -> np.ndarray:
-    """``to_uint8(mapmm(a))`` in one pass, with the same floating-point steps."""
+    """``to_uint8(mapmm(a))`` with the same floating-point steps, in two passes (for arrays without NaN)."""
     flat = a.ravel()
-    lo, hi = flat.min(), flat.max()
+    lo = hi = flat[0]
+    for v in flat:
+        lo = min(lo, v)
+        hi = max(hi, v)
     out = np.empty(flat.size, np.uint8)
-    for i in range(flat.size):
-        v = (flat[i] - lo) / (hi - lo) if hi != lo else flat[i]
-        out[i] = min(max(np.floor(255.0 * v + 0.5), 0.0), 255.0)
+    if hi == lo:
+        for i in range(flat.size):
+            out[i] = min(max(np.floor(255.0 * flat[i] + 0.5), 0.0), 255.0)
+    else:
+        span = hi - lo
+        for i in range(flat.size):
+            out[i] = min(max(np.floor(255.0 * ((flat[i] - lo) / span) + 0.5), 0.0), 255.0)
     return out.reshape(a.shape)
 
 
@@ -124,9 +131,10 @@ def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
     return k
 
 
-def curve_parabola(x: np.ndarray, mid: float) -> np.ndarray:
+@numba.vectorize(["float64(float64, float64)"], cache=True)
+def curve_parabola(x: float, mid: float) -> float:
     """``curves(x, c)`` with a scalar c: the spline through (0,0), (0.5,c), (1,1), clipped to [0, 1]."""
-    return np.clip((2 - 4 * mid) * x * x + (4 * mid - 1) * x, 0.0, 1.0)
+    return min(max((2 - 4 * mid) * x * x + (4 * mid - 1) * x, 0.0), 1.0)
 
 
 def curve_spline(x: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -144,11 +152,20 @@ _LAB_FROM_LINEAR = _XYZ_FROM_RGB / _WHITE[:, None]
 _LINEAR_FROM_LAB = np.linalg.inv(_XYZ_FROM_RGB) * _WHITE[None, :]
 
 
-def rgb2lab(rgb: np.ndarray) -> np.ndarray:
-    """sRGB in [0, 1] to CIE Lab (L in [0, 100]), D65."""
-    lin = np.where(rgb <= 0.04045, rgb / 12.92, np.power((rgb + 0.055) / 1.055, 2.4))
-    t = cv2.transform(lin, _LAB_FROM_LINEAR)
-    f = np.where(t > 0.008856, np.cbrt(t), 7.787 * t + 16.0 / 116.0)
+def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
+    """Undo the sRGB transfer curve of values in [0, 1]."""
+    return np.where(rgb <= 0.04045, rgb / 12.92, np.power((rgb + 0.055) / 1.055, 2.4))
+
+
+@numba.vectorize(["float64(float64)"], cache=True)
+def _lab_compand(t: float) -> float:
+    """CIE Lab's companding of a white-normalised tristimulus value (cube root with a linear toe)."""
+    return np.cbrt(t) if t > 0.008856 else 7.787 * t + 16.0 / 116.0
+
+
+def linear_to_lab(lin: np.ndarray) -> np.ndarray:
+    """Linear-light RGB (H x W x 3) to CIE Lab (L in [0, 100]), D65."""
+    f = _lab_compand(cv2.transform(lin, _LAB_FROM_LINEAR))
     lab = np.empty_like(f)
     lab[..., 0] = 116.0 * f[..., 1] - 16.0
     lab[..., 1] = 500.0 * (f[..., 0] - f[..., 1])
@@ -156,17 +173,33 @@ def rgb2lab(rgb: np.ndarray) -> np.ndarray:
     return lab
 
 
+def rgb2lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB in [0, 1] to CIE Lab (L in [0, 100]), D65."""
+    return linear_to_lab(srgb_to_linear(rgb))
+
+
 _F_FROM_LAB = np.array([[1 / 116, 1 / 500, 0, 16 / 116], [1 / 116, 0, 0, 16 / 116], [1 / 116, 0, -1 / 200, 16 / 116]])
+
+
+@numba.vectorize(["float64(float64)"], cache=True)
+def _lab_expand(f: float) -> float:
+    """Inverse of :func:`_lab_compand`."""
+    return f * f * f if f > 0.2068966 else (f - 16.0 / 116.0) / 7.787
+
+
+@numba.vectorize(["float64(float64)"], cache=True)
+def _linear_to_srgb_clipped(lin: float) -> float:
+    """The sRGB transfer curve of a linear value floored at 0, clipped to [0, 1]."""
+    if lin > 1.000001:  # the curve exceeds 1 + 1e-7 there, so clips to 1 whatever the rounding of pow
+        return 1.0
+    lin = max(lin, 0.0)
+    c = 1.055 * lin ** (1 / 2.4) - 0.055 if lin > 0.0031308 else 12.92 * lin
+    return min(max(c, 0.0), 1.0)
 
 
 def lab2rgb_clipped(lab: np.ndarray) -> np.ndarray:
     """CIE Lab to sRGB, clipped to [0, 1] (every use in the reference clips right after ``lab2rgb``)."""
-    f = cv2.transform(lab, _F_FROM_LAB)
-    t = np.where(f > 0.2068966, f * f * f, (f - 16.0 / 116.0) / 7.787)
-    lin = cv2.transform(t, _LINEAR_FROM_LAB)
-    np.maximum(lin, 0.0, out=lin)
-    rgb = np.where(lin > 0.0031308, 1.055 * np.power(lin, 1 / 2.4) - 0.055, 12.92 * lin)
-    return np.clip(rgb, 0.0, 1.0, out=rgb)
+    return _linear_to_srgb_clipped(cv2.transform(_lab_expand(cv2.transform(lab, _F_FROM_LAB)), _LINEAR_FROM_LAB))
 
 
 # BT.601 studio-range YCbCr on [0, 1] data, as MATLAB's rgb2ycbcr / ycbcr2rgb for double images.
@@ -195,4 +228,4 @@ def clamp_shift(plane: np.ndarray, dy: int, dx: int) -> np.ndarray:
     h, w = plane.shape
     rows = np.clip(np.arange(h) - dy, 0, h - 1)
     cols = np.clip(np.arange(w) - dx, 0, w - 1)
-    return plane[np.ix_(rows, cols)]
+    return np.take(np.take(plane, rows, axis=0), cols, axis=1)

@@ -22,42 +22,75 @@ def _keys_weights(t: float) -> tuple[float, float, float, float]:
     return -0.5 * t * s * s, 1.0 + t * t * (1.5 * t - 2.5), 1.0 + s * s * (1.5 * s - 2.5), -0.5 * s * t * t
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _keys_taps(i: int, n: int) -> tuple[int, int, int, int]:
+    """The sample indices i - 1 .. i + 2 of a Keys neighbourhood, clamped to 0..n - 1 (replicated edges)."""
+    return min(max(i - 1, 0), n - 1), min(max(i, 0), n - 1), min(max(i + 1, 0), n - 1), min(max(i + 2, 0), n - 1)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _keys_line(line: np.ndarray, starts: tuple, weights: tuple, ch: int) -> float:
+    """One row of a 4 x 4 neighbourhood, weighted and summed left to right; ``line`` is an image row as R, G, B, R..."""
+    return (
+        0.0
+        + weights[0] * line[starts[0] + ch]
+        + weights[1] * line[starts[1] + ch]
+        + weights[2] * line[starts[2] + ch]
+        + weights[3] * line[starts[3] + ch]
+    )
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _keys_sample(lines: np.ndarray, row: float, col: float, out: np.ndarray, at: int) -> None:
+    """Write the RGB image ``lines`` (H x 3W) interpolated at the real position (row, col) to ``out[at:at + 3]``."""
+    r0 = np.floor(row)
+    c0 = np.floor(col)
+    wy = _keys_weights(row - r0)
+    wx = _keys_weights(col - c0)
+    ri = _keys_taps(int(r0), lines.shape[0])
+    ci = _keys_taps(int(c0), lines.shape[1] // 3)
+    starts = (3 * ci[0], 3 * ci[1], 3 * ci[2], 3 * ci[3])
+    for ch in range(3):
+        out[at + ch] = (
+            0.0
+            + wy[0] * _keys_line(lines[ri[0]], starts, wx, ch)
+            + wy[1] * _keys_line(lines[ri[1]], starts, wx, ch)
+            + wy[2] * _keys_line(lines[ri[2]], starts, wx, ch)
+            + wy[3] * _keys_line(lines[ri[3]], starts, wx, ch)
+        )
+
+
 @numba.njit(cache=True, nogil=True)
 def keys_remap(img: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Sample ``img`` (H x W x C) at real positions with bicubic (Keys) interpolation, edges replicated."""
-    h, w, nc = img.shape
-    out = np.zeros(img.shape)
-    ri = np.empty(4, np.int64)
-    ci = np.empty(4, np.int64)
+    """Sample ``img`` (C-contiguous H x W x 3) at real positions with bicubic (Keys) interpolation, edges replicated."""
+    h, w, _ = img.shape
+    lines = img.reshape(h, 3 * w)
+    out = np.empty((h, 3 * w))
     for r in range(h):
         for c in range(w):
-            r0 = np.floor(rows[r, c])
-            c0 = np.floor(cols[r, c])
-            wy = _keys_weights(rows[r, c] - r0)
-            wx = _keys_weights(cols[r, c] - c0)
-            for k in range(4):
-                ri[k] = min(max(int(r0) + k - 1, 0), h - 1)
-                ci[k] = min(max(int(c0) + k - 1, 0), w - 1)
-            for ch in range(nc):
-                acc = 0.0
-                for a in range(4):
-                    line = 0.0
-                    for b in range(4):
-                        line += wx[b] * img[ri[a], ci[b], ch]
-                    acc += wy[a] * line
-                out[r, c, ch] = acc
-    return out
+            _keys_sample(lines, rows[r, c], cols[r, c], out[r], 3 * c)
+    return out.reshape(h, w, 3)
+
+
+@numba.njit(cache=True, nogil=True)
+def keys_shift(img: np.ndarray, strength: float, draws: np.ndarray) -> np.ndarray:
+    """``keys_remap`` backward by per-pixel shifts: pixel (r, c) samples (r, c) - strength * draws[:, r, c]."""
+    h, w, _ = img.shape
+    lines = img.reshape(h, 3 * w)
+    out = np.empty((h, 3 * w))
+    for r in range(h):
+        for c in range(w):
+            row, col = r - strength * draws[0, r, c], c - strength * draws[1, r, c]
+            _keys_sample(lines, row, col, out[r], 3 * c)
+    return out.reshape(h, w, 3)
 
 
 @kernel(19, noise=True)
 def jitter(src: PreparedImage, strength: float, rng: np.random.Generator) -> np.ndarray:
     """Five passes of backward warping by per-pixel Gaussian shifts of std ``strength`` px (bicubic)."""
-    h, w = src.shape
-    grid_r, grid_c = np.mgrid[0:h, 0:w].astype(np.float64)
     y = src.x
     for _ in range(JITTER_PASSES):
-        shift_r, shift_c = strength * rng.standard_normal((2, h, w))
-        y = keys_remap(y, grid_r - shift_r, grid_c - shift_c)
+        y = keys_shift(y, strength, rng.standard_normal((2, *src.shape)))
     return y
 
 
@@ -96,7 +129,7 @@ def pixelate(src: PreparedImage, strength: float) -> Indexed:
     lh, lw = int(np.ceil(z * h)), int(np.ceil(z * w))
     rows = nearest_indices(lh, h, z)[nearest_indices(h, lh, h / lh)]
     cols = nearest_indices(lw, w, z)[nearest_indices(w, lw, w / lw)]
-    return Indexed(src.u8[np.ix_(rows, cols)], src.x_lut)
+    return Indexed(np.take(np.take(src.u8, rows, axis=0), cols, axis=1), src.x_lut)
 
 
 def grey_histogram(src: PreparedImage) -> np.ndarray:
