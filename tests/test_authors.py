@@ -118,7 +118,7 @@ def test_labels_from_the_authors_matches_are_the_released_rule_exactly(build, ch
     manifest = json.loads((out / "label.json").read_text())
     given = manifest["encoder"]["matches"]
     assert given["source"] == "authors" and given["sha256"] == authors.MATCHES_SHA256 and "MIT" in given["licence"]
-    assert manifest["bank"]["references"] == 81 and manifest["bank"]["score_file"] == "KADID10k.csv"
+    assert manifest["inputs"]["bank"]["references"] == 81 and manifest["inputs"]["bank"]["score_file"] == "KADID10k.csv"
 
 
 def test_a_matches_file_of_the_same_form_is_used_as_given(build, chosen, tmp_path):
