@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -435,17 +435,35 @@ def _fidelity_of_matches(matches: str, bank: Path | None, bank_type: str | None,
 @app.command("publish")
 def publish_command(
     labels: Annotated[Path, typer.Option(help="A finished `saqt label` output folder.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Folder or fsspec URL (e.g. s3://bucket/saqt-iqa) to write.")],
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Folder or fsspec URL (e.g. s3://bucket/saqt-iqa) to write; "
+                                                     "optional with --push-to-hub.")
+    ] = None,
+    push_to_hub: Annotated[
+        str | None, typer.Option("--push-to-hub", metavar="ORG/NAME", help="Upload the verified set to this Hugging "
+                                                                          "Face Hub dataset repository.")
+    ] = None,
+    private: Annotated[bool, typer.Option(help="With --push-to-hub: create the repository private.")] = False,
+    token: Annotated[
+        str | None, typer.Option(envvar="HF_TOKEN", show_envvar=True, show_default=False,
+                                 help="Hub token (default: HF_TOKEN, or the one `hf auth login` saved).")
+    ] = None,
     validation: Annotated[
         float, typer.Option(help="Fraction of pristine images held out as the validation split (0: none).")
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the validation split.")] = 0,
     shard_size: Annotated[str, typer.Option(help="Target Parquet shard size, e.g. 500MB or 1GB.")] = "500MB",
     license: Annotated[
-        str | None, typer.Option("--license", help="Licence id for the card (default: the source's).")
+        str | None, typer.Option("--license", help="Hub licence id for the card (default: the source's).")
     ] = None,
+    license_name: Annotated[str | None, typer.Option(help="With --license other: a short name (slug).")] = None,
+    license_link: Annotated[str | None, typer.Option(help="With --license other: a link to the terms.")] = None,
     render: Annotated[
         bool, typer.Option(help="Render the pixels of a recipe-only set (needs its build folder).")
+    ] = False,
+    recipe_only: Annotated[
+        bool, typer.Option(help="Publish no pixels, only each row's recipe: users re-render from their own copy "
+                                "of the source (the card says how).")
     ] = False,
     staging: Annotated[
         str | None, typer.Option(help="Local folder to stage a remote upload in (default: the temp folder).")
@@ -453,15 +471,35 @@ def publish_command(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset at --out.")] = False,
 ) -> None:
     """Publish labels as a standard Parquet dataset: data/ shards, a dataset card (README.md) and SHA256SUMS."""
-    from saqt.publish import PublishConfig, publish
+    import tempfile
 
+    from saqt.publish import PublishConfig, PublishError, publish
+
+    if out is None and push_to_hub is None:
+        raise PublishError("give --out (a folder or fsspec URL), --push-to-hub ORG/NAME, or both")
+    if push_to_hub and out and "://" in out and not out.startswith("file://"):
+        raise PublishError("--push-to-hub uploads a local folder: give --out a local folder, or leave it out")
+    if push_to_hub:
+        from saqt.hub import check_repo_id
+
+        check_repo_id(push_to_hub)
     config = PublishConfig(labels=str(labels.resolve()), validation=validation, seed=seed,
-                           shard_bytes=parse_bytes(shard_size, "--shard-size"), license=license, render=render)  # fmt: skip
-    meta = publish(config, out, overwrite, _command_line(), staging)
-    splits = ", ".join(f"{s['num_examples']} {s['name']}" for s in meta["dataset_info"]["splits"])
-    files = sum(meta["saqt"]["files"].values())
-    typer.echo(f"published {splits} rows in {files} shards to {out} (card README.md, checksums SHA256SUMS, "
-               f"dataset id {meta['saqt']['dataset_id']})")  # fmt: skip
+                           shard_bytes=parse_bytes(shard_size, "--shard-size"), license=license,
+                           license_name=license_name, license_link=license_link, render=render,
+                           recipe_only=recipe_only)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="saqt-hub-", dir=staging) if out is None else nullcontext() as scratch:
+        target = out or str(Path(scratch) / "published")
+        meta = publish(config, target, overwrite, _command_line(), staging, warn=lambda line: typer.echo(line, err=True))
+        splits = ", ".join(f"{s['num_examples']} {s['name']}" for s in meta["dataset_info"]["splits"])
+        files = sum(meta["saqt"]["files"].values())
+        where = f" to {out}" if out else ""
+        typer.echo(f"published {splits} rows in {files} shards{where} (card README.md, checksums SHA256SUMS, "
+                   f"dataset id {meta['saqt']['dataset_id']})")  # fmt: skip
+        if push_to_hub:
+            from saqt.hub import push_to_hub as push
+
+            url = push(Path(target.removeprefix("file://")), push_to_hub, private, token)
+            typer.echo(f"pushed to {url}")
 
 
 @app.command("verify")

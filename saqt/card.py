@@ -12,6 +12,32 @@ from saqt.distortions import catalogue
 from saqt.errors import SaqtError
 
 FRONT_MATTER = "---\n"
+# What to cite (as CITATION.cff, which tests/test_citation.py checks): the paper whose method the set follows, its
+# preprint, and KADID-10k, whose distortions and human scores it transfers.
+CITATIONS = """\
+@article{wang2026glintiqa,
+  author  = {Wang, Xiaoqi and Zhang, Yun},
+  title   = {Global-Local Progressive Integration and Semantic-Aligned Quality Transfer for No-Reference Image
+             Quality Assessment},
+  journal = {ACM Transactions on Multimedia Computing, Communications and Applications},
+  year    = {2026},
+  doi     = {10.1145/3815779}
+}
+@article{wang2024glintiqa,
+  author  = {Wang, Xiaoqi and Zhang, Yun},
+  title   = {No-Reference Image Quality Assessment with Global-Local Progressive Integration and Semantic-Aligned
+             Quality Transfer},
+  journal = {arXiv preprint arXiv:2408.03885},
+  year    = {2024}
+}
+@inproceedings{lin2019kadid,
+  author    = {Lin, Hanhe and Hosu, Vlad and Saupe, Dietmar},
+  title     = {{KADID-10k}: A Large-scale Artificially Distorted {IQA} Database},
+  booktitle = {2019 Eleventh International Conference on Quality of Multimedia Experience (QoMEX)},
+  pages     = {1--3},
+  year      = {2019},
+  doi       = {10.1109/QoMEX.2019.8743252}
+}"""
 
 
 class CardError(SaqtError, ValueError):
@@ -123,6 +149,7 @@ def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
         "|---|---|",
         *(f"| `{name}` | {meaning} |" for name, meaning in fields),
         "",
+        *_constants_section(meta["saqt"]["run_constants"]),
         "## How it was made",
         "",
         f"- **Pristine images:** source `{p['source']['name']}` ({p['source'].get('description', '')}); "
@@ -148,12 +175,70 @@ def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
         *(c for c in p["commands"] if c),
         "```",
         "",
-        "## Licence",
+        *_rerender_section(meta),
+        *_licence_section(meta),
+        "## Citation",
         "",
-        f"`{meta['license']}`. Images: {p['source'].get('license_note', 'see the source')}. Scores derive from the "
-        f"bank `{bank['kind']}`; its terms apply to them too.",
+        "If you use this dataset, cite the paper whose method made it (SAQT-IQA, with the GlintIQA model) and "
+        "KADID-10k, whose distortions and human opinion scores it transfers:",
+        "",
+        "```bibtex",
+        CITATIONS,
+        "```",
         "",
         "The complete provenance, machine-readable, is the `saqt:` entry of this card's front matter.",
     ]
     front = yaml.safe_dump(json.loads(json.dumps(meta)), sort_keys=False, allow_unicode=True, width=120, default_flow_style=None)
     return FRONT_MATTER + front + "---\n\n" + "\n".join(lines) + "\n"
+
+
+def _constants_section(constants: dict) -> list[str]:
+    """The label values shared by every row, recorded once (front matter: ``saqt.run_constants``)."""
+    return ["## Values shared by every row", "",
+            "These hold for every row, so they are recorded here (and under `saqt.run_constants` in the front matter) "
+            "instead of in the rows:", "", "| field | value |", "|---|---|",
+            *(f"| `{k}` | `{json.dumps(v)}` |" for k, v in constants.items()), ""]  # fmt: skip
+
+
+def _licence_section(meta: dict) -> list[str]:
+    p, bank = meta["saqt"]["provenance"], meta["saqt"]["provenance"]["bank"]
+    named = f" ([{meta['license_name']}]({meta['license_link']}))" if meta.get("license_name") else ""
+    pixels = ("This set holds no pixels: only recipes, source keys and scores. " if meta["saqt"]["recipe_only"]
+              else f"Images: {p['source'].get('license_note') or 'see the source'}. ")  # fmt: skip
+    return ["## Licence", "", f"`{meta['license']}`{named}. {pixels}Scores derive from the bank `{bank['kind']}`; its "
+            "terms apply to them too.", ""]  # fmt: skip
+
+
+def build_command(p: dict) -> str:
+    """The ``saqt build`` that re-renders this set's images from one's own copy of its source."""
+    source, dist = p["source"], p["distortions"]
+    words = ["saqt", "build", "--source", source["name"]]
+    if source["name"] not in ("sample", "sample-bank"):
+        words += ["--root", "<your copy of the source>"] + (["--list", "<its list file>"] if source["name"] == "list"
+                                                            else [])  # fmt: skip
+    words += ["--split", source["split"]] if source.get("split") else []
+    words += ["--selection", "keys.txt", "--size", "{}x{}".format(*p["canonical_size"]),
+              "--types", ",".join(map(str, dist["types"])), "--levels", ",".join(map(str, dist["levels"])),
+              "--seed", str(p["seeds"]["build"])]  # fmt: skip
+    words += ["--per-image", str(dist["per_image"])] if dist["per_image"] else []
+    return " ".join(words + ["--out", "rebuilt"])
+
+
+def _rerender_section(meta: dict) -> list[str]:
+    """How to get the pixels of a recipe-only set (nothing for a set with pixels)."""
+    if not meta["saqt"]["recipe_only"]:
+        return []
+    keys = ("import pyarrow.dataset as pads; keys = pads.dataset('data').to_table(columns=['source_key'])"
+            ".column(0).unique().to_pylist(); open('keys.txt', 'w').write('\\n'.join(sorted(keys)) + '\\n')")
+    return ["## Re-rendering the images", "",
+            "This set is **recipe-only**: `image` is null in every row, as the source images were not redistributed "
+            "(see the licence below). Every row carries its recipe (`source_key`, `dist_type`, `level`, `seed`, "
+            "`random_params`), so with your own copy of the source the SAQT-IQA toolkit (`saqt`, version "
+            f"{meta['saqt']['provenance']['toolkit_version']} or one with the same distortion catalogue) re-renders "
+            "every image bit for bit: list the source images, then build them with this set's settings (from this "
+            "folder):", "",
+            "```sh", f'python -c "{keys}"', build_command(meta["saqt"]["provenance"]), "```", "",
+            "`rebuilt/distorted/*.parquet` then holds each row's `image_id` with its PNG in `image`; join on "
+            "`image_id`. The `pristine_id` of a rebuilt image equals the row's only if your copy of the source image "
+            "is the same file: rows whose `pristine_id` is not in `rebuilt/pristine` cannot be re-rendered from your "
+            "copy.", ""]  # fmt: skip

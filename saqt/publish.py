@@ -18,9 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,19 +39,37 @@ from saqt.card import hub_features, render_card, size_category
 from saqt.errors import SaqtError
 from saqt.images import encode_png
 from saqt.reader import BuildReader
+from saqt.screen import cover_scale
 from saqt.shards import SAQT_IQA_SCHEMA, ShardWriter, aborting, sha256_file, write_bytes_atomic, writing
 from saqt.sources import source_spec
 from saqt.stage import CARD, SUMS, FolderLock, Stage, check_apart, open_stage, read_sums
 
-SCHEMA_VERSION = "saqt-iqa-publish/1"
+SCHEMA_VERSION = "saqt-iqa-publish/2"
 SPLITS = ("train", "validation")
 ROW_GROUP = 100  # rows per Parquet row group: small enough for dataset viewers to page through images
 IMAGE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])  # the Hub's Image feature
 
+# Label columns that hold one value for a whole labelling run: the card records them once (``saqt.run_constants``).
+RUN_CONSTANTS = ("score_scale", "bank", "bank_proxy", "encoder", "encoder_weights", "rule", "k", "temperature")
+# Per-row columns taken from the build's pristine record of the row's source image.
+PRISTINE_FIELDS = [
+    pa.field("source_class", pa.string()),
+    pa.field("orig_width", pa.int32(), nullable=False),
+    pa.field("orig_height", pa.int32(), nullable=False),
+    pa.field("jpeg_quality", pa.int16()),
+    pa.field("upscale_factor", pa.float32(), nullable=False),
+]
+
 FIELD_MEANINGS = {
     "image_id": "`<pristine_id>_<type>_<level>`: unique per row",
     "pristine_id": "content hash of the canonical pristine image; rows sharing it are one photo's distortions",
-    "source_key": "the pristine image's key in its source (path or archive member)",
+    "source_key": "the pristine image's key in its source, relative to the source's root (path or archive member)",
+    "source_class": "the source image's class where the source has one (ImageNet: its synset, e.g. `n01440764`), "
+                    "else null",
+    "orig_width": "width of the source image before canonicalisation, pixels",
+    "orig_height": "height of the source image before canonicalisation, pixels",
+    "jpeg_quality": "estimated IJG quality (1..100) of the source image if it is a JPEG, else null",
+    "upscale_factor": "factor by which the source image was resized to cover the canonical size (above 1: enlarged)",
     "dist_type": "KADID-10k distortion type, 1..25",
     "dist_name": "its name",
     "level": "distortion level, 1 (mild) .. 5 (strong)",
@@ -58,23 +79,26 @@ FIELD_MEANINGS = {
     "width": "image width in pixels",
     "height": "image height in pixels",
     "image": "the distorted image, PNG (`bytes`, `path`); null in a recipe-only set",
-    "score": "the transferred quality score (higher is better); null where the bank has no score for the cell",
-    "score_scale": "how the bank's scores were normalised before transfer",
-    "bank": "the labelled bank the score came from",
-    "bank_proxy": "true if the bank's scores are a full-reference metric, not human opinion",
-    "encoder": "the image encoder used to find similar references",
-    "encoder_weights": "its weights",
-    "rule": "transfer rule: top1, topk or mean",
-    "k": "neighbours used",
-    "temperature": "softmax temperature of the topk weights",
-    "neighbours": "bank references the score came from, most similar first",
+    "score": "the transferred quality score (higher is better), on the scale named in the card",
+    "neighbours": "the bank references matched to the pristine image, most similar first (their ids in the bank)",
     "similarities": "their cosine similarities to the pristine image",
     "weights": "their weights in the score",
-}
+}  # fmt: skip
+
+
+# The Hub lists no image-regression task; IQA sets are filed under image classification, the scores' nature is in the
+# tags. ``datasets.utils.metadata.known_task_ids`` holds the categories the Hub knows (tests check against it).
+TASK_CATEGORIES = ["image-classification"]
+TAGS = ["image-quality-assessment", "no-reference-iqa", "iqa", "regression", "synthetic-distortions",
+        "transferred-labels", "kadid-10k"]
 
 
 class PublishError(SaqtError, ValueError):
     """The labels cannot be published as asked."""
+
+
+class LicenceWarning(UserWarning):
+    """The published pixels come from a source whose terms may not allow redistributing them."""
 
 
 @dataclass(frozen=True)
@@ -86,9 +110,18 @@ class PublishConfig:
     seed: int = 0
     shard_bytes: int = 500 * 2**20
     license: str | None = None
+    license_name: str | None = None
+    license_link: str | None = None
     render: bool = False
+    recipe_only: bool = False
 
     def __post_init__(self):
+        if self.render and self.recipe_only:
+            raise PublishError("--render and --recipe-only contradict each other: choose one")
+        if (self.license_name or self.license_link) and self.license != "other":
+            raise PublishError("--license-name and --license-link go with --license other")
+        if self.license == "other" and not (self.license_name and self.license_link):
+            raise PublishError("--license other needs --license-name (a short slug) and --license-link (its terms)")
         if not 0.0 <= self.validation < 1.0:
             raise PublishError(f"--validation must be in [0, 1), got {self.validation}")
         if self.shard_bytes < 1:
@@ -96,11 +129,43 @@ class PublishConfig:
 
 
 def publish_schema(dataset_id: str) -> pa.Schema:
-    """The published rows: SAQT-IQA's columns with ``image`` as the Hub's Image struct, tagged with the set's id."""
-    fields = [pa.field("image", IMAGE) if f.name == "image" else f for f in SAQT_IQA_SCHEMA]
+    """The published rows: SAQT-IQA's per-row columns, the source image's record after ``source_key``, ``image``
+    as the Hub's Image struct; tagged with the set's id."""
+    fields = []
+    for f in SAQT_IQA_SCHEMA:
+        if f.name not in RUN_CONSTANTS:
+            fields.append(pa.field("image", IMAGE) if f.name == "image" else f)
+        if f.name == "source_key":
+            fields += PRISTINE_FIELDS
     hub = {"info": {"features": {"image": {"_type": "Image"}}}}  # the rest is inferred from the Arrow types
     return pa.schema(fields, metadata={"saqt.schema": SCHEMA_VERSION, "saqt.dataset_id": dataset_id,
                                        "saqt.image_format": "png", "huggingface": json.dumps(hub)})  # fmt: skip
+
+
+def card_license(config: PublishConfig, spec: dict) -> dict:
+    """The card's ``license`` (with ``license_name`` and ``license_link`` when it is ``other``, as the Hub asks):
+    ``--license`` and its name and link if given, else the source's."""
+    if config.license:
+        chosen = {"license": config.license, "license_name": config.license_name, "license_link": config.license_link}
+    else:
+        chosen = {k: spec.get(k) for k in ("license", "license_name", "license_link")}
+        chosen["license"] = chosen["license"] or "unknown"
+    return {k: v for k, v in chosen.items() if v is not None}
+
+
+def licence_warning(config: PublishConfig, spec: dict, has_pixels: bool) -> str | None:
+    """One line when the set would carry pixels of a source whose licence restricts redistribution (or is unknown
+    and no --license was given); None otherwise."""
+    if not has_pixels:
+        return None
+    if spec.get("restricted"):
+        return (f"warning: publishing pixels derived from {spec['name']} ({spec.get('license_note', 'see its terms')});"
+                " check you may redistribute them, or publish with --recipe-only (no pixels; users re-render from "
+                "their own copy of the source)")  # fmt: skip
+    if spec.get("license", "unknown") == "unknown" and not config.license:
+        return (f"warning: the licence of the {spec['name']} images is unknown; name it with --license, or publish "
+                "with --recipe-only (no pixels)")  # fmt: skip
+    return None
 
 
 def validation_ids(pristine_ids: list[str], fraction: float, seed: int) -> set[str]:
@@ -127,15 +192,45 @@ def open_labels(labels: Path) -> tuple[Stage, BuildReader]:
     return stage, reader
 
 
+# Options whose values name files, folders or hosts of the publisher's machine, or a secret: the card shows placeholders.
+PRIVATE_OPTIONS = {"--root", "--list", "--selection", "--build", "--bank", "--labels", "--matches", "--exclude-refs",
+                   "--out", "-o", "--staging", "--images", "--json", "--fidelity", "--dest", "--from", "--ray-address",
+                   "--token"}
+KEEP_VALUES = {"authors"}  # values of those options that name no local file (the bundled selection and matches)
+ABSOLUTE = re.compile(r"^(~|/|[A-Za-z]:[\\/]|\\\\)")
+
+
+def redact_command(command: str) -> str:
+    """``command`` with every local file, folder, host or token replaced by a placeholder (``<root>``, ``<path>``)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:  # unbalanced quotes: not a command line this toolkit recorded
+        return "<command not shown>"
+    out = []
+    for i, word in enumerate(words):
+        option, eq, value = word.partition("=")
+        if eq and option in PRIVATE_OPTIONS and value not in KEEP_VALUES:
+            word = f"{option}=<{option.lstrip('-')}>"
+        elif i and words[i - 1] in PRIVATE_OPTIONS and word not in KEEP_VALUES:
+            word = f"<{words[i - 1].lstrip('-')}>"
+        elif ABSOLUTE.match(word):
+            word = "<path>"
+        out.append(word)
+    if out == words:
+        return command
+    return " ".join(w if w.startswith("<") or "=<" in w else shlex.quote(w) for w in out)
+
+
 def provenance(config: PublishConfig, label: dict, build: dict, command: str) -> dict:
-    """Where every part of the set came from, as recorded in the card."""
+    """Where every part of the set came from, as recorded in the card; no path of the publisher's machine."""
     bc, lc, bank = build["config"], label["config"], label["inputs"]["bank"]
     spec = source_spec(bc["source"])
     return {
         "toolkit_version": __version__,
-        "source": {"name": bc["source"], "root": bc["root"], "list": bc["list_file"], "split": bc["split"],
-                   "description": spec.get("description", ""), "license": spec.get("license", "unknown"),
-                   "license_note": spec.get("license_note", "")},
+        "source": {"name": bc["source"], "split": bc["split"], "description": spec.get("description", ""),
+                   "license": spec.get("license", "unknown"), "license_note": spec.get("license_note", ""),
+                   "selection": bc.get("selection") if bc.get("selection") in KEEP_VALUES else
+                   "a file of image names" if bc.get("selection") else None},
         "selection": {"selected": build["inputs"]["selection"]["images"],
                       "keys_sha256": build["inputs"]["selection"]["keys_sha256"],
                       "limit": bc["limit"], "per_class": bc["per_class"], "pristine": build["counts"]["pristine"],
@@ -145,7 +240,7 @@ def provenance(config: PublishConfig, label: dict, build: dict, command: str) ->
                    "allow_grey": bc["allow_grey"], "max_pixels": bc["max_pixels"], **build.get("screen", {})},
         "distortions": {"catalogue": build["inputs"]["catalogue"], "types": bc["types"],
                         "levels": bc["levels"], "per_image": bc["per_image"], "recipe_only": bc["recipe_only"],
-                        "rendered_at_publish": config.render},
+                        "rendered_at_publish": config.render, "withheld_at_publish": config.recipe_only},
         "bank": {k: bank.get(k) for k in ("kind", "references", "proxy", "metric", "score_meaning",
                                           "scores_sha256", "excluded")},
         "encoder": {"id": label["encoder"]["encoder"], "weights": label["encoder"]["weights"]},
@@ -157,13 +252,24 @@ def provenance(config: PublishConfig, label: dict, build: dict, command: str) ->
         "inputs": {"build_digest": label["inputs"]["build"]["digest"],
                    "label_shards_sha256": [label["done"][u]["files"]["saqt-iqa"]["sha256"]
                                            for u in sorted(label["done"], key=int)]},
-        "commands": [build.get("command", ""), bank.get("command") or "", label.get("command", ""), command],
+        "commands": [redact_command(c) for c in (build.get("command", ""), bank.get("command") or "",
+                                                  label.get("command", ""), command)],
     }  # fmt: skip
+
+
+def run_constants(prov: dict) -> dict:
+    """The label columns that hold one value per run, as the card records them instead of repeating them per row
+    (``bank`` names the bank's kind, never its folder)."""
+    transfer = prov["transfer"]
+    return {"score_scale": transfer["score_scale"], "bank": prov["bank"]["kind"], "bank_proxy": prov["bank"]["proxy"],
+            "encoder": prov["encoder"]["id"], "encoder_weights": prov["encoder"]["weights"], "rule": transfer["rule"],
+            "k": transfer["k"], "temperature": transfer["temperature"]}  # fmt: skip
 
 
 def _dataset_id(prov: dict, config: PublishConfig) -> str:
     """Names this set's content: the same inputs and publish settings give the same id."""
-    core = {"inputs": prov["inputs"], "split": prov["split"], "render": config.render, "shard_bytes": config.shard_bytes}
+    core = {"inputs": prov["inputs"], "split": prov["split"], "render": config.render, "shard_bytes": config.shard_bytes,
+            **({"recipe_only": True} if config.recipe_only else {})}
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -206,18 +312,40 @@ class _SplitWriter:
             self._writer.abort()
 
 
-def _batches(labels: Stage, schema: pa.Schema, reader: BuildReader | None) -> Iterator[pa.Table]:
-    """Published rows in label-shard order, ROW_GROUP at a time, the image wrapped as the Hub's Image struct
-    (rendered from its recipe when ``reader`` is given)."""
+def pristine_records(reader: BuildReader) -> dict[str, dict]:
+    """pristine_id -> the published columns taken from its pristine record (class, original size, JPEG quality,
+    upscale factor)."""
+    size = reader.manifest["config"]["size"]
+    columns = ["pristine_id", "label", "orig_width", "orig_height", "jpeg_quality"]
+    return {r["pristine_id"]: {"source_class": r["label"], "orig_width": r["orig_width"],
+                               "orig_height": r["orig_height"], "jpeg_quality": r["jpeg_quality"],
+                               "upscale_factor": cover_scale(r["orig_width"], r["orig_height"], size)}
+            for r in reader.rows("pristine", columns)}  # fmt: skip
+
+
+def _images(batch: pa.RecordBatch, reader: BuildReader | None, withhold: bool) -> pa.Array:
+    """The Hub's Image structs of a batch: none when ``withhold``, rendered from the recipe where ``reader`` is
+    given and the row has no pixels."""
+    images = batch.column("image")
+    if withhold:
+        images = pa.nulls(batch.num_rows, pa.binary())
+    elif reader is not None and images.null_count:
+        images = pa.array([r["image"] if r["image"] is not None else encode_png(reader.image(r))
+                           for r in batch.to_pylist()], pa.binary())  # fmt: skip
+    paths = pc.binary_join_element_wise(batch.column("image_id"), ".png", "")
+    return pa.StructArray.from_arrays([images, paths], fields=list(IMAGE), mask=pc.is_null(images))
+
+
+def _batches(labels: Stage, schema: pa.Schema, pristine: dict[str, dict], reader: BuildReader | None,
+             withhold: bool) -> Iterator[pa.Table]:  # fmt: skip
+    """Published rows in label-shard order, ROW_GROUP at a time: the source image's record joined in, the image
+    wrapped as the Hub's Image struct (see ``_images``)."""
     for path in labels.paths("saqt-iqa"):
         for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP):
-            images = batch.column("image")
-            if reader is not None and images.null_count:
-                images = pa.array([r["image"] if r["image"] is not None else encode_png(reader.image(r))
-                                   for r in batch.to_pylist()], pa.binary())  # fmt: skip
-            paths = pc.binary_join_element_wise(batch.column("image_id"), ".png", "")
-            wrapped = pa.StructArray.from_arrays([images, paths], fields=list(IMAGE), mask=pc.is_null(images))
-            columns = [wrapped if name == "image" else batch.column(name) for name in schema.names]
+            records = [pristine[p] for p in batch.column("pristine_id").to_pylist()]
+            joined = {f.name: pa.array([r[f.name] for r in records], f.type) for f in PRISTINE_FIELDS}
+            joined["image"] = _images(batch, reader, withhold)
+            columns = [joined[name] if name in joined else batch.column(name) for name in schema.names]
             yield pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -235,9 +363,10 @@ def write_dataset(config: PublishConfig, labels: Stage, reader: BuildReader, sta
     render = reader if config.render else None
     total = label["counts"]["labels"]
     held = pa.array(sorted(held_out), pa.string())
+    pristine = pristine_records(reader)
     with aborting(*writers.values()):
         with tqdm(total=total, desc="publish", unit="img", disable=not progress) as bar:
-            for table in _batches(labels, schema, render):
+            for table in _batches(labels, schema, pristine, render, config.recipe_only):
                 in_validation = pc.is_in(table.column("pristine_id"), value_set=held)
                 writers["validation"].add(table.filter(in_validation))
                 writers["train"].add(table.filter(pc.invert(in_validation)))
@@ -246,11 +375,12 @@ def write_dataset(config: PublishConfig, labels: Stage, reader: BuildReader, sta
     splits = [{"name": s, "num_bytes": sum(e["bytes"] for e in files[s]), "num_examples": sum(e["rows"] for e in files[s])}
               for s in SPLITS if files[s]]  # fmt: skip
     rows = sum(s["num_examples"] for s in splits)
-    recipe_only = reader.manifest["config"]["recipe_only"] and not config.render
+    recipe_only = config.recipe_only or (reader.manifest["config"]["recipe_only"] and not config.render)
     meta = {
-        "license": config.license or prov["source"]["license"],
+        **card_license(config, source_spec(prov["source"]["name"])),
         "pretty_name": f"SAQT-IQA ({prov['source']['name']}, {rows:,} images)",
-        "tags": ["image-quality-assessment", "iqa", "synthetic-distortions", "transferred-labels"],
+        "task_categories": TASK_CATEGORIES,
+        "tags": TAGS + (["recipe-only"] if recipe_only else []),
         "size_categories": [size_category(rows)],
         "configs": [{"config_name": "default", "default": True,
                      "data_files": [{"split": s["name"], "path": f"data/{s['name']}-*"} for s in splits]}],
@@ -258,7 +388,8 @@ def write_dataset(config: PublishConfig, labels: Stage, reader: BuildReader, sta
                          "download_size": sum(e["bytes"] for f in files.values() for e in f),
                          "dataset_size": sum(s["num_bytes"] for s in splits)},
         "saqt": {"schema": SCHEMA_VERSION, "dataset_id": dataset_id, "recipe_only": recipe_only,
-                 "files": {s: len(files[s]) for s in SPLITS if files[s]}, "provenance": prov},
+                 "files": {s: len(files[s]) for s in SPLITS if files[s]}, "run_constants": run_constants(prov),
+                 "provenance": prov},
     }  # fmt: skip
     write_bytes_atomic(staging / CARD, render_card(meta, [(f.name, FIELD_MEANINGS[f.name]) for f in schema]).encode())
     listed = [e["path"] for f in files.values() for e in f] + [CARD]
@@ -278,20 +409,27 @@ def filesystem(url: str, option: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def publish(config: PublishConfig, out: str, overwrite: bool = False, command: str = "", staging_dir: str | None = None,
-            progress: bool = True) -> dict:  # fmt: skip
+            progress: bool = True, warn: Callable[[str], None] | None = None) -> dict:  # fmt: skip
     """Publish to ``out``, a local folder or an fsspec URL; returns the card's front matter.
 
     The labels and their build are checked against their manifests first. A non-empty ``out`` is refused unless
     ``overwrite`` and it holds a published set, of which only the files its SHA256SUMS lists are replaced. Local
     output is staged beside ``out`` (which is locked meanwhile) and moved into place; remote output is staged in
     ``staging_dir`` (default: the system's temporary folder) and uploaded; SHA256SUMS comes last either way.
+    Pixels of a source with restrictive or unknown terms are published with a one-line warning, through ``warn``
+    (default: ``warnings.warn``).
     """
     if out.split("://")[0] in ("hf", "huggingface") and "://" in out:
-        raise PublishError(f"--out {out}: publishing straight to the Hugging Face Hub is not supported yet; publish "
-                           "to a folder, then upload it: huggingface-cli upload <user>/<name> <folder> --repo-type dataset")  # fmt: skip
+        raise PublishError(f"--out {out}: the Hub is not a folder; publish with --push-to-hub ORG/NAME (and --out a "
+                           "local folder to keep a copy)")  # fmt: skip
     labels, reader = open_labels(Path(config.labels))  # refuse a bad input before touching the output
     fs, root = filesystem(out, "--out")
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    spec = source_spec(reader.manifest["config"]["source"])
+    has_pixels = not config.recipe_only and (config.render or not reader.manifest["config"]["recipe_only"])
+    notice = licence_warning(config, spec, has_pixels)
+    if notice:
+        (warn or (lambda line: warnings.warn(line, LicenceWarning, stacklevel=3)))(notice)
     lock = nullcontext()
     if local:
         target = Path(root)

@@ -489,7 +489,7 @@ def test_case13_s3_without_s3fs_and_hf_urls_are_one_line(stages, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never reach for the network here
     result = runner.invoke(app, ["publish", "--labels", str(stages / "labels"), "--out", "hf://datasets/me/saqt"])
-    one_line_failure(result, "not supported yet")
+    one_line_failure(result, "--push-to-hub ORG/NAME")
 
 
 def test_case13_a_gpu_device_without_a_gpu_is_one_line(stages, tmp_path):

@@ -33,25 +33,28 @@ runner = CliRunner()
 SIZE = (192, 176)  # MS-SSIM (the synth bank's metric) needs both sides > 160
 TYPES, LEVELS = (1, 10, 16), (1, 3, 5)
 SHARD_BYTES = 400_000  # about 8 of these images: several shards per split
+PRIVATE = "home-of-jane-doe"  # in the path of every stage folder: it must not reach any published byte
 
 
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory):
-    """A finished label folder: 5 sample photos x 9 cells, scored from a 3-reference synth bank."""
-    root = tmp_path_factory.mktemp("stages")
+    """A finished label folder: 5 sample photos x 9 cells, scored from a 3-reference synth bank; every stage under a
+    folder named PRIVATE, and recorded with the command lines that name it."""
+    root = tmp_path_factory.mktemp(PRIVATE)
     run_build(BuildConfig(size=SIZE, types=TYPES, levels=LEVELS, images_per_shard=2), root / "build", LocalExecutor(1),
-              command="saqt build (test)", progress=False)  # fmt: skip
+              command=f"saqt build --out {root / 'build'} --size 192x176", progress=False)  # fmt: skip
     synth_bank(SynthConfig(source="sample-bank", size=SIZE, limit=3), root / "bank", LocalExecutor(1), progress=False)
     config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="topk", k=2)
-    run_label(config, root / "labels", RunOptions(device="cpu", progress=False), command="saqt label (test)")
+    run_label(config, root / "labels", RunOptions(device="cpu", progress=False),
+              command=f"saqt label --build={root / 'build'} --bank {root / 'bank'} -o {root / 'labels'}")  # fmt: skip
     return root / "labels"
 
 
 @pytest.fixture(scope="module")
 def published(labelled, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pub") / "saqt-iqa"
-    publish(PublishConfig(str(labelled), validation=0.4, shard_bytes=SHARD_BYTES), str(out), command="saqt publish (test)",
-            progress=False)  # fmt: skip
+    out = tmp_path_factory.mktemp(PRIVATE) / "saqt-iqa"
+    publish(PublishConfig(str(labelled), validation=0.4, shard_bytes=SHARD_BYTES), str(out),
+            command=f"saqt publish --labels {labelled} --out {out} --staging {labelled.parent}/tmp", progress=False)  # fmt: skip
     return out
 
 
@@ -82,8 +85,10 @@ def test_layout_card_and_checksums(published, labelled):
     assert prov["encoder"]["id"] == "effnet-lite0" and "sha256:" in prov["encoder"]["weights"]
     assert prov["transfer"] == {"rule": "topk", "k": 2, "temperature": 0.05, "score_scale": "minmax:0:9", "index": "flat"}
     assert prov["seeds"]["build"] == 0 and prov["toolkit_version"]
-    assert prov["commands"] == ["saqt build (test)", prov["commands"][1], "saqt label (test)", "saqt publish (test)"]
-    assert "proxy, not human opinion" in body and "saqt build (test)" in body
+    assert prov["commands"] == ["saqt build --out <out> --size 192x176", prov["commands"][1],
+                                "saqt label --build=<build> --bank <bank> -o <o>",
+                                "saqt publish --labels <labels> --out <out> --staging <staging>"]  # no local paths
+    assert "proxy, not human opinion" in body and "saqt build --out <out> --size 192x176" in body
 
 
 def test_splits_are_by_pristine_image(published, labelled):
@@ -111,9 +116,9 @@ def test_loads_without_the_toolkit(published, labelled):
 
 def test_publish_is_deterministic_and_refuses_to_overwrite(published, labelled, tmp_path):
     again = tmp_path / "again"
-    publish(PublishConfig(str(labelled), validation=0.4, shard_bytes=SHARD_BYTES), str(again), command="saqt publish (test)",
-            progress=False)  # fmt: skip
-    assert (again / "SHA256SUMS").read_text() == (published / "SHA256SUMS").read_text()
+    publish(PublishConfig(str(labelled), validation=0.4, shard_bytes=SHARD_BYTES), str(again),
+            command=f"saqt publish --labels {labelled} --out {again} --staging {tmp_path}", progress=False)  # fmt: skip
+    assert (again / "SHA256SUMS").read_text() == (published / "SHA256SUMS").read_text()  # wherever it is published
     with pytest.raises(PublishError, match="not empty"):
         publish(PublishConfig(str(labelled)), str(again), progress=False)
     publish(PublishConfig(str(labelled)), str(again), overwrite=True, progress=False)
@@ -338,3 +343,54 @@ def test_verify_decodes_the_sampled_images(published, tmp_path):
     result = runner.invoke(app, ["verify", str(target), "--sample", "1000"])
     bad = table.column("image_id")[-1].as_py()
     assert result.exit_code == 1 and f"{shard.name}: {bad} does not decode" in result.output, result.output
+
+
+def test_card_passes_the_hubs_offline_metadata_checks(published):
+    """What can be checked without the Hub's /api/validate-yaml (network): huggingface_hub parses the card into
+    DatasetCardData and back unchanged; `datasets` reads its configs and its dataset_info into the same Features as
+    the shards' own schema; task category and size bucket are ones the Hub knows; the citations are CITATION.cff's."""
+    datasets = pytest.importorskip("datasets", reason="the `datasets` test dependency is not installed")
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs, known_task_ids
+    from huggingface_hub import DatasetCard
+
+    text = (published / "README.md").read_text()
+    card, (meta, body) = DatasetCard(text), read_card(text)
+    assert card.data.to_dict() == meta
+    configs = MetadataConfigs.from_dataset_card_data(card.data)
+    assert [f["split"] for f in configs["default"]["data_files"]] == ["train", "validation"]
+    info = DatasetInfosDict.from_dataset_card_data(card.data)["default"]
+    shard = next((published / "data").glob("train-*.parquet"))
+    assert info.features == datasets.Features.from_arrow_schema(pq.read_schema(shard))
+    assert isinstance(info.features["image"], datasets.Image)
+    assert set(meta["task_categories"]) <= set(known_task_ids) and "image-quality-assessment" in meta["tags"]
+    sizes = json.loads((Path(datasets.__file__).parent / "utils" / "resources" / "size_categories.json").read_text())
+    assert set(meta["size_categories"]) <= set(sizes)
+
+    cff = (Path(__file__).resolve().parents[1] / "CITATION.cff").read_text()
+    dois = set(re.findall(r"doi: (\S+)", cff))
+    assert len(dois) == 2 and all(f"doi     = {{{d}}}" in body or f"doi       = {{{d}}}" in body for d in dois)
+    assert "arXiv:2408.03885" in body and "## Citation" in body
+
+
+def test_run_constants_move_to_the_card_and_rows_keep_what_varies(published, labelled):
+    """The label columns with one value per run are recorded once, in the card, with the values the labels hold; the
+    published rows keep the columns glint and users read, with the labels' values."""
+    meta, body = read_card((published / "README.md").read_text())
+    rows = pads.dataset(str(published / "data")).to_table()
+    labels = pads.dataset(str(labelled / "saqt-iqa")).to_table()
+    constants = meta["saqt"]["run_constants"]
+    for name in ("score_scale", "bank_proxy", "encoder", "encoder_weights", "rule", "k", "temperature"):
+        assert labels.column(name).unique().to_pylist() == [constants[name]], name
+    assert labels.column("bank").unique().to_pylist() == ["synth:bank"]  # the bank folder's name stays home:
+    assert constants["bank"] == "synth" and "bank" not in rows.column_names  # the card names the bank's kind
+    assert not set(constants) & set(rows.column_names) and set(constants) <= set(labels.column_names)
+    assert {"image_id", "pristine_id", "dist_type", "level", "seed", "image", "score"} <= set(rows.column_names)
+    for name in ("source_class", "orig_width", "orig_height", "jpeg_quality", "upscale_factor"):
+        assert name in rows.column_names and f"| `{name}` |" in body
+    mine = {r["image_id"]: r for r in labels.to_pylist()}
+    for row in rows.to_pylist():
+        source = mine[row["image_id"]]
+        assert (row["score"], row["neighbours"], row["similarities"]) == (source["score"], source["neighbours"],
+                                                                          source["similarities"])  # fmt: skip
+        assert row["source_class"] is None  # the bundled sample has no classes

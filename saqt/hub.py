@@ -1,0 +1,82 @@
+"""``saqt publish --push-to-hub``: a finished, verified published set uploaded to a Hugging Face Hub dataset repository.
+
+Exactly the files the set's SHA256SUMS lists, and SHA256SUMS itself, go up in one commit (huggingface_hub's
+``create_repo`` and ``create_commit``); files under ``data/`` left by an earlier push and no longer part of the set
+are deleted in the same commit, so the repository never mixes two sets.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from saqt.errors import SaqtError
+from saqt.stage import SUMS, read_sums
+from saqt.verify import VerifyError, verify_published
+
+VERIFY_SAMPLE = 16  # images decoded before an upload, beyond every file's checksum
+
+
+class HubError(SaqtError):
+    """The set cannot be pushed to the Hub (bad repository id, refused token, no network)."""
+
+
+def hub_errors() -> tuple[type[BaseException], ...]:
+    """What huggingface_hub raises for a refused request or an unreachable server: its HTTP errors, OS errors, and
+    the transport errors of whichever HTTP library this huggingface_hub version uses."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    errors: list[type[BaseException]] = [HfHubHTTPError, OSError]
+    for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
+def uploads(folder: Path) -> list[str]:
+    """The files of the published set in ``folder``, as paths in the repository: SHA256SUMS and all it lists."""
+    return [SUMS, *sorted(read_sums((folder / SUMS).read_text()))]
+
+
+def check_repo_id(repo_id: str) -> None:
+    """HubError unless ``repo_id`` is a Hub repository id ``ORG/NAME``."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise HubError(f"--push-to-hub {repo_id}: not a Hub repository id; give ORG/NAME, e.g. my-lab/saqt-iqa") from None
+    if repo_id.count("/") != 1:
+        raise HubError(f"--push-to-hub {repo_id}: give ORG/NAME (the owner and the dataset's name)")
+
+
+def push_to_hub(folder: Path, repo_id: str, private: bool = False, token: str | None = None,
+                endpoint: str | None = None) -> str:  # fmt: skip
+    """Verify the published set in ``folder``, then upload it to the dataset repository ``repo_id`` (created if
+    missing; ``private`` applies to a new one). Returns the repository's URL; HubError in one line otherwise."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+    check_repo_id(repo_id)
+    try:
+        verified = verify_published(str(folder), sample=VERIFY_SAMPLE)
+    except VerifyError as err:
+        raise HubError(f"{folder} is not an intact published set, not uploaded: {err}") from None
+    files = uploads(folder)
+    api = HfApi(endpoint=endpoint, token=token)
+    where = f"{api.endpoint}/datasets/{repo_id}"
+    try:
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        stale = [p for p in api.list_repo_files(repo_id, repo_type="dataset") if p.startswith("data/") and p not in files]
+        operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in files]
+        operations += [CommitOperationDelete(path_in_repo=p) for p in stale]
+        api.create_commit(repo_id, operations, repo_type="dataset",
+                          commit_message=f"saqt publish: {verified.rows:,} rows in {len(files)} files")  # fmt: skip
+    except hub_errors() as err:
+        reason = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        said = getattr(err, "server_message", None)
+        reason += f" ({said.splitlines()[0]})" if said and said.strip() and said.splitlines()[0] not in reason else ""
+        raise HubError(f"pushing to {where} failed: {reason}") from None
+    return str(url)

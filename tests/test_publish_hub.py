@@ -1,0 +1,184 @@
+"""``saqt publish --push-to-hub``: what goes up (exactly the published set), and failures in one line.
+
+The Hugging Face Hub cannot be reached from the tests. Where a test needs the Hub to accept an upload, ``StandInHub``
+stands in for huggingface_hub's ``HfApi`` and records the repository and commit it was asked for; the failures run
+the real ``HfApi`` against 127.0.0.1: a closed port (no network) and a local HTTP server that refuses the token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.executors import LocalExecutor
+from pipelines.saqt_cli import app
+from saqt.bank_synth import SynthConfig, synth_bank
+from saqt.build import BuildConfig, run_build
+from saqt.hub import HubError, push_to_hub
+from saqt.label import LabelConfig, RunOptions, run_label
+from saqt.publish import PublishConfig, publish
+
+runner = CliRunner()
+SIZE = (192, 176)
+REPO = "my-lab/saqt-iqa-demo"
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> Path:
+    """Labels of 3 sample photos x 2 cells from a 2-reference PSNR bank."""
+    root = tmp_path_factory.mktemp("stages")
+    run_build(BuildConfig(size=SIZE, types=(1,), levels=(1, 5), limit=3), root / "build", LocalExecutor(1),
+              progress=False)  # fmt: skip
+    synth_bank(SynthConfig(source="sample-bank", size=SIZE, limit=2, metric="psnr"), root / "bank", LocalExecutor(1),
+               progress=False)  # fmt: skip
+    config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="top1")
+    run_label(config, root / "labels", RunOptions(device="cpu", progress=False))
+    return root / "labels"
+
+
+@pytest.fixture()
+def published(labelled, tmp_path) -> Path:
+    out = tmp_path / "published"
+    publish(PublishConfig(str(labelled), validation=0.4), str(out), progress=False)
+    return out
+
+
+class StandInHub:
+    """Stands in for ``huggingface_hub.HfApi`` (the Hub is out of reach): a dataset repository that already holds
+    a set pushed earlier, and records what it is asked to create and commit, reading each uploaded file's bytes."""
+
+    instances: list[StandInHub] = []
+    EARLIER = ["README.md", "SHA256SUMS", ".gitattributes", "data/train-00000-of-00009.parquet", "notes/keep.md"]
+
+    def __init__(self, endpoint=None, token=None):
+        self.endpoint, self.token = endpoint or "https://stand-in.hub", token
+        self.created, self.commits = [], []
+        StandInHub.instances.append(self)
+
+    def create_repo(self, repo_id, *, repo_type=None, private=None, exist_ok=False, **_):
+        self.created.append({"repo_id": repo_id, "repo_type": repo_type, "private": private, "exist_ok": exist_ok})
+        return f"{self.endpoint}/datasets/{repo_id}"
+
+    def list_repo_files(self, repo_id, *, repo_type=None, **_):
+        return list(self.EARLIER)
+
+    def create_commit(self, repo_id, operations, *, commit_message, repo_type=None, **_):
+        added = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations
+                 if isinstance(op, huggingface_hub.CommitOperationAdd)}  # fmt: skip
+        deleted = [op.path_in_repo for op in operations if isinstance(op, huggingface_hub.CommitOperationDelete)]
+        self.commits.append({"repo_id": repo_id, "repo_type": repo_type, "added": added, "deleted": deleted,
+                             "message": commit_message})  # fmt: skip
+
+
+@pytest.fixture()
+def stand_in(monkeypatch):
+    StandInHub.instances.clear()
+    monkeypatch.setattr(huggingface_hub, "HfApi", StandInHub)
+    return StandInHub.instances
+
+
+def _set_files(folder: Path) -> dict[str, bytes]:
+    listed = [line.split("  ", 1)[1] for line in (folder / "SHA256SUMS").read_text().splitlines()]
+    return {p: (folder / p).read_bytes() for p in [*listed, "SHA256SUMS"]}
+
+
+def test_push_uploads_exactly_the_published_set(published, stand_in):
+    (published / "notes.txt").write_text("the publisher's own notes")  # beside the set, not part of it
+    url = push_to_hub(published, REPO, private=True, token="hf_test")
+    [hub] = stand_in
+    assert url == f"https://stand-in.hub/datasets/{REPO}" and hub.token == "hf_test"
+    assert hub.created == [{"repo_id": REPO, "repo_type": "dataset", "private": True, "exist_ok": True}]
+    [commit] = hub.commits
+    expected = _set_files(published)
+    assert commit["repo_type"] == "dataset" and commit["added"] == expected  # every file, byte for byte, no other
+    assert len(expected) == 2 + len(list((published / "data").iterdir())) and "notes.txt" not in commit["added"]
+    assert commit["deleted"] == ["data/train-00000-of-00009.parquet"]  # an earlier push's shard, nothing else
+    assert all(hashlib.sha256(expected[p]).hexdigest() in expected["SHA256SUMS"].decode() for p in expected
+               if p != "SHA256SUMS")  # fmt: skip
+
+
+def test_push_refuses_a_damaged_set(published, stand_in):
+    shard = next((published / "data").iterdir())
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(HubError, match=rf"not an intact published set, not uploaded: data/{shard.name}: SHA-256"):
+        push_to_hub(published, REPO)
+    assert not stand_in  # the Hub was never contacted
+    with pytest.raises(HubError, match="not a Hub repository id"):
+        push_to_hub(published, "no slash/../x")
+
+
+def test_cli_publishes_and_pushes_without_a_local_copy(labelled, stand_in, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_from_env")
+    result = runner.invoke(app, ["publish", "--labels", str(labelled), "--push-to-hub", REPO, "--staging", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"pushed to https://stand-in.hub/datasets/{REPO}" in result.output
+    [hub] = stand_in
+    assert hub.token == "hf_from_env" and hub.created[0]["private"] is False
+    assert "README.md" in hub.commits[0]["added"] and list(tmp_path.iterdir()) == []  # the scratch copy is gone
+
+
+def test_hf_url_as_out_is_one_line(labelled, tmp_path):
+    result = runner.invoke(app, ["publish", "--labels", str(labelled), "--out", "hf://datasets/my-lab/x"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "--push-to-hub ORG/NAME" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["publish", "--labels", str(labelled), "--out", str(tmp_path / "p"),
+                                 "--push-to-hub", "my lab/x"])  # fmt: skip
+    assert result.exit_code == 2 and "not a Hub repository id" in result.output
+    assert not (tmp_path / "p").exists()  # refused before anything was published
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_no_network_is_one_line(labelled, monkeypatch):
+    """The real HfApi, pointed at a port where nothing listens."""
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    result = runner.invoke(app, ["publish", "--labels", str(labelled), "--push-to-hub", REPO, "--token", "hf_x"])
+    assert result.exit_code == 2, result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("saqt publish:")]
+    assert line.startswith(f"saqt publish: pushing to {endpoint}/datasets/{REPO} failed: ") and "refused" in line
+    assert "Traceback" not in result.output and "hf_x" not in result.output
+
+
+class RefusingHub(BaseHTTPRequestHandler):
+    """A local server answering every request as the Hub answers a bad token."""
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = json.dumps({"error": "Invalid username or password."}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST
+
+    def log_message(self, *args):
+        pass
+
+
+def test_refused_token_is_one_line(published, tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RefusingHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(HubError) as caught:
+            push_to_hub(published, REPO, token="hf_wrong", endpoint=endpoint)
+    finally:
+        server.shutdown()
+        server.server_close()
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"pushing to {endpoint}/datasets/{REPO} failed: ")
+    assert "401" in message and "Invalid username or password." in message and "hf_wrong" not in message
