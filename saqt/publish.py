@@ -35,8 +35,16 @@ from saqt import __version__
 from saqt.card import hub_features, render_card, size_category
 from saqt.errors import SaqtError
 from saqt.images import encode_png
-from saqt.reader import BuildReader
-from saqt.shards import SAQT_IQA_SCHEMA, ShardWriter, aborting, sha256_file, write_bytes_atomic, writing
+from saqt.reader import BuildReader, with_build_images
+from saqt.shards import (
+    DISTORTED_SCHEMA,
+    PROVENANCE_FIELDS,
+    ShardWriter,
+    aborting,
+    sha256_file,
+    write_bytes_atomic,
+    writing,
+)
 from saqt.sources import source_spec
 from saqt.stage import CARD, SUMS, FolderLock, Stage, check_apart, open_stage, read_sums
 
@@ -96,8 +104,9 @@ class PublishConfig:
 
 
 def publish_schema(dataset_id: str) -> pa.Schema:
-    """The published rows: SAQT-IQA's columns with ``image`` as the Hub's Image struct, tagged with the set's id."""
-    fields = [pa.field("image", IMAGE) if f.name == "image" else f for f in SAQT_IQA_SCHEMA]
+    """The published rows: the build's distorted columns, with ``image`` as the Hub's Image struct, then the labels'
+    provenance columns; tagged with the set's id."""
+    fields = [pa.field("image", IMAGE) if f.name == "image" else f for f in DISTORTED_SCHEMA] + PROVENANCE_FIELDS
     hub = {"info": {"features": {"image": {"_type": "Image"}}}}  # the rest is inferred from the Arrow types
     return pa.schema(fields, metadata={"saqt.schema": SCHEMA_VERSION, "saqt.dataset_id": dataset_id,
                                        "saqt.image_format": "png", "huggingface": json.dumps(hub)})  # fmt: skip
@@ -206,19 +215,22 @@ class _SplitWriter:
             self._writer.abort()
 
 
-def _batches(labels: Stage, schema: pa.Schema, reader: BuildReader | None) -> Iterator[pa.Table]:
-    """Published rows in label-shard order, ROW_GROUP at a time, the image wrapped as the Hub's Image struct
-    (rendered from its recipe when ``reader`` is given)."""
-    for path in labels.paths("saqt-iqa"):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP):
-            images = batch.column("image")
-            if reader is not None and images.null_count:
-                images = pa.array([r["image"] if r["image"] is not None else encode_png(reader.image(r))
-                                   for r in batch.to_pylist()], pa.binary())  # fmt: skip
-            paths = pc.binary_join_element_wise(batch.column("image_id"), ".png", "")
-            wrapped = pa.StructArray.from_arrays([images, paths], fields=list(IMAGE), mask=pc.is_null(images))
-            columns = [wrapped if name == "image" else batch.column(name) for name in schema.names]
-            yield pa.Table.from_arrays(columns, schema=schema)
+def _batches(labels: Stage, schema: pa.Schema, reader: BuildReader, render: bool) -> Iterator[pa.Table]:
+    """Published rows in label-shard order, ROW_GROUP at a time, with their pixels from the build wrapped as the
+    Hub's Image struct (recipes rendered when ``render``)."""
+    for unit in labels.units():
+        shard, built = pq.ParquetFile(labels.path(unit, "saqt-iqa")), pq.ParquetFile(reader.stage.path(unit, "distorted"))
+        for group in range(shard.num_row_groups):
+            table = with_build_images(shard.read_row_group(group), built, group, str(labels.path(unit, "saqt-iqa")))
+            for batch in table.to_batches(max_chunksize=ROW_GROUP):
+                images = batch.column("image")
+                if render and images.null_count:
+                    images = pa.array([r["image"] if r["image"] is not None else encode_png(reader.image(r))
+                                       for r in batch.to_pylist()], pa.binary())  # fmt: skip
+                paths = pc.binary_join_element_wise(batch.column("image_id"), ".png", "")
+                wrapped = pa.StructArray.from_arrays([images, paths], fields=list(IMAGE), mask=pc.is_null(images))
+                columns = [wrapped if name == "image" else batch.column(name) for name in schema.names]
+                yield pa.Table.from_arrays(columns, schema=schema)
 
 
 def write_dataset(config: PublishConfig, labels: Stage, reader: BuildReader, staging: Path, command: str = "",
@@ -232,12 +244,11 @@ def write_dataset(config: PublishConfig, labels: Stage, reader: BuildReader, sta
     pristine_ids = sorted({r["pristine_id"] for r in reader.rows("pristine", ["pristine_id"])})
     held_out = validation_ids(pristine_ids, config.validation, config.seed)
     writers = {s: _SplitWriter(staging, s, schema, config.shard_bytes) for s in SPLITS}
-    render = reader if config.render else None
     total = label["counts"]["labels"]
     held = pa.array(sorted(held_out), pa.string())
     with aborting(*writers.values()):
         with tqdm(total=total, desc="publish", unit="img", disable=not progress) as bar:
-            for table in _batches(labels, schema, render):
+            for table in _batches(labels, schema, reader, config.render):
                 in_validation = pc.is_in(table.column("pristine_id"), value_set=held)
                 writers["validation"].add(table.filter(in_validation))
                 writers["train"].add(table.filter(pc.invert(in_validation)))
