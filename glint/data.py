@@ -1,4 +1,4 @@
-"""Training data: standard IQA datasets (one manifest each), their splits, crops, and SAQT-IQA shards.
+"""Training data: standard IQA datasets (one manifest each), their splits and crops (SAQT-IQA: ``glint.pretrain_data``).
 
 Augmentation follows the official release: one random 224 crop with horizontal and vertical flips per image per
 step, normalised with mean = std = 0.5; testing averages 25 random crops. Every random draw comes from a seed
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import itertools
 import math
 import random
 from dataclasses import dataclass, field
@@ -24,19 +23,14 @@ from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import yaml
 from PIL import Image
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset
 
-from saqt.distortions import distort
 from saqt.errors import SaqtError
 from saqt.images import decode_image
-from saqt.reader import BuildReader
 from saqt.seeding import derive_seed
-from saqt.shards import LABEL_MANIFEST
-from saqt.stage import open_stage
 
 CROP = 224
 RELEASE_TRAIN_FRACTION = 0.8
@@ -342,132 +336,3 @@ class TrainingImages(Dataset):
         view = random_view(image, random.Random(derive_seed(self.seed, self.epoch, i)))
         mapping = score_map(self.train_score_map)
         return to_tensor(view), torch.tensor(mapping(s.score) if mapping else s.score, dtype=torch.float32)
-
-
-# --- SAQT-IQA shards --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SaqtSource:
-    """The SAQT-IQA shards of a ``saqt label`` output, the build that renders its recipes, and its provenance."""
-
-    shards: list[Path]
-    build: BuildReader | None
-    provenance: dict
-    _holdout: dict = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def open(cls, root: Path) -> SaqtSource:
-        """``root`` is a ``saqt label`` output folder (label.json) or a folder of saqt-iqa shards."""
-        root = Path(root)
-        if (root / LABEL_MANIFEST).is_file():
-            stage = open_stage(root, "label")  # the shards are checked against the manifest's checksums
-            label = stage.manifest
-            build_root = Path(label["inputs"]["build"]["root"])
-            build = BuildReader(build_root, checksums=False) if build_root.is_dir() else None  # renders recipes only
-            provenance = {"labels": str(root), "bank": label["inputs"]["bank"], "encoder": label.get("encoder"),
-                          "rule": label.get("rule"), "score_scale": label.get("score_scale")}  # fmt: skip
-            return cls(stage.paths("saqt-iqa"), build, provenance)
-        shards = sorted(root.glob("*.parquet"))
-        if not shards:
-            raise DatasetError(f"{root} is neither a `saqt label` output (label.json) nor a folder of saqt-iqa shards")
-        return cls(shards, None, {"labels": str(root)})
-
-    def holdout(self, seed: int, percent: float = 5.0) -> frozenset[str]:
-        """The pristine images held out to choose the epoch: ``percent`` of them (at least one), by seeded hash."""
-        if (seed, percent) not in self._holdout:
-            self._holdout[(seed, percent)] = self._choose_holdout(seed, percent)
-        return self._holdout[(seed, percent)]
-
-    def _choose_holdout(self, seed: int, percent: float) -> frozenset[str]:
-        ids = sorted(
-            {p for path in self.shards for p in pq.read_table(path, columns=["pristine_id"]).column(0).to_pylist()}
-        )
-        ids.sort(key=lambda p: derive_seed(seed, "holdout", p))
-        return frozenset(ids[: max(1, round(len(ids) * percent / 100))]) if len(ids) > 1 else frozenset()
-
-    def units(self) -> list[tuple[str, int]]:
-        """(shard, row group) pairs: the unit of reading and shuffling."""
-        return [(str(p), rg) for p in self.shards for rg in range(pq.ParquetFile(p).num_row_groups)]
-
-    def image(self, row: dict) -> np.ndarray:
-        """A row's pixels: its PNG, or its recipe rendered from the build's pristine image."""
-        if row["image"] is not None:
-            return decode_image(row["image"])
-        if self.build is None:
-            raise DatasetError("recipe rows need their build folder, which label.json names but is not present")
-        return distort(self.build.pristine(row["pristine_id"]), row["dist_type"], row["level"], seed=row["seed"])
-
-
-class SaqtStream(IterableDataset):
-    """Labelled SAQT-IQA images as a stream: row groups shuffled per epoch and split over DDP ranks and loader
-    workers, rows mixed in a buffer of ``buffer`` row groups; scored images with score null are skipped."""
-
-    COLUMNS = ["image_id", "pristine_id", "dist_type", "level", "seed", "image", "score"]
-
-    def __init__(self, source: SaqtSource, seed: int = 0, holdout: bool = False, buffer: int = 8):
-        self.source, self.seed, self.holdout, self.buffer, self.epoch = source, seed, holdout, buffer, 0
-        self.units = source.units()
-        self.held_out = source.holdout(seed)
-
-    def _mine(self, row: dict) -> bool:
-        return row["score"] is not None and (row["pristine_id"] in self.held_out) == self.holdout
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _my_units(self, rank: int, world: int) -> list[tuple[str, int]]:
-        units = list(self.units)
-        random.Random(derive_seed(self.seed, self.epoch, "units")).shuffle(units)
-        info = get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        return units[rank * workers + worker :: world * workers]
-
-    def _rows(self):
-        """This worker's rows. Under DDP the share is repeated without end: ranks may hold unequal shares, so the
-        training loop stops every rank after the same number of steps."""
-        distributed = torch.distributed.is_initialized()
-        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
-        units = self._my_units(rank, world)
-        for _ in itertools.count() if world > 1 else range(1):
-            for path, rg in units:
-                for row in pq.ParquetFile(path).read_row_group(rg, columns=self.COLUMNS).to_pylist():
-                    if self._mine(row):
-                        yield row
-
-    def __iter__(self):
-        rng = random.Random(
-            derive_seed(self.seed, self.epoch, "buffer", get_worker_info().id if get_worker_info() else 0)
-        )
-        buffer, limit = [], self.buffer * 125
-        for row in self._rows():
-            buffer.append(row)
-            if len(buffer) >= limit:
-                yield self._sample(buffer.pop(rng.randrange(len(buffer))))
-        rng.shuffle(buffer)
-        for row in buffer:
-            yield self._sample(row)
-
-    def _sample(self, row: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        image = prepare(self.source.image(row))
-        view = random_view(image, random.Random(derive_seed(self.seed, self.epoch, row["image_id"])))
-        return to_tensor(view), torch.tensor(row["score"], dtype=torch.float32)
-
-    def count(self) -> int:
-        """Rated images in this part (held out or not)."""
-        total = 0
-        for path in self.source.shards:
-            table = pq.read_table(path, columns=["pristine_id", "score"]).to_pylist()
-            total += sum(map(self._mine, table))
-        return total
-
-    def rated_images(self, limit: int | None = None) -> list[tuple[dict, float]]:
-        """(row, score) of the images in this part, in unit order (for evaluation)."""
-        out = []
-        for path, rg in self.units:
-            for row in pq.ParquetFile(path).read_row_group(rg, columns=self.COLUMNS).to_pylist():
-                if self._mine(row):
-                    out.append((row, row["score"]))
-                    if limit and len(out) >= limit:
-                        return out
-        return out

@@ -128,8 +128,13 @@ def _atomic_save(obj: dict, path: Path) -> None:
 
 
 def make_loader(data: Dataset, config: TrainConfig, epoch: int, rank: int, world: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, "shuffle") % 2**63)
+    """This rank's loader for epoch ``epoch``: a dataset's own ``batch_sampler`` (SAQT-IQA's per-epoch
+    permutation) when it has one, else torch's shuffle, split over DDP ranks by a DistributedSampler."""
     batch = max(1, config.batch_size // world)
+    if hasattr(data, "batch_sampler"):
+        return DataLoader(data, batch_sampler=data.batch_sampler(epoch, rank, world, batch),
+                          num_workers=config.loader_workers)  # fmt: skip
+    generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, "shuffle") % 2**63)
     kw = {"batch_size": batch, "num_workers": config.loader_workers, "generator": generator, "drop_last": False,
           "persistent_workers": False}  # fmt: skip
     if isinstance(data, IterableDataset):
@@ -139,6 +144,20 @@ def make_loader(data: Dataset, config: TrainConfig, epoch: int, rank: int, world
         sampler.set_epoch(epoch)
         return DataLoader(data, sampler=sampler, **kw)
     return DataLoader(data, shuffle=True, **kw)
+
+
+def planned_batches(data: Dataset, config: TrainConfig, world: int, count: int):
+    """(batch, rank, indices) of the first ``count`` batches a run on ``world`` ranks reads, epoch after epoch, from
+    the same samplers ``make_loader`` builds: the data order, without training."""
+    batch, step = max(1, config.batch_size // world), 0
+    for epoch in range(config.epochs):
+        samplers = [iter(data.batch_sampler(epoch, rank, world, batch)) for rank in range(world)]
+        for shares in zip(*samplers, strict=True):
+            if step >= count:
+                return
+            for rank, indices in enumerate(shares):
+                yield step, rank, indices
+            step += 1
 
 
 def train_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -17,8 +19,6 @@ from glint.backbones import RESNET50_URL, VIT_NAME, VIT_TAG
 from glint.checkpoint import load_model
 from glint.data import (
     IQATable,
-    SaqtSource,
-    SaqtStream,
     TrainingImages,
     load_table,
     make_split,
@@ -28,8 +28,9 @@ from glint.data import (
 from glint.metrics import METRICS
 from glint.model import GlintConfig, GlintIQA
 from glint.predict import MIN_SIDE, image_paths, score_files, write_scores
+from glint.pretrain_data import SaqtTraining, held_out_rows, open_saqt
 from glint.protocol import PROTOCOLS, Protocol, resolve
-from glint.train import EvalSet, Run, TrainConfig, evaluate, fit
+from glint.train import EvalSet, Run, TrainConfig, evaluate, fit, planned_batches
 from pipelines.cli_common import OneLineErrors
 from saqt.encoders import pick_device
 from saqt.errors import ConfigError
@@ -125,7 +126,8 @@ def _report(results: dict, out: Path) -> None:
 
 @app.command("pretrain")
 def pretrain(
-    data: Annotated[Path, typer.Option(help="A `saqt label` output folder (or a folder of saqt-iqa shards).")],
+    data: Annotated[str, typer.Option(help="SAQT-IQA: a `saqt label` folder, a `saqt publish` folder, a published "
+                                           "set's fsspec URL, a Hub id ORG/NAME, or a folder of saqt-iqa shards.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, metrics, run.json, results.json.")],
     protocol: ProtocolOpt = "honest",
     epochs: Epochs = None,
@@ -145,22 +147,45 @@ def pretrain(
     device: Device = "auto",
     loader_workers: LoaderWorkers = 2,
     resume: Resume = False,
+    pristine_cache: Annotated[int, typer.Option(min=1, help="Decoded pristine images each loader worker keeps for "
+                                                            "rendering recipe-only sets.")] = 64,  # fmt: skip
+    plan_only: Annotated[int | None, typer.Option(min=1, help="Write OUT/batches.csv (batch, rank, image_id) for the "
+                                                             "first N batches in the order training reads them "
+                                                             "(ranks: $WORLD_SIZE), and train nothing.")] = None,  # fmt: skip
 ) -> None:
-    """Pretrain GlintIQA on SAQT-IQA labels (5% of pristine images are held out to pick the epoch)."""
+    """Pretrain GlintIQA on SAQT-IQA labels (a published set's validation split, or else 5% of pristine images, is
+    held out to pick the epoch); each epoch reads every training image once, in a fresh random order."""
     given = {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "schedule": schedule,
              "amp": None if fp32 is None else not fp32, "test_crops": test_crops, "seed": seed}  # fmt: skip
     proto = resolve(protocol, given, pretrain=True)
     config = _config(proto, max_steps, loader_workers)
-    source = SaqtSource.open(data)
-    train = SaqtStream(source, config.seed)
-    held = SaqtStream(source, config.seed, holdout=True).rated_images(holdout_images)
-    rows = train.count()
+    files = open_saqt(data, pristine_cache)
+    train = SaqtTraining(files, config.seed)
+    if not len(train):
+        fail("pretrain", f"{data} holds no scored training images")
+    if plan_only:
+        _write_plan(train, config, plan_only, out)
+        return
+    held, scores, index = held_out_rows(files, config.seed, holdout_images)
     model = _new_model("pretrain", GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa), config.seed,
                        random_init)  # fmt: skip
-    evals = {"val": EvalSet([r for r, _ in held], [s for _, s in held], source.image)} if held else {}
-    provenance = {"pretrain": source.provenance, "protocol": proto.record()}
-    run = Run(out, train, evals, math.ceil(rows / config.batch_size), provenance)
+    evals = {"val": EvalSet(held, scores, index.pixels)} if held else {}
+    provenance = {"pretrain": files.provenance, "protocol": proto.record()}
+    run = Run(out, train, evals, math.ceil(len(train) / config.batch_size), provenance)
     _train(model, run, config, device, resume, "pretrain")
+
+
+def _write_plan(train: SaqtTraining, config: TrainConfig, count: int, out: Path) -> None:
+    """OUT/batches.csv: the first ``count`` batches of a run on $WORLD_SIZE ranks, as ``planned_batches`` gives
+    them."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "batches.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["batch", "rank", "image_id"])
+        for step, rank, indices in planned_batches(train, config, world, count):
+            writer.writerows([step, rank, image] for image in train.image_ids(indices))
+    typer.echo(f"wrote {out / 'batches.csv'}: the first {count} batches over {world} rank(s); nothing trained")
 
 
 def _leakage(init: dict, dataset: str, test_groups: set[str]) -> str | None:

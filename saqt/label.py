@@ -3,7 +3,9 @@ the same distortion, and join images (or recipes), scores and provenance into th
 
 Embeddings and neighbours are computed once per pristine image; then each build shard becomes one
 ``labels/`` and one ``saqt-iqa/`` shard (a unit of work for the executor), written atomically and listed in
-``label.json``, so a rerun resumes.
+``label.json``, so a rerun resumes. The saqt-iqa shards hold recipes and labels, not pixels: their row groups
+mirror the build's distorted shards row for row, and the images stay in the build (``saqt publish`` writes the
+one self-contained copy).
 """
 
 from __future__ import annotations
@@ -166,9 +168,11 @@ def _label_unit(reader: BuildReader, unit: str, labels: PristineLabels, constant
     name = f"part-{int(unit):05d}.parquet"
     writers = {"labels": ShardWriter(out / "labels" / name, LABEL_SCHEMA),
                "saqt-iqa": ShardWriter(out / "saqt-iqa" / name, SAQT_IQA_SCHEMA)}  # fmt: skip
+    built = pq.ParquetFile(source)
+    recipe = [f.name for f in SAQT_IQA_SCHEMA if f.name in built.schema_arrow.names]
     with aborting(*writers.values()):
-        for batch in pq.ParquetFile(source).iter_batches(batch_size=125):
-            rows = batch.to_pylist()
+        for group in range(built.num_row_groups):  # row group for row group, so rows line up with the build's
+            rows = built.read_row_group(group, columns=recipe).to_pylist()
             provenance = []
             for r in rows:
                 p, score = r["pristine_id"], labels.scores[r["pristine_id"]][r["dist_type"] - 1, r["level"] - 1]

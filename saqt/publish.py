@@ -38,9 +38,17 @@ from saqt import __version__
 from saqt.card import hub_features, render_card, size_category
 from saqt.errors import SaqtError
 from saqt.images import encode_png
-from saqt.reader import BuildReader
+from saqt.reader import BuildReader, with_build_images
 from saqt.screen import cover_scale
-from saqt.shards import SAQT_IQA_SCHEMA, ShardWriter, aborting, sha256_file, write_bytes_atomic, writing
+from saqt.shards import (
+    DISTORTED_SCHEMA,
+    PROVENANCE_FIELDS,
+    ShardWriter,
+    aborting,
+    sha256_file,
+    write_bytes_atomic,
+    writing,
+)
 from saqt.sources import source_spec
 from saqt.stage import CARD, SUMS, FolderLock, Stage, check_apart, open_stage, read_sums
 
@@ -129,10 +137,10 @@ class PublishConfig:
 
 
 def publish_schema(dataset_id: str) -> pa.Schema:
-    """The published rows: SAQT-IQA's per-row columns, the source image's record after ``source_key``, ``image``
-    as the Hub's Image struct; tagged with the set's id."""
+    """The published rows: the build's distorted columns and the labels' per-row provenance, the source image's
+    record after ``source_key``, ``image`` as the Hub's Image struct; tagged with the set's id."""
     fields = []
-    for f in SAQT_IQA_SCHEMA:
+    for f in [*DISTORTED_SCHEMA, *PROVENANCE_FIELDS]:
         if f.name not in RUN_CONSTANTS:
             fields.append(pa.field("image", IMAGE) if f.name == "image" else f)
         if f.name == "source_key":
@@ -336,17 +344,20 @@ def _images(batch: pa.RecordBatch, reader: BuildReader | None, withhold: bool) -
     return pa.StructArray.from_arrays([images, paths], fields=list(IMAGE), mask=pc.is_null(images))
 
 
-def _batches(labels: Stage, schema: pa.Schema, pristine: dict[str, dict], reader: BuildReader | None,
+def _batches(labels: Stage, schema: pa.Schema, pristine: dict[str, dict], reader: BuildReader, render: bool,
              withhold: bool) -> Iterator[pa.Table]:  # fmt: skip
-    """Published rows in label-shard order, ROW_GROUP at a time: the source image's record joined in, the image
-    wrapped as the Hub's Image struct (see ``_images``)."""
-    for path in labels.paths("saqt-iqa"):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP):
-            records = [pristine[p] for p in batch.column("pristine_id").to_pylist()]
-            joined = {f.name: pa.array([r[f.name] for r in records], f.type) for f in PRISTINE_FIELDS}
-            joined["image"] = _images(batch, reader, withhold)
-            columns = [joined[name] if name in joined else batch.column(name) for name in schema.names]
-            yield pa.Table.from_arrays(columns, schema=schema)
+    """Published rows in label-shard order, ROW_GROUP at a time: pixels from the build (see ``_images``), the
+    source image's record joined in."""
+    for unit in labels.units():
+        shard, built = pq.ParquetFile(labels.path(unit, "saqt-iqa")), pq.ParquetFile(reader.stage.path(unit, "distorted"))
+        for group in range(shard.num_row_groups):
+            table = with_build_images(shard.read_row_group(group), built, group, str(labels.path(unit, "saqt-iqa")))
+            for batch in table.to_batches(max_chunksize=ROW_GROUP):
+                records = [pristine[p] for p in batch.column("pristine_id").to_pylist()]
+                joined = {f.name: pa.array([r[f.name] for r in records], f.type) for f in PRISTINE_FIELDS}
+                joined["image"] = _images(batch, reader if render else None, withhold)
+                columns = [joined[name] if name in joined else batch.column(name) for name in schema.names]
+                yield pa.Table.from_arrays(columns, schema=schema)
 
 
 def write_dataset(config: PublishConfig, labels: Stage, reader: BuildReader, staging: Path, command: str = "",
@@ -360,13 +371,12 @@ def write_dataset(config: PublishConfig, labels: Stage, reader: BuildReader, sta
     pristine_ids = sorted({r["pristine_id"] for r in reader.rows("pristine", ["pristine_id"])})
     held_out = validation_ids(pristine_ids, config.validation, config.seed)
     writers = {s: _SplitWriter(staging, s, schema, config.shard_bytes) for s in SPLITS}
-    render = reader if config.render else None
     total = label["counts"]["labels"]
     held = pa.array(sorted(held_out), pa.string())
     pristine = pristine_records(reader)
     with aborting(*writers.values()):
         with tqdm(total=total, desc="publish", unit="img", disable=not progress) as bar:
-            for table in _batches(labels, schema, pristine, render, config.recipe_only):
+            for table in _batches(labels, schema, pristine, reader, config.render, config.recipe_only):
                 in_validation = pc.is_in(table.column("pristine_id"), value_set=held)
                 writers["validation"].add(table.filter(in_validation))
                 writers["train"].add(table.filter(pc.invert(in_validation)))

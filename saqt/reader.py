@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from saqt.distortions import PreparedImage, distort
@@ -14,18 +15,19 @@ from saqt.images import decode_image
 from saqt.shards import read_locator
 from saqt.stage import StageError, open_stage
 
-PRISTINE_CACHE = 16  # decoded pristine images kept, for rendering recipes that arrive grouped by pristine
+PRISTINE_CACHE = 16  # decoded pristine images kept by default, for rendering recipes that arrive grouped by pristine
 
 
 class BuildReader:
     """A finished (or partly finished) ``saqt build`` output folder, checked against its manifest on opening
-    (every file's SHA-256 too, with ``checksums``)."""
+    (every file's SHA-256 too, with ``checksums``); the last ``cache`` pristine images read stay decoded."""
 
-    def __init__(self, root: Path, checksums: bool = True):
+    def __init__(self, root: Path, checksums: bool = True, cache: int = PRISTINE_CACHE):
         self.stage = open_stage(Path(root), "build", checksums)
         self.root = self.stage.root
         self.manifest = self.stage.manifest
         self._pristine: OrderedDict[str, PreparedImage] = OrderedDict()
+        self._cache = max(1, cache)
         self._locators: dict[str, tuple[str, int, str]] | None = None
 
     def shard_paths(self, table: str) -> list[Path]:
@@ -56,7 +58,7 @@ class BuildReader:
             self._pristine[pristine_id] = PreparedImage(
                 decode_image(read_locator(self.pristine_locators()[pristine_id]))
             )
-            while len(self._pristine) > PRISTINE_CACHE:
+            while len(self._pristine) > self._cache:
                 self._pristine.popitem(last=False)
         self._pristine.move_to_end(pristine_id)
         return self._pristine[pristine_id]
@@ -66,3 +68,12 @@ class BuildReader:
         if row.get("image") is not None:
             return decode_image(row["image"])
         return distort(self.pristine(row["pristine_id"]), row["dist_type"], row["level"], seed=row["seed"])
+
+
+def with_build_images(table: pa.Table, shard: pq.ParquetFile, group: int, where: str) -> pa.Table:
+    """``table``, row group ``group`` of a saqt-iqa shard (``where``), with column ``image`` appended from the same
+    row group of the build's distorted ``shard``, whose rows it mirrors; StageError where they do not line up."""
+    built = shard.read_row_group(group, columns=["image_id", "image"]) if group < shard.num_row_groups else None
+    if built is None or not built.column("image_id").equals(table.column("image_id")):
+        raise StageError(f"{where}: row group {group} does not match its build's distorted shard; rerun `saqt label`")
+    return table.append_column("image", built.column("image"))

@@ -151,8 +151,16 @@ def _grid(data: StageData, images: int) -> str:
     ids = sorted(set(data.cells.column("pristine_id").to_pylist()))[:images]
     if not ids:
         return "<p>No images.</p>"
-    columns = ["pristine_id", "dist_type", "level", "seed", "image"] + (["score"] if data.kind != "build" else [])
-    rows = pads.dataset(data.shards).to_table(columns=columns, filter=pc.field("pristine_id").isin(ids)).to_pylist()
+    columns = ["image_id", "pristine_id", "dist_type", "level", "seed"] + (["score"] if data.kind != "build" else [])
+    keep = pc.field("pristine_id").isin(ids)
+    if data.kind == "label":  # the labels' pixels stay in their build
+        shards = [str(p) for p in data.build.shard_paths("distorted")] if data.build is not None else []
+        images = pads.dataset(shards).to_table(columns=["image_id", "image"], filter=keep).to_pydict() if shards else {}
+        by_id = dict(zip(images.get("image_id", []), images.get("image", []), strict=True))
+        rows = [{**r, "image": by_id.get(r["image_id"])}
+                for r in pads.dataset(data.shards).to_table(columns=columns, filter=keep).to_pylist()]  # fmt: skip
+    else:
+        rows = pads.dataset(data.shards).to_table(columns=[*columns, "image"], filter=keep).to_pylist()
     by_cell = {(r["pristine_id"], r["dist_type"], r["level"]): r for r in rows}
     names = {s.id: s.name for s in catalogue()}
     types = sorted(set(data.cells.column("dist_type").to_pylist()))  # the build's selection, not all 25 x 5

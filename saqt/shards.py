@@ -82,9 +82,11 @@ LABEL_SCHEMA = pa.schema(
      *PROVENANCE_FIELDS],
     metadata={"saqt.schema": "saqt-label/1", "saqt.table": "labels"},
 )  # fmt: skip
+# The labelled set: each distorted image's recipe and its label. Its pixels are not copied: row r of row group g
+# of a unit's saqt-iqa shard is row r of row group g of the build's distorted shard of the same unit.
 SAQT_IQA_SCHEMA = pa.schema(
-    list(DISTORTED_SCHEMA) + PROVENANCE_FIELDS,
-    metadata={"saqt.schema": "saqt-iqa/1", "saqt.table": "saqt-iqa", "saqt.image_format": "png"},
+    [f for f in DISTORTED_SCHEMA if f.name != "image"] + PROVENANCE_FIELDS,
+    metadata={"saqt.schema": "saqt-iqa/2", "saqt.table": "saqt-iqa", "saqt.images": "build"},
 )
 
 

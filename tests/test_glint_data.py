@@ -14,8 +14,6 @@ from torch.utils.data import DataLoader
 from glint.data import (
     CROP,
     DatasetError,
-    SaqtSource,
-    SaqtStream,
     TrainingImages,
     crop_views,
     load_table,
@@ -24,9 +22,6 @@ from glint.data import (
     released_split,
     split_table,
 )
-from pipelines.executors import LocalExecutor
-from saqt.build import BuildConfig, run_build
-from saqt.label import LabelConfig, RunOptions, run_label
 from saqt.sources import sample_paths
 
 LABELS = SHARED / "data" / "labels"
@@ -118,24 +113,6 @@ def test_training_views_do_not_depend_on_loader_workers(tmp_path):
     torch.testing.assert_close(batches[0], batches[1], rtol=0, atol=0)
     data.set_epoch(3)
     assert not torch.equal(next(iter(DataLoader(data, batch_size=5)))[0], batches[0])  # new epoch, new crops
-
-
-def test_saqt_holdout_and_training_never_share_a_pristine_image(tmp_path):
-    """Pretraining holds out whole pristine images: no photo has rows on both sides, and together they are every
-    rated row."""
-    run_build(BuildConfig(size=(96, 64), types=(1,), levels=(1, 2), images_per_shard=2), tmp_path / "build",
-              LocalExecutor(1), progress=False)  # fmt: skip
-    (tmp_path / "bank").mkdir()
-    (tmp_path / "bank" / "scores.csv").write_text("ref,type,level,score\na.png,1,1,0.9\na.png,1,2,0.5\nb.png,1,1,0.7\n")
-    run_label(LabelConfig(build=str(tmp_path / "build"), bank=str(tmp_path / "bank"), rule="mean"), tmp_path / "labels",
-              RunOptions(progress=False))  # fmt: skip
-    source = SaqtSource.open(tmp_path / "labels")
-    train, held = SaqtStream(source, seed=3), SaqtStream(source, seed=3, holdout=True)
-    train_rows, held_rows = [r for r, _ in train.rated_images()], [r for r, _ in held.rated_images()]
-    train_ids, held_ids = {r["pristine_id"] for r in train_rows}, {r["pristine_id"] for r in held_rows}
-    assert held_ids == source.holdout(3) and len(held_ids) == 1  # 5 % of 5 photos, at least one
-    assert not train_ids & held_ids and len(train_ids | held_ids) == 5
-    assert len(train_rows) + len(held_rows) == 10 and (train.count(), held.count()) == (8, 2)
 
 
 def _names(parts: dict, key: str = "test") -> set[str]:

@@ -142,7 +142,7 @@ def test_ddp_under_torchrun_on_cpu(tmp_path, tiny_dataset):
 
 
 def test_ddp_pretraining_on_a_stream_does_not_hang(tmp_path):
-    """Two ranks stream unequal shares of SAQT-IQA row groups; both must stop after the same number of steps."""
+    """Two ranks share each epoch's permutation of SAQT-IQA rows; both step the same number of times."""
     from pipelines.executors import LocalExecutor
     from saqt.bank_synth import SynthConfig, synth_bank
     from saqt.build import BuildConfig, run_build
@@ -162,8 +162,8 @@ def test_ddp_pretraining_on_a_stream_does_not_hang(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     history = [json.loads(line) for line in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
-    rows = 4 * 6  # 4 of the 5 sample photos train (one is held out), 6 cells each
-    assert [h["step"] for h in history] == [rows // 4 // 2, 2 * (rows // 4 // 2)] and history[-1]["val"]["images"] == 3
+    rows = 4 * 6  # 4 of the 5 sample photos train (one is held out), 6 cells each: 6 global batches of 2 x 2
+    assert [h["step"] for h in history] == [rows // 4, 2 * (rows // 4)] and history[-1]["val"]["images"] == 3
 
 
 def test_rounds_report_the_median_of_the_test_metrics(tmp_path, tiny_dataset):

@@ -1,0 +1,196 @@
+"""Pretraining data: the per-epoch permutation over ranks and workers, recipe rendering, --plan-only, and every
+form of SAQT-IQA (label folder, published folder, fsspec URL, Hub id) training, on a real tiny build."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+import torch
+from fsspec.implementations.memory import MemoryFileSystem
+from fsspec.registry import _registry
+from torch.utils.data import get_worker_info
+from typer.testing import CliRunner
+
+import glint.train
+from glint.pretrain_data import DatasetError, SaqtIndex, SaqtTraining, epoch_order, open_saqt, rank_batches
+from glint.train import TrainConfig, make_loader
+from pipelines.executors import LocalExecutor
+from pipelines.glint_cli import app
+from saqt.bank_synth import SynthConfig, synth_bank
+from saqt.build import BuildConfig, run_build
+from saqt.images import decode_image
+from saqt.label import LabelConfig, RunOptions, run_label
+from saqt.publish import PublishConfig, publish
+
+runner = CliRunner()
+SMOKE = ["--random-init", "--local-backbone", "efficientnet_lite0", "--test-crops", "1", "--holdout-images", "2",
+         "--device", "cpu"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory) -> Path:
+    """The 5 sample photos x 6 cells, built with pixels and recipe-only from the same seed, labelled by the mean
+    rule of a synth bank, and the materialised labels published with a validation split."""
+    root = tmp_path_factory.mktemp("pretrain")
+    synth_bank(SynthConfig(source="sample-bank", size=(96, 64), metric="psnr"), root / "bank", LocalExecutor(1),
+               progress=False)  # fmt: skip
+    for name, recipe_only in (("mat", False), ("rec", True)):
+        config = BuildConfig(size=(96, 64), types=(1, 10), levels=(1, 3, 5), images_per_shard=2, recipe_only=recipe_only)
+        run_build(config, root / name / "build", LocalExecutor(1), progress=False)
+        run_label(LabelConfig(build=str(root / name / "build"), bank=str(root / "bank"), rule="mean"),
+                  root / name / "labels", RunOptions(progress=False))  # fmt: skip
+    publish(PublishConfig(str(root / "mat" / "labels"), validation=0.4), str(root / "pub"), progress=False)
+    return root
+
+
+def test_holdout_and_training_never_share_a_pristine_image(stages):
+    """Pretraining holds out whole pristine images: 5 % of them, at least one; together the two parts are every
+    row."""
+    files = open_saqt(str(stages / "mat" / "labels"))
+    train, held = SaqtIndex(files, seed=3), SaqtIndex(files, seed=3, holdout=True)
+    train_ids = {r["pristine_id"] for r in train.rows(range(len(train)), ["pristine_id"])}
+    held_ids = {r["pristine_id"] for r in held.rows(range(len(held)), ["pristine_id"])}
+    assert len(held_ids) == 1 and not train_ids & held_ids and len(train_ids | held_ids) == 5
+    assert (len(train), len(held)) == (24, 6)
+
+
+def test_epoch_order_is_a_seeded_permutation():
+    a, b, c = epoch_order(1000, 7, 0), epoch_order(1000, 7, 0), epoch_order(1000, 7, 1)
+    assert sorted(a) == list(range(1000)) and np.array_equal(a, b) and not np.array_equal(a, c)
+    assert not np.array_equal(a, epoch_order(1000, 8, 0)) and not np.array_equal(a, np.arange(1000))
+
+
+@pytest.mark.parametrize(("n", "world", "batch"), [(1000, 1, 32), (1000, 2, 16), (1001, 3, 7), (10, 4, 8)])
+def test_ranks_share_the_epoch_disjointly_in_equal_numbers_of_batches(n, world, batch):
+    shares = [rank_batches(n, 5, 2, rank, world, batch) for rank in range(world)]
+    assert len({len(s) for s in shares}) == 1  # every rank steps the same number of times
+    seen = np.concatenate([b for s in shares for b in s])
+    assert len(seen) == len(set(seen.tolist())) and n - len(seen) < world  # disjoint, and all but < world rows
+    assert all(len(b) <= batch for s in shares for b in s)
+    if world == 1:
+        assert np.array_equal(seen, epoch_order(n, 5, 2))
+    global_batches = [np.concatenate([s[i] for s in shares]) for i in range(len(shares[0]))]
+    assert np.array_equal(np.concatenate(global_batches), epoch_order(n, 5, 2)[: len(seen)])
+
+
+class _WhoReads(SaqtTraining):
+    """Returns each row's image id and the loader worker that read it, instead of pixels."""
+
+    def __getitems__(self, indices):
+        return [(image, get_worker_info().id) for image in self.image_ids(indices)]
+
+
+def test_workers_and_ranks_read_disjoint_batches_covering_the_epoch(stages):
+    data = _WhoReads(open_saqt(str(stages / "mat" / "labels")), seed=3)
+    config = TrainConfig(batch_size=4, loader_workers=2, seed=3)
+    everything = set(data.image_ids(range(len(data))))
+    read = []
+    for rank in range(2):
+        batches = list(make_loader(data, config, epoch=1, rank=rank, world=2))
+        assert [list(ids) for ids, _ in batches] == [data.image_ids(b) for b in data.batch_sampler(1, rank, 2, 2)]
+        assert all(len(set(w.tolist())) == 1 for _, w in batches)  # a batch comes whole from one worker
+        assert {int(w[0]) for _, w in batches} == {0, 1}
+        read += [i for ids, _ in batches for i in ids]
+    assert len(read) == len(set(read)) == len(everything) and set(read) == everything
+
+
+def test_recipes_render_the_materialised_pixels_bit_for_bit(stages):
+    built, rendered = (SaqtIndex(open_saqt(str(stages / k / "labels")), seed=0) for k in ("mat", "rec"))
+    rows = {r["image_id"]: r for r in built.rows(range(len(built)))}
+    recipes = rendered.rows(range(len(rendered)))
+    assert len(recipes) == len(rows) == 24 and all(r["image"] is None for r in recipes)
+    for recipe in recipes:
+        row = rows[recipe["image_id"]]
+        assert row["image"] is not None and np.array_equal(rendered.pixels(recipe), decode_image(row["image"]))
+
+
+def test_plan_only_is_the_order_the_trainer_consumes(stages, tmp_path, monkeypatch):
+    labels = str(stages / "rec" / "labels")  # recipe-only: the loader renders every image
+    plan = runner.invoke(app, ["pretrain", "--data", labels, "--out", str(tmp_path / "plan"), "--batch-size", "4",
+                               "--epochs", "2", "--plan-only", "8", "--seed", "3"])  # fmt: skip
+    assert plan.exit_code == 0, plan.output
+    with open(tmp_path / "plan" / "batches.csv") as f:
+        planned = list(csv.DictReader(f))
+    assert not (tmp_path / "plan" / "last.pt").exists() and {r["rank"] for r in planned} == {"0"}
+    assert [int(r["batch"]) for r in planned] == [b for b in range(8) for _ in range(4)]
+    seen = []
+    step = glint.train.train_step
+    monkeypatch.setattr(glint.train, "train_step", lambda net, x, y, *a: (seen.append(x.clone()), step(net, x, y, *a))[1])
+    args = ["pretrain", "--data", labels, "--out", str(tmp_path / "run"), "--batch-size", "4", "--seed", "3",
+            "--max-steps", "8", "--epochs", "2", "--loader-workers", "2", *SMOKE]  # fmt: skip
+    trained = runner.invoke(app, args)
+    assert trained.exit_code == 0, trained.output
+    data = SaqtTraining(open_saqt(labels), seed=3)
+    index = {image: i for i, image in enumerate(data.image_ids(range(len(data))))}
+    per_epoch = len(data.batch_sampler(0, 0, 1, 4))
+    assert len(seen) == 8 and per_epoch == 6  # 24 training rows (one of 5 photos held out): epoch 2 is read too
+    for b, x in enumerate(seen):
+        data.set_epoch(b // per_epoch)
+        ids = [r["image_id"] for r in planned if int(r["batch"]) == b]
+        expected = torch.stack([v for v, _ in data.__getitems__([index[i] for i in ids])])
+        assert torch.equal(x, expected)
+
+
+class HubStandIn(MemoryFileSystem):
+    """Stands in for the Hugging Face Hub's ``hf://`` file system (huggingface_hub's HfFileSystem), which cannot
+    reach the Hub here: an in-memory store under the same protocol and paths (``hf://datasets/ORG/NAME/...``)."""
+
+    protocol = ("hf",)
+    store: dict = {}
+    pseudo_dirs = [""]
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        return super()._strip_protocol(str(path).removeprefix("hf://"))
+
+
+@pytest.mark.parametrize("form", ["folder", "data-folder", "memory", "file-url", "hub-id"])
+def test_every_form_of_a_published_set_trains(stages, tmp_path, monkeypatch, form):
+    published = stages / "pub"
+    memory = fsspec.filesystem("memory")
+    if form == "memory":
+        memory.put(str(published), "/sets/saqt", recursive=True)
+    if form == "hub-id":
+        monkeypatch.setitem(_registry, "hf", HubStandIn)
+        HubStandIn().put(str(published), "/datasets/lab/saqt-iqa-tiny", recursive=True)
+    data = {"folder": str(published), "data-folder": str(published / "data"), "memory": "memory://sets/saqt",
+            "file-url": published.as_uri(), "hub-id": "lab/saqt-iqa-tiny"}[form]  # fmt: skip
+    try:
+        result = runner.invoke(app, ["pretrain", "--data", data, "--out", str(tmp_path / "run"), "--batch-size", "2",
+                                     "--max-steps", "2", "--epochs", "1", "--loader-workers", "0", *SMOKE])  # fmt: skip
+    finally:
+        memory.rm("/sets", recursive=True) if memory.exists("/sets") else None
+        HubStandIn.store.clear()
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["step"] == 2 and np.isfinite(history[-1]["train_loss"])
+    if form != "data-folder":  # a published set holds out its validation split: 2 of 5 photos, 2 images scored
+        assert results["provenance"]["pretrain"] == {"published": data} and history[-1]["val"]["images"] == 2
+        assert len(SaqtTraining(open_saqt(str(published)))) == 18
+
+
+def test_a_damaged_published_set_or_missing_build_is_refused_in_one_line(stages, tmp_path):
+    damaged = tmp_path / "pub"
+    shutil.copytree(stages / "pub", damaged)
+    shard = next((damaged / "data").glob("train-*.parquet"))
+    damaged_bytes = bytearray(shard.read_bytes())
+    damaged_bytes[len(damaged_bytes) // 2] ^= 0xFF
+    shard.write_bytes(bytes(damaged_bytes))
+    with pytest.raises(DatasetError, match="SHA-256 mismatch"):
+        open_saqt(str(damaged))
+    result = runner.invoke(app, ["pretrain", "--data", str(damaged), "--out", str(tmp_path / "run"), *SMOKE])
+    assert result.exit_code == 2 and "SHA-256 mismatch" in result.output and "Traceback" not in result.output
+    labels = tmp_path / "labels"
+    shutil.copytree(stages / "mat" / "labels", labels)
+    manifest = json.loads((labels / "label.json").read_text())
+    manifest["inputs"]["build"]["root"] = str(tmp_path / "gone")
+    (labels / "label.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match="its build .* is not here"):
+        open_saqt(str(labels))
