@@ -565,12 +565,15 @@ def report_command(
     folder: Annotated[Path, typer.Argument(help="A label, build or published folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
     images: Annotated[int, typer.Option(min=1, help="Pristine images shown in the type x level grid.")] = 2,
+    pairs: Annotated[int, typer.Option(min=1, help="Pristine images shown next to the bank references they were "
+                                                   "matched to (from the closest match to the farthest).")] = 12,
     fidelity_json: Annotated[
         Path | None, typer.Option("--fidelity", help="A `saqt fidelity --json` file to include.")
     ] = None,
 ) -> None:
-    """Write one self-contained HTML report: thumbnails, score plots, neighbours, bank usage, fidelity, errors."""
+    """Write one self-contained HTML report (images inline): matches, screen, thumbnails, score plots, bank usage,
+    fidelity, errors."""
     from saqt.report import write_report
 
-    path = write_report(folder, out, images, fidelity_json)
-    typer.echo(f"report written to {path} ({path.stat().st_size / 2**20:.1f} MiB, self-contained)")
+    path = write_report(folder, out, images, fidelity_json, pairs)
+    typer.echo(f"report written to {path} ({path.stat().st_size / 2**10:,.0f} KiB, self-contained: images inline)")

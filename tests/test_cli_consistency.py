@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import write_kadid_table
 from typer.testing import CliRunner
 
 from pipelines.saqt_cli import app
@@ -80,18 +81,8 @@ def test_old_and_new_names_reach_the_rule(tmp_path, spelling):
     assert ("--k is deprecated; use --neighbours" in result.stderr) == (spelling == "--k")
 
 
-def kadid_table(folder: Path, refs: list[str]) -> Path:
-    """A KADID-10k score table (dmos.csv) with every (type, level) of ``refs``, scores from 1 to 5."""
-    rows = ["dist_img,ref_img,dmos,var"]
-    rows += [f"{r}_{t:02d}_{lv:02d}.png,{r}.png,{1 + (i + t + lv) % 5},0.1"
-             for i, r in enumerate(refs) for t in range(1, 26) for lv in range(1, 6)]  # fmt: skip
-    path = folder / "dmos.csv"
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
 def test_references_resolve_from_the_names_users_see(tmp_path):
-    bank = load_bank(kadid_table(tmp_path, [f"I{i:02d}" for i in range(1, 13)]))
+    bank = load_bank(write_kadid_table(tmp_path, [f"I{i:02d}" for i in range(1, 13)]))
     assert bank.resolve(["I01", "I02.png", "i03", "I04.PNG"]) == {"I01", "I02", "I03", "I04"}
     assert bank.without({"I05.png"}).excluded == ("I05",)
     with pytest.raises(BankError) as err:
@@ -120,7 +111,7 @@ def tiny_build(tmp_path_factory):
 
 
 def test_exclude_refs_by_file_name_in_a_label_run(tmp_path, tiny_build):
-    table = kadid_table(tmp_path, [f"I{i:02d}" for i in range(1, 5)])
+    table = write_kadid_table(tmp_path, [f"I{i:02d}" for i in range(1, 5)])
     exclusions = tmp_path / "test_refs.txt"
     exclusions.write_text("I01.png  # a test reference\ni02\n")
     args = ["label", "--build", str(tiny_build), "--bank", str(table), "--rule", "mean", "--exclude-refs",
