@@ -12,8 +12,10 @@ import matplotlib.figure
 import pytest
 from conftest import write_kadid_table
 from PIL import Image
+from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
+from pipelines.saqt_cli import app
 from saqt.build import BuildConfig, run_build
 from saqt.label import LabelConfig, RunOptions, run_label
 from saqt.report import render_report
@@ -131,3 +133,11 @@ def test_a_bank_given_by_its_score_table_says_so_instead_of_thumbnails(stages):
     matches = _section(page, "matches")
     assert "the bank was given by its score table only: it has no reference images to show" in matches
     assert 'alt="reference' not in page and matches.count("no image") == 2
+
+
+def test_pairs_bounds_the_images_shown_from_the_closest_match(stages, tmp_path):
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["report", str(stages / "labels"), "--pairs", "1", "--out", str(out)])
+    assert result.exit_code == 0 and "self-contained: images inline" in result.output
+    matches = _section(out.read_text(), "matches")
+    assert "1 of 2 pristine images" in matches and "similarity 0.910" in matches and "0.420" not in matches
