@@ -460,10 +460,10 @@ def _screen(data: StageData) -> str:
     else:
         looser = sc.get("looser_than_default", {})
         setting = lambda k, text: text + (f" <b>(looser than the default {looser[k][1]})</b>" if k in looser else "")  # noqa: E731
-        rows = [["enlarging to cover the size", setting("max_upscale", f"at most {sc['max_upscale']}x")],
-                ["JPEG quality", setting("min_jpeg_quality", f"at least {sc['min_jpeg_quality']} (0: any)")],
-                ["shorter side", setting("min_side", f"at least {sc['min_side']} px")],
-                ["greyscale", "kept" if sc["allow_grey"] else "refused"]]  # fmt: skip
+        rows = [["enlarging to cover the size", setting("max_upscale", f"at most {sc.get('max_upscale', '?')}x")],
+                ["JPEG quality", setting("min_jpeg_quality", f"at least {sc.get('min_jpeg_quality', '?')} (0: any)")],
+                ["shorter side", setting("min_side", f"at least {sc.get('min_side', '?')} px")],
+                ["greyscale", "kept" if sc.get("allow_grey") else "refused"]]  # fmt: skip
         counts = (f"{sc.get('screened', 0):,} candidates screened, {sc.get('refused', 0):,} refused, "
                   f"{sc.get('duplicates', 0):,} duplicates kept once.") if "screened" in sc else ""  # fmt: skip
         intro = _table(["screen", "setting"], rows, "compact") + f"<p>{counts}</p>"
