@@ -26,8 +26,8 @@ DEMO_SCREEN ?= --max-upscale 1.3
 demo: $(STAMP)
 	$(BIN)/saqt build --out $(DEMO_OUT)/build $(DEMO_SCREEN)
 	$(BIN)/saqt bank synth --source sample-bank --out $(DEMO_OUT)/bank --save-distorted
-	$(BIN)/saqt label --build $(DEMO_OUT)/build --bank $(DEMO_OUT)/bank --encoder effnet-lite0 --rule topk --k 3 --out $(DEMO_OUT)/labels
-	$(BIN)/saqt fidelity --bank $(DEMO_OUT)/bank --encoder effnet-lite0 --rule topk --k 3 --json $(DEMO_OUT)/fidelity.json
+	$(BIN)/saqt label --build $(DEMO_OUT)/build --bank $(DEMO_OUT)/bank --encoder effnet-lite0 --rule topk --neighbours 3 --out $(DEMO_OUT)/labels
+	$(BIN)/saqt fidelity --bank $(DEMO_OUT)/bank --encoder effnet-lite0 --rule topk --neighbours 3 --json $(DEMO_OUT)/fidelity.json
 	$(BIN)/glint pretrain --data $(DEMO_OUT)/labels --out $(DEMO_OUT)/pretrain --local-backbone efficientnet_lite0 $(DEMO_TRAIN) --holdout-images 20
 	$(BIN)/glint finetune --dataset csv --csv $(DEMO_OUT)/bank/dataset.csv --root $(DEMO_OUT)/bank --init $(DEMO_OUT)/pretrain/best.pt --out $(DEMO_OUT)/finetune $(DEMO_TRAIN)
 	$(BIN)/glint predict --checkpoint $(DEMO_OUT)/finetune/best.pt $(DEMO_OUT)/bank/images --crops 5

@@ -86,7 +86,7 @@ def pipeline(name: str, source: list[str], bank: Path, work: Path, executor: str
     images = built["counts"]["distorted"]
     stages["build"] = {"seconds": wall, "images": images, "peak_rss_mib": rss}
     wall, rss = run_stage([str(BIN / "saqt"), "label", "--build", str(out / "build"), "--bank", str(bank),
-                           "--encoder", "effnet-lite0", "--rule", "topk", "--k", "2", "--device", "cpu",
+                           "--encoder", "effnet-lite0", "--rule", "topk", "--neighbours", "2", "--device", "cpu",
                            "--out", str(out / "labels"), *run])  # fmt: skip
     stages["label"] = {"seconds": wall, "images": images, "peak_rss_mib": rss}
     batch = 8

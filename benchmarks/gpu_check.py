@@ -662,7 +662,7 @@ def check_label(ctx: Context) -> Outcome:
     bank_s, _ = run_cli([saqt, "bank", "synth", "--source", "sample-bank", "--out", str(w / "bank"), "--limit", "2",
                          "--metric", "psnr", "--size", s.image_size, "--workers", workers], ctx)  # fmt: skip
     label_s, _ = run_cli([saqt, "label", "--build", str(w / "build"), "--bank", str(w / "bank"), "--out",
-                          str(w / "labels"), "--encoder", "effnet-lite0", "--rule", "topk", "--k", "3",
+                          str(w / "labels"), "--encoder", "effnet-lite0", "--rule", "topk", "--neighbours", "3",
                           "--device", dev], ctx)  # fmt: skip
     manifest = json.loads((w / "labels" / "label.json").read_text())
     labels = manifest["counts"]["labels"]

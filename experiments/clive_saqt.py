@@ -59,7 +59,7 @@ def main() -> None:
         )
     run("saqt", "build", "--out", str(w / "build"), "--max-upscale", "1.3")  # the sample's chelsea.png needs 1.28x
     run("saqt", "label", "--build", str(w / "build"), "--bank", str(bank), "--encoder", "effnet-lite0",
-        "--rule", "topk", "--k", "3", "--out", str(w / "labels"))  # fmt: skip
+        "--rule", "topk", "--neighbours", "3", "--out", str(w / "labels"))  # fmt: skip
     common = ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--test-crops", str(args.test_crops),
               "--loader-workers", "1", "--device", "cpu"]  # fmt: skip
     random_vit = ["--local-backbone", "efficientnet_lite0", "--random-init"]

@@ -134,7 +134,7 @@ def open_executor(kind: ExecutorKind, workers: int | None = None, address: str |
     try:
         importlib.import_module("ray")
     except ImportError:
-        raise ConfigError("--executor ray needs Ray: pip install 'saqt-iqa[ray]'") from None
+        raise ConfigError("--executor ray needs Ray: pip install -e '.[ray]' in the toolkit's checkout") from None
     from pipelines.ray_executor import RayExecutor
 
     with RayExecutor(workers, address) as executor:

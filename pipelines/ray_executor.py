@@ -7,6 +7,7 @@ Every node must see the output folder at the same path (a shared file system): t
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 
@@ -31,6 +32,11 @@ def _run_unit(fn: Callable, item):
     return fn(item)
 
 
+def _in_our_terms(err: ConnectionError) -> str:
+    """Ray's connection error with its own flag (``--address`` of ``ray start``) named as this CLI's option."""
+    return re.sub(r"`--address`( flag)?|(?<![\w-])--address\b", "--ray-address", str(err))
+
+
 class RayExecutor:
     """Runs units as Ray tasks (one CPU each), yielding results as they finish.
 
@@ -51,7 +57,7 @@ class RayExecutor:
             try:
                 ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
             except ConnectionError as err:
-                raise ConfigError(f"--ray-address {address}: {err}") from None
+                raise ConfigError(f"--ray-address {address}: {_in_our_terms(err)}") from None
         elif self.started_here:
             # "local": a new cluster of this command's own, never one that happens to run here already
             ray.init(address="local", num_cpus=workers or 1, include_dashboard=False, logging_level=logging.ERROR,

@@ -23,6 +23,24 @@ app = typer.Typer(name="saqt", cls=OneLineErrors, no_args_is_help=True, add_comp
                   help="Build quality-labelled image datasets (SAQT-IQA).")  # fmt: skip
 distortions_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="The 25 KADID-10k distortion types x 5 levels.")
 bank_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Labelled reference banks.")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from saqt import __version__
+
+        typer.echo(f"saqt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
+                                          help="Print the toolkit's version and exit.")] = False,
+) -> None:
+    """Build quality-labelled image datasets (SAQT-IQA)."""
+
+
 app.add_typer(distortions_app, name="distortions")
 app.add_typer(bank_app, name="bank")
 RESUME = "finished shards are kept; run the same command again to resume"
@@ -96,57 +114,82 @@ def render(
         raise typer.Exit(1)
 
 
+# Help panels (`saqt build --help`, `saqt label --help`): options grouped by what they decide.
+SOURCE, SELECTION, SCREEN, PLAN, OUTPUT, EXECUTION = "Source", "Selection", "Screen", "Plan", "Output", "Execution"
+INPUTS, MATCHING, TRANSFER = "Inputs", "Matching", "Transfer"
+
 ExecutorOption = Annotated[
-    ExecutorKind, typer.Option(help="local: worker processes here; ray: Ray tasks (a local cluster, or --ray-address).")
-]
+    ExecutorKind, typer.Option(help="local: worker processes here; ray: Ray tasks (a local cluster, or --ray-address).",
+                               rich_help_panel=EXECUTION),
+]  # fmt: skip
 RayAddressOption = Annotated[
-    str | None, typer.Option(help="With --executor ray: use this running Ray cluster (e.g. auto, ray://head:10001).")
-]
+    str | None, typer.Option(help="With --executor ray: use this running Ray cluster (e.g. auto, ray://head:10001).",
+                             rich_help_panel=EXECUTION),
+]  # fmt: skip
 WorkersOption = Annotated[
     int | None,
     typer.Option(help="Parallel units: worker processes (local), CPUs of the local Ray cluster, or the most tasks "
-                      "in flight on a --ray-address cluster. Default 1; on a --ray-address cluster, its CPUs."),
+                      "in flight on a --ray-address cluster. Default 1; on a --ray-address cluster, its CPUs.",
+                 rich_help_panel=EXECUTION),
 ]  # fmt: skip
+NeighboursOption = Annotated[
+    int, typer.Option("--neighbours", "-k", help="Neighbours for topk: the k nearest references.",
+                      rich_help_panel=TRANSFER),
+]  # fmt: skip
+OldNeighboursOption = Annotated[int | None, typer.Option("--k", hidden=True, help="Deprecated name of --neighbours.")]
 
 
 @app.command("build")
 def build(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (pristine/, distorted/, build.json).")] = Path(
-        "outputs/saqt-build"
-    ),
-    source: Annotated[str, typer.Option(help=f"Pristine source: {', '.join(source_names())}.")] = "sample",
-    root: Annotated[Path | None, typer.Option(help="Source root folder (all paths must stay inside it).")] = None,
+    source: Annotated[str, typer.Option(help=f"Pristine source: {', '.join(source_names())}.",
+                                        rich_help_panel=SOURCE)] = "sample",
+    root: Annotated[Path | None, typer.Option(help="Source root folder (all paths must stay inside it).",
+                                              rich_help_panel=SOURCE)] = None,
     list_file: Annotated[
-        Path | None, typer.Option("--list", help="For --source list: .txt/.csv/.parquet of paths.")
+        Path | None, typer.Option("--list", help="For --source list: .txt/.csv/.parquet of paths.", rich_help_panel=SOURCE)
     ] = None,
-    split: Annotated[str | None, typer.Option(help="For --source imagenet: train (default) or val.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Use at most N images (a seeded random subset).")] = None,
-    per_class: Annotated[int | None, typer.Option(help="Use at most K images per class (seeded).")] = None,
-    seed: Annotated[int, typer.Option(help="Global seed for selection and every random draw.")] = 0,
-    size: Annotated[str, typer.Option(help="Canonical size WxH: resize to cover, then centre-crop.")] = "512x384",
-    types: Annotated[str, typer.Option(help="Distortion types, e.g. '1-25' or '1,3,10-12'.")] = "1-25",
-    levels: Annotated[str, typer.Option(help="Levels, e.g. '1-5'.")] = "1-5",
-    per_image: Annotated[int | None, typer.Option(help="Render a seeded random N of the cells per image.")] = None,
+    split: Annotated[str | None, typer.Option(help="For --source imagenet: train (default) or val.",
+                                              rich_help_panel=SOURCE)] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most N images (a seeded random subset).",
+                                              rich_help_panel=SELECTION)] = None,
+    per_class: Annotated[int | None, typer.Option(help="Use at most K images per class (seeded).",
+                                                  rich_help_panel=SELECTION)] = None,
     selection: Annotated[
         str | None, typer.Option(help="Build exactly these images: 'authors' (the 50,000 KADIS-700k images of the "
-                                      "authors' SAQT-IQA) or a .txt/.csv of file names; each missing one is logged.")
+                                      "authors' SAQT-IQA) or a .txt/.csv of file names; each missing one is logged.",
+                                 rich_help_panel=SELECTION)
     ] = None,
+    seed: Annotated[int, typer.Option(help="Global seed for selection and every random draw.",
+                                      rich_help_panel=SELECTION)] = 0,
     screen: Annotated[
         bool | None, typer.Option("--screen/--no-screen", help="Apply the pristine screen (default: on, off for a "
-                                                               "--selection, which is taken as given).")
+                                                               "--selection, which is taken as given).",
+                                  rich_help_panel=SCREEN)
     ] = None,
-    max_upscale: Annotated[float, typer.Option(help=MAX_UPSCALE_HELP)] = 1.0,
-    min_jpeg_quality: Annotated[int, typer.Option(help=MIN_JPEG_QUALITY_HELP)] = 90,
-    min_side: Annotated[int, typer.Option(help="Screen: refuse images whose shorter side is below this.")] = 128,
-    allow_grey: Annotated[bool, typer.Option(help="Screen: keep greyscale images (refused by default).")] = False,
+    max_upscale: Annotated[float, typer.Option(help=MAX_UPSCALE_HELP, rich_help_panel=SCREEN)] = 1.0,
+    min_jpeg_quality: Annotated[int, typer.Option(help=MIN_JPEG_QUALITY_HELP, rich_help_panel=SCREEN)] = 90,
+    min_side: Annotated[int, typer.Option(help="Screen: refuse images whose shorter side is below this.",
+                                          rich_help_panel=SCREEN)] = 128,
+    allow_grey: Annotated[bool, typer.Option(help="Screen: keep greyscale images (refused by default).",
+                                             rich_help_panel=SCREEN)] = False,
+    size: Annotated[str, typer.Option(help="Canonical size WxH: resize to cover, then centre-crop.",
+                                      rich_help_panel=PLAN)] = "512x384",
+    types: Annotated[str, typer.Option(help="Distortion types, e.g. '1-25' or '1,3,10-12'.", rich_help_panel=PLAN)] = "1-25",
+    levels: Annotated[str, typer.Option(help="Levels, e.g. '1-5'.", rich_help_panel=PLAN)] = "1-5",
+    per_image: Annotated[int | None, typer.Option(help="Render a seeded random N of the cells per image.",
+                                                  rich_help_panel=PLAN)] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (pristine/, distorted/, build.json).",
+                                      rich_help_panel=OUTPUT)] = Path("outputs/saqt-build"),
     recipe_only: Annotated[
-        bool, typer.Option(help="Write distorted rows without pixels (render from the recipe).")
+        bool, typer.Option(help="Write distorted rows without pixels (render from the recipe).", rich_help_panel=OUTPUT)
     ] = False,
-    images_per_shard: Annotated[int, typer.Option(help="Pristine images per shard (x cells = distorted rows).")] = 8,
+    images_per_shard: Annotated[int, typer.Option(help="Pristine images per shard (x cells = distorted rows).",
+                                                  rich_help_panel=OUTPUT)] = 8,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing build in --out instead of resuming it.",
+                                            rich_help_panel=OUTPUT)] = False,
     workers: WorkersOption = None,
     executor: ExecutorOption = ExecutorKind.local,
     ray_address: RayAddressOption = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing build in --out instead of resuming it.")] = False,
 ) -> None:
     """Distort pristine images into Parquet shards; rerun the same command to resume."""
     from saqt.build import BuildConfig, run_build
@@ -181,6 +224,14 @@ def fail(command: str, err: Exception, code: int) -> None:
     """Print ``saqt <command>: <one-line reason>`` and exit with ``code``."""
     typer.echo(f"saqt {command}: {err}", err=True)
     raise typer.Exit(code) from None
+
+
+def _renamed(command: str, old: str, old_value, new: str, value):
+    """The value of an option given under its deprecated name ``old`` (with a warning), else of ``new``."""
+    if old_value is None:
+        return value
+    typer.echo(f"saqt {command}: {old} is deprecated; use {new}", err=True)
+    return old_value
 
 
 def _command_line() -> str:
@@ -286,40 +337,54 @@ def bank_synth(
 
 @app.command("label")
 def label(
-    build: Annotated[Path, typer.Option(help="A `saqt build` output folder.")],
+    build: Annotated[Path, typer.Option(help="A `saqt build` output folder.", rich_help_panel=INPUTS)],
     bank: Annotated[Path, typer.Option(help="A labelled bank folder (KADID-10k layout, scores.csv, or bank synth), "
-                                            "or a KADID-10k score table (dmos.csv / KADID10k.csv) alone.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (labels/, saqt-iqa/, label.json).")],
-    bank_type: Annotated[str | None, typer.Option(help="kadid10k, csv or synth (default: detected).")] = None,
+                                            "or a KADID-10k score table (dmos.csv / KADID10k.csv) alone.",
+                                       rich_help_panel=INPUTS)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (labels/, saqt-iqa/, label.json).",
+                                      rich_help_panel=OUTPUT)],
+    bank_type: Annotated[str | None, typer.Option(help="kadid10k, csv or synth (default: detected).",
+                                                  rich_help_panel=INPUTS)] = None,
+    exclude_refs: Annotated[
+        Path | None, typer.Option(help="File of bank references to leave out (e.g. a test split), one per line: as "
+                                       "named in the bank's score table (KADID-10k: I01), with or without the "
+                                       "extension (I01.png). An unknown name is refused, listing the bank's names.",
+                                  rich_help_panel=INPUTS)
+    ] = None,
     preset: Annotated[
-        str | None, typer.Option(help="authors: what the official SAQT release does (ResNet-101, top1, minmax:0:9).")
+        str | None, typer.Option(help="authors: what the official SAQT release does (ResNet-101, top1, minmax:0:9).",
+                                 rich_help_panel=MATCHING)
     ] = None,
     matches: Annotated[
         str | None, typer.Option(help="Use given top-1 matches instead of embedding: 'authors' (their 50,000, "
-                                      "shipped with the toolkit) or a CSV kadis,kadid-10k,sim_value.")
+                                      "shipped with the toolkit) or a CSV kadis,kadid-10k,sim_value.",
+                                 rich_help_panel=MATCHING)
     ] = None,
-    encoder: Annotated[str | None, typer.Option(help=ENCODER_HELP)] = None,
+    encoder: Annotated[str | None, typer.Option(help=ENCODER_HELP, rich_help_panel=MATCHING)] = None,
+    index: Annotated[str, typer.Option(help="FAISS index: flat (exact), ivf or hnsw.", rich_help_panel=MATCHING)] = "flat",
     rule: Annotated[
-        str | None, typer.Option(help="top1 (the authors', default), topk (similarity-weighted) or mean.")
+        str | None, typer.Option(help="top1 (the authors', default), topk (similarity-weighted) or mean.",
+                                 rich_help_panel=TRANSFER)
     ] = None,
-    k: Annotated[int, typer.Option(help="Neighbours for topk.")] = 3,
-    temperature: Annotated[float, typer.Option(help="Softmax temperature of the topk weights.")] = 0.05,
+    neighbours: NeighboursOption = 3,
+    old_k: OldNeighboursOption = None,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature of the topk weights.",
+                                               rich_help_panel=TRANSFER)] = 0.05,
     normalise: Annotated[
-        str | None, typer.Option(help="Score scale: minmax:0:9 (the authors', default), none, zscore.")
+        str | None, typer.Option(help="Score scale: minmax:0:9 (the authors', default), none, zscore.",
+                                 rich_help_panel=TRANSFER)
     ] = None,
-    exclude_refs: Annotated[
-        Path | None, typer.Option(help="File of reference ids to leave out (e.g. a test split).")
-    ] = None,
-    index: Annotated[str, typer.Option(help="FAISS index: flat (exact), ivf or hnsw.")] = "flat",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 64,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing labels in --out instead of resuming.",
+                                            rich_help_panel=OUTPUT)] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=EXECUTION)] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Embedding batch size.", rich_help_panel=EXECUTION)] = 64,
     loader_workers: Annotated[
-        int | None, typer.Option(help="DataLoader processes decoding images (default: chosen for this machine).")
+        int | None, typer.Option(help="DataLoader processes decoding images (default: chosen for this machine).",
+                                 rich_help_panel=EXECUTION)
     ] = None,
     workers: WorkersOption = None,
     executor: ExecutorOption = ExecutorKind.local,
     ray_address: RayAddressOption = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing labels in --out instead of resuming.")] = False,
 ) -> None:
     """Transfer scores from a labelled bank to every distorted image of a build."""
     from saqt.label import LabelConfig, RunOptions, read_exclusions, run_label
@@ -327,7 +392,8 @@ def label(
 
     with running("label", RESUME):
         settings = label_settings(preset, matches, encoder, rule, normalise)
-        config = LabelConfig(build=str(build.resolve()), bank=str(bank.resolve()), bank_type=bank_type, k=k,
+        config = LabelConfig(build=str(build.resolve()), bank=str(bank.resolve()), bank_type=bank_type,
+                             k=_renamed("label", "--k", old_k, "--neighbours", neighbours),
                              temperature=temperature, index=index, preset=preset, **settings,
                              matches=matches if matches in (None, "authors") else str(Path(matches).resolve()),
                              exclude_refs=read_exclusions(exclude_refs) if exclude_refs else ())  # fmt: skip
@@ -355,10 +421,13 @@ def fidelity(
         Path | None, typer.Option(help="With --matches: the folder holding the matched pristine images.")
     ] = None,
     encoder: Annotated[str, typer.Option(help=ENCODER_HELP)] = "clip:ViT-B-32@laion2b_s34b_b79k",
-    rule: Annotated[str, typer.Option(help="top1, topk or mean.")] = "top1",
-    k: Annotated[int, typer.Option(help="Neighbours for topk.")] = 3,
-    temperature: Annotated[float, typer.Option(help="Softmax temperature of the topk weights.")] = 0.05,
-    normalise: Annotated[str, typer.Option(help="Score scale: minmax:0:9, none, zscore.")] = "minmax:0:9",
+    rule: Annotated[str, typer.Option(help="top1, topk or mean.", rich_help_panel=TRANSFER)] = "top1",
+    neighbours: NeighboursOption = 3,
+    old_k: OldNeighboursOption = None,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature of the topk weights.",
+                                               rich_help_panel=TRANSFER)] = 0.05,
+    normalise: Annotated[str, typer.Option(help="Score scale: minmax:0:9, none, zscore.",
+                                           rich_help_panel=TRANSFER)] = "minmax:0:9",
     seed: Annotated[int, typer.Option(help="Seed of the random-reference baseline.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
@@ -380,7 +449,7 @@ def fidelity(
     if bank is None:
         raise BankError("give --bank (or --matches to score a matches file)")
     labelled = load_bank(bank, bank_type)
-    transfer_rule = Rule(rule, k, temperature)
+    transfer_rule = Rule(rule, _renamed("fidelity", "--k", old_k, "--neighbours", neighbours), temperature)
     scores = normalise_scores(labelled.scores, normalise)
     embeddings = None
     if rule != "mean":
@@ -534,12 +603,15 @@ def report_command(
     folder: Annotated[Path, typer.Argument(help="A label, build or published folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
     images: Annotated[int, typer.Option(min=1, help="Pristine images shown in the type x level grid.")] = 2,
+    pairs: Annotated[int, typer.Option(min=1, help="Pristine images shown next to the bank references they were "
+                                                   "matched to (from the closest match to the farthest).")] = 12,
     fidelity_json: Annotated[
         Path | None, typer.Option("--fidelity", help="A `saqt fidelity --json` file to include.")
     ] = None,
 ) -> None:
-    """Write one self-contained HTML report: thumbnails, score plots, neighbours, bank usage, fidelity, errors."""
+    """Write one self-contained HTML report (images inline): matches, screen, thumbnails, score plots, bank usage,
+    fidelity, errors."""
     from saqt.report import write_report
 
-    path = write_report(folder, out, images, fidelity_json)
-    typer.echo(f"report written to {path} ({path.stat().st_size / 2**20:.1f} MiB, self-contained)")
+    path = write_report(folder, out, images, fidelity_json, pairs)
+    typer.echo(f"report written to {path} ({path.stat().st_size / 2**10:,.0f} KiB, self-contained: images inline)")

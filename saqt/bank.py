@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib.resources import files
@@ -56,11 +57,31 @@ class Bank:
         """Whether every reference image is on disk (needed to embed the bank)."""
         return all(p is not None and p.is_file() for p in self.images)
 
-    def without(self, excluded: set[str]) -> Bank:
-        """The bank with the references ``excluded`` removed (their ids are recorded)."""
-        unknown = sorted(excluded - set(self.ref_ids))
+    def resolve(self, names: Iterable[str]) -> set[str]:
+        """The bank ids of reference ``names`` as users write them: an id (``I01``), or its file name or stem with
+        or without the extension (``I01.png``, ``i01``). BankError naming the unknown or ambiguous ones and the
+        bank's ids."""
+        ids = set(self.ref_ids)
+        by_stem: dict[str, set[str]] = {}
+        for r in self.ref_ids:
+            by_stem.setdefault(Path(r).stem.lower(), set()).add(r)
+        found, unknown = set(), []
+        for name in sorted(names):
+            candidates = {name} if name in ids else by_stem.get(Path(name).stem.lower(), set())
+            if len(candidates) > 1:
+                raise BankError(f"--exclude-refs: {name} could be any of {', '.join(sorted(candidates))}; give the id")
+            found |= candidates
+            unknown += [name] if not candidates else []
         if unknown:
-            raise BankError(f"--exclude-refs names references the bank does not have: {', '.join(unknown[:5])}")
+            shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise BankError(f"--exclude-refs names references the bank {self.root} does not have: {shown}; "
+                            f"{_ids_hint(self.ref_ids)}")  # fmt: skip
+        return found
+
+    def without(self, excluded: set[str]) -> Bank:
+        """The bank with the references ``excluded`` (ids, or names :meth:`resolve` reads) removed; their ids are
+        recorded."""
+        excluded = self.resolve(excluded)
         keep = [i for i, r in enumerate(self.ref_ids) if r not in excluded]
         return replace(
             self,
@@ -74,6 +95,12 @@ class Bank:
         """Provenance recorded with every label."""
         return {"root": str(self.root), "kind": self.kind, "references": len(self.ref_ids), "proxy": self.proxy,
                 "excluded": list(self.excluded), **self.provenance}  # fmt: skip
+
+
+def _ids_hint(ref_ids: tuple[str, ...]) -> str:
+    """The bank's reference ids, shortened past ten: ``its 81 references are I01, I02, ..., I81``."""
+    shown = list(ref_ids) if len(ref_ids) <= 10 else [*ref_ids[:6], "...", *ref_ids[-2:]]
+    return f"its {len(ref_ids)} references are {', '.join(shown)}"
 
 
 def normalise_scores(scores: np.ndarray, method: str) -> np.ndarray:

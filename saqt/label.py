@@ -86,12 +86,6 @@ def read_exclusions(path: Path) -> tuple[str, ...]:
     return tuple(sorted({line for line in lines if line}))
 
 
-def _resolve_exclusions(bank: Bank, names: tuple[str, ...]) -> set[str]:
-    """Bank ids for ``names``, which may also be given without their extension (``I01`` for ``I01.png``)."""
-    by_stem = {Path(r).stem: r for r in bank.ref_ids}
-    return {n if n in bank.ref_ids else by_stem.get(Path(n).stem, n) for n in names}
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
 
@@ -211,7 +205,7 @@ def refuse_unscored(reader: BuildReader, labels: PristineLabels, cells: list[tup
         image, t, lv, refs = first
         raise BankError(f"{missing} distorted images would get no score, e.g. {image} (type {t} level {lv}): its "
                         f"nearest references {refs} have none for it; use a bank that scores every cell the build "
-                        "renders, or --rule topk with a larger --k")  # fmt: skip
+                        "renders, or --rule topk with a larger --neighbours")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -245,7 +239,7 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
         raise StageError(f"the build {config.build} holds no images: nothing to label")
     full = load_bank(Path(config.bank), config.bank_type)
     normalised = normalise_scores(full.scores, config.normalise)
-    bank = full.without(_resolve_exclusions(full, config.exclude_refs))
+    bank = full.without(set(config.exclude_refs))
     scores = normalised[[full.ref_ids.index(r) for r in bank.ref_ids]]
     cells = rendered_cells(reader)
     check_scorable(bank, cells, config.build)

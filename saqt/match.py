@@ -14,7 +14,7 @@ def _faiss():
         import faiss
     except ImportError:
         raise ConfigError(
-            "FAISS is not installed: pip install 'saqt-iqa[cpu]' (or '[gpu]' on CUDA machines)"
+            "FAISS is not installed: pip install -e '.[cpu]' in the toolkit's checkout (or '.[gpu]' on CUDA machines)"
         ) from None
     return faiss
 

@@ -1,8 +1,13 @@
-"""``saqt report``: one self-contained HTML page (images and plots embedded) showing what a stage folder holds.
+"""``saqt report``: one self-contained HTML page showing what a stage folder holds. Every image and plot is inline
+(a data: URI in the page; no folder next to it): thumbnails are small JPEGs, and the number of images shown is
+bounded (``--images``, ``--pairs``, the ten most used references), not the set's size.
 
-Sections: summary; a type x level thumbnail grid for a few pristine images; score histograms per type; score
-against level per type; the neighbour-similarity histogram; bank usage; transfer fidelity (given its JSON);
-skipped inputs by reason. A build folder has no scores, so its report shows the grid and errors only.
+Sections: summary; matches (pristine images next to the bank references they were matched to, the similarity and
+the labels they inherited); the pristine screen (settings, what was kept and refused and why, upscale factors and
+JPEG qualities of the kept images); a type x level thumbnail grid for a few pristine images; score histograms per
+type; score against level per type; the neighbour-similarity histogram; bank usage with thumbnails; transfer
+fidelity (given its JSON); skipped inputs by reason. A build folder has no scores, so its report shows the screen,
+the grid and errors only.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ import pyarrow.dataset as pads  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from saqt.bank import Bank, load_bank  # noqa: E402
 from saqt.card import read_card  # noqa: E402
 from saqt.distortions import catalogue  # noqa: E402
-from saqt.images import decode_image  # noqa: E402
+from saqt.errors import SaqtError  # noqa: E402
+from saqt.images import ImageDecodeError, decode_image  # noqa: E402
 from saqt.info import summarise  # noqa: E402
 from saqt.reader import BuildReader  # noqa: E402
 from saqt.shards import BUILD_ERRORS  # noqa: E402
@@ -38,6 +45,8 @@ from saqt.transfer import SELF_MATCH  # noqa: E402
 CELL_COLUMNS = ["pristine_id", "dist_type", "level", "score"]
 MATCH_COLUMNS = ["pristine_id", "neighbours", "similarities", "weights"]
 THUMB_WIDTH = 208  # pixels encoded; shown at half size, full size on hover
+MATCH_THUMB_WIDTH = 224  # pristine images and references in the matches and bank-usage sections, shown at 112 px
+PRISTINE_COLUMNS = ["source_key", "orig_width", "orig_height", "jpeg_quality", "width", "height"]
 LEVEL_COLOURS = plt.get_cmap("viridis")(np.linspace(0.05, 0.85, 5))
 
 
@@ -54,6 +63,10 @@ class StageData:
     error_examples: list[dict] = field(default_factory=list)
     shards: list[str] = field(default_factory=list)  # shards holding the distorted images
     build: BuildReader | None = None
+    bank: Bank | None = None  # for the references' thumbnails
+    bank_note: str = ""  # why there are no reference thumbnails, where there are none
+    screen: dict | None = None  # the build manifest's screen record
+    _thumbs: dict = field(default_factory=dict)  # reference id -> its thumbnail's HTML
 
 
 def _read(paths: list[str]) -> tuple[pa.Table, pa.Table]:
@@ -96,14 +109,16 @@ def load_stage(folder: Path) -> StageData:
             build = None  # the build is gone or changed: the report shows what the labels hold
         errors, examples = _build_errors(build) if build else (Counter(), [])
         shards = [str(p) for p in label.paths("saqt-iqa")]
+        bank, note = _open_bank(label.manifest["config"])
         return StageData("label", folder, cells, matches, label.manifest["inputs"]["bank"]["references"], errors,
-                         examples, shards, build)  # fmt: skip
+                         examples, shards, build, bank, note, build.manifest.get("screen") if build else None)  # fmt: skip
     if kind == "build":
         build = BuildReader(folder, checksums=False)
         shards = [str(p) for p in build.shard_paths("distorted")]
         table = pads.dataset(shards).to_table(columns=CELL_COLUMNS[:3])
         table = table.append_column("score", pa.nulls(len(table), pa.float64()))
-        return StageData("build", folder, table, None, None, *_build_errors(build), shards, build)
+        return StageData("build", folder, table, None, None, *_build_errors(build), shards, build,
+                         screen=build.manifest.get("screen"))  # fmt: skip
     if kind == "published":
         meta, _ = read_card((folder / CARD).read_text())
         prov = meta["saqt"]["provenance"]
@@ -111,8 +126,21 @@ def load_stage(folder: Path) -> StageData:
         shards = [str(folder / p) for p in sorted(listed) if p.startswith("data/") and p.endswith(".parquet")]
         cells, matches = _read(shards)
         return StageData("published", folder, cells, matches,
-                         prov["bank"]["references"], Counter(prov["selection"]["skipped_by_reason"]), [], shards)  # fmt: skip
+                         prov["bank"]["references"], Counter(prov["selection"]["skipped_by_reason"]), [], shards,
+                         bank_note="a published set does not carry its bank's reference images",
+                         screen=prov.get("screen"))  # fmt: skip
     raise StageError(f"{folder} is a {kind}: a report shows a label, build or published folder")
+
+
+def _open_bank(config: dict) -> tuple[Bank | None, str]:
+    """The labels' bank, for its reference images; or None and why it cannot show them."""
+    try:
+        bank = load_bank(Path(config["bank"]), config.get("bank_type"))
+    except SaqtError:
+        return None, f"the bank {Path(config['bank']).name} is no longer where the labels were made from it"
+    if not any(p is not None and p.is_file() for p in bank.images):
+        return bank, "the bank was given by its score table only: it has no reference images to show"
+    return bank, ""
 
 
 # ---------------------------------------------------------------- embedding helpers
@@ -127,6 +155,7 @@ def _png_uri(fig: plt.Figure) -> str:
 
 def _thumb_uri(pixels: np.ndarray, width: int = THUMB_WIDTH) -> str:
     img = Image.fromarray(pixels)
+    width = min(width, img.width)  # never enlarged: a small image stays small in the page
     img = img.resize((width, round(img.height * width / img.width)), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=85)
@@ -186,7 +215,7 @@ def _pristine_header(data: StageData, pid: str) -> str:
     thumb = ""
     if data.build is not None:
         thumb = _img(_thumb_uri(data.build.pristine(pid).u8, 2 * THUMB_WIDTH), f"pristine {pid}", "pristine")
-    return f"{thumb}pristine <code>{pid}</code>"
+    return f"{thumb}pristine <code>{html.escape(pid)}</code>"
 
 
 def _cell(data: StageData, row: dict | None) -> str:
@@ -230,18 +259,18 @@ def _label_axes(axes, x: str, y: str) -> None:
 def _score_histograms(scores: np.ndarray, types: np.ndarray, levels: np.ndarray) -> str:
     lo, hi = np.nanmin(scores), np.nanmax(scores)
     bins = np.linspace(lo, hi, 21) if hi > lo else np.linspace(lo - 0.5, hi + 0.5, 21)
-    present = np.unique(types)
+    present, built = np.unique(types), np.unique(levels)  # the legend names only the levels that were built
     fig, axes = _per_type_figure(len(present))
     for t, ax in zip(present, axes, strict=False):
-        stacks = [scores[(types == t) & (levels == lv)] for lv in range(1, 6)]
-        ax.hist([s[np.isfinite(s)] for s in stacks], bins=bins, stacked=True, color=LEVEL_COLOURS[::-1],
-                label=[f"level {lv}" for lv in range(1, 6)])  # fmt: skip
+        stacks = [scores[(types == t) & (levels == lv)] for lv in built]
+        ax.hist([s[np.isfinite(s)] for s in stacks], bins=bins, stacked=True, color=LEVEL_COLOURS[::-1][built - 1],
+                label=[f"level {lv}" for lv in built])  # fmt: skip
         ax.set_title(f"{t} {catalogue()[t - 1].name}", fontsize=8)
         ax.tick_params(labelsize=7)
     _label_axes(axes, "score", "images")
     fig.tight_layout()
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=5, fontsize=9,
-               frameon=False)  # fmt: skip
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(built),
+               fontsize=9, frameon=False)  # fmt: skip
     return _img(_png_uri(fig), "score histograms per type")
 
 
@@ -257,7 +286,7 @@ def _score_vs_level(scores: np.ndarray, types: np.ndarray, levels: np.ndarray, p
         shown = np.unique(levels[sel])
         ax.plot(shown, [np.nanmean(scores[sel & (levels == lv)]) for lv in shown], color="black", lw=1.8, marker="o", ms=3)
         ax.set_title(f"{t} {catalogue()[t - 1].name}", fontsize=8)
-        ax.set_xticks(range(1, 6))
+        ax.set_xticks(np.unique(levels))
         ax.tick_params(labelsize=7)
     _label_axes(axes, "level", "score")
     fig.tight_layout()
@@ -284,7 +313,8 @@ def _similarities(matches: pa.Table) -> str:
     return f"<p>{stats}</p>" + _img(_png_uri(fig), "neighbour similarity histogram")
 
 
-def _bank_usage(matches: pa.Table, bank_size: int | None) -> str:
+def _bank_usage(data: StageData) -> str:
+    matches, bank_size = data.matches, data.bank_size
     neighbours = matches.column("neighbours").to_pylist()
     weights = matches.column("weights").to_pylist()
     top1 = Counter(n[0] for n in neighbours if n)
@@ -307,9 +337,178 @@ def _bank_usage(matches: pa.Table, bank_size: int | None) -> str:
              f"The most used is nearest for {counts[0]:,} ({counts[0] / counts.sum():.0%}); among references in use, "
              f"the median is {np.median(counts[:used]):g}. For comparison, in the authors' release one reference "
              "labelled 3,251 images and another 16.")  # fmt: skip
-    top = [[html.escape(ref), top1[ref], f"{weighted[ref]:.1f}"] for ref, _ in top1.most_common(10)]
-    table = _table(["reference", "nearest for", "total weight"], top, "compact")
-    return f"<p>{stats}</p>" + _img(_png_uri(fig), "bank usage") + "<h3>Most used references</h3>" + table
+    ranked = top1.most_common()
+    row = lambda ref: [_ref_thumb(data, ref), f"<code>{html.escape(ref)}</code>", f"{top1[ref]:,}",  # noqa: E731
+                       f"{weighted[ref]:.1f}"]  # fmt: skip
+    header = ["", "reference", "nearest for (pristine images)", "total weight"]
+    tables = "<h3>Most used references</h3>" + _table(header, [row(r) for r, _ in ranked[:10]], "compact reftable")
+    if len(ranked) > 10:
+        tables += "<h3>Least used references (of those in use)</h3>" + _table(
+            header, [row(r) for r, _ in ranked[-min(5, len(ranked) - 10):]], "compact reftable")
+    return f"<p>{stats}</p>" + _img(_png_uri(fig), "bank usage") + _bank_note(data) + tables
+
+
+# ---------------------------------------------------------------- matches: pristine images and their references
+
+
+def _ref_thumb(data: StageData, ref: str) -> str:
+    """The thumbnail of bank reference ``ref`` (made once), or a box saying why there is none."""
+    if ref not in data._thumbs:
+        why = "no reference image: " + (data.bank_note or "not in the bank")
+        if not data.bank_note and ref in data.bank.ref_ids:
+            path = data.bank.images[data.bank.ref_ids.index(ref)]
+            try:
+                if path is not None and path.is_file():
+                    why = ""
+                    data._thumbs[ref] = _img(_thumb_uri(decode_image(path), MATCH_THUMB_WIDTH), f"reference {ref}",
+                                             "ref")  # fmt: skip
+                else:
+                    why = "no reference image: the bank lacks this reference's file"
+            except ImageDecodeError as err:
+                why = f"reference image unreadable: {err}"
+        if why:
+            data._thumbs[ref] = f'<div class="noimg" title="{html.escape(why)}">no image</div>'
+    return data._thumbs[ref]
+
+
+def _bank_note(data: StageData) -> str:
+    return f"<p class='na'>No reference thumbnails: {html.escape(data.bank_note)}.</p>" if data.bank_note else ""
+
+
+def _colour(value: float, lo: float, hi: float) -> str:
+    if not np.isfinite(value):
+        return "#d9dce2"
+    r, g, b, _ = plt.get_cmap("viridis")((value - lo) / (hi - lo) if hi > lo else 0.5)
+    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+
+
+def _inherited(scores: dict, types: list[int], levels: list[int], lo: float, hi: float) -> str:
+    """The labels one pristine image inherited: a small type x level table coloured by score (exact on hover), and
+    the mean per level."""
+    names = {s.id: s.name for s in catalogue()}
+    head = "<th></th>" + "".join(f"<th>{t}</th>" for t in types)
+    rows = []
+    for lv in levels:
+        cells = "".join(f'<td style="background:{_colour(scores.get((t, lv), np.nan), lo, hi)}" title="type {t} '
+                        f'{names[t]}, level {lv}: {scores.get((t, lv), np.nan):.2f}"></td>' for t in types)  # fmt: skip
+        rows.append(f"<tr><th>L{lv}</th>{cells}</tr>")
+    means = " · ".join(f"L{lv} {np.nanmean([scores.get((t, lv), np.nan) for t in types]):.2f}" for lv in levels)
+    return (f'<table class="heat"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            f'<div class="cap">mean by level: {means}</div>')  # fmt: skip
+
+
+def _pristine_thumb(data: StageData, pid: str) -> str:
+    if data.build is None:
+        return '<div class="noimg" title="the build is not at hand">no image</div>'
+    return _img(_thumb_uri(data.build.pristine(pid).u8, MATCH_THUMB_WIDTH), f"pristine {pid}", "ref")
+
+
+def _matches(data: StageData, pairs: int) -> str:
+    """Up to ``pairs`` pristine images, evenly spread from the closest match to the farthest, each next to the
+    reference(s) it was matched to, with similarity, weight and the labels it inherited."""
+    rows = sorted((r for r in data.matches.to_pylist() if r["neighbours"]), key=lambda r: -r["similarities"][0])
+    picks = [rows[i] for i in sorted({round(x) for x in np.linspace(0, len(rows) - 1, min(pairs, len(rows)))})]
+    wanted = {r["pristine_id"] for r in picks}
+    cells = data.cells.filter(pc.field("pristine_id").isin(list(wanted))).to_pylist()
+    scores: dict[str, dict] = {p: {} for p in wanted}
+    for c in cells:
+        scores[c["pristine_id"]][(c["dist_type"], c["level"])] = np.nan if c["score"] is None else c["score"]
+    all_scores = data.cells.column("score").to_numpy(zero_copy_only=False).astype(float)
+    lo, hi = float(np.nanmin(all_scores)), float(np.nanmax(all_scores))
+    types = sorted(set(data.cells.column("dist_type").to_pylist()))
+    levels = sorted(set(data.cells.column("level").to_pylist()))
+    keys = {r["pristine_id"]: r["source_key"] for r in data.build.rows("pristine", ["pristine_id", "source_key"])
+            if r["pristine_id"] in wanted} if data.build else {}  # fmt: skip
+    body = []
+    for r in picks:
+        pid = r["pristine_id"]
+        refs = "".join(
+            f'<div class="match">{_ref_thumb(data, ref)}<div class="cap"><code>{html.escape(ref)}</code><br>'
+            f'similarity {sim:.3f}{" (self-match)" if sim >= SELF_MATCH else ""}'
+            f'{f"<br>weight {w:.2f}" if len(r["neighbours"]) > 1 else ""}</div></div>'
+            for ref, sim, w in zip(r["neighbours"], r["similarities"], r["weights"], strict=True))  # fmt: skip
+        name = f"<code>{html.escape(keys[pid])}</code><br>" if pid in keys else ""
+        body.append([f'<div class="match">{_pristine_thumb(data, pid)}<div class="cap">{name}{html.escape(pid)}</div></div>',
+                     f'<div class="refs">{refs}</div>', _inherited(scores[pid], types, levels, lo, hi)])  # fmt: skip
+    legend = (f'<p>{len(picks)} of {len(rows):,} pristine images, from the closest match to the farthest. Colours: '
+              f'score from {lo:.2f} <span class="scale"></span> {hi:.2f}; hover a cell for its score.</p>')  # fmt: skip
+    header = ["pristine image", "matched to (bank references)", "labels inherited (type x level)"]
+    return legend + _bank_note(data) + _table(header, body, "matches")
+
+
+# ---------------------------------------------------------------- the pristine screen
+
+
+def _reason_examples(data: StageData, limit: int = 20_000) -> dict[str, str]:
+    """One logged example (input and full reason) per skip reason, from the first ``limit`` lines of the log."""
+    log = data.build.root / BUILD_ERRORS if data.build is not None else None
+    examples: dict[str, str] = {}
+    if log is None or not log.is_file():
+        return examples
+    with log.open(errors="replace") as lines:
+        for _, line in zip(range(limit), lines, strict=False):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            reason = next((r for r in data.errors if str(entry.get("reason", "")).startswith(r)), None)
+            if reason and reason not in examples:
+                examples[reason] = f"{entry.get('key', '')}: {entry.get('reason', '')}"
+            if len(examples) == len(data.errors):
+                break
+    return examples
+
+
+def _screen(data: StageData) -> str:
+    sc = data.screen
+    if not sc:
+        return "<p class='na'>No screen record: the build is not at hand.</p>"
+    if not sc.get("applied", True):
+        intro = "<p>The screen was <b>off</b>: every decodable image was kept.</p>"
+    else:
+        looser = sc.get("looser_than_default", {})
+        setting = lambda k, text: text + (f" <b>(looser than the default {looser[k][1]})</b>" if k in looser else "")  # noqa: E731
+        rows = [["enlarging to cover the size", setting("max_upscale", f"at most {sc.get('max_upscale', '?')}x")],
+                ["JPEG quality", setting("min_jpeg_quality", f"at least {sc.get('min_jpeg_quality', '?')} (0: any)")],
+                ["shorter side", setting("min_side", f"at least {sc.get('min_side', '?')} px")],
+                ["greyscale", "kept" if sc.get("allow_grey") else "refused"]]  # fmt: skip
+        counts = (f"{sc.get('screened', 0):,} candidates screened, {sc.get('refused', 0):,} refused, "
+                  f"{sc.get('duplicates', 0):,} duplicates kept once.") if "screened" in sc else ""  # fmt: skip
+        intro = _table(["screen", "setting"], rows, "compact") + f"<p>{counts}</p>"
+    examples = _reason_examples(data)
+    refused = [[html.escape(r), f"{n:,}", html.escape(examples.get(r, ""))] for r, n in data.errors.most_common()]
+    refusals = _table(["reason", "inputs", "example"], refused, "compact") if refused else "<p>Nothing was refused.</p>"
+    return intro + "<h3>Refused, and why</h3>" + refusals + (_kept(data, sc) if data.build is not None else "")
+
+
+def _kept(data: StageData, sc: dict) -> str:
+    """What the kept pristine images needed: their upscale factors and JPEG qualities."""
+    rows = list(data.build.rows("pristine", PRISTINE_COLUMNS))
+    if not rows:
+        return ""
+    factor = np.array([max(r["width"] / r["orig_width"], r["height"] / r["orig_height"]) for r in rows])
+    quality = np.array([r["jpeg_quality"] for r in rows if r["jpeg_quality"] is not None], dtype=float)
+    most = int(np.argmax(factor))
+    enlarged = int((factor > 1).sum())
+    largest = f", at most {factor[most]:.2f}x (<code>{html.escape(rows[most]['source_key'])}</code>)" if enlarged else ""
+    jpegs = (f" (estimated quality {quality.min():.0f} to {quality.max():.0f}, median {np.median(quality):.0f})"
+             if len(quality) else "")  # fmt: skip
+    text = (f"Of the {len(rows):,} images kept: enlarged {enlarged:,}{largest}; reduced or kept at size "
+            f"{len(rows) - enlarged:,}. JPEGs {len(quality):,}{jpegs}; other formats {len(rows) - len(quality):,}.")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 2.6))
+    left.hist(factor, bins=min(30, max(5, len(factor))), color="#1f77b4")
+    left.axvline(sc.get("max_upscale", 1.0), color="crimson", ls="--", lw=1, label=f"--max-upscale {sc.get('max_upscale', 1.0)}")
+    left.set_xlabel("upscale factor (size / original; above 1: enlarged)")
+    right.hist(quality, bins=np.arange(0, 102, 2), color="#ff7f0e")
+    right.axvline(sc.get("min_jpeg_quality", 0), color="crimson", ls="--", lw=1,
+                  label=f"--min-jpeg-quality {sc.get('min_jpeg_quality', 0)}")  # fmt: skip
+    right.set_xlabel("estimated JPEG quality (JPEGs only)")
+    for ax in (left, right):
+        ax.set_ylabel("images kept", fontsize=8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return f"<h3>Kept</h3><p>{text}</p>" + _img(_png_uri(fig), "upscale factors and JPEG qualities of the kept images")
 
 
 def _fidelity(path: Path | None) -> str:
@@ -372,21 +571,41 @@ th.pid{padding:6px 0 4px 14px;text-align:left}.tid{display:inline-block;min-widt
 img.thumb{width:104px;display:block;transition:transform .1s}img.thumb:hover{transform:scale(2.4);position:relative;
 z-index:5;box-shadow:0 4px 18px rgba(0,0,0,.45)}img.pristine{display:block;width:208px;margin:0 0 4px}
 code{background:#f0f2f5;padding:0 3px;border-radius:3px}
+table.matches{width:100%}table.matches>tbody>tr>td{border-bottom:1px solid #e5e8ee;padding:10px 24px 10px 0;
+vertical-align:top}table.matches>thead>tr>th{text-align:left;font-size:12px;color:#4a5568;padding:0 24px 6px 0;
+white-space:nowrap}table.matches>tbody>tr>td:first-child{width:112px}table.matches>tbody>tr>td:nth-child(2){width:40%}
+.refs{display:flex;gap:14px;flex-wrap:wrap}.match{width:112px;font-size:11px;overflow-wrap:anywhere}
+.match code{font-size:11px}img.ref{width:112px;display:block;margin-bottom:3px}
+.noimg{width:110px;height:80px;border:1px dashed #b8bfcc;color:#8a94a6;font-size:11px;display:flex;margin-bottom:3px;
+align-items:center;justify-content:center;text-align:center;font-style:italic}
+table.heat{border-collapse:separate;border-spacing:1px;margin-bottom:3px}table.heat td{width:15px;height:15px;padding:0}
+table.heat th{font-size:9px;font-weight:400;color:#8a94a6;padding:0 3px 0 0;text-align:center}
+table.reftable td{vertical-align:middle}
+.scale{display:inline-block;width:120px;height:10px;vertical-align:middle;
+background:linear-gradient(to right,#440154,#3b528b,#21918c,#5ec962,#fde725)}
 """
 
 
-def render_report(folder: Path, images: int = 2, fidelity: Path | None = None) -> str:
-    """The report of ``folder`` as one HTML string."""
+def render_report(folder: Path, images: int = 2, fidelity: Path | None = None, pairs: int = 12) -> str:
+    """The report of ``folder`` as one HTML string: ``images`` pristine images in the type x level grid, ``pairs``
+    next to the references they were matched to."""
     data = load_stage(folder)
     scores = data.cells.column("score").to_numpy(zero_copy_only=False).astype(float)
     types = data.cells.column("dist_type").to_numpy()
     levels = data.cells.column("level").to_numpy()
     pristine = data.cells.column("pristine_id").to_numpy(zero_copy_only=False)
     labelled = data.kind != "build" and np.isfinite(scores).any()
+    matched = labelled and data.matches is not None and any(data.matches.column("neighbours").to_pylist())
     sections = [("summary", "Summary", "What this folder holds.", f"<pre class='summary'>{html.escape(chr(10).join(summarise(folder)))}</pre>"
                  + (f"<p>Scores: {np.isfinite(scores).sum():,} of {len(scores):,} images scored; mean {np.nanmean(scores):.2f}, "
-                    f"range {np.nanmin(scores):.2f} to {np.nanmax(scores):.2f}.</p>" if labelled else "")),
-                ("grid", "Distortions", f"Every type x level for {min(images, len(set(pristine)))} pristine images"
+                    f"range {np.nanmin(scores):.2f} to {np.nanmax(scores):.2f}.</p>" if labelled else ""))]  # fmt: skip
+    if matched:
+        sections.append(("matches", "Matches", "The heart of the method: each pristine image inherits, for every "
+                         "distortion type and level, the score of the same distortion of the bank reference(s) it "
+                         "was matched to.", _matches(data, pairs)))  # fmt: skip
+    sections += [("screen", "Pristine screen", "Which source images were kept as pristine, which were refused and "
+                  "why: an enlarged or heavily compressed photo is not pristine.", _screen(data)),
+                 ("grid", "Distortions", f"Every type x level for {min(images, len(set(pristine)))} pristine images"
                  + (", with each image's transferred score." if labelled else "."), _grid(data, images))]  # fmt: skip
     if labelled:
         sections += [
@@ -395,12 +614,12 @@ def render_report(folder: Path, images: int = 2, fidelity: Path | None = None) -
             ("levels", "Score against level", "One grey line per pristine image, the mean in black. Scores should fall "
              "as the level rises; flat or rising lines point to a type the bank's references score inconsistently.", _score_vs_level(scores, types, levels, pristine)),
         ]  # fmt: skip
-    if labelled and data.matches is not None and data.matches.column("neighbours").to_pylist()[0]:
+    if matched:
         sections += [
             ("similarity", "Neighbour similarity", "How close each pristine image's bank references are in the "
              "encoder's space: low similarities mean labels borrowed from unlike content.", _similarities(data.matches)),
             ("bank", "Bank usage", "How many pristine images each reference labelled: a few dominant references "
-             "narrow the labels' diversity.", _bank_usage(data.matches, data.bank_size)),
+             "narrow the labels' diversity.", _bank_usage(data)),
         ]  # fmt: skip
     if data.kind != "build":
         sections.append(("fidelity", "Transfer fidelity", "How well the transfer rule predicts held-out references' "
@@ -412,12 +631,12 @@ def render_report(folder: Path, images: int = 2, fidelity: Path | None = None) -
     title = f"SAQT-IQA report: {folder.resolve().name} ({data.kind})"
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body><header><h1>{html.escape(title)}</h1><p>{html.escape(str(folder.resolve()))}"
-            f"</p></header><nav>{nav}</nav><main>{body}</main></body></html>")  # fmt: skip
+            f" · one self-contained file: thumbnails and plots are inline, no folder next to it</p></header><nav>{nav}</nav><main>{body}</main></body></html>")  # fmt: skip
 
 
-def write_report(folder: Path, out: Path, images: int = 2, fidelity: Path | None = None) -> Path:
+def write_report(folder: Path, out: Path, images: int = 2, fidelity: Path | None = None, pairs: int = 12) -> Path:
     """Write the report atomically to ``out``."""
-    text = render_report(folder, images, fidelity)
+    text = render_report(folder, images, fidelity, pairs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text)

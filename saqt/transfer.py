@@ -27,7 +27,7 @@ class Rule:
         if self.name not in RULES:
             raise ConfigError(f"--rule must be one of {', '.join(RULES)}, got {self.name!r}")
         if self.k < 1 or self.temperature <= 0:
-            raise ConfigError("--k must be at least 1 and --temperature positive")
+            raise ConfigError("--neighbours must be at least 1 and --temperature positive")
 
     @property
     def neighbours(self) -> int:

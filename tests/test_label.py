@@ -167,12 +167,12 @@ def test_cli_forms_of_the_issue(tmp_path, sample_build):
                                  "--metric", "psnr", "--size", "96x64", "--limit", "6"])  # fmt: skip
     assert result.exit_code == 0 and "proxy" in result.output, result.output
     result = runner.invoke(app, ["label", "--build", str(sample_build), "--bank", str(bank), "--bank-type", "synth",
-                                 "--encoder", "effnet-lite0", "--rule", "topk", "--k", "3", "--out", str(tmp_path / "l"),
+                                 "--encoder", "effnet-lite0", "--rule", "topk", "--neighbours", "3", "--out", str(tmp_path / "l"),
                                  "--loader-workers", "0"])  # fmt: skip
     assert result.exit_code == 0 and "labelled 45 images" in result.output, result.output
     report = tmp_path / "f.json"
     result = runner.invoke(app, ["fidelity", "--bank", str(bank), "--encoder", "effnet-lite0", "--rule", "topk",
-                                 "--k", "3", "--json", str(report)])  # fmt: skip
+                                 "--neighbours", "3", "--json", str(report)])  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert [line.split("SROCC")[0].strip() for line in lines[1:5]] == [

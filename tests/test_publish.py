@@ -275,7 +275,8 @@ def test_report_of_labels_has_every_section_and_embeds_everything(labelled, tmp_
     fidelity.write_text(json.dumps({"bank": "b", "encoder": "e", "references": 3, "predictors": {
         "topk": {"srocc": 0.91, "plcc": 0.88, "per_type": {"1": 0.5}}, "mean": {"srocc": 0.85, "plcc": 0.8, "per_type": {}}}}))
     page = render_report(labelled, images=3, fidelity=fidelity)
-    assert _section_ids(page) == ["summary", "grid", "histograms", "levels", "similarity", "bank", "fidelity", "errors"]
+    assert _section_ids(page) == ["summary", "matches", "screen", "grid", "histograms", "levels", "similarity", "bank",
+                                 "fidelity", "errors"]
     assert _self_contained(page)
     assert page.count('class="thumb"') == 3 * 9 and page.count('class="pristine"') == 3
     assert "not rendered" not in page and page.count('class="tname"') == 2 * len(TYPES)  # only the cells built
@@ -296,13 +297,14 @@ def test_report_of_a_build_shows_skipped_inputs(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path / "b"), "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
     page = (tmp_path / "r.html").read_text()
-    assert _section_ids(page) == ["summary", "grid", "errors"] and _self_contained(page)
+    assert _section_ids(page) == ["summary", "screen", "grid", "errors"] and _self_contained(page)
     assert "broken.png" in page and page.count('class="thumb"') == 2
 
 
 def test_report_of_a_published_set(published):
     page = render_report(published, images=1)
-    assert _section_ids(page) == ["summary", "grid", "histograms", "levels", "similarity", "bank", "fidelity", "errors"]
+    assert _section_ids(page) == ["summary", "matches", "screen", "grid", "histograms", "levels", "similarity", "bank",
+                                 "fidelity", "errors"]
     assert page.count('class="thumb"') == 9 and "No fidelity figures given" in page
 
 

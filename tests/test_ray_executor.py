@@ -36,7 +36,7 @@ def manifest_shards(out: Path) -> dict:
 @pytest.fixture(scope="module")
 def ray():
     """The ray module; a cluster that a test starts here is shut down after the module."""
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'saqt-iqa[ray]')")
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module
     yield ray
     ray.shutdown()
@@ -200,5 +200,5 @@ def test_executor_ray_without_ray_is_one_clear_line(tmp_path, monkeypatch, comma
     result = runner.invoke(app, [*command, "--executor", "ray"])
     name = " ".join(command[:2]) if command[0] == "bank" else command[0]
     assert result.exit_code == 2
-    assert result.output.strip() == f"saqt {name}: --executor ray needs Ray: pip install 'saqt-iqa[ray]'"
+    assert result.output.strip() == f"saqt {name}: --executor ray needs Ray: pip install -e '.[ray]' in the toolkit's checkout"
     assert not list(tmp_path.iterdir())
