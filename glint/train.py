@@ -6,6 +6,10 @@ evaluation (mean over random test crops), a line in ``metrics.jsonl`` and ``metr
 optimizer, scheduler, scaler, RNG state, history) written atomically; the best epoch by the selection split is
 saved as ``best.pt``. The epoch is chosen on a validation split carved from the training data;
 ``select_on="test"`` reproduces the released code's choice on the test split and is recorded as such.
+
+``fit`` in parts: ``start_session`` (process group, device, DDP wrapper, optimiser, schedule, scaler),
+``initial_state`` (resume), ``run_epochs`` (``train_epoch`` from ``make_loader``, ``evaluate_all``, ``select``,
+``save_checkpoints``); ``glint.runlog.RunLog`` shows progress and writes the logs, on rank 0 only.
 """
 
 from __future__ import annotations
@@ -310,21 +314,9 @@ def save_checkpoints(s: Session, out: Path, meta: dict, state: dict, best: bool)
                                     scaler=s.scaler.state_dict(), rng=rng, **meta, **state), out / "last.pt")  # fmt: skip
 
 
-def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", resume: bool = False,
-        progress: bool = True, tensorboard: bool = False) -> dict:  # fmt: skip
-    """Train ``model`` on ``run.train`` and return the results (also written to ``run.out/results.json``).
-    ``progress``: bars with totals and a line per epoch; ``tensorboard``: logs in ``run.out/tensorboard``."""
-    s = start_session(model, config, run.steps_per_epoch, device)
-    log = RunLog(run.out, s.rank, progress, tensorboard)  # before anything is written: a missing tensorboard stops here
-    run.out.mkdir(parents=True, exist_ok=True)
-    hint = cpu_memory_hint(s.device, max(1, config.batch_size // s.world))
-    if hint:
-        log.say(hint, err=True)
-    state = initial_state(s, run.out, config, resume)
-    meta = run_metadata(model, config, run)
-    if s.main:
-        (run.out / "run.json").write_text(json.dumps({"protocol": config.protocol, **meta}, indent=2, default=str))
-    log.restart(state["history"])
+def run_epochs(s: Session, run: Run, config: TrainConfig, state: dict, meta: dict, log: RunLog) -> float:
+    """The epochs from ``state["epoch"]`` on (until ``max_steps``), each trained, evaluated, selected, checkpointed
+    and logged; the training throughput in images per second."""
     train_seconds = train_images = 0.0
     for epoch in range(state["epoch"], config.epochs):
         if config.max_steps and state["step"] >= config.max_steps:
@@ -344,9 +336,29 @@ def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", re
         log.epoch(record, config.epochs, seconds, eval_seconds)
         if s.world > 1:
             dist.barrier()
-    log.close()
-    results = _results(model, state, config, s.device, s.world, train_images / max(train_seconds, 1e-9),
-                       run.provenance)  # fmt: skip
+    return train_images / max(train_seconds, 1e-9)
+
+
+def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", resume: bool = False,
+        progress: bool = True, tensorboard: bool = False) -> dict:  # fmt: skip
+    """Train ``model`` on ``run.train`` and return the results (also written to ``run.out/results.json``).
+    ``progress``: bars with totals and a line per epoch; ``tensorboard``: logs in ``run.out/tensorboard``."""
+    s = start_session(model, config, run.steps_per_epoch, device)
+    log = RunLog(run.out, s.rank, progress, tensorboard)  # before anything is written: a missing tensorboard stops here
+    run.out.mkdir(parents=True, exist_ok=True)
+    hint = cpu_memory_hint(s.device, max(1, config.batch_size // s.world))
+    if hint:
+        log.say(hint, err=True)
+    state = initial_state(s, run.out, config, resume)
+    meta = run_metadata(model, config, run)
+    if s.main:
+        (run.out / "run.json").write_text(json.dumps({"protocol": config.protocol, **meta}, indent=2, default=str))
+    log.restart(state["history"])
+    try:
+        rate = run_epochs(s, run, config, state, meta, log)
+    finally:
+        log.close()
+    results = _results(model, state, config, s.device, s.world, rate, run.provenance)
     if s.main:
         (run.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return results

@@ -28,12 +28,12 @@ from saqt.encoders import pick_device
 from saqt.errors import ConfigError
 from saqt.images import decode_image
 
-DEPRECATED_NAMES = {"--test-crops": "--crops"}  # old option name -> its name now (the old one keeps working)
+DEPRECATED_NAMES = {"--test-crops": "--crops"}  # old name -> name now: hidden, still accepted (a DeprecationWarning)
 
 
 class GlintCommands(OneLineErrors):
-    """The glint command group: deprecated option names rewritten to the current ones (with a note), and warnings
-    printed as one yellow line each."""
+    """The glint command group: deprecated option names rewritten to the current ones, and warnings printed as one
+    yellow line each."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, [_current_name(a) for a in args])
@@ -50,15 +50,16 @@ def _current_name(arg: str) -> str:
     name, eq, value = arg.partition("=")
     if name not in DEPRECATED_NAMES:
         return arg
-    warn(f"{name} is deprecated; use {DEPRECATED_NAMES[name]}")
+    warnings.warn(f"{name} is deprecated; use {DEPRECATED_NAMES[name]}", DeprecationWarning, stacklevel=2)
     return DEPRECATED_NAMES[name] + eq + value
 
 
-app = typer.Typer(name="glint", cls=GlintCommands, no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
+app = typer.Typer(name="glint", cls=GlintCommands, no_args_is_help=True, add_completion=False,
+                  rich_markup_mode="markdown",  # plain text: "[default]" in a help is not taken for rich markup
                   help="Train and run the GlintIQA quality model.")  # fmt: skip
 
-DATA, MODEL, TRAINING, EVALUATION, RUN, OUTPUT = "Data", "Model", "Protocol and training", "Evaluation", "Execution", \
-    "Output"  # fmt: skip
+DATA, MODEL, TRAINING = "Data", "Model", "Protocol and training"  # the help panels
+EVALUATION, RUN, OUTPUT = "Evaluation", "Execution", "Output"
 
 
 def _version(value: bool) -> None:
@@ -234,9 +235,9 @@ def finetune(
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
                 "amp": None if fp32 is None else not fp32, "select_on": select_on, "test_crops": test_crops,
                 "seed": seed}  # fmt: skip
-    config = FinetuneConfig(dataset, root, csv_file, init, protocol, settings, round_, rounds,
-                            GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa), random_init, max_steps,
-                            loader_workers)  # fmt: skip
+    config = FinetuneConfig(dataset, root, csv_file, init, protocol, settings, round=round_, rounds=rounds,
+                            model=GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa),
+                            random_init=random_init, max_steps=max_steps, loader_workers=loader_workers)  # fmt: skip
     results = run_finetune(config, out, device, resume, tensorboard=tensorboard)
     for round_number, res in results.items():
         _report(res, out if rounds == 1 else out / f"round-{round_number}")

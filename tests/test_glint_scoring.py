@@ -161,7 +161,8 @@ def test_tables_escape_formula_cells_and_name_the_scale(tmp_path):
     rows = [{"path": "=cmd|'/c calc'!A1", "score": 0.25, "label": -3.0}, {"path": "@x", "score": None, "label": 1.0}]
     write_table(rows, tmp_path / "t.csv", {"score_scale": "-1 to 1"}, ["path", "score", "label", "score_scale"])
     got = list(csv.reader((tmp_path / "t.csv").open()))
-    assert got == [["path", "score", "label", "score_scale"], ["'=cmd|'/c calc'!A1", "0.250000", "-3.000000", "'-1 to 1"],
+    assert got == [["path", "score", "label", "score_scale"],
+                   ["'=cmd|'/c calc'!A1", "0.250000", "-3.000000", "'-1 to 1"],
                    ["'@x", "", "1.000000", "'-1 to 1"]]  # fmt: skip
     write_table(rows, tmp_path / "t.json", {"score_scale": "s"}, ["path"], key="predictions")
     assert json.loads((tmp_path / "t.json").read_text()) == {"score_scale": "s", "predictions": rows}
