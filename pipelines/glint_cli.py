@@ -386,16 +386,16 @@ def predict(
         if s is None:
             warn(f"skipped {e}")
     scale = score_scale(model)
+    typer.echo(f"scores on the scale: {scale}", err=True)
     if out:
         write_scores(rows, out, {"checkpoint": str(checkpoint) if checkpoint else "random", "crops": crops,
                                  "score_scale": scale})  # fmt: skip
     else:
-        typer.echo(f"scores on the scale: {scale}", err=True)
         for p, s, _ in rows:
             if s is not None:
                 typer.echo(f"{p}\t{s:.4f}")
     failed = sum(s is None for _, s, _ in rows)
     if out:
-        typer.echo(f"scored {len(rows) - failed} images ({failed} skipped; scale: {scale}) -> {out}")
+        typer.echo(f"scored {len(rows) - failed} images ({failed} skipped) -> {out}")
     if failed == len(rows):
         raise typer.Exit(1)
