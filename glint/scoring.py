@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from glint.data import crop_views, prepare
-from saqt.errors import SaqtError
+from saqt.errors import ConfigError, SaqtError
 from saqt.images import _to_rgb, decode_image  # _to_rgb: Pillow modes to RGB exactly as a decoded file is
 from saqt.seeding import derive_seed
 
@@ -28,7 +28,7 @@ MIN_SIDE = 32  # smaller images would be enlarged more than 7x to give a 224 cro
 
 
 class UnscorableImageError(SaqtError, ValueError):
-    """An image that is read but too small to judge; one line naming it and its size."""
+    """An input that cannot be scored (too small to judge, not an image); one line naming it and why."""
 
 
 def crop_seed(seed: int, key: int | str) -> int:
@@ -50,7 +50,7 @@ def predict_images(model: torch.nn.Module, images: Iterable[tuple[np.ndarray, in
     """Mean prediction over ``crops`` random 224 crops of each (uint8 RGB image, crop seed), ``batch_size`` images
     per forward pass, the model in eval mode; fp16 autocast on CUDA when ``amp``. ``progress`` is advanced per image."""
     if crops < 1 or batch_size < 1:
-        raise SaqtError(f"crops and batch size must be at least 1, got {crops} and {batch_size}")
+        raise ConfigError(f"crops and batch size must be at least 1, got {crops} and {batch_size}")
     model.eval()
     half = amp and device.type == "cuda"
     out: list[float] = []
@@ -90,11 +90,11 @@ def as_rgb(image) -> tuple[np.ndarray, str]:
         pixels = np.asarray(_to_rgb(image))
     elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
-            raise SaqtError(f"an image array must be uint8 H x W x 3 (or H x W), got {image.dtype} {image.shape}")
+            raise UnscorableImageError(f"an image array must be uint8 H x W x 3 (or H x W), got {image.dtype} {image.shape}")
         pixels = np.ascontiguousarray(np.broadcast_to(image.reshape(*image.shape[:2], 1), (*image.shape[:2], 3))
                                       if image.ndim == 2 or image.shape[2] == 1 else image)  # fmt: skip
     else:
-        raise SaqtError(f"cannot score a {type(image).__name__}: give file paths, PIL images or uint8 arrays")
+        raise UnscorableImageError(f"cannot score a {type(image).__name__}: give file paths, PIL images or uint8 arrays")
     digest = hashlib.blake2b(str(pixels.shape).encode(), digest_size=8)
     digest.update(pixels.tobytes())
     return pixels, digest.hexdigest()
