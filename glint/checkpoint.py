@@ -18,6 +18,7 @@ import torch
 
 from glint.backbones import RANDOM, RandomWeightsWarning, rename_prefixes
 from glint.model import GlintConfig, GlintIQA
+from saqt.encoders import pick_device
 from saqt.errors import SaqtError
 
 RELEASE_OLDER_NAMES = (
@@ -134,14 +135,29 @@ def build_model(ckpt: Checkpoint) -> GlintIQA:
     return model
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> GlintIQA:
-    """The GlintIQA model a checkpoint holds (this toolkit's or the official release's), in eval mode on ``device``.
-    ``model.checkpoint`` keeps what was read (naming, configuration, other entries such as provenance)."""
+def load_model(path: str | Path | None, device: str | torch.device = "cpu") -> GlintIQA:
+    """The GlintIQA model a checkpoint holds (this toolkit's or the official release's), in eval mode on ``device``
+    ("auto" picks CUDA when present). ``model.checkpoint`` keeps what was read (naming, configuration, other entries
+    such as provenance). ``path=None`` gives the smoke-test model of ``glint predict --random-init`` (random weights,
+    seed 0, with a RandomWeightsWarning): the release publishes no weights to download."""
+    if path is None:
+        return random_model().to(_device(device)).eval()
     ckpt = read_checkpoint(path)
     model = build_model(ckpt)
     ckpt.state = {}  # the tensors now live in the model
     model.checkpoint = ckpt
-    return model.to(device).eval()
+    return model.to(_device(device)).eval()
+
+
+def _device(device: str | torch.device) -> torch.device:
+    return device if isinstance(device, torch.device) else pick_device(device)
+
+
+def random_model(seed: int = 0) -> GlintIQA:
+    """A randomly initialised model with the EfficientNet-Lite0 local branch: scores that mean nothing, for smoke
+    runs of the scoring path."""
+    torch.manual_seed(seed)
+    return GlintIQA(GlintConfig("efficientnet_lite0", RANDOM, RANDOM))
 
 
 def checkpoint_payload(model: GlintIQA, **entries) -> dict:

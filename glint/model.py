@@ -1,4 +1,4 @@
-"""GlintIQA as the official release builds it (see DESIGN.md): a ViT-S/16 global branch (VGFE), a CNN local branch
+"""GlintIQA as the official release builds it: a ViT-S/16 global branch (VGFE), a CNN local branch
 aligned to the 14 x 14 token grid (CLFE), channel-wise self-attention (CWSA), four progressive integration stages
 (CWSA + SIEM), a regression head. Module names are the release's, so its state dicts load tensor for tensor.
 """
@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
+from glint import scoring
 from glint.backbones import LOCAL_BACKBONES, ViTBackbone, random_backbones
 from saqt.errors import ConfigError
 
@@ -167,8 +169,32 @@ class GlintIQA(nn.Module):
             feature = siem(cwsa(torch.cat([tokens, feature], dim=2).transpose(1, 2)))
         return self.quality_head(feature.mean(dim=1))
 
+    def score(self, images, crops: int = 25, batch_size: int = scoring.BATCH_IMAGES, seed: int = 0,
+              progress: bool = False) -> np.ndarray:
+        """Quality scores (a float64 numpy array, one per image) of file paths, PIL images or uint8 RGB arrays, on
+        the model's device, in eval mode: the mean over ``crops`` random 224 crops per image, ``batch_size`` images
+        per forward pass; the crop protocol of ``glint evaluate`` and ``glint predict`` (see ``glint.scoring``)."""
+        return scoring.score(self, images, crops, batch_size, seed, progress)
+
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
     """(total, trainable) parameters."""
     total = sum(p.numel() for p in model.parameters())
     return total, sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def refuse_random_backbones(config: GlintConfig, random_init: bool) -> None:
+    """ConfigError when a backbone would start from random weights and ``random_init`` does not allow it."""
+    missing = config.random_backbones()
+    if missing and not random_init:
+        raise ConfigError(f"the {' and '.join(missing)} backbone{'s' if len(missing) > 1 else ''} would start from "
+                          "random weights: give --vit-weights timm|FILE and --cnn-weights torchvision|FILE (the "
+                          "downloads need internet), or --random-init to start from random weights on purpose")  # fmt: skip
+
+
+def new_model(config: GlintConfig, seed: int, random_init: bool = False) -> GlintIQA:
+    """A fresh model, its random parts initialised from ``seed``; refused when a backbone would be random without
+    ``random_init`` (random backbones warn with a RandomWeightsWarning)."""
+    refuse_random_backbones(config, random_init)
+    torch.manual_seed(seed)
+    return GlintIQA(config)

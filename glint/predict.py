@@ -1,4 +1,5 @@
-"""Scoring image files with a trained (or, for a smoke run, random) GlintIQA model, and writing the scores."""
+"""Scoring image files with a trained (or, for a smoke run, random) GlintIQA model, and writing the scores with
+their scale named."""
 
 from __future__ import annotations
 
@@ -9,14 +10,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from glint.model import GlintIQA
-from glint.train import predict_images
+from glint.scoring import BATCH_IMAGES, MIN_SIDE, UnscorableImageError, checked, crop_seed, predict_images, scoring_amp
 from saqt.encoders import pick_device
 from saqt.images import ImageDecodeError, decode_image
-from saqt.seeding import derive_seed
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-MIN_SIDE = 32  # smaller images would be enlarged more than 7x to give a 224 crop: nothing left to judge
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula
+UNKNOWN_SCALE = "unknown"
 
 
 def image_paths(inputs: list[Path]) -> list[Path]:
@@ -30,26 +30,38 @@ def image_paths(inputs: list[Path]) -> list[Path]:
     return out
 
 
+def score_scale(model: GlintIQA) -> str:
+    """What the model's scores are on: the scale of the labels it was last trained on, as its checkpoint records
+    (``unknown`` for a checkpoint without the record, such as the release's, or a random model)."""
+    meta = getattr(getattr(model, "checkpoint", None), "meta", {}) or {}
+    provenance = meta.get("provenance", {}) or {}
+    if provenance.get("score_scale"):
+        return str(provenance["score_scale"])
+    pretrain = provenance.get("pretrain", {}) or {}
+    if pretrain.get("score_scale"):
+        return f"SAQT-IQA labels, {pretrain['score_scale']}, higher is better"
+    return UNKNOWN_SCALE
+
+
 def score_files(model: GlintIQA, paths: list[Path], crops: int = 25, device: str = "auto", seed: int = 0,
-                min_side: int = MIN_SIDE):  # fmt: skip
-    """(path, score or None, reason or None) for each file, one image in memory at a time. Unreadable files and
-    images under ``min_side`` pixels on a side get their one-line reason instead of a score. Each image's crops
-    are seeded by its file name, so its score does not depend on order."""
+                min_side: int = MIN_SIDE, batch_size: int = BATCH_IMAGES):  # fmt: skip
+    """(path, score or None, reason or None) for each file, ``batch_size`` images in memory at a time. Unreadable
+    files and images under ``min_side`` pixels on a side get their one-line reason instead of a score. Each image's
+    crops are seeded by its file name, so its score does not depend on order (``GlintIQA.score`` gives the same)."""
     dev = pick_device(device)
     model.to(dev)
-    out = []
-    for p in tqdm(paths, desc="predict", unit="img", disable=len(paths) < 10):
-        try:
-            image = decode_image(p)
-        except ImageDecodeError as err:
-            out.append((p, None, str(err)))
-            continue
-        h, w = image.shape[:2]
-        if min(h, w) < min_side:
-            out.append((p, None, f"{p}: {w}x{h} is too small to score (under {min_side} px on a side)"))
-            continue
-        out.append((p, predict_images(model, [image], crops, derive_seed(seed, p.name), dev)[0], None))
-    return out
+    reasons: dict[int, str] = {}
+
+    def readable():
+        for i, p in enumerate(paths):
+            try:
+                yield checked(decode_image(p), str(p), min_side), crop_seed(seed, p.name)
+            except (ImageDecodeError, UnscorableImageError) as err:
+                reasons[i] = str(err)
+
+    with tqdm(total=len(paths), desc="predict", unit="img", disable=len(paths) < 10) as bar:
+        scores = iter(predict_images(model, readable(), crops, dev, None, batch_size, scoring_amp(model), bar))
+    return [(p, None, reasons[i]) if i in reasons else (p, next(scores), None) for i, p in enumerate(paths)]
 
 
 def spreadsheet_safe(text: str) -> str:
@@ -57,13 +69,28 @@ def spreadsheet_safe(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def write_scores(rows: list[tuple[Path, float | None, str | None]], out: Path) -> None:
-    """Scores as JSON (``.json``) or CSV (path, score, error; cells that would run as formulas escaped)."""
+def write_table(rows: list[dict], out: Path, meta: dict, columns: list[str], key: str = "rows") -> None:
+    """Rows as JSON (``.json``: ``meta`` and the rows under ``key``) or CSV (``columns``, taken from each row or from
+    ``meta``; numbers to 6 decimals, cells that would run as formulas escaped)."""
     if out.suffix == ".json":
-        out.write_text(json.dumps([{"path": str(p), "score": s, "error": e} for p, s, e in rows], indent=2))
+        out.write_text(json.dumps({**meta, key: rows}, indent=2))
         return
     with open(out, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "score", "error"])
-        writer.writerows([spreadsheet_safe(str(p)), "" if s is None else f"{s:.6f}", spreadsheet_safe(e or "")]
-                         for p, s, e in rows)  # fmt: skip
+        writer.writerow(columns)
+        writer.writerows([_cell({**meta, **row}.get(c)) for c in columns] for row in rows)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return spreadsheet_safe(str(value))
+
+
+def write_scores(rows: list[tuple[Path, float | None, str | None]], out: Path, meta: dict) -> None:
+    """Scores as JSON (``.json``: ``meta``, such as the scale, and the scores) or CSV (path, score, score_scale,
+    error)."""
+    table = [{"path": str(p), "score": s, "error": e} for p, s, e in rows]
+    write_table(table, out, meta, ["path", "score", "score_scale", "error"], key="scores")

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from glint.data import DatasetError, prepare, random_view, to_tensor
+from saqt.card import read_card
 from saqt.errors import SaqtError
 from saqt.images import decode_image
 from saqt.publish import filesystem
@@ -125,7 +126,9 @@ def _published(url: str, given: str) -> SaqtFiles:
     paths = sorted(p for p in fs.find(f"{root}/data") if p.endswith(".parquet"))
     validation = frozenset(p for p in paths if Path(p).name.startswith("validation-"))
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-    return SaqtFiles(paths, None if local else fs, None, {"published": given}, validation)
+    constants = read_card(fs.cat_file(f"{root}/{CARD}").decode())[0]["saqt"].get("run_constants", {})
+    provenance = {"published": given, "score_scale": constants.get("score_scale")}
+    return SaqtFiles(paths, None if local else fs, None, provenance, validation)
 
 
 def _pixels(column: pa.ChunkedArray) -> pa.ChunkedArray:

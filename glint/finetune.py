@@ -1,0 +1,168 @@
+"""Finetuning GlintIQA on an IQA dataset, one or several split rounds: the library side of ``glint finetune``.
+
+``run_finetune(config, out)`` loads the label table, resolves the protocol, makes each round's split, builds or
+loads the model, trains (``glint.train.fit``) and, over several rounds, writes the median test metrics to
+``out/summary.json``. What a user should know but does not stop the run (label leakage from the init checkpoint's
+pretraining, a split that is not exactly the release's) is told as a ``RunWarning`` and recorded in the provenance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from glint.checkpoint import load_model
+from glint.data import IQATable, TrainingImages, load_table, make_split, split_record
+from glint.metrics import METRICS
+from glint.model import GlintConfig, GlintIQA, new_model, refuse_random_backbones
+from glint.protocol import Protocol, resolve
+from glint.train import EvalSet, Run, TrainConfig, fit
+from saqt.errors import ConfigError
+from saqt.images import decode_image
+
+
+class RunWarning(UserWarning):
+    """A run goes ahead, but with something its user should know."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """What ``glint finetune`` is asked: the dataset, the starting point, the protocol and the settings given on top
+    of it (``settings``: epochs, batch_size, lr, schedule, amp, select_on, test_crops, seed; None or absent means the
+    protocol's), the split round(s) and the model to build when there is no ``init`` checkpoint."""
+
+    dataset: str
+    root: Path
+    csv_file: Path | None = None
+    init: Path | None = None
+    protocol: str = "honest"
+    settings: dict = field(default_factory=dict)
+    round: int | None = None
+    rounds: int = 1
+    model: GlintConfig = GlintConfig()
+    random_init: bool = False
+    max_steps: int | None = None
+    loader_workers: int = 2
+
+
+def leakage_warning(init: dict, dataset: str, test_groups: set[str]) -> str | None:
+    """A warning when the init checkpoint was pretrained on labels from references that are in this test split."""
+    bank = init.get("provenance", {}).get("pretrain", {}).get("bank", {})
+    if bank.get("kind") != dataset:
+        return None
+    excluded = {Path(r).stem for r in bank.get("excluded", [])}
+    leaked = sorted(g for g in test_groups if Path(g).stem not in excluded)
+    if not leaked:
+        return None
+    return (f"label leakage: the init checkpoint was pretrained on SAQT labels transferred from {dataset} references, "
+            f"and {len(leaked)} of this test split's references (e.g. {', '.join(leaked[:3])}) were not excluded; "
+            "relabel with `saqt label --exclude-refs` to evaluate fairly")  # fmt: skip
+
+
+def order_warning(table: IQATable, protocol: str) -> str | None:
+    """Under the release's protocol, a warning when the release indexes another file's rows than the one read."""
+    released = table.spec.get("released", {})
+    if protocol != "released" or released.get("order", "file") != "file" or table.entry.get("release_order"):
+        return None
+    files = [e["file"] for e in table.spec["labels"] if e.get("release_order")]
+    if not files:
+        return f"{table.name} has no counterpart in the release: its split rule is applied to {table.label_file}'s rows"
+    return (f"the release indexes the rows of {', '.join(files)}, not of {table.label_file.name}: the split is the "
+            "release's only if both list the images in the same order")  # fmt: skip
+
+
+def label_scale(table: IQATable, score_map: list[float] | None = None) -> str:
+    """The scale of the labels a run trains on, e.g. ``kadid10k dmos, 1 to 5, higher is better``: the manifest's
+    range (else the table's), after the release's rescaling of training scores when it applies."""
+    column = table.entry.get("score")
+    name = f"{table.name} {column if isinstance(column, str) else 'score'}"
+    if score_map:
+        a, b, c, d = score_map
+        where = f"{c:g} to {d:g} (mapped from {a:g} to {b:g})"
+    elif table.spec.get("score_range"):
+        lo, hi = table.spec["score_range"]
+        where = f"{lo:g} to {hi:g}"
+    else:
+        scores = [s.score for s in table.samples]
+        where = f"{min(scores):g} to {max(scores):g} in {table.label_file.name}"
+    return f"{name}, {where}, {'higher' if table.higher_is_better else 'lower'} is better"
+
+
+def eval_sets(table: IQATable, parts: dict) -> dict[str, EvalSet]:
+    """The validation and test parts of a split (those that are not empty) as evaluation sets."""
+    return {name: EvalSet([s.path for s in parts[name]], [s.score for s in parts[name]], decode_image, table.resize)
+            for name in ("val", "test") if parts[name]}  # fmt: skip
+
+
+def _protocols(config: FinetuneConfig, table: IQATable) -> tuple[list[Protocol], dict[int, dict]]:
+    """Each round's protocol and split; refused when the selection split is missing or images are absent."""
+    first = resolve(config.protocol, {**config.settings, "max_steps": config.max_steps}, config.round, table.spec)
+    protos = [dataclasses.replace(first, round=r) for r in range(first.round, first.round + config.rounds)]
+    splits = {p.round: make_split(table, p.name, p.round, p.settings["seed"]) for p in protos}
+    if first.settings["select_on"] == "val" and not splits[first.round]["val"]:
+        raise ConfigError("--select-on val needs a validation split, which --protocol released does not carve")
+    missing = [s.path for s in table.samples if not Path(s.path).is_file()]
+    if missing:
+        raise ConfigError(f"{len(missing)} images of {config.dataset} are missing, e.g. {missing[0]}")
+    return protos, splits
+
+
+def _start(config: FinetuneConfig, train: TrainConfig, test_groups: set[str], provenance: dict) -> GlintIQA:
+    """The round's model: the init checkpoint's (its description and any leakage recorded) or a fresh one."""
+    if not config.init:
+        provenance["init"] = None
+        return new_model(config.model, train.seed, config.random_init)
+    model = load_model(config.init)
+    provenance["init"] = model.checkpoint.describe()
+    warning = leakage_warning(model.checkpoint.meta, config.dataset, test_groups)
+    if warning:
+        warnings.warn(warning, RunWarning, stacklevel=2)
+        provenance["leakage_warning"] = warning
+    return model
+
+
+def run_finetune(config: FinetuneConfig, out: Path, device: str = "auto", resume: bool = False, progress: bool = True,
+                 tensorboard: bool = False) -> dict[int, dict]:  # fmt: skip
+    """Finetune for each round (in ``out``, or ``out/round-K`` for several) and return each round's results; over
+    several rounds, ``out/summary.json`` holds the median test metrics."""
+    if not config.init:
+        refuse_random_backbones(config.model, config.random_init)  # before any work
+    table = load_table(config.dataset, config.root, config.csv_file)
+    protos, splits = _protocols(config, table)
+    split_warning = order_warning(table, protos[0].name)
+    if split_warning:
+        warnings.warn(split_warning, RunWarning, stacklevel=2)
+    score_map = table.spec.get("released", {}).get("train_score_map") if protos[0].name == "released" else None
+    results = {}
+    for proto in protos:
+        parts, train = splits[proto.round], TrainConfig.from_protocol(proto, config.max_steps, config.loader_workers)
+        provenance = {"dataset": config.dataset, "root": str(config.root), "protocol": proto.record(),
+                      "split": split_record(table, parts, proto.name, proto.round, proto.settings["seed"]),
+                      "split_warning": split_warning, "train_score_map": score_map,
+                      "score_scale": label_scale(table, score_map)}  # fmt: skip
+        model = _start(config, train, {s.group for s in parts["test"]}, provenance)
+        images = TrainingImages(parts["train"], train.seed, table.resize, score_map)
+        run = Run(out if config.rounds == 1 else out / f"round-{proto.round}", images, eval_sets(table, parts),
+                  math.ceil(len(parts["train"]) / train.batch_size), provenance)  # fmt: skip
+        results[proto.round] = fit(model, run, train, device, resume, progress, tensorboard)
+    if config.rounds > 1:
+        write_summary(results, out)
+    return results
+
+
+def median_test(results: dict[int, dict]) -> dict[str, float]:
+    """The median over rounds of each test metric."""
+    return {k: float(np.median([res["metrics"]["test"][k] for res in results.values()])) for k in METRICS}
+
+
+def write_summary(results: dict[int, dict], out: Path) -> None:
+    """``out/summary.json``: the rounds, their median test metrics and each round's."""
+    summary = {"rounds": list(results), "median_test": median_test(results),
+               "per_round_test": {r: res["metrics"]["test"] for r, res in results.items()}}  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))

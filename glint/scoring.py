@@ -1,0 +1,119 @@
+"""Scoring images with the test-time crop protocol: the mean prediction over random 224 crops of each image, the
+crops of several images in one forward pass. The per-epoch evaluation, ``glint evaluate``, ``glint predict`` and
+``GlintIQA.score`` all score through ``predict_images``.
+
+Each image's crops are drawn from a seed derived from (seed, key): its index in an evaluation set, its file name for
+``glint predict`` and for paths given to ``GlintIQA.score``, a digest of its pixels for images given in memory; so a
+score does not depend on the order of the images, nor (beyond float rounding) on how they are grouped into passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from glint.data import crop_views, prepare
+from saqt.errors import ConfigError, SaqtError
+from saqt.images import _to_rgb, decode_image  # _to_rgb: Pillow modes to RGB exactly as a decoded file is
+from saqt.seeding import derive_seed
+
+BATCH_IMAGES = 4  # images per forward pass (x crops views): 100 views of 224 px at 25 crops
+MIN_SIDE = 32  # smaller images would be enlarged more than 7x to give a 224 crop: nothing left to judge
+
+
+class UnscorableImageError(SaqtError, ValueError):
+    """An input that cannot be scored (too small to judge, not an image); one line naming it and why."""
+
+
+def crop_seed(seed: int, key: int | str) -> int:
+    """The seed of one image's test crops."""
+    return derive_seed(seed, "test-crops", key)
+
+
+def scoring_amp(model: torch.nn.Module) -> bool:
+    """Whether to score under fp16 autocast on CUDA: as the checkpoint's training did (fp32 without a record, as the
+    release scores)."""
+    meta = getattr(getattr(model, "checkpoint", None), "meta", {}) or {}
+    return bool(meta.get("train_config", {}).get("amp", False))
+
+
+@torch.inference_mode()
+def predict_images(model: torch.nn.Module, images: Iterable[tuple[np.ndarray, int]], crops: int,
+                   device: torch.device, resize: tuple[int, int] | None = None, batch_size: int = BATCH_IMAGES,
+                   amp: bool = True, progress: tqdm | None = None) -> list[float]:  # fmt: skip
+    """Mean prediction over ``crops`` random 224 crops of each (uint8 RGB image, crop seed), ``batch_size`` images
+    per forward pass, the model in eval mode; fp16 autocast on CUDA when ``amp``. ``progress`` is advanced per image."""
+    if crops < 1 or batch_size < 1:
+        raise ConfigError(f"crops and batch size must be at least 1, got {crops} and {batch_size}")
+    model.eval()
+    half = amp and device.type == "cuda"
+    out: list[float] = []
+    pending: list[torch.Tensor] = []
+    for image, seed in images:
+        pending.append(crop_views(prepare(image, resize), crops, seed))
+        if len(pending) == batch_size:
+            out += _mean_scores(model, pending, device, half, progress)
+            pending = []
+    if pending:
+        out += _mean_scores(model, pending, device, half, progress)
+    return out
+
+
+def _mean_scores(model, views: list[torch.Tensor], device: torch.device, half: bool, progress) -> list[float]:
+    x = torch.cat(views).to(device, non_blocking=True)
+    with torch.autocast("cuda", dtype=torch.float16, enabled=half):
+        y = model(x).float()
+    if progress is not None:
+        progress.update(len(views))
+    return y.view(len(views), -1).mean(dim=1).tolist()
+
+
+def checked(image: np.ndarray, name: str, min_side: int = MIN_SIDE) -> np.ndarray:
+    """``image`` if it is large enough to judge; UnscorableImageError otherwise."""
+    h, w = image.shape[:2]
+    if min(h, w) < min_side:
+        raise UnscorableImageError(f"{name}: {w}x{h} is too small to score (under {min_side} px on a side)")
+    return image
+
+
+def as_rgb(image) -> tuple[np.ndarray, str]:
+    """(uint8 H x W x 3 pixels, crop-seed key) of a path, a PIL image or a uint8 array (H x W x 3, or H x W grey)."""
+    if isinstance(image, str | Path):
+        return decode_image(image), Path(image).name
+    if isinstance(image, Image.Image):
+        pixels = np.asarray(_to_rgb(image))
+    elif isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
+            raise UnscorableImageError(f"an image array must be uint8 H x W x 3 (or H x W), got {image.dtype} {image.shape}")
+        pixels = np.ascontiguousarray(np.broadcast_to(image.reshape(*image.shape[:2], 1), (*image.shape[:2], 3))
+                                      if image.ndim == 2 or image.shape[2] == 1 else image)  # fmt: skip
+    else:
+        raise UnscorableImageError(f"cannot score a {type(image).__name__}: give file paths, PIL images or uint8 arrays")
+    digest = hashlib.blake2b(str(pixels.shape).encode(), digest_size=8)
+    digest.update(pixels.tobytes())
+    return pixels, digest.hexdigest()
+
+
+def score(model: torch.nn.Module, images, crops: int = 25, batch_size: int = BATCH_IMAGES, seed: int = 0,
+          progress: bool = False) -> np.ndarray:  # fmt: skip
+    """Scores (float64, one per image) of paths, PIL images or uint8 arrays (one, a list, or an N x H x W x 3 array)
+    on the model's device.
+    A file that cannot be read or an image under 32 px on a side raises a one-line SaqtError naming it."""
+    single = isinstance(images, str | Path | Image.Image) or (isinstance(images, np.ndarray) and images.ndim < 4)
+    items = [images] if single else list(images)
+    device = next(model.parameters()).device
+
+    def stream() -> Iterator[tuple[np.ndarray, int]]:
+        for i, item in enumerate(items):
+            pixels, key = as_rgb(item)
+            yield checked(pixels, key if isinstance(item, str | Path) else f"image {i}"), crop_seed(seed, key)
+
+    with tqdm(total=len(items), desc="score", unit="img", disable=not progress) as bar:
+        values = predict_images(model, stream(), crops, device, None, batch_size, scoring_amp(model), bar)
+    return np.asarray(values, dtype=np.float64)
