@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 
 from pipelines.cli_common import OneLineErrors, parse_bytes, parse_int_set, parse_size
-from pipelines.executors import ExecutorKind, UnitsFailed, WorkerDied, open_executor
+from pipelines.executors import ExecutorKind, open_executor
+from saqt.executor import UnitsFailed, WorkerDied
 from saqt.sources import sample_paths, source_names
 
 # The stages' modules (torch, matplotlib, numba kernels) are imported inside the commands that use them: the
@@ -161,8 +162,8 @@ def build(
         recipe_only=recipe_only,
         images_per_shard=images_per_shard,
     )  # fmt: skip
-    with running("build", RESUME), open_executor(executor, workers, ray_address) as units:
-        manifest = run_build(config, out, units, overwrite, _command_line())
+    with running("build", RESUME), open_executor(executor, workers, ray_address) as runner:
+        manifest = run_build(config, out, runner, overwrite, _command_line())
     counts = manifest["counts"]
     typer.echo(f"built {counts['pristine']} pristine and {counts['distorted']} distorted images in "
                f"{len(manifest['done'])} shard pairs under {out}/ (manifest {out / 'build.json'})")  # fmt: skip
@@ -277,8 +278,8 @@ def bank_synth(
     config = SynthConfig(source=source, root=str(root) if root else None, list_file=str(list_file) if list_file else None,
                          limit=limit, seed=seed, size=parse_size(size), metric=metric, save_distorted=save_distorted,
                          max_upscale=max_upscale, min_jpeg_quality=min_jpeg_quality)  # fmt: skip
-    with running("bank synth", RESUME), open_executor(executor, workers, ray_address) as units:
-        bank = synth_bank(config, out, units, _command_line(), overwrite=overwrite)
+    with running("bank synth", RESUME), open_executor(executor, workers, ray_address) as runner:
+        bank = synth_bank(config, out, runner, _command_line(), overwrite=overwrite)
     typer.echo(
         f"bank of {len(bank.ref_ids)} references x 125 distortions, scored by {metric} (a proxy, not MOS), in {out}/"
     )
@@ -331,9 +332,9 @@ def label(
                              temperature=temperature, index=index, preset=preset, **settings,
                              matches=matches if matches in (None, "authors") else str(Path(matches).resolve()),
                              exclude_refs=read_exclusions(exclude_refs) if exclude_refs else ())  # fmt: skip
-        with open_executor(executor, workers, ray_address) as units:
+        with open_executor(executor, workers, ray_address) as runner:
             manifest = run_label(config, out, RunOptions(device, batch_size, loader_workers), overwrite,
-                                 _command_line(), units)  # fmt: skip
+                                 _command_line(), runner)  # fmt: skip
     typer.echo(f"labelled {manifest['counts']['labels']} images in {manifest['counts']['shards']} shards under "
                f"{out}/ (labels/, saqt-iqa/, manifest label.json)")  # fmt: skip
     if manifest["encoder"].get("matches"):

@@ -20,9 +20,10 @@ import torch
 from tqdm import tqdm
 
 from saqt.bank import Bank, BankError, bank_spec, load_bank
-from saqt.build import Executor, check_size
+from saqt.build import check_size
 from saqt.distortions import PreparedImage, catalogue_identity, distort
 from saqt.errors import ConfigError
+from saqt.executor import Executor
 from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
 from saqt.pool import choose_pool
 from saqt.pristine import prepare_pristine

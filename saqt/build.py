@@ -11,17 +11,16 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
 
 from saqt.distortions import PreparedImage, catalogue_identity, distort, random_params, spec
 from saqt.errors import ConfigError, SaqtError
+from saqt.executor import Executor
 from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
 from saqt.pool import Pool, choose_pool
 from saqt.pristine import prepare_pristine
@@ -118,13 +117,6 @@ class UnitResult:
     shards: dict[str, dict]
     errors: list[tuple[str, str]] = field(default_factory=list)
     images: int = 0
-
-
-class Executor(Protocol):
-    """Runs a function over work items, yielding results as they finish (any order). Errors name an item by
-    the function's ``describe(item)`` where it has one."""
-
-    def map_unordered(self, fn: Callable, items: Iterable) -> Iterator: ...
 
 
 def plan_cells(config: BuildConfig, pristine_id: str) -> list[tuple[int, int]]:

@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from saqt.bank import Bank, BankError, check_scorable, load_bank, normalise_scores
-from saqt.build import Executor
 from saqt.embed import cached_embeddings, embed_images
 from saqt.encoders import load_encoder, pick_device
 from saqt.errors import ConfigError
+from saqt.executor import Executor
 from saqt.match import INDEX_KINDS, build_index, search
 from saqt.matches import read_matches
 from saqt.reader import BuildReader
@@ -232,8 +232,8 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
 
     The build is checked against its manifest's checksums and the bank's scores are checked before any work; a
     build, bank and rule that would leave any image without a score are refused before any shard is written.
-    The shards are written by ``executor`` (default: here, one after another); an executor with a
-    ``gpu_embedder(encoder, device)`` may also embed the images on its GPUs.
+    The shards are written by ``executor`` (default: here, one after another), whose ``gpu_embedder`` may also
+    embed the images on its GPUs.
     """
     pick_device(run.device)  # refuse a device this machine lacks before any work
     reader = BuildReader(Path(config.build))
@@ -254,8 +254,7 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
         inputs["matches"] = {"source": config.matches, "sha256": read_matches(config.matches).sha256}
     fresh = new_manifest("label", json.loads(json.dumps(asdict(config))), inputs, len(units), command)
     with StageWriter(out, fresh, overwrite, {"--build": config.build, "--bank": config.bank}, _save) as writer:
-        gpu_embedder = getattr(executor, "gpu_embedder", None)
-        embed = gpu_embedder(config.encoder, run.device) if gpu_embedder and not config.matches else None
+        embed = executor.gpu_embedder(config.encoder, run.device) if executor and not config.matches else None
         labels, encoder = transfer_labels(config, reader, bank, scores, out, run, embed)
         refuse_unscored(reader, labels, cells)
         writer.manifest.update({"encoder": encoder, "rule": config.transfer_rule.describe(),
