@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -30,7 +31,7 @@ from glint.model import GlintConfig, GlintIQA
 from glint.predict import MIN_SIDE, image_paths, score_files, write_scores
 from glint.protocol import PROTOCOLS, Protocol, resolve
 from glint.train import EvalSet, Run, TrainConfig, evaluate, fit
-from pipelines.cli_common import OneLineErrors
+from pipelines.cli_common import OneLineErrors, fail_command
 from saqt.encoders import pick_device
 from saqt.errors import ConfigError
 from saqt.images import decode_image
@@ -67,9 +68,7 @@ Cwsa = Annotated[str, typer.Option(help="released (the release's CWSA, reshape i
                                         "as is; not the release's).")]  # fmt: skip
 
 
-def fail(command: str, err: Exception | str, code: int = 2) -> None:
-    typer.echo(f"glint {command}: {err}", err=True)
-    raise typer.Exit(code) from None
+fail = partial(fail_command, "glint")
 
 
 def warn(message: str) -> None:

@@ -6,13 +6,15 @@ import json
 import shlex
 import sys
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipelines.cli_common import OneLineErrors, parse_bytes, parse_int_set, parse_size
+from pipelines.cli_common import OneLineErrors, fail_command, parse_bytes, parse_int_set, parse_size
 from pipelines.executors import ExecutorKind, open_executor
+from saqt.encoders.base import encoder_forms
 from saqt.executor import UnitsFailed, WorkerDied
 from saqt.sources import sample_paths, source_names
 
@@ -151,6 +153,7 @@ def build(
 ) -> None:
     """Distort pristine images into Parquet shards; rerun the same command to resume."""
     from saqt.build import BuildConfig, run_build
+    from saqt.shards import BUILD_MANIFEST
 
     w, h = parse_size(size)
     config = BuildConfig(
@@ -166,7 +169,7 @@ def build(
         manifest = run_build(config, out, runner, overwrite, _command_line())
     counts = manifest["counts"]
     typer.echo(f"built {counts['pristine']} pristine and {counts['distorted']} distorted images in "
-               f"{len(manifest['done'])} shard pairs under {out}/ (manifest {out / 'build.json'})")  # fmt: skip
+               f"{len(manifest['done'])} shard pairs under {out}/ (manifest {out / BUILD_MANIFEST})")  # fmt: skip
     if counts["skipped"]:
         reasons = ", ".join(f"{n} {kind}" for kind, n in sorted(counts["skipped_by_reason"].items()))
         typer.echo(f"skipped {counts['skipped']} inputs ({reasons}); see {out / 'errors.jsonl'}")
@@ -178,10 +181,7 @@ def build(
                                                                       looser.items()) + " (recorded in build.json)")
 
 
-def fail(command: str, err: Exception, code: int) -> None:
-    """Print ``saqt <command>: <one-line reason>`` and exit with ``code``."""
-    typer.echo(f"saqt {command}: {err}", err=True)
-    raise typer.Exit(code) from None
+fail = partial(fail_command, "saqt")
 
 
 def _command_line() -> str:
@@ -244,9 +244,7 @@ def fetch_command(
         raise typer.Exit(1)
 
 
-ENCODER_HELP = ("clip:<open_clip model>@<pretrained tag or checkpoint path> (default clip:ViT-B-32@laion2b_s34b_b79k), "
-                "effnet-lite0 (offline, ImageNet), or resnet50|resnet101[@weights file] (the authors' encoder: "
-                "torchvision ImageNet weights, downloaded unless a file is given).")
+ENCODER_HELP = f"One of: {encoder_forms(about=True)}. Default clip:ViT-B-32@laion2b_s34b_b79k."
 
 
 @bank_app.command("synth")
@@ -391,7 +389,7 @@ def fidelity(
         enc = load_encoder(encoder, device)
         embeddings = embed_images(enc, [str(p) for p in labelled.images])
     report = leave_one_out(scores, embeddings, transfer_rule, seed)
-    names = {rule: f"{rule} ({encoder}, k={transfer_rule.neighbours})", "mean": "mean baseline (content-agnostic)",
+    names = {rule: f"{rule} ({encoder}, k={transfer_rule.neighbour_count})", "mean": "mean baseline (content-agnostic)",
              "random": "random other reference", "oracle": "oracle: best other reference (ceiling)"}  # fmt: skip
     typer.echo(f"leave-one-reference-out on {report.references} references of {bank} "
                f"({'proxy scores' if labelled.proxy else 'human scores'}):")  # fmt: skip

@@ -28,7 +28,6 @@ from saqt.screen import Screen
 from saqt.seeding import derive_seed
 from saqt.shards import (
     BUILD_ERRORS,
-    BUILD_MANIFEST,
     DISTORTED_SCHEMA,
     PRISTINE_SCHEMA,
     ShardWriter,
@@ -38,8 +37,6 @@ from saqt.shards import (
 from saqt.sources import Quota, SourceItem, list_source, read_selection
 from saqt.stage import StageWriter, new_manifest
 
-MANIFEST = BUILD_MANIFEST
-ERROR_LOG = BUILD_ERRORS
 ALL_TYPES = tuple(range(1, 26))
 ALL_LEVELS = tuple(range(1, 6))
 MAX_SIDE = 4096  # canonical images are distorted 125 ways in memory: a ceiling well above the paper's 512 x 384
@@ -190,7 +187,7 @@ def _fresh_manifest(config: BuildConfig, listing_errors, pool: Pool, units: int,
     manifest["screen"] = {**config.pristine_screen.describe(), "screened": pool.screened,
                           "refused": len(pool.refused), "duplicates": pool.duplicates}  # fmt: skip
     manifest["screen_errors"] = [list(e) for e in pool.refused]
-    manifest["aux"] = [ERROR_LOG]
+    manifest["aux"] = [BUILD_ERRORS]
     return manifest
 
 
@@ -207,7 +204,7 @@ def _save(out: Path, manifest: dict) -> None:
         "skipped_by_reason": dict(Counter(reason_kind(e["reason"]) for e in errors)),
         "duplicates": manifest.get("screen", {}).get("duplicates", 0),
     }
-    write_json_atomic(out / ERROR_LOG, errors, lines=True)
+    write_json_atomic(out / BUILD_ERRORS, errors, lines=True)
 
 
 def reason_kind(reason: str) -> str:
@@ -243,7 +240,7 @@ def run_build(config: BuildConfig, out: Path, executor: Executor, overwrite: boo
         counts = manifest["counts"]
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(counts["skipped_by_reason"].items()))
         raise NothingBuilt(f"nothing built: none of the {counts['skipped']} inputs of source {config.source!r} is "
-                           f"usable ({reasons or 'none listed'}); see {out / ERROR_LOG}")  # fmt: skip
+                           f"usable ({reasons or 'none listed'}); see {out / BUILD_ERRORS}")  # fmt: skip
     return manifest
 
 
