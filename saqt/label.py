@@ -139,7 +139,7 @@ def transfer_labels(config: LabelConfig, reader: BuildReader, bank: Bank, scores
                              out / caches[0], desc="embed bank", **kw)  # fmt: skip
     images = cached_embeddings(encoder, pristine, out / caches[1], desc="embed pristine", **kw)
     index = build_index(np.stack([refs[r] for r in bank.ref_ids]), kind=config.index)
-    sims, nn = search(index, np.stack([images[p] for p in ids]), rule.neighbours)
+    sims, nn = search(index, np.stack([images[p] for p in ids]), rule.neighbour_count)
     labels = _labels(ids, sims, nn, rule, bank, scores, caches)
     return labels, {"encoder": encoder.id, "weights": encoder.weights}
 
@@ -262,7 +262,7 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
                                 "aux": list(labels.caches)})  # fmt: skip
         constants = {"score_scale": config.normalise, "bank": f"{bank.kind}:{Path(config.bank).name}",
                      "bank_proxy": bank.proxy, "encoder": encoder["encoder"], "encoder_weights": encoder["weights"],
-                     "rule": config.rule, "k": config.transfer_rule.neighbours,
+                     "rule": config.rule, "k": config.transfer_rule.neighbour_count,
                      "temperature": config.temperature if config.rule == "topk" else None}  # fmt: skip
         pending = writer.pending(units)
         task = _LabelTask(reader, labels, constants, out)
