@@ -9,7 +9,6 @@ classifier) are dropped; a tensor the model needs that is missing or of another 
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from glint.backbones import RANDOM, RandomWeightsWarning, rename_prefixes
 from glint.model import GlintConfig, GlintIQA
 from saqt.encoders import pick_device
 from saqt.errors import SaqtError
+from saqt.shards import sha256_file
 
 RELEASE_OLDER_NAMES = (
     ("transformer.", "vgfe.backbone."), ("cnn.", "clfe.backbone."), ("patch_embed1.", "clfe.patch_embed1."),
@@ -57,14 +57,6 @@ class Checkpoint:
         """What provenance records about it."""
         return {"path": str(self.path), "sha256": sha256_file(self.path), "naming": self.naming,
                 "model_config": self.config.as_dict(), "provenance": self.meta.get("provenance", {})}  # fmt: skip
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def torch_load(path: Path) -> object:

@@ -1,6 +1,7 @@
-"""GlintIQA as the official release builds it: a ViT-S/16 global branch (VGFE), a CNN local branch
-aligned to the 14 x 14 token grid (CLFE), channel-wise self-attention (CWSA), four progressive integration stages
-(CWSA + SIEM), a regression head. Module names are the release's, so its state dicts load tensor for tensor.
+"""GlintIQA as the official release builds it (SYSU-Video/GlintIQA at commit 34c8936, glintiqa/models/): a ViT-S/16
+global branch (VGFE), a CNN local branch aligned to the 14 x 14 token grid (CLFE), channel-wise self-attention
+(CWSA), four progressive integration stages (CWSA + SIEM), a regression head. Module names are the release's, so
+its state dicts load tensor for tensor.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import NoReturn
 
 import click
 import typer
@@ -23,6 +24,12 @@ class OneLineErrors(TyperGroup):
             names = [root.command.name or root.info_name, *ctx.command_path.split(" ")[1:], ctx.invoked_subcommand]
             typer.echo(f"{' '.join(n for n in names if n)}: {err}", err=True)
             raise typer.Exit(2) from None
+
+
+def fail_command(app: str, command: str, err: Exception | str, code: int = 2) -> NoReturn:
+    """Print ``<app> <command>: <one-line reason>`` and exit with ``code``."""
+    typer.echo(f"{app} {command}: {err}", err=True)
+    raise typer.Exit(code) from None
 
 
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}

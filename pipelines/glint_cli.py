@@ -7,6 +7,7 @@ import csv
 import math
 import os
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +26,7 @@ from glint.pretrain_data import SaqtTraining, held_out_rows, open_saqt
 from glint.protocol import PROTOCOLS, resolve
 from glint.scoring import BATCH_IMAGES, MIN_SIDE, scoring_amp
 from glint.train import EvalSet, Run, TrainConfig, eval_metrics, fit, main_process, planned_batches, score_eval_set
-from pipelines.cli_common import OneLineErrors
+from pipelines.cli_common import OneLineErrors, fail_command
 from saqt import __version__
 from saqt.encoders import pick_device
 from saqt.errors import ConfigError
@@ -127,9 +128,7 @@ CsvFile = Annotated[Path | None, typer.Option("--csv", help="Label table (with -
                                               rich_help_panel=DATA)]  # fmt: skip
 
 
-def fail(command: str, err: Exception | str, code: int = 2) -> None:
-    typer.echo(f"glint {command}: {err}", err=True)
-    raise typer.Exit(code) from None
+fail = partial(fail_command, "glint")
 
 
 def warn(message: str) -> None:

@@ -16,10 +16,11 @@ import ray
 from ray.util import ActorPool
 from tqdm import tqdm
 
-from pipelines.executors import THREAD_VARS, UnitsFailed, _init_worker
+from pipelines.workers import THREAD_VARS, init_worker
 from saqt.embed import embed_images
 from saqt.encoders import Encoder, load_encoder
 from saqt.errors import ConfigError
+from saqt.executor import UnitsFailed
 from saqt.shards import Locator
 
 SINGLE_THREADED = {"env_vars": dict.fromkeys(THREAD_VARS, "1")}  # as LocalExecutor's worker processes
@@ -28,7 +29,7 @@ BATCHES_PER_CALL = 8  # embedding batches an actor takes at a time
 
 @ray.remote(num_cpus=1)
 def _run_unit(fn: Callable, item):
-    _init_worker()
+    init_worker()
     return fn(item)
 
 

@@ -6,13 +6,16 @@ import json
 import shlex
 import sys
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipelines.cli_common import OneLineErrors, parse_bytes, parse_int_set, parse_size
-from pipelines.executors import ExecutorKind, UnitsFailed, WorkerDied, open_executor
+from pipelines.cli_common import OneLineErrors, fail_command, parse_bytes, parse_int_set, parse_size
+from pipelines.executors import ExecutorKind, open_executor
+from saqt.encoders.base import encoder_forms
+from saqt.executor import UnitsFailed, WorkerDied
 from saqt.sources import sample_paths, source_names
 
 # The stages' modules (torch, matplotlib, numba kernels) are imported inside the commands that use them: the
@@ -193,6 +196,7 @@ def build(
 ) -> None:
     """Distort pristine images into Parquet shards; rerun the same command to resume."""
     from saqt.build import BuildConfig, run_build
+    from saqt.shards import BUILD_MANIFEST
 
     w, h = parse_size(size)
     config = BuildConfig(
@@ -204,11 +208,11 @@ def build(
         recipe_only=recipe_only,
         images_per_shard=images_per_shard,
     )  # fmt: skip
-    with running("build", RESUME), open_executor(executor, workers, ray_address) as units:
-        manifest = run_build(config, out, units, overwrite, _command_line())
+    with running("build", RESUME), open_executor(executor, workers, ray_address) as runner:
+        manifest = run_build(config, out, runner, overwrite, _command_line())
     counts = manifest["counts"]
     typer.echo(f"built {counts['pristine']} pristine and {counts['distorted']} distorted images in "
-               f"{len(manifest['done'])} shard pairs under {out}/ (manifest {out / 'build.json'})")  # fmt: skip
+               f"{len(manifest['done'])} shard pairs under {out}/ (manifest {out / BUILD_MANIFEST})")  # fmt: skip
     if counts["skipped"]:
         reasons = ", ".join(f"{n} {kind}" for kind, n in sorted(counts["skipped_by_reason"].items()))
         typer.echo(f"skipped {counts['skipped']} inputs ({reasons}); see {out / 'errors.jsonl'}")
@@ -220,10 +224,7 @@ def build(
                                                                       looser.items()) + " (recorded in build.json)")
 
 
-def fail(command: str, err: Exception, code: int) -> None:
-    """Print ``saqt <command>: <one-line reason>`` and exit with ``code``."""
-    typer.echo(f"saqt {command}: {err}", err=True)
-    raise typer.Exit(code) from None
+fail = partial(fail_command, "saqt")
 
 
 def _renamed(command: str, old: str, old_value, new: str, value):
@@ -294,9 +295,7 @@ def fetch_command(
         raise typer.Exit(1)
 
 
-ENCODER_HELP = ("clip:<open_clip model>@<pretrained tag or checkpoint path> (default clip:ViT-B-32@laion2b_s34b_b79k), "
-                "effnet-lite0 (offline, ImageNet), or resnet50|resnet101[@weights file] (the authors' encoder: "
-                "torchvision ImageNet weights, downloaded unless a file is given).")
+ENCODER_HELP = f"One of: {encoder_forms(about=True)}. Default clip:ViT-B-32@laion2b_s34b_b79k."
 
 
 @bank_app.command("synth")
@@ -328,8 +327,8 @@ def bank_synth(
     config = SynthConfig(source=source, root=str(root) if root else None, list_file=str(list_file) if list_file else None,
                          limit=limit, seed=seed, size=parse_size(size), metric=metric, save_distorted=save_distorted,
                          max_upscale=max_upscale, min_jpeg_quality=min_jpeg_quality)  # fmt: skip
-    with running("bank synth", RESUME), open_executor(executor, workers, ray_address) as units:
-        bank = synth_bank(config, out, units, _command_line(), overwrite=overwrite)
+    with running("bank synth", RESUME), open_executor(executor, workers, ray_address) as runner:
+        bank = synth_bank(config, out, runner, _command_line(), overwrite=overwrite)
     typer.echo(
         f"bank of {len(bank.ref_ids)} references x 125 distortions, scored by {metric} (a proxy, not MOS), in {out}/"
     )
@@ -397,9 +396,9 @@ def label(
                              temperature=temperature, index=index, preset=preset, **settings,
                              matches=matches if matches in (None, "authors") else str(Path(matches).resolve()),
                              exclude_refs=read_exclusions(exclude_refs) if exclude_refs else ())  # fmt: skip
-        with open_executor(executor, workers, ray_address) as units:
+        with open_executor(executor, workers, ray_address) as runner:
             manifest = run_label(config, out, RunOptions(device, batch_size, loader_workers), overwrite,
-                                 _command_line(), units)  # fmt: skip
+                                 _command_line(), runner)  # fmt: skip
     typer.echo(f"labelled {manifest['counts']['labels']} images in {manifest['counts']['shards']} shards under "
                f"{out}/ (labels/, saqt-iqa/, manifest label.json)")  # fmt: skip
     if manifest["encoder"].get("matches"):
@@ -459,7 +458,7 @@ def fidelity(
         enc = load_encoder(encoder, device)
         embeddings = embed_images(enc, [str(p) for p in labelled.images])
     report = leave_one_out(scores, embeddings, transfer_rule, seed)
-    names = {rule: f"{rule} ({encoder}, k={transfer_rule.neighbours})", "mean": "mean baseline (content-agnostic)",
+    names = {rule: f"{rule} ({encoder}, k={transfer_rule.neighbour_count})", "mean": "mean baseline (content-agnostic)",
              "random": "random other reference", "oracle": "oracle: best other reference (ceiling)"}  # fmt: skip
     typer.echo(f"leave-one-reference-out on {report.references} references of {bank} "
                f"({'proxy scores' if labelled.proxy else 'human scores'}):")  # fmt: skip

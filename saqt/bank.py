@@ -12,16 +12,15 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from functools import cache
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from saqt.columns import pick_column
 from saqt.errors import SaqtError
 from saqt.shards import BANK_MANIFEST
 from saqt.stage import FORMAT, open_stage
+from saqt.yaml_manifests import named_manifest
 
 KINDS = ("kadid10k", "csv", "synth")
 PROVENANCE = ("metric", "score_meaning", "config", "command", "toolkit_version")  # of a bank.json, kept with labels
@@ -31,12 +30,9 @@ class BankError(SaqtError, ValueError):
     """A bank that cannot be read as asked; one line naming the file and the problem."""
 
 
-@cache
 def bank_spec(kind: str) -> dict:
     """The manifest of bank kind ``kind``."""
-    if kind not in KINDS:
-        raise BankError(f"unknown bank type {kind!r}; choose one of: {', '.join(KINDS)}")
-    return yaml.safe_load(files("manifests").joinpath("banks", f"{kind}.yaml").read_text())
+    return named_manifest("banks", kind, BankError, "bank type")
 
 
 @dataclass(frozen=True)
@@ -130,13 +126,6 @@ def check_scorable(bank: Bank, cells: list[tuple[int, int]], build: str) -> None
                         f"the build {build} renders ({shown}); use a bank that scores them, or build without them")  # fmt: skip
 
 
-def _first(candidates: list[str], available: list[str], what: str, path: Path) -> str:
-    found = next((c for c in candidates if c in available), None)
-    if found is None:
-        raise BankError(f"{path} has no {what} column (one of {candidates}; found {available})")
-    return found
-
-
 def _read_rows(path: Path) -> tuple[list[dict], list[str]]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -186,8 +175,8 @@ def _load_kadid(root: Path, spec: dict, path: Path | None = None) -> tuple:
     if path is None:
         raise BankError(f"{root} has no KADID-10k score file ({' or '.join(spec['score_files'])})")
     rows, columns = _read_rows(path)
-    dist_col = _first(spec["distorted_columns"], columns, "distorted-image", path)
-    score_col = _first(spec["score_columns"], columns, "score", path)
+    dist_col = columns[pick_column(spec["distorted_columns"], columns, "distorted-image", path, BankError)]
+    score_col = columns[pick_column(spec["score_columns"], columns, "score", path, BankError)]
     pattern = re.compile(spec["distorted_pattern"])
     triples = []
     for i, row in enumerate(rows, start=2):

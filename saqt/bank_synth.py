@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from saqt.bank import Bank, BankError, bank_spec, load_bank
-from saqt.build import Executor, check_size
+from saqt.bank import KINDS, Bank, BankError, bank_spec, load_bank
+from saqt.build import check_size
 from saqt.distortions import PreparedImage, catalogue_identity, distort
 from saqt.errors import ConfigError
+from saqt.executor import Executor
 from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
 from saqt.pool import choose_pool
 from saqt.pristine import prepare_pristine
@@ -34,6 +35,7 @@ from saqt.stage import StageConflict, StageWriter, file_entry, new_manifest
 
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window
 CELLS = [(t, lv) for t in range(1, 26) for lv in range(1, 6)]
+SYNTH_DATASET = "dataset.csv"  # the distortions a synth bank saves, rated: a small dataset for `glint finetune`
 
 
 def ms_ssim(reference: np.ndarray, distorted: list[np.ndarray]) -> list[float]:
@@ -158,7 +160,7 @@ def _write_tables(out: Path, manifest: dict) -> dict:
                        for (t, lv), s in zip(CELLS, unit["scores"], strict=True) if f"{t:02d}_{lv:02d}" in unit["files"]]  # fmt: skip
     tables = {bank_spec("synth")["score_files"][0]: (["ref", "type", "level", "score"], rows)}
     if images:  # a small rated dataset of its own, for `glint finetune --dataset csv --csv dataset.csv`
-        tables["dataset.csv"] = (["path", "score", "ref"], images)
+        tables[SYNTH_DATASET] = (["path", "score", "ref"], images)
     for name, (header, table) in tables.items():
         text = io.StringIO(newline="")
         writer = csv.writer(text)
@@ -166,6 +168,11 @@ def _write_tables(out: Path, manifest: dict) -> dict:
         writer.writerows(sorted(table))
         write_bytes_atomic(out / name, text.getvalue().encode())
     return {name: file_entry(out, out / name) for name in tables}
+
+
+def _bank_files() -> list[str]:
+    """The files that make a folder a bank of some kind, or the rated dataset a synth bank writes."""
+    return [*(name for kind in KINDS for name in bank_spec(kind)["score_files"]), SYNTH_DATASET]
 
 
 def _save(manifest: dict) -> None:
@@ -192,7 +199,7 @@ def synth_bank(config: SynthConfig, out: Path, executor: Executor, command: str 
     if not items:
         raise SourceError(f"no reference image of source {config.source!r} passes the screen "
                           f"(refused: {[list(e) for e in (listing.errors + pool.refused)[:3]]})")  # fmt: skip
-    if not (out / BANK_MANIFEST).exists() and any((out / n).exists() for n in ("scores.csv", "dataset.csv", "dmos.csv")):
+    if not (out / BANK_MANIFEST).exists() and any((out / n).exists() for n in _bank_files()):
         raise StageConflict(f"{out} holds a bank that `saqt bank synth` did not write; choose another --out")
     fresh = _fresh_manifest(config, listing.errors + pool.refused, items, command)
     fresh["screen"] = {**config.reference_screen.describe(), "screened": pool.screened, "duplicates": pool.duplicates}

@@ -11,17 +11,16 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
 
 from saqt.distortions import PreparedImage, catalogue_identity, distort, random_params, spec
 from saqt.errors import ConfigError, SaqtError
+from saqt.executor import Executor
 from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
 from saqt.pool import Pool, choose_pool
 from saqt.pristine import prepare_pristine
@@ -29,7 +28,6 @@ from saqt.screen import Screen
 from saqt.seeding import derive_seed
 from saqt.shards import (
     BUILD_ERRORS,
-    BUILD_MANIFEST,
     DISTORTED_SCHEMA,
     PRISTINE_SCHEMA,
     ShardWriter,
@@ -39,8 +37,6 @@ from saqt.shards import (
 from saqt.sources import Quota, SourceItem, list_source, read_selection
 from saqt.stage import StageWriter, new_manifest
 
-MANIFEST = BUILD_MANIFEST
-ERROR_LOG = BUILD_ERRORS
 ALL_TYPES = tuple(range(1, 26))
 ALL_LEVELS = tuple(range(1, 6))
 MAX_SIDE = 4096  # canonical images are distorted 125 ways in memory: a ceiling well above the paper's 512 x 384
@@ -120,13 +116,6 @@ class UnitResult:
     images: int = 0
 
 
-class Executor(Protocol):
-    """Runs a function over work items, yielding results as they finish (any order). Errors name an item by
-    the function's ``describe(item)`` where it has one."""
-
-    def map_unordered(self, fn: Callable, items: Iterable) -> Iterator: ...
-
-
 def plan_cells(config: BuildConfig, pristine_id: str) -> list[tuple[int, int]]:
     """The (type, level) cells rendered for one pristine image: all selected, or a seeded subset."""
     cells = [(t, lv) for t in config.types for lv in config.levels]
@@ -198,7 +187,7 @@ def _fresh_manifest(config: BuildConfig, listing_errors, pool: Pool, units: int,
     manifest["screen"] = {**config.pristine_screen.describe(), "screened": pool.screened,
                           "refused": len(pool.refused), "duplicates": pool.duplicates}  # fmt: skip
     manifest["screen_errors"] = [list(e) for e in pool.refused]
-    manifest["aux"] = [ERROR_LOG]
+    manifest["aux"] = [BUILD_ERRORS]
     return manifest
 
 
@@ -215,7 +204,7 @@ def _save(out: Path, manifest: dict) -> None:
         "skipped_by_reason": dict(Counter(reason_kind(e["reason"]) for e in errors)),
         "duplicates": manifest.get("screen", {}).get("duplicates", 0),
     }
-    write_json_atomic(out / ERROR_LOG, errors, lines=True)
+    write_json_atomic(out / BUILD_ERRORS, errors, lines=True)
 
 
 def reason_kind(reason: str) -> str:
@@ -251,7 +240,7 @@ def run_build(config: BuildConfig, out: Path, executor: Executor, overwrite: boo
         counts = manifest["counts"]
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(counts["skipped_by_reason"].items()))
         raise NothingBuilt(f"nothing built: none of the {counts['skipped']} inputs of source {config.source!r} is "
-                           f"usable ({reasons or 'none listed'}); see {out / ERROR_LOG}")  # fmt: skip
+                           f"usable ({reasons or 'none listed'}); see {out / BUILD_ERRORS}")  # fmt: skip
     return manifest
 
 

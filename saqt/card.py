@@ -112,7 +112,9 @@ def _matching_line(encoder: dict, transfer: dict) -> str:
 
 
 def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
-    """README.md text: ``meta`` as front matter, then a readable description built from it."""
+    """README.md text: ``meta`` as front matter, then a readable description built from it.
+
+    Long because it is the card's template: one line of it per line of the card."""
     p = meta["saqt"]["provenance"]
     splits = {s["name"]: s["num_examples"] for s in meta["dataset_info"]["splits"]}
     bank, transfer, dist = p["bank"], p["transfer"], p["distortions"]

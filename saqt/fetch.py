@@ -23,7 +23,6 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.resources import files
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -33,6 +32,7 @@ from tqdm import tqdm
 from saqt import __version__
 from saqt.errors import SaqtError
 from saqt.shards import sha256_file, write_json_atomic
+from saqt.yaml_manifests import manifest_text
 
 RECORD = "saqt-fetch.json"
 STAGING_SENTINEL = ".saqt-fetch-staging"
@@ -96,7 +96,7 @@ class FetchOptions:
 
 def fetch_sources(manifest: Path | None = None) -> dict[str, DatasetSource]:
     """Every dataset of ``manifests/fetch.yaml`` (or of ``manifest``), by name."""
-    text = Path(manifest).read_text() if manifest else files("manifests").joinpath("fetch.yaml").read_text()
+    text = Path(manifest).read_text() if manifest else manifest_text("fetch.yaml")
     return {name: _dataset_source(name, entry) for name, entry in yaml.safe_load(text).items()}
 
 

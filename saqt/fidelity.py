@@ -59,7 +59,7 @@ def leave_one_out(scores: np.ndarray, embeddings: np.ndarray | None, rule: Rule,
     if rule.name != "mean":
         if embeddings is None:
             raise ConfigError(f"rule {rule.name} needs the bank's reference images to embed")
-        k = min(rule.neighbours, r - 1)
+        k = min(rule.neighbour_count, r - 1)
         sims, ids = search(build_index(embeddings), embeddings, k + 1)
         own = ids == np.arange(r)[:, None]  # drop each reference from its own neighbours
         keep = ~own & (np.cumsum(~own, axis=1) <= k)

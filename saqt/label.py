@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from saqt.bank import Bank, BankError, check_scorable, load_bank, normalise_scores
-from saqt.build import Executor
 from saqt.embed import cached_embeddings, embed_images
 from saqt.encoders import load_encoder, pick_device
 from saqt.errors import ConfigError
+from saqt.executor import Executor
 from saqt.match import INDEX_KINDS, build_index, search
 from saqt.matches import read_matches
 from saqt.reader import BuildReader
@@ -135,7 +135,7 @@ def transfer_labels(config: LabelConfig, reader: BuildReader, bank: Bank, scores
                              out / caches[0], desc="embed bank", **kw)  # fmt: skip
     images = cached_embeddings(encoder, pristine, out / caches[1], desc="embed pristine", **kw)
     index = build_index(np.stack([refs[r] for r in bank.ref_ids]), kind=config.index)
-    sims, nn = search(index, np.stack([images[p] for p in ids]), rule.neighbours)
+    sims, nn = search(index, np.stack([images[p] for p in ids]), rule.neighbour_count)
     labels = _labels(ids, sims, nn, rule, bank, scores, caches)
     return labels, {"encoder": encoder.id, "weights": encoder.weights}
 
@@ -230,8 +230,8 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
 
     The build is checked against its manifest's checksums and the bank's scores are checked before any work; a
     build, bank and rule that would leave any image without a score are refused before any shard is written.
-    The shards are written by ``executor`` (default: here, one after another); an executor with a
-    ``gpu_embedder(encoder, device)`` may also embed the images on its GPUs.
+    The shards are written by ``executor`` (default: here, one after another), whose ``gpu_embedder`` may also
+    embed the images on its GPUs.
     """
     pick_device(run.device)  # refuse a device this machine lacks before any work
     reader = BuildReader(Path(config.build))
@@ -252,8 +252,7 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
         inputs["matches"] = {"source": config.matches, "sha256": read_matches(config.matches).sha256}
     fresh = new_manifest("label", json.loads(json.dumps(asdict(config))), inputs, len(units), command)
     with StageWriter(out, fresh, overwrite, {"--build": config.build, "--bank": config.bank}, _save) as writer:
-        gpu_embedder = getattr(executor, "gpu_embedder", None)
-        embed = gpu_embedder(config.encoder, run.device) if gpu_embedder and not config.matches else None
+        embed = executor.gpu_embedder(config.encoder, run.device) if executor and not config.matches else None
         labels, encoder = transfer_labels(config, reader, bank, scores, out, run, embed)
         refuse_unscored(reader, labels, cells)
         writer.manifest.update({"encoder": encoder, "rule": config.transfer_rule.describe(),
@@ -261,7 +260,7 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
                                 "aux": list(labels.caches)})  # fmt: skip
         constants = {"score_scale": config.normalise, "bank": f"{bank.kind}:{Path(config.bank).name}",
                      "bank_proxy": bank.proxy, "encoder": encoder["encoder"], "encoder_weights": encoder["weights"],
-                     "rule": config.rule, "k": config.transfer_rule.neighbours,
+                     "rule": config.rule, "k": config.transfer_rule.neighbour_count,
                      "temperature": config.temperature if config.rule == "topk" else None}  # fmt: skip
         pending = writer.pending(units)
         task = _LabelTask(reader, labels, constants, out)

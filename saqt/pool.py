@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from saqt.executor import Executor
 from saqt.images import ImageDecodeError
 from saqt.pristine import prepare_pristine
 from saqt.screen import Screen
@@ -62,7 +63,7 @@ def _next_round(order: list[SourceItem], start: int, quota: Quota) -> list[int]:
 
 
 def choose_pool(items: list[SourceItem], quota: Quota, seed: int, size: tuple[int, int], screen: Screen,
-                max_pixels: int, executor, progress: bool = True) -> Pool:  # fmt: skip
+                max_pixels: int, executor: Executor, progress: bool = True) -> Pool:  # fmt: skip
     """Screen ``items`` in the seeded order until ``quota`` is full; see the module docstring."""
     order = sorted(items, key=lambda it: rank(seed, it))
     task = _ScreenChunk(size, screen, max_pixels)

@@ -11,16 +11,15 @@ import os
 import tarfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
 from saqt.errors import SaqtError
 from saqt.seeding import derive_seed
+from saqt.yaml_manifests import manifest_names, named_manifest
 
 
 class SourceError(SaqtError, ValueError):
@@ -55,18 +54,14 @@ class Listing:
     layout: str
 
 
-@cache
 def source_spec(name: str) -> dict:
     """The manifest of source ``name``."""
-    path = files("manifests").joinpath("sources", f"{name}.yaml")
-    if not path.is_file():
-        raise SourceError(f"unknown source {name!r}; choose one of: {', '.join(source_names())}")
-    return yaml.safe_load(path.read_text())
+    return named_manifest("sources", name, SourceError, "source")
 
 
 def source_names() -> list[str]:
     """Names of the available sources."""
-    return sorted(p.name.removesuffix(".yaml") for p in files("manifests").joinpath("sources").iterdir())
+    return manifest_names("sources")
 
 
 def sample_root() -> Path:

@@ -30,7 +30,7 @@ class Rule:
             raise ConfigError("--neighbours must be at least 1 and --temperature positive")
 
     @property
-    def neighbours(self) -> int:
+    def neighbour_count(self) -> int:
         """How many nearest references the rule reads."""
         return {"top1": 1, "topk": self.k, "mean": 0}[self.name]
 
@@ -38,7 +38,7 @@ class Rule:
         """Provenance of the rule."""
         return {
             "rule": self.name,
-            "k": self.neighbours,
+            "k": self.neighbour_count,
             "temperature": self.temperature if self.name == "topk" else None,
         }
 

@@ -132,7 +132,7 @@ def test_top1_copies_the_nearest_reference_like_the_authors():
     pristine = np.array([[0.2, 0.9, 0.1, 0, 0, 0, 0, 0]], np.float32)
     pristine /= np.linalg.norm(pristine)
     rule = Rule("top1")
-    sims, ids = search(build_index(refs), pristine, rule.neighbours)
+    sims, ids = search(build_index(refs), pristine, rule.neighbour_count)
     assert ids.tolist() == [[1]]
     np.testing.assert_array_equal(transfer(ids, neighbour_weights(sims, rule), scores)[0], scores[1])
 

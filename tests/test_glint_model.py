@@ -1,4 +1,5 @@
-"""GlintIQA: the architecture of DESIGN.md, CWSA, frozen parts, determinism, learning, backbone weights; the metrics."""
+"""GlintIQA: the official release's architecture (glintiqa/models/ at commit 34c8936), CWSA, frozen parts,
+determinism, learning, backbone weights; the metrics."""
 
 from __future__ import annotations
 

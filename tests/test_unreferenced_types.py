@@ -18,7 +18,7 @@ from scipy.ndimage import uniform_filter
 
 from saqt.distortions import distort, random_params
 from saqt.distortions.prepared import PreparedImage
-from saqt.distortions.registry import KERNELS
+from saqt.distortions.registry import RENDERERS
 
 
 def half_up(x):
@@ -159,7 +159,7 @@ def jitter_case() -> tuple[np.ndarray, np.ndarray]:
 def test_jitter_displacement_field_is_the_reference_codes():
     """Backward mapping: J'(r, c) = J(r - Sy(r, c), c - Sx(r, c)) with edges replicated, five passes."""
     img, fields = jitter_case()
-    out = KERNELS[19].apply(PreparedImage(img), 1.0, FixedShifts(fields))
+    out = RENDERERS[19].apply(PreparedImage(img), 1.0, FixedShifts(fields))
     rows, cols = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
     expected = img
     for sy, sx in fields:
@@ -199,7 +199,7 @@ def test_jitter_is_five_passes_of_keys_bicubic_warping(level, strength):
     for _ in range(5):
         sy, sx = strength * rng.standard_normal((2, *img.shape[:2]))
         expected = keys_warp(expected, sy, sx)
-    out = KERNELS[19].apply(PreparedImage(img), strength, np.random.default_rng(7))
+    out = RENDERERS[19].apply(PreparedImage(img), strength, np.random.default_rng(7))
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
     assert np.array_equal(distort(img, 19, level, seed=7), final_stretch(expected))
 

@@ -6,16 +6,16 @@ import numpy as np
 
 from saqt.distortions.prepared import PreparedImage
 from saqt.distortions.primitives import disk_kernel, filter2d, gaussian_filter, motion_kernel
-from saqt.distortions.registry import kernel
+from saqt.distortions.registry import renderer
 
 
-@kernel(1)
+@renderer(1)
 def gaussian_blur(src: PreparedImage, sigma: float) -> np.ndarray:
     """``imgaussfilt`` with radius ceil(2 sigma) and replicate padding."""
     return gaussian_filter(src.x, sigma)
 
 
-@kernel(2)
+@renderer(2)
 def lens_blur(src: PreparedImage, radius: float) -> np.ndarray:
     """Correlation with the anti-aliased disk ``fspecial('disk', radius)``."""
     return filter2d(src.x, disk_kernel(radius))
@@ -26,7 +26,7 @@ def draw_motion(rng: np.random.Generator, shape: tuple[int, int], length: float)
     return {"angle": int(rng.integers(0, 181))}
 
 
-@kernel(3, draw=draw_motion)
+@renderer(3, draw=draw_motion)
 def motion_blur(src: PreparedImage, length: float, params: dict):
     """Correlation with the line kernel ``fspecial('motion', length, angle)``."""
     k = motion_kernel(length, float(params["angle"]))

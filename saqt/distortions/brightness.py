@@ -8,7 +8,7 @@ import numpy as np
 
 from saqt.distortions.prepared import Indexed, PreparedImage
 from saqt.distortions.primitives import curve_parabola, lab2rgb_clipped
-from saqt.distortions.registry import kernel
+from saqt.distortions.registry import renderer
 
 
 @numba.vectorize(["float64(float64, float64)"], cache=True)
@@ -17,7 +17,7 @@ def _two_to_one(a: float, b: float) -> float:
     return (2.0 * a + b) / 3.0
 
 
-@kernel(16)
+@renderer(16)
 def brighten(src: PreparedImage, amount: float) -> np.ndarray:
     """Mean of two tone curves with midpoint 0.5 + a/2: twice on R, G, B, once on L*."""
     mid = 0.5 + amount / 2
@@ -27,13 +27,13 @@ def brighten(src: PreparedImage, amount: float) -> np.ndarray:
     return _two_to_one(rgb_curve, lab2rgb_clipped(lab))
 
 
-@kernel(17)
+@renderer(17)
 def darken(src: PreparedImage, amount: float) -> Indexed:
     """Tone curve with midpoint 0.5 - a/2 on R, G, B."""
     return Indexed(src.u8, curve_parabola(src.x_lut, 0.5 - amount / 2))
 
 
-@kernel(18)
+@renderer(18)
 def mean_shift(src: PreparedImage, offset: float) -> Indexed:
     """Add ``offset`` to every sample and clip (the final stretch turns this into a gain or a crush)."""
     return Indexed(src.u8, np.clip(src.x_lut + offset, 0.0, 1.0))

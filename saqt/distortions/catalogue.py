@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.resources import files
 from numbers import Integral
 
-import yaml
+from saqt.yaml_manifests import manifest_text, read_manifest
 
 MANIFEST = "distortions/kadid10k.yaml"
 FIDELITY = ("exact", "replay", "distribution", "approximation")
@@ -51,7 +50,7 @@ def check_level(level: int) -> int:
 @lru_cache(maxsize=1)
 def catalogue() -> tuple[DistortionSpec, ...]:
     """The 25 distortion types in id order."""
-    data = yaml.safe_load(files("manifests").joinpath(MANIFEST).read_text())
+    data = read_manifest(MANIFEST)
     specs = []
     for entry in data["types"]:
         spec = DistortionSpec(**{**entry, "values": tuple(float(v) for v in entry["values"])})
@@ -66,8 +65,7 @@ def catalogue() -> tuple[DistortionSpec, ...]:
 @lru_cache(maxsize=1)
 def catalogue_identity() -> dict:
     """Which catalogue, its version and the SHA-256 of its manifest, as recorded in build provenance."""
-    text = files("manifests").joinpath(MANIFEST).read_text()
-    data = yaml.safe_load(text)
+    data, text = read_manifest(MANIFEST), manifest_text(MANIFEST)
     return {"name": data["catalogue"], "version": data["version"], "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 

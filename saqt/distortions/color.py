@@ -16,7 +16,7 @@ from saqt.distortions.primitives import (
     mround,
     rgb2gray,
 )
-from saqt.distortions.registry import kernel
+from saqt.distortions.registry import renderer
 
 BYTE_LUT = np.arange(256, dtype=np.float64) / 255.0
 
@@ -26,7 +26,7 @@ def chroma_float32(src: PreparedImage) -> np.ndarray:
     return np.ascontiguousarray(src.lab[..., 1:], dtype=np.float32)
 
 
-@kernel(4)
+@renderer(4)
 def color_diffusion(src: PreparedImage, amount: float) -> np.ndarray:
     """Blur a* and b* with sigma 1.5 a + 2 and scale them by a; L* unchanged."""
     lab = src.lab.copy()
@@ -56,7 +56,7 @@ def draw_direction(rng: np.random.Generator, shape: tuple[int, int], amount: flo
     return {"direction": rng.random(2).tolist()}
 
 
-@kernel(5, draw=draw_direction)
+@renderer(5, draw=draw_direction)
 def color_shift(src: PreparedImage, amount: float, params: dict) -> np.ndarray:
     """Shift the green channel down-right by ``round(amount * u / |u|)`` px and blend it in at edges."""
     u = np.asarray(params["direction"], dtype=np.float64)
@@ -71,7 +71,7 @@ def _moments(src: PreparedImage) -> np.ndarray:
     return colour_moments(src.rgb8)
 
 
-@kernel(6)
+@renderer(6)
 def color_quantization(src: PreparedImage, colors: float) -> Indexed:
     """Reduce to an n-colour minimum-variance palette, then map with Floyd-Steinberg error diffusion."""
     palette = Image.new("P", (1, 1))
@@ -91,7 +91,7 @@ def _towards(v: float, factor: float, c: float) -> float:
     return v - factor * (v - c)
 
 
-@kernel(7)
+@renderer(7)
 def color_saturation_hsv(src: PreparedImage, factor: float) -> np.ndarray:
     """Scale HSV saturation by ``factor`` with no clipping.
 
@@ -101,7 +101,7 @@ def color_saturation_hsv(src: PreparedImage, factor: float) -> np.ndarray:
     return _towards(src.shared(channel_max), factor, src.x)
 
 
-@kernel(8)
+@renderer(8)
 def color_saturation_lab(src: PreparedImage, factor: float) -> np.ndarray:
     """Scale a* and b* by ``factor``; back to sRGB, clipped."""
     lab = src.lab.copy()

@@ -9,7 +9,7 @@ from PIL import Image
 
 from saqt.distortions.color import BYTE_LUT
 from saqt.distortions.prepared import Indexed, PreparedImage
-from saqt.distortions.registry import kernel
+from saqt.distortions.registry import renderer
 
 
 def _round_trip(src: PreparedImage, **save_args) -> Indexed:
@@ -20,13 +20,13 @@ def _round_trip(src: PreparedImage, **save_args) -> Indexed:
         return Indexed(np.asarray(decoded.convert("RGB")), BYTE_LUT)
 
 
-@kernel(9)
+@renderer(9)
 def jpeg2000(src: PreparedImage, ratio: float) -> Indexed:
     """Lossy JPEG 2000 (9/7 wavelet, RGB->YCbCr) at compression ratio ``ratio``."""
     return _round_trip(src, format="JPEG2000", quality_mode="rates", quality_layers=[ratio], irreversible=True, mct=1)
 
 
-@kernel(10)
+@renderer(10)
 def jpeg(src: PreparedImage, quality: float) -> Indexed:
     """Baseline JPEG at IJG quality ``quality`` with 4:2:0 chroma subsampling."""
     return _round_trip(src, format="JPEG", quality=int(quality), subsampling="4:2:0")

@@ -6,7 +6,7 @@ import numpy as np
 
 from saqt.distortions.catalogue import check_level, spec
 from saqt.distortions.prepared import PreparedImage, quantised_output
-from saqt.distortions.registry import KERNELS
+from saqt.distortions.registry import RENDERERS
 
 
 def _prepared(image: np.ndarray | PreparedImage) -> PreparedImage:
@@ -15,11 +15,11 @@ def _prepared(image: np.ndarray | PreparedImage) -> PreparedImage:
 
 def random_params(dist_type: int, level: int, shape: tuple[int, int], seed: int = 0) -> dict:
     """The parameters ``distort`` draws for this cell (angle, direction, patches, blocks); ``{}`` for the others."""
-    kern = KERNELS[spec(dist_type).id]
+    renderer = RENDERERS[spec(dist_type).id]
     check_level(level)
-    if kern.draw is None:
+    if renderer.draw is None:
         return {}
-    return kern.draw(np.random.default_rng(seed), shape, spec(dist_type).value(level))
+    return renderer.draw(np.random.default_rng(seed), shape, spec(dist_type).value(level))
 
 
 def distort(
@@ -37,16 +37,16 @@ def distort(
     entry = spec(dist_type)
     value = entry.value(level)
     src = _prepared(image)
-    kern = KERNELS[entry.id]
-    if params is not None and kern.draw is None:
+    renderer = RENDERERS[entry.id]
+    if params is not None and renderer.draw is None:
         raise ValueError(f"type {entry.id} ({entry.name}) has no replayable parameters")
     if src.constant:
         return src.u8.copy()
-    if kern.draw is not None:
-        drawn = params if params is not None else kern.draw(np.random.default_rng(seed), src.shape, value)
-        result = kern.apply(src, value, drawn)
-    elif kern.noise:
-        result = kern.apply(src, value, np.random.default_rng(seed))
+    if renderer.draw is not None:
+        drawn = params if params is not None else renderer.draw(np.random.default_rng(seed), src.shape, value)
+        result = renderer.apply(src, value, drawn)
+    elif renderer.noise:
+        result = renderer.apply(src, value, np.random.default_rng(seed))
     else:
-        result = kern.apply(src, value)
+        result = renderer.apply(src, value)
     return quantised_output(result)

@@ -100,6 +100,7 @@ def _nelder_mead(cost, args, x0, tol_x, tol_f, max_iter, max_evals):
     """Nelder-Mead simplex search with the steps, initial simplex and stopping rule of MATLAB's fminsearch.
 
     Minimises ``_evaluate(cost, x, args)``: Python runs it for any callable, numba compiles it for a tag.
+    Long because it follows fminsearch step for step, so the two read side by side.
     """
     n = x0.size
     simplex = np.empty((n + 1, n))

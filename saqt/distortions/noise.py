@@ -12,7 +12,7 @@ import numpy as np
 
 from saqt.distortions.prepared import PreparedImage
 from saqt.distortions.primitives import rgb2ycbcr, ycbcr2rgb
-from saqt.distortions.registry import kernel
+from saqt.distortions.registry import renderer
 
 GUIDED_RADIUS = 3  # the denoiser's windows are 7 x 7 pixels
 GUIDED_EPS_GAIN = 6.0  # its regularisation is 6 x the noise variance
@@ -29,13 +29,13 @@ def gaussian_noise(x: np.ndarray, variance: float, rng: np.random.Generator) -> 
     return _add_clipped(x, np.sqrt(variance), rng.standard_normal(x.shape))
 
 
-@kernel(11, noise=True)
+@renderer(11, noise=True)
 def white_noise(src: PreparedImage, variance: float, rng: np.random.Generator) -> np.ndarray:
     """Additive Gaussian noise on R, G, B."""
     return gaussian_noise(src.x, variance, rng)
 
 
-@kernel(12, noise=True)
+@renderer(12, noise=True)
 def white_noise_color_component(src: PreparedImage, variance: float, rng: np.random.Generator) -> np.ndarray:
     """Additive Gaussian noise on Y, Cb and Cr (BT.601), back to RGB, clipped."""
     return ycbcr2rgb(gaussian_noise(rgb2ycbcr(src.x), variance, rng))
@@ -49,7 +49,7 @@ def _salt_and_pepper(x: float, draw: float, density: float) -> float:
     return 1.0 if draw < density else x
 
 
-@kernel(13, noise=True)
+@renderer(13, noise=True)
 def impulse_noise(src: PreparedImage, density: float, rng: np.random.Generator) -> np.ndarray:
     """Salt and pepper: each sample becomes 0 with probability d/2 and 1 with probability d/2."""
     return _salt_and_pepper(src.x, rng.random(src.x.shape), density)
@@ -61,7 +61,7 @@ def _speckle(x: float, scale: float, draw: float) -> float:
     return min(max(x + x * (scale * (draw - 0.5)), 0.0), 1.0)
 
 
-@kernel(14, noise=True)
+@renderer(14, noise=True)
 def multiplicative_noise(src: PreparedImage, variance: float, rng: np.random.Generator) -> np.ndarray:
     """Speckle: ``x + x n`` with n uniform, zero mean, variance ``variance``."""
     return _speckle(src.x, np.sqrt(12 * variance), rng.random(src.x.shape))
@@ -97,7 +97,7 @@ def guided_denoise(x: np.ndarray, variance: float) -> np.ndarray:
     return _guided_output(box(gain), x, box(mean - gain * mean))
 
 
-@kernel(15, noise=True)
+@renderer(15, noise=True)
 def denoise(src: PreparedImage, variance: float, rng: np.random.Generator) -> np.ndarray:
     """Gaussian noise, then each channel denoised on its own.
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-KERNELS: dict[int, Kernel] = {}
+RENDERERS: dict[int, Renderer] = {}
 
 
 @dataclass(frozen=True)
-class Kernel:
+class Renderer:
     """How a type renders.
 
     ``apply(src, value)`` for deterministic types; ``apply(src, value, params)`` with
@@ -22,13 +22,13 @@ class Kernel:
     noise: bool = False
 
 
-def kernel(type_id: int, *, draw: Callable | None = None, noise: bool = False) -> Callable:
+def renderer(type_id: int, *, draw: Callable | None = None, noise: bool = False) -> Callable:
     """Register the decorated function as the renderer of ``type_id``."""
 
     def register(fn: Callable) -> Callable:
-        if type_id in KERNELS:
+        if type_id in RENDERERS:
             raise RuntimeError(f"distortion type {type_id} registered twice")
-        KERNELS[type_id] = Kernel(fn, draw, noise)
+        RENDERERS[type_id] = Renderer(fn, draw, noise)
         return fn
 
     return register

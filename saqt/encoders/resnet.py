@@ -9,7 +9,6 @@ as ``resnet101@/path/to/resnet101-5d3b4d8f.pth`` (a torchvision state dict, read
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 import torchvision
 
 from saqt.encoders.base import EncoderError
+from saqt.shards import sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,7 +61,7 @@ def _state_dict(name: str, argument: str) -> tuple[dict, str]:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # a pickle that is not plain tensors, or not a torch file at all
             raise EncoderError(f"{path} is not a torch state dict readable with weights_only=True ({err})") from None
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = sha256_file(path)
         return state, f"{path.name} sha256:{digest[:16]}"
     url = RELEASE_WEIGHTS[name]
     try:
