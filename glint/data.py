@@ -17,20 +17,19 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass, field
-from functools import cache
-from importlib.resources import files
 from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 from torch.utils.data import Dataset
 
+from saqt.columns import pick_column
 from saqt.errors import SaqtError
 from saqt.images import decode_image
 from saqt.seeding import derive_seed
+from saqt.yaml_manifests import manifest_names, named_manifest
 
 CROP = 224
 RELEASE_TRAIN_FRACTION = 0.8
@@ -40,18 +39,13 @@ class DatasetError(SaqtError, ValueError):
     """A dataset that cannot be read as asked; one line naming the file and the problem."""
 
 
-@cache
 def dataset_spec(name: str) -> dict:
     """The manifest of dataset ``name``."""
-    path = files("manifests").joinpath("datasets", f"{name}.yaml")
-    if not path.is_file():
-        raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
-    return yaml.safe_load(path.read_text())
+    return named_manifest("datasets", name, DatasetError, "dataset")
 
 
 def dataset_names() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in files("manifests").joinpath("datasets").iterdir()
-                  if p.name.endswith(".yaml"))  # fmt: skip
+    return manifest_names("datasets")
 
 
 @dataclass(frozen=True)
@@ -104,23 +98,11 @@ def _read_rows(path: Path) -> tuple[list[str], list[list]]:
     return ["" if c is None else str(c).strip() for c in rows[0]], rows[1:]
 
 
-def _column(wanted, header: list[str], what: str, path: Path, required: bool = True) -> int | None:
-    """The index of a column given by name, by position, or as a list of candidate names."""
-    if wanted is None:
-        return None
-    if isinstance(wanted, int):
-        return wanted
-    candidates = [wanted] if isinstance(wanted, str) else list(wanted)
-    found = next((header.index(c) for c in candidates if c in header), None)
-    if found is None and required:
-        raise DatasetError(f"{path} has no {what} column (one of {candidates}; found {header})")
-    return found
-
-
 def _entry_for(spec: dict, header: list[str], path: Path) -> dict:
     """The manifest entry whose image and score columns this label file has."""
     for entry in spec["labels"]:
-        if all(_column(entry.get(k), header, k, path, required=False) is not None for k in ("image", "score")):
+        if all(pick_column(entry.get(k), header, k, path, DatasetError, required=False) is not None
+               for k in ("image", "score")):
             return entry
     wanted = "; or ".join(f"{e['image']} and {e['score']}" for e in spec["labels"])
     raise DatasetError(f"{path} has no image and score columns of {spec['name']} (expected {wanted}; found {header})")
@@ -172,11 +154,11 @@ def load_table(name: str, root: Path, label_file: Path | None = None) -> IQATabl
     label_file = Path(label_file)
     header, rows = _read_rows(label_file)
     entry = _entry_for(spec, header, label_file)
-    image_col = _column(entry["image"], header, "image", label_file)
-    score_col = _column(entry["score"], header, "score", label_file)
-    ref_col = _column(entry.get("reference"), header, "reference", label_file,
-                      required=not entry.get("reference_optional"))  # fmt: skip
-    split_col = _column(entry.get("split"), header, "split", label_file, required=False)
+    image_col = pick_column(entry["image"], header, "image", label_file, DatasetError)
+    score_col = pick_column(entry["score"], header, "score", label_file, DatasetError)
+    ref_col = pick_column(entry.get("reference"), header, "reference", label_file, DatasetError,
+                          required=not entry.get("reference_optional"))  # fmt: skip
+    split_col = pick_column(entry.get("split"), header, "split", label_file, DatasetError, required=False)
     index = None
     if spec.get("case_insensitive"):
         index = {(d, p.name.lower()): p for d in spec["image_dirs"] if (root / d).is_dir() for p in (root / d).iterdir()}
