@@ -433,71 +433,17 @@ def fidelity(
 ) -> None:
     """Leave-one-reference-out: how well the rule predicts each reference's scores from the others. With
     --matches: how a file of given matches uses the bank, and how often this toolkit's encoder agrees with it."""
-    if matches is not None:
-        _fidelity_of_matches(matches, bank, bank_type, images, encoder, device, as_json)
-        return
-    import numpy as np
-
-    from saqt.bank import BankError, load_bank, normalise_scores
-    from saqt.distortions import catalogue
-    from saqt.embed import embed_images
-    from saqt.encoders import load_encoder
-    from saqt.fidelity import leave_one_out
+    from saqt.fidelity import FidelityConfig, run_fidelity
     from saqt.transfer import Rule
 
-    if bank is None:
-        raise BankError("give --bank (or --matches to score a matches file)")
-    labelled = load_bank(bank, bank_type)
-    transfer_rule = Rule(rule, _renamed("fidelity", "--k", old_k, "--neighbours", neighbours), temperature)
-    scores = normalise_scores(labelled.scores, normalise)
-    embeddings = None
-    if rule != "mean":
-        if not labelled.has_images:
-            raise BankError(f"rule {rule} needs the reference images, and {bank} has only the label table; "
-                            "use --rule mean for the baselines alone")  # fmt: skip
-        enc = load_encoder(encoder, device)
-        embeddings = embed_images(enc, [str(p) for p in labelled.images])
-    report = leave_one_out(scores, embeddings, transfer_rule, seed)
-    names = {rule: f"{rule} ({encoder}, k={transfer_rule.neighbour_count})", "mean": "mean baseline (content-agnostic)",
-             "random": "random other reference", "oracle": "oracle: best other reference (ceiling)"}  # fmt: skip
-    typer.echo(f"leave-one-reference-out on {report.references} references of {bank} "
-               f"({'proxy scores' if labelled.proxy else 'human scores'}):")  # fmt: skip
-    for key, row in report.rows.items():
-        plcc = "" if np.isnan(row["plcc"]) else f"  PLCC {row['plcc']:.3f}"
-        typer.echo(f"  {names[key]:<55} SROCC {row['srocc']:.3f}{plcc}")
-    shown = [key for key in report.rows if report.rows[key]["per_type"]]
-    typer.echo("  per type SROCC:  " + "  ".join(f"{key:>7}" for key in shown))
-    for t in range(1, 26):
-        cells = "  ".join(f"{report.rows[key]['per_type'][t]:7.3f}" for key in shown)
-        typer.echo(f"    {t:2d} {catalogue()[t - 1].name:<28} {cells}")
+    count = _renamed("fidelity", "--k", old_k, "--neighbours", neighbours)
+    config = FidelityConfig(bank, bank_type, matches, images, encoder, Rule(rule, count, temperature), normalise, seed,
+                            device)  # fmt: skip
+    figures, lines = run_fidelity(config)
+    for line in lines:
+        typer.echo(line)
     if as_json:
-        as_json.write_text(json.dumps({"bank": str(bank), "encoder": encoder, **transfer_rule.describe(),
-                                       "normalise": normalise, **report.as_dict()}, indent=2))  # fmt: skip
-
-
-def _fidelity_of_matches(matches: str, bank: Path | None, bank_type: str | None, images: Path | None, encoder: str,
-                         device: str, as_json: Path | None) -> None:  # fmt: skip
-    """``saqt fidelity --matches``: usage skew, and top-1 agreement where the images are at hand."""
-    from saqt.bank import load_bank
-    from saqt.fidelity import score_matches
-    from saqt.matches import read_matches
-
-    given = read_matches(matches)
-    report = score_matches(given, load_bank(bank, bank_type) if bank else None, images, encoder, device)
-    u = report["usage"]
-    of_bank = f" of {u['bank_references']}" if u["bank_references"] else ""
-    typer.echo(f"{u['images']:,} images matched to {u['references_used']} references{of_bank} ({report['how']}):")
-    typer.echo(f"  most used {u['most_used'][0]}: {u['most_used'][1]:,} images; least used {u['least_used'][0]}: "
-               f"{u['least_used'][1]:,}; top 5 label {u['top5_share']:.1%}; effective number of references "
-               f"{u['effective_references']:.1f}")  # fmt: skip
-    a = report["agreement"]
-    if a is None:
-        typer.echo("  top-1 agreement: not measured (give --images with the matched images and --bank with its images)")
-    else:
-        typer.echo(f"  top-1 agreement with {a['encoder']}: {a['agree']:,} of {a['compared']:,} ({a['rate']:.1%}); "
-                   f"{a['missing_images']:,} matched images not found under {images}")  # fmt: skip
-    if as_json:
-        as_json.write_text(json.dumps({"matches": report}, indent=2))
+        as_json.write_text(json.dumps(figures, indent=2))
 
 
 @app.command("publish")

@@ -132,3 +132,87 @@ def score_matches(matches, bank=None, images: Path | None = None, encoder: str |
     report["agreement"] = {**top1_agreement(given, own), "missing_images": len(listing.errors), "encoder": enc.id,
                            "weights": enc.weights, "own_top1": own}  # fmt: skip
     return report
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    """What ``saqt fidelity`` measures: leave-one-reference-out on ``bank`` with ``rule``, or, given ``matches``, how
+    a matches file uses the bank and (with ``images``) how often ``encoder`` agrees with it."""
+
+    bank: Path | None = None
+    bank_type: str | None = None
+    matches: str | None = None
+    images: Path | None = None
+    encoder: str = "clip:ViT-B-32@laion2b_s34b_b79k"
+    rule: Rule = Rule()
+    normalise: str = "minmax:0:9"
+    seed: int = 0
+    device: str = "auto"
+
+
+def run_fidelity(config: FidelityConfig) -> tuple[dict, list[str]]:
+    """The figures (as ``saqt fidelity --json`` writes them) and the lines that report them."""
+    if config.matches is not None:
+        return _fidelity_of_matches(config)
+    from saqt.bank import BankError, load_bank, normalise_scores
+    from saqt.embed import embed_images
+    from saqt.encoders import load_encoder
+
+    if config.bank is None:
+        raise BankError("give --bank (or --matches to score a matches file)")
+    labelled = load_bank(config.bank, config.bank_type)
+    embeddings = None
+    if config.rule.name != "mean":
+        if not labelled.has_images:
+            raise BankError(f"rule {config.rule.name} needs the reference images, and {config.bank} has only the "
+                            "label table; use --rule mean for the baselines alone")  # fmt: skip
+        encoder = load_encoder(config.encoder, config.device)
+        embeddings = embed_images(encoder, [str(p) for p in labelled.images])
+    report = leave_one_out(normalise_scores(labelled.scores, config.normalise), embeddings, config.rule, config.seed)
+    figures = {"bank": str(config.bank), "encoder": config.encoder, **config.rule.describe(),
+               "normalise": config.normalise, **report.as_dict()}  # fmt: skip
+    kind = "proxy scores" if labelled.proxy else "human scores"
+    lines = [f"leave-one-reference-out on {report.references} references of {config.bank} ({kind}):"]
+    return figures, lines + _leave_one_out_lines(report, config)
+
+
+def _leave_one_out_lines(report: FidelityReport, config: FidelityConfig) -> list[str]:
+    """Each predictor's SROCC (and PLCC), then per type."""
+    from saqt.distortions import catalogue
+
+    rule = config.rule.name
+    names = {rule: f"{rule} ({config.encoder}, k={config.rule.neighbour_count})",
+             "mean": "mean baseline (content-agnostic)", "random": "random other reference",
+             "oracle": "oracle: best other reference (ceiling)"}  # fmt: skip
+    lines = []
+    for key, row in report.rows.items():
+        plcc = "" if np.isnan(row["plcc"]) else f"  PLCC {row['plcc']:.3f}"
+        lines.append(f"  {names[key]:<55} SROCC {row['srocc']:.3f}{plcc}")
+    shown = [key for key in report.rows if report.rows[key]["per_type"]]
+    lines.append("  per type SROCC:  " + "  ".join(f"{key:>7}" for key in shown))
+    for t in range(1, 26):
+        cells = "  ".join(f"{report.rows[key]['per_type'][t]:7.3f}" for key in shown)
+        lines.append(f"    {t:2d} {catalogue()[t - 1].name:<28} {cells}")
+    return lines
+
+
+def _fidelity_of_matches(config: FidelityConfig) -> tuple[dict, list[str]]:
+    """``saqt fidelity --matches``: usage skew, and top-1 agreement where the images are at hand."""
+    from saqt.bank import load_bank
+    from saqt.matches import read_matches
+
+    bank = load_bank(config.bank, config.bank_type) if config.bank else None
+    report = score_matches(read_matches(config.matches), bank, config.images, config.encoder, config.device)
+    u = report["usage"]
+    of_bank = f" of {u['bank_references']}" if u["bank_references"] else ""
+    lines = [f"{u['images']:,} images matched to {u['references_used']} references{of_bank} ({report['how']}):",
+             f"  most used {u['most_used'][0]}: {u['most_used'][1]:,} images; least used {u['least_used'][0]}: "
+             f"{u['least_used'][1]:,}; top 5 label {u['top5_share']:.1%}; effective number of references "
+             f"{u['effective_references']:.1f}"]  # fmt: skip
+    a = report["agreement"]
+    if a is None:
+        lines.append("  top-1 agreement: not measured (give --images with the matched images and --bank with its images)")
+    else:
+        lines.append(f"  top-1 agreement with {a['encoder']}: {a['agree']:,} of {a['compared']:,} ({a['rate']:.1%}); "
+                     f"{a['missing_images']:,} matched images not found under {config.images}")  # fmt: skip
+    return {"matches": report}, lines

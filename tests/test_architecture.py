@@ -11,10 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("saqt", "glint", "pipelines")
 MAX_LINES = 60
 REASON = "Long because"  # a docstring that says why a function is longer than MAX_LINES
-# Functions over MAX_LINES without a reason, left to other work: glint/train.py fit (split by the `fit` bullet of
-# issue 17), and the finetune, build and fidelity commands, whose length is mostly their option declarations
-# (the "thin CLIs" bullet). Lower this as they are split; never raise it.
-LONG_FUNCTIONS_LEFT = 4
+# Functions over MAX_LINES without a reason, left to other work: the build, label and publish commands, whose
+# length is their option declarations (until the options come from the config dataclasses). Lower this as they are
+# split; never raise it.
+LONG_FUNCTIONS_LEFT = 3
 
 
 def _modules() -> dict[str, Path]:
