@@ -73,8 +73,12 @@ def rss_of_build(photos: list[Path], copies: int, work: Path) -> float:
             Image.fromarray(np.roll(np.asarray(Image.open(p).convert("RGB")), 7 * c, axis=1)).save(
                 folder / f"{c:02d}_{p.name}", compress_level=1
             )
-    out = subprocess.run([sys.executable, __file__, "--rss-child", str(folder), str(work / f"out{copies}")],
-                         check=True, capture_output=True, text=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-child", str(folder), str(work / f"out{copies}")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return float(out.strip().splitlines()[-1])
 
 
@@ -94,8 +98,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="saqt-bench-") as tmp:
         work = Path(tmp)
         start = time.perf_counter()
-        manifest = run_build(BuildConfig(source="folder", root=str(photos[0].parent), max_upscale=KODAK_UPSCALE), work / "full",
-                             LocalExecutor(1), progress=False)  # fmt: skip
+        manifest = run_build(
+            BuildConfig(source="folder", root=str(photos[0].parent), max_upscale=KODAK_UPSCALE),
+            work / "full",
+            LocalExecutor(1),
+            progress=False,
+        )
         seconds = time.perf_counter() - start
         e2e = manifest["counts"]["distorted"] / seconds
         shard_mib = sum(p.stat().st_size for p in (work / "full").glob("*/*.parquet")) / 2**20
@@ -115,9 +123,19 @@ def main() -> None:
     )
     print(f"50,000 x 125 = 6.25M images: {per_core_hours:,.0f} core-hours ({per_core_hours / 64:,.1f} h on 64 cores)")
     if args.json:
-        args.json.write_text(json.dumps({"raw_images_per_s": raw, "build_images_per_s": e2e, "ratio": e2e / raw,
-                                         "png_ms": png_ms, "rss_mib": [rss_small, rss_large],
-                                         "paper_core_hours": per_core_hours}, indent=2))  # fmt: skip
+        args.json.write_text(
+            json.dumps(
+                {
+                    "raw_images_per_s": raw,
+                    "build_images_per_s": e2e,
+                    "ratio": e2e / raw,
+                    "png_ms": png_ms,
+                    "rss_mib": [rss_small, rss_large],
+                    "paper_core_hours": per_core_hours,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

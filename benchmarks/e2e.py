@@ -80,20 +80,62 @@ def pipeline(name: str, source: list[str], bank: Path, work: Path, executor: str
     out = work / f"{name}-{executor}"
     run = ["--executor", executor, "--workers", str(workers)]
     stages = {}
-    wall, rss = run_stage([str(BIN / "saqt"), "build", *source, "--out", str(out / "build"), "--images-per-shard", "1",
-                           *run])  # fmt: skip
+    wall, rss = run_stage(
+        [str(BIN / "saqt"), "build", *source, "--out", str(out / "build"), "--images-per-shard", "1", *run]
+    )
     built = json.loads((out / "build" / "build.json").read_text())
     images = built["counts"]["distorted"]
     stages["build"] = {"seconds": wall, "images": images, "peak_rss_mib": rss}
-    wall, rss = run_stage([str(BIN / "saqt"), "label", "--build", str(out / "build"), "--bank", str(bank),
-                           "--encoder", "effnet-lite0", "--rule", "topk", "--neighbours", "2", "--device", "cpu",
-                           "--out", str(out / "labels"), *run])  # fmt: skip
+    wall, rss = run_stage(
+        [
+            str(BIN / "saqt"),
+            "label",
+            "--build",
+            str(out / "build"),
+            "--bank",
+            str(bank),
+            "--encoder",
+            "effnet-lite0",
+            "--rule",
+            "topk",
+            "--neighbours",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(out / "labels"),
+            *run,
+        ]
+    )
     stages["label"] = {"seconds": wall, "images": images, "peak_rss_mib": rss}
     batch = 8
-    wall, rss = run_stage([str(BIN / "glint"), "pretrain", "--data", str(out / "labels"), "--out", str(out / "pretrain"),
-                           "--local-backbone", "efficientnet_lite0", "--epochs", "1", "--max-steps", str(steps),
-                           "--batch-size", str(batch), "--holdout-images", "8", "--test-crops", "1",
-                           "--loader-workers", "0", "--device", "cpu", "--random-init"])  # fmt: skip
+    wall, rss = run_stage(
+        [
+            str(BIN / "glint"),
+            "pretrain",
+            "--data",
+            str(out / "labels"),
+            "--out",
+            str(out / "pretrain"),
+            "--local-backbone",
+            "efficientnet_lite0",
+            "--epochs",
+            "1",
+            "--max-steps",
+            str(steps),
+            "--batch-size",
+            str(batch),
+            "--holdout-images",
+            "8",
+            "--test-crops",
+            "1",
+            "--loader-workers",
+            "0",
+            "--device",
+            "cpu",
+            "--random-init",
+        ]
+    )
     stages["pretrain"] = {"seconds": wall, "images": steps * batch, "peak_rss_mib": rss}
     total = sum(s["seconds"] for s in stages.values())
     for s in stages.values():
@@ -108,8 +150,9 @@ def scaling(source: list[str], work: Path, workers: int) -> dict:
     rates = {}
     for n in sorted({1, workers}):
         out = work / f"scaling-{n}"
-        wall, _ = run_stage([str(BIN / "saqt"), "build", *source, "--out", str(out), "--images-per-shard", "1",
-                             "--workers", str(n)])  # fmt: skip
+        wall, _ = run_stage(
+            [str(BIN / "saqt"), "build", *source, "--out", str(out), "--images-per-shard", "1", "--workers", str(n)]
+        )
         rates[n] = json.loads((out / "build.json").read_text())["counts"]["distorted"] / wall
     return {"rates": rates, "efficiency": rates[workers] / (workers * rates[1])}
 
@@ -123,8 +166,10 @@ def projection(results: list[dict], workers: int) -> dict:
     per_core_label = max(r["stages"]["label"]["images_per_s"] for r in local) / workers
     out = {"per_core_build_images_per_s": per_core_build, "per_core_label_images_per_s": per_core_label}
     for name, cores in (("one 64-core node", 64), ("ten 64-core nodes", 640)):
-        out[name] = {"build_hours": PAPER_IMAGES / (per_core_build * cores) / 3600,
-                     "label_hours_cpu": PAPER_IMAGES / (per_core_label * cores) / 3600}  # fmt: skip
+        out[name] = {
+            "build_hours": PAPER_IMAGES / (per_core_build * cores) / 3600,
+            "label_hours_cpu": PAPER_IMAGES / (per_core_label * cores) / 3600,
+        }
     return out
 
 
@@ -145,8 +190,21 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="saqt-e2e-") as tmp:
         work = Path(tmp)
-        wall, _ = run_stage([str(BIN / "saqt"), "bank", "synth", "--source", "sample-bank", "--limit", "2",
-                             "--out", str(work / "bank"), "--workers", str(args.workers)])  # fmt: skip
+        wall, _ = run_stage(
+            [
+                str(BIN / "saqt"),
+                "bank",
+                "synth",
+                "--source",
+                "sample-bank",
+                "--limit",
+                "2",
+                "--out",
+                str(work / "bank"),
+                "--workers",
+                str(args.workers),
+            ]
+        )
         print(f"bank (2 references x 125 cells, MS-SSIM), made once: {wall:.1f} s")
         for name, source in datasets.items():
             for executor in args.executors.split(","):
@@ -156,11 +214,16 @@ def main() -> None:
         scaled = scaling(datasets[list(datasets)[-1]], work, args.workers)
     proj = projection(results, args.workers)
     proj["scaling"] = scaled
-    print(f"\nbuild scaling on {list(datasets)[-1]}: " + ", ".join(f"{n} workers {r:.1f} images/s" for n, r in
-          scaled["rates"].items()) + f"; efficiency {scaled['efficiency']:.2f} of linear")  # fmt: skip
-    print(f"\nprojection of {PAPER_IMAGES:,} images ({PAPER_PRISTINE:,} pristine x 125), from per-core rates of "
-          f"{proj['per_core_build_images_per_s']:.1f} (build) and {proj['per_core_label_images_per_s']:.1f} (label) "
-          "images/s:")  # fmt: skip
+    print(
+        f"\nbuild scaling on {list(datasets)[-1]}: "
+        + ", ".join(f"{n} workers {r:.1f} images/s" for n, r in scaled["rates"].items())
+        + f"; efficiency {scaled['efficiency']:.2f} of linear"
+    )
+    print(
+        f"\nprojection of {PAPER_IMAGES:,} images ({PAPER_PRISTINE:,} pristine x 125), from per-core rates of "
+        f"{proj['per_core_build_images_per_s']:.1f} (build) and {proj['per_core_label_images_per_s']:.1f} (label) "
+        "images/s:"
+    )
     for name in ("one 64-core node", "ten 64-core nodes"):
         p = proj[name]
         print(f"  {name:<18} build {p['build_hours']:6.1f} h   label (CPU) {p['label_hours_cpu']:6.2f} h")
@@ -172,12 +235,16 @@ def report(result: dict, results: list[dict]) -> None:
     """Print one pipeline's stages, with the ratio to the local executor's on the same dataset."""
     base = next(r for r in results if r["dataset"] == result["dataset"] and r["executor"] == "local")
     same = result["build_sha256"] == base["build_sha256"]
-    print(f"\n{result['dataset']} on the {result['executor']} executor ({result['workers']} workers)"
-          + ("" if result is base else f"; build shards identical to local: {same}"))  # fmt: skip
+    print(
+        f"\n{result['dataset']} on the {result['executor']} executor ({result['workers']} workers)"
+        + ("" if result is base else f"; build shards identical to local: {same}")
+    )
     for stage, s in result["stages"].items():
         ratio = s["images_per_s"] / base["stages"][stage]["images_per_s"]
-        print(f"  {stage:<9} {s['images']:6d} images {s['seconds']:7.1f} s {s['images_per_s']:8.1f} images/s "
-              f"({ratio:.2f} of local)  share {s['share']:4.0%}  peak RSS {s['peak_rss_mib']:7.0f} MiB")  # fmt: skip
+        print(
+            f"  {stage:<9} {s['images']:6d} images {s['seconds']:7.1f} s {s['images_per_s']:8.1f} images/s "
+            f"({ratio:.2f} of local)  share {s['share']:4.0%}  peak RSS {s['peak_rss_mib']:7.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

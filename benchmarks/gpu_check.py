@@ -79,12 +79,39 @@ class Sizes:
 
 
 SIZES = {
-    "cuda": Sizes(embed_images=512, embed_batches=(64, 256), embed_reps=3, refs=200_000, queries=10_000, nlist=1024,
-                  photos=256, batch=64, steps=40, bare_steps=10, repeat=16, image_size="256x224", types="1-25",
-                  levels="3"),
-    "cpu": Sizes(embed_images=32, embed_batches=(16,), embed_reps=1, refs=20_000, queries=1_000, nlist=64, photos=8,
-                 batch=2, steps=2, bare_steps=1, repeat=2, image_size="96x64", types="1,2", levels="1"),
-}  # fmt: skip
+    "cuda": Sizes(
+        embed_images=512,
+        embed_batches=(64, 256),
+        embed_reps=3,
+        refs=200_000,
+        queries=10_000,
+        nlist=1024,
+        photos=256,
+        batch=64,
+        steps=40,
+        bare_steps=10,
+        repeat=16,
+        image_size="256x224",
+        types="1-25",
+        levels="3",
+    ),
+    "cpu": Sizes(
+        embed_images=32,
+        embed_batches=(16,),
+        embed_reps=1,
+        refs=20_000,
+        queries=1_000,
+        nlist=64,
+        photos=8,
+        batch=2,
+        steps=2,
+        bare_steps=1,
+        repeat=2,
+        image_size="96x64",
+        types="1,2",
+        levels="1",
+    ),
+}
 
 
 class Skip(Exception):
@@ -134,8 +161,14 @@ def run_cli(cmd: list[str], ctx: Context) -> tuple[float, str]:
     shown = " ".join(cmd).replace(str(ctx.work), "$WORK").replace(sys.executable, "python")
     print(f"$ {shown.replace(str(Path(sys.executable).parent) + '/', '')}")
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, **ENV})  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **ENV},
+    )
     try:
         out, err = proc.communicate(timeout=ctx.left())
     except subprocess.TimeoutExpired:
@@ -211,14 +244,22 @@ def cuda_details() -> dict:
     devices = []
     for i in range(torch.cuda.device_count()):
         p = torch.cuda.get_device_properties(i)
-        devices.append({"name": p.name, "memory_gib": round(p.total_memory / 2**30, 1),
-                        "capability": f"{p.major}.{p.minor}"})  # fmt: skip
+        devices.append(
+            {"name": p.name, "memory_gib": round(p.total_memory / 2**30, 1), "capability": f"{p.major}.{p.minor}"}
+        )
         print(f"cuda:{i} {p.name}, {p.total_memory / 2**30:.1f} GiB, capability {p.major}.{p.minor}")
-    d = {"devices": devices, "cudnn": torch.backends.cudnn.version(), "cudnn_tf32": torch.backends.cudnn.allow_tf32,
-         "matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "bf16": torch.cuda.is_bf16_supported(),
-         "nccl": ".".join(map(str, torch.cuda.nccl.version()))}  # fmt: skip
-    print(f"cuDNN {d['cudnn']} (TF32 convolutions {d['cudnn_tf32']}, TF32 matmul {d['matmul_tf32']}), "
-          f"NCCL {d['nccl']}, bf16 {d['bf16']}")  # fmt: skip
+    d = {
+        "devices": devices,
+        "cudnn": torch.backends.cudnn.version(),
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "bf16": torch.cuda.is_bf16_supported(),
+        "nccl": ".".join(map(str, torch.cuda.nccl.version())),
+    }
+    print(
+        f"cuDNN {d['cudnn']} (TF32 convolutions {d['cudnn_tf32']}, TF32 matmul {d['matmul_tf32']}), "
+        f"NCCL {d['nccl']}, bf16 {d['bf16']}"
+    )
     return d
 
 
@@ -229,9 +270,14 @@ def check_env(ctx: Context) -> Outcome:
     import torch
 
     cuda = torch.cuda.is_available()
-    m = {"python": platform.python_version(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-         "cuda_available": cuda, "gpus": torch.cuda.device_count() if cuda else 0,
-         "cpus": len(os.sched_getaffinity(0))}  # fmt: skip
+    m = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": cuda,
+        "gpus": torch.cuda.device_count() if cuda else 0,
+        "cpus": len(os.sched_getaffinity(0)),
+    }
     problems = []
     smi = shutil.which("nvidia-smi")
     if smi:
@@ -243,8 +289,10 @@ def check_env(ctx: Context) -> Outcome:
             m["nvidia_smi"] = "timed out after 20 s"
         print(f"nvidia-smi: {m['nvidia_smi']}")
     if (smi or Path("/dev/nvidiactl").exists()) and not cuda:
-        problems.append(f"an NVIDIA GPU is present but torch.cuda.is_available() is False (torch {torch.__version__} "
-                        f"built for CUDA {torch.version.cuda})")  # fmt: skip
+        problems.append(
+            f"an NVIDIA GPU is present but torch.cuda.is_available() is False (torch {torch.__version__} "
+            f"built for CUDA {torch.version.cuda})"
+        )
     if ctx.device == "cuda" and not cuda:
         problems.append("--device cuda, but CUDA is not available")
     device = "cuda" if cuda and ctx.device != "cpu" else "cpu"
@@ -252,18 +300,24 @@ def check_env(ctx: Context) -> Outcome:
         if cuda:
             m |= cuda_details()
         n = 8192 if device == "cuda" else 512
-        tf = m["matmul_tflops"] = {name: matmul_tflops(device, dtype, n)
-                                   for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}  # fmt: skip
-        print(f"{n} x {n} matmul on {device}: fp32 {tf['fp32']:.3g} TFLOP/s, bf16 {tf['bf16']:.3g} TFLOP/s "
-              f"(x{tf['bf16'] / tf['fp32']:.2f})")  # fmt: skip
+        tf = m["matmul_tflops"] = {
+            name: matmul_tflops(device, dtype, n) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+        }
+        print(
+            f"{n} x {n} matmul on {device}: fp32 {tf['fp32']:.3g} TFLOP/s, bf16 {tf['bf16']:.3g} TFLOP/s "
+            f"(x{tf['bf16'] / tf['fp32']:.2f})"
+        )
     except Exception as err:
         traceback.print_exc()
         problems.append(f"{type(err).__name__}: {err}")
     try:
         import faiss
 
-        m |= {"faiss": faiss.__version__, "faiss_gpus": faiss.get_num_gpus(),
-              "faiss_gpu_build": hasattr(faiss, "StandardGpuResources")}  # fmt: skip
+        m |= {
+            "faiss": faiss.__version__,
+            "faiss_gpus": faiss.get_num_gpus(),
+            "faiss_gpu_build": hasattr(faiss, "StandardGpuResources"),
+        }
         faiss_text = f"faiss {faiss.__version__}, get_num_gpus() = {m['faiss_gpus']}" + (
             "" if m["faiss_gpu_build"] else " (a CPU-only build)"
         )
@@ -285,8 +339,10 @@ def embed_bare(encoder, images, batch: int, device: str, dtype, reps: int) -> tu
 
     def run(x):
         with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=dtype is not None):
-            return [torch.nn.functional.normalize(encoder.forward(x[i : i + batch]).float(), dim=1)
-                    for i in range(0, len(x), batch)]  # fmt: skip
+            return [
+                torch.nn.functional.normalize(encoder.forward(x[i : i + batch]).float(), dim=1)
+                for i in range(0, len(x), batch)
+            ]
 
     run(images[:batch])  # warm-up
     sync(device)
@@ -301,8 +357,11 @@ def embed_bare(encoder, images, batch: int, device: str, dtype, reps: int) -> tu
 def agreement(a: np.ndarray, b: np.ndarray) -> dict:
     """Cosine of matching rows of two sets of unit vectors (min, mean) and their largest absolute difference."""
     cos = np.sum(a * b, axis=1)
-    return {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
-            "max_abs_diff": float(np.abs(a - b).max())}  # fmt: skip
+    return {
+        "min_cosine": float(cos.min()),
+        "mean_cosine": float(cos.mean()),
+        "max_abs_diff": float(np.abs(a - b).max()),
+    }
 
 
 def check_embed(ctx: Context) -> Outcome:
@@ -326,8 +385,10 @@ def check_embed(ctx: Context) -> Outcome:
         for name, dtype in modes.items():
             rates[name], features[name] = embed_bare(encoder, images, batch, dev, dtype, s.embed_reps)
         m["rates"][batch] = rates
-        print(f"batch {batch:>3}: " + " | ".join(f"{k} {fmt(v)} images/s (x{v / rates['fp32']:.2f})"
-                                                for k, v in rates.items()))  # fmt: skip
+        print(
+            f"batch {batch:>3}: "
+            + " | ".join(f"{k} {fmt(v)} images/s (x{v / rates['fp32']:.2f})" for k, v in rates.items())
+        )
     for name in modes:
         if name != "fp32":
             m[f"{name}_vs_fp32"] = agreement(features[name], features["fp32"])
@@ -339,17 +400,26 @@ def check_embed(ctx: Context) -> Outcome:
     pipeline = len(paths) / (time.perf_counter() - start)
     path_mode = "fp16" if dev == "cuda" else "fp32"  # embed_images autocasts to fp16 on CUDA only
     bare = m["rates"][batch][path_mode]
-    m["embed_images"] = {"images_per_s": pipeline, "loader_workers": workers, "bare_mode": path_mode,
-                         "ratio_to_bare": pipeline / bare, **agreement(vectors, features["fp32"])}  # fmt: skip
-    print(f"embed_images (PNG files, {workers} loader workers, batch {batch}, {path_mode}): {fmt(pipeline)} images/s, "
-          f"x{pipeline / bare:.2f} of the bare {path_mode} forward")  # fmt: skip
+    m["embed_images"] = {
+        "images_per_s": pipeline,
+        "loader_workers": workers,
+        "bare_mode": path_mode,
+        "ratio_to_bare": pipeline / bare,
+        **agreement(vectors, features["fp32"]),
+    }
+    print(
+        f"embed_images (PNG files, {workers} loader workers, batch {batch}, {path_mode}): {fmt(pipeline)} images/s, "
+        f"x{pipeline / bare:.2f} of the bare {path_mode} forward"
+    )
     problems = []
     floors = {"fp16": 0.999, "bf16": 0.99}  # bf16 keeps 8 mantissa bits: a looser floor
     for name, floor in floors.items():
         if name in modes:
             a = m[f"{name}_vs_fp32"]
-            print(f"{name} vs fp32: min cosine {a['min_cosine']:.6f}, mean {a['mean_cosine']:.6f}, "
-                  f"max |diff| {a['max_abs_diff']:.2e} (floor {floor})")  # fmt: skip
+            print(
+                f"{name} vs fp32: min cosine {a['min_cosine']:.6f}, mean {a['mean_cosine']:.6f}, "
+                f"max |diff| {a['max_abs_diff']:.2e} (floor {floor})"
+            )
             if a["min_cosine"] < floor:
                 problems.append(f"{name} embeddings disagree with fp32: min cosine {a['min_cosine']:.5f} < {floor}")
     e = m["embed_images"]
@@ -362,9 +432,11 @@ def check_embed(ctx: Context) -> Outcome:
     if dev == "cuda":
         m["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     worst = min(m[f"{k}_vs_fp32"]["min_cosine"] for k in modes if k != "fp32")
-    summary = (f"batch {batch}: fp32 {fmt(top['fp32'])}, {amp} {fmt(top[amp])} images/s "
-               f"(x{top[amp] / top['fp32']:.2f}); embed_images {fmt(pipeline)} images/s "
-               f"(x{e['ratio_to_bare']:.2f} of bare); cosine to fp32 >= {worst:.5f}")  # fmt: skip
+    summary = (
+        f"batch {batch}: fp32 {fmt(top['fp32'])}, {amp} {fmt(top[amp])} images/s "
+        f"(x{top[amp] / top['fp32']:.2f}); embed_images {fmt(pipeline)} images/s "
+        f"(x{e['ratio_to_bare']:.2f} of bare); cosine to fp32 >= {worst:.5f}"
+    )
     return Outcome(summary, m, problems)
 
 
@@ -411,21 +483,35 @@ def check_faiss(ctx: Context) -> Outcome:
     refs, queries = faiss_data(s)
     _, flat_build, flat_qps, exact = timed_index(refs, queries, "flat", s.nlist, "never")
     ivf, ivf_build, ivf_qps, ids = timed_index(refs, queries, "ivf", s.nlist, "never")
-    m = {"refs": s.refs, "queries": s.queries, "k": K, "threads": faiss.omp_get_max_threads(),
-         "flat": {"build_s": flat_build, "queries_per_s": flat_qps},
-         "ivf": {"nlist": ivf.nlist, "nprobe": ivf.nprobe, "build_s": ivf_build, "queries_per_s": ivf_qps,
-                 f"recall_at_{K}": recall(ids, exact),
-                 "recall_at_1": float((ids[:, 0] == exact[:, 0]).mean())}}  # fmt: skip
+    m = {
+        "refs": s.refs,
+        "queries": s.queries,
+        "k": K,
+        "threads": faiss.omp_get_max_threads(),
+        "flat": {"build_s": flat_build, "queries_per_s": flat_qps},
+        "ivf": {
+            "nlist": ivf.nlist,
+            "nprobe": ivf.nprobe,
+            "build_s": ivf_build,
+            "queries_per_s": ivf_qps,
+            f"recall_at_{K}": recall(ids, exact),
+            "recall_at_1": float((ids[:, 0] == exact[:, 0]).mean()),
+        },
+    }
     np.savez(ctx.work / "faiss_cpu.npz", exact=exact, ivf_ids=ids, flat_qps=flat_qps, ivf_qps=ivf_qps)
     v = m["ivf"]
     print(f"{s.refs:,} x 512 references, {s.queries:,} queries, k = {K}, {m['threads']} threads")
     print(f"flat: built in {flat_build:.2f} s, {fmt(flat_qps)} queries/s")
-    print(f"ivf (nlist {v['nlist']}, nprobe {v['nprobe']}): built in {ivf_build:.2f} s, {fmt(ivf_qps)} queries/s "
-          f"(x{ivf_qps / flat_qps:.2f} of flat), recall@1 {v['recall_at_1']:.3f}, "
-          f"recall@{K} {v[f'recall_at_{K}']:.3f}")  # fmt: skip
+    print(
+        f"ivf (nlist {v['nlist']}, nprobe {v['nprobe']}): built in {ivf_build:.2f} s, {fmt(ivf_qps)} queries/s "
+        f"(x{ivf_qps / flat_qps:.2f} of flat), recall@1 {v['recall_at_1']:.3f}, "
+        f"recall@{K} {v[f'recall_at_{K}']:.3f}"
+    )
     m["peak_rss_mib"] = peak_rss()
-    summary = (f"CPU flat {fmt(flat_qps)} queries/s; IVF {fmt(ivf_qps)} queries/s (x{ivf_qps / flat_qps:.2f}), "
-               f"recall@1 {v['recall_at_1']:.3f}")  # fmt: skip
+    summary = (
+        f"CPU flat {fmt(flat_qps)} queries/s; IVF {fmt(ivf_qps)} queries/s (x{ivf_qps / flat_qps:.2f}), "
+        f"recall@1 {v['recall_at_1']:.3f}"
+    )
     return Outcome(summary, m)
 
 
@@ -435,9 +521,11 @@ def check_faiss_gpu(ctx: Context) -> Outcome:
 
     gpus = faiss.get_num_gpus()
     if not hasattr(faiss, "StandardGpuResources"):
-        raise Skip(f"faiss {faiss.__version__} is a CPU-only build (no StandardGpuResources; get_num_gpus() = "
-                   f"{gpus}): saqt.match keeps every index on the CPU here; install faiss-gpu (the [gpu] extra) to "
-                   "test GPU search")  # fmt: skip
+        raise Skip(
+            f"faiss {faiss.__version__} is a CPU-only build (no StandardGpuResources; get_num_gpus() = "
+            f"{gpus}): saqt.match keeps every index on the CPU here; install faiss-gpu (the [gpu] extra) to "
+            "test GPU search"
+        )
     if ctx.device != "cuda" or gpus == 0:
         raise Skip(f"no GPU to search on (device {ctx.device}, faiss.get_num_gpus() = {gpus})")
     saved = ctx.work / "faiss_cpu.npz"
@@ -451,12 +539,20 @@ def check_faiss_gpu(ctx: Context) -> Outcome:
     for kind in ("flat", "ivf"):
         index, built, qps, ids = timed_index(refs, queries, kind, s.nlist, "auto", reps=3)
         cpu_qps, name = float(cpu[f"{kind}_qps"]), type(index).__name__
-        m[kind] = {"index": name, "build_s": built, "queries_per_s": qps, "cpu_queries_per_s": cpu_qps,
-                   "ratio_to_cpu": qps / cpu_qps, "recall_vs_cpu_exact": recall(ids, cpu["exact"])}  # fmt: skip
+        m[kind] = {
+            "index": name,
+            "build_s": built,
+            "queries_per_s": qps,
+            "cpu_queries_per_s": cpu_qps,
+            "ratio_to_cpu": qps / cpu_qps,
+            "recall_vs_cpu_exact": recall(ids, cpu["exact"]),
+        }
         if "Gpu" not in name:
             problems.append(f"build_index left the {kind} index on the CPU ({name}) although FAISS sees a GPU")
-        print(f"{kind}: {name} built in {built:.2f} s, {fmt(qps)} queries/s (x{qps / cpu_qps:.1f} of CPU), "
-              f"recall@{K} against CPU exact {m[kind]['recall_vs_cpu_exact']:.4f}")  # fmt: skip
+        print(
+            f"{kind}: {name} built in {built:.2f} s, {fmt(qps)} queries/s (x{qps / cpu_qps:.1f} of CPU), "
+            f"recall@{K} against CPU exact {m[kind]['recall_vs_cpu_exact']:.4f}"
+        )
         del index
     flat, ivf = m["flat"], m["ivf"]
     if flat["recall_vs_cpu_exact"] < 0.99:
@@ -464,9 +560,11 @@ def check_faiss_gpu(ctx: Context) -> Outcome:
     cpu_ivf = recall(cpu["ivf_ids"], cpu["exact"])
     if abs(ivf["recall_vs_cpu_exact"] - cpu_ivf) > 0.02:
         problems.append(f"GPU IVF recall {ivf['recall_vs_cpu_exact']:.3f} differs from the CPU IVF's {cpu_ivf:.3f}")
-    summary = (f"flat {fmt(flat['queries_per_s'])} queries/s (x{flat['ratio_to_cpu']:.1f} of CPU), IVF "
-               f"{fmt(ivf['queries_per_s'])} (x{ivf['ratio_to_cpu']:.1f}); flat recall@{K} vs CPU exact "
-               f"{flat['recall_vs_cpu_exact']:.4f}")  # fmt: skip
+    summary = (
+        f"flat {fmt(flat['queries_per_s'])} queries/s (x{flat['ratio_to_cpu']:.1f} of CPU), IVF "
+        f"{fmt(ivf['queries_per_s'])} (x{ivf['ratio_to_cpu']:.1f}); flat recall@{K} vs CPU exact "
+        f"{flat['recall_vs_cpu_exact']:.4f}"
+    )
     return Outcome(summary, m, problems)
 
 
@@ -533,8 +631,10 @@ def check_train(ctx: Context) -> Outcome:
     cuda = dev == "cuda"
     paths = training_photos(ctx)
     rng = np.random.default_rng(2)
-    samples = [Sample(str(paths[i % len(paths)]), float(rng.uniform(0, 100)), paths[i % len(paths)].name)
-               for i in range(s.steps * s.batch)]  # fmt: skip
+    samples = [
+        Sample(str(paths[i % len(paths)]), float(rng.uniform(0, 100)), paths[i % len(paths)].name)
+        for i in range(s.steps * s.batch)
+    ]
     runs = {"fp32": False, "amp": True}
     model = new_model().to(dev)
     bare = {name: bare_train_rate(model, dev, amp and cuda, s.batch, s.bare_steps) for name, amp in runs.items()}
@@ -546,19 +646,28 @@ def check_train(ctx: Context) -> Outcome:
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        config = TrainConfig(epochs=1, max_steps=s.steps, batch_size=s.batch, amp=amp, test_crops=1,
-                             loader_workers=m["loader_workers"])  # fmt: skip
+        config = TrainConfig(
+            epochs=1, max_steps=s.steps, batch_size=s.batch, amp=amp, test_crops=1, loader_workers=m["loader_workers"]
+        )
         run = Run(ctx.work / f"fit-{name}", TrainingImages(samples), {}, math.ceil(len(samples) / s.batch))
         results = fit(new_model(), run, config, device=dev, progress=False)
         record = json.loads((run.out / "metrics.jsonl").read_text().splitlines()[-1])
         rate = results["train_images_per_s"]
-        m[name] = {"images_per_s": rate, "ratio_to_bare": rate / bare[name], "device": results["device"],
-                   "steps": record["step"], "first_loss": record["first_loss"], "mean_loss": record["train_loss"],
-                   "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}  # fmt: skip
+        m[name] = {
+            "images_per_s": rate,
+            "ratio_to_bare": rate / bare[name],
+            "device": results["device"],
+            "steps": record["step"],
+            "first_loss": record["first_loss"],
+            "mean_loss": record["train_loss"],
+            "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        }
         memory = f", peak CUDA {m[name]['peak_cuda_mib']:,.0f} MiB" if cuda else ""
-        print(f"fit {name}: {fmt(rate)} images/s on {results['device']} (bare step {fmt(bare[name])}, "
-              f"x{rate / bare[name]:.2f}), loss {record['first_loss']:.3f} -> mean {record['train_loss']:.3f} over "
-              f"{record['step']} steps{memory}")  # fmt: skip
+        print(
+            f"fit {name}: {fmt(rate)} images/s on {results['device']} (bare step {fmt(bare[name])}, "
+            f"x{rate / bare[name]:.2f}), loss {record['first_loss']:.3f} -> mean {record['train_loss']:.3f} over "
+            f"{record['step']} steps{memory}"
+        )
         if not (math.isfinite(record["first_loss"]) and math.isfinite(record["train_loss"])):
             problems.append(f"fit {name}: loss is not finite")
         if record["step"] != s.steps:
@@ -569,9 +678,11 @@ def check_train(ctx: Context) -> Outcome:
     m["peak_rss_mib"] = peak_rss()
     note = "" if cuda else " (fit uses AMP on CUDA only: both runs are fp32 here)"
     memory = f"; peak CUDA {m['fp32']['peak_cuda_mib']:,.0f} -> {m['amp']['peak_cuda_mib']:,.0f} MiB" if cuda else ""
-    summary = (f"fit fp32 {fmt(m['fp32']['images_per_s'])}, AMP {fmt(m['amp']['images_per_s'])} images/s "
-               f"(x{m['amp_speedup']:.2f}; x{m['amp']['ratio_to_bare']:.2f} of the bare AMP step)"
-               f"{memory}{note}")  # fmt: skip
+    summary = (
+        f"fit fp32 {fmt(m['fp32']['images_per_s'])}, AMP {fmt(m['amp']['images_per_s'])} images/s "
+        f"(x{m['amp_speedup']:.2f}; x{m['amp']['ratio_to_bare']:.2f} of the bare AMP step)"
+        f"{memory}{note}"
+    )
     return Outcome(summary, m, problems)
 
 
@@ -615,23 +726,59 @@ def check_ddp(ctx: Context) -> Outcome:
     out = ctx.work / "ddp"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     glint = str(Path(sys.executable).parent / "glint")
-    seconds, _ = run_cli([*torchrun, "--nproc_per_node", str(nproc), glint, "finetune", "--dataset", "csv", "--csv",
-                          str(table), "--root", str(table.parent), "--local-backbone", "efficientnet_lite0",
-                          "--epochs", "1", "--max-steps", str(s.steps), "--batch-size", str(s.batch),
-                          "--test-crops", "1", "--loader-workers", str(loader_workers(dev)), "--device", dev,
-                          "--random-init", "--out", str(out)], ctx)  # fmt: skip
+    seconds, _ = run_cli(
+        [
+            *torchrun,
+            "--nproc_per_node",
+            str(nproc),
+            glint,
+            "finetune",
+            "--dataset",
+            "csv",
+            "--csv",
+            str(table),
+            "--root",
+            str(table.parent),
+            "--local-backbone",
+            "efficientnet_lite0",
+            "--epochs",
+            "1",
+            "--max-steps",
+            str(s.steps),
+            "--batch-size",
+            str(s.batch),
+            "--test-crops",
+            "1",
+            "--loader-workers",
+            str(loader_workers(dev)),
+            "--device",
+            dev,
+            "--random-init",
+            "--out",
+            str(out),
+        ],
+        ctx,
+    )
     results = json.loads((out / "results.json").read_text())
     rate = results["train_images_per_s"] or 0.0
-    m = {"nproc": nproc, "world_size": results["world_size"], "device": results["device"], "images_per_s": rate,
-         "wall_s": seconds, "peak_rss_mib_rank0": results["peak_rss_mib"]}  # fmt: skip
+    m = {
+        "nproc": nproc,
+        "world_size": results["world_size"],
+        "device": results["device"],
+        "images_per_s": rate,
+        "wall_s": seconds,
+        "peak_rss_mib_rank0": results["peak_rss_mib"],
+    }
     single = ctx.work / "train.json"
     ratio = ""
     if single.is_file() and json.loads(single.read_text()).get("metrics", {}).get("amp"):
         base = json.loads(single.read_text())["metrics"]["amp"]["images_per_s"]
         m["ratio_to_single_process_fit"] = rate / base
         ratio = f" (x{rate / base:.2f} of the train check's single-process AMP fit)"
-    print(f"glint finetune under torchrun, {nproc} process(es): world size {results['world_size']} on "
-          f"{results['device']}, training {fmt(rate)} images/s{ratio}, {seconds:.1f} s in all")  # fmt: skip
+    print(
+        f"glint finetune under torchrun, {nproc} process(es): world size {results['world_size']} on "
+        f"{results['device']}, training {fmt(rate)} images/s{ratio}, {seconds:.1f} s in all"
+    )
     problems = []
     if results["world_size"] != nproc:
         problems.append(f"finetune ran with world size {results['world_size']}, not {nproc}")
@@ -639,12 +786,16 @@ def check_ddp(ctx: Context) -> Outcome:
         problems.append("finetune trained no images")
     if nproc == 1:
         print("glint's fit starts a process group only when WORLD_SIZE > 1: with one process DDP is not reached")
-    probe_s, probe_out = run_cli([*torchrun, "--nproc_per_node", str(probe_nproc), str(Path(__file__).resolve()),
-                                  "--probe-pg", "--device", dev], ctx)  # fmt: skip
+    probe_s, probe_out = run_cli(
+        [*torchrun, "--nproc_per_node", str(probe_nproc), str(Path(__file__).resolve()), "--probe-pg", "--device", dev],
+        ctx,
+    )
     m["probe"] = {"backend": "nccl" if cuda else "gloo", "nproc": probe_nproc, "wall_s": probe_s}
     print(probe_out.strip().splitlines()[-1])
-    summary = (f"torchrun finetune x{nproc}: {fmt(rate)} images/s{ratio}; {m['probe']['backend']} all_reduce over "
-               f"{probe_nproc} rank(s) OK")  # fmt: skip
+    summary = (
+        f"torchrun finetune x{nproc}: {fmt(rate)} images/s{ratio}; {m['probe']['backend']} all_reduce over "
+        f"{probe_nproc} rank(s) OK"
+    )
     return Outcome(summary, m, problems)
 
 
@@ -657,26 +808,94 @@ def check_label(ctx: Context) -> Outcome:
     saqt = str(Path(sys.executable).parent / "saqt")
     workers = str(min(8, len(os.sched_getaffinity(0))))
     w = ctx.work
-    build_s, _ = run_cli([saqt, "build", "--out", str(w / "build"), "--source", "sample", "--size", s.image_size,
-                          "--types", s.types, "--levels", s.levels, "--workers", workers], ctx)  # fmt: skip
-    bank_s, _ = run_cli([saqt, "bank", "synth", "--source", "sample-bank", "--out", str(w / "bank"), "--limit", "2",
-                         "--metric", "psnr", "--size", s.image_size, "--workers", workers], ctx)  # fmt: skip
-    label_s, _ = run_cli([saqt, "label", "--build", str(w / "build"), "--bank", str(w / "bank"), "--out",
-                          str(w / "labels"), "--encoder", "effnet-lite0", "--rule", "topk", "--neighbours", "3",
-                          "--device", dev], ctx)  # fmt: skip
+    build_s, _ = run_cli(
+        [
+            saqt,
+            "build",
+            "--out",
+            str(w / "build"),
+            "--source",
+            "sample",
+            "--size",
+            s.image_size,
+            "--types",
+            s.types,
+            "--levels",
+            s.levels,
+            "--workers",
+            workers,
+        ],
+        ctx,
+    )
+    bank_s, _ = run_cli(
+        [
+            saqt,
+            "bank",
+            "synth",
+            "--source",
+            "sample-bank",
+            "--out",
+            str(w / "bank"),
+            "--limit",
+            "2",
+            "--metric",
+            "psnr",
+            "--size",
+            s.image_size,
+            "--workers",
+            workers,
+        ],
+        ctx,
+    )
+    label_s, _ = run_cli(
+        [
+            saqt,
+            "label",
+            "--build",
+            str(w / "build"),
+            "--bank",
+            str(w / "bank"),
+            "--out",
+            str(w / "labels"),
+            "--encoder",
+            "effnet-lite0",
+            "--rule",
+            "topk",
+            "--neighbours",
+            "3",
+            "--device",
+            dev,
+        ],
+        ctx,
+    )
     manifest = json.loads((w / "labels" / "label.json").read_text())
     labels = manifest["counts"]["labels"]
-    m = {"build_s": build_s, "bank_s": bank_s, "label_s": label_s, "labels": labels, "labels_per_s": labels / label_s,
-         "complete": manifest["complete"]}  # fmt: skip
-    print(f"build {build_s:.1f} s, bank {bank_s:.1f} s; label {labels} images in {label_s:.1f} s "
-          f"({fmt(labels / label_s)} labels/s end to end, start-up included)")  # fmt: skip
+    m = {
+        "build_s": build_s,
+        "bank_s": bank_s,
+        "label_s": label_s,
+        "labels": labels,
+        "labels_per_s": labels / label_s,
+        "complete": manifest["complete"],
+    }
+    print(
+        f"build {build_s:.1f} s, bank {bank_s:.1f} s; label {labels} images in {label_s:.1f} s "
+        f"({fmt(labels / label_s)} labels/s end to end, start-up included)"
+    )
     problems = [] if manifest["complete"] and labels > 0 else [f"label stage incomplete ({labels} labels)"]
     summary = f"saqt label --device {dev}: {labels} labels in {label_s:.1f} s ({fmt(labels / label_s)}/s)"
     return Outcome(summary, m, problems)
 
 
-FUNCTIONS = {"env": check_env, "embed": check_embed, "faiss": check_faiss, "faiss-gpu": check_faiss_gpu,
-             "train": check_train, "ddp": check_ddp, "label": check_label}  # fmt: skip
+FUNCTIONS = {
+    "env": check_env,
+    "embed": check_embed,
+    "faiss": check_faiss,
+    "faiss-gpu": check_faiss_gpu,
+    "train": check_train,
+    "ddp": check_ddp,
+    "label": check_label,
+}
 
 
 # --- orchestration --------------------------------------------------------------------------------------------
@@ -688,8 +907,11 @@ def run_child(ctx: Context, name: str) -> None:
     try:
         outcome = FUNCTIONS[name](ctx)
         status = "FAIL" if outcome.problems else "PASS"
-        result = {"status": status, "summary": "; ".join(outcome.problems) or outcome.summary,
-                  "metrics": outcome.metrics}  # fmt: skip
+        result = {
+            "status": status,
+            "summary": "; ".join(outcome.problems) or outcome.summary,
+            "metrics": outcome.metrics,
+        }
         if outcome.problems:
             result["measured"] = outcome.summary
     except Skip as why:
@@ -704,11 +926,29 @@ def run_child(ctx: Context, name: str) -> None:
 def launch(name: str, device: str, gpus: int, work: Path, limit: float) -> dict:
     """Run check ``name`` in a child process, echoing its output, killed ``GRACE`` s after its deadline."""
     deadline = time.time() + limit
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--device", device, "--gpus", str(gpus),
-           "--work", str(work), "--deadline", str(deadline)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        name,
+        "--device",
+        device,
+        "--gpus",
+        str(gpus),
+        "--work",
+        str(work),
+        "--deadline",
+        str(deadline),
+    ]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, **ENV})  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **ENV},
+    )
     killed = threading.Event()
 
     def kill() -> None:
@@ -744,8 +984,12 @@ def write_report(path: Path, report: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"), help="JSON summary (default: %(default)s)")
-    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
-                        help="auto: CUDA when torch sees it, else the CPU smoke sizes")  # fmt: skip
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cuda", "cpu"),
+        default="auto",
+        help="auto: CUDA when torch sees it, else the CPU smoke sizes",
+    )
     parser.add_argument("--budget", type=float, default=420, help="seconds for all checks (default: %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (generated data, checkpoints)")
     parser.add_argument("--child", choices=CHECKS, help=argparse.SUPPRESS)
@@ -769,8 +1013,12 @@ def main() -> None:
     for name in CHECKS:
         left = args.budget - (time.monotonic() - start)
         if left < MIN_LEFT:
-            result = {"status": "SKIP", "summary": f"time budget spent ({args.budget:.0f} s)", "metrics": {},
-                      "seconds": 0}  # fmt: skip
+            result = {
+                "status": "SKIP",
+                "summary": f"time budget spent ({args.budget:.0f} s)",
+                "metrics": {},
+                "seconds": 0,
+            }
         else:
             print(f"--- {name} ({device if name != 'env' else 'probing'}) ---", flush=True)
             result = launch(name, device, gpus, work, min(LIMITS[name], left))

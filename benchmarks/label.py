@@ -87,8 +87,11 @@ def matching_ratio(refs: int = 100_000, queries: int = 20_000, dim: int = 512, k
 
 
 def rss_child(build: Path, bank: Path, out: Path, encoder: str) -> None:
-    run_label(LabelConfig(build=str(build), bank=str(bank), encoder=encoder, rule="topk"), out,
-              RunOptions(device="cpu", batch_size=RSS_BATCH, progress=False))  # fmt: skip
+    run_label(
+        LabelConfig(build=str(build), bank=str(bank), encoder=encoder, rule="topk"),
+        out,
+        RunOptions(device="cpu", batch_size=RSS_BATCH, progress=False),
+    )
     print(peak_rss_mib())
 
 
@@ -114,32 +117,61 @@ def main() -> None:
         builds = {}
         for copies in (1, 10):
             builds[copies] = work / f"build{copies}"
-            run_build(BuildConfig(source="folder", root=str(pool(photos, copies, work / f"pool{copies}")),
-                                  recipe_only=True, images_per_shard=24, max_upscale=1.2), builds[copies], LocalExecutor(2),
-                      progress=False)  # fmt: skip
+            run_build(
+                BuildConfig(
+                    source="folder",
+                    root=str(pool(photos, copies, work / f"pool{copies}")),
+                    recipe_only=True,
+                    images_per_shard=24,
+                    max_upscale=1.2,
+                ),
+                builds[copies],
+                LocalExecutor(2),
+                progress=False,
+            )
         encoder = load_encoder(args.encoder, "cpu")
         locators = list(BuildReader(builds[10]).pristine_locators().values())
         raw_embed, stage_embed = embedding_ratio(encoder, locators, args.batch_size, args.loader_workers)
         raw_match, stage_match = matching_ratio()
         rss = {}
         for copies, build in builds.items():
-            out = subprocess.run([sys.executable, __file__, "--rss-child", str(build), str(bank),
-                                  str(work / f"labels{copies}"), args.encoder], check=True, capture_output=True,
-                                 text=True).stdout  # fmt: skip
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--rss-child",
+                    str(build),
+                    str(bank),
+                    str(work / f"labels{copies}"),
+                    args.encoder,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             rss[copies * len(photos)] = float(out.strip().splitlines()[-1])
     small, large = sorted(rss)
     workers = auto_loader_workers(torch.device("cpu")) if args.loader_workers is None else args.loader_workers
-    print(f"encoder {args.encoder}, batch {args.batch_size}, {workers} loader workers, "
-          f"{torch.get_num_threads()} torch threads, {len(locators)} pristine images")  # fmt: skip
-    print(f"embedding: raw forward {raw_embed:7.1f} images/s, stage {stage_embed:7.1f} images/s "
-          f"(ratio {stage_embed / raw_embed:.2f}; goal >= 0.9)")  # fmt: skip
-    print(f"matching:  raw FAISS search {raw_match:9.0f} queries/s, search + topk transfer {stage_match:9.0f} "
-          f"(ratio {stage_match / raw_match:.2f}; goal >= 0.9; 100k references, d=512)")  # fmt: skip
-    print(f"peak RSS of the label stage: {rss[small]:.0f} MiB for {small} pristine ({small * 125} images), "
-          f"{rss[large]:.0f} MiB for {large} ({large * 125}); ratio {rss[large] / rss[small]:.2f}")  # fmt: skip
+    print(
+        f"encoder {args.encoder}, batch {args.batch_size}, {workers} loader workers, "
+        f"{torch.get_num_threads()} torch threads, {len(locators)} pristine images"
+    )
+    print(
+        f"embedding: raw forward {raw_embed:7.1f} images/s, stage {stage_embed:7.1f} images/s "
+        f"(ratio {stage_embed / raw_embed:.2f}; goal >= 0.9)"
+    )
+    print(
+        f"matching:  raw FAISS search {raw_match:9.0f} queries/s, search + topk transfer {stage_match:9.0f} "
+        f"(ratio {stage_match / raw_match:.2f}; goal >= 0.9; 100k references, d=512)"
+    )
+    print(
+        f"peak RSS of the label stage: {rss[small]:.0f} MiB for {small} pristine ({small * 125} images), "
+        f"{rss[large]:.0f} MiB for {large} ({large * 125}); ratio {rss[large] / rss[small]:.2f}"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"embed": [raw_embed, stage_embed], "match": [raw_match, stage_match],
-                                         "rss_mib": rss}, indent=2))  # fmt: skip
+        args.json.write_text(
+            json.dumps({"embed": [raw_embed, stage_embed], "match": [raw_match, stage_match], "rss_mib": rss}, indent=2)
+        )
 
 
 if __name__ == "__main__":

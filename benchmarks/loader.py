@@ -38,17 +38,20 @@ from saqt.label import LabelConfig, RunOptions, run_label
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RELEASED_BATCH = 128
 CELLS = 125  # distortions per pristine image in the paper's set
-ASSUMPTION = ("assumed, not measured (no GPU lent): ViT-S/16 + ResNet-50 at 224, batch 128, fp16 AMP on one "
-              "A100-class GPU; each backbone alone trains at roughly 2,000-3,000 images/s there (NVIDIA's published "
-              "ResNet-50 AMP figures; ViT-S/16 is of similar cost), so the two in series at about 1,000 images/s")  # fmt: skip
+ASSUMPTION = (
+    "assumed, not measured (no GPU lent): ViT-S/16 + ResNet-50 at 224, batch 128, fp16 AMP on one "
+    "A100-class GPU; each backbone alone trains at roughly 2,000-3,000 images/s there (NVIDIA's published "
+    "ResNet-50 AMP figures; ViT-S/16 is of similar cost), so the two in series at about 1,000 images/s"
+)
 
 
 def make_sets(photos: Path, limit: int, work: Path) -> dict[str, Path]:
     """Label folders of a materialised and a recipe-only build of the same photos and recipes."""
     out = {}
     for name, recipe_only in (("materialised", False), ("recipe-only", True)):
-        config = BuildConfig(source="folder", root=str(photos), limit=limit, levels=(3,), recipe_only=recipe_only,
-                             max_upscale=2.0)
+        config = BuildConfig(
+            source="folder", root=str(photos), limit=limit, levels=(3,), recipe_only=recipe_only, max_upscale=2.0
+        )
         run_build(config, work / name / "build", LocalExecutor(1), progress=False)
         label = LabelConfig(build=str(work / name / "build"), bank=str(SHARED / "labels" / "KADID10k.csv"), rule="mean")
         run_label(label, work / name / "labels", RunOptions(progress=False))
@@ -80,12 +83,18 @@ def expected_distinct(pristine: int, cells: int, batch: int) -> float:
     return pristine * (1 - math.exp(log_none))
 
 
-def diversity(pristine: int, cells: int = CELLS, batch: int = RELEASED_BATCH, epochs: int = 2) -> tuple[float, int, int]:
+def diversity(
+    pristine: int, cells: int = CELLS, batch: int = RELEASED_BATCH, epochs: int = 2
+) -> tuple[float, int, int]:
     """(mean, min, median) distinct pristine images per full batch of the epoch order, rows ordered by pristine
     image as the shards hold them."""
     owner = np.arange(pristine * cells) // cells
-    counts = [len(np.unique(owner[b])) for e in range(epochs)
-              for b in rank_batches(len(owner), 0, e, 0, 1, batch) if len(b) == batch]  # fmt: skip
+    counts = [
+        len(np.unique(owner[b]))
+        for e in range(epochs)
+        for b in rank_batches(len(owner), 0, e, 0, 1, batch)
+        if len(b) == batch
+    ]
     return float(np.mean(counts)), int(np.min(counts)), int(np.median(counts))
 
 
@@ -98,16 +107,21 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="saqt-loader-") as work:
         sets = make_sets(args.photos, args.limit, Path(work))
-        runs = {"materialised": (sets["materialised"], 64), "recipe-only, pristine cached": (sets["recipe-only"], 64),
-                "recipe-only, one-image cache": (sets["recipe-only"], 1)}  # fmt: skip
+        runs = {
+            "materialised": (sets["materialised"], 64),
+            "recipe-only, pristine cached": (sets["recipe-only"], 64),
+            "recipe-only, one-image cache": (sets["recipe-only"], 1),
+        }
         rates = {}
         for name, (labels, cache) in runs.items():
             with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:  # a fresh process: its own peak
                 rates[name] = pool.submit(loader_rate, str(labels), cache, args.batches).result()
     images_per_s = args.gpu_steps_per_s * RELEASED_BATCH
     print(f"loader, one worker on one core ({args.limit} photos x 25 cells, 512x384, batches of 32 views):")
-    print(f"| set | images per CPU second per worker | (per wall second) | peak RSS MiB | cores for one GPU at "
-          f"{images_per_s:.0f} images/s |")  # fmt: skip
+    print(
+        f"| set | images per CPU second per worker | (per wall second) | peak RSS MiB | cores for one GPU at "
+        f"{images_per_s:.0f} images/s |"
+    )
     print("|---|---:|---:|---:|---:|")
     for name, (rate, wall, rss) in rates.items():
         print(f"| {name} | {rate:.1f} | {wall:.1f} | {rss:.0f} | {math.ceil(images_per_s / rate)} |")
@@ -118,8 +132,10 @@ def main() -> None:
     for pristine in (5, 100, 1000, 10000, 50000):
         mean, low, median = diversity(pristine)
         expected = expected_distinct(pristine, CELLS, RELEASED_BATCH)
-        print(f"| {pristine:,} | {pristine * CELLS:,} | {mean:.2f} ({low}, {median}) | {expected:.2f} | "
-              f"{mean / expected:.3f} |")  # fmt: skip
+        print(
+            f"| {pristine:,} | {pristine * CELLS:,} | {mean:.2f} ({low}, {median}) | {expected:.2f} | "
+            f"{mean / expected:.3f} |"
+        )
 
 
 if __name__ == "__main__":

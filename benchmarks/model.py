@@ -83,8 +83,10 @@ def main() -> None:
             model = GlintIQA(GlintConfig(local_backbone=backbone))
         raw_t, pipe_t = train_rates(model, paths, args.batch_size, args.steps)
         raw_s, pipe_s = score_rates(model, paths, args.images)
-        print(f"{backbone:<18} training {pipe_t:5.2f} images/s (bare step {raw_t:5.2f}; ratio {pipe_t / raw_t:.2f})  "
-              f"scoring {pipe_s:5.2f} images/s at 25 crops (bare forward {raw_s:5.2f}; ratio {pipe_s / raw_s:.2f})")  # fmt: skip
+        print(
+            f"{backbone:<18} training {pipe_t:5.2f} images/s (bare step {raw_t:5.2f}; ratio {pipe_t / raw_t:.2f})  "
+            f"scoring {pipe_s:5.2f} images/s at 25 crops (bare forward {raw_s:5.2f}; ratio {pipe_s / raw_s:.2f})"
+        )
     print(f"peak RSS {peak_rss_mib():.0f} MiB")
 
 

@@ -58,10 +58,34 @@ def main() -> None:
             "2",
         )
     run("saqt", "build", "--out", str(w / "build"), "--max-upscale", "1.3")  # the sample's chelsea.png needs 1.28x
-    run("saqt", "label", "--build", str(w / "build"), "--bank", str(bank), "--encoder", "effnet-lite0",
-        "--rule", "topk", "--neighbours", "3", "--out", str(w / "labels"))  # fmt: skip
-    common = ["--batch-size", str(args.batch_size), "--lr", str(args.lr), "--test-crops", str(args.test_crops),
-              "--loader-workers", "1", "--device", "cpu"]  # fmt: skip
+    run(
+        "saqt",
+        "label",
+        "--build",
+        str(w / "build"),
+        "--bank",
+        str(bank),
+        "--encoder",
+        "effnet-lite0",
+        "--rule",
+        "topk",
+        "--neighbours",
+        "3",
+        "--out",
+        str(w / "labels"),
+    )
+    common = [
+        "--batch-size",
+        str(args.batch_size),
+        "--lr",
+        str(args.lr),
+        "--test-crops",
+        str(args.test_crops),
+        "--loader-workers",
+        "1",
+        "--device",
+        "cpu",
+    ]
     random_vit = ["--local-backbone", "efficientnet_lite0", "--random-init"]
     finetune = [
         "glint",
@@ -74,17 +98,33 @@ def main() -> None:
         str(args.epochs),
     ]
     run(*finetune, *random_vit, "--out", str(w / "a"), *common)
-    run("glint", "pretrain", "--data", str(w / "labels"), "--out", str(w / "pretrain"), "--epochs",
-        str(args.pretrain_epochs), *random_vit, "--holdout-images", "125", *common)  # fmt: skip
+    run(
+        "glint",
+        "pretrain",
+        "--data",
+        str(w / "labels"),
+        "--out",
+        str(w / "pretrain"),
+        "--epochs",
+        str(args.pretrain_epochs),
+        *random_vit,
+        "--holdout-images",
+        "125",
+        *common,
+    )
     run(*finetune, "--init", str(w / "pretrain" / "best.pt"), "--out", str(w / "b"), *common)
     print("\nCLIVE, 80/20 split by image (round 0), epoch chosen on a validation split of the training images:")
     for name, label in (("a", "offline init"), ("b", "offline init + SAQT pretrain")):
         r = json.loads((w / name / "results.json").read_text())
         t = r["metrics"]["test"]
-        print(f"  ({name}) {label:<30} test SROCC {t['srocc']:.4f}  PLCC {t['plcc']:.4f}  PLCC(logistic) "
-              f"{t['plcc_logistic']:.4f}  KRCC {t['krcc']:.4f}  (epoch {r['selected_epoch']}, {t['images']} images)")  # fmt: skip
-        print(f"      training {r['train_images_per_s']:.2f} images/s, scoring {t['images_per_s']:.2f} images/s "
-              f"({args.test_crops} crops each), peak RSS {r['peak_rss_mib']:.0f} MiB")  # fmt: skip
+        print(
+            f"  ({name}) {label:<30} test SROCC {t['srocc']:.4f}  PLCC {t['plcc']:.4f}  PLCC(logistic) "
+            f"{t['plcc_logistic']:.4f}  KRCC {t['krcc']:.4f}  (epoch {r['selected_epoch']}, {t['images']} images)"
+        )
+        print(
+            f"      training {r['train_images_per_s']:.2f} images/s, scoring {t['images_per_s']:.2f} images/s "
+            f"({args.test_crops} crops each), peak RSS {r['peak_rss_mib']:.0f} MiB"
+        )
     p = json.loads((w / "pretrain" / "results.json").read_text())
     print(f"  pretrain: {p['train_images_per_s']:.2f} images/s, held-out SAQT SROCC {p['metrics']['val']['srocc']:.4f}")
 

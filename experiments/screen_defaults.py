@@ -38,8 +38,11 @@ def kodak_variants(folder: Path) -> None:
     """The 288 re-encoded Kodak24 files."""
     photos = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((SHARED / "kodak24").glob("*.png"))]
     for i, photo in enumerate(photos):
-        sizes = {"1000x500": np.hstack([photo, photos[(i + 1) % len(photos)]]), "500x500": photo,
-                 "400x300": np.asarray(Image.fromarray(photo).resize((400, 300), Image.Resampling.LANCZOS))}  # fmt: skip
+        sizes = {
+            "1000x500": np.hstack([photo, photos[(i + 1) % len(photos)]]),
+            "500x500": photo,
+            "400x300": np.asarray(Image.fromarray(photo).resize((400, 300), Image.Resampling.LANCZOS)),
+        }
         for name, image in sizes.items():
             for q in QUALITIES:
                 Image.fromarray(image).save(folder / f"kodim{i + 1:02d}_{name}_q{q}.jpg", quality=q)
@@ -60,9 +63,15 @@ def describe(items: list[SourceItem], screen: Screen, size: tuple[int, int], ded
         scales.append(cover_scale(w, h, size))
         qualities.append(jpeg_quality(data))
     scales, q = np.array(scales), np.array([x for x in qualities if x is not None])
-    return {"candidates": len(items), "kept": len(kept), "refused": dict(refused.most_common()),
-            "kept_upscaled": int((scales > 1 + 1e-9).sum()), "kept_upscaled_over_1.5x": int((scales > 1.5).sum()),
-            "largest_upscale": round(float(scales.max()), 3) if len(scales) else None, "lowest_jpeg_quality": int(q.min()) if len(q) else None}  # fmt: skip
+    return {
+        "candidates": len(items),
+        "kept": len(kept),
+        "refused": dict(refused.most_common()),
+        "kept_upscaled": int((scales > 1 + 1e-9).sum()),
+        "kept_upscaled_over_1.5x": int((scales > 1.5).sum()),
+        "largest_upscale": round(float(scales.max()), 3) if len(scales) else None,
+        "lowest_jpeg_quality": int(q.min()) if len(q) else None,
+    }
 
 
 def main() -> None:
@@ -74,19 +83,27 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="saqt-screen-") as tmp:
         kodak_variants(Path(tmp))
-        sets = {"CLIVE (627 camera JPEGs, 500x500)": list_source("folder", SHARED / "clive" / "images").items,
-                "Kodak24 re-encoded (288 JPEGs)": list_source("folder", Path(tmp)).items}  # fmt: skip
+        sets = {
+            "CLIVE (627 camera JPEGs, 500x500)": list_source("folder", SHARED / "clive" / "images").items,
+            "Kodak24 re-encoded (288 JPEGs)": list_source("folder", Path(tmp)).items,
+        }
         for name, items in sets.items():
-            results[name] = {"default screen": describe(items, Screen(), size, True),
-                             "default, --max-upscale 1.03": describe(items, Screen(max_upscale=1.03), size, True),
-                             "old defaults": describe(items, OLD, size, False)}  # fmt: skip
-    print("| photos | screen | kept | refused, by reason | kept upscaled (>1.5x) | largest kept scale | lowest kept JPEG q |")
+            results[name] = {
+                "default screen": describe(items, Screen(), size, True),
+                "default, --max-upscale 1.03": describe(items, Screen(max_upscale=1.03), size, True),
+                "old defaults": describe(items, OLD, size, False),
+            }
+    print(
+        "| photos | screen | kept | refused, by reason | kept upscaled (>1.5x) | largest kept scale | lowest kept JPEG q |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         for screen, r in rows.items():
             reasons = ", ".join(f"{n} {k}" for k, n in r["refused"].items()) or "none"
-            print(f"| {name} | {screen} | {r['kept']} of {r['candidates']} | {reasons} | {r['kept_upscaled']} "
-                  f"({r['kept_upscaled_over_1.5x']}) | {r['largest_upscale'] or '-'} | {r['lowest_jpeg_quality'] or '-'} |")
+            print(
+                f"| {name} | {screen} | {r['kept']} of {r['candidates']} | {reasons} | {r['kept_upscaled']} "
+                f"({r['kept_upscaled_over_1.5x']}) | {r['largest_upscale'] or '-'} | {r['lowest_jpeg_quality'] or '-'} |"
+            )
     if args.json:
         args.json.write_text(json.dumps({"size": size, **results}, indent=2))
 

@@ -72,14 +72,19 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], what: str, s
         raise WeightsError(f"{what} weights {source} lack {len(missing)} tensors the model needs, e.g. {missing[:3]}")
     wrong = next((k for k in own if state[k].shape != own[k].shape), None)
     if wrong:
-        raise WeightsError(f"{what} weights {source}: {wrong} has shape {tuple(state[wrong].shape)}, the model needs "
-                           f"{tuple(own[wrong].shape)}")  # fmt: skip
+        raise WeightsError(
+            f"{what} weights {source}: {wrong} has shape {tuple(state[wrong].shape)}, the model needs "
+            f"{tuple(own[wrong].shape)}"
+        )
     module.load_state_dict({k: state[k] for k in own})
 
 
 def warn_random(what: str, name: str) -> None:
-    warnings.warn(f"{what} backbone {name} has RANDOM weights: its features carry no pretrained knowledge",
-                  RandomWeightsWarning, stacklevel=4)  # fmt: skip
+    warnings.warn(
+        f"{what} backbone {name} has RANDOM weights: its features carry no pretrained knowledge",
+        RandomWeightsWarning,
+        stacklevel=4,
+    )
 
 
 class ViTBackbone(nn.Module):
@@ -98,8 +103,10 @@ class ViTBackbone(nn.Module):
             try:
                 vit = timm.create_model(f"{VIT_NAME}.{VIT_TAG}", pretrained=True)
             except Exception as err:  # timm raises several types when the hub cannot be reached
-                raise WeightsError(f"cannot download timm's {VIT_NAME}.{VIT_TAG} ({type(err).__name__}); give "
-                                   "--vit-weights FILE (its safetensors or state dict) instead") from None  # fmt: skip
+                raise WeightsError(
+                    f"cannot download timm's {VIT_NAME}.{VIT_TAG} ({type(err).__name__}); give "
+                    "--vit-weights FILE (its safetensors or state dict) instead"
+                ) from None
         else:
             vit = timm.create_model(VIT_NAME, pretrained=False)
         self.patch_embed, self.cls_token, self.pos_embed = vit.patch_embed, vit.cls_token, vit.pos_embed
@@ -141,11 +148,14 @@ class ResNet50Local(nn.Module):
         self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
         if weights == "torchvision":
             try:
-                state = torch.hub.load_state_dict_from_url(RESNET50_URL, map_location="cpu", check_hash=True,
-                                                           weights_only=True)  # fmt: skip
+                state = torch.hub.load_state_dict_from_url(
+                    RESNET50_URL, map_location="cpu", check_hash=True, weights_only=True
+                )
             except Exception as err:  # urllib, hash and unpickling errors
-                raise WeightsError(f"cannot download {RESNET50_URL} ({type(err).__name__}); give --cnn-weights FILE "
-                                   "(torchvision ResNet-50 state dict) instead") from None  # fmt: skip
+                raise WeightsError(
+                    f"cannot download {RESNET50_URL} ({type(err).__name__}); give --cnn-weights FILE "
+                    "(torchvision ResNet-50 state dict) instead"
+                ) from None
             load_weights(self, state, "cnn", Path(RESNET50_URL).name)
         elif weights in (None, RANDOM):
             warn_random("cnn", "resnet50")

@@ -22,21 +22,35 @@ from saqt.errors import SaqtError
 from saqt.shards import sha256_file
 
 RELEASE_OLDER_NAMES = (
-    ("transformer.", "vgfe.backbone."), ("cnn.", "clfe.backbone."), ("patch_embed1.", "clfe.patch_embed1."),
-    ("patch_embed2.", "clfe.patch_embed2."), ("patch_embed3.", "clfe.patch_embed3."), ("att_cnn.", "local_cwsa."),
-    ("proj.", "local_projection."), ("fusion1.", "cwsa1."), ("fusion2.", "cwsa2."), ("fusion3.", "cwsa3."),
-    ("fusion4.", "cwsa4."), ("conv1.", "siem1.conv."), ("conv2.", "siem2.conv."), ("conv3.", "siem3.conv."),
-    ("conv4.", "siem4.conv."), ("out.", "quality_head.layers."),
-)  # fmt: skip
+    ("transformer.", "vgfe.backbone."),
+    ("cnn.", "clfe.backbone."),
+    ("patch_embed1.", "clfe.patch_embed1."),
+    ("patch_embed2.", "clfe.patch_embed2."),
+    ("patch_embed3.", "clfe.patch_embed3."),
+    ("att_cnn.", "local_cwsa."),
+    ("proj.", "local_projection."),
+    ("fusion1.", "cwsa1."),
+    ("fusion2.", "cwsa2."),
+    ("fusion3.", "cwsa3."),
+    ("fusion4.", "cwsa4."),
+    ("conv1.", "siem1.conv."),
+    ("conv2.", "siem2.conv."),
+    ("conv3.", "siem3.conv."),
+    ("conv4.", "siem4.conv."),
+    ("out.", "quality_head.layers."),
+)
 _CWSA_PARTS = (("q.", "c_q."), ("k.", "c_k."), ("v.", "c_v."), ("norm.", "norm."))
 TOOLKIT_0_1_NAMES = (
-    ("vit.", "vgfe.backbone."), ("cnn.net.", "clfe.backbone."), ("cnn.", "clfe.backbone."),
+    ("vit.", "vgfe.backbone."),
+    ("cnn.net.", "clfe.backbone."),
+    ("cnn.", "clfe.backbone."),
     *((f"align.{i}.", f"clfe.patch_embed{i + 1}.proj.") for i in range(3)),
     *((f"local_cwsa.{a}", f"local_cwsa.{b}") for a, b in _CWSA_PARTS),
     *((f"stage_cwsa.{i}.{a}", f"cwsa{i + 1}.{b}") for i in range(4) for a, b in _CWSA_PARTS),
     *((f"stage_sem.{i}.", f"siem{i + 1}.") for i in range(4)),
-    ("local_proj.", "local_projection."), ("head.", "quality_head.layers."),
-)  # fmt: skip
+    ("local_proj.", "local_projection."),
+    ("head.", "quality_head.layers."),
+)
 
 
 class CheckpointError(SaqtError, ValueError):
@@ -55,8 +69,13 @@ class Checkpoint:
 
     def describe(self) -> dict:
         """What provenance records about it."""
-        return {"path": str(self.path), "sha256": sha256_file(self.path), "naming": self.naming,
-                "model_config": self.config.as_dict(), "provenance": self.meta.get("provenance", {})}  # fmt: skip
+        return {
+            "path": str(self.path),
+            "sha256": sha256_file(self.path),
+            "naming": self.naming,
+            "model_config": self.config.as_dict(),
+            "provenance": self.meta.get("provenance", {}),
+        }
 
 
 def torch_load(path: Path) -> object:
@@ -69,8 +88,9 @@ def torch_load(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # EOFError, zip/pickle errors, disallowed globals: the file is not a usable checkpoint
-        raise CheckpointError(f"checkpoint {path} cannot be read: truncated, damaged or not a PyTorch checkpoint "
-                              f"({type(err).__name__})") from None  # fmt: skip
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read: truncated, damaged or not a PyTorch checkpoint ({type(err).__name__})"
+        ) from None
 
 
 def _naming(keys: list[str], path: Path) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -104,7 +124,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     try:
         config = GlintConfig(**{"cwsa": default_cwsa, **recorded, "vit_weights": RANDOM, "cnn_weights": RANDOM})
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} records a model configuration this toolkit cannot build ({err})") from None
+        raise CheckpointError(
+            f"checkpoint {path} records a model configuration this toolkit cannot build ({err})"
+        ) from None
     return Checkpoint(path, state, config, naming, meta)
 
 
@@ -117,12 +139,15 @@ def build_model(ckpt: Checkpoint) -> GlintIQA:
     own = model.state_dict()
     missing = [k for k in own if k not in ckpt.state]
     if missing:
-        raise CheckpointError(f"checkpoint {ckpt.path} lacks {len(missing)} tensors the model needs, first "
-                              f"{missing[0]}")  # fmt: skip
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} lacks {len(missing)} tensors the model needs, first {missing[0]}"
+        )
     wrong = next((k for k in own if ckpt.state[k].shape != own[k].shape), None)
     if wrong:
-        raise CheckpointError(f"checkpoint {ckpt.path}: tensor {wrong} has shape {tuple(ckpt.state[wrong].shape)}, "
-                              f"the model needs {tuple(own[wrong].shape)}")  # fmt: skip
+        raise CheckpointError(
+            f"checkpoint {ckpt.path}: tensor {wrong} has shape {tuple(ckpt.state[wrong].shape)}, "
+            f"the model needs {tuple(own[wrong].shape)}"
+        )
     model.load_state_dict({k: ckpt.state[k] for k in own})
     return model
 

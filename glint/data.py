@@ -101,8 +101,10 @@ def _read_rows(path: Path) -> tuple[list[str], list[list]]:
 def _entry_for(spec: dict, header: list[str], path: Path) -> dict:
     """The manifest entry whose image and score columns this label file has."""
     for entry in spec["labels"]:
-        if all(pick_column(entry.get(k), header, k, path, DatasetError, required=False) is not None
-               for k in ("image", "score")):
+        if all(
+            pick_column(entry.get(k), header, k, path, DatasetError, required=False) is not None
+            for k in ("image", "score")
+        ):
             return entry
     wanted = "; or ".join(f"{e['image']} and {e['score']}" for e in spec["labels"])
     raise DatasetError(f"{path} has no image and score columns of {spec['name']} (expected {wanted}; found {header})")
@@ -156,12 +158,20 @@ def load_table(name: str, root: Path, label_file: Path | None = None) -> IQATabl
     entry = _entry_for(spec, header, label_file)
     image_col = pick_column(entry["image"], header, "image", label_file, DatasetError)
     score_col = pick_column(entry["score"], header, "score", label_file, DatasetError)
-    ref_col = pick_column(entry.get("reference"), header, "reference", label_file, DatasetError,
-                          required=not entry.get("reference_optional"))  # fmt: skip
+    ref_col = pick_column(
+        entry.get("reference"),
+        header,
+        "reference",
+        label_file,
+        DatasetError,
+        required=not entry.get("reference_optional"),
+    )
     split_col = pick_column(entry.get("split"), header, "split", label_file, DatasetError, required=False)
     index = None
     if spec.get("case_insensitive"):
-        index = {(d, p.name.lower()): p for d in spec["image_dirs"] if (root / d).is_dir() for p in (root / d).iterdir()}
+        index = {
+            (d, p.name.lower()): p for d in spec["image_dirs"] if (root / d).is_dir() for p in (root / d).iterdir()
+        }
     exclude = set(spec.get("exclude", []))
     samples = []
     for line, row in enumerate(rows, start=2):
@@ -197,8 +207,10 @@ def split_table(table: IQATable, round_: int = 0, seed: int = 0, test_frac: floa
             return parts
     groups = sorted({s.group for s in table.samples})
     if len(groups) < 3:
-        raise DatasetError(f"{table.name}: {len(groups)} {'references' if table.kind == 'synthetic' else 'images'} "
-                           "are too few for train, validation and test splits")  # fmt: skip
+        raise DatasetError(
+            f"{table.name}: {len(groups)} {'references' if table.kind == 'synthetic' else 'images'} "
+            "are too few for train, validation and test splits"
+        )
     random.Random(derive_seed(seed, table.name, round_, "split")).shuffle(groups)
     n_test = max(1, round(test_frac * len(groups)))
     n_val = max(1, round(val_frac * (len(groups) - n_test)))
@@ -228,13 +240,18 @@ def released_split(table: IQATable, round_: int, seed: int) -> dict[str, list[Sa
     expected = table.spec.get("released", {}).get("units")
     if expected is not None and len(units) != expected:
         what = "references" if table.kind == "synthetic" else "images"
-        raise DatasetError(f"{table.name}: the release indexes {expected} {what}, {table.label_file} gives "
-                           f"{len(units)}: its split cannot be reproduced on this table")  # fmt: skip
+        raise DatasetError(
+            f"{table.name}: the release indexes {expected} {what}, {table.label_file} gives "
+            f"{len(units)}: its split cannot be reproduced on this table"
+        )
     order = list(range(len(units)))
     random.Random(round_ * seed).shuffle(order)
     train = {units[i] for i in order[: int(round(RELEASE_TRAIN_FRACTION * len(order)))]}
-    return {"train": [s for s in table.samples if s.group in train], "val": [],
-            "test": [s for s in table.samples if s.group not in train]}  # fmt: skip
+    return {
+        "train": [s for s in table.samples if s.group in train],
+        "val": [],
+        "test": [s for s in table.samples if s.group not in train],
+    }
 
 
 def make_split(table: IQATable, protocol: str, round_: int, seed: int) -> dict[str, list[Sample]]:
@@ -249,9 +266,15 @@ def names_digest(samples: list[Sample]) -> str:
 
 def split_record(table: IQATable, parts: dict[str, list[Sample]], protocol: str, round_: int, seed: int) -> dict:
     """How a run's split was made, enough to make it again and check it: what evaluation reads back."""
-    return {"dataset": table.name, "label_file": str(table.label_file), "protocol": protocol, "round": round_,
-            "seed": seed, "counts": {k: len(v) for k, v in parts.items()},
-            "digests": {k: names_digest(v) for k, v in parts.items()}}  # fmt: skip
+    return {
+        "dataset": table.name,
+        "label_file": str(table.label_file),
+        "protocol": protocol,
+        "round": round_,
+        "seed": seed,
+        "counts": {k: len(v) for k, v in parts.items()},
+        "digests": {k: names_digest(v) for k, v in parts.items()},
+    }
 
 
 def prepare(image: np.ndarray, resize: tuple[int, int] | None = None) -> np.ndarray:
@@ -262,8 +285,9 @@ def prepare(image: np.ndarray, resize: tuple[int, int] | None = None) -> np.ndar
     h, w = image.shape[:2]
     if min(h, w) < CROP:
         scale = CROP / min(h, w)
-        image = cv2.resize(image, (max(CROP, round(w * scale)), max(CROP, round(h * scale))),
-                           interpolation=cv2.INTER_LINEAR)  # fmt: skip
+        image = cv2.resize(
+            image, (max(CROP, round(w * scale)), max(CROP, round(h * scale))), interpolation=cv2.INTER_LINEAR
+        )
     return image
 
 
@@ -301,8 +325,13 @@ def score_map(values: list[float] | None):
 class TrainingImages(Dataset):
     """Map-style training set: one augmented view per image, drawn from (seed, epoch, index)."""
 
-    def __init__(self, samples: list[Sample], seed: int = 0, resize: tuple[int, int] | None = None,
-                 train_score_map: list[float] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        samples: list[Sample],
+        seed: int = 0,
+        resize: tuple[int, int] | None = None,
+        train_score_map: list[float] | None = None,
+    ):
         self.samples, self.seed, self.resize, self.epoch = samples, seed, resize, 0
         self.train_score_map = train_score_map
 

@@ -60,9 +60,11 @@ def leakage_warning(init: dict, dataset: str, test_groups: set[str]) -> str | No
     leaked = sorted(g for g in test_groups if Path(g).stem not in excluded)
     if not leaked:
         return None
-    return (f"label leakage: the init checkpoint was pretrained on SAQT labels transferred from {dataset} references, "
-            f"and {len(leaked)} of this test split's references (e.g. {', '.join(leaked[:3])}) were not excluded; "
-            "relabel with `saqt label --exclude-refs` to evaluate fairly")  # fmt: skip
+    return (
+        f"label leakage: the init checkpoint was pretrained on SAQT labels transferred from {dataset} references, "
+        f"and {len(leaked)} of this test split's references (e.g. {', '.join(leaked[:3])}) were not excluded; "
+        "relabel with `saqt label --exclude-refs` to evaluate fairly"
+    )
 
 
 def order_warning(table: IQATable, protocol: str) -> str | None:
@@ -73,8 +75,10 @@ def order_warning(table: IQATable, protocol: str) -> str | None:
     files = [e["file"] for e in table.spec["labels"] if e.get("release_order")]
     if not files:
         return f"{table.name} has no counterpart in the release: its split rule is applied to {table.label_file}'s rows"
-    return (f"the release indexes the rows of {', '.join(files)}, not of {table.label_file.name}: the split is the "
-            "release's only if both list the images in the same order")  # fmt: skip
+    return (
+        f"the release indexes the rows of {', '.join(files)}, not of {table.label_file.name}: the split is the "
+        "release's only if both list the images in the same order"
+    )
 
 
 def label_scale(table: IQATable, score_map: list[float] | None = None) -> str:
@@ -96,8 +100,11 @@ def label_scale(table: IQATable, score_map: list[float] | None = None) -> str:
 
 def eval_sets(table: IQATable, parts: dict) -> dict[str, EvalSet]:
     """The validation and test parts of a split (those that are not empty) as evaluation sets."""
-    return {name: EvalSet([s.path for s in parts[name]], [s.score for s in parts[name]], decode_image, table.resize)
-            for name in ("val", "test") if parts[name]}  # fmt: skip
+    return {
+        name: EvalSet([s.path for s in parts[name]], [s.score for s in parts[name]], decode_image, table.resize)
+        for name in ("val", "test")
+        if parts[name]
+    }
 
 
 def _protocols(config: FinetuneConfig, table: IQATable) -> tuple[list[Protocol], dict[int, dict]]:
@@ -127,8 +134,14 @@ def _start(config: FinetuneConfig, train: TrainConfig, test_groups: set[str], pr
     return model
 
 
-def run_finetune(config: FinetuneConfig, out: Path, device: str = "auto", resume: bool = False, progress: bool = True,
-                 tensorboard: bool = False) -> dict[int, dict]:  # fmt: skip
+def run_finetune(
+    config: FinetuneConfig,
+    out: Path,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    tensorboard: bool = False,
+) -> dict[int, dict]:
     """Finetune for each round (in ``out``, or ``out/round-K`` for several) and return each round's results; over
     several rounds, ``out/summary.json`` holds the median test metrics."""
     if not config.init:
@@ -142,14 +155,24 @@ def run_finetune(config: FinetuneConfig, out: Path, device: str = "auto", resume
     results = {}
     for proto in protos:
         parts, train = splits[proto.round], TrainConfig.from_protocol(proto, config.max_steps, config.loader_workers)
-        provenance = {"dataset": config.dataset, "root": str(config.root), "protocol": proto.record(),
-                      "split": split_record(table, parts, proto.name, proto.round, proto.settings["seed"]),
-                      "split_warning": split_warning, "train_score_map": score_map,
-                      "score_scale": label_scale(table, score_map)}  # fmt: skip
+        provenance = {
+            "dataset": config.dataset,
+            "root": str(config.root),
+            "protocol": proto.record(),
+            "split": split_record(table, parts, proto.name, proto.round, proto.settings["seed"]),
+            "split_warning": split_warning,
+            "train_score_map": score_map,
+            "score_scale": label_scale(table, score_map),
+        }
         model = _start(config, train, {s.group for s in parts["test"]}, provenance)
         images = TrainingImages(parts["train"], train.seed, table.resize, score_map)
-        run = Run(out if config.rounds == 1 else out / f"round-{proto.round}", images, eval_sets(table, parts),
-                  math.ceil(len(parts["train"]) / train.batch_size), provenance)  # fmt: skip
+        run = Run(
+            out if config.rounds == 1 else out / f"round-{proto.round}",
+            images,
+            eval_sets(table, parts),
+            math.ceil(len(parts["train"]) / train.batch_size),
+            provenance,
+        )
         results[proto.round] = fit(model, run, train, device, resume, progress, tensorboard)
     if config.rounds > 1:
         write_summary(results, out)
@@ -163,6 +186,9 @@ def median_test(results: dict[int, dict]) -> dict[str, float]:
 
 def write_summary(results: dict[int, dict], out: Path) -> None:
     """``out/summary.json``: the rounds, their median test metrics and each round's."""
-    summary = {"rounds": list(results), "median_test": median_test(results),
-               "per_round_test": {r: res["metrics"]["test"] for r, res in results.items()}}  # fmt: skip
+    summary = {
+        "rounds": list(results),
+        "median_test": median_test(results),
+        "per_round_test": {r: res["metrics"]["test"] for r, res in results.items()},
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

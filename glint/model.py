@@ -92,8 +92,10 @@ class CLFE(nn.Module):
         self.backbone = cnn_cls(weights)
         c1, c2, c3 = cnn_cls.channels
         self.patch_embed1, self.patch_embed2, self.patch_embed3 = (
-            TokenEmbed(c1, dim, 4), TokenEmbed(c2, dim, 2), TokenEmbed(c3, dim, 1),
-        )  # fmt: skip
+            TokenEmbed(c1, dim, 4),
+            TokenEmbed(c2, dim, 2),
+            TokenEmbed(c3, dim, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         f1, f2, f3 = self.backbone(x)
@@ -170,8 +172,9 @@ class GlintIQA(nn.Module):
             feature = siem(cwsa(torch.cat([tokens, feature], dim=2).transpose(1, 2)))
         return self.quality_head(feature.mean(dim=1))
 
-    def score(self, images, crops: int = 25, batch_size: int = scoring.BATCH_IMAGES, seed: int = 0,
-              progress: bool = False) -> np.ndarray:
+    def score(
+        self, images, crops: int = 25, batch_size: int = scoring.BATCH_IMAGES, seed: int = 0, progress: bool = False
+    ) -> np.ndarray:
         """Quality scores (a float64 numpy array, one per image) of file paths, PIL images or uint8 RGB arrays, on
         the model's device, in eval mode: the mean over ``crops`` random 224 crops per image, ``batch_size`` images
         per forward pass; the crop protocol of ``glint evaluate`` and ``glint predict`` (see ``glint.scoring``)."""
@@ -188,9 +191,11 @@ def refuse_random_backbones(config: GlintConfig, random_init: bool) -> None:
     """ConfigError when a backbone would start from random weights and ``random_init`` does not allow it."""
     missing = config.random_backbones()
     if missing and not random_init:
-        raise ConfigError(f"the {' and '.join(missing)} backbone{'s' if len(missing) > 1 else ''} would start from "
-                          "random weights: give --vit-weights timm|FILE and --cnn-weights torchvision|FILE (the "
-                          "downloads need internet), or --random-init to start from random weights on purpose")  # fmt: skip
+        raise ConfigError(
+            f"the {' and '.join(missing)} backbone{'s' if len(missing) > 1 else ''} would start from "
+            "random weights: give --vit-weights timm|FILE and --cnn-weights torchvision|FILE (the "
+            "downloads need internet), or --random-init to start from random weights on purpose"
+        )
 
 
 def new_model(config: GlintConfig, seed: int, random_init: bool = False) -> GlintIQA:

@@ -43,8 +43,15 @@ def score_scale(model: GlintIQA) -> str:
     return UNKNOWN_SCALE
 
 
-def score_files(model: GlintIQA, paths: list[Path], crops: int = 25, device: str = "auto", seed: int = 0,
-                min_side: int = MIN_SIDE, batch_size: int = BATCH_IMAGES):  # fmt: skip
+def score_files(
+    model: GlintIQA,
+    paths: list[Path],
+    crops: int = 25,
+    device: str = "auto",
+    seed: int = 0,
+    min_side: int = MIN_SIDE,
+    batch_size: int = BATCH_IMAGES,
+):
     """(path, score or None, reason or None) for each file, ``batch_size`` images in memory at a time. Unreadable
     files and images under ``min_side`` pixels on a side get their one-line reason instead of a score. Each image's
     crops are seeded by its file name, so its score does not depend on order (``GlintIQA.score`` gives the same)."""

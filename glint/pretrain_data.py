@@ -89,8 +89,10 @@ def open_saqt(data: str, pristine_cache: int = 64) -> SaqtFiles:
         shards = sorted(root.glob("*.parquet"))
         if shards:
             return SaqtFiles([str(p) for p in shards], None, None, {"labels": data})
-        raise DatasetError(f"{data} is neither a `saqt label` output (label.json), a published set (README.md and "
-                           f"{SUMS}) nor a folder of saqt-iqa shards")  # fmt: skip
+        raise DatasetError(
+            f"{data} is neither a `saqt label` output (label.json), a published set (README.md and "
+            f"{SUMS}) nor a folder of saqt-iqa shards"
+        )
     if HUB_ID.fullmatch(data):
         return _published(f"hf://datasets/{data}", data)
     raise DatasetError(f"--data {data}: no such folder, and not an fsspec URL or a Hub id (ORG/NAME)")
@@ -107,11 +109,21 @@ def _label_folder(root: Path, pristine_cache: int) -> SaqtFiles:
     build = BuildReader(build_root, checksums=False, cache=pristine_cache)
     if build.stage.digest() != label["inputs"]["build"]["digest"]:
         raise DatasetError(f"the build {build_root} changed since {root} was labelled; rerun `saqt label`")
-    provenance = {"labels": str(root), "bank": label["inputs"]["bank"], "encoder": label.get("encoder"),
-                  "rule": label.get("rule"), "score_scale": label.get("score_scale")}  # fmt: skip
+    provenance = {
+        "labels": str(root),
+        "bank": label["inputs"]["bank"],
+        "encoder": label.get("encoder"),
+        "rule": label.get("rule"),
+        "score_scale": label.get("score_scale"),
+    }
     units = stage.units()
-    return SaqtFiles([str(stage.path(u, "saqt-iqa")) for u in units], None, build, provenance,
-                     images=[str(build.stage.path(u, "distorted")) for u in units])  # fmt: skip
+    return SaqtFiles(
+        [str(stage.path(u, "saqt-iqa")) for u in units],
+        None,
+        build,
+        provenance,
+        images=[str(build.stage.path(u, "distorted")) for u in units],
+    )
 
 
 def _published(url: str, given: str) -> SaqtFiles:
@@ -151,8 +163,16 @@ class SaqtIndex:
             meta = files.parquet(i).metadata
             table = files.parquet(i).read(columns=["pristine_id", "score"])
             groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-            where.append(np.stack([np.full(table.num_rows, i), np.repeat(np.arange(len(groups)), groups),
-                                   np.concatenate([np.arange(n) for n in groups] or [[]])], 1))  # fmt: skip
+            where.append(
+                np.stack(
+                    [
+                        np.full(table.num_rows, i),
+                        np.repeat(np.arange(len(groups)), groups),
+                        np.concatenate([np.arange(n) for n in groups] or [[]]),
+                    ],
+                    1,
+                )
+            )
             pristine.append(table.column("pristine_id").combine_chunks())
             scored.append(table.column("score").is_valid().to_numpy(zero_copy_only=False))
             in_validation.append(np.full(table.num_rows, path in files.validation))
@@ -200,8 +220,10 @@ class SaqtIndex:
         if row["image"] is not None:
             return decode_image(row["image"])
         if self.files.build is None:
-            raise DatasetError(f"{row['image_id']} is a recipe without pixels, and its build (which renders it) is "
-                               "not here: train on a label folder whose build is present, or a rendered set")  # fmt: skip
+            raise DatasetError(
+                f"{row['image_id']} is a recipe without pixels, and its build (which renders it) is "
+                "not here: train on a label folder whose build is present, or a rendered set"
+            )
         return self.files.build.image(row)
 
 

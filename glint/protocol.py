@@ -24,8 +24,10 @@ SCHEDULES = ("cosine", "cycle")
 COMMON = {"batch_size": 32, "lr": 1e-5, "weight_decay": 1e-5, "test_crops": 25}
 HONEST = {**COMMON, "epochs": 10, "seed": 0, "select_on": "val", "schedule": "cosine", "amp": True}
 RELEASED = {**COMMON, "epochs": 300, "seed": 12345, "select_on": "test", "schedule": "cycle", "amp": False}
-PRETRAIN = {"honest": {**HONEST, "epochs": 50, "batch_size": 128},
-            "released": {**RELEASED, "epochs": 50, "batch_size": 128, "amp": True, "select_on": "val"}}  # fmt: skip
+PRETRAIN = {
+    "honest": {**HONEST, "epochs": 50, "batch_size": 128},
+    "released": {**RELEASED, "epochs": 50, "batch_size": 128, "amp": True, "select_on": "val"},
+}
 RELEASE_T_MAX, RELEASE_ETA_MIN = 30, 0.0
 
 
@@ -44,12 +46,18 @@ class Protocol:
         return self.round * self.settings["seed"] if self.name == "released" else self.settings["seed"]
 
     def record(self) -> dict:
-        return {"name": self.name, "round": self.round, "settings": self.settings, "torch_seed": self.torch_seed,
-                "deviations": self.deviations}  # fmt: skip
+        return {
+            "name": self.name,
+            "round": self.round,
+            "settings": self.settings,
+            "torch_seed": self.torch_seed,
+            "deviations": self.deviations,
+        }
 
 
-def resolve(name: str, given: dict, round_: int | None = None, dataset_spec: dict | None = None,
-            pretrain: bool = False) -> Protocol:  # fmt: skip
+def resolve(
+    name: str, given: dict, round_: int | None = None, dataset_spec: dict | None = None, pretrain: bool = False
+) -> Protocol:
     """Protocol ``name`` with the options in ``given`` (None: not given) applied on top."""
     if name not in PROTOCOLS:
         raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {name!r}")
@@ -69,5 +77,6 @@ def resolve(name: str, given: dict, round_: int | None = None, dataset_spec: dic
         round_ = 1 if name == "released" else 0
     if name == "released" and round_ < 1:
         raise ConfigError("--protocol released numbers its rounds from 1 (round r splits with seed r x --seed)")
-    return Protocol(name, base | {k: v for k, v in given.items() if k in base}, round_,
-                    deviations if name == "released" else {})  # fmt: skip
+    return Protocol(
+        name, base | {k: v for k, v in given.items() if k in base}, round_, deviations if name == "released" else {}
+    )

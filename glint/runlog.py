@@ -23,8 +23,10 @@ def cpu_memory_hint(device: torch.device, batch_size: int) -> str | None:
     """A one-line hint when a run trains on the CPU with a batch that needs many GB of memory."""
     if device.type != "cpu" or batch_size < CPU_BATCH_HINT:
         return None
-    return (f"hint: training on the CPU with batch {batch_size} needs about {batch_size * CPU_GIB_PER_IMAGE:.0f} GB of "
-            "memory (batch 128 peaks near 20 GB) and is slow; use a GPU (--device cuda) or a smaller --batch-size")  # fmt: skip
+    return (
+        f"hint: training on the CPU with batch {batch_size} needs about {batch_size * CPU_GIB_PER_IMAGE:.0f} GB of "
+        "memory (batch 128 peaks near 20 GB) and is slow; use a GPU (--device cuda) or a smaller --batch-size"
+    )
 
 
 def summary_writer(path: Path):
@@ -32,15 +34,21 @@ def summary_writer(path: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard "
-                          "(or the toolkit's [tensorboard] extra)") from None  # fmt: skip
+        raise ConfigError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard "
+            "(or the toolkit's [tensorboard] extra)"
+        ) from None
     return SummaryWriter(str(path))
 
 
 def epoch_line(record: dict, epochs: int, train_s: float, eval_s: float) -> str:
     """One readable line for an epoch: loss, learning rate, the metrics of each evaluated split, the times."""
-    parts = [f"epoch {record['epoch']}/{epochs}", f"step {record['step']}", f"loss {record['train_loss']:.4f}",
-             f"lr {record['lr']:.3g}"]  # fmt: skip
+    parts = [
+        f"epoch {record['epoch']}/{epochs}",
+        f"step {record['step']}",
+        f"loss {record['train_loss']:.4f}",
+        f"lr {record['lr']:.3g}",
+    ]
     for split, m in record.items():
         if isinstance(m, dict):
             parts.append(f"{split} SROCC {m['srocc']:.4f} PLCC {m['plcc']:.4f} RMSE {m['rmse']:.4f}")

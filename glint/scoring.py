@@ -44,9 +44,16 @@ def scoring_amp(model: torch.nn.Module) -> bool:
 
 
 @torch.inference_mode()
-def predict_images(model: torch.nn.Module, images: Iterable[tuple[np.ndarray, int]], crops: int,
-                   device: torch.device, resize: tuple[int, int] | None = None, batch_size: int = BATCH_IMAGES,
-                   amp: bool = True, progress: tqdm | None = None) -> list[float]:  # fmt: skip
+def predict_images(
+    model: torch.nn.Module,
+    images: Iterable[tuple[np.ndarray, int]],
+    crops: int,
+    device: torch.device,
+    resize: tuple[int, int] | None = None,
+    batch_size: int = BATCH_IMAGES,
+    amp: bool = True,
+    progress: tqdm | None = None,
+) -> list[float]:
     """Mean prediction over ``crops`` random 224 crops of each (uint8 RGB image, crop seed), ``batch_size`` images
     per forward pass, the model in eval mode; fp16 autocast on CUDA when ``amp``. ``progress`` is advanced per image."""
     if crops < 1 or batch_size < 1:
@@ -90,18 +97,31 @@ def as_rgb(image) -> tuple[np.ndarray, str]:
         pixels = np.asarray(_to_rgb(image))
     elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
-            raise UnscorableImageError(f"an image array must be uint8 H x W x 3 (or H x W), got {image.dtype} {image.shape}")
-        pixels = np.ascontiguousarray(np.broadcast_to(image.reshape(*image.shape[:2], 1), (*image.shape[:2], 3))
-                                      if image.ndim == 2 or image.shape[2] == 1 else image)  # fmt: skip
+            raise UnscorableImageError(
+                f"an image array must be uint8 H x W x 3 (or H x W), got {image.dtype} {image.shape}"
+            )
+        pixels = np.ascontiguousarray(
+            np.broadcast_to(image.reshape(*image.shape[:2], 1), (*image.shape[:2], 3))
+            if image.ndim == 2 or image.shape[2] == 1
+            else image
+        )
     else:
-        raise UnscorableImageError(f"cannot score a {type(image).__name__}: give file paths, PIL images or uint8 arrays")
+        raise UnscorableImageError(
+            f"cannot score a {type(image).__name__}: give file paths, PIL images or uint8 arrays"
+        )
     digest = hashlib.blake2b(str(pixels.shape).encode(), digest_size=8)
     digest.update(pixels.tobytes())
     return pixels, digest.hexdigest()
 
 
-def score(model: torch.nn.Module, images, crops: int = 25, batch_size: int = BATCH_IMAGES, seed: int = 0,
-          progress: bool = False) -> np.ndarray:  # fmt: skip
+def score(
+    model: torch.nn.Module,
+    images,
+    crops: int = 25,
+    batch_size: int = BATCH_IMAGES,
+    seed: int = 0,
+    progress: bool = False,
+) -> np.ndarray:
     """Scores (float64, one per image) of paths, PIL images or uint8 arrays (one, a list, or an N x H x W x 3 array)
     on the model's device.
     A file that cannot be read or an image under 32 px on a side raises a one-line SaqtError naming it."""

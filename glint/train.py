@@ -66,10 +66,20 @@ class TrainConfig:
     def from_protocol(cls, protocol: Protocol, max_steps: int | None = None, loader_workers: int = 2) -> TrainConfig:
         """The settings of a resolved protocol (its torch seed: round x seed under the release's)."""
         s = protocol.settings
-        return cls(epochs=s["epochs"], max_steps=max_steps, batch_size=s["batch_size"], lr=s["lr"],
-                   weight_decay=s["weight_decay"], seed=protocol.torch_seed, test_crops=s["test_crops"],
-                   select_on=s["select_on"], amp=s["amp"], loader_workers=loader_workers, schedule=s["schedule"],
-                   protocol=protocol.name)  # fmt: skip
+        return cls(
+            epochs=s["epochs"],
+            max_steps=max_steps,
+            batch_size=s["batch_size"],
+            lr=s["lr"],
+            weight_decay=s["weight_decay"],
+            seed=protocol.torch_seed,
+            test_crops=s["test_crops"],
+            select_on=s["select_on"],
+            amp=s["amp"],
+            loader_workers=loader_workers,
+            schedule=s["schedule"],
+            protocol=protocol.name,
+        )
 
     def __post_init__(self):
         if self.select_on not in ("val", "test"):
@@ -111,8 +121,16 @@ def distributed(device: str = "auto") -> tuple[int, int, torch.device]:
     return (dist.get_rank(), world, dev) if world > 1 else (0, 1, dev)
 
 
-def score_eval_set(model: torch.nn.Module, data: EvalSet, crops: int, seed: int, device: torch.device,
-                   amp: bool = True, progress=None, batch_size: int = BATCH_IMAGES) -> tuple[list[float], float]:  # fmt: skip
+def score_eval_set(
+    model: torch.nn.Module,
+    data: EvalSet,
+    crops: int,
+    seed: int,
+    device: torch.device,
+    amp: bool = True,
+    progress=None,
+    batch_size: int = BATCH_IMAGES,
+) -> tuple[list[float], float]:
     """The model's scores of ``data`` (image i's crops seeded by (seed, i)) and the seconds they took; ``progress``
     (a bar) is advanced per image."""
     start = time.perf_counter()
@@ -126,8 +144,9 @@ def eval_metrics(preds: list[float], data: EvalSet, seconds: float) -> dict:
     return {**iqa_metrics(preds, data.scores), "images": len(preds), "images_per_s": len(preds) / max(seconds, 1e-9)}
 
 
-def evaluate(model: torch.nn.Module, data: EvalSet, crops: int, seed: int, device: torch.device,
-             amp: bool = True, progress=None) -> dict:  # fmt: skip
+def evaluate(
+    model: torch.nn.Module, data: EvalSet, crops: int, seed: int, device: torch.device, amp: bool = True, progress=None
+) -> dict:
     """IQA metrics of the model on ``data`` and the throughput of scoring."""
     preds, seconds = score_eval_set(model, data, crops, seed, device, amp, progress)
     return eval_metrics(preds, data, seconds)
@@ -144,11 +163,17 @@ def make_loader(data: Dataset, config: TrainConfig, epoch: int, rank: int, world
     permutation) when it has one, else torch's shuffle, split over DDP ranks by a DistributedSampler."""
     batch = max(1, config.batch_size // world)
     if hasattr(data, "batch_sampler"):
-        return DataLoader(data, batch_sampler=data.batch_sampler(epoch, rank, world, batch),
-                          num_workers=config.loader_workers)  # fmt: skip
+        return DataLoader(
+            data, batch_sampler=data.batch_sampler(epoch, rank, world, batch), num_workers=config.loader_workers
+        )
     generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, "shuffle") % 2**63)
-    kw = {"batch_size": batch, "num_workers": config.loader_workers, "generator": generator, "drop_last": False,
-          "persistent_workers": False}  # fmt: skip
+    kw = {
+        "batch_size": batch,
+        "num_workers": config.loader_workers,
+        "generator": generator,
+        "drop_last": False,
+        "persistent_workers": False,
+    }
     if isinstance(data, IterableDataset):
         return DataLoader(data, **kw)
     if world > 1:
@@ -172,8 +197,14 @@ def planned_batches(data: Dataset, config: TrainConfig, world: int, count: int):
             step += 1
 
 
-def train_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, amp: bool) -> torch.Tensor:  # fmt: skip
+def train_step(
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    amp: bool,
+) -> torch.Tensor:
     """One optimiser step on the L1 loss, under fp16 autocast with loss scaling when ``amp``; returns the loss."""
     with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
         loss = torch.nn.functional.l1_loss(net(x).float(), y)
@@ -241,8 +272,9 @@ def start_session(model: GlintIQA, config: TrainConfig, steps_per_epoch: int, de
         if world > 1
         else model
     )
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                 weight_decay=config.weight_decay)  # fmt: skip
+    optimizer = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+    )
     scheduler = make_scheduler(optimizer, config, steps_per_epoch)
     use_amp = config.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -259,8 +291,12 @@ def initial_state(session: Session, out: Path, config: TrainConfig, resume: bool
 
 def run_metadata(model: GlintIQA, config: TrainConfig, run: Run) -> dict:
     """What every checkpoint and run.json record about the run."""
-    return {"model_config": model.config.as_dict(), "train_config": asdict(config), "provenance": run.provenance,
-            "toolkit_version": __version__}  # fmt: skip
+    return {
+        "model_config": model.config.as_dict(),
+        "train_config": asdict(config),
+        "provenance": run.provenance,
+        "toolkit_version": __version__,
+    }
 
 
 def epoch_steps(loader: DataLoader, run: Run, config: TrainConfig, world: int, step: int) -> tuple[int | None, int]:
@@ -329,8 +365,18 @@ def save_checkpoints(s: Session, out: Path, meta: dict, state: dict, best: bool)
     if best:
         _atomic_save(checkpoint_payload(s.model, epoch=state["epoch"], **meta), out / "best.pt")
     rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if s.device.type == "cuda" else []}
-    _atomic_save(checkpoint_payload(s.model, optimizer=s.optimizer.state_dict(), scheduler=s.scheduler.state_dict(),
-                                    scaler=s.scaler.state_dict(), rng=rng, **meta, **state), out / "last.pt")  # fmt: skip
+    _atomic_save(
+        checkpoint_payload(
+            s.model,
+            optimizer=s.optimizer.state_dict(),
+            scheduler=s.scheduler.state_dict(),
+            scaler=s.scaler.state_dict(),
+            rng=rng,
+            **meta,
+            **state,
+        ),
+        out / "last.pt",
+    )
 
 
 def run_epochs(s: Session, run: Run, config: TrainConfig, state: dict, meta: dict, log: RunLog) -> float:
@@ -344,9 +390,13 @@ def run_epochs(s: Session, run: Run, config: TrainConfig, state: dict, meta: dic
         losses, images = train_epoch(s, run, config, epoch, state, log)
         seconds = time.perf_counter() - start
         train_seconds, train_images = train_seconds + seconds, train_images + images
-        record = {"epoch": epoch + 1, "step": state["step"], "lr": s.scheduler.get_last_lr()[0],
-                  "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                  "first_loss": losses[0] if losses else float("nan")}  # fmt: skip
+        record = {
+            "epoch": epoch + 1,
+            "step": state["step"],
+            "lr": s.scheduler.get_last_lr()[0],
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "first_loss": losses[0] if losses else float("nan"),
+        }
         record |= evaluate_all(s, run.evals, config, log)
         eval_seconds = time.perf_counter() - start - seconds
         state["epoch"] = epoch + 1
@@ -358,8 +408,15 @@ def run_epochs(s: Session, run: Run, config: TrainConfig, state: dict, meta: dic
     return train_images / max(train_seconds, 1e-9)
 
 
-def fit(model: GlintIQA, run: Run, config: TrainConfig, device: str = "auto", resume: bool = False,
-        progress: bool = True, tensorboard: bool = False) -> dict:  # fmt: skip
+def fit(
+    model: GlintIQA,
+    run: Run,
+    config: TrainConfig,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    tensorboard: bool = False,
+) -> dict:
     """Train ``model`` on ``run.train`` and return the results (also written to ``run.out/results.json``).
     ``progress``: bars with totals and a line per epoch; ``tensorboard``: logs in ``run.out/tensorboard``."""
     s = start_session(model, config, run.steps_per_epoch, device)
@@ -392,13 +449,25 @@ def _results(model, state: dict, config: TrainConfig, dev, world: int, rate: flo
     best = state["best"] or {"epoch": None, "score": None}
     chosen = next((r for r in state["history"] if r["epoch"] == best["epoch"]), {})
     total, trainable = parameter_counts(model)
-    note = ("best epoch on the TEST split, as the released code does: optimistic, not a fair estimate"
-            if config.select_on == "test" else "best epoch on a validation split carved from the training data")  # fmt: skip
-    return {"protocol": config.protocol, "selected_epoch": best["epoch"], "selected_on": config.select_on,
-            "selection_note": note, "metrics": {k: v for k, v in chosen.items() if isinstance(v, dict)},
-            "parameters": {"total": total, "trainable": trainable}, "train_images_per_s": rate or None,
-            "device": str(dev), "world_size": world, "peak_rss_mib": peak_rss_mib(), "train_config": asdict(config),
-            "provenance": provenance}  # fmt: skip
+    note = (
+        "best epoch on the TEST split, as the released code does: optimistic, not a fair estimate"
+        if config.select_on == "test"
+        else "best epoch on a validation split carved from the training data"
+    )
+    return {
+        "protocol": config.protocol,
+        "selected_epoch": best["epoch"],
+        "selected_on": config.select_on,
+        "selection_note": note,
+        "metrics": {k: v for k, v in chosen.items() if isinstance(v, dict)},
+        "parameters": {"total": total, "trainable": trainable},
+        "train_images_per_s": rate or None,
+        "device": str(dev),
+        "world_size": world,
+        "peak_rss_mib": peak_rss_mib(),
+        "train_config": asdict(config),
+        "provenance": provenance,
+    }
 
 
 def peak_rss_mib() -> float | None:

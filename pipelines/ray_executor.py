@@ -61,8 +61,13 @@ class RayExecutor:
                 raise ConfigError(f"--ray-address {address}: {_in_our_terms(err)}") from None
         elif self.started_here:
             # "local": a new cluster of this command's own, never one that happens to run here already
-            ray.init(address="local", num_cpus=workers or 1, include_dashboard=False, logging_level=logging.ERROR,
-                     log_to_driver=False)  # fmt: skip
+            ray.init(
+                address="local",
+                num_cpus=workers or 1,
+                include_dashboard=False,
+                logging_level=logging.ERROR,
+                log_to_driver=False,
+            )
         self.in_flight = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     def __enter__(self) -> RayExecutor:
@@ -137,14 +142,22 @@ class RayEmbedder:
     def __init__(self, spec: str, device: str, actors: int, num_gpus: float = 1):
         self.spec, self.device, self.count, self.num_gpus = spec, device, actors, num_gpus
 
-    def __call__(self, encoder: Encoder, locators: list[Locator], batch_size: int = 64,
-                 loader_workers: int | None = None, progress: bool = False, desc: str = "embed") -> np.ndarray:  # fmt: skip
+    def __call__(
+        self,
+        encoder: Encoder,
+        locators: list[Locator],
+        batch_size: int = 64,
+        loader_workers: int | None = None,
+        progress: bool = False,
+        desc: str = "embed",
+    ) -> np.ndarray:
         if not locators:
             return np.zeros((0, encoder.dim), np.float32)
         runs = self.runs(locators, batch_size)
         options = {"num_gpus": self.num_gpus, "num_cpus": 0 if self.num_gpus else 1}
-        actors = [_EncoderActor.options(**options).remote(self.spec, self.device)
-                  for _ in range(min(self.count, len(runs)))]  # fmt: skip
+        actors = [
+            _EncoderActor.options(**options).remote(self.spec, self.device) for _ in range(min(self.count, len(runs)))
+        ]
         try:
             results = ActorPool(actors).map(lambda a, run: a.embed.remote(run, batch_size, loader_workers), runs)
             return np.concatenate(list(tqdm(results, total=len(runs), desc=desc, unit="run", disable=not progress)))

@@ -22,9 +22,16 @@ from saqt.sources import sample_paths, source_names
 # CLI starts fast, and the build's worker processes, which re-import this module, stay small. Expected failures
 # (saqt.errors.SaqtError) end a command with one line and exit 2 (OneLineErrors); anything else is a bug.
 
-app = typer.Typer(name="saqt", cls=OneLineErrors, no_args_is_help=True, add_completion=False,
-                  help="Build quality-labelled image datasets (SAQT-IQA).")  # fmt: skip
-distortions_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="The 25 KADID-10k distortion types x 5 levels.")
+app = typer.Typer(
+    name="saqt",
+    cls=OneLineErrors,
+    no_args_is_help=True,
+    add_completion=False,
+    help="Build quality-labelled image datasets (SAQT-IQA).",
+)
+distortions_app = typer.Typer(
+    cls=OneLineErrors, no_args_is_help=True, help="The 25 KADID-10k distortion types x 5 levels."
+)
 bank_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Labelled reference banks.")
 
 
@@ -38,8 +45,10 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
-                                          help="Print the toolkit's version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_show_version, help="Print the toolkit's version and exit."),
+    ] = False,
 ) -> None:
     """Build quality-labelled image datasets (SAQT-IQA)."""
 
@@ -47,8 +56,10 @@ def main(
 app.add_typer(distortions_app, name="distortions")
 app.add_typer(bank_app, name="bank")
 RESUME = "finished shards are kept; run the same command again to resume"
-MAX_UPSCALE_HELP = ("Screen: refuse images that must be enlarged by more than this to cover --size (1.0: none; "
-                    "looser values are recorded in the manifest and dataset card).")
+MAX_UPSCALE_HELP = (
+    "Screen: refuse images that must be enlarged by more than this to cover --size (1.0: none; "
+    "looser values are recorded in the manifest and dataset card)."
+)
 MIN_JPEG_QUALITY_HELP = "Screen: refuse JPEGs of lower estimated quality (0 = off)."
 
 
@@ -122,74 +133,105 @@ SOURCE, SELECTION, SCREEN, PLAN, OUTPUT, EXECUTION = "Source", "Selection", "Scr
 INPUTS, MATCHING, TRANSFER = "Inputs", "Matching", "Transfer"
 
 ExecutorOption = Annotated[
-    ExecutorKind, typer.Option(help="local: worker processes here; ray: Ray tasks (a local cluster, or --ray-address).",
-                               rich_help_panel=EXECUTION),
-]  # fmt: skip
+    ExecutorKind,
+    typer.Option(
+        help="local: worker processes here; ray: Ray tasks (a local cluster, or --ray-address).",
+        rich_help_panel=EXECUTION,
+    ),
+]
 RayAddressOption = Annotated[
-    str | None, typer.Option(help="With --executor ray: use this running Ray cluster (e.g. auto, ray://head:10001).",
-                             rich_help_panel=EXECUTION),
-]  # fmt: skip
+    str | None,
+    typer.Option(
+        help="With --executor ray: use this running Ray cluster (e.g. auto, ray://head:10001).",
+        rich_help_panel=EXECUTION,
+    ),
+]
 WorkersOption = Annotated[
     int | None,
-    typer.Option(help="Parallel units: worker processes (local), CPUs of the local Ray cluster, or the most tasks "
-                      "in flight on a --ray-address cluster. Default 1; on a --ray-address cluster, its CPUs.",
-                 rich_help_panel=EXECUTION),
-]  # fmt: skip
+    typer.Option(
+        help="Parallel units: worker processes (local), CPUs of the local Ray cluster, or the most tasks "
+        "in flight on a --ray-address cluster. Default 1; on a --ray-address cluster, its CPUs.",
+        rich_help_panel=EXECUTION,
+    ),
+]
 NeighboursOption = Annotated[
-    int, typer.Option("--neighbours", "-k", help="Neighbours for topk: the k nearest references.",
-                      rich_help_panel=TRANSFER),
-]  # fmt: skip
+    int,
+    typer.Option("--neighbours", "-k", help="Neighbours for topk: the k nearest references.", rich_help_panel=TRANSFER),
+]
 OldNeighboursOption = Annotated[int | None, typer.Option("--k", hidden=True, help="Deprecated name of --neighbours.")]
 
 
 @app.command("build")
 def build(
-    source: Annotated[str, typer.Option(help=f"Pristine source: {', '.join(source_names())}.",
-                                        rich_help_panel=SOURCE)] = "sample",
-    root: Annotated[Path | None, typer.Option(help="Source root folder (all paths must stay inside it).",
-                                              rich_help_panel=SOURCE)] = None,
+    source: Annotated[
+        str, typer.Option(help=f"Pristine source: {', '.join(source_names())}.", rich_help_panel=SOURCE)
+    ] = "sample",
+    root: Annotated[
+        Path | None, typer.Option(help="Source root folder (all paths must stay inside it).", rich_help_panel=SOURCE)
+    ] = None,
     list_file: Annotated[
-        Path | None, typer.Option("--list", help="For --source list: .txt/.csv/.parquet of paths.", rich_help_panel=SOURCE)
+        Path | None,
+        typer.Option("--list", help="For --source list: .txt/.csv/.parquet of paths.", rich_help_panel=SOURCE),
     ] = None,
-    split: Annotated[str | None, typer.Option(help="For --source imagenet: train (default) or val.",
-                                              rich_help_panel=SOURCE)] = None,
-    limit: Annotated[int | None, typer.Option(help="Use at most N images (a seeded random subset).",
-                                              rich_help_panel=SELECTION)] = None,
-    per_class: Annotated[int | None, typer.Option(help="Use at most K images per class (seeded).",
-                                                  rich_help_panel=SELECTION)] = None,
+    split: Annotated[
+        str | None, typer.Option(help="For --source imagenet: train (default) or val.", rich_help_panel=SOURCE)
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Use at most N images (a seeded random subset).", rich_help_panel=SELECTION)
+    ] = None,
+    per_class: Annotated[
+        int | None, typer.Option(help="Use at most K images per class (seeded).", rich_help_panel=SELECTION)
+    ] = None,
     selection: Annotated[
-        str | None, typer.Option(help="Build exactly these images: 'authors' (the 50,000 KADIS-700k images of the "
-                                      "authors' SAQT-IQA) or a .txt/.csv of file names; each missing one is logged.",
-                                 rich_help_panel=SELECTION)
+        str | None,
+        typer.Option(
+            help="Build exactly these images: 'authors' (the 50,000 KADIS-700k images of the "
+            "authors' SAQT-IQA) or a .txt/.csv of file names; each missing one is logged.",
+            rich_help_panel=SELECTION,
+        ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Global seed for selection and every random draw.",
-                                      rich_help_panel=SELECTION)] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Global seed for selection and every random draw.", rich_help_panel=SELECTION)
+    ] = 0,
     screen: Annotated[
-        bool | None, typer.Option("--screen/--no-screen", help="Apply the pristine screen (default: on, off for a "
-                                                               "--selection, which is taken as given).",
-                                  rich_help_panel=SCREEN)
+        bool | None,
+        typer.Option(
+            "--screen/--no-screen",
+            help="Apply the pristine screen (default: on, off for a --selection, which is taken as given).",
+            rich_help_panel=SCREEN,
+        ),
     ] = None,
     max_upscale: Annotated[float, typer.Option(help=MAX_UPSCALE_HELP, rich_help_panel=SCREEN)] = 1.0,
     min_jpeg_quality: Annotated[int, typer.Option(help=MIN_JPEG_QUALITY_HELP, rich_help_panel=SCREEN)] = 90,
-    min_side: Annotated[int, typer.Option(help="Screen: refuse images whose shorter side is below this.",
-                                          rich_help_panel=SCREEN)] = 128,
-    allow_grey: Annotated[bool, typer.Option(help="Screen: keep greyscale images (refused by default).",
-                                             rich_help_panel=SCREEN)] = False,
-    size: Annotated[str, typer.Option(help="Canonical size WxH: resize to cover, then centre-crop.",
-                                      rich_help_panel=PLAN)] = "512x384",
-    types: Annotated[str, typer.Option(help="Distortion types, e.g. '1-25' or '1,3,10-12'.", rich_help_panel=PLAN)] = "1-25",
+    min_side: Annotated[
+        int, typer.Option(help="Screen: refuse images whose shorter side is below this.", rich_help_panel=SCREEN)
+    ] = 128,
+    allow_grey: Annotated[
+        bool, typer.Option(help="Screen: keep greyscale images (refused by default).", rich_help_panel=SCREEN)
+    ] = False,
+    size: Annotated[
+        str, typer.Option(help="Canonical size WxH: resize to cover, then centre-crop.", rich_help_panel=PLAN)
+    ] = "512x384",
+    types: Annotated[
+        str, typer.Option(help="Distortion types, e.g. '1-25' or '1,3,10-12'.", rich_help_panel=PLAN)
+    ] = "1-25",
     levels: Annotated[str, typer.Option(help="Levels, e.g. '1-5'.", rich_help_panel=PLAN)] = "1-5",
-    per_image: Annotated[int | None, typer.Option(help="Render a seeded random N of the cells per image.",
-                                                  rich_help_panel=PLAN)] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (pristine/, distorted/, build.json).",
-                                      rich_help_panel=OUTPUT)] = Path("outputs/saqt-build"),
+    per_image: Annotated[
+        int | None, typer.Option(help="Render a seeded random N of the cells per image.", rich_help_panel=PLAN)
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Output folder (pristine/, distorted/, build.json).", rich_help_panel=OUTPUT),
+    ] = Path("outputs/saqt-build"),
     recipe_only: Annotated[
         bool, typer.Option(help="Write distorted rows without pixels (render from the recipe).", rich_help_panel=OUTPUT)
     ] = False,
-    images_per_shard: Annotated[int, typer.Option(help="Pristine images per shard (x cells = distorted rows).",
-                                                  rich_help_panel=OUTPUT)] = 8,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing build in --out instead of resuming it.",
-                                            rich_help_panel=OUTPUT)] = False,
+    images_per_shard: Annotated[
+        int, typer.Option(help="Pristine images per shard (x cells = distorted rows).", rich_help_panel=OUTPUT)
+    ] = 8,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing build in --out instead of resuming it.", rich_help_panel=OUTPUT)
+    ] = False,
     workers: WorkersOption = None,
     executor: ExecutorOption = ExecutorKind.local,
     ray_address: RayAddressOption = None,
@@ -200,19 +242,33 @@ def build(
 
     w, h = parse_size(size)
     config = BuildConfig(
-        source=source, root=str(root) if root else None, list_file=str(list_file) if list_file else None,
-        split=split, limit=limit, per_class=per_class, seed=seed, size=(w, h),
-        types=tuple(parse_int_set(types, 1, 25, "--types")), levels=tuple(parse_int_set(levels, 1, 5, "--levels")),
-        per_image=per_image, selection=selection, screen=selection is None if screen is None else screen,
-        min_side=min_side, min_jpeg_quality=min_jpeg_quality, max_upscale=max_upscale, allow_grey=allow_grey,
+        source=source,
+        root=str(root) if root else None,
+        list_file=str(list_file) if list_file else None,
+        split=split,
+        limit=limit,
+        per_class=per_class,
+        seed=seed,
+        size=(w, h),
+        types=tuple(parse_int_set(types, 1, 25, "--types")),
+        levels=tuple(parse_int_set(levels, 1, 5, "--levels")),
+        per_image=per_image,
+        selection=selection,
+        screen=selection is None if screen is None else screen,
+        min_side=min_side,
+        min_jpeg_quality=min_jpeg_quality,
+        max_upscale=max_upscale,
+        allow_grey=allow_grey,
         recipe_only=recipe_only,
         images_per_shard=images_per_shard,
-    )  # fmt: skip
+    )
     with running("build", RESUME), open_executor(executor, workers, ray_address) as runner:
         manifest = run_build(config, out, runner, overwrite, _command_line())
     counts = manifest["counts"]
-    typer.echo(f"built {counts['pristine']} pristine and {counts['distorted']} distorted images in "
-               f"{len(manifest['done'])} shard pairs under {out}/ (manifest {out / BUILD_MANIFEST})")  # fmt: skip
+    typer.echo(
+        f"built {counts['pristine']} pristine and {counts['distorted']} distorted images in "
+        f"{len(manifest['done'])} shard pairs under {out}/ (manifest {out / BUILD_MANIFEST})"
+    )
     if counts["skipped"]:
         reasons = ", ".join(f"{n} {kind}" for kind, n in sorted(counts["skipped_by_reason"].items()))
         typer.echo(f"skipped {counts['skipped']} inputs ({reasons}); see {out / 'errors.jsonl'}")
@@ -220,8 +276,11 @@ def build(
     if not manifest["screen"]["applied"]:
         typer.echo("pristine screen off: every decodable image was kept (recorded in build.json and the card)")
     elif looser:
-        typer.echo("screen looser than the defaults: " + ", ".join(f"{k} {v} (default {d})" for k, (v, d) in
-                                                                      looser.items()) + " (recorded in build.json)")
+        typer.echo(
+            "screen looser than the defaults: "
+            + ", ".join(f"{k} {v} (default {d})" for k, (v, d) in looser.items())
+            + " (recorded in build.json)"
+        )
 
 
 fail = partial(fail_command, "saqt")
@@ -324,9 +383,18 @@ def bank_synth(
     same command to resume."""
     from saqt.bank_synth import SynthConfig, synth_bank
 
-    config = SynthConfig(source=source, root=str(root) if root else None, list_file=str(list_file) if list_file else None,
-                         limit=limit, seed=seed, size=parse_size(size), metric=metric, save_distorted=save_distorted,
-                         max_upscale=max_upscale, min_jpeg_quality=min_jpeg_quality)  # fmt: skip
+    config = SynthConfig(
+        source=source,
+        root=str(root) if root else None,
+        list_file=str(list_file) if list_file else None,
+        limit=limit,
+        seed=seed,
+        size=parse_size(size),
+        metric=metric,
+        save_distorted=save_distorted,
+        max_upscale=max_upscale,
+        min_jpeg_quality=min_jpeg_quality,
+    )
     with running("bank synth", RESUME), open_executor(executor, workers, ray_address) as runner:
         bank = synth_bank(config, out, runner, _command_line(), overwrite=overwrite)
     typer.echo(
@@ -337,49 +405,74 @@ def bank_synth(
 @app.command("label")
 def label(
     build: Annotated[Path, typer.Option(help="A `saqt build` output folder.", rich_help_panel=INPUTS)],
-    bank: Annotated[Path, typer.Option(help="A labelled bank folder (KADID-10k layout, scores.csv, or bank synth), "
-                                            "or a KADID-10k score table (dmos.csv / KADID10k.csv) alone.",
-                                       rich_help_panel=INPUTS)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (labels/, saqt-iqa/, label.json).",
-                                      rich_help_panel=OUTPUT)],
-    bank_type: Annotated[str | None, typer.Option(help="kadid10k, csv or synth (default: detected).",
-                                                  rich_help_panel=INPUTS)] = None,
+    bank: Annotated[
+        Path,
+        typer.Option(
+            help="A labelled bank folder (KADID-10k layout, scores.csv, or bank synth), "
+            "or a KADID-10k score table (dmos.csv / KADID10k.csv) alone.",
+            rich_help_panel=INPUTS,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Output folder (labels/, saqt-iqa/, label.json).", rich_help_panel=OUTPUT),
+    ],
+    bank_type: Annotated[
+        str | None, typer.Option(help="kadid10k, csv or synth (default: detected).", rich_help_panel=INPUTS)
+    ] = None,
     exclude_refs: Annotated[
-        Path | None, typer.Option(help="File of bank references to leave out (e.g. a test split), one per line: as "
-                                       "named in the bank's score table (KADID-10k: I01), with or without the "
-                                       "extension (I01.png). An unknown name is refused, listing the bank's names.",
-                                  rich_help_panel=INPUTS)
+        Path | None,
+        typer.Option(
+            help="File of bank references to leave out (e.g. a test split), one per line: as "
+            "named in the bank's score table (KADID-10k: I01), with or without the "
+            "extension (I01.png). An unknown name is refused, listing the bank's names.",
+            rich_help_panel=INPUTS,
+        ),
     ] = None,
     preset: Annotated[
-        str | None, typer.Option(help="authors: what the official SAQT release does (ResNet-101, top1, minmax:0:9).",
-                                 rich_help_panel=MATCHING)
+        str | None,
+        typer.Option(
+            help="authors: what the official SAQT release does (ResNet-101, top1, minmax:0:9).",
+            rich_help_panel=MATCHING,
+        ),
     ] = None,
     matches: Annotated[
-        str | None, typer.Option(help="Use given top-1 matches instead of embedding: 'authors' (their 50,000, "
-                                      "shipped with the toolkit) or a CSV kadis,kadid-10k,sim_value.",
-                                 rich_help_panel=MATCHING)
+        str | None,
+        typer.Option(
+            help="Use given top-1 matches instead of embedding: 'authors' (their 50,000, "
+            "shipped with the toolkit) or a CSV kadis,kadid-10k,sim_value.",
+            rich_help_panel=MATCHING,
+        ),
     ] = None,
     encoder: Annotated[str | None, typer.Option(help=ENCODER_HELP, rich_help_panel=MATCHING)] = None,
-    index: Annotated[str, typer.Option(help="FAISS index: flat (exact), ivf or hnsw.", rich_help_panel=MATCHING)] = "flat",
+    index: Annotated[
+        str, typer.Option(help="FAISS index: flat (exact), ivf or hnsw.", rich_help_panel=MATCHING)
+    ] = "flat",
     rule: Annotated[
-        str | None, typer.Option(help="top1 (the authors', default), topk (similarity-weighted) or mean.",
-                                 rich_help_panel=TRANSFER)
+        str | None,
+        typer.Option(
+            help="top1 (the authors', default), topk (similarity-weighted) or mean.", rich_help_panel=TRANSFER
+        ),
     ] = None,
     neighbours: NeighboursOption = 3,
     old_k: OldNeighboursOption = None,
-    temperature: Annotated[float, typer.Option(help="Softmax temperature of the topk weights.",
-                                               rich_help_panel=TRANSFER)] = 0.05,
+    temperature: Annotated[
+        float, typer.Option(help="Softmax temperature of the topk weights.", rich_help_panel=TRANSFER)
+    ] = 0.05,
     normalise: Annotated[
-        str | None, typer.Option(help="Score scale: minmax:0:9 (the authors', default), none, zscore.",
-                                 rich_help_panel=TRANSFER)
+        str | None,
+        typer.Option(help="Score scale: minmax:0:9 (the authors', default), none, zscore.", rich_help_panel=TRANSFER),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing labels in --out instead of resuming.",
-                                            rich_help_panel=OUTPUT)] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace existing labels in --out instead of resuming.", rich_help_panel=OUTPUT)
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=EXECUTION)] = "auto",
     batch_size: Annotated[int, typer.Option(help="Embedding batch size.", rich_help_panel=EXECUTION)] = 64,
     loader_workers: Annotated[
-        int | None, typer.Option(help="DataLoader processes decoding images (default: chosen for this machine).",
-                                 rich_help_panel=EXECUTION)
+        int | None,
+        typer.Option(
+            help="DataLoader processes decoding images (default: chosen for this machine).", rich_help_panel=EXECUTION
+        ),
     ] = None,
     workers: WorkersOption = None,
     executor: ExecutorOption = ExecutorKind.local,
@@ -391,21 +484,34 @@ def label(
 
     with running("label", RESUME):
         settings = label_settings(preset, matches, encoder, rule, normalise)
-        config = LabelConfig(build=str(build.resolve()), bank=str(bank.resolve()), bank_type=bank_type,
-                             k=_renamed("label", "--k", old_k, "--neighbours", neighbours),
-                             temperature=temperature, index=index, preset=preset, **settings,
-                             matches=matches if matches in (None, "authors") else str(Path(matches).resolve()),
-                             exclude_refs=read_exclusions(exclude_refs) if exclude_refs else ())  # fmt: skip
+        config = LabelConfig(
+            build=str(build.resolve()),
+            bank=str(bank.resolve()),
+            bank_type=bank_type,
+            k=_renamed("label", "--k", old_k, "--neighbours", neighbours),
+            temperature=temperature,
+            index=index,
+            preset=preset,
+            **settings,
+            matches=matches if matches in (None, "authors") else str(Path(matches).resolve()),
+            exclude_refs=read_exclusions(exclude_refs) if exclude_refs else (),
+        )
         with open_executor(executor, workers, ray_address) as runner:
-            manifest = run_label(config, out, RunOptions(device, batch_size, loader_workers), overwrite,
-                                 _command_line(), runner)  # fmt: skip
-    typer.echo(f"labelled {manifest['counts']['labels']} images in {manifest['counts']['shards']} shards under "
-               f"{out}/ (labels/, saqt-iqa/, manifest label.json)")  # fmt: skip
+            manifest = run_label(
+                config, out, RunOptions(device, batch_size, loader_workers), overwrite, _command_line(), runner
+            )
+    typer.echo(
+        f"labelled {manifest['counts']['labels']} images in {manifest['counts']['shards']} shards under "
+        f"{out}/ (labels/, saqt-iqa/, manifest label.json)"
+    )
     if manifest["encoder"].get("matches"):
         typer.echo(f"matches: {manifest['encoder']['matches']['how']} ({manifest['encoder']['weights']})")
     if manifest["self_matches"]:
-        typer.echo(f"warning: {manifest['self_matches']} pristine images are (nearly) bank references themselves "
-                   "(cosine >= 0.999): their labels copy their own scores", err=True)  # fmt: skip
+        typer.echo(
+            f"warning: {manifest['self_matches']} pristine images are (nearly) bank references themselves "
+            "(cosine >= 0.999): their labels copy their own scores",
+            err=True,
+        )
 
 
 @app.command("fidelity")
@@ -413,8 +519,11 @@ def fidelity(
     bank: Annotated[Path | None, typer.Option(help="A labelled bank folder (or a KADID-10k score table).")] = None,
     bank_type: Annotated[str | None, typer.Option(help="kadid10k, csv or synth (default: detected).")] = None,
     matches: Annotated[
-        str | None, typer.Option(help="Score a matches file instead ('authors' or a CSV kadis,kadid-10k,sim_value): "
-                                      "its bank-usage skew, and with --images its top-1 agreement with --encoder.")
+        str | None,
+        typer.Option(
+            help="Score a matches file instead ('authors' or a CSV kadis,kadid-10k,sim_value): "
+            "its bank-usage skew, and with --images its top-1 agreement with --encoder."
+        ),
     ] = None,
     images: Annotated[
         Path | None, typer.Option(help="With --matches: the folder holding the matched pristine images.")
@@ -423,10 +532,12 @@ def fidelity(
     rule: Annotated[str, typer.Option(help="top1, topk or mean.", rich_help_panel=TRANSFER)] = "top1",
     neighbours: NeighboursOption = 3,
     old_k: OldNeighboursOption = None,
-    temperature: Annotated[float, typer.Option(help="Softmax temperature of the topk weights.",
-                                               rich_help_panel=TRANSFER)] = 0.05,
-    normalise: Annotated[str, typer.Option(help="Score scale: minmax:0:9, none, zscore.",
-                                           rich_help_panel=TRANSFER)] = "minmax:0:9",
+    temperature: Annotated[
+        float, typer.Option(help="Softmax temperature of the topk weights.", rich_help_panel=TRANSFER)
+    ] = 0.05,
+    normalise: Annotated[
+        str, typer.Option(help="Score scale: minmax:0:9, none, zscore.", rich_help_panel=TRANSFER)
+    ] = "minmax:0:9",
     seed: Annotated[int, typer.Option(help="Seed of the random-reference baseline.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
@@ -437,8 +548,9 @@ def fidelity(
     from saqt.transfer import Rule
 
     count = _renamed("fidelity", "--k", old_k, "--neighbours", neighbours)
-    config = FidelityConfig(bank, bank_type, matches, images, encoder, Rule(rule, count, temperature), normalise, seed,
-                            device)  # fmt: skip
+    config = FidelityConfig(
+        bank, bank_type, matches, images, encoder, Rule(rule, count, temperature), normalise, seed, device
+    )
     figures, lines = run_fidelity(config)
     for line in lines:
         typer.echo(line)
@@ -450,17 +562,30 @@ def fidelity(
 def publish_command(
     labels: Annotated[Path, typer.Option(help="A finished `saqt label` output folder.")],
     out: Annotated[
-        str | None, typer.Option("--out", "-o", help="Folder or fsspec URL (e.g. s3://bucket/saqt-iqa) to write; "
-                                                     "optional with --push-to-hub.")
+        str | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder or fsspec URL (e.g. s3://bucket/saqt-iqa) to write; optional with --push-to-hub.",
+        ),
     ] = None,
     push_to_hub: Annotated[
-        str | None, typer.Option("--push-to-hub", metavar="ORG/NAME", help="Upload the verified set to this Hugging "
-                                                                          "Face Hub dataset repository.")
+        str | None,
+        typer.Option(
+            "--push-to-hub",
+            metavar="ORG/NAME",
+            help="Upload the verified set to this Hugging Face Hub dataset repository.",
+        ),
     ] = None,
     private: Annotated[bool, typer.Option(help="With --push-to-hub: create the repository private.")] = False,
     token: Annotated[
-        str | None, typer.Option(envvar="HF_TOKEN", show_envvar=True, show_default=False,
-                                 help="Hub token (default: HF_TOKEN, or the one `hf auth login` saved).")
+        str | None,
+        typer.Option(
+            envvar="HF_TOKEN",
+            show_envvar=True,
+            show_default=False,
+            help="Hub token (default: HF_TOKEN, or the one `hf auth login` saved).",
+        ),
     ] = None,
     validation: Annotated[
         float, typer.Option(help="Fraction of pristine images held out as the validation split (0: none).")
@@ -476,8 +601,11 @@ def publish_command(
         bool, typer.Option(help="Render the pixels of a recipe-only set (needs its build folder).")
     ] = False,
     recipe_only: Annotated[
-        bool, typer.Option(help="Publish no pixels, only each row's recipe: users re-render from their own copy "
-                                "of the source (the card says how).")
+        bool,
+        typer.Option(
+            help="Publish no pixels, only each row's recipe: users re-render from their own copy "
+            "of the source (the card says how)."
+        ),
     ] = False,
     staging: Annotated[
         str | None, typer.Option(help="Local folder to stage a remote upload in (default: the temp folder).")
@@ -497,18 +625,29 @@ def publish_command(
         from saqt.hub import check_repo_id
 
         check_repo_id(push_to_hub)
-    config = PublishConfig(labels=str(labels.resolve()), validation=validation, seed=seed,
-                           shard_bytes=parse_bytes(shard_size, "--shard-size"), license=license,
-                           license_name=license_name, license_link=license_link, render=render,
-                           recipe_only=recipe_only)  # fmt: skip
+    config = PublishConfig(
+        labels=str(labels.resolve()),
+        validation=validation,
+        seed=seed,
+        shard_bytes=parse_bytes(shard_size, "--shard-size"),
+        license=license,
+        license_name=license_name,
+        license_link=license_link,
+        render=render,
+        recipe_only=recipe_only,
+    )
     with tempfile.TemporaryDirectory(prefix="saqt-hub-", dir=staging) if out is None else nullcontext() as scratch:
         target = out or str(Path(scratch) / "published")
-        meta = publish(config, target, overwrite, _command_line(), staging, warn=lambda line: typer.echo(line, err=True))
+        meta = publish(
+            config, target, overwrite, _command_line(), staging, warn=lambda line: typer.echo(line, err=True)
+        )
         splits = ", ".join(f"{s['num_examples']} {s['name']}" for s in meta["dataset_info"]["splits"])
         files = sum(meta["saqt"]["files"].values())
         where = f" to {out}" if out else ""
-        typer.echo(f"published {splits} rows in {files} shards{where} (card README.md, checksums SHA256SUMS, "
-                   f"dataset id {meta['saqt']['dataset_id']})")  # fmt: skip
+        typer.echo(
+            f"published {splits} rows in {files} shards{where} (card README.md, checksums SHA256SUMS, "
+            f"dataset id {meta['saqt']['dataset_id']})"
+        )
         if push_to_hub:
             from saqt.hub import push_to_hub as push
 
@@ -548,8 +687,14 @@ def report_command(
     folder: Annotated[Path, typer.Argument(help="A label, build or published folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
     images: Annotated[int, typer.Option(min=1, help="Pristine images shown in the type x level grid.")] = 2,
-    pairs: Annotated[int, typer.Option(min=1, help="Pristine images shown next to the bank references they were "
-                                                   "matched to (from the closest match to the farthest).")] = 12,
+    pairs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Pristine images shown next to the bank references they were "
+            "matched to (from the closest match to the farthest).",
+        ),
+    ] = 12,
     fidelity_json: Annotated[
         Path | None, typer.Option("--fidelity", help="A `saqt fidelity --json` file to include.")
     ] = None,

@@ -70,8 +70,10 @@ class Bank:
             unknown += [name] if not candidates else []
         if unknown:
             shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-            raise BankError(f"--exclude-refs names references the bank {self.root} does not have: {shown}; "
-                            f"{_ids_hint(self.ref_ids)}")  # fmt: skip
+            raise BankError(
+                f"--exclude-refs names references the bank {self.root} does not have: {shown}; "
+                f"{_ids_hint(self.ref_ids)}"
+            )
         return found
 
     def without(self, excluded: set[str]) -> Bank:
@@ -89,8 +91,14 @@ class Bank:
 
     def describe(self) -> dict:
         """Provenance recorded with every label."""
-        return {"root": str(self.root), "kind": self.kind, "references": len(self.ref_ids), "proxy": self.proxy,
-                "excluded": list(self.excluded), **self.provenance}  # fmt: skip
+        return {
+            "root": str(self.root),
+            "kind": self.kind,
+            "references": len(self.ref_ids),
+            "proxy": self.proxy,
+            "excluded": list(self.excluded),
+            **self.provenance,
+        }
 
 
 def _ids_hint(ref_ids: tuple[str, ...]) -> str:
@@ -122,8 +130,10 @@ def check_scorable(bank: Bank, cells: list[tuple[int, int]], build: str) -> None
     missing = [(t, lv) for t, lv in cells if not np.isfinite(bank.scores[:, t - 1, lv - 1]).any()]
     if missing:
         shown = ", ".join(f"type {t} level {lv}" for t, lv in missing[:4]) + (", ..." if len(missing) > 4 else "")
-        raise BankError(f"no reference of the bank {bank.root} has a score for {len(missing)} (type, level) cells "
-                        f"the build {build} renders ({shown}); use a bank that scores them, or build without them")  # fmt: skip
+        raise BankError(
+            f"no reference of the bank {bank.root} has a score for {len(missing)} (type, level) cells "
+            f"the build {build} renders ({shown}); use a bank that scores them, or build without them"
+        )
 
 
 def _read_rows(path: Path) -> tuple[list[dict], list[str]]:

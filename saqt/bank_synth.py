@@ -130,9 +130,18 @@ class _ScoreReference:
 def _fresh_manifest(config: SynthConfig, listing_errors, items: list[SourceItem], command: str) -> dict:
     keys = hashlib.sha256("".join(f"{item.key}\n" for item in items).encode()).hexdigest()
     inputs = {"selection": {"images": len(items), "keys_sha256": keys}, "catalogue": catalogue_identity()}
-    return new_manifest("bank", json.loads(json.dumps(asdict(config))), inputs, len(items), command, kind="synth",
-                        proxy=True, metric=config.metric, listing_errors=[list(e) for e in listing_errors],
-                        score_meaning=f"full-reference {config.metric}, higher is better; a proxy, not human opinion")  # fmt: skip
+    return new_manifest(
+        "bank",
+        json.loads(json.dumps(asdict(config))),
+        inputs,
+        len(items),
+        command,
+        kind="synth",
+        proxy=True,
+        metric=config.metric,
+        listing_errors=[list(e) for e in listing_errors],
+        score_meaning=f"full-reference {config.metric}, higher is better; a proxy, not human opinion",
+    )
 
 
 def _record(out: Path, key: str, name: str | None, png: bytes | None, scores: list) -> dict:
@@ -145,7 +154,11 @@ def _record(out: Path, key: str, name: str | None, png: bytes | None, scores: li
         if distorted is not None:
             files[f"{t:02d}_{lv:02d}"] = out / f"distorted/{Path(name).stem}_{t:02d}_{lv:02d}.png"
             write_bytes_atomic(files[f"{t:02d}_{lv:02d}"], distorted)
-    return {"files": {k: file_entry(out, p) for k, p in files.items()}, "key": key, "scores": [s for *_, s, _ in scores]}
+    return {
+        "files": {k: file_entry(out, p) for k, p in files.items()},
+        "key": key,
+        "scores": [s for *_, s, _ in scores],
+    }
 
 
 def _write_tables(out: Path, manifest: dict) -> dict:
@@ -156,8 +169,11 @@ def _write_tables(out: Path, manifest: dict) -> dict:
         if "scores" in unit:
             name = unit["files"]["image"]["path"]
             rows += [(name, t, lv, s) for (t, lv), s in zip(CELLS, unit["scores"], strict=True)]
-            images += [(unit["files"][f"{t:02d}_{lv:02d}"]["path"], s, name)
-                       for (t, lv), s in zip(CELLS, unit["scores"], strict=True) if f"{t:02d}_{lv:02d}" in unit["files"]]  # fmt: skip
+            images += [
+                (unit["files"][f"{t:02d}_{lv:02d}"]["path"], s, name)
+                for (t, lv), s in zip(CELLS, unit["scores"], strict=True)
+                if f"{t:02d}_{lv:02d}" in unit["files"]
+            ]
     tables = {bank_spec("synth")["score_files"][0]: (["ref", "type", "level", "score"], rows)}
     if images:  # a small rated dataset of its own, for `glint finetune --dataset csv --csv dataset.csv`
         tables[SYNTH_DATASET] = (["path", "score", "ref"], images)
@@ -177,28 +193,48 @@ def _bank_files() -> list[str]:
 
 def _save(manifest: dict) -> None:
     skipped = [list(e) for e in manifest["listing_errors"]]
-    skipped += [[u["key"], u["skipped"]] for _, u in sorted(manifest["done"].items(), key=lambda kv: int(kv[0]))
-                if "skipped" in u]  # fmt: skip
+    skipped += [
+        [u["key"], u["skipped"]]
+        for _, u in sorted(manifest["done"].items(), key=lambda kv: int(kv[0]))
+        if "skipped" in u
+    ]
     manifest["skipped"] = skipped
     manifest["counts"] = {"references": sum("scores" in u for u in manifest["done"].values()), "skipped": len(skipped)}
 
 
-def synth_bank(config: SynthConfig, out: Path, executor: Executor, command: str = "", progress: bool = True,
-               overwrite: bool = False) -> Bank:  # fmt: skip
+def synth_bank(
+    config: SynthConfig,
+    out: Path,
+    executor: Executor,
+    command: str = "",
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Bank:
     """Write a proxy-scored bank to ``out`` (images/, scores.csv, bank.json) and return it.
 
     Like the other stages it resumes: a rerun keeps the references already scored, and refuses a bank in ``out``
     made with other settings unless ``overwrite``.
     """
     config.check()
-    listing = list_source(config.source, Path(config.root) if config.root else None,
-                          Path(config.list_file) if config.list_file else None)  # fmt: skip
-    pool = choose_pool(listing.items, Quota(listing.items, config.limit), config.seed, config.size,
-                       config.reference_screen, DEFAULT_MAX_PIXELS, executor, progress)  # fmt: skip
+    listing = list_source(
+        config.source, Path(config.root) if config.root else None, Path(config.list_file) if config.list_file else None
+    )
+    pool = choose_pool(
+        listing.items,
+        Quota(listing.items, config.limit),
+        config.seed,
+        config.size,
+        config.reference_screen,
+        DEFAULT_MAX_PIXELS,
+        executor,
+        progress,
+    )
     items = pool.kept
     if not items:
-        raise SourceError(f"no reference image of source {config.source!r} passes the screen "
-                          f"(refused: {[list(e) for e in (listing.errors + pool.refused)[:3]]})")  # fmt: skip
+        raise SourceError(
+            f"no reference image of source {config.source!r} passes the screen "
+            f"(refused: {[list(e) for e in (listing.errors + pool.refused)[:3]]})"
+        )
     if not (out / BANK_MANIFEST).exists() and any((out / n).exists() for n in _bank_files()):
         raise StageConflict(f"{out} holds a bank that `saqt bank synth` did not write; choose another --out")
     fresh = _fresh_manifest(config, listing.errors + pool.refused, items, command)
@@ -208,8 +244,9 @@ def synth_bank(config: SynthConfig, out: Path, executor: Executor, command: str 
         pending = [(str(i), item) for i, item in enumerate(items) if str(i) not in writer.manifest["done"]]
         writer.save()
         by_key = {item.key: unit for unit, item in pending}
-        with tqdm(total=len(items), initial=len(items) - len(pending), unit="ref", desc="bank synth",
-                  disable=not progress) as bar:  # fmt: skip
+        with tqdm(
+            total=len(items), initial=len(items) - len(pending), unit="ref", desc="bank synth", disable=not progress
+        ) as bar:
             for key, name, png, scores in executor.map_unordered(_ScoreReference(config), [it for _, it in pending]):
                 writer.record(by_key[key], _record(out, key, name, png, scores))
                 bar.update(1)

@@ -132,21 +132,37 @@ def distorted_row(config: BuildConfig, src: PreparedImage, pristine_id: str, key
     drawn = random_params(t, lv, (h, w), seed)
     entry = spec(t)
     return {
-        "image_id": f"{pristine_id}_{t:02d}_{lv:02d}", "pristine_id": pristine_id, "source_key": key,
-        "dist_type": t, "dist_name": entry.name, "level": lv, "param": entry.value(lv), "seed": seed,
-        "random_params": json.dumps(drawn, sort_keys=True) if drawn else None, "width": w, "height": h,
+        "image_id": f"{pristine_id}_{t:02d}_{lv:02d}",
+        "pristine_id": pristine_id,
+        "source_key": key,
+        "dist_type": t,
+        "dist_name": entry.name,
+        "level": lv,
+        "param": entry.value(lv),
+        "seed": seed,
+        "random_params": json.dumps(drawn, sort_keys=True) if drawn else None,
+        "width": w,
+        "height": h,
         "image": None if config.recipe_only else encode_png(distort(src, t, lv, seed=seed, params=drawn or None)),
-    }  # fmt: skip
+    }
 
 
 def _pristine_row(config: BuildConfig, item: SourceItem) -> tuple[dict, np.ndarray]:
     """The pristine row of one source image; raises ImageDecodeError with the reason to skip it."""
     p = prepare_pristine(item, config.size, config.pristine_screen, config.max_pixels)
     row = {
-        "image_id": p.pristine_id, "pristine_id": p.pristine_id, "source": config.source, "source_key": item.key,
-        "label": item.label, "orig_width": p.orig_width, "orig_height": p.orig_height, "jpeg_quality": p.jpeg_quality,
-        "width": config.size[0], "height": config.size[1], "image": encode_png(p.image),
-    }  # fmt: skip
+        "image_id": p.pristine_id,
+        "pristine_id": p.pristine_id,
+        "source": config.source,
+        "source_key": item.key,
+        "label": item.label,
+        "orig_width": p.orig_width,
+        "orig_height": p.orig_height,
+        "jpeg_quality": p.jpeg_quality,
+        "width": config.size[0],
+        "height": config.size[1],
+        "image": encode_png(p.image),
+    }
     return row, p.image
 
 
@@ -180,12 +196,19 @@ def _fresh_manifest(config: BuildConfig, listing_errors, pool: Pool, units: int,
     digest = hashlib.sha256()
     for item in pool.kept:
         digest.update(item.key.encode() + b"\n")
-    inputs = {"selection": {"images": len(pool.kept), "keys_sha256": digest.hexdigest()},
-              "catalogue": catalogue_identity()}  # fmt: skip
-    manifest = new_manifest("build", config.as_dict(), inputs, units, command,
-                            listing_errors=[list(e) for e in listing_errors])  # fmt: skip
-    manifest["screen"] = {**config.pristine_screen.describe(), "screened": pool.screened,
-                          "refused": len(pool.refused), "duplicates": pool.duplicates}  # fmt: skip
+    inputs = {
+        "selection": {"images": len(pool.kept), "keys_sha256": digest.hexdigest()},
+        "catalogue": catalogue_identity(),
+    }
+    manifest = new_manifest(
+        "build", config.as_dict(), inputs, units, command, listing_errors=[list(e) for e in listing_errors]
+    )
+    manifest["screen"] = {
+        **config.pristine_screen.describe(),
+        "screened": pool.screened,
+        "refused": len(pool.refused),
+        "duplicates": pool.duplicates,
+    }
     manifest["screen_errors"] = [list(e) for e in pool.refused]
     manifest["aux"] = [BUILD_ERRORS]
     return manifest
@@ -212,17 +235,28 @@ def reason_kind(reason: str) -> str:
     return re.sub(r"\d+", "N", re.sub(r"\s*\(.*\)", "", reason))
 
 
-def run_build(config: BuildConfig, out: Path, executor: Executor, overwrite: bool = False,
-              command: str = "", progress: bool = True) -> dict:  # fmt: skip
+def run_build(
+    config: BuildConfig,
+    out: Path,
+    executor: Executor,
+    overwrite: bool = False,
+    command: str = "",
+    progress: bool = True,
+) -> dict:
     """Build (or resume) into ``out``; returns the final manifest. Raises a SaqtError for bad arguments before any
     work, and NothingBuilt (after writing the manifest and the error log) when no input was usable."""
     config.check()
-    listing = list_source(config.source, Path(config.root) if config.root else None,
-                          Path(config.list_file) if config.list_file else None, config.split,
-                          read_selection(config.selection) if config.selection else None)  # fmt: skip
+    listing = list_source(
+        config.source,
+        Path(config.root) if config.root else None,
+        Path(config.list_file) if config.list_file else None,
+        config.split,
+        read_selection(config.selection) if config.selection else None,
+    )
     quota = Quota(listing.items, config.limit, config.per_class)
-    pool = choose_pool(listing.items, quota, config.seed, config.size, config.pristine_screen, config.max_pixels,
-                       executor, progress)  # fmt: skip
+    pool = choose_pool(
+        listing.items, quota, config.seed, config.size, config.pristine_screen, config.max_pixels, executor, progress
+    )
     selection = pool.kept
     units = _units(selection, config.images_per_shard)
     fresh = _fresh_manifest(config, listing.errors, pool, len(units), command)
@@ -239,8 +273,10 @@ def run_build(config: BuildConfig, out: Path, executor: Executor, overwrite: boo
     if not manifest["counts"]["pristine"]:
         counts = manifest["counts"]
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(counts["skipped_by_reason"].items()))
-        raise NothingBuilt(f"nothing built: none of the {counts['skipped']} inputs of source {config.source!r} is "
-                           f"usable ({reasons or 'none listed'}); see {out / BUILD_ERRORS}")  # fmt: skip
+        raise NothingBuilt(
+            f"nothing built: none of the {counts['skipped']} inputs of source {config.source!r} is "
+            f"usable ({reasons or 'none listed'}); see {out / BUILD_ERRORS}"
+        )
     return manifest
 
 

@@ -46,8 +46,14 @@ class CardError(SaqtError, ValueError):
 
 def size_category(rows: int) -> str:
     """The Hub's ``size_categories`` bucket for a row count."""
-    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                        (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")):  # fmt: skip
+    for bound, name in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+        (100_000_000, "10M<n<100M"),
+    ):
         if rows < bound:
             return name
     return "n>100M"
@@ -77,7 +83,9 @@ def read_card(text: str) -> tuple[dict, str]:
         meta = yaml.safe_load(head)
     except yaml.YAMLError as err:
         where = f" at line {err.problem_mark.line + 2}" if getattr(err, "problem_mark", None) else ""
-        raise CardError(f"README.md's YAML front matter is malformed{where} ({getattr(err, 'problem', None) or err})") from None
+        raise CardError(
+            f"README.md's YAML front matter is malformed{where} ({getattr(err, 'problem', None) or err})"
+        ) from None
     if not isinstance(meta, dict):
         raise CardError("README.md's YAML front matter is not a mapping")
     return meta, body
@@ -86,28 +94,44 @@ def read_card(text: str) -> tuple[dict, str]:
 def _screen_line(screen: dict) -> str:
     """The pristine screen, with any setting looser than the toolkit's defaults called out."""
     if "applied" not in screen:
-        return (f"- **Pristine screen:** shorter side >= {screen['min_side']} px, estimated JPEG quality >= "
-                f"{screen['min_jpeg_quality']}, greyscale {'kept' if screen['allow_grey'] else 'refused'} "
-                "(upscaling was not limited: a build of an earlier toolkit).")  # fmt: skip
+        return (
+            f"- **Pristine screen:** shorter side >= {screen['min_side']} px, estimated JPEG quality >= "
+            f"{screen['min_jpeg_quality']}, greyscale {'kept' if screen['allow_grey'] else 'refused'} "
+            "(upscaling was not limited: a build of an earlier toolkit)."
+        )
     if not screen["applied"]:
-        return ("- **Pristine screen: off** (the selection was taken as given); only undecodable images and "
-                f"duplicates were dropped ({screen['duplicates']} duplicates).")  # fmt: skip
+        return (
+            "- **Pristine screen: off** (the selection was taken as given); only undecodable images and "
+            f"duplicates were dropped ({screen['duplicates']} duplicates)."
+        )
     looser = screen["looser_than_default"]
-    note = ("; **looser than the toolkit's defaults, by the builder's choice:** "
-            + ", ".join(f"`{k}` {v} (default {d})" for k, (v, d) in looser.items())) if looser else ""  # fmt: skip
-    return (f"- **Pristine screen:** upscaling at most {screen['max_upscale']}x, estimated JPEG quality >= "
-            f"{screen['min_jpeg_quality']}, shorter side >= {screen['min_side']} px, greyscale "
-            f"{'kept' if screen['allow_grey'] else 'refused'}, each picture kept once ({screen['duplicates']} "
-            f"duplicates dropped){note}.")  # fmt: skip
+    note = (
+        (
+            "; **looser than the toolkit's defaults, by the builder's choice:** "
+            + ", ".join(f"`{k}` {v} (default {d})" for k, (v, d) in looser.items())
+        )
+        if looser
+        else ""
+    )
+    return (
+        f"- **Pristine screen:** upscaling at most {screen['max_upscale']}x, estimated JPEG quality >= "
+        f"{screen['min_jpeg_quality']}, shorter side >= {screen['min_side']} px, greyscale "
+        f"{'kept' if screen['allow_grey'] else 'refused'}, each picture kept once ({screen['duplicates']} "
+        f"duplicates dropped){note}."
+    )
 
 
 def _matching_line(encoder: dict, transfer: dict) -> str:
     if encoder["id"] == "matches:authors":
-        return ("- **Matching:** the authors' published top-1 matches (their ImageNet ResNet features; "
-                f"`{encoder['weights']}`, MIT licence, (c) 2025 Xiaoqi Wang) instead of an encoder.")  # fmt: skip
+        return (
+            "- **Matching:** the authors' published top-1 matches (their ImageNet ResNet features; "
+            f"`{encoder['weights']}`, MIT licence, (c) 2025 Xiaoqi Wang) instead of an encoder."
+        )
     if encoder["id"].startswith("matches:"):
-        return (f"- **Matching:** given top-1 matches `{encoder['id'].removeprefix('matches:')}` "
-                f"(`{encoder['weights']}`) instead of an encoder.")  # fmt: skip
+        return (
+            f"- **Matching:** given top-1 matches `{encoder['id'].removeprefix('matches:')}` "
+            f"(`{encoder['weights']}`) instead of an encoder."
+        )
     return f"- **Matching:** encoder `{encoder['id']}` with weights `{encoder['weights']}`; FAISS index `{transfer['index']}`."
 
 
@@ -119,8 +143,14 @@ def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
     splits = {s["name"]: s["num_examples"] for s in meta["dataset_info"]["splits"]}
     bank, transfer, dist = p["bank"], p["transfer"], p["distortions"]
     types = [catalogue()[t - 1].name for t in dist["types"]]
-    proxy = ("**The scores are a proxy, not human opinion:** the bank was scored by a full-reference metric "
-             f"({bank.get('score_meaning', bank['kind'])}).\n\n") if bank["proxy"] else ""  # fmt: skip
+    proxy = (
+        (
+            "**The scores are a proxy, not human opinion:** the bank was scored by a full-reference metric "
+            f"({bank.get('score_meaning', bank['kind'])}).\n\n"
+        )
+        if bank["proxy"]
+        else ""
+    )
     split_text = ", ".join(f"{n:,} {name}" for name, n in splits.items())
     lines = [
         f"# {meta['pretty_name']}",
@@ -190,25 +220,42 @@ def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
         "",
         "The complete provenance, machine-readable, is the `saqt:` entry of this card's front matter.",
     ]
-    front = yaml.safe_dump(json.loads(json.dumps(meta)), sort_keys=False, allow_unicode=True, width=120, default_flow_style=None)
+    front = yaml.safe_dump(
+        json.loads(json.dumps(meta)), sort_keys=False, allow_unicode=True, width=120, default_flow_style=None
+    )
     return FRONT_MATTER + front + "---\n\n" + "\n".join(lines) + "\n"
 
 
 def _constants_section(constants: dict) -> list[str]:
     """The label values shared by every row, recorded once (front matter: ``saqt.run_constants``)."""
-    return ["## Values shared by every row", "",
-            "These hold for every row, so they are recorded here (and under `saqt.run_constants` in the front matter) "
-            "instead of in the rows:", "", "| field | value |", "|---|---|",
-            *(f"| `{k}` | `{json.dumps(v)}` |" for k, v in constants.items()), ""]  # fmt: skip
+    return [
+        "## Values shared by every row",
+        "",
+        "These hold for every row, so they are recorded here (and under `saqt.run_constants` in the front matter) "
+        "instead of in the rows:",
+        "",
+        "| field | value |",
+        "|---|---|",
+        *(f"| `{k}` | `{json.dumps(v)}` |" for k, v in constants.items()),
+        "",
+    ]
 
 
 def _licence_section(meta: dict) -> list[str]:
     p, bank = meta["saqt"]["provenance"], meta["saqt"]["provenance"]["bank"]
     named = f" ([{meta['license_name']}]({meta['license_link']}))" if meta.get("license_name") else ""
-    pixels = ("This set holds no pixels: only recipes, source keys and scores. " if meta["saqt"]["recipe_only"]
-              else f"Images: {p['source'].get('license_note') or 'see the source'}. ")  # fmt: skip
-    return ["## Licence", "", f"`{meta['license']}`{named}. {pixels}Scores derive from the bank `{bank['kind']}`; its "
-            "terms apply to them too.", ""]  # fmt: skip
+    pixels = (
+        "This set holds no pixels: only recipes, source keys and scores. "
+        if meta["saqt"]["recipe_only"]
+        else f"Images: {p['source'].get('license_note') or 'see the source'}. "
+    )
+    return [
+        "## Licence",
+        "",
+        f"`{meta['license']}`{named}. {pixels}Scores derive from the bank `{bank['kind']}`; its "
+        "terms apply to them too.",
+        "",
+    ]
 
 
 def build_command(p: dict) -> str:
@@ -216,12 +263,22 @@ def build_command(p: dict) -> str:
     source, dist = p["source"], p["distortions"]
     words = ["saqt", "build", "--source", source["name"]]
     if source["name"] not in ("sample", "sample-bank"):
-        words += ["--root", "<your copy of the source>"] + (["--list", "<its list file>"] if source["name"] == "list"
-                                                            else [])  # fmt: skip
+        words += ["--root", "<your copy of the source>"] + (
+            ["--list", "<its list file>"] if source["name"] == "list" else []
+        )
     words += ["--split", source["split"]] if source.get("split") else []
-    words += ["--selection", "keys.txt", "--size", "{}x{}".format(*p["canonical_size"]),
-              "--types", ",".join(map(str, dist["types"])), "--levels", ",".join(map(str, dist["levels"])),
-              "--seed", str(p["seeds"]["build"])]  # fmt: skip
+    words += [
+        "--selection",
+        "keys.txt",
+        "--size",
+        "{}x{}".format(*p["canonical_size"]),
+        "--types",
+        ",".join(map(str, dist["types"])),
+        "--levels",
+        ",".join(map(str, dist["levels"])),
+        "--seed",
+        str(p["seeds"]["build"]),
+    ]
     words += ["--per-image", str(dist["per_image"])] if dist["per_image"] else []
     return " ".join(words + ["--out", "rebuilt"])
 
@@ -230,17 +287,28 @@ def _rerender_section(meta: dict) -> list[str]:
     """How to get the pixels of a recipe-only set (nothing for a set with pixels)."""
     if not meta["saqt"]["recipe_only"]:
         return []
-    keys = ("import pyarrow.dataset as pads; keys = pads.dataset('data').to_table(columns=['source_key'])"
-            ".column(0).unique().to_pylist(); open('keys.txt', 'w').write('\\n'.join(sorted(keys)) + '\\n')")
-    return ["## Re-rendering the images", "",
-            "This set is **recipe-only**: `image` is null in every row, as the source images were not redistributed "
-            "(see the licence below). Every row carries its recipe (`source_key`, `dist_type`, `level`, `seed`, "
-            "`random_params`), so with your own copy of the source the SAQT-IQA toolkit (`saqt`, version "
-            f"{meta['saqt']['provenance']['toolkit_version']} or one with the same distortion catalogue) re-renders "
-            "every image bit for bit: list the source images, then build them with this set's settings (from this "
-            "folder):", "",
-            "```sh", f'python -c "{keys}"', build_command(meta["saqt"]["provenance"]), "```", "",
-            "`rebuilt/distorted/*.parquet` then holds each row's `image_id` with its PNG in `image`; join on "
-            "`image_id`. The `pristine_id` of a rebuilt image equals the row's only if your copy of the source image "
-            "is the same file: rows whose `pristine_id` is not in `rebuilt/pristine` cannot be re-rendered from your "
-            "copy.", ""]  # fmt: skip
+    keys = (
+        "import pyarrow.dataset as pads; keys = pads.dataset('data').to_table(columns=['source_key'])"
+        ".column(0).unique().to_pylist(); open('keys.txt', 'w').write('\\n'.join(sorted(keys)) + '\\n')"
+    )
+    return [
+        "## Re-rendering the images",
+        "",
+        "This set is **recipe-only**: `image` is null in every row, as the source images were not redistributed "
+        "(see the licence below). Every row carries its recipe (`source_key`, `dist_type`, `level`, `seed`, "
+        "`random_params`), so with your own copy of the source the SAQT-IQA toolkit (`saqt`, version "
+        f"{meta['saqt']['provenance']['toolkit_version']} or one with the same distortion catalogue) re-renders "
+        "every image bit for bit: list the source images, then build them with this set's settings (from this "
+        "folder):",
+        "",
+        "```sh",
+        f'python -c "{keys}"',
+        build_command(meta["saqt"]["provenance"]),
+        "```",
+        "",
+        "`rebuilt/distorted/*.parquet` then holds each row's `image_id` with its PNG in `image`; join on "
+        "`image_id`. The `pristine_id` of a rebuilt image equals the row's only if your copy of the source image "
+        "is the same file: rows whose `pristine_id` is not in `rebuilt/pristine` cannot be re-rendered from your "
+        "copy.",
+        "",
+    ]

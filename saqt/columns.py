@@ -7,8 +7,14 @@ from pathlib import Path
 from saqt.errors import SaqtError
 
 
-def pick_column(wanted: int | str | list[str] | None, header: list[str], what: str, path: Path,
-                error: type[SaqtError], required: bool = True) -> int | None:  # fmt: skip
+def pick_column(
+    wanted: int | str | list[str] | None,
+    header: list[str],
+    what: str,
+    path: Path,
+    error: type[SaqtError],
+    required: bool = True,
+) -> int | None:
     """The index in ``header`` of the column ``wanted``: a position, a name, or candidate names (the first present).
     None where ``wanted`` is None, or where no candidate is present and the column is not ``required``; else
     ``error`` naming ``path``, the candidates and the columns found."""

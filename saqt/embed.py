@@ -41,8 +41,14 @@ def auto_loader_workers(device: torch.device) -> int:
     return min(8, cores - 1) if device.type == "cuda" else (0 if cores <= 4 else cores // 8)
 
 
-def embed_images(encoder: Encoder, locators: list[Locator], batch_size: int = 64, loader_workers: int | None = None,
-                 progress: bool = False, desc: str = "embed") -> np.ndarray:  # fmt: skip
+def embed_images(
+    encoder: Encoder,
+    locators: list[Locator],
+    batch_size: int = 64,
+    loader_workers: int | None = None,
+    progress: bool = False,
+    desc: str = "embed",
+) -> np.ndarray:
     """(N, dim) float32 L2-normalised embeddings of the images at ``locators``, in order.
 
     ``loader_workers=None`` picks a number for this machine (:func:`auto_loader_workers`).
@@ -52,8 +58,14 @@ def embed_images(encoder: Encoder, locators: list[Locator], batch_size: int = 64
     device = next(encoder.model.parameters()).device
     cuda = device.type == "cuda"
     workers = auto_loader_workers(device) if loader_workers is None else loader_workers
-    loader = DataLoader(_Images(locators, encoder.preprocess), batch_size=batch_size, num_workers=workers,
-                        pin_memory=cuda, shuffle=False, collate_fn=_stack_same_size)  # fmt: skip
+    loader = DataLoader(
+        _Images(locators, encoder.preprocess),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=cuda,
+        shuffle=False,
+        collate_fn=_stack_same_size,
+    )
     out = []
     half = cuda and getattr(encoder, "autocast", True)
     with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=half):
@@ -78,26 +90,43 @@ def _stack_same_size(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
 def embedding_schema(dim: int) -> pa.Schema:
     """id, encoder, and a fixed-size list of float32."""
-    return pa.schema([("id", pa.string()), ("encoder", pa.string()), ("weights", pa.string()),
-                      ("embedding", pa.list_(pa.float32(), dim))])  # fmt: skip
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("encoder", pa.string()),
+            ("weights", pa.string()),
+            ("embedding", pa.list_(pa.float32(), dim)),
+        ]
+    )
 
 
-def cached_embeddings(encoder: Encoder, items: dict[str, Locator], cache: Path, embed: Callable = embed_images,
-                      **kw) -> dict[str, np.ndarray]:  # fmt: skip
+def cached_embeddings(
+    encoder: Encoder, items: dict[str, Locator], cache: Path, embed: Callable = embed_images, **kw
+) -> dict[str, np.ndarray]:
     """Embeddings of ``items`` (id -> locator), reading those already in ``cache`` and adding the rest to it
     (computed by ``embed``, called as :func:`embed_images`)."""
     known: dict[str, np.ndarray] = {}
     if cache.is_file():
         table = pq.read_table(cache).to_pylist()
-        known = {r["id"]: np.asarray(r["embedding"], np.float32) for r in table
-                 if r["encoder"] == encoder.id and r["weights"] == encoder.weights}  # fmt: skip
+        known = {
+            r["id"]: np.asarray(r["embedding"], np.float32)
+            for r in table
+            if r["encoder"] == encoder.id and r["weights"] == encoder.weights
+        }
     missing = sorted(set(items) - set(known))
     if missing:
         vectors = embed(encoder, [items[i] for i in missing], **kw)
         known.update(zip(missing, vectors, strict=True))
         ids = sorted(known)
-        table = pa.table({"id": ids, "encoder": [encoder.id] * len(ids), "weights": [encoder.weights] * len(ids),
-                          "embedding": [known[i] for i in ids]}, schema=embedding_schema(encoder.dim))  # fmt: skip
+        table = pa.table(
+            {
+                "id": ids,
+                "encoder": [encoder.id] * len(ids),
+                "weights": [encoder.weights] * len(ids),
+                "embedding": [known[i] for i in ids],
+            },
+            schema=embedding_schema(encoder.dim),
+        )
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.tmp")
         pq.write_table(table, tmp)

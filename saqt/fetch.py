@@ -106,11 +106,19 @@ def _dataset_source(name: str, entry: dict) -> DatasetSource:
         file = item.get("file") or PurePosixPath(urlsplit(item["url"]).path).name
         if not file or PurePosixPath(file).name != file or file.startswith("."):
             raise FetchError(f"fetch manifest: {name}: {file!r} is not a plain file name")
-        archives.append(Archive(file=file, **{k: item[k] for k in ("url", "bytes", "about", "sha256", "kind", "source")
-                                             if k in item}))  # fmt: skip
+        archives.append(
+            Archive(
+                file=file, **{k: item[k] for k in ("url", "bytes", "about", "sha256", "kind", "source") if k in item}
+            )
+        )
     keys = ("title", "page", "access", "terms", "marker", "prepare", "how", "after")
-    return DatasetSource(name=name, archives=tuple(archives), expect=tuple(entry.get("expect", ())),
-                         use=tuple(entry.get("use", ())), **{k: entry[k] for k in keys if k in entry})  # fmt: skip
+    return DatasetSource(
+        name=name,
+        archives=tuple(archives),
+        expect=tuple(entry.get("expect", ())),
+        use=tuple(entry.get("use", ())),
+        **{k: entry[k] for k in keys if k in entry},
+    )
 
 
 # ---- downloading -------------------------------------------------------------------------------------------------
@@ -133,8 +141,10 @@ def download(url: str, path: Path, timeout: float = 30.0, retries: int = 3, back
             break
         except _Cut as cut:
             if attempt == retries:
-                raise FetchError(f"the download of {url} was cut off ({cut}) {retries + 1} times; {part} keeps the "
-                                 f"{part.stat().st_size:,} bytes received: run the same command again to resume") from None  # fmt: skip
+                raise FetchError(
+                    f"the download of {url} was cut off ({cut}) {retries + 1} times; {part} keeps the "
+                    f"{part.stat().st_size:,} bytes received: run the same command again to resume"
+                ) from None
             time.sleep(backoff * (attempt + 1))
     part.replace(path)
     part.with_name(part.name + ".json").unlink(missing_ok=True)
@@ -174,8 +184,18 @@ def _transfer(url: str, part: Path, timeout: float) -> None:
         if total is not None:
             _require_space(part.parent, total - offset, f"downloading {url}")
         received = offset
-        with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                           desc=part.name.removesuffix(".part"), disable=None, leave=False) as bar:  # fmt: skip
+        with (
+            open(part, mode) as out,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                desc=part.name.removesuffix(".part"),
+                disable=None,
+                leave=False,
+            ) as bar,
+        ):
             try:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
@@ -202,8 +222,10 @@ def _unreachable(url: str, err: Exception) -> str:
         why = f"its TLS certificate failed verification ({reason.verify_message}), and verification is never skipped"
     else:
         why = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
-    return (f"cannot reach {host}: {why}. Offline? Download {url} by hand (a browser will do) into a folder and rerun "
-            "with --from FOLDER")  # fmt: skip
+    return (
+        f"cannot reach {host}: {why}. Offline? Download {url} by hand (a browser will do) into a folder and rerun "
+        "with --from FOLDER"
+    )
 
 
 def remote_size(url: str, timeout: float = 10.0) -> int | None:
@@ -280,8 +302,10 @@ def _member_path(into: Path, name: str, archive: Path) -> Path:
 
 def _check_expansion(archive: Path, expanded: int, compressed: int, what: str) -> None:
     if expanded > BOMB_FLOOR and expanded > BOMB_RATIO * max(compressed, 1):
-        raise FetchError(f"{archive.name}: {what} expands {compressed:,} bytes to {expanded:,} (over {BOMB_RATIO} "
-                         "times): a decompression bomb? The archive is refused")  # fmt: skip
+        raise FetchError(
+            f"{archive.name}: {what} expands {compressed:,} bytes to {expanded:,} (over {BOMB_RATIO} "
+            "times): a decompression bomb? The archive is refused"
+        )
 
 
 def _unpack_zip(archive: Path, into: Path) -> None:
@@ -464,17 +488,21 @@ def fetch_dataset(source: DatasetSource, dest: Path, options: FetchOptions | Non
         _write_record(target, source, root, [], by_hand=True)
         return _check_layout(source, root, say)
     if source.access == "manual" and options.from_dir is None:
-        raise FetchError(f"{source.title} cannot be downloaded automatically: {source.how}; then run "
-                         f"`saqt fetch {source.name} --from FOLDER` (page: {source.page})")  # fmt: skip
+        raise FetchError(
+            f"{source.title} cannot be downloaded automatically: {source.how}; then run "
+            f"`saqt fetch {source.name} --from FOLDER` (page: {source.page})"
+        )
     if not source.archives:
         raise FetchError(f"{source.title} has no archive to unpack: {source.after}")
     obtained = [_obtain(source, a, dest, options) for a in source.archives]
     for got in obtained:
         path = got.path
         if got.archive.kind == "archive" and archive_format(path) in UNREADABLE:
-            raise FetchError(f"{path} is downloaded and checked; no dependency reads {archive_format(path)}: "
-                             f"{unpack_by_hand(path, target)}, then run `saqt fetch {source.name} --dest {dest}` "
-                             "again to check the layout and prepare the labels")  # fmt: skip
+            raise FetchError(
+                f"{path} is downloaded and checked; no dependency reads {archive_format(path)}: "
+                f"{unpack_by_hand(path, target)}, then run `saqt fetch {source.name} --dest {dest}` "
+                "again to check the layout and prepare the labels"
+            )
     staging = _fresh_staging(dest / f".{source.name}.partial")
     try:
         for got in obtained:
@@ -539,21 +567,38 @@ def _verify(path: Path, archive: Archive, ours: bool) -> str:
         if ours:
             where = path.with_name(path.name + ".rejected")
             path.replace(where)
-        raise FetchError(f"{path.name}: SHA-256 {digest} differs from the manifest's {archive.sha256}; the file is "
-                         f"kept at {where} and not used (manifest source: {archive.source.strip()})")  # fmt: skip
+        raise FetchError(
+            f"{path.name}: SHA-256 {digest} differs from the manifest's {archive.sha256}; the file is "
+            f"kept at {where} and not used (manifest source: {archive.source.strip()})"
+        )
     return digest
 
 
 def _write_record(
     target: Path, source: DatasetSource, root: Path, obtained: list[_Obtained], by_hand: bool = False
 ) -> None:
-    files_ = [{"file": g.archive.file, "url": g.archive.url, "bytes": g.path.stat().st_size, "sha256": g.sha256,
-               "checked_against_manifest": bool(g.archive.sha256)} for g in obtained]  # fmt: skip
-    write_json_atomic(target / RECORD, {
-        "dataset": source.name, "page": source.page, "root": root.relative_to(target).as_posix(), "files": files_,
-        "unpacked_by_hand": by_hand, "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "toolkit": f"saqt-iqa {__version__}",
-    })  # fmt: skip
+    files_ = [
+        {
+            "file": g.archive.file,
+            "url": g.archive.url,
+            "bytes": g.path.stat().st_size,
+            "sha256": g.sha256,
+            "checked_against_manifest": bool(g.archive.sha256),
+        }
+        for g in obtained
+    ]
+    write_json_atomic(
+        target / RECORD,
+        {
+            "dataset": source.name,
+            "page": source.page,
+            "root": root.relative_to(target).as_posix(),
+            "files": files_,
+            "unpacked_by_hand": by_hand,
+            "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "toolkit": f"saqt-iqa {__version__}",
+        },
+    )
 
 
 def catalogue_lines(sources: dict[str, DatasetSource]) -> list[str]:

@@ -39,8 +39,9 @@ def _evaluate(truth: np.ndarray, pred: np.ndarray) -> dict:
     return {"srocc": srocc, "plcc": plcc, "per_type": per_type}
 
 
-def leave_one_out(scores: np.ndarray, embeddings: np.ndarray | None, rule: Rule, seed: int = 0,
-                  random_draws: int = 20) -> FidelityReport:  # fmt: skip
+def leave_one_out(
+    scores: np.ndarray, embeddings: np.ndarray | None, rule: Rule, seed: int = 0, random_draws: int = 20
+) -> FidelityReport:
     """Each reference's scores predicted from the other references.
 
     ``rule`` needs ``embeddings`` (R, d) unless it is ``mean``. Baselines: ``mean`` (the others' mean per
@@ -90,11 +91,16 @@ def matches_usage(references: list[str], bank_size: int | None = None) -> dict:
     shares = np.array([n for _, n in ranked], dtype=np.float64) / len(references)
     total = max(bank_size or 0, len(counts))
     return {
-        "images": len(references), "references_used": len(counts), "bank_references": bank_size,
-        "unused_references": total - len(counts), "most_used": list(ranked[0]), "least_used": list(ranked[-1]),
-        "top5_share": float(shares[:5].sum()), "effective_references": float(np.exp(-(shares * np.log(shares)).sum())),
+        "images": len(references),
+        "references_used": len(counts),
+        "bank_references": bank_size,
+        "unused_references": total - len(counts),
+        "most_used": list(ranked[0]),
+        "least_used": list(ranked[-1]),
+        "top5_share": float(shares[:5].sum()),
+        "effective_references": float(np.exp(-(shares * np.log(shares)).sum())),
         "counts": dict(sorted(counts.items())),
-    }  # fmt: skip
+    }
 
 
 def top1_agreement(given: dict[str, str], own: dict[str, str]) -> dict:
@@ -105,8 +111,9 @@ def top1_agreement(given: dict[str, str], own: dict[str, str]) -> dict:
     return {"compared": len(names), "agree": same, "rate": same / len(names) if names else float("nan")}
 
 
-def score_matches(matches, bank=None, images: Path | None = None, encoder: str | None = None,
-                  device: str = "auto") -> dict:  # fmt: skip
+def score_matches(
+    matches, bank=None, images: Path | None = None, encoder: str | None = None, device: str = "auto"
+) -> dict:
     """The usage skew of ``matches`` (a :class:`saqt.matches.Matches`) and, given the ``images`` folder of the
     matched pristine images and a ``bank`` with reference images, their top-1 agreement with ``encoder``."""
     from saqt.embed import embed_images
@@ -114,8 +121,11 @@ def score_matches(matches, bank=None, images: Path | None = None, encoder: str |
     from saqt.sources import list_source
 
     references = [ref for ref, _ in matches.pairs.values()]
-    report = {**matches.describe(), "usage": matches_usage(references, len(bank.ref_ids) if bank else None),
-              "agreement": None}  # fmt: skip
+    report = {
+        **matches.describe(),
+        "usage": matches_usage(references, len(bank.ref_ids) if bank else None),
+        "agreement": None,
+    }
     if images is None:
         return report
     if bank is None or not bank.has_images:
@@ -129,8 +139,13 @@ def score_matches(matches, bank=None, images: Path | None = None, encoder: str |
     sims, nn = search(build_index(refs), vectors, 1)
     own = {Path(it.key).name: bank.ref_ids[nn[i, 0]] for i, it in enumerate(listing.items)}
     given = {name: ref for name, (ref, _) in matches.pairs.items()}
-    report["agreement"] = {**top1_agreement(given, own), "missing_images": len(listing.errors), "encoder": enc.id,
-                           "weights": enc.weights, "own_top1": own}  # fmt: skip
+    report["agreement"] = {
+        **top1_agreement(given, own),
+        "missing_images": len(listing.errors),
+        "encoder": enc.id,
+        "weights": enc.weights,
+        "own_top1": own,
+    }
     return report
 
 
@@ -164,13 +179,20 @@ def run_fidelity(config: FidelityConfig) -> tuple[dict, list[str]]:
     embeddings = None
     if config.rule.name != "mean":
         if not labelled.has_images:
-            raise BankError(f"rule {config.rule.name} needs the reference images, and {config.bank} has only the "
-                            "label table; use --rule mean for the baselines alone")  # fmt: skip
+            raise BankError(
+                f"rule {config.rule.name} needs the reference images, and {config.bank} has only the "
+                "label table; use --rule mean for the baselines alone"
+            )
         encoder = load_encoder(config.encoder, config.device)
         embeddings = embed_images(encoder, [str(p) for p in labelled.images])
     report = leave_one_out(normalise_scores(labelled.scores, config.normalise), embeddings, config.rule, config.seed)
-    figures = {"bank": str(config.bank), "encoder": config.encoder, **config.rule.describe(),
-               "normalise": config.normalise, **report.as_dict()}  # fmt: skip
+    figures = {
+        "bank": str(config.bank),
+        "encoder": config.encoder,
+        **config.rule.describe(),
+        "normalise": config.normalise,
+        **report.as_dict(),
+    }
     kind = "proxy scores" if labelled.proxy else "human scores"
     lines = [f"leave-one-reference-out on {report.references} references of {config.bank} ({kind}):"]
     return figures, lines + _leave_one_out_lines(report, config)
@@ -181,9 +203,12 @@ def _leave_one_out_lines(report: FidelityReport, config: FidelityConfig) -> list
     from saqt.distortions import catalogue
 
     rule = config.rule.name
-    names = {rule: f"{rule} ({config.encoder}, k={config.rule.neighbour_count})",
-             "mean": "mean baseline (content-agnostic)", "random": "random other reference",
-             "oracle": "oracle: best other reference (ceiling)"}  # fmt: skip
+    names = {
+        rule: f"{rule} ({config.encoder}, k={config.rule.neighbour_count})",
+        "mean": "mean baseline (content-agnostic)",
+        "random": "random other reference",
+        "oracle": "oracle: best other reference (ceiling)",
+    }
     lines = []
     for key, row in report.rows.items():
         plcc = "" if np.isnan(row["plcc"]) else f"  PLCC {row['plcc']:.3f}"
@@ -205,14 +230,20 @@ def _fidelity_of_matches(config: FidelityConfig) -> tuple[dict, list[str]]:
     report = score_matches(read_matches(config.matches), bank, config.images, config.encoder, config.device)
     u = report["usage"]
     of_bank = f" of {u['bank_references']}" if u["bank_references"] else ""
-    lines = [f"{u['images']:,} images matched to {u['references_used']} references{of_bank} ({report['how']}):",
-             f"  most used {u['most_used'][0]}: {u['most_used'][1]:,} images; least used {u['least_used'][0]}: "
-             f"{u['least_used'][1]:,}; top 5 label {u['top5_share']:.1%}; effective number of references "
-             f"{u['effective_references']:.1f}"]  # fmt: skip
+    lines = [
+        f"{u['images']:,} images matched to {u['references_used']} references{of_bank} ({report['how']}):",
+        f"  most used {u['most_used'][0]}: {u['most_used'][1]:,} images; least used {u['least_used'][0]}: "
+        f"{u['least_used'][1]:,}; top 5 label {u['top5_share']:.1%}; effective number of references "
+        f"{u['effective_references']:.1f}",
+    ]
     a = report["agreement"]
     if a is None:
-        lines.append("  top-1 agreement: not measured (give --images with the matched images and --bank with its images)")
+        lines.append(
+            "  top-1 agreement: not measured (give --images with the matched images and --bank with its images)"
+        )
     else:
-        lines.append(f"  top-1 agreement with {a['encoder']}: {a['agree']:,} of {a['compared']:,} ({a['rate']:.1%}); "
-                     f"{a['missing_images']:,} matched images not found under {config.images}")  # fmt: skip
+        lines.append(
+            f"  top-1 agreement with {a['encoder']}: {a['agree']:,} of {a['compared']:,} ({a['rate']:.1%}); "
+            f"{a['missing_images']:,} matched images not found under {config.images}"
+        )
     return {"matches": report}, lines

@@ -48,13 +48,16 @@ def check_repo_id(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
-        raise HubError(f"--push-to-hub {repo_id}: not a Hub repository id; give ORG/NAME, e.g. my-lab/saqt-iqa") from None
+        raise HubError(
+            f"--push-to-hub {repo_id}: not a Hub repository id; give ORG/NAME, e.g. my-lab/saqt-iqa"
+        ) from None
     if repo_id.count("/") != 1:
         raise HubError(f"--push-to-hub {repo_id}: give ORG/NAME (the owner and the dataset's name)")
 
 
-def push_to_hub(folder: Path, repo_id: str, private: bool = False, token: str | None = None,
-                endpoint: str | None = None) -> str:  # fmt: skip
+def push_to_hub(
+    folder: Path, repo_id: str, private: bool = False, token: str | None = None, endpoint: str | None = None
+) -> str:
     """Verify the published set in ``folder``, then upload it to the dataset repository ``repo_id`` (created if
     missing; ``private`` applies to a new one). Returns the repository's URL; HubError in one line otherwise."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
@@ -69,11 +72,17 @@ def push_to_hub(folder: Path, repo_id: str, private: bool = False, token: str | 
     where = f"{api.endpoint}/datasets/{repo_id}"
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        stale = [p for p in api.list_repo_files(repo_id, repo_type="dataset") if p.startswith("data/") and p not in files]
+        stale = [
+            p for p in api.list_repo_files(repo_id, repo_type="dataset") if p.startswith("data/") and p not in files
+        ]
         operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in files]
         operations += [CommitOperationDelete(path_in_repo=p) for p in stale]
-        api.create_commit(repo_id, operations, repo_type="dataset",
-                          commit_message=f"saqt publish: {verified.rows:,} rows in {len(files)} files")  # fmt: skip
+        api.create_commit(
+            repo_id,
+            operations,
+            repo_type="dataset",
+            commit_message=f"saqt publish: {verified.rows:,} rows in {len(files)} files",
+        )
     except hub_errors() as err:
         reason = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
         said = getattr(err, "server_message", None)

@@ -44,10 +44,12 @@ def _screen(screen: dict | None) -> str:
     if not screen["applied"]:
         return f"screen: off (every decodable image kept); {screen['duplicates']} duplicates dropped"
     looser = ", ".join(f"{k}={v} (default {d})" for k, (v, d) in screen["looser_than_default"].items())
-    return (f"screen: max_upscale={screen['max_upscale']}, min_jpeg_quality={screen['min_jpeg_quality']}, "
-            f"min_side={screen['min_side']}, allow_grey={screen['allow_grey']}"
-            f"{'; LOOSER than the defaults: ' + looser if looser else ''}; {screen['screened']} screened, "
-            f"{screen['refused']} refused, {screen['duplicates']} of them duplicates")
+    return (
+        f"screen: max_upscale={screen['max_upscale']}, min_jpeg_quality={screen['min_jpeg_quality']}, "
+        f"min_side={screen['min_side']}, allow_grey={screen['allow_grey']}"
+        f"{'; LOOSER than the defaults: ' + looser if looser else ''}; {screen['screened']} screened, "
+        f"{screen['refused']} refused, {screen['duplicates']} of them duplicates"
+    )
 
 
 def _label(folder: Path, m: dict) -> list[str]:

@@ -35,6 +35,7 @@ from saqt.transfer import SELF_MATCH, Rule, cell_means, neighbour_weights, trans
 
 MANIFEST = LABEL_MANIFEST
 
+
 @dataclass(frozen=True)
 class LabelConfig:
     """Everything that determines the labels (device, batch size and loader workers do not)."""
@@ -59,8 +60,10 @@ class LabelConfig:
         if self.matches and self.rule != "top1":
             raise ConfigError(f"--matches gives one reference per image: it needs --rule top1, not {self.rule}")
         if self.matches and self.exclude_refs:
-            raise ConfigError("--exclude-refs cannot be combined with --matches: the given matches fix each image's "
-                              "reference, and images matched to an excluded one would need matching anew")  # fmt: skip
+            raise ConfigError(
+                "--exclude-refs cannot be combined with --matches: the given matches fix each image's "
+                "reference, and images matched to an excluded one would need matching anew"
+            )
 
     @property
     def transfer_rule(self) -> Rule:
@@ -102,8 +105,15 @@ class PristineLabels:
     caches: tuple[str, ...] = ()  # the embedding caches written, relative to the output folder
 
 
-def transfer_labels(config: LabelConfig, reader: BuildReader, bank: Bank, scores: np.ndarray, out: Path,
-                    run: RunOptions, embed: Callable | None = None) -> tuple[PristineLabels, dict]:  # fmt: skip
+def transfer_labels(
+    config: LabelConfig,
+    reader: BuildReader,
+    bank: Bank,
+    scores: np.ndarray,
+    out: Path,
+    run: RunOptions,
+    embed: Callable | None = None,
+) -> tuple[PristineLabels, dict]:
     """Embed, match and transfer for every pristine image of the build; returns labels and encoder provenance.
 
     ``embed`` replaces :func:`~saqt.embed.embed_images` (e.g. encoders on a Ray cluster's GPUs); this process
@@ -121,18 +131,28 @@ def transfer_labels(config: LabelConfig, reader: BuildReader, bank: Bank, scores
     ids = sorted(pristine)
     if rule.name == "mean":
         means = cell_means(scores)
-        labels = PristineLabels({p: means for p in ids}, {p: [] for p in ids}, {p: [] for p in ids},
-                                {p: [] for p in ids}, 0)  # fmt: skip
+        labels = PristineLabels(
+            {p: means for p in ids}, {p: [] for p in ids}, {p: [] for p in ids}, {p: [] for p in ids}, 0
+        )
         return labels, {"encoder": "none", "weights": "none"}
     if not bank.has_images:
         raise BankError(f"rule {rule.name} needs the bank's reference images, and {bank.root} lacks some")
     encoder = load_encoder(config.encoder, "cpu" if embed else run.device)
-    kw = {"batch_size": run.batch_size, "loader_workers": run.loader_workers, "progress": run.progress,
-          "embed": embed or embed_images}  # fmt: skip
+    kw = {
+        "batch_size": run.batch_size,
+        "loader_workers": run.loader_workers,
+        "progress": run.progress,
+        "embed": embed or embed_images,
+    }
     slug = _slug(f"{encoder.id}|{encoder.weights}")
     caches = (f"embeddings/bank-{slug}.parquet", f"embeddings/pristine-{slug}.parquet")
-    refs = cached_embeddings(encoder, {r: str(p) for r, p in zip(bank.ref_ids, bank.images, strict=True)},
-                             out / caches[0], desc="embed bank", **kw)  # fmt: skip
+    refs = cached_embeddings(
+        encoder,
+        {r: str(p) for r, p in zip(bank.ref_ids, bank.images, strict=True)},
+        out / caches[0],
+        desc="embed bank",
+        **kw,
+    )
     images = cached_embeddings(encoder, pristine, out / caches[1], desc="embed pristine", **kw)
     index = build_index(np.stack([refs[r] for r in bank.ref_ids]), kind=config.index)
     sims, nn = search(index, np.stack([images[p] for p in ids]), rule.neighbour_count)
@@ -140,8 +160,15 @@ def transfer_labels(config: LabelConfig, reader: BuildReader, bank: Bank, scores
     return labels, {"encoder": encoder.id, "weights": encoder.weights}
 
 
-def _labels(ids: list[str], sims: np.ndarray, nn: np.ndarray, rule: Rule, bank: Bank, scores: np.ndarray,
-            caches: tuple[str, ...] = ()) -> PristineLabels:  # fmt: skip
+def _labels(
+    ids: list[str],
+    sims: np.ndarray,
+    nn: np.ndarray,
+    rule: Rule,
+    bank: Bank,
+    scores: np.ndarray,
+    caches: tuple[str, ...] = (),
+) -> PristineLabels:
     """Each pristine image's transferred scores from its neighbours ``nn`` (bank indices) and similarities;
     ``caches`` names the embedding caches written for them."""
     weights = neighbour_weights(sims, rule)
@@ -160,8 +187,10 @@ def _label_unit(reader: BuildReader, unit: str, labels: PristineLabels, constant
     """Write the labels and joined SAQT-IQA shards of one build unit."""
     source = reader.stage.path(unit, "distorted")
     name = f"part-{int(unit):05d}.parquet"
-    writers = {"labels": ShardWriter(out / "labels" / name, LABEL_SCHEMA),
-               "saqt-iqa": ShardWriter(out / "saqt-iqa" / name, SAQT_IQA_SCHEMA)}  # fmt: skip
+    writers = {
+        "labels": ShardWriter(out / "labels" / name, LABEL_SCHEMA),
+        "saqt-iqa": ShardWriter(out / "saqt-iqa" / name, SAQT_IQA_SCHEMA),
+    }
     built = pq.ParquetFile(source)
     recipe = [f.name for f in SAQT_IQA_SCHEMA if f.name in built.schema_arrow.names]
     with aborting(*writers.values()):
@@ -170,9 +199,15 @@ def _label_unit(reader: BuildReader, unit: str, labels: PristineLabels, constant
             provenance = []
             for r in rows:
                 p, score = r["pristine_id"], labels.scores[r["pristine_id"]][r["dist_type"] - 1, r["level"] - 1]
-                provenance.append({**constants, "score": None if np.isnan(score) else float(score),
-                                   "neighbours": labels.neighbours[p], "similarities": labels.similarities[p],
-                                   "weights": labels.weights[p]})  # fmt: skip
+                provenance.append(
+                    {
+                        **constants,
+                        "score": None if np.isnan(score) else float(score),
+                        "neighbours": labels.neighbours[p],
+                        "similarities": labels.similarities[p],
+                        "weights": labels.weights[p],
+                    }
+                )
             keys = ("image_id", "pristine_id", "dist_type", "level")
             writers["labels"].write([{**{k: r[k] for k in keys}, **v} for r, v in zip(rows, provenance, strict=True)])
             writers["saqt-iqa"].write([{**r, **v} for r, v in zip(rows, provenance, strict=True)])
@@ -203,9 +238,11 @@ def refuse_unscored(reader: BuildReader, labels: PristineLabels, cells: list[tup
                 first = first or (image, t, lv, labels.neighbours[p])
     if missing:
         image, t, lv, refs = first
-        raise BankError(f"{missing} distorted images would get no score, e.g. {image} (type {t} level {lv}): its "
-                        f"nearest references {refs} have none for it; use a bank that scores every cell the build "
-                        "renders, or --rule topk with a larger --neighbours")  # fmt: skip
+        raise BankError(
+            f"{missing} distorted images would get no score, e.g. {image} (type {t} level {lv}): its "
+            f"nearest references {refs} have none for it; use a bank that scores every cell the build "
+            "renders, or --rule topk with a larger --neighbours"
+        )
 
 
 @dataclass(frozen=True)
@@ -224,8 +261,14 @@ class _LabelTask:
         return f"shard part-{int(unit):05d}"
 
 
-def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), overwrite: bool = False,
-              command: str = "", executor: Executor | None = None) -> dict:  # fmt: skip
+def run_label(
+    config: LabelConfig,
+    out: Path,
+    run: RunOptions = RunOptions(),
+    overwrite: bool = False,
+    command: str = "",
+    executor: Executor | None = None,
+) -> dict:
     """Label (or resume labelling) a build into ``out``; returns the final manifest.
 
     The build is checked against its manifest's checksums and the bank's scores are checked before any work; a
@@ -255,13 +298,25 @@ def run_label(config: LabelConfig, out: Path, run: RunOptions = RunOptions(), ov
         embed = executor.gpu_embedder(config.encoder, run.device) if executor and not config.matches else None
         labels, encoder = transfer_labels(config, reader, bank, scores, out, run, embed)
         refuse_unscored(reader, labels, cells)
-        writer.manifest.update({"encoder": encoder, "rule": config.transfer_rule.describe(),
-                                "score_scale": config.normalise, "self_matches": labels.self_matches,
-                                "aux": list(labels.caches)})  # fmt: skip
-        constants = {"score_scale": config.normalise, "bank": f"{bank.kind}:{Path(config.bank).name}",
-                     "bank_proxy": bank.proxy, "encoder": encoder["encoder"], "encoder_weights": encoder["weights"],
-                     "rule": config.rule, "k": config.transfer_rule.neighbour_count,
-                     "temperature": config.temperature if config.rule == "topk" else None}  # fmt: skip
+        writer.manifest.update(
+            {
+                "encoder": encoder,
+                "rule": config.transfer_rule.describe(),
+                "score_scale": config.normalise,
+                "self_matches": labels.self_matches,
+                "aux": list(labels.caches),
+            }
+        )
+        constants = {
+            "score_scale": config.normalise,
+            "bank": f"{bank.kind}:{Path(config.bank).name}",
+            "bank_proxy": bank.proxy,
+            "encoder": encoder["encoder"],
+            "encoder_weights": encoder["weights"],
+            "rule": config.rule,
+            "k": config.transfer_rule.neighbour_count,
+            "temperature": config.temperature if config.rule == "topk" else None,
+        }
         pending = writer.pending(units)
         task = _LabelTask(reader, labels, constants, out)
         done = executor.map_unordered(task, pending) if executor else map(task, pending)

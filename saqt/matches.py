@@ -37,11 +37,16 @@ class Matches:
     def describe(self) -> dict:
         """Provenance recorded with the labels."""
         by_authors = self.origin == "authors"
-        return {"source": "authors" if by_authors else "file", "file": self.file, "sha256": self.sha256,
-                "rows": len(self.pairs),
-                "licence": authors.LICENCE if by_authors else None,
-                "how": "the authors' top-1 KADID-10k reference by ImageNet ResNet features (their release)"
-                if by_authors else f"top-1 matches read from {self.origin}"}  # fmt: skip
+        return {
+            "source": "authors" if by_authors else "file",
+            "file": self.file,
+            "sha256": self.sha256,
+            "rows": len(self.pairs),
+            "licence": authors.LICENCE if by_authors else None,
+            "how": "the authors' top-1 KADID-10k reference by ImageNet ResNet features (their release)"
+            if by_authors
+            else f"top-1 matches read from {self.origin}",
+        }
 
     @property
     def label(self) -> str:
@@ -60,8 +65,10 @@ class Matches:
         ids = sorted(pristine_keys)
         missing = [pristine_keys[p] for p in ids if self._pair(pristine_keys[p]) is None]
         if missing:
-            raise MatchesError(f"{len(missing)} pristine images of the build have no match in {self.origin} "
-                               f"(first: {', '.join(missing[:3])})")  # fmt: skip
+            raise MatchesError(
+                f"{len(missing)} pristine images of the build have no match in {self.origin} "
+                f"(first: {', '.join(missing[:3])})"
+            )
         pairs = [self._pair(pristine_keys[p]) for p in ids]
         unknown = sorted({ref for ref, _ in pairs if ref not in refs and Path(ref).stem not in refs})
         if unknown:
@@ -79,8 +86,10 @@ def _parse(text: str, origin: str) -> dict[str, tuple[str, float]]:
     columns = reader.fieldnames or []
     form = next((f for f in FORMS if set(f) <= set(columns)), None)
     if form is None:
-        raise MatchesError(f"{origin} has neither the columns {','.join(FORMS[0])} nor {','.join(FORMS[1])} "
-                           f"(found {','.join(columns)})")  # fmt: skip
+        raise MatchesError(
+            f"{origin} has neither the columns {','.join(FORMS[0])} nor {','.join(FORMS[1])} "
+            f"(found {','.join(columns)})"
+        )
     name_col, ref_col, sim_col = form
     pairs: dict[str, tuple[str, float]] = {}
     for line, row in enumerate(reader, start=2):

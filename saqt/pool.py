@@ -45,8 +45,9 @@ class _ScreenChunk:
         verdicts = []
         for position, item in chunk:
             try:
-                verdicts.append((position, prepare_pristine(item, self.size, self.screen, self.max_pixels).pristine_id,
-                                 None))  # fmt: skip
+                verdicts.append(
+                    (position, prepare_pristine(item, self.size, self.screen, self.max_pixels).pristine_id, None)
+                )
             except ImageDecodeError as err:
                 verdicts.append((position, None, str(err)))
         return verdicts
@@ -62,8 +63,16 @@ def _next_round(order: list[SourceItem], start: int, quota: Quota) -> list[int]:
     return [p for p in range(start, len(order)) if quota.open_for(order[p])][:size]
 
 
-def choose_pool(items: list[SourceItem], quota: Quota, seed: int, size: tuple[int, int], screen: Screen,
-                max_pixels: int, executor: Executor, progress: bool = True) -> Pool:  # fmt: skip
+def choose_pool(
+    items: list[SourceItem],
+    quota: Quota,
+    seed: int,
+    size: tuple[int, int],
+    screen: Screen,
+    max_pixels: int,
+    executor: Executor,
+    progress: bool = True,
+) -> Pool:
     """Screen ``items`` in the seeded order until ``quota`` is full; see the module docstring."""
     order = sorted(items, key=lambda it: rank(seed, it))
     task = _ScreenChunk(size, screen, max_pixels)

@@ -16,8 +16,9 @@ PRESETS = {
 }
 
 
-def label_settings(preset: str | None, matches: str | None, encoder: str | None, rule: str | None,
-                   normalise: str | None) -> dict:  # fmt: skip
+def label_settings(
+    preset: str | None, matches: str | None, encoder: str | None, rule: str | None, normalise: str | None
+) -> dict:
     """encoder, rule and normalise for ``saqt label``; ValueError for a preset or combination that cannot hold."""
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")

@@ -73,7 +73,7 @@ FIELD_MEANINGS = {
     "pristine_id": "content hash of the canonical pristine image; rows sharing it are one photo's distortions",
     "source_key": "the pristine image's key in its source, relative to the source's root (path or archive member)",
     "source_class": "the source image's class where the source has one (ImageNet: its synset, e.g. `n01440764`), "
-                    "else null",
+    "else null",
     "orig_width": "width of the source image before canonicalisation, pixels",
     "orig_height": "height of the source image before canonicalisation, pixels",
     "jpeg_quality": "estimated IJG quality (1..100) of the source image if it is a JPEG, else null",
@@ -91,14 +91,21 @@ FIELD_MEANINGS = {
     "neighbours": "the bank references matched to the pristine image, most similar first (their ids in the bank)",
     "similarities": "their cosine similarities to the pristine image",
     "weights": "their weights in the score",
-}  # fmt: skip
+}
 
 
 # The Hub lists no image-regression task; IQA sets are filed under image classification, the scores' nature is in the
 # tags. ``datasets.utils.metadata.known_task_ids`` holds the categories the Hub knows (tests check against it).
 TASK_CATEGORIES = ["image-classification"]
-TAGS = ["image-quality-assessment", "no-reference-iqa", "iqa", "regression", "synthetic-distortions",
-        "transferred-labels", "kadid-10k"]
+TAGS = [
+    "image-quality-assessment",
+    "no-reference-iqa",
+    "iqa",
+    "regression",
+    "synthetic-distortions",
+    "transferred-labels",
+    "kadid-10k",
+]
 
 
 class PublishError(SaqtError, ValueError):
@@ -146,8 +153,15 @@ def publish_schema(dataset_id: str) -> pa.Schema:
         if f.name == "source_key":
             fields += PRISTINE_FIELDS
     hub = {"info": {"features": {"image": {"_type": "Image"}}}}  # the rest is inferred from the Arrow types
-    return pa.schema(fields, metadata={"saqt.schema": SCHEMA_VERSION, "saqt.dataset_id": dataset_id,
-                                       "saqt.image_format": "png", "huggingface": json.dumps(hub)})  # fmt: skip
+    return pa.schema(
+        fields,
+        metadata={
+            "saqt.schema": SCHEMA_VERSION,
+            "saqt.dataset_id": dataset_id,
+            "saqt.image_format": "png",
+            "huggingface": json.dumps(hub),
+        },
+    )
 
 
 def card_license(config: PublishConfig, spec: dict) -> dict:
@@ -167,12 +181,16 @@ def licence_warning(config: PublishConfig, spec: dict, has_pixels: bool) -> str 
     if not has_pixels:
         return None
     if spec.get("restricted"):
-        return (f"warning: publishing pixels derived from {spec['name']} ({spec.get('license_note', 'see its terms')});"
-                " check you may redistribute them, or publish with --recipe-only (no pixels; users re-render from "
-                "their own copy of the source)")  # fmt: skip
+        return (
+            f"warning: publishing pixels derived from {spec['name']} ({spec.get('license_note', 'see its terms')});"
+            " check you may redistribute them, or publish with --recipe-only (no pixels; users re-render from "
+            "their own copy of the source)"
+        )
     if spec.get("license", "unknown") == "unknown" and not config.license:
-        return (f"warning: the licence of the {spec['name']} images is unknown; name it with --license, or publish "
-                "with --recipe-only (no pixels)")  # fmt: skip
+        return (
+            f"warning: the licence of the {spec['name']} images is unknown; name it with --license, or publish "
+            "with --recipe-only (no pixels)"
+        )
     return None
 
 
@@ -201,9 +219,26 @@ def open_labels(labels: Path) -> tuple[Stage, BuildReader]:
 
 
 # Options whose values name files, folders or hosts of the publisher's machine, or a secret: the card shows placeholders.
-PRIVATE_OPTIONS = {"--root", "--list", "--selection", "--build", "--bank", "--labels", "--matches", "--exclude-refs",
-                   "--out", "-o", "--staging", "--images", "--json", "--fidelity", "--dest", "--from", "--ray-address",
-                   "--token"}
+PRIVATE_OPTIONS = {
+    "--root",
+    "--list",
+    "--selection",
+    "--build",
+    "--bank",
+    "--labels",
+    "--matches",
+    "--exclude-refs",
+    "--out",
+    "-o",
+    "--staging",
+    "--images",
+    "--json",
+    "--fidelity",
+    "--dest",
+    "--from",
+    "--ray-address",
+    "--token",
+}
 KEEP_VALUES = {"authors"}  # values of those options that name no local file (the bundled selection and matches)
 ABSOLUTE = re.compile(r"^(~|/|[A-Za-z]:[\\/]|\\\\)")
 
@@ -230,54 +265,103 @@ def redact_command(command: str) -> str:
 
 
 def provenance(config: PublishConfig, label: dict, build: dict, command: str) -> dict:
-    """Where every part of the set came from, as recorded in the card; no path of the publisher's machine."""
+    """Where every part of the set came from, as recorded in the card; no path of the publisher's machine. Long
+    because it is one literal, the card's provenance record field by field."""
     bc, lc, bank = build["config"], label["config"], label["inputs"]["bank"]
     spec = source_spec(bc["source"])
     return {
         "toolkit_version": __version__,
-        "source": {"name": bc["source"], "split": bc["split"], "description": spec.get("description", ""),
-                   "license": spec.get("license", "unknown"), "license_note": spec.get("license_note", ""),
-                   "selection": bc.get("selection") if bc.get("selection") in KEEP_VALUES else
-                   "a file of image names" if bc.get("selection") else None},
-        "selection": {"selected": build["inputs"]["selection"]["images"],
-                      "keys_sha256": build["inputs"]["selection"]["keys_sha256"],
-                      "limit": bc["limit"], "per_class": bc["per_class"], "pristine": build["counts"]["pristine"],
-                      "skipped": build["counts"]["skipped"], "skipped_by_reason": build["counts"]["skipped_by_reason"]},
+        "source": {
+            "name": bc["source"],
+            "split": bc["split"],
+            "description": spec.get("description", ""),
+            "license": spec.get("license", "unknown"),
+            "license_note": spec.get("license_note", ""),
+            "selection": bc.get("selection")
+            if bc.get("selection") in KEEP_VALUES
+            else "a file of image names"
+            if bc.get("selection")
+            else None,
+        },
+        "selection": {
+            "selected": build["inputs"]["selection"]["images"],
+            "keys_sha256": build["inputs"]["selection"]["keys_sha256"],
+            "limit": bc["limit"],
+            "per_class": bc["per_class"],
+            "pristine": build["counts"]["pristine"],
+            "skipped": build["counts"]["skipped"],
+            "skipped_by_reason": build["counts"]["skipped_by_reason"],
+        },
         "canonical_size": bc["size"],
-        "screen": {"min_side": bc["min_side"], "min_jpeg_quality": bc["min_jpeg_quality"],
-                   "allow_grey": bc["allow_grey"], "max_pixels": bc["max_pixels"], **build.get("screen", {})},
-        "distortions": {"catalogue": build["inputs"]["catalogue"], "types": bc["types"],
-                        "levels": bc["levels"], "per_image": bc["per_image"], "recipe_only": bc["recipe_only"],
-                        "rendered_at_publish": config.render, "withheld_at_publish": config.recipe_only},
-        "bank": {k: bank.get(k) for k in ("kind", "references", "proxy", "metric", "score_meaning",
-                                          "scores_sha256", "excluded")},
+        "screen": {
+            "min_side": bc["min_side"],
+            "min_jpeg_quality": bc["min_jpeg_quality"],
+            "allow_grey": bc["allow_grey"],
+            "max_pixels": bc["max_pixels"],
+            **build.get("screen", {}),
+        },
+        "distortions": {
+            "catalogue": build["inputs"]["catalogue"],
+            "types": bc["types"],
+            "levels": bc["levels"],
+            "per_image": bc["per_image"],
+            "recipe_only": bc["recipe_only"],
+            "rendered_at_publish": config.render,
+            "withheld_at_publish": config.recipe_only,
+        },
+        "bank": {
+            k: bank.get(k)
+            for k in ("kind", "references", "proxy", "metric", "score_meaning", "scores_sha256", "excluded")
+        },
         "encoder": {"id": label["encoder"]["encoder"], "weights": label["encoder"]["weights"]},
-        "transfer": {"rule": lc["rule"], "k": label["rule"]["k"], "temperature": label["rule"].get("temperature"),
-                     "score_scale": label["score_scale"], "index": lc["index"]},
+        "transfer": {
+            "rule": lc["rule"],
+            "k": label["rule"]["k"],
+            "temperature": label["rule"].get("temperature"),
+            "score_scale": label["score_scale"],
+            "index": lc["index"],
+        },
         "self_matches": label["self_matches"],
         "seeds": {"build": bc["seed"], "bank": bank.get("config", {}).get("seed"), "split": config.seed},
         "split": {"validation_fraction": config.validation, "by": "pristine_id", "seed": config.seed},
-        "inputs": {"build_digest": label["inputs"]["build"]["digest"],
-                   "label_shards_sha256": [label["done"][u]["files"]["saqt-iqa"]["sha256"]
-                                           for u in sorted(label["done"], key=int)]},
-        "commands": [redact_command(c) for c in (build.get("command", ""), bank.get("command") or "",
-                                                  label.get("command", ""), command)],
-    }  # fmt: skip
+        "inputs": {
+            "build_digest": label["inputs"]["build"]["digest"],
+            "label_shards_sha256": [
+                label["done"][u]["files"]["saqt-iqa"]["sha256"] for u in sorted(label["done"], key=int)
+            ],
+        },
+        "commands": [
+            redact_command(c)
+            for c in (build.get("command", ""), bank.get("command") or "", label.get("command", ""), command)
+        ],
+    }
 
 
 def run_constants(prov: dict) -> dict:
     """The label columns that hold one value per run, as the card records them instead of repeating them per row
     (``bank`` names the bank's kind, never its folder)."""
     transfer = prov["transfer"]
-    return {"score_scale": transfer["score_scale"], "bank": prov["bank"]["kind"], "bank_proxy": prov["bank"]["proxy"],
-            "encoder": prov["encoder"]["id"], "encoder_weights": prov["encoder"]["weights"], "rule": transfer["rule"],
-            "k": transfer["k"], "temperature": transfer["temperature"]}  # fmt: skip
+    return {
+        "score_scale": transfer["score_scale"],
+        "bank": prov["bank"]["kind"],
+        "bank_proxy": prov["bank"]["proxy"],
+        "encoder": prov["encoder"]["id"],
+        "encoder_weights": prov["encoder"]["weights"],
+        "rule": transfer["rule"],
+        "k": transfer["k"],
+        "temperature": transfer["temperature"],
+    }
 
 
 def _dataset_id(prov: dict, config: PublishConfig) -> str:
     """Names this set's content: the same inputs and publish settings give the same id."""
-    core = {"inputs": prov["inputs"], "split": prov["split"], "render": config.render, "shard_bytes": config.shard_bytes,
-            **({"recipe_only": True} if config.recipe_only else {})}
+    core = {
+        "inputs": prov["inputs"],
+        "split": prov["split"],
+        "render": config.render,
+        "shard_bytes": config.shard_bytes,
+        **({"recipe_only": True} if config.recipe_only else {}),
+    }
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -325,10 +409,16 @@ def pristine_records(reader: BuildReader) -> dict[str, dict]:
     upscale factor)."""
     size = reader.manifest["config"]["size"]
     columns = ["pristine_id", "label", "orig_width", "orig_height", "jpeg_quality"]
-    return {r["pristine_id"]: {"source_class": r["label"], "orig_width": r["orig_width"],
-                               "orig_height": r["orig_height"], "jpeg_quality": r["jpeg_quality"],
-                               "upscale_factor": cover_scale(r["orig_width"], r["orig_height"], size)}
-            for r in reader.rows("pristine", columns)}  # fmt: skip
+    return {
+        r["pristine_id"]: {
+            "source_class": r["label"],
+            "orig_width": r["orig_width"],
+            "orig_height": r["orig_height"],
+            "jpeg_quality": r["jpeg_quality"],
+            "upscale_factor": cover_scale(r["orig_width"], r["orig_height"], size),
+        }
+        for r in reader.rows("pristine", columns)
+    }
 
 
 def _images(batch: pa.RecordBatch, reader: BuildReader | None, withhold: bool) -> pa.Array:
@@ -338,18 +428,24 @@ def _images(batch: pa.RecordBatch, reader: BuildReader | None, withhold: bool) -
     if withhold:
         images = pa.nulls(batch.num_rows, pa.binary())
     elif reader is not None and images.null_count:
-        images = pa.array([r["image"] if r["image"] is not None else encode_png(reader.image(r))
-                           for r in batch.to_pylist()], pa.binary())  # fmt: skip
+        images = pa.array(
+            [r["image"] if r["image"] is not None else encode_png(reader.image(r)) for r in batch.to_pylist()],
+            pa.binary(),
+        )
     paths = pc.binary_join_element_wise(batch.column("image_id"), ".png", "")
     return pa.StructArray.from_arrays([images, paths], fields=list(IMAGE), mask=pc.is_null(images))
 
 
-def _batches(labels: Stage, schema: pa.Schema, pristine: dict[str, dict], reader: BuildReader, render: bool,
-             withhold: bool) -> Iterator[pa.Table]:  # fmt: skip
+def _batches(
+    labels: Stage, schema: pa.Schema, pristine: dict[str, dict], reader: BuildReader, render: bool, withhold: bool
+) -> Iterator[pa.Table]:
     """Published rows in label-shard order, ROW_GROUP at a time: pixels from the build (see ``_images``), the
     source image's record joined in."""
     for unit in labels.units():
-        shard, built = pq.ParquetFile(labels.path(unit, "saqt-iqa")), pq.ParquetFile(reader.stage.path(unit, "distorted"))
+        shard, built = (
+            pq.ParquetFile(labels.path(unit, "saqt-iqa")),
+            pq.ParquetFile(reader.stage.path(unit, "distorted")),
+        )
         for group in range(shard.num_row_groups):
             table = with_build_images(shard.read_row_group(group), built, group, str(labels.path(unit, "saqt-iqa")))
             for batch in table.to_batches(max_chunksize=ROW_GROUP):
@@ -360,8 +456,9 @@ def _batches(labels: Stage, schema: pa.Schema, pristine: dict[str, dict], reader
                 yield pa.Table.from_arrays(columns, schema=schema)
 
 
-def write_dataset(config: PublishConfig, labels: Stage, reader: BuildReader, staging: Path, command: str = "",
-                  progress: bool = True) -> dict:  # fmt: skip
+def write_dataset(
+    config: PublishConfig, labels: Stage, reader: BuildReader, staging: Path, command: str = "", progress: bool = True
+) -> dict:
     """Write the whole dataset, from ``labels`` and their build, into the empty folder ``staging``; returns the
     card's front matter."""
     label = labels.manifest
@@ -382,8 +479,11 @@ def write_dataset(config: PublishConfig, labels: Stage, reader: BuildReader, sta
                 writers["train"].add(table.filter(pc.invert(in_validation)))
                 bar.update(table.num_rows)
         files = {s: w.close() for s, w in writers.items()}
-    splits = [{"name": s, "num_bytes": sum(e["bytes"] for e in files[s]), "num_examples": sum(e["rows"] for e in files[s])}
-              for s in SPLITS if files[s]]  # fmt: skip
+    splits = [
+        {"name": s, "num_bytes": sum(e["bytes"] for e in files[s]), "num_examples": sum(e["rows"] for e in files[s])}
+        for s in SPLITS
+        if files[s]
+    ]
     rows = sum(s["num_examples"] for s in splits)
     recipe_only = config.recipe_only or (reader.manifest["config"]["recipe_only"] and not config.render)
     meta = {
@@ -392,15 +492,28 @@ def write_dataset(config: PublishConfig, labels: Stage, reader: BuildReader, sta
         "task_categories": TASK_CATEGORIES,
         "tags": TAGS + (["recipe-only"] if recipe_only else []),
         "size_categories": [size_category(rows)],
-        "configs": [{"config_name": "default", "default": True,
-                     "data_files": [{"split": s["name"], "path": f"data/{s['name']}-*"} for s in splits]}],
-        "dataset_info": {"features": hub_features(schema), "splits": splits,
-                         "download_size": sum(e["bytes"] for f in files.values() for e in f),
-                         "dataset_size": sum(s["num_bytes"] for s in splits)},
-        "saqt": {"schema": SCHEMA_VERSION, "dataset_id": dataset_id, "recipe_only": recipe_only,
-                 "files": {s: len(files[s]) for s in SPLITS if files[s]}, "run_constants": run_constants(prov),
-                 "provenance": prov},
-    }  # fmt: skip
+        "configs": [
+            {
+                "config_name": "default",
+                "default": True,
+                "data_files": [{"split": s["name"], "path": f"data/{s['name']}-*"} for s in splits],
+            }
+        ],
+        "dataset_info": {
+            "features": hub_features(schema),
+            "splits": splits,
+            "download_size": sum(e["bytes"] for f in files.values() for e in f),
+            "dataset_size": sum(s["num_bytes"] for s in splits),
+        },
+        "saqt": {
+            "schema": SCHEMA_VERSION,
+            "dataset_id": dataset_id,
+            "recipe_only": recipe_only,
+            "files": {s: len(files[s]) for s in SPLITS if files[s]},
+            "run_constants": run_constants(prov),
+            "provenance": prov,
+        },
+    }
     write_bytes_atomic(staging / CARD, render_card(meta, [(f.name, FIELD_MEANINGS[f.name]) for f in schema]).encode())
     listed = [e["path"] for f in files.values() for e in f] + [CARD]
     write_bytes_atomic(staging / SUMS, "".join(f"{sha256_file(staging / p)}  {p}\n" for p in sorted(listed)).encode())
@@ -418,8 +531,15 @@ def filesystem(url: str, option: str) -> tuple[fsspec.AbstractFileSystem, str]:
         raise PublishError(f"{option} {url}: {err}") from None
 
 
-def publish(config: PublishConfig, out: str, overwrite: bool = False, command: str = "", staging_dir: str | None = None,
-            progress: bool = True, warn: Callable[[str], None] | None = None) -> dict:  # fmt: skip
+def publish(
+    config: PublishConfig,
+    out: str,
+    overwrite: bool = False,
+    command: str = "",
+    staging_dir: str | None = None,
+    progress: bool = True,
+    warn: Callable[[str], None] | None = None,
+) -> dict:
     """Publish to ``out``, a local folder or an fsspec URL; returns the card's front matter.
 
     The labels and their build are checked against their manifests first. A non-empty ``out`` is refused unless
@@ -430,8 +550,10 @@ def publish(config: PublishConfig, out: str, overwrite: bool = False, command: s
     (default: ``warnings.warn``).
     """
     if out.split("://")[0] in ("hf", "huggingface") and "://" in out:
-        raise PublishError(f"--out {out}: the Hub is not a folder; publish with --push-to-hub ORG/NAME (and --out a "
-                           "local folder to keep a copy)")  # fmt: skip
+        raise PublishError(
+            f"--out {out}: the Hub is not a folder; publish with --push-to-hub ORG/NAME (and --out a "
+            "local folder to keep a copy)"
+        )
     labels, reader = open_labels(Path(config.labels))  # refuse a bad input before touching the output
     fs, root = filesystem(out, "--out")
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
@@ -473,17 +595,21 @@ def _previous_set(fs: fsspec.AbstractFileSystem, root: str, out: str, overwrite:
     if not overwrite:
         raise PublishError(f"{out} is not empty: use --overwrite to replace the set there or choose another --out")
     if SUMS not in present:
-        raise PublishError(f"{out} holds files `saqt publish` did not write ({', '.join(present[:3])}"
-                           f"{', ...' if len(present) > 3 else ''}); --overwrite replaces only a published set: "
-                           "choose another --out")  # fmt: skip
+        raise PublishError(
+            f"{out} holds files `saqt publish` did not write ({', '.join(present[:3])}"
+            f"{', ...' if len(present) > 3 else ''}); --overwrite replaces only a published set: "
+            "choose another --out"
+        )
     try:
         listed = read_sums(fs.cat_file(f"{root}/{SUMS}").decode())
     except UnicodeDecodeError:
         raise PublishError(f"{out}/{SUMS} is not a text file; choose another --out") from None
     strays = [p for p in present if p.startswith("data/") and p not in listed]
     if strays:
-        raise PublishError(f"{out}/data holds files its {SUMS} does not list ({', '.join(strays[:3])}); move them "
-                           "away or choose another --out")  # fmt: skip
+        raise PublishError(
+            f"{out}/data holds files its {SUMS} does not list ({', '.join(strays[:3])}); move them "
+            "away or choose another --out"
+        )
     return [SUMS, *sorted(p for p in listed if p in present)]
 
 

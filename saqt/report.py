@@ -100,36 +100,77 @@ def load_stage(folder: Path) -> StageData:
         kind = identify(folder)
     except StageError as err:
         raise StageError(f"{err}: nothing to report") from None
-    if kind == "label":
-        label = open_stage(folder, "label", checksums=False)  # `saqt verify` checks the checksums
-        cells, matches = _read([str(p) for p in label.paths("labels")])
-        try:
-            build = BuildReader(Path(label.manifest["config"]["build"]), checksums=False)
-        except StageError:
-            build = None  # the build is gone or changed: the report shows what the labels hold
-        errors, examples = _build_errors(build) if build else (Counter(), [])
-        shards = [str(p) for p in label.paths("saqt-iqa")]
-        bank, note = _open_bank(label.manifest["config"])
-        return StageData("label", folder, cells, matches, label.manifest["inputs"]["bank"]["references"], errors,
-                         examples, shards, build, bank, note, build.manifest.get("screen") if build else None)  # fmt: skip
-    if kind == "build":
-        build = BuildReader(folder, checksums=False)
-        shards = [str(p) for p in build.shard_paths("distorted")]
-        table = pads.dataset(shards).to_table(columns=CELL_COLUMNS[:3])
-        table = table.append_column("score", pa.nulls(len(table), pa.float64()))
-        return StageData("build", folder, table, None, None, *_build_errors(build), shards, build,
-                         screen=build.manifest.get("screen"))  # fmt: skip
-    if kind == "published":
-        meta, _ = read_card((folder / CARD).read_text())
-        prov = meta["saqt"]["provenance"]
-        listed = read_sums((folder / SUMS).read_text())  # paths that stay inside the folder
-        shards = [str(folder / p) for p in sorted(listed) if p.startswith("data/") and p.endswith(".parquet")]
-        cells, matches = _read(shards)
-        return StageData("published", folder, cells, matches,
-                         prov["bank"]["references"], Counter(prov["selection"]["skipped_by_reason"]), [], shards,
-                         bank_note="a published set does not carry its bank's reference images",
-                         screen=prov.get("screen"))  # fmt: skip
-    raise StageError(f"{folder} is a {kind}: a report shows a label, build or published folder")
+    readers = {"label": _label_data, "build": _build_data, "published": _published_data}
+    if kind not in readers:
+        raise StageError(f"{folder} is a {kind}: a report shows a label, build or published folder")
+    return readers[kind](folder)
+
+
+def _label_data(folder: Path) -> StageData:
+    """A label folder's cells and matches, its build (if still there) and its bank."""
+    label = open_stage(folder, "label", checksums=False)  # `saqt verify` checks the checksums
+    cells, matches = _read([str(p) for p in label.paths("labels")])
+    try:
+        build = BuildReader(Path(label.manifest["config"]["build"]), checksums=False)
+    except StageError:
+        build = None  # the build is gone or changed: the report shows what the labels hold
+    errors, examples = _build_errors(build) if build else (Counter(), [])
+    shards = [str(p) for p in label.paths("saqt-iqa")]
+    bank, note = _open_bank(label.manifest["config"])
+    return StageData(
+        "label",
+        folder,
+        cells,
+        matches,
+        label.manifest["inputs"]["bank"]["references"],
+        errors,
+        examples,
+        shards,
+        build,
+        bank,
+        note,
+        build.manifest.get("screen") if build else None,
+    )
+
+
+def _build_data(folder: Path) -> StageData:
+    """A build folder's cells (no scores) and its screen."""
+    build = BuildReader(folder, checksums=False)
+    shards = [str(p) for p in build.shard_paths("distorted")]
+    table = pads.dataset(shards).to_table(columns=CELL_COLUMNS[:3])
+    table = table.append_column("score", pa.nulls(len(table), pa.float64()))
+    return StageData(
+        "build",
+        folder,
+        table,
+        None,
+        None,
+        *_build_errors(build),
+        shards,
+        build,
+        screen=build.manifest.get("screen"),
+    )
+
+
+def _published_data(folder: Path) -> StageData:
+    """A published set's cells and matches, its provenance from the card."""
+    meta, _ = read_card((folder / CARD).read_text())
+    prov = meta["saqt"]["provenance"]
+    listed = read_sums((folder / SUMS).read_text())  # paths that stay inside the folder
+    shards = [str(folder / p) for p in sorted(listed) if p.startswith("data/") and p.endswith(".parquet")]
+    cells, matches = _read(shards)
+    return StageData(
+        "published",
+        folder,
+        cells,
+        matches,
+        prov["bank"]["references"],
+        Counter(prov["selection"]["skipped_by_reason"]),
+        [],
+        shards,
+        bank_note="a published set does not carry its bank's reference images",
+        screen=prov.get("screen"),
+    )
 
 
 def _open_bank(config: dict) -> tuple[Bank | None, str]:
@@ -186,8 +227,10 @@ def _grid(data: StageData, images: int) -> str:
         shards = [str(p) for p in data.build.shard_paths("distorted")] if data.build is not None else []
         images = pads.dataset(shards).to_table(columns=["image_id", "image"], filter=keep).to_pydict() if shards else {}
         by_id = dict(zip(images.get("image_id", []), images.get("image", []), strict=True))
-        rows = [{**r, "image": by_id.get(r["image_id"])}
-                for r in pads.dataset(data.shards).to_table(columns=columns, filter=keep).to_pylist()]  # fmt: skip
+        rows = [
+            {**r, "image": by_id.get(r["image_id"])}
+            for r in pads.dataset(data.shards).to_table(columns=columns, filter=keep).to_pylist()
+        ]
     else:
         rows = pads.dataset(data.shards).to_table(columns=[*columns, "image"], filter=keep).to_pylist()
     by_cell = {(r["pristine_id"], r["dist_type"], r["level"]): r for r in rows}
@@ -196,18 +239,23 @@ def _grid(data: StageData, images: int) -> str:
     levels = sorted(set(data.cells.column("level").to_pylist()))
     tables = []
     for pair in (ids[i : i + 2] for i in range(0, len(ids), 2)):
-        head = "<th></th>" + "".join(f'<th colspan="{len(levels)}" class="pid">{_pristine_header(data, pid)}</th>'
-                                     for pid in pair)  # fmt: skip
+        head = "<th></th>" + "".join(
+            f'<th colspan="{len(levels)}" class="pid">{_pristine_header(data, pid)}</th>' for pid in pair
+        )
         level_row = "<th>type</th>" + "".join(f"<th>level {lv}</th>" for _ in pair for lv in levels)
         body = []
         for t in types:
             cells = [f'<td class="tname"><span class="tid">{t}</span> {names[t]}</td>']
             for pid in pair:
-                cells += [f'<td class="{"gap" if lv == levels[0] else ""}">{_cell(data, by_cell.get((pid, t, lv)))}</td>'
-                          for lv in levels]  # fmt: skip
+                cells += [
+                    f'<td class="{"gap" if lv == levels[0] else ""}">{_cell(data, by_cell.get((pid, t, lv)))}</td>'
+                    for lv in levels
+                ]
             body.append("<tr>" + "".join(cells) + "</tr>")
-        tables.append(f'<table class="grid"><thead><tr>{head}</tr><tr>{level_row}</tr></thead><tbody>{"".join(body)}'
-                      "</tbody></table>")  # fmt: skip
+        tables.append(
+            f'<table class="grid"><thead><tr>{head}</tr><tr>{level_row}</tr></thead><tbody>{"".join(body)}'
+            "</tbody></table>"
+        )
     return "<p class='lead'>Hover a thumbnail to enlarge it.</p>" + "".join(tables)
 
 
@@ -222,8 +270,11 @@ def _cell(data: StageData, row: dict | None) -> str:
     if row is None:
         return '<span class="na">not rendered</span>'
     pixels = _pixels(data, row)
-    thumb = _img(_thumb_uri(pixels), f"type {row['dist_type']} level {row['level']}", "thumb") if pixels is not None \
-        else '<span class="na">recipe only</span>'  # fmt: skip
+    thumb = (
+        _img(_thumb_uri(pixels), f"type {row['dist_type']} level {row['level']}", "thumb")
+        if pixels is not None
+        else '<span class="na">recipe only</span>'
+    )
     score = row.get("score")
     return thumb + (f'<div class="cap">{score:.2f}</div>' if score is not None else "")
 
@@ -240,7 +291,9 @@ def _pixels(data: StageData, row: dict) -> np.ndarray | None:
 def _per_type_figure(count: int):
     """A grid of small panels, five per row, one per distortion type present."""
     rows, cols = -(-count // 5), min(count, 5)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.1 * rows + 0.5), sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.6 * cols, 2.1 * rows + 0.5), sharex=True, sharey=True, squeeze=False
+    )
     axes = axes.ravel()
     for ax in axes[count:]:
         ax.set_visible(False)
@@ -263,14 +316,25 @@ def _score_histograms(scores: np.ndarray, types: np.ndarray, levels: np.ndarray)
     fig, axes = _per_type_figure(len(present))
     for t, ax in zip(present, axes, strict=False):
         stacks = [scores[(types == t) & (levels == lv)] for lv in built]
-        ax.hist([s[np.isfinite(s)] for s in stacks], bins=bins, stacked=True, color=LEVEL_COLOURS[::-1][built - 1],
-                label=[f"level {lv}" for lv in built])  # fmt: skip
+        ax.hist(
+            [s[np.isfinite(s)] for s in stacks],
+            bins=bins,
+            stacked=True,
+            color=LEVEL_COLOURS[::-1][built - 1],
+            label=[f"level {lv}" for lv in built],
+        )
         ax.set_title(f"{t} {catalogue()[t - 1].name}", fontsize=8)
         ax.tick_params(labelsize=7)
     _label_axes(axes, "score", "images")
     fig.tight_layout()
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(built),
-               fontsize=9, frameon=False)  # fmt: skip
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        ncol=len(built),
+        fontsize=9,
+        frameon=False,
+    )
     return _img(_png_uri(fig), "score histograms per type")
 
 
@@ -284,7 +348,9 @@ def _score_vs_level(scores: np.ndarray, types: np.ndarray, levels: np.ndarray, p
             order = np.argsort(levels[mine])
             ax.plot(levels[mine][order], scores[mine][order], color="0.75", lw=0.7)
         shown = np.unique(levels[sel])
-        ax.plot(shown, [np.nanmean(scores[sel & (levels == lv)]) for lv in shown], color="black", lw=1.8, marker="o", ms=3)
+        ax.plot(
+            shown, [np.nanmean(scores[sel & (levels == lv)]) for lv in shown], color="black", lw=1.8, marker="o", ms=3
+        )
         ax.set_title(f"{t} {catalogue()[t - 1].name}", fontsize=8)
         ax.set_xticks(np.unique(levels))
         ax.tick_params(labelsize=7)
@@ -308,8 +374,10 @@ def _similarities(matches: pa.Table) -> str:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
-    stats = (f"Nearest-reference similarity: median {np.median(top1):.3f}, 5th percentile {np.percentile(top1, 5):.3f}, "
-             f"minimum {top1.min():.3f}; {int((top1 >= SELF_MATCH).sum())} pristine images are (nearly) references.")  # fmt: skip
+    stats = (
+        f"Nearest-reference similarity: median {np.median(top1):.3f}, 5th percentile {np.percentile(top1, 5):.3f}, "
+        f"minimum {top1.min():.3f}; {int((top1 >= SELF_MATCH).sum())} pristine images are (nearly) references."
+    )
     return f"<p>{stats}</p>" + _img(_png_uri(fig), "neighbour similarity histogram")
 
 
@@ -333,18 +401,23 @@ def _bank_usage(data: StageData) -> str:
     if counts.max() > 20 * max(1, np.median(counts[:used])):
         ax.set_yscale("log")
     fig.tight_layout()
-    stats = (f"{used} of {total} references are the nearest for at least one of {counts.sum():,} pristine images. "
-             f"The most used is nearest for {counts[0]:,} ({counts[0] / counts.sum():.0%}); among references in use, "
-             f"the median is {np.median(counts[:used]):g}. For comparison, in the authors' release one reference "
-             "labelled 3,251 images and another 16.")  # fmt: skip
+    stats = (
+        f"{used} of {total} references are the nearest for at least one of {counts.sum():,} pristine images. "
+        f"The most used is nearest for {counts[0]:,} ({counts[0] / counts.sum():.0%}); among references in use, "
+        f"the median is {np.median(counts[:used]):g}. For comparison, in the authors' release one reference "
+        "labelled 3,251 images and another 16."
+    )
     ranked = top1.most_common()
-    row = lambda ref: [_ref_thumb(data, ref), f"<code>{html.escape(ref)}</code>", f"{top1[ref]:,}",  # noqa: E731
-                       f"{weighted[ref]:.1f}"]  # fmt: skip
+
+    def row(ref: str) -> list[str]:
+        return [_ref_thumb(data, ref), f"<code>{html.escape(ref)}</code>", f"{top1[ref]:,}", f"{weighted[ref]:.1f}"]
+
     header = ["", "reference", "nearest for (pristine images)", "total weight"]
     tables = "<h3>Most used references</h3>" + _table(header, [row(r) for r, _ in ranked[:10]], "compact reftable")
     if len(ranked) > 10:
         tables += "<h3>Least used references (of those in use)</h3>" + _table(
-            header, [row(r) for r, _ in ranked[-min(5, len(ranked) - 10):]], "compact reftable")
+            header, [row(r) for r, _ in ranked[-min(5, len(ranked) - 10) :]], "compact reftable"
+        )
     return f"<p>{stats}</p>" + _img(_png_uri(fig), "bank usage") + _bank_note(data) + tables
 
 
@@ -360,8 +433,9 @@ def _ref_thumb(data: StageData, ref: str) -> str:
             try:
                 if path is not None and path.is_file():
                     why = ""
-                    data._thumbs[ref] = _img(_thumb_uri(decode_image(path), MATCH_THUMB_WIDTH), f"reference {ref}",
-                                             "ref")  # fmt: skip
+                    data._thumbs[ref] = _img(
+                        _thumb_uri(decode_image(path), MATCH_THUMB_WIDTH), f"reference {ref}", "ref"
+                    )
                 else:
                     why = "no reference image: the bank lacks this reference's file"
             except ImageDecodeError as err:
@@ -389,12 +463,17 @@ def _inherited(scores: dict, types: list[int], levels: list[int], lo: float, hi:
     head = "<th></th>" + "".join(f"<th>{t}</th>" for t in types)
     rows = []
     for lv in levels:
-        cells = "".join(f'<td style="background:{_colour(scores.get((t, lv), np.nan), lo, hi)}" title="type {t} '
-                        f'{names[t]}, level {lv}: {scores.get((t, lv), np.nan):.2f}"></td>' for t in types)  # fmt: skip
+        cells = "".join(
+            f'<td style="background:{_colour(scores.get((t, lv), np.nan), lo, hi)}" title="type {t} '
+            f'{names[t]}, level {lv}: {scores.get((t, lv), np.nan):.2f}"></td>'
+            for t in types
+        )
         rows.append(f"<tr><th>L{lv}</th>{cells}</tr>")
     means = " · ".join(f"L{lv} {np.nanmean([scores.get((t, lv), np.nan) for t in types]):.2f}" for lv in levels)
-    return (f'<table class="heat"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-            f'<div class="cap">mean by level: {means}</div>')  # fmt: skip
+    return (
+        f'<table class="heat"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        f'<div class="cap">mean by level: {means}</div>'
+    )
 
 
 def _pristine_thumb(data: StageData, pid: str) -> str:
@@ -417,21 +496,36 @@ def _matches(data: StageData, pairs: int) -> str:
     lo, hi = float(np.nanmin(all_scores)), float(np.nanmax(all_scores))
     types = sorted(set(data.cells.column("dist_type").to_pylist()))
     levels = sorted(set(data.cells.column("level").to_pylist()))
-    keys = {r["pristine_id"]: r["source_key"] for r in data.build.rows("pristine", ["pristine_id", "source_key"])
-            if r["pristine_id"] in wanted} if data.build else {}  # fmt: skip
+    keys = (
+        {
+            r["pristine_id"]: r["source_key"]
+            for r in data.build.rows("pristine", ["pristine_id", "source_key"])
+            if r["pristine_id"] in wanted
+        }
+        if data.build
+        else {}
+    )
     body = []
     for r in picks:
         pid = r["pristine_id"]
         refs = "".join(
             f'<div class="match">{_ref_thumb(data, ref)}<div class="cap"><code>{html.escape(ref)}</code><br>'
-            f'similarity {sim:.3f}{" (self-match)" if sim >= SELF_MATCH else ""}'
-            f'{f"<br>weight {w:.2f}" if len(r["neighbours"]) > 1 else ""}</div></div>'
-            for ref, sim, w in zip(r["neighbours"], r["similarities"], r["weights"], strict=True))  # fmt: skip
+            f"similarity {sim:.3f}{' (self-match)' if sim >= SELF_MATCH else ''}"
+            f"{f'<br>weight {w:.2f}' if len(r['neighbours']) > 1 else ''}</div></div>"
+            for ref, sim, w in zip(r["neighbours"], r["similarities"], r["weights"], strict=True)
+        )
         name = f"<code>{html.escape(keys[pid])}</code><br>" if pid in keys else ""
-        body.append([f'<div class="match">{_pristine_thumb(data, pid)}<div class="cap">{name}{html.escape(pid)}</div></div>',
-                     f'<div class="refs">{refs}</div>', _inherited(scores[pid], types, levels, lo, hi)])  # fmt: skip
-    legend = (f'<p>{len(picks)} of {len(rows):,} pristine images, from the closest match to the farthest. Colours: '
-              f'score from {lo:.2f} <span class="scale"></span> {hi:.2f}; hover a cell for its score.</p>')  # fmt: skip
+        body.append(
+            [
+                f'<div class="match">{_pristine_thumb(data, pid)}<div class="cap">{name}{html.escape(pid)}</div></div>',
+                f'<div class="refs">{refs}</div>',
+                _inherited(scores[pid], types, levels, lo, hi),
+            ]
+        )
+    legend = (
+        f"<p>{len(picks)} of {len(rows):,} pristine images, from the closest match to the farthest. Colours: "
+        f'score from {lo:.2f} <span class="scale"></span> {hi:.2f}; hover a cell for its score.</p>'
+    )
     header = ["pristine image", "matched to (bank references)", "labels inherited (type x level)"]
     return legend + _bank_note(data) + _table(header, body, "matches")
 
@@ -468,12 +562,20 @@ def _screen(data: StageData) -> str:
     else:
         looser = sc.get("looser_than_default", {})
         setting = lambda k, text: text + (f" <b>(looser than the default {looser[k][1]})</b>" if k in looser else "")  # noqa: E731
-        rows = [["enlarging to cover the size", setting("max_upscale", f"at most {sc.get('max_upscale', '?')}x")],
-                ["JPEG quality", setting("min_jpeg_quality", f"at least {sc.get('min_jpeg_quality', '?')} (0: any)")],
-                ["shorter side", setting("min_side", f"at least {sc.get('min_side', '?')} px")],
-                ["greyscale", "kept" if sc.get("allow_grey") else "refused"]]  # fmt: skip
-        counts = (f"{sc.get('screened', 0):,} candidates screened, {sc.get('refused', 0):,} refused, "
-                  f"{sc.get('duplicates', 0):,} duplicates kept once.") if "screened" in sc else ""  # fmt: skip
+        rows = [
+            ["enlarging to cover the size", setting("max_upscale", f"at most {sc.get('max_upscale', '?')}x")],
+            ["JPEG quality", setting("min_jpeg_quality", f"at least {sc.get('min_jpeg_quality', '?')} (0: any)")],
+            ["shorter side", setting("min_side", f"at least {sc.get('min_side', '?')} px")],
+            ["greyscale", "kept" if sc.get("allow_grey") else "refused"],
+        ]
+        counts = (
+            (
+                f"{sc.get('screened', 0):,} candidates screened, {sc.get('refused', 0):,} refused, "
+                f"{sc.get('duplicates', 0):,} duplicates kept once."
+            )
+            if "screened" in sc
+            else ""
+        )
         intro = _table(["screen", "setting"], rows, "compact") + f"<p>{counts}</p>"
     examples = _reason_examples(data)
     refused = [[html.escape(r), f"{n:,}", html.escape(examples.get(r, ""))] for r, n in data.errors.most_common()]
@@ -490,18 +592,32 @@ def _kept(data: StageData, sc: dict) -> str:
     quality = np.array([r["jpeg_quality"] for r in rows if r["jpeg_quality"] is not None], dtype=float)
     most = int(np.argmax(factor))
     enlarged = int((factor > 1).sum())
-    largest = f", at most {factor[most]:.2f}x (<code>{html.escape(rows[most]['source_key'])}</code>)" if enlarged else ""
-    jpegs = (f" (estimated quality {quality.min():.0f} to {quality.max():.0f}, median {np.median(quality):.0f})"
-             if len(quality) else "")  # fmt: skip
-    text = (f"Of the {len(rows):,} images kept: enlarged {enlarged:,}{largest}; reduced or kept at size "
-            f"{len(rows) - enlarged:,}. JPEGs {len(quality):,}{jpegs}; other formats {len(rows) - len(quality):,}.")
+    largest = (
+        f", at most {factor[most]:.2f}x (<code>{html.escape(rows[most]['source_key'])}</code>)" if enlarged else ""
+    )
+    jpegs = (
+        f" (estimated quality {quality.min():.0f} to {quality.max():.0f}, median {np.median(quality):.0f})"
+        if len(quality)
+        else ""
+    )
+    text = (
+        f"Of the {len(rows):,} images kept: enlarged {enlarged:,}{largest}; reduced or kept at size "
+        f"{len(rows) - enlarged:,}. JPEGs {len(quality):,}{jpegs}; other formats {len(rows) - len(quality):,}."
+    )
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 2.6))
     left.hist(factor, bins=min(30, max(5, len(factor))), color="#1f77b4")
-    left.axvline(sc.get("max_upscale", 1.0), color="crimson", ls="--", lw=1, label=f"--max-upscale {sc.get('max_upscale', 1.0)}")
+    left.axvline(
+        sc.get("max_upscale", 1.0), color="crimson", ls="--", lw=1, label=f"--max-upscale {sc.get('max_upscale', 1.0)}"
+    )
     left.set_xlabel("upscale factor (size / original; above 1: enlarged)")
     right.hist(quality, bins=np.arange(0, 102, 2), color="#ff7f0e")
-    right.axvline(sc.get("min_jpeg_quality", 0), color="crimson", ls="--", lw=1,
-                  label=f"--min-jpeg-quality {sc.get('min_jpeg_quality', 0)}")  # fmt: skip
+    right.axvline(
+        sc.get("min_jpeg_quality", 0),
+        color="crimson",
+        ls="--",
+        lw=1,
+        label=f"--min-jpeg-quality {sc.get('min_jpeg_quality', 0)}",
+    )
     right.set_xlabel("estimated JPEG quality (JPEGs only)")
     for ax in (left, right):
         ax.set_ylabel("images kept", fontsize=8)
@@ -513,21 +629,27 @@ def _kept(data: StageData, sc: dict) -> str:
 
 def _fidelity(path: Path | None) -> str:
     if path is None:
-        return "<p class='na'>No fidelity figures given: run <code>saqt fidelity --json F</code> and pass " \
-               "<code>--fidelity F</code>.</p>"  # fmt: skip
+        return (
+            "<p class='na'>No fidelity figures given: run <code>saqt fidelity --json F</code> and pass "
+            "<code>--fidelity F</code>.</p>"
+        )
     report = json.loads(path.read_text())
     if "matches" in report:
         return _matches_fidelity(report["matches"])
     predictors = report["predictors"]
     fmt = lambda v: "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"  # noqa: E731
     rows = [[html.escape(name), fmt(row["srocc"]), fmt(row["plcc"])] for name, row in predictors.items()]
-    intro = (f"Leave-one-reference-out on {report['references']} references of <code>{html.escape(str(report['bank']))}"
-             f"</code>, encoder <code>{html.escape(str(report['encoder']))}</code>: each reference's scores predicted "
-             "from the others. <code>mean</code> ignores content, <code>random</code> copies a random other reference, "
-             "<code>oracle</code> picks the best other reference by looking at the answer (a ceiling).")  # fmt: skip
+    intro = (
+        f"Leave-one-reference-out on {report['references']} references of <code>{html.escape(str(report['bank']))}"
+        f"</code>, encoder <code>{html.escape(str(report['encoder']))}</code>: each reference's scores predicted "
+        "from the others. <code>mean</code> ignores content, <code>random</code> copies a random other reference, "
+        "<code>oracle</code> picks the best other reference by looking at the answer (a ceiling)."
+    )
     shown = [n for n, row in predictors.items() if row.get("per_type")]
-    per_type = [[f"{t} {catalogue()[t - 1].name}", *(fmt(predictors[n]["per_type"].get(str(t))) for n in shown)]
-                for t in range(1, 26)]  # fmt: skip
+    per_type = [
+        [f"{t} {catalogue()[t - 1].name}", *(fmt(predictors[n]["per_type"].get(str(t))) for n in shown)]
+        for t in range(1, 26)
+    ]
     detail = f"<details><summary>per type SROCC</summary>{_table(['type', *shown], per_type, 'compact')}</details>"
     return f"<p>{intro}</p>" + _table(["predictor", "SROCC", "PLCC"], rows, "compact") + detail
 
@@ -535,14 +657,23 @@ def _fidelity(path: Path | None) -> str:
 def _matches_fidelity(m: dict) -> str:
     """A ``saqt fidelity --matches`` result: how the given matches use the bank, and agreement where measured."""
     u, a = m["usage"], m.get("agreement")
-    rows = [["images matched", f"{u['images']:,}"], ["references used", u["references_used"]],
-            ["most used", f"{u['most_used'][0]}: {u['most_used'][1]:,}"],
-            ["least used", f"{u['least_used'][0]}: {u['least_used'][1]:,}"], ["top-5 share", f"{u['top5_share']:.1%}"],
-            ["effective number of references", f"{u['effective_references']:.1f}"],
-            ["top-1 agreement", "not measured" if a is None else
-             f"{a['agree']:,} of {a['compared']:,} ({a['rate']:.1%}) with {html.escape(a['encoder'])}"]]  # fmt: skip
+    rows = [
+        ["images matched", f"{u['images']:,}"],
+        ["references used", u["references_used"]],
+        ["most used", f"{u['most_used'][0]}: {u['most_used'][1]:,}"],
+        ["least used", f"{u['least_used'][0]}: {u['least_used'][1]:,}"],
+        ["top-5 share", f"{u['top5_share']:.1%}"],
+        ["effective number of references", f"{u['effective_references']:.1f}"],
+        [
+            "top-1 agreement",
+            "not measured"
+            if a is None
+            else f"{a['agree']:,} of {a['compared']:,} ({a['rate']:.1%}) with {html.escape(a['encoder'])}",
+        ],
+    ]
     return f"<p>Given matches: {html.escape(m['how'])} (<code>{html.escape(m['file'])}</code>).</p>" + _table(
-        ["", ""], rows, "compact")
+        ["", ""], rows, "compact"
+    )
 
 
 def _errors(data: StageData) -> str:
@@ -588,7 +719,8 @@ background:linear-gradient(to right,#440154,#3b528b,#21918c,#5ec962,#fde725)}
 
 def render_report(folder: Path, images: int = 2, fidelity: Path | None = None, pairs: int = 12) -> str:
     """The report of ``folder`` as one HTML string: ``images`` pristine images in the type x level grid, ``pairs``
-    next to the references they were matched to."""
+    next to the references they were matched to. Long because it lists the report's sections, each with its title,
+    lead text and the condition under which it appears."""
     data = load_stage(folder)
     scores = data.cells.column("score").to_numpy(zero_copy_only=False).astype(float)
     types = data.cells.column("dist_type").to_numpy()
@@ -596,42 +728,102 @@ def render_report(folder: Path, images: int = 2, fidelity: Path | None = None, p
     pristine = data.cells.column("pristine_id").to_numpy(zero_copy_only=False)
     labelled = data.kind != "build" and np.isfinite(scores).any()
     matched = labelled and data.matches is not None and any(data.matches.column("neighbours").to_pylist())
-    sections = [("summary", "Summary", "What this folder holds.", f"<pre class='summary'>{html.escape(chr(10).join(summarise(folder)))}</pre>"
-                 + (f"<p>Scores: {np.isfinite(scores).sum():,} of {len(scores):,} images scored; mean {np.nanmean(scores):.2f}, "
-                    f"range {np.nanmin(scores):.2f} to {np.nanmax(scores):.2f}.</p>" if labelled else ""))]  # fmt: skip
+    sections = [
+        (
+            "summary",
+            "Summary",
+            "What this folder holds.",
+            f"<pre class='summary'>{html.escape(chr(10).join(summarise(folder)))}</pre>"
+            + (
+                f"<p>Scores: {np.isfinite(scores).sum():,} of {len(scores):,} images scored; mean {np.nanmean(scores):.2f}, "
+                f"range {np.nanmin(scores):.2f} to {np.nanmax(scores):.2f}.</p>"
+                if labelled
+                else ""
+            ),
+        )
+    ]
     if matched:
-        sections.append(("matches", "Matches", "The heart of the method: each pristine image inherits, for every "
-                         "distortion type and level, the score of the same distortion of the bank reference(s) it "
-                         "was matched to.", _matches(data, pairs)))  # fmt: skip
-    sections += [("screen", "Pristine screen", "Which source images were kept as pristine, which were refused and "
-                  "why: an enlarged or heavily compressed photo is not pristine.", _screen(data)),
-                 ("grid", "Distortions", f"Every type x level for {min(images, len(set(pristine)))} pristine images"
-                 + (", with each image's transferred score." if labelled else "."), _grid(data, images))]  # fmt: skip
+        sections.append(
+            (
+                "matches",
+                "Matches",
+                "The heart of the method: each pristine image inherits, for every "
+                "distortion type and level, the score of the same distortion of the bank reference(s) it "
+                "was matched to.",
+                _matches(data, pairs),
+            )
+        )
+    sections += [
+        (
+            "screen",
+            "Pristine screen",
+            "Which source images were kept as pristine, which were refused and "
+            "why: an enlarged or heavily compressed photo is not pristine.",
+            _screen(data),
+        ),
+        (
+            "grid",
+            "Distortions",
+            f"Every type x level for {min(images, len(set(pristine)))} pristine images"
+            + (", with each image's transferred score." if labelled else "."),
+            _grid(data, images),
+        ),
+    ]
     if labelled:
         sections += [
-            ("histograms", "Score histograms", "How the transferred scores spread within each type; stronger levels "
-             "should sit further left (lower quality). Bars are stacked by level.", _score_histograms(scores, types, levels)),
-            ("levels", "Score against level", "One grey line per pristine image, the mean in black. Scores should fall "
-             "as the level rises; flat or rising lines point to a type the bank's references score inconsistently.", _score_vs_level(scores, types, levels, pristine)),
-        ]  # fmt: skip
+            (
+                "histograms",
+                "Score histograms",
+                "How the transferred scores spread within each type; stronger levels "
+                "should sit further left (lower quality). Bars are stacked by level.",
+                _score_histograms(scores, types, levels),
+            ),
+            (
+                "levels",
+                "Score against level",
+                "One grey line per pristine image, the mean in black. Scores should fall "
+                "as the level rises; flat or rising lines point to a type the bank's references score inconsistently.",
+                _score_vs_level(scores, types, levels, pristine),
+            ),
+        ]
     if matched:
         sections += [
-            ("similarity", "Neighbour similarity", "How close each pristine image's bank references are in the "
-             "encoder's space: low similarities mean labels borrowed from unlike content.", _similarities(data.matches)),
-            ("bank", "Bank usage", "How many pristine images each reference labelled: a few dominant references "
-             "narrow the labels' diversity.", _bank_usage(data)),
-        ]  # fmt: skip
+            (
+                "similarity",
+                "Neighbour similarity",
+                "How close each pristine image's bank references are in the "
+                "encoder's space: low similarities mean labels borrowed from unlike content.",
+                _similarities(data.matches),
+            ),
+            (
+                "bank",
+                "Bank usage",
+                "How many pristine images each reference labelled: a few dominant references "
+                "narrow the labels' diversity.",
+                _bank_usage(data),
+            ),
+        ]
     if data.kind != "build":
-        sections.append(("fidelity", "Transfer fidelity", "How well the transfer rule predicts held-out references' "
-                         "scores.", _fidelity(fidelity)))  # fmt: skip
+        sections.append(
+            (
+                "fidelity",
+                "Transfer fidelity",
+                "How well the transfer rule predicts held-out references' scores.",
+                _fidelity(fidelity),
+            )
+        )
     sections.append(("errors", "Skipped inputs", "Source images the build left out, by reason.", _errors(data)))
     nav = "".join(f'<a href="#{key}">{title}</a>' for key, title, _, _ in sections)
-    body = "".join(f'<section id="{key}"><h2>{title}</h2><p class="lead">{lead}</p>{content}</section>'
-                   for key, title, lead, content in sections)  # fmt: skip
+    body = "".join(
+        f'<section id="{key}"><h2>{title}</h2><p class="lead">{lead}</p>{content}</section>'
+        for key, title, lead, content in sections
+    )
     title = f"SAQT-IQA report: {folder.resolve().name} ({data.kind})"
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><header><h1>{html.escape(title)}</h1><p>{html.escape(str(folder.resolve()))}"
-            f" · one self-contained file: thumbnails and plots are inline, no folder next to it</p></header><nav>{nav}</nav><main>{body}</main></body></html>")  # fmt: skip
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><header><h1>{html.escape(title)}</h1><p>{html.escape(str(folder.resolve()))}"
+        f" · one self-contained file: thumbnails and plots are inline, no folder next to it</p></header><nav>{nav}</nav><main>{body}</main></body></html>"
+    )
 
 
 def write_report(folder: Path, out: Path, images: int = 2, fidelity: Path | None = None, pairs: int = 12) -> Path:

@@ -75,7 +75,7 @@ _LUMA = np.array(
         100,
         103,
         99,
-    ]  # fmt: skip
+    ]
 )
 _QUALITIES = np.arange(1, 101)
 _SCALES = np.where(_QUALITIES < 50, 5000 // _QUALITIES, 200 - 2 * _QUALITIES)
@@ -142,9 +142,11 @@ class Screen:
 
     def describe(self) -> dict:
         """JSON-ready settings, as recorded in manifests and dataset cards (no upscaling limit: null)."""
-        return {"applied": self.applied, **{k: self._json(k) for k in ("min_side", "min_jpeg_quality", "max_upscale",
-                                                                         "allow_grey")},
-                "looser_than_default": self.looser_than_default()}  # fmt: skip
+        return {
+            "applied": self.applied,
+            **{k: self._json(k) for k in ("min_side", "min_jpeg_quality", "max_upscale", "allow_grey")},
+            "looser_than_default": self.looser_than_default(),
+        }
 
     def _json(self, name: str):
         value = getattr(self, name)
@@ -158,8 +160,10 @@ class Screen:
             return f"too small ({width}x{height}; shorter side under {self.min_side} px)"
         scale = cover_scale(width, height, size)
         if scale > self.max_upscale + UPSCALE_TOLERANCE:
-            return (f"needs upscaling ({width}x{height} by {scale:.3g}x to cover {size[0]}x{size[1]}; "
-                    f"--max-upscale {self.max_upscale:g})")  # fmt: skip
+            return (
+                f"needs upscaling ({width}x{height} by {scale:.3g}x to cover {size[0]}x{size[1]}; "
+                f"--max-upscale {self.max_upscale:g})"
+            )
         if not self.allow_grey and int((image.max(axis=2) - image.min(axis=2)).max()) <= GREY_SPREAD:
             return "greyscale (no colour; pass --allow-grey to keep)"
         if self.min_jpeg_quality > 0:

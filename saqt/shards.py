@@ -77,11 +77,15 @@ PROVENANCE_FIELDS = [
     pa.field("weights", pa.list_(pa.float32()), nullable=False),
 ]
 LABEL_SCHEMA = pa.schema(
-    [pa.field("image_id", pa.string(), nullable=False), pa.field("pristine_id", pa.string(), nullable=False),
-     pa.field("dist_type", pa.int8(), nullable=False), pa.field("level", pa.int8(), nullable=False),
-     *PROVENANCE_FIELDS],
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("pristine_id", pa.string(), nullable=False),
+        pa.field("dist_type", pa.int8(), nullable=False),
+        pa.field("level", pa.int8(), nullable=False),
+        *PROVENANCE_FIELDS,
+    ],
     metadata={"saqt.schema": "saqt-label/1", "saqt.table": "labels"},
-)  # fmt: skip
+)
 # The labelled set: each distorted image's recipe and its label. Its pixels are not copied: row r of row group g
 # of a unit's saqt-iqa shard is row r of row group g of the build's distorted shard of the same unit.
 SAQT_IQA_SCHEMA = pa.schema(
@@ -170,8 +174,9 @@ class ShardWriter:
         compression = {c: ("none" if c in images else "zstd") for c in leaves}
         with writing(path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self.tmp, schema, compression=compression,
-                                            use_dictionary=[c for c in leaves if c not in images])  # fmt: skip
+            self._writer = pq.ParquetWriter(
+                self.tmp, schema, compression=compression, use_dictionary=[c for c in leaves if c not in images]
+            )
 
     def write(self, rows: list[dict]) -> None:
         """Append rows (dicts keyed by the schema's field names) as one row group."""
@@ -190,8 +195,12 @@ class ShardWriter:
             self._writer.close()
             with open(self.tmp, "rb") as f:
                 os.fsync(f.fileno())
-            entry = {"path": self.path.relative_to(root).as_posix(), "rows": self.rows, "sha256": sha256_file(self.tmp),
-                     "bytes": self.tmp.stat().st_size}  # fmt: skip
+            entry = {
+                "path": self.path.relative_to(root).as_posix(),
+                "rows": self.rows,
+                "sha256": sha256_file(self.tmp),
+                "bytes": self.tmp.stat().st_size,
+            }
             os.replace(self.tmp, self.path)
         return entry
 
@@ -218,7 +227,9 @@ def _leaf_columns(schema: pa.Schema) -> list[str]:
 
     def leaves(name: str, kind: pa.DataType) -> list[str]:
         if pa.types.is_struct(kind):
-            return [p for i in range(kind.num_fields) for p in leaves(f"{name}.{kind.field(i).name}", kind.field(i).type)]
+            return [
+                p for i in range(kind.num_fields) for p in leaves(f"{name}.{kind.field(i).name}", kind.field(i).type)
+            ]
         if pa.types.is_list(kind):
             return leaves(f"{name}.list.element", kind.value_type)
         return [name]

@@ -161,8 +161,10 @@ def _read_list_entries(list_file: Path, spec: dict) -> list[tuple[str, str | Non
     entries = []
     for i, row in enumerate(rows, start=1):
         if row[path_col] is not None and not isinstance(row[path_col], str):
-            raise SourceError(f"list file {list_file}: row {i}'s path is a {type(row[path_col]).__name__} "
-                              f"({row[path_col]!r}), not text")  # fmt: skip
+            raise SourceError(
+                f"list file {list_file}: row {i}'s path is a {type(row[path_col]).__name__} "
+                f"({row[path_col]!r}), not text"
+            )
         if not isinstance(row[path_col], str) or not row[path_col].strip():
             raise SourceError(f"list file {list_file}: row {i} has no path")
         entries.append(
@@ -244,8 +246,13 @@ def _select_names(listing: Listing, names: list[str], root: Path) -> Listing:
     return Listing(sorted(items, key=lambda it: it.key), errors, f"{listing.layout}+selection")
 
 
-def list_source(name: str, root: Path | None = None, list_file: Path | None = None, split: str | None = None,
-                selection: list[str] | None = None) -> Listing:  # fmt: skip
+def list_source(
+    name: str,
+    root: Path | None = None,
+    list_file: Path | None = None,
+    split: str | None = None,
+    selection: list[str] | None = None,
+) -> Listing:
     """List the images of source ``name`` under ``root`` (only those named in ``selection`` when given);
     SourceError for a bad source, root or list file."""
     spec = source_spec(name)
@@ -304,6 +311,8 @@ class Quota:
 
     def wanted(self) -> int | None:
         """How many more images would fill the quota (None: no bound)."""
-        per_class = None if self.per_class is None else sum(max(0, self.per_class - self.taken[c]) for c in self.classes)
+        per_class = (
+            None if self.per_class is None else sum(max(0, self.per_class - self.taken[c]) for c in self.classes)
+        )
         left = None if self.limit is None else self.limit - sum(self.taken.values())
         return min(v for v in (per_class, left) if v is not None) if per_class is not None or left is not None else None

@@ -102,8 +102,10 @@ def _validate(path: Path, kind: str, m: object) -> dict:
     if not isinstance(m, dict):
         raise StageError(f"{path}: not a stage manifest (a JSON object)")
     if m.get("format") != FORMAT:
-        raise StageError(f"{path}: written by an older toolkit (format {m.get('format')!r}, this one reads "
-                         f"{FORMAT!r}); rerun the stage with --overwrite")  # fmt: skip
+        raise StageError(
+            f"{path}: written by an older toolkit (format {m.get('format')!r}, this one reads "
+            f"{FORMAT!r}); rerun the stage with --overwrite"
+        )
     if m.get("stage") != kind:
         raise StageError(f"{path}: a {m.get('stage')!r} manifest, expected {kind!r}")
     kinds = {"config": dict, "inputs": dict, "units": int, "done": dict, "files": dict, "aux": list, "complete": bool}
@@ -200,14 +202,20 @@ class Stage:
         damaged = self.problems(checksum)
         if damaged:
             first = damaged[min(damaged, key=lambda u: int(u) if u else 1 << 62)]
-            raise StageError(f"{self.root}: {first}; the {self.kind} output changed since it was written "
-                             f"(rerun its `{COMMANDS[self.kind]}` command to repair it)")  # fmt: skip
+            raise StageError(
+                f"{self.root}: {first}; the {self.kind} output changed since it was written "
+                f"(rerun its `{COMMANDS[self.kind]}` command to repair it)"
+            )
 
     def digest(self) -> str:
         """Names the content: the stage, its config and inputs, and every listed file's checksum."""
         m = self.manifest
-        core = {"stage": self.kind, "config": m["config"], "inputs": m["inputs"],
-                "files": sorted((e["path"], e["sha256"]) for e in self.entries())}  # fmt: skip
+        core = {
+            "stage": self.kind,
+            "config": m["config"],
+            "inputs": m["inputs"],
+            "files": sorted((e["path"], e["sha256"]) for e in self.entries()),
+        }
         return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
 
 
@@ -230,9 +238,21 @@ def open_stage(folder: Path, expect: str | None = None, checksums: bool = True) 
 
 def new_manifest(stage: str, config: dict, inputs: dict, units: int, command: str, **details) -> dict:
     """A fresh manifest of this shape, with nothing done yet; ``details`` are the stage's own entries."""
-    return {"format": FORMAT, "stage": stage, "toolkit_version": __version__, "command": command, "config": config,
-            "inputs": inputs, "units": units, "done": {}, "files": {}, "aux": [], "complete": False, "counts": {},
-            **details}  # fmt: skip
+    return {
+        "format": FORMAT,
+        "stage": stage,
+        "toolkit_version": __version__,
+        "command": command,
+        "config": config,
+        "inputs": inputs,
+        "units": units,
+        "done": {},
+        "files": {},
+        "aux": [],
+        "complete": False,
+        "counts": {},
+        **details,
+    }
 
 
 def file_entry(root: Path, path: Path) -> dict:
@@ -247,8 +267,15 @@ def check_apart(out: Path, inputs: dict[str, str | Path | None]) -> None:
         if path is None:
             continue
         source = Path(path).resolve()
-        how = ("is" if target == source else "is inside" if source in target.parents
-               else "contains" if target in source.parents else None)  # fmt: skip
+        how = (
+            "is"
+            if target == source
+            else "is inside"
+            if source in target.parents
+            else "contains"
+            if target in source.parents
+            else None
+        )
         if how:
             raise ConfigError(f"--out {out} {how} {option} {path}: write the output apart from the inputs")
 
@@ -271,8 +298,10 @@ class FolderLock:
             except BlockingIOError:
                 holder = os.read(fd, 64).decode(errors="replace").strip()
                 os.close(fd)
-                raise StageError(f"{self.what} is being written by another saqt run"
-                                 f"{f' (pid {holder})' if holder else ''}; wait for it to finish or stop it") from None  # fmt: skip
+                raise StageError(
+                    f"{self.what} is being written by another saqt run"
+                    f"{f' (pid {holder})' if holder else ''}; wait for it to finish or stop it"
+                ) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -327,8 +356,14 @@ class StageWriter:
     ``on_save(manifest)`` runs before each write of the manifest (counts, logs).
     """
 
-    def __init__(self, out: Path, fresh: dict, overwrite: bool = False, inputs: dict | None = None,
-                 on_save: Callable[[dict], None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        out: Path,
+        fresh: dict,
+        overwrite: bool = False,
+        inputs: dict | None = None,
+        on_save: Callable[[dict], None] | None = None,
+    ):
         self.out, self.manifest, self.overwrite = Path(out), fresh, overwrite
         self.kind = fresh["stage"]
         self.inputs, self.on_save = inputs or {}, on_save
@@ -367,8 +402,10 @@ class StageWriter:
             if old[part] != fresh[part]:
                 changed = sorted(k for k in {*old[part], *fresh[part]} if old[part].get(k) != fresh[part].get(k))
                 made = "another config" if part == "config" else "other inputs"
-                raise StageConflict(f"{self.out} holds {self.kind} output made with {made} ({', '.join(changed)}); "
-                                    "use --overwrite to replace it or choose another --out")  # fmt: skip
+                raise StageConflict(
+                    f"{self.out} holds {self.kind} output made with {made} ({', '.join(changed)}); "
+                    "use --overwrite to replace it or choose another --out"
+                )
         damaged = Stage(self.kind, self.out, old).problems()
         fresh["done"] = {u: v for u, v in old["done"].items() if u not in damaged}
 

@@ -73,8 +73,11 @@ def verify_published(url: str, sample: int = 64, seed: int = 0) -> Verified:
         raise VerifyError(f"{CARD}: schema {meta['saqt'].get('schema')!r}, this toolkit reads {SCHEMA_VERSION!r}")
     shards = _shards_by_split(sorted(p for p in sums if p.startswith("data/")))
     expected_schema = publish_schema(dataset_id)
-    counts = {path: _check_shard(fs, f"{root}/{path}", path, expected_schema, dataset_id)
-              for split in sorted(shards) for path in shards[split]}  # fmt: skip
+    counts = {
+        path: _check_shard(fs, f"{root}/{path}", path, expected_schema, dataset_id)
+        for split in sorted(shards)
+        for path in shards[split]
+    }
     rows = {split: sum(counts[p] for p in paths) for split, paths in shards.items()}
     if rows != card_rows:
         raise VerifyError(f"row counts {rows} differ from the card's {card_rows}")
@@ -148,8 +151,10 @@ def _check_image(path: str, row: dict) -> None:
     except ImageDecodeError as err:
         raise VerifyError(f"{path}: {row['image_id']} does not decode ({err})") from None
     if pixels.shape[:2] != (row["height"], row["width"]):
-        raise VerifyError(f"{path}: {row['image_id']} is {pixels.shape[1]}x{pixels.shape[0]}, "
-                          f"its row says {row['width']}x{row['height']}")  # fmt: skip
+        raise VerifyError(
+            f"{path}: {row['image_id']} is {pixels.shape[1]}x{pixels.shape[0]}, "
+            f"its row says {row['width']}x{row['height']}"
+        )
 
 
 def _read_rows(shard: pq.ParquetFile, indices: np.ndarray, columns: list[str]) -> Iterator[dict]:

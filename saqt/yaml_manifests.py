@@ -18,8 +18,9 @@ def manifest_text(path: str) -> str:
 
 def manifest_names(folder: str) -> list[str]:
     """Names of the manifests in ``manifests/<folder>/``, sorted, without ``.yaml``."""
-    return sorted(p.name.removesuffix(".yaml") for p in files("manifests").joinpath(folder).iterdir()
-                  if p.name.endswith(".yaml"))  # fmt: skip
+    return sorted(
+        p.name.removesuffix(".yaml") for p in files("manifests").joinpath(folder).iterdir() if p.name.endswith(".yaml")
+    )
 
 
 @cache

@@ -24,8 +24,12 @@ def needs_shared(path: Path) -> Path:
 def write_kadid_table(folder: Path, refs: list[str]) -> Path:
     """A KADID-10k score table (``folder/dmos.csv``) scoring every (type, level) of ``refs``, scores 1 to 5."""
     rows = ["dist_img,ref_img,dmos,var"]
-    rows += [f"{r}_{t:02d}_{lv:02d}.png,{r}.png,{1 + (i + t + lv) % 5},0.1"
-             for i, r in enumerate(refs) for t in range(1, 26) for lv in range(1, 6)]  # fmt: skip
+    rows += [
+        f"{r}_{t:02d}_{lv:02d}.png,{r}.png,{1 + (i + t + lv) % 5},0.1"
+        for i, r in enumerate(refs)
+        for t in range(1, 26)
+        for lv in range(1, 6)
+    ]
     path = folder / "dmos.csv"
     path.write_text("\n".join(rows) + "\n")
     return path

@@ -47,8 +47,13 @@ PINS = Path(__file__).with_name("pins.json")
 CHANGELOG = Path(__file__).resolve().parents[1] / "CHANGELOG.md"
 SIZE = (96, 64)
 SEED = 7
-SEED_KEYS = [(0, "abc", 3, 2), (SEED, "0123456789abcdef0123", 19, 5), (SEED, "0123456789abcdef0123", 19, 4),
-             (1, "x", "cells"), (0, "holdout", "p")]  # fmt: skip
+SEED_KEYS = [
+    (0, "abc", 3, 2),
+    (SEED, "0123456789abcdef0123", 19, 5),
+    (SEED, "0123456789abcdef0123", 19, 4),
+    (1, "x", "cells"),
+    (0, "holdout", "p"),
+]
 UPDATE_HINT = "python -m tests.pin --update"
 
 
@@ -63,15 +68,34 @@ def run_stages(root: Path) -> dict[str, Path]:
     (screen included), so that changes of defaults do not move the pins. One torch thread: the embeddings, and
     so the similarities in the label shards, do not depend on the machine's core count."""
     paths = {stage: root / stage for stage in ("build", "bank", "labels", "published")}
-    build = BuildConfig(source="sample", limit=2, seed=SEED, size=SIZE, types=ALL_TYPES, levels=ALL_LEVELS,
-                        per_image=None, min_side=64, min_jpeg_quality=0, allow_grey=False, max_pixels=64_000_000,
-                        recipe_only=False, images_per_shard=1)  # fmt: skip
+    build = BuildConfig(
+        source="sample",
+        limit=2,
+        seed=SEED,
+        size=SIZE,
+        types=ALL_TYPES,
+        levels=ALL_LEVELS,
+        per_image=None,
+        min_side=64,
+        min_jpeg_quality=0,
+        allow_grey=False,
+        max_pixels=64_000_000,
+        recipe_only=False,
+        images_per_shard=1,
+    )
     run_build(build, paths["build"], LocalExecutor(1), progress=False)
-    bank = SynthConfig(source="sample-bank", limit=3, seed=SEED, size=SIZE, metric="psnr", min_side=64,
-                       allow_grey=False)  # fmt: skip
+    bank = SynthConfig(
+        source="sample-bank", limit=3, seed=SEED, size=SIZE, metric="psnr", min_side=64, allow_grey=False
+    )
     synth_bank(bank, paths["bank"], LocalExecutor(1), progress=False)
-    label = LabelConfig(build=str(paths["build"]), bank=str(paths["bank"]), encoder="effnet-lite0", rule="top1",
-                        normalise="minmax:0:9", index="flat")  # fmt: skip
+    label = LabelConfig(
+        build=str(paths["build"]),
+        bank=str(paths["bank"]),
+        encoder="effnet-lite0",
+        rule="top1",
+        normalise="minmax:0:9",
+        index="flat",
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -104,8 +128,9 @@ def content_digests(paths: dict[str, Path]) -> dict[str, str]:
         "build/seeds": _digest([r["image_id"], r["seed"]] for r in distorted),
     }
     for t in ALL_TYPES:
-        out[f"build/distorted/{t:02d}"] = _digest([r["image_id"], pixels(r["image"])] for r in distorted
-                                                  if r["dist_type"] == t)  # fmt: skip
+        out[f"build/distorted/{t:02d}"] = _digest(
+            [r["image_id"], pixels(r["image"])] for r in distorted if r["dist_type"] == t
+        )
     with open(paths["bank"] / "scores.csv", newline="") as f:
         scores = [[r["ref"], int(r["type"]), int(r["level"]), float(r["score"])] for r in csv.DictReader(f)]
     refs = sorted({r[0] for r in scores})
@@ -187,9 +212,11 @@ def version_problem(old: dict, new: dict, changelog: str) -> str | None:
     return None
 
 
-HOW_TO = ("If the change is intended: bump saqt.__version__ and pyproject.toml's version (any output change), or the "
-          "catalogue version in manifests/distortions/kadid10k.yaml (distorted pixels changed), add a CHANGELOG.md "
-          f"entry saying why, then run `{UPDATE_HINT}`. If it is not intended, it is a regression.")  # fmt: skip
+HOW_TO = (
+    "If the change is intended: bump saqt.__version__ and pyproject.toml's version (any output change), or the "
+    "catalogue version in manifests/distortions/kadid10k.yaml (distorted pixels changed), add a CHANGELOG.md "
+    f"entry saying why, then run `{UPDATE_HINT}`. If it is not intended, it is a regression."
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,8 +65,23 @@ def kadis_root(tmp_path_factory, chosen) -> Path:
 @pytest.fixture(scope="module")
 def build(tmp_path_factory, kadis_root) -> Path:
     out = tmp_path_factory.mktemp("build") / "b"
-    invoke("build", "--source", "kadis700k", "--root", kadis_root, "--selection", "authors", "--size", "64x48",
-           "--types", ",".join(map(str, TYPES)), "--levels", ",".join(map(str, LEVELS)), "--out", out)  # fmt: skip
+    invoke(
+        "build",
+        "--source",
+        "kadis700k",
+        "--root",
+        kadis_root,
+        "--selection",
+        "authors",
+        "--size",
+        "64x48",
+        "--types",
+        ",".join(map(str, TYPES)),
+        "--levels",
+        ",".join(map(str, LEVELS)),
+        "--out",
+        out,
+    )
     return out
 
 
@@ -77,8 +92,10 @@ def kadid_dmos() -> dict[str, float]:
 
 def test_the_packaged_files_are_the_release_files():
     data = authors.matches_text().encode()
-    assert hashlib.sha256(data).hexdigest() == hashlib.sha256(
-        needs_shared(AUTHORS / "similarity_img_in_kadid-10k.csv").read_bytes()).hexdigest()  # fmt: skip
+    assert (
+        hashlib.sha256(data).hexdigest()
+        == hashlib.sha256(needs_shared(AUTHORS / "similarity_img_in_kadid-10k.csv").read_bytes()).hexdigest()
+    )
     assert authors.selection() == (AUTHORS / "selected_kadis_imgs50k.txt").read_text().split()
     assert authors.licence_text() == (AUTHORS / "LICENSE").read_text() and "MIT License" in authors.licence_text()
     assert hashlib.sha256((AUTHORS / "selected_kadis_imgs50k.txt").read_bytes()).hexdigest() == authors.SELECTION_SHA256
@@ -104,8 +121,10 @@ def test_labels_from_the_authors_matches_are_the_released_rule_exactly(build, ch
     assert len(dmos) == 10_125
     lo, hi = min(dmos.values()), max(dmos.values())
     match = {r["kadis"]: (r["kadid-10k"], float(r["sim_value"])) for r in chosen}
-    rows = pq.read_table(out / "saqt-iqa", columns=["source_key", "dist_type", "level", "score", "neighbours",
-                                                     "similarities", "encoder", "rule"]).to_pylist()  # fmt: skip
+    rows = pq.read_table(
+        out / "saqt-iqa",
+        columns=["source_key", "dist_type", "level", "score", "neighbours", "similarities", "encoder", "rule"],
+    ).to_pylist()
     assert len(rows) == 6 * len(TYPES) * len(LEVELS)
     for row in rows:
         ref, sim = match[Path(row["source_key"]).name]
@@ -131,7 +150,9 @@ def test_a_matches_file_of_the_same_form_is_used_as_given(build, chosen, tmp_pat
     invoke("label", "--build", build, "--bank", needs_shared(KADID), "--matches", path, "--out", out)
     dmos, expect = kadid_dmos(), {r["kadis"]: f"I{i + 10:02d}" for i, r in enumerate(chosen)}
     lo, hi = min(dmos.values()), max(dmos.values())
-    for row in pq.read_table(out / "saqt-iqa", columns=["source_key", "dist_type", "level", "score", "encoder"]).to_pylist():
+    for row in pq.read_table(
+        out / "saqt-iqa", columns=["source_key", "dist_type", "level", "score", "encoder"]
+    ).to_pylist():
         ref = expect[Path(row["source_key"]).name]
         assert row["score"] == (dmos[f"{ref}_{row['dist_type']:02d}_{row['level']:02d}.png"] - lo) / (hi - lo) * 9
         assert row["encoder"] == "matches:mine.csv"
@@ -139,8 +160,10 @@ def test_a_matches_file_of_the_same_form_is_used_as_given(build, chosen, tmp_pat
 
 def test_the_official_pipeline_form_uses_its_rank_one_rows(tmp_path):
     path = tmp_path / "top2_semantic_matches.csv"
-    path.write_text("source_image,source_path,target_reference,cosine_similarity,rank\n"
-                    "a.png,/x/a.png,I03.png,0.9,1\na.png,/x/a.png,I07.png,0.8,2\nb.png,/x/b.png,I07.png,0.7,1\n")  # fmt: skip
+    path.write_text(
+        "source_image,source_path,target_reference,cosine_similarity,rank\n"
+        "a.png,/x/a.png,I03.png,0.9,1\na.png,/x/a.png,I07.png,0.8,2\nb.png,/x/b.png,I07.png,0.7,1\n"
+    )
     assert read_matches(str(path)).pairs == {"a.png": ("I03.png", 0.9), "b.png": ("I07.png", 0.7)}
     path.write_text("kadis,kadid-10k,sim_value\na.png,I03.png,0.9\na.png,I04.png,0.9\n")
     with pytest.raises(MatchesError, match="matched twice"):
@@ -152,10 +175,13 @@ def test_the_official_pipeline_form_uses_its_rank_one_rows(tmp_path):
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["--rule", "topk"], "needs --rule top1"), (["--encoder", "effnet-lite0"], "--encoder has no effect"),
-     (["--preset", "authors", "--rule", "mean"], "--preset authors uses --rule top1"),
-     (["--matches", "/no/such.csv"], "neither 'authors' nor an existing CSV")],
-)  # fmt: skip
+    [
+        (["--rule", "topk"], "needs --rule top1"),
+        (["--encoder", "effnet-lite0"], "--encoder has no effect"),
+        (["--preset", "authors", "--rule", "mean"], "--preset authors uses --rule top1"),
+        (["--matches", "/no/such.csv"], "neither 'authors' nor an existing CSV"),
+    ],
+)
 def test_matches_mode_refuses_what_cannot_hold(build, tmp_path, args, message):
     base = ["label", "--build", str(build), "--bank", str(needs_shared(KADID)), "--out", str(tmp_path / "l")]
     result = runner.invoke(app, base + (args if "--matches" in args else ["--matches", "authors", *args]))
@@ -166,10 +192,37 @@ def test_an_image_the_matches_do_not_cover_is_named(tmp_path, chosen):
     root = tmp_path / "kadis"
     (root / "ref_imgs").mkdir(parents=True)
     Image.fromarray(np.full((48, 64, 3), (200, 30, 30), np.uint8)).save(root / "ref_imgs" / "unmatched-1.png")
-    invoke("build", "--source", "kadis700k", "--root", root, "--size", "64x48", "--min-side", "48", "--types", "1",
-           "--levels", "1", "--out", tmp_path / "b")  # fmt: skip
-    result = runner.invoke(app, ["label", "--build", str(tmp_path / "b"), "--bank", str(needs_shared(KADID)),
-                                 "--matches", "authors", "--out", str(tmp_path / "l")])  # fmt: skip
+    invoke(
+        "build",
+        "--source",
+        "kadis700k",
+        "--root",
+        root,
+        "--size",
+        "64x48",
+        "--min-side",
+        "48",
+        "--types",
+        "1",
+        "--levels",
+        "1",
+        "--out",
+        tmp_path / "b",
+    )
+    result = runner.invoke(
+        app,
+        [
+            "label",
+            "--build",
+            str(tmp_path / "b"),
+            "--bank",
+            str(needs_shared(KADID)),
+            "--matches",
+            "authors",
+            "--out",
+            str(tmp_path / "l"),
+        ],
+    )
     assert result.exit_code == 2 and "1 pristine images of the build have no match" in result.output
     assert "ref_imgs/unmatched-1.png" in result.output
 
@@ -196,11 +249,14 @@ def test_fidelity_measures_top1_agreement_where_the_images_exist(tmp_path):
     for i in range(3):  # each pristine image is a bank reference itself, so its own top-1 is that reference
         (images / f"copy-{i}.png").write_bytes((bank / ref_ids[i]).read_bytes())
     matches = tmp_path / "m.csv"
-    matches.write_text(f"kadis,kadid-10k,sim_value\ncopy-0.png,{ref_ids[0]},1\ncopy-1.png,{ref_ids[1]},1\n"
-                       f"copy-2.png,{ref_ids[0]},1\nabsent.png,{ref_ids[3]},1\n")  # fmt: skip
+    matches.write_text(
+        f"kadis,kadid-10k,sim_value\ncopy-0.png,{ref_ids[0]},1\ncopy-1.png,{ref_ids[1]},1\n"
+        f"copy-2.png,{ref_ids[0]},1\nabsent.png,{ref_ids[3]},1\n"
+    )
     out = tmp_path / "f.json"
-    printed = invoke("fidelity", "--matches", matches, "--images", images, "--bank", bank, "--encoder", "effnet-lite0",
-                     "--json", out)  # fmt: skip
+    printed = invoke(
+        "fidelity", "--matches", matches, "--images", images, "--bank", bank, "--encoder", "effnet-lite0", "--json", out
+    )
     agreement = json.loads(out.read_text())["matches"]["agreement"]
     assert (agreement["agree"], agreement["compared"], agreement["missing_images"]) == (2, 3, 1)
     assert agreement["own_top1"]["copy-2.png"] == ref_ids[2] and "2 of 3 (66.7%)" in printed

@@ -68,8 +68,12 @@ def test_generic_csv_bank_allows_gaps_and_rejects_bad_rows(tmp_path):
     write_scores(tmp_path, [["a.png", 1, 1, 0.9], ["a.png", 1, 2, 0.8], ["b.png", 7, 5, 0.4]])
     bank = load_bank(tmp_path)
     assert bank.kind == "csv" and bank.ref_ids == ("a.png", "b.png") and np.isfinite(bank.scores).sum() == 3
-    for rows, message in [([["a.png", 26, 1, 1.0]], "outside the KADID-10k grid"), ([["../x.png", 1, 1, 1.0]], "escapes"),
-                          ([["a.png", 1, 1, 1.0], ["a.png", 1, 1, 2.0]], "two scores"), ([["a.png", "x", 1, 1.0]], "integers")]:  # fmt: skip
+    for rows, message in [
+        ([["a.png", 26, 1, 1.0]], "outside the KADID-10k grid"),
+        ([["../x.png", 1, 1, 1.0]], "escapes"),
+        ([["a.png", 1, 1, 1.0], ["a.png", 1, 1, 2.0]], "two scores"),
+        ([["a.png", "x", 1, 1.0]], "integers"),
+    ]:
         write_scores(tmp_path, rows)
         with pytest.raises(BankError, match=message):
             load_bank(tmp_path)

@@ -237,8 +237,9 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, args, message):
 def test_malformed_list_file_is_refused_before_any_work(tmp_path, photos):
     listing = tmp_path / "pool.csv"
     listing.write_text("name;score\nchelsea.jpg;3\n")
-    result = runner.invoke(app, ["build", "--source", "list", "--root", str(photos), "--list", str(listing),
-                                 "--out", str(tmp_path / "o")])  # fmt: skip
+    result = runner.invoke(
+        app, ["build", "--source", "list", "--root", str(photos), "--list", str(listing), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "no path column" in result.output and not (tmp_path / "o").exists()
     with pytest.raises(SourceError):
         build(tmp_path / "o2", photos, source="list", list_file=str(listing))
@@ -302,8 +303,9 @@ CRASH_ARGS = [
 @pytest.fixture(scope="module")
 def reference_build(tmp_path_factory, photos) -> dict[str, str]:
     out = tmp_path_factory.mktemp("ref") / "out"
-    subprocess.run(_saqt(["build", "--root", str(photos), "--out", str(out), *CRASH_ARGS]), check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        _saqt(["build", "--root", str(photos), "--out", str(out), *CRASH_ARGS]), check=True, capture_output=True
+    )
     return checksums(out)
 
 

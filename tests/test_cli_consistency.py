@@ -93,8 +93,12 @@ def test_references_resolve_from_the_names_users_see(tmp_path):
 
 
 def test_ambiguous_names_are_refused(tmp_path):
-    (tmp_path / "scores.csv").write_text("ref,type,level,score\n" + "".join(
-        f"{r},{t},{lv},{t + lv}\n" for r in ("a/x.png", "b/x.png") for t in range(1, 26) for lv in range(1, 6)))  # fmt: skip
+    (tmp_path / "scores.csv").write_text(
+        "ref,type,level,score\n"
+        + "".join(
+            f"{r},{t},{lv},{t + lv}\n" for r in ("a/x.png", "b/x.png") for t in range(1, 26) for lv in range(1, 6)
+        )
+    )
     bank = load_bank(tmp_path, "csv")
     assert bank.resolve(["a/x.png"]) == {"a/x.png"}  # an exact id wins
     with pytest.raises(BankError, match=r"x\.png could be any of a/x\.png, b/x\.png"):
@@ -104,8 +108,24 @@ def test_ambiguous_names_are_refused(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("build") / "b"
-    result = runner.invoke(app, ["build", "--out", str(out), "--size", "96x64", "--types", "1", "--levels", "1,2",
-                                 "--limit", "2", "--max-upscale", "1.3"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            "--out",
+            str(out),
+            "--size",
+            "96x64",
+            "--types",
+            "1",
+            "--levels",
+            "1,2",
+            "--limit",
+            "2",
+            "--max-upscale",
+            "1.3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -114,8 +134,21 @@ def test_exclude_refs_by_file_name_in_a_label_run(tmp_path, tiny_build):
     table = write_kadid_table(tmp_path, [f"I{i:02d}" for i in range(1, 5)])
     exclusions = tmp_path / "test_refs.txt"
     exclusions.write_text("I01.png  # a test reference\ni02\n")
-    args = ["label", "--build", str(tiny_build), "--bank", str(table), "--rule", "mean", "--exclude-refs",
-            str(exclusions), "--out", str(tmp_path / "labels"), "--device", "cpu"]  # fmt: skip
+    args = [
+        "label",
+        "--build",
+        str(tiny_build),
+        "--bank",
+        str(table),
+        "--rule",
+        "mean",
+        "--exclude-refs",
+        str(exclusions),
+        "--out",
+        str(tmp_path / "labels"),
+        "--device",
+        "cpu",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     bank = json.loads((tmp_path / "labels" / "label.json").read_text())["inputs"]["bank"]
@@ -135,12 +168,16 @@ def test_ray_connection_error_names_the_ray_address_option(monkeypatch):
     from saqt.errors import ConfigError
 
     def refuse(**kwargs):
-        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by "
-                              "setting `--address` flag or `RAY_ADDRESS` environment variable.")  # fmt: skip
+        raise ConnectionError(
+            "Could not find any running Ray instance. Please specify the one to connect to by "
+            "setting `--address` flag or `RAY_ADDRESS` environment variable."
+        )
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", refuse)
     with pytest.raises(ConfigError) as err:
         RayExecutor(address="auto")
-    assert str(err.value) == ("--ray-address auto: Could not find any running Ray instance. Please specify the one to "
-                              "connect to by setting --ray-address or `RAY_ADDRESS` environment variable.")  # fmt: skip
+    assert str(err.value) == (
+        "--ray-address auto: Could not find any running Ray instance. Please specify the one to "
+        "connect to by setting --ray-address or `RAY_ADDRESS` environment variable."
+    )

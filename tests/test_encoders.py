@@ -32,8 +32,11 @@ def effnet():
 def tiny_clip_checkpoint(tmp_path_factory):
     """A real open_clip model from a registered tiny config, saved as a local checkpoint file."""
     folder = tmp_path_factory.mktemp("clip")
-    config = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
-              "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 64, "heads": 2, "layers": 1}}  # fmt: skip
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 64, "heads": 2, "layers": 1},
+    }
     (folder / f"{TINY}.json").write_text(json.dumps(config))
     open_clip.add_model_config(folder / f"{TINY}.json")
     torch.manual_seed(0)
@@ -68,8 +71,10 @@ def test_embeddings_are_normalised_and_semantic(effnet, tmp_path):
 
 def test_embeddings_do_not_depend_on_loader_workers(effnet):
     paths = [str(p) for p in sample_paths()]
-    np.testing.assert_array_equal(embed_images(effnet, paths, batch_size=2, loader_workers=0),
-                                  embed_images(effnet, paths, batch_size=2, loader_workers=2))  # fmt: skip
+    np.testing.assert_array_equal(
+        embed_images(effnet, paths, batch_size=2, loader_workers=0),
+        embed_images(effnet, paths, batch_size=2, loader_workers=2),
+    )
 
 
 def test_tiny_open_clip_from_a_local_checkpoint(tiny_clip_checkpoint):
@@ -84,20 +89,32 @@ def test_tiny_open_clip_from_a_local_checkpoint(tiny_clip_checkpoint):
 
 def test_hub_weights_without_network_fail_with_the_offline_alternatives():
     """Run where the hub cannot be reached (HF_HUB_OFFLINE is read at import, so in a fresh process)."""
-    code = ("from saqt.encoders import EncoderError, load_encoder\n"
-            "try:\n    load_encoder('clip:ViT-B-32@laion2b_s34b_b79k', 'cpu')\n"
-            "except EncoderError as err:\n    print('EncoderError:', err)\n")  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    code = (
+        "from saqt.encoders import EncoderError, load_encoder\n"
+        "try:\n    load_encoder('clip:ViT-B-32@laion2b_s34b_b79k', 'cpu')\n"
+        "except EncoderError as err:\n    print('EncoderError:', err)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     lines = [line for line in result.stdout.splitlines() if line.startswith("EncoderError:")]
     assert len(lines) == 1 and "offline alternatives: --encoder effnet-lite0" in lines[0]
 
 
 @pytest.mark.parametrize(
     "spec, message",
-    [("resnet18", "unknown encoder"), ("clip:ViT-B-32", "clip:<model>@"), ("clip:NoSuchNet@x", "no model"),
-     ("clip:ViT-B-32@/no/such/file.pt", "neither a file nor a pretrained tag"), ("effnet-lite0:big", "no argument")],
-)  # fmt: skip
+    [
+        ("resnet18", "unknown encoder"),
+        ("clip:ViT-B-32", "clip:<model>@"),
+        ("clip:NoSuchNet@x", "no model"),
+        ("clip:ViT-B-32@/no/such/file.pt", "neither a file nor a pretrained tag"),
+        ("effnet-lite0:big", "no argument"),
+    ],
+)
 def test_bad_encoder_specs_are_refused(spec, message):
     with pytest.raises(EncoderError, match=message):
         load_encoder(spec, "cpu")
@@ -141,7 +158,11 @@ def _pooled_features(state: dict, image: np.ndarray) -> np.ndarray:
 def test_resnet50_from_a_local_weights_file_pools_the_full_image(resnet50_file, tmp_path):
     encoder = load_encoder(f"resnet50@{resnet50_file}", "cpu")
     digest = __import__("hashlib").sha256(resnet50_file.read_bytes()).hexdigest()
-    assert encoder.id == "resnet50" and encoder.dim == 2048 and encoder.weights == f"resnet50-random.pth sha256:{digest[:16]}"
+    assert (
+        encoder.id == "resnet50"
+        and encoder.dim == 2048
+        and encoder.weights == f"resnet50-random.pth sha256:{digest[:16]}"
+    )
     state = torch.load(resnet50_file, weights_only=True)
     assert torch.equal(encoder.model.conv1.weight, state["conv1.weight"])
     photo = decode_image(sample_paths()[1])  # 451 x 300: not resized, not cropped
@@ -195,16 +216,20 @@ def test_label_preset_authors_is_resnet101_top1_minmax(tmp_path):
     (bank / "scores.csv").write_text("\n".join(rows) + "\n")
     runner = CliRunner()
     build = tmp_path / "build"
-    result = runner.invoke(app, ["build", "--size", "96x64", "--types", "1,2", "--levels", "1", "--limit", "2",
-                                 "--out", str(build)])  # fmt: skip
+    result = runner.invoke(
+        app, ["build", "--size", "96x64", "--types", "1,2", "--levels", "1", "--limit", "2", "--out", str(build)]
+    )
     assert result.exit_code == 0, result.output
     args = ["label", "--build", str(build), "--bank", str(bank), "--preset", "authors", "--out", str(tmp_path / "l")]
-    result = runner.invoke(app, [*args, "--encoder", f"resnet101@{weights}", "--loader-workers", "0", "--device", "cpu"])
+    result = runner.invoke(
+        app, [*args, "--encoder", f"resnet101@{weights}", "--loader-workers", "0", "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "l" / "label.json").read_text())
     assert manifest["config"]["preset"] == "authors" and manifest["config"]["encoder"] == f"resnet101@{weights}"
     assert manifest["encoder"]["encoder"] == "resnet101" and manifest["encoder"]["weights"].startswith(
-        "resnet101-random.pth sha256:")  # fmt: skip
+        "resnet101-random.pth sha256:"
+    )
     assert manifest["rule"]["rule"] == "top1" and manifest["score_scale"] == "minmax:0:9"
     refused = runner.invoke(app, [*args, "--encoder", "effnet-lite0"])
     assert refused.exit_code == 2 and "--preset authors uses --encoder resnet101" in refused.output

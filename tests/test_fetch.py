@@ -146,8 +146,16 @@ def source(base: str, name: str, files: dict[str, bytes], marker: str, **kw) -> 
         Archive(file=f, url=f"{base}/{f}", sha256=hashlib.sha256(data).hexdigest(), source="test")
         for f, data in files.items()
     )
-    return DatasetSource(name=name, title=name.upper(), page=f"{base}/page", access="direct", terms="test terms",
-                         marker=marker, archives=archives, **kw)  # fmt: skip
+    return DatasetSource(
+        name=name,
+        title=name.upper(),
+        page=f"{base}/page",
+        access="direct",
+        terms="test terms",
+        marker=marker,
+        archives=archives,
+        **kw,
+    )
 
 
 def quiet(**kw) -> FetchOptions:
@@ -348,8 +356,11 @@ def test_clive_from_a_hand_download_gets_its_label_table_from_the_mat_files(tmp_
     names = ["t1.bmp", "10.bmp", "11.bmp", "12.bmp"]
     mos, std = np.array([63.9634, 41.5, 72.25, 12.0]), np.array([18.3, 9.5, 11.0, 4.25])
     mats = {}
-    for var, value in {"AllImages_release": np.array([[n] for n in names], dtype=object),
-                       "AllMOS_release": mos[None, :], "AllStdDev_release": std[None, :]}.items():  # fmt: skip
+    for var, value in {
+        "AllImages_release": np.array([[n] for n in names], dtype=object),
+        "AllMOS_release": mos[None, :],
+        "AllStdDev_release": std[None, :],
+    }.items():
         buf = io.BytesIO()
         savemat(buf, {var: value})
         mats[f"ChallengeDB_release/Data/{var}.mat"] = buf.getvalue()
@@ -416,9 +427,15 @@ def test_the_packaged_manifest_names_official_links_and_loaders_that_exist():
 
 
 def write_manifest(path: Path, base: str, data: bytes) -> Path:
-    entry = {"title": "KADID-10k", "page": f"{base}/page", "access": "direct", "terms": "test terms", "marker": "dmos.csv",
-             "archives": [{"url": f"{base}/kadid10k.zip", "sha256": hashlib.sha256(data).hexdigest(), "source": "test"}],
-             "use": ["glint finetune --dataset kadid10k --root {root}"]}  # fmt: skip
+    entry = {
+        "title": "KADID-10k",
+        "page": f"{base}/page",
+        "access": "direct",
+        "terms": "test terms",
+        "marker": "dmos.csv",
+        "archives": [{"url": f"{base}/kadid10k.zip", "sha256": hashlib.sha256(data).hexdigest(), "source": "test"}],
+        "use": ["glint finetune --dataset kadid10k --root {root}"],
+    }
     path.write_text(yaml.safe_dump({"kadid10k": entry}))
     return path
 

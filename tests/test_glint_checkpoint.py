@@ -20,11 +20,24 @@ from pipelines.glint_cli import app
 
 DIM, TOKENS = 384, 196
 # the release's engine/checkpoint.py: older prefix -> current prefix (inverted here to write an older checkpoint)
-OLDER = {"transformer.": "vgfe.backbone.", "cnn.": "clfe.backbone.", "patch_embed1.": "clfe.patch_embed1.",
-         "patch_embed2.": "clfe.patch_embed2.", "patch_embed3.": "clfe.patch_embed3.", "att_cnn.": "local_cwsa.",
-         "proj.": "local_projection.", "fusion1.": "cwsa1.", "fusion2.": "cwsa2.", "fusion3.": "cwsa3.",
-         "fusion4.": "cwsa4.", "conv1.": "siem1.conv.", "conv2.": "siem2.conv.", "conv3.": "siem3.conv.",
-         "conv4.": "siem4.conv.", "out.": "quality_head.layers."}  # fmt: skip
+OLDER = {
+    "transformer.": "vgfe.backbone.",
+    "cnn.": "clfe.backbone.",
+    "patch_embed1.": "clfe.patch_embed1.",
+    "patch_embed2.": "clfe.patch_embed2.",
+    "patch_embed3.": "clfe.patch_embed3.",
+    "att_cnn.": "local_cwsa.",
+    "proj.": "local_projection.",
+    "fusion1.": "cwsa1.",
+    "fusion2.": "cwsa2.",
+    "fusion3.": "cwsa3.",
+    "fusion4.": "cwsa4.",
+    "conv1.": "siem1.conv.",
+    "conv2.": "siem2.conv.",
+    "conv3.": "siem3.conv.",
+    "conv4.": "siem4.conv.",
+    "out.": "quality_head.layers.",
+}
 UNUSED = ("vgfe.backbone.blocks.10.", "vgfe.backbone.blocks.11.", "vgfe.backbone.norm.", "vgfe.backbone.head.")
 
 
@@ -34,8 +47,11 @@ def official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     state = {f"vgfe.backbone.{k}": v for k, v in timm.create_model("vit_small_patch16_224").state_dict().items()}
     resnet = torchvision.models.resnet50().state_dict()
-    state |= {f"clfe.backbone.{k}": v for k, v in resnet.items() if k.startswith(("conv1", "bn1", "layer1", "layer2",
-                                                                                    "layer3"))}  # fmt: skip
+    state |= {
+        f"clfe.backbone.{k}": v
+        for k, v in resnet.items()
+        if k.startswith(("conv1", "bn1", "layer1", "layer2", "layer3"))
+    }
     for i, cin, k in ((1, 256, 4), (2, 512, 2), (3, 1024, 1)):
         state[f"clfe.patch_embed{i}.proj.weight"] = torch.randn(DIM, cin, k, k) / math.sqrt(cin * k * k)
         state[f"clfe.patch_embed{i}.proj.bias"] = torch.randn(DIM) * 0.1
@@ -67,13 +83,18 @@ def official_forward(s: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tenso
     def vit_block(h, p):
         b, n, c = h.shape
         y = F.layer_norm(h, (c,), s[p + "norm1.weight"], s[p + "norm1.bias"], eps=1e-6)
-        qkv = F.linear(y, s[p + "attn.qkv.weight"], s[p + "attn.qkv.bias"]).reshape(b, n, 3, 6, 64).permute(2, 0, 3, 1, 4)
+        qkv = (
+            F.linear(y, s[p + "attn.qkv.weight"], s[p + "attn.qkv.bias"]).reshape(b, n, 3, 6, 64).permute(2, 0, 3, 1, 4)
+        )
         attn = torch.softmax(qkv[0] @ qkv[1].transpose(-2, -1) * 64**-0.5, dim=-1)
         y = (attn @ qkv[2]).transpose(1, 2).reshape(b, n, c)
         h = h + F.linear(y, s[p + "attn.proj.weight"], s[p + "attn.proj.bias"])
         y = F.layer_norm(h, (c,), s[p + "norm2.weight"], s[p + "norm2.bias"], eps=1e-6)
-        y = F.linear(F.gelu(F.linear(y, s[p + "mlp.fc1.weight"], s[p + "mlp.fc1.bias"])), s[p + "mlp.fc2.weight"],
-                     s[p + "mlp.fc2.bias"])  # fmt: skip
+        y = F.linear(
+            F.gelu(F.linear(y, s[p + "mlp.fc1.weight"], s[p + "mlp.fc1.bias"])),
+            s[p + "mlp.fc2.weight"],
+            s[p + "mlp.fc2.bias"],
+        )
         return h + y
 
     def bn(h, p):
@@ -96,7 +117,11 @@ def official_forward(s: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tenso
         return F.layer_norm(y, (n,), s[p + "norm.weight"], s[p + "norm.bias"]) + h
 
     v = "vgfe.backbone."
-    h = F.conv2d(x, s[v + "patch_embed.proj.weight"], s[v + "patch_embed.proj.bias"], stride=16).flatten(2).transpose(1, 2)
+    h = (
+        F.conv2d(x, s[v + "patch_embed.proj.weight"], s[v + "patch_embed.proj.bias"], stride=16)
+        .flatten(2)
+        .transpose(1, 2)
+    )
     h = torch.cat([s[v + "cls_token"].expand(x.shape[0], -1, -1), h], dim=1) + s[v + "pos_embed"]
     outputs = []
     for i in range(12):  # the release runs the whole ViT and hooks every block
@@ -110,11 +135,18 @@ def official_forward(s: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tenso
         for j in range(blocks):
             y = bottleneck(y, f"{r}layer{layer}.{j}.", stride if j == 0 else 1)
         stages.append(y)
-    local = [F.conv2d(f, s[f"clfe.patch_embed{i}.proj.weight"], s[f"clfe.patch_embed{i}.proj.bias"], stride=k)
-             .flatten(2).transpose(1, 2) for i, f, k in zip((1, 2, 3), stages, (4, 2, 1), strict=True)]  # fmt: skip
+    local = [
+        F.conv2d(f, s[f"clfe.patch_embed{i}.proj.weight"], s[f"clfe.patch_embed{i}.proj.bias"], stride=k)
+        .flatten(2)
+        .transpose(1, 2)
+        for i, f, k in zip((1, 2, 3), stages, (4, 2, 1), strict=True)
+    ]
     feature = torch.cat(local, dim=-1)
-    feature = F.linear(cwsa(feature.transpose(1, 2), "local_cwsa.").transpose(1, 2), s["local_projection.weight"],
-                       s["local_projection.bias"])  # fmt: skip
+    feature = F.linear(
+        cwsa(feature.transpose(1, 2), "local_cwsa.").transpose(1, 2),
+        s["local_projection.weight"],
+        s["local_projection.bias"],
+    )
     for i in range(4):
         y = cwsa(torch.cat((global_tokens[i], feature), dim=-1).transpose(1, 2), f"cwsa{i + 1}.")
         y = F.conv2d(y.reshape(y.shape[0], y.shape[1], 14, 14), s[f"siem{i + 1}.conv.weight"], padding=1)
@@ -147,8 +179,9 @@ def test_official_checkpoints_load_tensor_for_tensor_and_compute_the_release_for
     state, x, expected = official
     path = tmp_path / "official.pth"
     if layout == "current":
-        torch.save({"epoch": 7, "state_dict": state, "best_srocc": 0.91, "optimizer": {"state": {}, "param_groups": []}},
-                   path)  # fmt: skip
+        torch.save(
+            {"epoch": 7, "state_dict": state, "best_srocc": 0.91, "optimizer": {"state": {}, "param_groups": []}}, path
+        )
     else:
         torch.save(older_names(state), path)
     model = glint.load_model(path)
@@ -194,8 +227,14 @@ def load_model_from_state(state: dict) -> GlintIQA:
 def test_freezing_is_the_releases(official):
     """The release freezes the ViT patch embedding and blocks 0-4, and ResNet conv1, bn1, layer1, layer2."""
     model = load_model_from_state(official[0])
-    frozen = ("vgfe.backbone.patch_embed.", *(f"vgfe.backbone.blocks.{i}." for i in range(5)), "clfe.backbone.conv1.",
-              "clfe.backbone.bn1.", "clfe.backbone.layer1.", "clfe.backbone.layer2.")  # fmt: skip
+    frozen = (
+        "vgfe.backbone.patch_embed.",
+        *(f"vgfe.backbone.blocks.{i}." for i in range(5)),
+        "clfe.backbone.conv1.",
+        "clfe.backbone.bn1.",
+        "clfe.backbone.layer1.",
+        "clfe.backbone.layer2.",
+    )
     for name, p in model.named_parameters():
         assert p.requires_grad == (not name.startswith(frozen)), name
     assert model.vgfe.backbone.cls_token.requires_grad and model.vgfe.backbone.pos_embed.requires_grad
@@ -207,8 +246,11 @@ def test_missing_and_misshapen_tensors_are_refused_by_name(official, tmp_path):
     with pytest.raises(CheckpointError, match=r"lacks 1 tensors the model needs, first cwsa3\.c_v\.weight"):
         load_model(tmp_path / "a.pt")
     torch.save({"state_dict": {**state, "siem2.conv.weight": torch.zeros(384, 384, 3, 3)}}, tmp_path / "b.pt")
-    with pytest.raises(CheckpointError, match=r"siem2\.conv\.weight has shape \(384, 384, 3, 3\), the model needs "
-                                              r"\(384, 768, 3, 3\)"):  # fmt: skip
+    with pytest.raises(
+        CheckpointError,
+        match=r"siem2\.conv\.weight has shape \(384, 384, 3, 3\), the model needs "
+        r"\(384, 768, 3, 3\)",
+    ):
         load_model(tmp_path / "b.pt")
     torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="holds no GlintIQA weights"):
@@ -225,8 +267,12 @@ def test_toolkit_checkpoints_round_trip_and_toolkit_0_1_names_load_as_plain_cwsa
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
-    old = {"vgfe.backbone.": "vit.", "clfe.backbone.": "cnn.", "local_projection.": "local_proj.",
-           "quality_head.layers.": "head."}  # fmt: skip
+    old = {
+        "vgfe.backbone.": "vit.",
+        "clfe.backbone.": "cnn.",
+        "local_projection.": "local_proj.",
+        "quality_head.layers.": "head.",
+    }
     renamed = {}
     for key, value in model.state_dict().items():
         for current, previous in old.items():
@@ -256,4 +302,6 @@ def test_unreadable_checkpoints_give_one_line(tmp_path):
             load_model(tmp_path / name)
         result = CliRunner().invoke(app, ["predict", "--checkpoint", str(tmp_path / name), str(tmp_path)])
         assert result.exit_code == 2 and "Traceback" not in result.output and "Aborted" not in result.output
-        assert result.output.strip().count("\n") == 0 and result.output.startswith(f"glint predict: checkpoint {tmp_path}")
+        assert result.output.strip().count("\n") == 0 and result.output.startswith(
+            f"glint predict: checkpoint {tmp_path}"
+        )

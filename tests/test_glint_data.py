@@ -166,7 +166,8 @@ def test_koniq_reads_the_releases_file_and_column(tmp_path):
     """The release reads koniq10k_scores_and_distributions.csv (MOS_zscore, not MOS) and the 512x384 images."""
     (tmp_path / "koniq10k_scores_and_distributions.csv").write_text(
         "image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,MOS_zscore\n"
-        "826373.jpg,0,0,10,80,10,100,3.9,0.4,72.5\n10004473376.jpg,0,10,90,0,0,100,2.9,0.3,40.1\n")
+        "826373.jpg,0,0,10,80,10,100,3.9,0.4,72.5\n10004473376.jpg,0,10,90,0,0,100,2.9,0.3,40.1\n"
+    )
     (tmp_path / "512x384").mkdir()
     table = load_table("koniq10k", tmp_path)
     assert [(s.name, s.score) for s in table.samples] == [("826373.jpg", 72.5), ("10004473376.jpg", 40.1)]
@@ -185,10 +186,14 @@ def test_bid_flive_and_spaq_in_the_releases_formats(tmp_path):
     assert len(bid.samples) == 586 and bid.samples[9].name == "DatabaseImage0010.JPG" and bid.resize == (512, 384)
     assert bid.samples[-1].score == 5.0
     assert len(released_split(bid, 1, 12345)["train"]) == 469
-    (tmp_path / "labels_image.csv").write_text("name,mos,width,height\nblur_dataset/a.jpg,61.2,640,480\n"
-                                               "voc_emotic_ava/b.jpg,70.0,500,375\n")  # fmt: skip
+    (tmp_path / "labels_image.csv").write_text(
+        "name,mos,width,height\nblur_dataset/a.jpg,61.2,640,480\nvoc_emotic_ava/b.jpg,70.0,500,375\n"
+    )
     flive = load_table("flive", tmp_path)
-    assert [s.name for s in flive.samples] == ["blur_dataset/a.jpg", "voc_emotic_ava/b.jpg"] and flive.resize == (512, 512)
+    assert [s.name for s in flive.samples] == ["blur_dataset/a.jpg", "voc_emotic_ava/b.jpg"] and flive.resize == (
+        512,
+        512,
+    )
     with pytest.raises(DatasetError, match="the release indexes 39810 images"):
         released_split(flive, 1, 12345)
     (tmp_path / "Annotations").mkdir()

@@ -49,8 +49,9 @@ def test_architecture_matches_the_design():
     assert [e.kernel_size for e in embeds] == [(4, 4), (2, 2), (1, 1)] == [e.stride for e in embeds]
     assert [e.in_channels for e in embeds] == [256, 512, 1024] and all(e.bias is not None for e in embeds)
     assert model.local_projection.in_features == 1152 and len(model.vgfe.backbone.blocks) == 10
-    assert all(s.conv.in_channels == 768 and s.conv.out_channels == 384 and s.conv.bias is None
-               for _, s in model.stages())  # fmt: skip
+    assert all(
+        s.conv.in_channels == 768 and s.conv.out_channels == 384 and s.conv.bias is None for _, s in model.stages()
+    )
     head = model.quality_head.layers
     assert (head[0].in_features, head[0].out_features, head[3].out_features) == (384, 384, 1)
     assert isinstance(head[1], torch.nn.GELU) and head[2].p == 0.5
@@ -141,8 +142,11 @@ def test_weight_downloads_fail_in_one_line_offline(monkeypatch):
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: offline() if pretrained else None)
-    with pytest.raises(WeightsError, match=r"cannot download https://download.pytorch.org/models/resnet50-19c8e357.pth "
-                                           r"\(ConnectionError\); give --cnn-weights FILE"):  # fmt: skip
+    with pytest.raises(
+        WeightsError,
+        match=r"cannot download https://download.pytorch.org/models/resnet50-19c8e357.pth "
+        r"\(ConnectionError\); give --cnn-weights FILE",
+    ):
         ResNet50Local("torchvision")
     with pytest.raises(WeightsError, match=r"vit_small_patch16_224.augreg_in21k_ft_in1k \(ConnectionError\)"):
         ViTBackbone("timm")

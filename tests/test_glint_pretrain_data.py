@@ -29,8 +29,17 @@ from saqt.label import LabelConfig, RunOptions, run_label
 from saqt.publish import PublishConfig, publish
 
 runner = CliRunner()
-SMOKE = ["--random-init", "--local-backbone", "efficientnet_lite0", "--test-crops", "1", "--holdout-images", "2",
-         "--device", "cpu"]  # fmt: skip
+SMOKE = [
+    "--random-init",
+    "--local-backbone",
+    "efficientnet_lite0",
+    "--test-crops",
+    "1",
+    "--holdout-images",
+    "2",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +47,19 @@ def stages(tmp_path_factory) -> Path:
     """The 5 sample photos x 6 cells, built with pixels and recipe-only from the same seed, labelled by the mean
     rule of a synth bank, and the materialised labels published with a validation split."""
     root = tmp_path_factory.mktemp("pretrain")
-    synth_bank(SynthConfig(source="sample-bank", size=(96, 64), metric="psnr"), root / "bank", LocalExecutor(1),
-               progress=False)  # fmt: skip
+    synth_bank(
+        SynthConfig(source="sample-bank", size=(96, 64), metric="psnr"), root / "bank", LocalExecutor(1), progress=False
+    )
     for name, recipe_only in (("mat", False), ("rec", True)):
-        config = BuildConfig(size=(96, 64), types=(1, 10), levels=(1, 3, 5), images_per_shard=2, recipe_only=recipe_only)
+        config = BuildConfig(
+            size=(96, 64), types=(1, 10), levels=(1, 3, 5), images_per_shard=2, recipe_only=recipe_only
+        )
         run_build(config, root / name / "build", LocalExecutor(1), progress=False)
-        run_label(LabelConfig(build=str(root / name / "build"), bank=str(root / "bank"), rule="mean"),
-                  root / name / "labels", RunOptions(progress=False))  # fmt: skip
+        run_label(
+            LabelConfig(build=str(root / name / "build"), bank=str(root / "bank"), rule="mean"),
+            root / name / "labels",
+            RunOptions(progress=False),
+        )
     publish(PublishConfig(str(root / "mat" / "labels"), validation=0.4), str(root / "pub"), progress=False)
     return root
 
@@ -112,8 +127,24 @@ def test_recipes_render_the_materialised_pixels_bit_for_bit(stages):
 
 def test_plan_only_is_the_order_the_trainer_consumes(stages, tmp_path, monkeypatch):
     labels = str(stages / "rec" / "labels")  # recipe-only: the loader renders every image
-    plan = runner.invoke(app, ["pretrain", "--data", labels, "--out", str(tmp_path / "plan"), "--batch-size", "4",
-                               "--epochs", "2", "--plan-only", "8", "--seed", "3"])  # fmt: skip
+    plan = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--data",
+            labels,
+            "--out",
+            str(tmp_path / "plan"),
+            "--batch-size",
+            "4",
+            "--epochs",
+            "2",
+            "--plan-only",
+            "8",
+            "--seed",
+            "3",
+        ],
+    )
     assert plan.exit_code == 0, plan.output
     with open(tmp_path / "plan" / "batches.csv") as f:
         planned = list(csv.DictReader(f))
@@ -121,9 +152,27 @@ def test_plan_only_is_the_order_the_trainer_consumes(stages, tmp_path, monkeypat
     assert [int(r["batch"]) for r in planned] == [b for b in range(8) for _ in range(4)]
     seen = []
     step = glint.train.train_step
-    monkeypatch.setattr(glint.train, "train_step", lambda net, x, y, *a: (seen.append(x.clone()), step(net, x, y, *a))[1])
-    args = ["pretrain", "--data", labels, "--out", str(tmp_path / "run"), "--batch-size", "4", "--seed", "3",
-            "--max-steps", "8", "--epochs", "2", "--loader-workers", "2", *SMOKE]  # fmt: skip
+    monkeypatch.setattr(
+        glint.train, "train_step", lambda net, x, y, *a: (seen.append(x.clone()), step(net, x, y, *a))[1]
+    )
+    args = [
+        "pretrain",
+        "--data",
+        labels,
+        "--out",
+        str(tmp_path / "run"),
+        "--batch-size",
+        "4",
+        "--seed",
+        "3",
+        "--max-steps",
+        "8",
+        "--epochs",
+        "2",
+        "--loader-workers",
+        "2",
+        *SMOKE,
+    ]
     trained = runner.invoke(app, args)
     assert trained.exit_code == 0, trained.output
     data = SaqtTraining(open_saqt(labels), seed=3)
@@ -159,11 +208,33 @@ def test_every_form_of_a_published_set_trains(stages, tmp_path, monkeypatch, for
     if form == "hub-id":
         monkeypatch.setitem(_registry, "hf", HubStandIn)
         HubStandIn().put(str(published), "/datasets/lab/saqt-iqa-tiny", recursive=True)
-    data = {"folder": str(published), "data-folder": str(published / "data"), "memory": "memory://sets/saqt",
-            "file-url": published.as_uri(), "hub-id": "lab/saqt-iqa-tiny"}[form]  # fmt: skip
+    data = {
+        "folder": str(published),
+        "data-folder": str(published / "data"),
+        "memory": "memory://sets/saqt",
+        "file-url": published.as_uri(),
+        "hub-id": "lab/saqt-iqa-tiny",
+    }[form]
     try:
-        result = runner.invoke(app, ["pretrain", "--data", data, "--out", str(tmp_path / "run"), "--batch-size", "2",
-                                     "--max-steps", "2", "--epochs", "1", "--loader-workers", "0", *SMOKE])  # fmt: skip
+        result = runner.invoke(
+            app,
+            [
+                "pretrain",
+                "--data",
+                data,
+                "--out",
+                str(tmp_path / "run"),
+                "--batch-size",
+                "2",
+                "--max-steps",
+                "2",
+                "--epochs",
+                "1",
+                "--loader-workers",
+                "0",
+                *SMOKE,
+            ],
+        )
     finally:
         memory.rm("/sets", recursive=True) if memory.exists("/sets") else None
         HubStandIn.store.clear()

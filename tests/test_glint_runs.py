@@ -82,16 +82,24 @@ def test_cpu_memory_hint_and_missing_tensorboard(monkeypatch, tmp_path):
 def test_a_run_shows_its_epochs_and_writes_tensorboard_logs(tmp_path, tiny_dataset, capsys):  # noqa: F811
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    config = FinetuneConfig("csv", tiny_dataset, tiny_dataset / "scores.csv", random_init=True,
-                            model=GlintConfig("efficientnet_lite0"), loader_workers=0,
-                            settings={"epochs": 2, "batch_size": 64, "lr": 1e-4, "test_crops": 1})  # fmt: skip
+    config = FinetuneConfig(
+        "csv",
+        tiny_dataset,
+        tiny_dataset / "scores.csv",
+        random_init=True,
+        model=GlintConfig("efficientnet_lite0"),
+        loader_workers=0,
+        settings={"epochs": 2, "batch_size": 64, "lr": 1e-4, "test_crops": 1},
+    )
     results = run_finetune(config, tmp_path / "run", device="cpu", tensorboard=True)
     shown = capsys.readouterr()
     assert "hint: training on the CPU with batch 64 needs about 10 GB" in shown.err  # 11 images: one batch per epoch
     lines = [ln for ln in shown.out.splitlines() if ln.startswith("epoch ")]
-    pattern = (r"epoch {e}/2  step {e}  loss \d+\.\d{{4}}  lr \S+  val SROCC nan PLCC nan RMSE nan  "
-               r"test SROCC -?\d\.\d{{4}} PLCC -?\d\.\d{{4}} RMSE \d+\.\d{{4}}  "
-               r"\(\d+\.\d s training, \d+\.\d s evaluation\)")  # fmt: skip
+    pattern = (
+        r"epoch {e}/2  step {e}  loss \d+\.\d{{4}}  lr \S+  val SROCC nan PLCC nan RMSE nan  "
+        r"test SROCC -?\d\.\d{{4}} PLCC -?\d\.\d{{4}} RMSE \d+\.\d{{4}}  "
+        r"\(\d+\.\d s training, \d+\.\d s evaluation\)"
+    )
     assert len(lines) == 2 and all(re.fullmatch(pattern.format(e=e + 1), ln) for e, ln in enumerate(lines)), lines
     history = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert f"loss {history[1]['train_loss']:.4f}" in lines[1] and results[0]["selected_epoch"] in (1, 2)
@@ -111,10 +119,23 @@ def _rank(rank: int, out: Path, port: int) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     run = out / f"rank{rank}"
     run.mkdir()
-    record = {"epoch": 1, "step": 3, "lr": 1e-5, "train_loss": 0.5, "first_loss": 0.7,
-              "test": {"srocc": 0.5, "plcc": 0.4, "rmse": 2.0}}  # fmt: skip
-    results = {"parameters": {"total": 2, "trainable": 1}, "protocol": "honest", "train_images_per_s": 1.0,
-               "device": "cpu", "selected_epoch": 1, "selection_note": "note", "metrics": {}}  # fmt: skip
+    record = {
+        "epoch": 1,
+        "step": 3,
+        "lr": 1e-5,
+        "train_loss": 0.5,
+        "first_loss": 0.7,
+        "test": {"srocc": 0.5, "plcc": 0.4, "rmse": 2.0},
+    }
+    results = {
+        "parameters": {"total": 2, "trainable": 1},
+        "protocol": "honest",
+        "train_images_per_s": 1.0,
+        "device": "cpu",
+        "selected_epoch": 1,
+        "selection_note": "note",
+        "metrics": {},
+    }
     with open(out / f"said{rank}.txt", "w") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         log = RunLog(run, rank, progress=True, tensorboard=True)
         log.say("a hint", err=True)

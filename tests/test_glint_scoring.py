@@ -78,8 +78,23 @@ def test_score_equals_predict_and_the_protocol_computed_by_hand(tiny_checkpoint,
         expected = protocol_by_hand(model, pixels, 2, derive_seed(0, "test-crops", path.name))
         assert value == pytest.approx(expected, rel=1e-5, abs=1e-6)
     out = tmp_path / "scores.json"
-    result = runner.invoke(app, ["predict", "--checkpoint", str(tiny_checkpoint), *map(str, photos), "--crops", "2",
-                                 "--batch-size", "2", "--device", "cpu", "--out", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            *map(str, photos),
+            "--crops",
+            "2",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["score_scale"] == SCALE and report["crops"] == 2
@@ -134,19 +149,28 @@ def test_load_model_without_a_path_is_the_random_smoke_model():
 
 def test_the_scale_comes_from_the_training_labels():
     spec = dataset_spec("kadid10k")
-    table = IQATable("kadid10k", "synthetic", [Sample("a.png", 3.0, "I01")], True, Path("dmos.csv"), spec,
-                     spec["labels"][0])  # fmt: skip
+    table = IQATable(
+        "kadid10k", "synthetic", [Sample("a.png", 3.0, "I01")], True, Path("dmos.csv"), spec, spec["labels"][0]
+    )
     assert label_scale(table) == SCALE
     clive = dataset_spec("clive")
     table = IQATable("clive", "authentic", [Sample("a.png", 50.0, "a")], True, Path("x.csv"), clive, clive["labels"][0])
-    assert label_scale(table, clive["released"]["train_score_map"]) == ("clive mos, -50 to 150 (mapped from 0 to 100), "
-                                                                        "higher is better")  # fmt: skip
+    assert label_scale(table, clive["released"]["train_score_map"]) == (
+        "clive mos, -50 to 150 (mapped from 0 to 100), higher is better"
+    )
     live = dataset_spec("live")
     table = IQATable("live", "synthetic", [Sample("a", 1.0, "r")], False, Path("LIVEIQA.csv"), live, live["labels"][0])
     assert label_scale(table).endswith("0 to 100, lower is better")
     csv_spec = dataset_spec("csv")
-    table = IQATable("csv", "authentic", [Sample("a", 12.5, "a"), Sample("b", 3.0, "b")], True, Path("/d/s.csv"),
-                     csv_spec, csv_spec["labels"][0])  # fmt: skip
+    table = IQATable(
+        "csv",
+        "authentic",
+        [Sample("a", 12.5, "a"), Sample("b", 3.0, "b")],
+        True,
+        Path("/d/s.csv"),
+        csv_spec,
+        csv_spec["labels"][0],
+    )
     assert label_scale(table) == "csv score, 3 to 12.5 in s.csv, higher is better"
 
     class Holder(torch.nn.Module):
@@ -161,9 +185,11 @@ def test_tables_escape_formula_cells_and_name_the_scale(tmp_path):
     rows = [{"path": "=cmd|'/c calc'!A1", "score": 0.25, "label": -3.0}, {"path": "@x", "score": None, "label": 1.0}]
     write_table(rows, tmp_path / "t.csv", {"score_scale": "-1 to 1"}, ["path", "score", "label", "score_scale"])
     got = list(csv.reader((tmp_path / "t.csv").open()))
-    assert got == [["path", "score", "label", "score_scale"],
-                   ["'=cmd|'/c calc'!A1", "0.250000", "-3.000000", "'-1 to 1"],
-                   ["'@x", "", "1.000000", "'-1 to 1"]]  # fmt: skip
+    assert got == [
+        ["path", "score", "label", "score_scale"],
+        ["'=cmd|'/c calc'!A1", "0.250000", "-3.000000", "'-1 to 1"],
+        ["'@x", "", "1.000000", "'-1 to 1"],
+    ]
     write_table(rows, tmp_path / "t.json", {"score_scale": "s"}, ["path"], key="predictions")
     assert json.loads((tmp_path / "t.json").read_text()) == {"score_scale": "s", "predictions": rows}
 
@@ -174,14 +200,30 @@ def test_evaluate_writes_each_images_score_with_the_scale(tiny_checkpoint, photo
     for p, name in zip(photos, names, strict=True):
         (root / name).write_bytes(p.read_bytes())
     (root / "scores.csv").write_text("path,score\n" + "".join(f"{n},{i + 1}\n" for i, n in enumerate(names)))
-    args = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--dataset", "csv", "--csv", str(root / "scores.csv"),
-            "--root", str(root), "--crops", "1", "--device", "cpu"]  # fmt: skip
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--dataset",
+        "csv",
+        "--csv",
+        str(root / "scores.csv"),
+        "--root",
+        str(root),
+        "--crops",
+        "1",
+        "--device",
+        "cpu",
+    ]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "e.csv")])
     assert result.exit_code == 0, result.output
     assert f"scores on the scale: {SCALE}" in result.output and "csv all: SROCC" in result.output
     rows = list(csv.DictReader((tmp_path / "e.csv").open()))
-    assert [Path(r["path"]).name for r in rows] == names and [r["label"] for r in rows] == ["1.000000", "2.000000",
-                                                                                            "3.000000"]  # fmt: skip
+    assert [Path(r["path"]).name for r in rows] == names and [r["label"] for r in rows] == [
+        "1.000000",
+        "2.000000",
+        "3.000000",
+    ]
     assert {r["score_scale"] for r in rows} == {SCALE}
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "e.json")])
     report = json.loads((tmp_path / "e.json").read_text())
@@ -190,5 +232,6 @@ def test_evaluate_writes_each_images_score_with_the_scale(tiny_checkpoint, photo
     model = glint.load_model(tiny_checkpoint)
     for i, (name, row) in enumerate(zip(names, rows, strict=True)):  # image i's crops are seeded by (0, i)
         pixels = np.asarray(Image.open(root / name).convert("RGB"))
-        assert float(row["score"]) == pytest.approx(protocol_by_hand(model, pixels, 1, derive_seed(0, "test-crops", i)),
-                                                    abs=2e-6)  # fmt: skip
+        assert float(row["score"]) == pytest.approx(
+            protocol_by_hand(model, pixels, 1, derive_seed(0, "test-crops", i)), abs=2e-6
+        )

@@ -42,9 +42,32 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 
 def finetune_args(dataset: Path, out: Path, epochs: int = 2) -> list[str]:
-    return ["finetune", "--dataset", "csv", "--csv", str(dataset / "scores.csv"), "--root", str(dataset),
-            "--local-backbone", "efficientnet_lite0", "--epochs", str(epochs), "--batch-size", "2", "--lr", "1e-4",
-            "--test-crops", "1", "--loader-workers", "0", "--device", "cpu", "--random-init", "--out", str(out)]  # fmt: skip
+    return [
+        "finetune",
+        "--dataset",
+        "csv",
+        "--csv",
+        str(dataset / "scores.csv"),
+        "--root",
+        str(dataset),
+        "--local-backbone",
+        "efficientnet_lite0",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-4",
+        "--test-crops",
+        "1",
+        "--loader-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--random-init",
+        "--out",
+        str(out),
+    ]
 
 
 def test_a_killed_run_resumes_exactly(tmp_path, tiny_dataset):
@@ -52,8 +75,9 @@ def test_a_killed_run_resumes_exactly(tmp_path, tiny_dataset):
     glint = str(Path(sys.executable).parent / "glint")
     subprocess.run([glint, *finetune_args(tiny_dataset, tmp_path / "a")], check=True, capture_output=True)
     out = tmp_path / "b"
-    proc = subprocess.Popen([glint, *finetune_args(tiny_dataset, out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [glint, *finetune_args(tiny_dataset, out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 900  # an epoch takes minutes on a busy 2-core machine
     log = out / "metrics.jsonl"
     while time.time() < deadline and proc.poll() is None and not (log.exists() and log.read_text().endswith("\n")):
@@ -76,17 +100,55 @@ def test_a_killed_run_resumes_exactly(tmp_path, tiny_dataset):
 
 def test_cli_finetune_evaluate_predict(tmp_path, tiny_dataset):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["finetune", "--dataset", "csv", "--csv", str(tiny_dataset / "scores.csv"), "--root",
-                                 str(tiny_dataset), "--local-backbone", "efficientnet_lite0", "--epochs", "1",
-                                 "--batch-size", "2", "--test-crops", "2", "--loader-workers", "0", "--select-on", "test",
-                                 "--out", str(out), "--device", "cpu", "--random-init"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "finetune",
+            "--dataset",
+            "csv",
+            "--csv",
+            str(tiny_dataset / "scores.csv"),
+            "--root",
+            str(tiny_dataset),
+            "--local-backbone",
+            "efficientnet_lite0",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--test-crops",
+            "2",
+            "--loader-workers",
+            "0",
+            "--select-on",
+            "test",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--random-init",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "RANDOM weights" in result.output and "test  SROCC" in result.output
     results = json.loads((out / "results.json").read_text())
     assert results["selected_on"] == "test" and "optimistic" in results["selection_note"]
     assert results["provenance"]["split"]["counts"] == {"train": 11, "val": 1, "test": 3}
-    evaluate = ["evaluate", "--checkpoint", str(out / "best.pt"), "--dataset", "csv", "--csv",
-                str(tiny_dataset / "scores.csv"), "--root", str(tiny_dataset), "--crops", "2", "--device", "cpu"]  # fmt: skip
+    evaluate = [
+        "evaluate",
+        "--checkpoint",
+        str(out / "best.pt"),
+        "--dataset",
+        "csv",
+        "--csv",
+        str(tiny_dataset / "scores.csv"),
+        "--root",
+        str(tiny_dataset),
+        "--crops",
+        "2",
+        "--device",
+        "cpu",
+    ]
     result = runner.invoke(app, [*evaluate, "--out", str(tmp_path / "m.json")])
     assert result.exit_code == 0 and "csv test: SROCC" in result.output and "(3 images)" in result.output, result.output
     report = json.loads((tmp_path / "m.json").read_text())
@@ -95,7 +157,9 @@ def test_cli_finetune_evaluate_predict(tmp_path, tiny_dataset):
     for extra in (["--split", "all"], ["--round", "1"]):  # images the checkpoint was trained on
         result = runner.invoke(app, [*evaluate, *extra])
         assert result.exit_code == 2 and "were in the checkpoint's training set" in result.output, result.output
-    result = runner.invoke(app, [*evaluate, "--split", "all", "--allow-train-overlap", "--out", str(tmp_path / "a.json")])
+    result = runner.invoke(
+        app, [*evaluate, "--split", "all", "--allow-train-overlap", "--out", str(tmp_path / "a.json")]
+    )
     assert result.exit_code == 0 and "11 of the 15 images scored were in the checkpoint's training set" in result.output
     assert json.loads((tmp_path / "a.json").read_text())["train_overlap"] == 11
     clive = needs_shared(SHARED / "data" / "clive" / "images")
@@ -103,8 +167,22 @@ def test_cli_finetune_evaluate_predict(tmp_path, tiny_dataset):
     scores = tmp_path / "scores.csv"
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"nope")
-    result = runner.invoke(app, ["predict", "--checkpoint", str(out / "best.pt"), *map(str, images), str(bad),
-                                 "--out", str(scores), "--crops", "3", "--device", "cpu"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            "--checkpoint",
+            str(out / "best.pt"),
+            *map(str, images),
+            str(bad),
+            "--out",
+            str(scores),
+            "--crops",
+            "3",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = scores.read_text().splitlines()[1:]
     assert len(lines) == 4 and all(float(line.split(",")[1]) == float(line.split(",")[1]) for line in lines[:3])
@@ -130,10 +208,37 @@ def test_ddp_under_torchrun_on_cpu(tmp_path, tiny_dataset):
     """Two processes, gloo backend: the same command as a single-process run, launched by torchrun."""
     glint = Path(sys.executable).parent / "glint"
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(glint),
-           "finetune", "--dataset", "csv", "--csv", str(tiny_dataset / "scores.csv"), "--root", str(tiny_dataset),
-           "--local-backbone", "efficientnet_lite0", "--epochs", "1", "--batch-size", "4", "--test-crops", "1",
-           "--loader-workers", "0", "--device", "cpu", "--random-init", "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(glint),
+        "finetune",
+        "--dataset",
+        "csv",
+        "--csv",
+        str(tiny_dataset / "scores.csv"),
+        "--root",
+        str(tiny_dataset),
+        "--local-backbone",
+        "efficientnet_lite0",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--test-crops",
+        "1",
+        "--loader-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--random-init",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -148,17 +253,53 @@ def test_ddp_pretraining_on_a_stream_does_not_hang(tmp_path):
     from saqt.build import BuildConfig, run_build
     from saqt.label import LabelConfig, RunOptions, run_label
 
-    run_build(BuildConfig(size=(96, 64), types=(1, 10), levels=(1, 3, 5), images_per_shard=1), tmp_path / "build",
-              LocalExecutor(1), progress=False)  # fmt: skip
-    synth_bank(SynthConfig(source="sample-bank", size=(96, 64), metric="psnr"), tmp_path / "bank", LocalExecutor(1),
-               progress=False)  # fmt: skip
-    run_label(LabelConfig(build=str(tmp_path / "build"), bank=str(tmp_path / "bank"), rule="mean"), tmp_path / "labels",
-              RunOptions(progress=False))  # fmt: skip
+    run_build(
+        BuildConfig(size=(96, 64), types=(1, 10), levels=(1, 3, 5), images_per_shard=1),
+        tmp_path / "build",
+        LocalExecutor(1),
+        progress=False,
+    )
+    synth_bank(
+        SynthConfig(source="sample-bank", size=(96, 64), metric="psnr"),
+        tmp_path / "bank",
+        LocalExecutor(1),
+        progress=False,
+    )
+    run_label(
+        LabelConfig(build=str(tmp_path / "build"), bank=str(tmp_path / "bank"), rule="mean"),
+        tmp_path / "labels",
+        RunOptions(progress=False),
+    )
     glint = Path(sys.executable).parent / "glint"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(glint),
-           "pretrain", "--data", str(tmp_path / "labels"), "--out", str(tmp_path / "pre"), "--epochs", "2",
-           "--batch-size", "4", "--local-backbone", "efficientnet_lite0", "--test-crops", "1", "--holdout-images", "3",
-           "--loader-workers", "1", "--device", "cpu", "--random-init"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(glint),
+        "pretrain",
+        "--data",
+        str(tmp_path / "labels"),
+        "--out",
+        str(tmp_path / "pre"),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--local-backbone",
+        "efficientnet_lite0",
+        "--test-crops",
+        "1",
+        "--holdout-images",
+        "3",
+        "--loader-workers",
+        "1",
+        "--device",
+        "cpu",
+        "--random-init",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     history = [json.loads(line) for line in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
@@ -175,7 +316,9 @@ def test_rounds_report_the_median_of_the_test_metrics(tmp_path, tiny_dataset):
     per_round = summary["per_round_test"]
     assert summary["rounds"] == [0, 1, 2] and len(per_round) == 3
     assert summary["median_test"]["srocc"] == sorted(r["srocc"] for r in per_round.values())[1]
-    splits = [json.loads((out / f"round-{r}" / "results.json").read_text())["provenance"]["split"]["round"] for r in range(3)]
+    splits = [
+        json.loads((out / f"round-{r}" / "results.json").read_text())["provenance"]["split"]["round"] for r in range(3)
+    ]
     assert splits == [0, 1, 2] and "median over 3 rounds" in result.output
 
 
@@ -183,8 +326,10 @@ def test_random_backbones_are_refused_without_random_init(tmp_path, tiny_dataset
     args = [a for a in finetune_args(tiny_dataset, tmp_path / "r") if a != "--random-init"]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and not (tmp_path / "r").exists()
-    assert result.output.startswith("glint finetune: the ViT-S/16 backbone would start from random weights: give "
-                                    "--vit-weights timm|FILE and --cnn-weights torchvision|FILE")  # fmt: skip
+    assert result.output.startswith(
+        "glint finetune: the ViT-S/16 backbone would start from random weights: give "
+        "--vit-weights timm|FILE and --cnn-weights torchvision|FILE"
+    )
     assert "--random-init" in result.output and result.output.strip().count("\n") == 0
     args[args.index("efficientnet_lite0")] = "resnet50"
     result = runner.invoke(app, args)
@@ -202,9 +347,19 @@ def test_released_protocol_is_recorded_in_the_run_folder(tmp_path, tiny_dataset)
     record = run["provenance"]["protocol"]
     assert record["round"] == 1 and record["torch_seed"] == 12345
     assert {k: record["settings"][k] for k in ("schedule", "select_on", "amp", "seed", "lr", "weight_decay")} == {
-        "schedule": "cycle", "select_on": "test", "amp": False, "seed": 12345, "lr": 1e-5, "weight_decay": 1e-5}
-    assert record["deviations"] == {"epochs": {"protocol": 300, "used": 1}, "batch_size": {"protocol": 32, "used": 2},
-                                    "test_crops": {"protocol": 25, "used": 1}, "max_steps": {"protocol": None, "used": 2}}
+        "schedule": "cycle",
+        "select_on": "test",
+        "amp": False,
+        "seed": 12345,
+        "lr": 1e-5,
+        "weight_decay": 1e-5,
+    }
+    assert record["deviations"] == {
+        "epochs": {"protocol": 300, "used": 1},
+        "batch_size": {"protocol": 32, "used": 2},
+        "test_crops": {"protocol": 25, "used": 1},
+        "max_steps": {"protocol": None, "used": 2},
+    }
     config = run["train_config"]
     assert (config["schedule"], config["select_on"], config["amp"], config["seed"]) == ("cycle", "test", False, 12345)
     split = run["provenance"]["split"]
@@ -222,11 +377,34 @@ def test_released_protocol_is_recorded_in_the_run_folder(tmp_path, tiny_dataset)
     assert "val" not in history[0] and history[0]["test"]["images"] == 3
     results = json.loads((out / "results.json").read_text())
     assert results["protocol"] == "released" and results["selected_on"] == "test"
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.csv", "metrics.jsonl",
-                                                     "results.json", "run.json"]  # fmt: skip
-    result = runner.invoke(app, ["evaluate", "--checkpoint", str(out / "best.pt"), "--dataset", "csv", "--csv",
-                                 str(tiny_dataset / "scores.csv"), "--root", str(tiny_dataset), "--crops", "1",
-                                 "--device", "cpu", "--out", str(tmp_path / "m.json")])  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best.pt",
+        "last.pt",
+        "metrics.csv",
+        "metrics.jsonl",
+        "results.json",
+        "run.json",
+    ]
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(out / "best.pt"),
+            "--dataset",
+            "csv",
+            "--csv",
+            str(tiny_dataset / "scores.csv"),
+            "--root",
+            str(tiny_dataset),
+            "--crops",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+    )
     report = json.loads((tmp_path / "m.json").read_text())
     assert result.exit_code == 0 and (report["protocol"], report["round"], report["own_split"]) == ("released", 1, True)
     assert report["metrics"]["images"] == 3 and report["train_overlap"] == 0
@@ -251,4 +429,11 @@ def test_predict_escapes_formula_cells_and_skips_images_too_small_to_score(tmp_p
     assert "scored 5 images (1 skipped)" in result.output
     from glint.predict import spreadsheet_safe
 
-    assert [spreadsheet_safe(t) for t in ("=1+1", "+x", "-x", "@x", "a=b", "")] == ["'=1+1", "'+x", "'-x", "'@x", "a=b", ""]
+    assert [spreadsheet_safe(t) for t in ("=1+1", "+x", "-x", "@x", "a=b", "")] == [
+        "'=1+1",
+        "'+x",
+        "'-x",
+        "'@x",
+        "a=b",
+        "",
+    ]

@@ -43,8 +43,12 @@ def stages(tmp_path_factory) -> Path:
     """A finished build (5 sample photos x 4 cells, 3 units), a 2-reference PSNR bank, labels, a published set."""
     root = tmp_path_factory.mktemp("stages")
     run_build(BuildConfig(size=SIZE, images_per_shard=2, **CELLS), root / "build", LocalExecutor(1), progress=False)
-    synth_bank(SynthConfig(source="sample-bank", size=SIZE, limit=2, metric="psnr"), root / "bank", LocalExecutor(1),
-               progress=False)  # fmt: skip
+    synth_bank(
+        SynthConfig(source="sample-bank", size=SIZE, limit=2, metric="psnr"),
+        root / "bank",
+        LocalExecutor(1),
+        progress=False,
+    )
     config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="topk", k=2)
     run_label(config, root / "labels", QUIET)
     publish(PublishConfig(str(root / "labels")), str(root / "published"), progress=False)
@@ -70,8 +74,11 @@ def copy(src: Path, dst: Path) -> Path:
 
 def one_line_failure(result, fragment: str, code: int = 2) -> None:
     """The command ended with ``code`` on a one-line message holding ``fragment``, never an uncaught exception."""
-    assert result.exit_code == code and isinstance(result.exception, SystemExit), (result.exit_code, result.output,
-                                                                                   result.exception)  # fmt: skip
+    assert result.exit_code == code and isinstance(result.exception, SystemExit), (
+        result.exit_code,
+        result.output,
+        result.exception,
+    )
     lines = [line for line in result.output.splitlines() if fragment in line]
     assert lines and "Traceback" not in result.output, result.output
 
@@ -88,18 +95,34 @@ def test_case01_publish_overwrite_never_deletes_foreign_files_or_its_input(stage
     folder = tmp_path / "P"
     folder.mkdir()
     (folder / "thesis.txt").write_text("x")
-    one_line_failure(runner.invoke(app, ["publish", "--labels", str(labels), "--out", str(folder), "--overwrite"]),
-                     "did not write (thesis.txt)")  # fmt: skip
+    one_line_failure(
+        runner.invoke(app, ["publish", "--labels", str(labels), "--out", str(folder), "--overwrite"]),
+        "did not write (thesis.txt)",
+    )
     assert (folder / "thesis.txt").read_text() == "x"
     before = tree(labels)
-    one_line_failure(runner.invoke(app, ["publish", "--labels", str(labels), "--out", str(labels), "--overwrite"]),
-                     "is --labels")  # fmt: skip
+    one_line_failure(
+        runner.invoke(app, ["publish", "--labels", str(labels), "--out", str(labels), "--overwrite"]), "is --labels"
+    )
     assert tree(labels) == before
     published = copy(stages / "published", tmp_path / "pub")
     (published / "notes.txt").write_text("mine")
     assert "data/train-00000-of-00001.parquet" in tree(published)
-    result = runner.invoke(app, ["publish", "--labels", str(labels), "--out", str(published), "--overwrite",
-                                 "--validation", "0.4", "--shard-size", "60000"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "publish",
+            "--labels",
+            str(labels),
+            "--out",
+            str(published),
+            "--overwrite",
+            "--validation",
+            "0.4",
+            "--shard-size",
+            "60000",
+        ],
+    )
     assert result.exit_code == 0, result.output
     listed = [line.split("  ", 1)[1] for line in (published / "SHA256SUMS").read_text().splitlines()]
     assert set(tree(published)) == {"notes.txt", "SHA256SUMS", *listed}  # the old set's shards are gone
@@ -111,16 +134,64 @@ def test_case01_build_and_label_overwrite_keep_foreign_files_and_refuse_out_insi
     out = copy(stages / "build", tmp_path / "build")
     (out / "distorted" / "mine.txt").write_text("mine")
     (out / "notes.txt").write_text("mine")
-    result = runner.invoke(app, ["build", "--out", str(out), "--size", "96x64", "--types", "1", "--levels", "1",
-                                 "--images-per-shard", "2", "--overwrite"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            "--out",
+            str(out),
+            "--size",
+            "96x64",
+            "--types",
+            "1",
+            "--levels",
+            "1",
+            "--images-per-shard",
+            "2",
+            "--overwrite",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (out / "distorted" / "mine.txt").read_text() == "mine" and (out / "notes.txt").read_text() == "mine"
-    one_line_failure(runner.invoke(app, ["build", "--source", "folder", "--root", str(photos), "--out",
-                                         str(photos / "out"), "--size", "96x64", "--types", "1", "--levels", "1"]),
-                     "is inside --root")  # fmt: skip
+    one_line_failure(
+        runner.invoke(
+            app,
+            [
+                "build",
+                "--source",
+                "folder",
+                "--root",
+                str(photos),
+                "--out",
+                str(photos / "out"),
+                "--size",
+                "96x64",
+                "--types",
+                "1",
+                "--levels",
+                "1",
+            ],
+        ),
+        "is inside --root",
+    )
     assert not (photos / "out").exists()
-    one_line_failure(runner.invoke(app, ["label", "--build", str(out), "--bank", str(stages / "bank"), "--out",
-                                         str(out), "--encoder", "effnet-lite0"]), "is --build")  # fmt: skip
+    one_line_failure(
+        runner.invoke(
+            app,
+            [
+                "label",
+                "--build",
+                str(out),
+                "--bank",
+                str(stages / "bank"),
+                "--out",
+                str(out),
+                "--encoder",
+                "effnet-lite0",
+            ],
+        ),
+        "is --build",
+    )
 
 
 # --- 2: inputs are checked against their manifests before use ------------------------------------------------------
@@ -145,8 +216,22 @@ def test_case02_label_refuses_a_build_whose_shard_no_longer_matches(stages, tmp_
     shard = build / "distorted" / "part-00002.parquet"
     table = pq.read_table(shard)
     pq.write_table(table.slice(0, table.num_rows - 1), shard)
-    result = runner.invoke(app, ["label", "--build", str(build), "--bank", str(stages / "bank"), "--out",
-                                 str(tmp_path / "labels"), "--encoder", "effnet-lite0", "--device", "cpu"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "label",
+            "--build",
+            str(build),
+            "--bank",
+            str(stages / "bank"),
+            "--out",
+            str(tmp_path / "labels"),
+            "--encoder",
+            "effnet-lite0",
+            "--device",
+            "cpu",
+        ],
+    )
     one_line_failure(result, "distorted/part-00002.parquet")
     assert not (tmp_path / "labels" / "label.json").exists()
 
@@ -164,8 +249,11 @@ def test_case03_manifest_paths_that_leave_the_folder_are_refused(stages, tmp_pat
     entry = units["0"]["files"]["saqt-iqa"] if "files" in units["0"] else units["0"]["saqt-iqa"]
     entry["path"] = "../outside.parquet" if escape == "relative" else str(outside)
     (labels / "label.json").write_text(json.dumps(manifest))
-    for args in (["publish", "--labels", str(labels), "--out", str(tmp_path / "pub")], ["verify", str(labels)],
-                 ["report", str(labels), "--out", str(tmp_path / "r.html")]):  # fmt: skip
+    for args in (
+        ["publish", "--labels", str(labels), "--out", str(tmp_path / "pub")],
+        ["verify", str(labels)],
+        ["report", str(labels), "--out", str(tmp_path / "r.html")],
+    ):
         result = runner.invoke(app, args)
         one_line_failure(result, "not a relative path inside the folder", 1 if args[0] == "verify" else 2)
     assert not (tmp_path / "pub").exists() and not (tmp_path / "r.html").exists()
@@ -218,7 +306,9 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | Non
         if found:
             return found
         if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the command ended (rc {proc.returncode}) before {what}: {log.read_text()[-2000:] if log else ''}")
+            pytest.fail(
+                f"the command ended (rc {proc.returncode}) before {what}: {log.read_text()[-2000:] if log else ''}"
+            )
         time.sleep(0.2)
     pytest.fail(f"timed out waiting for {what}")
 
@@ -238,11 +328,23 @@ def _outlive(pids: list[int], seconds: float) -> list[int]:
 def test_case04_local_workers_die_with_the_command(photos, tmp_path, sig):
     log = tmp_path / "log"
     with open(log, "w") as err:
-        proc = subprocess.Popen(_saqt(["build", "--root", str(photos), "--out", str(tmp_path / "out"), "--workers",
-                                       "2", *SLOW]), stdout=err, stderr=err)  # fmt: skip
+        proc = subprocess.Popen(
+            _saqt(["build", "--root", str(photos), "--out", str(tmp_path / "out"), "--workers", "2", *SLOW]),
+            stdout=err,
+            stderr=err,
+        )
     try:
-        workers = _wait_for(lambda: [p for p, cmd in _descendants(proc.pid).items() if "spawn_main" in cmd]
-                            if (tmp_path / "out" / "build.json").exists() else [], 180, "worker processes", proc, log)  # fmt: skip
+        workers = _wait_for(
+            lambda: (
+                [p for p, cmd in _descendants(proc.pid).items() if "spawn_main" in cmd]
+                if (tmp_path / "out" / "build.json").exists()
+                else []
+            ),
+            180,
+            "worker processes",
+            proc,
+            log,
+        )
     finally:
         os.kill(proc.pid, sig)
         proc.wait()
@@ -253,12 +355,33 @@ def test_case04_ray_tasks_stop_with_the_command(photos, tmp_path):
     pytest.importorskip("ray")
     log = tmp_path / "log"
     with open(log, "w") as err:
-        proc = subprocess.Popen(_saqt(["build", "--root", str(photos), "--out", str(tmp_path / "out"), "--executor",
-                                       "ray", "--workers", "2", *SLOW]), stdout=err, stderr=err,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            _saqt(
+                [
+                    "build",
+                    "--root",
+                    str(photos),
+                    "--out",
+                    str(tmp_path / "out"),
+                    "--executor",
+                    "ray",
+                    "--workers",
+                    "2",
+                    *SLOW,
+                ]
+            ),
+            stdout=err,
+            stderr=err,
+            start_new_session=True,
+        )
     try:
-        tasks = _wait_for(lambda: [p for p, cmd in _descendants(proc.pid).items() if cmd.startswith("ray::_run_unit")],
-                          240, "Ray tasks", proc, log)  # fmt: skip
+        tasks = _wait_for(
+            lambda: [p for p, cmd in _descendants(proc.pid).items() if cmd.startswith("ray::_run_unit")],
+            240,
+            "Ray tasks",
+            proc,
+            log,
+        )
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         assert not _outlive(tasks, 30), "Ray tasks outlived the command"
@@ -278,24 +401,46 @@ def _csv_bank(folder: Path, scores) -> Path:
     rows = ["ref,type,level,score"]
     for i in (0, 1):
         shutil.copy(sample_paths()[i], folder / f"ref{i}.png")
-        rows += [f"ref{i}.png,{t},{lv},{s}" for t in range(1, 26) for lv in range(1, 6)
-                 if (s := scores(i, t, lv)) is not None]  # fmt: skip
+        rows += [
+            f"ref{i}.png,{t},{lv},{s}"
+            for t in range(1, 26)
+            for lv in range(1, 6)
+            if (s := scores(i, t, lv)) is not None
+        ]
     (folder / "scores.csv").write_text("\n".join(rows) + "\n")
     return folder
 
 
-@pytest.mark.parametrize("scores, rule, message", [
-    (lambda i, t, lv: 3.0, "top1", "needs scores that differ"),
-    (lambda i, t, lv: None if t == 9 else float(lv + i), "top1", "no reference of the bank"),
-    (lambda i, t, lv: "nan" if (t, lv) == (1, 1) else float(lv), "top1", "is not a finite number"),
-    (lambda i, t, lv: "inf" if (t, lv) == (1, 3) else float(lv), "top1", "is not a finite number"),
-    (lambda i, t, lv: None if (i, t, lv) == (1, 1, 1) else float(lv + t), "top1", "would get no score"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "scores, rule, message",
+    [
+        (lambda i, t, lv: 3.0, "top1", "needs scores that differ"),
+        (lambda i, t, lv: None if t == 9 else float(lv + i), "top1", "no reference of the bank"),
+        (lambda i, t, lv: "nan" if (t, lv) == (1, 1) else float(lv), "top1", "is not a finite number"),
+        (lambda i, t, lv: "inf" if (t, lv) == (1, 3) else float(lv), "top1", "is not a finite number"),
+        (lambda i, t, lv: None if (i, t, lv) == (1, 1, 1) else float(lv + t), "top1", "would get no score"),
+    ],
+)
 def test_case05_banks_that_cannot_score_the_build_are_refused(stages, tmp_path, scores, rule, message):
     bank = _csv_bank(tmp_path / "bank", scores)
-    result = runner.invoke(app, ["label", "--build", str(stages / "build"), "--bank", str(bank), "--out",
-                                 str(tmp_path / "labels"), "--encoder", "effnet-lite0", "--rule", rule,
-                                 "--device", "cpu"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "label",
+            "--build",
+            str(stages / "build"),
+            "--bank",
+            str(bank),
+            "--out",
+            str(tmp_path / "labels"),
+            "--encoder",
+            "effnet-lite0",
+            "--rule",
+            rule,
+            "--device",
+            "cpu",
+        ],
+    )
     one_line_failure(result, message)
     assert not list((tmp_path / "labels").glob("labels/*")) and not (tmp_path / "labels" / "label.json").exists()
 
@@ -305,7 +450,9 @@ def test_case05_negative_scores_are_refused_where_the_bank_kind_forbids_them(tmp
 
     bank = tmp_path / "kadid"
     bank.mkdir()
-    (bank / "dmos.csv").write_text("dist_img,ref_img,dmos,var\nI01_01_01.png,I01.png,4.5,0.1\nI01_01_02.png,I01.png,-2,0.1\n")
+    (bank / "dmos.csv").write_text(
+        "dist_img,ref_img,dmos,var\nI01_01_01.png,I01.png,4.5,0.1\nI01_01_02.png,I01.png,-2,0.1\n"
+    )
     with pytest.raises(BankError, match="outside the kadid10k range"):
         load_bank(bank)
 
@@ -320,8 +467,10 @@ def test_case06_a_rerun_repairs_a_shard_of_the_same_size_that_no_longer_matches(
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
-    result = runner.invoke(app, ["build", "--out", str(out), "--size", "96x64", "--types", "1,9", "--levels", "1,3",
-                                 "--images-per-shard", "2"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        ["build", "--out", str(out), "--size", "96x64", "--types", "1,9", "--levels", "1,3", "--images-per-shard", "2"],
+    )
     assert result.exit_code == 0, result.output
     assert sha256_file(shard) == good
     assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
@@ -353,15 +502,31 @@ def test_case08_truncated_and_malformed_manifests_are_one_line(stages, tmp_path)
     build = copy(stages / "build", tmp_path / "build")
     text = (build / "build.json").read_text()
     (build / "build.json").write_text(text[: len(text) // 2])
-    for args, code in ((["info", str(build)], 2), (["verify", str(build)], 1),
-                       (["report", str(build), "--out", str(tmp_path / "r.html")], 2),
-                       (["label", "--build", str(build), "--bank", str(stages / "bank"), "--out", str(tmp_path / "l"),
-                         "--encoder", "effnet-lite0"], 2)):  # fmt: skip
+    for args, code in (
+        (["info", str(build)], 2),
+        (["verify", str(build)], 1),
+        (["report", str(build), "--out", str(tmp_path / "r.html")], 2),
+        (
+            [
+                "label",
+                "--build",
+                str(build),
+                "--bank",
+                str(stages / "bank"),
+                "--out",
+                str(tmp_path / "l"),
+                "--encoder",
+                "effnet-lite0",
+            ],
+            2,
+        ),
+    ):
         one_line_failure(runner.invoke(app, args), "build.json", code)
     labels = copy(stages / "labels", tmp_path / "labels")
     (labels / "label.json").write_text("[1, 2")
-    one_line_failure(runner.invoke(app, ["publish", "--labels", str(labels), "--out", str(tmp_path / "p")]),
-                     "label.json")  # fmt: skip
+    one_line_failure(
+        runner.invoke(app, ["publish", "--labels", str(labels), "--out", str(tmp_path / "p")]), "label.json"
+    )
 
 
 def test_case08_malformed_card_and_sums_are_one_line(stages, tmp_path):
@@ -386,15 +551,38 @@ def test_case08_list_files_with_nul_bytes_or_numbers_as_paths(photos, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("chelsea.jpg\nbad\x00name.jpg\n")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["build", "--source", "list", "--root", str(photos), "--list", str(listing), "--out",
-                                 str(out), "--size", "96x64", "--types", "1", "--levels", "1"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            "--source",
+            "list",
+            "--root",
+            str(photos),
+            "--list",
+            str(listing),
+            "--out",
+            str(out),
+            "--size",
+            "96x64",
+            "--types",
+            "1",
+            "--levels",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
     assert [e["reason"] for e in errors] == ["path contains a NUL byte"]
     numbers = tmp_path / "list.parquet"
     pq.write_table(pa.table({"path": [1, 2]}), numbers)
-    one_line_failure(runner.invoke(app, ["build", "--source", "list", "--root", str(photos), "--list", str(numbers),
-                                         "--out", str(tmp_path / "o2")]), "path is a int (1), not text")  # fmt: skip
+    one_line_failure(
+        runner.invoke(
+            app,
+            ["build", "--source", "list", "--root", str(photos), "--list", str(numbers), "--out", str(tmp_path / "o2")],
+        ),
+        "path is a int (1), not text",
+    )
 
 
 def test_case08_a_bug_is_not_hidden_as_an_expected_failure(tmp_path, monkeypatch):
@@ -414,8 +602,12 @@ def test_case08_a_bug_is_not_hidden_as_an_expected_failure(tmp_path, monkeypatch
 @pytest.mark.parametrize("command", [["build"], ["bank", "synth", "--source", "sample-bank", "--metric", "psnr"]])
 def test_case09_size_has_a_ceiling(tmp_path, command):
     out = tmp_path / "o"
-    result = runner.invoke(app, [*command, "--out", str(out), "--size", "4097x48", "--types", "1", "--levels", "1"]
-                           if command == ["build"] else [*command, "--out", str(out), "--size", "4097x48", "--limit", "1"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [*command, "--out", str(out), "--size", "4097x48", "--types", "1", "--levels", "1"]
+        if command == ["build"]
+        else [*command, "--out", str(out), "--size", "4097x48", "--limit", "1"],
+    )
     one_line_failure(result, "at most 4096 px")
     assert not out.exists()
 
@@ -432,8 +624,23 @@ def test_case10_a_build_with_no_usable_input_fails_with_a_count_and_cannot_be_la
     result = runner.invoke(app, ["build", "--source", "folder", "--root", str(root), "--out", str(out)])
     one_line_failure(result, "none of the 3 inputs")
     assert len((out / "errors.jsonl").read_text().splitlines()) == 3
-    one_line_failure(runner.invoke(app, ["label", "--build", str(out), "--bank", str(stages / "bank"), "--out",
-                                         str(tmp_path / "l"), "--encoder", "effnet-lite0"]), "holds no images")  # fmt: skip
+    one_line_failure(
+        runner.invoke(
+            app,
+            [
+                "label",
+                "--build",
+                str(out),
+                "--bank",
+                str(stages / "bank"),
+                "--out",
+                str(tmp_path / "l"),
+                "--encoder",
+                "effnet-lite0",
+            ],
+        ),
+        "holds no images",
+    )
 
 
 # --- 11: bank synth refuses other settings and resumes --------------------------------------------------------------
@@ -441,8 +648,20 @@ def test_case10_a_build_with_no_usable_input_fails_with_a_count_and_cannot_be_la
 
 def test_case11_bank_synth_resumes_an_identical_rerun_and_refuses_other_settings(tmp_path):
     out = tmp_path / "bank"
-    args = ["bank", "synth", "--source", "sample-bank", "--out", str(out), "--size", "96x64", "--metric", "psnr",
-            "--limit", "2"]  # fmt: skip
+    args = [
+        "bank",
+        "synth",
+        "--source",
+        "sample-bank",
+        "--out",
+        str(out),
+        "--size",
+        "96x64",
+        "--metric",
+        "psnr",
+        "--limit",
+        "2",
+    ]
     assert runner.invoke(app, args).exit_code == 0
     stamps = {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
     again = runner.invoke(app, args)
@@ -465,16 +684,36 @@ def test_case12_symlinks_out_of_the_root_and_gifs_are_logged_with_a_reason(photo
     out = tmp_path / "out"
     result = runner.invoke(app, ["build", "--source", "folder", "--root", str(root), "--out", str(out)])
     one_line_failure(result, "none of the 2 inputs")
-    reasons = {json.loads(line)["key"]: json.loads(line)["reason"] for line in (out / "errors.jsonl").read_text().splitlines()}
+    reasons = {
+        json.loads(line)["key"]: json.loads(line)["reason"] for line in (out / "errors.jsonl").read_text().splitlines()
+    }
     assert reasons == dict.fromkeys(["chelsea.jpg", "coffee.png"], "symlink points outside the root")
     shutil.copy(photos / "chelsea.jpg", root / "real.jpg")
     frames = [Image.open(photos / "chelsea.jpg").convert("RGB").resize((160, 140)).rotate(a) for a in (0, 90)]
     frames[0].save(root / "anim.gif", save_all=True, append_images=frames[1:])
-    result = runner.invoke(app, ["build", "--source", "folder", "--root", str(root), "--out", str(tmp_path / "o2"),
-                                 "--size", "96x64", "--types", "1", "--levels", "1"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            "--source",
+            "folder",
+            "--root",
+            str(root),
+            "--out",
+            str(tmp_path / "o2"),
+            "--size",
+            "96x64",
+            "--types",
+            "1",
+            "--levels",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    reasons = {json.loads(line)["key"]: json.loads(line)["reason"]
-               for line in (tmp_path / "o2" / "errors.jsonl").read_text().splitlines()}  # fmt: skip
+    reasons = {
+        json.loads(line)["key"]: json.loads(line)["reason"]
+        for line in (tmp_path / "o2" / "errors.jsonl").read_text().splitlines()
+    }
     assert "anim.gif" in reasons and "GIF" in reasons["anim.gif"]
 
 
@@ -497,8 +736,22 @@ def test_case13_a_gpu_device_without_a_gpu_is_one_line(stages, tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU: --device cuda is valid here")
-    result = runner.invoke(app, ["label", "--build", str(stages / "build"), "--bank", str(stages / "bank"), "--out",
-                                 str(tmp_path / "l"), "--encoder", "effnet-lite0", "--device", "cuda"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "label",
+            "--build",
+            str(stages / "build"),
+            "--bank",
+            str(stages / "bank"),
+            "--out",
+            str(tmp_path / "l"),
+            "--encoder",
+            "effnet-lite0",
+            "--device",
+            "cuda",
+        ],
+    )
     one_line_failure(result, "no CUDA GPU")
     assert not (tmp_path / "l").exists()
 

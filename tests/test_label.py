@@ -37,8 +37,12 @@ def kodak_bank(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sample_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("build") / "b"
-    run_build(BuildConfig(size=SIZE, types=(1, 9, 16), levels=(1, 3, 5), images_per_shard=2), out, LocalExecutor(1),
-              progress=False)  # fmt: skip
+    run_build(
+        BuildConfig(size=SIZE, types=(1, 9, 16), levels=(1, 3, 5), images_per_shard=2),
+        out,
+        LocalExecutor(1),
+        progress=False,
+    )
     return out
 
 
@@ -60,8 +64,9 @@ def nearest(labels: Path, pristine_id: str, candidates: list[str], k: int) -> tu
     (bank,) = (labels / "embeddings").glob("bank-*.parquet")
     (pristine,) = (labels / "embeddings").glob("pristine-*.parquet")
     vectors = {r["id"]: np.asarray(r["embedding"], np.float64) for r in pq.read_table(bank).to_pylist()}
-    query = next(np.asarray(r["embedding"], np.float64) for r in pq.read_table(pristine).to_pylist()
-                 if r["id"] == pristine_id)  # fmt: skip
+    query = next(
+        np.asarray(r["embedding"], np.float64) for r in pq.read_table(pristine).to_pylist() if r["id"] == pristine_id
+    )
     sims = np.array([vectors[c] @ query for c in candidates])
     order = np.argsort(-sims, kind="stable")[:k]
     return [candidates[i] for i in order], sims[order]
@@ -110,8 +115,11 @@ def test_top1_and_exclusion(tmp_path, sample_build, kodak_bank):
     top = {r["neighbours"][0] for r in pq.read_table(tmp_path / "a" / "labels").to_pylist()}
     lowest = refs[int(np.nanargmin(np.nanmin(scores, axis=(1, 2))))]
     excluded = tuple(sorted(top | {lowest}))
-    second = run_label(LabelConfig(build=str(sample_build), bank=str(kodak_bank), encoder="effnet-lite0",
-                                   exclude_refs=excluded), tmp_path / "b", QUIET)  # fmt: skip
+    second = run_label(
+        LabelConfig(build=str(sample_build), bank=str(kodak_bank), encoder="effnet-lite0", exclude_refs=excluded),
+        tmp_path / "b",
+        QUIET,
+    )
     kept = [r for r in refs if r not in excluded]
     rows = pq.read_table(tmp_path / "b" / "labels").to_pylist()
     for row in rows:
@@ -163,33 +171,103 @@ def test_pristine_images_in_the_bank_are_flagged(tmp_path, sample_build):
 def test_cli_forms_of_the_issue(tmp_path, sample_build):
     refs = needs_shared(KODAK)
     bank = tmp_path / "bank"
-    result = runner.invoke(app, ["bank", "synth", "--source", "folder", "--root", str(refs), "--out", str(bank),
-                                 "--metric", "psnr", "--size", "96x64", "--limit", "6"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "bank",
+            "synth",
+            "--source",
+            "folder",
+            "--root",
+            str(refs),
+            "--out",
+            str(bank),
+            "--metric",
+            "psnr",
+            "--size",
+            "96x64",
+            "--limit",
+            "6",
+        ],
+    )
     assert result.exit_code == 0 and "proxy" in result.output, result.output
-    result = runner.invoke(app, ["label", "--build", str(sample_build), "--bank", str(bank), "--bank-type", "synth",
-                                 "--encoder", "effnet-lite0", "--rule", "topk", "--neighbours", "3", "--out", str(tmp_path / "l"),
-                                 "--loader-workers", "0"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "label",
+            "--build",
+            str(sample_build),
+            "--bank",
+            str(bank),
+            "--bank-type",
+            "synth",
+            "--encoder",
+            "effnet-lite0",
+            "--rule",
+            "topk",
+            "--neighbours",
+            "3",
+            "--out",
+            str(tmp_path / "l"),
+            "--loader-workers",
+            "0",
+        ],
+    )
     assert result.exit_code == 0 and "labelled 45 images" in result.output, result.output
     report = tmp_path / "f.json"
-    result = runner.invoke(app, ["fidelity", "--bank", str(bank), "--encoder", "effnet-lite0", "--rule", "topk",
-                                 "--neighbours", "3", "--json", str(report)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "fidelity",
+            "--bank",
+            str(bank),
+            "--encoder",
+            "effnet-lite0",
+            "--rule",
+            "topk",
+            "--neighbours",
+            "3",
+            "--json",
+            str(report),
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert [line.split("SROCC")[0].strip() for line in lines[1:5]] == [
-        "topk (effnet-lite0, k=3)", "mean baseline (content-agnostic)", "random other reference",
-        "oracle: best other reference (ceiling)"]  # fmt: skip
+        "topk (effnet-lite0, k=3)",
+        "mean baseline (content-agnostic)",
+        "random other reference",
+        "oracle: best other reference (ceiling)",
+    ]
     data = json.loads(report.read_text())
     assert set(data["predictors"]) == {"topk", "mean", "random", "oracle"} and data["references"] == 6
 
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["--rule", "nearest"], "--rule must be one of"), (["--encoder", "resnet"], "unknown encoder"),
-     (["--normalise", "minmax"], "minmax:LO:HI"), (["--index", "lsh"], "--index must be one of")],
-)  # fmt: skip
+    [
+        (["--rule", "nearest"], "--rule must be one of"),
+        (["--encoder", "resnet"], "unknown encoder"),
+        (["--normalise", "minmax"], "minmax:LO:HI"),
+        (["--index", "lsh"], "--index must be one of"),
+    ],
+)
 def test_label_refuses_bad_arguments(tmp_path, sample_build, kodak_bank, args, message):
-    result = runner.invoke(app, ["label", "--build", str(sample_build), "--bank", str(kodak_bank), "--out",
-                                 str(tmp_path / "l"), "--encoder", "effnet-lite0", *args])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "label",
+            "--build",
+            str(sample_build),
+            "--bank",
+            str(kodak_bank),
+            "--out",
+            str(tmp_path / "l"),
+            "--encoder",
+            "effnet-lite0",
+            *args,
+        ],
+    )
     assert result.exit_code == 2 and message in result.output, result.output
 
 
@@ -197,8 +275,12 @@ def test_synth_bank_can_save_a_rated_dataset_for_glint(tmp_path):
     from glint.data import DatasetError, load_table, split_table
 
     bank = tmp_path / "bank"
-    synth_bank(SynthConfig(source="sample-bank", size=(96, 64), metric="psnr", limit=2, save_distorted=True), bank,
-               LocalExecutor(1), progress=False)  # fmt: skip
+    synth_bank(
+        SynthConfig(source="sample-bank", size=(96, 64), metric="psnr", limit=2, save_distorted=True),
+        bank,
+        LocalExecutor(1),
+        progress=False,
+    )
     table = load_table("csv", bank, bank / "dataset.csv")
     assert len(table.samples) == 250 and table.kind == "synthetic" and len({s.group for s in table.samples}) == 2
     assert all(Path(s.path).is_file() for s in table.samples)

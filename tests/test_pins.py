@@ -41,7 +41,8 @@ def _explain(changed: list[str], pinned: dict) -> str:
 def test_pins_were_made_with_this_version_and_the_changelog_says_why(pinned):
     assert pinned["made_with"] == versions(), (
         f"tests/pins.json was made with {pinned['made_with']}, this checkout is {versions()}: "
-        "run `python -m tests.pin --update` (it prints what changed)")  # fmt: skip
+        "run `python -m tests.pin --update` (it prints what changed)"
+    )
     assert has_changelog_entry(versions(), CHANGELOG.read_text()), (
         f"CHANGELOG.md needs an entry '{changelog_heading(versions())}' with at least one '- ' line saying what changed"
     )
@@ -60,8 +61,10 @@ def test_a_small_run_of_every_stage_matches_the_pins(pinned, computed, section):
 
 
 def test_a_changed_pin_needs_a_moved_version_and_a_changelog_entry():
-    old = {"made_with": {"toolkit": "1.0.0", "catalogue": "kadid10k 3"}, "content": {"build/distorted/22": "a",
-           "labels/scores": "b"}}  # fmt: skip
+    old = {
+        "made_with": {"toolkit": "1.0.0", "catalogue": "kadid10k 3"},
+        "content": {"build/distorted/22": "a", "labels/scores": "b"},
+    }
     entry = "## 1.0.1 (catalogue kadid10k 3)\n\n- Labels: topk weights now ...\n"
     assert version_problem(old, old, "") is None
     same_versions = {**old, "content": {**old["content"], "labels/scores": "c"}}

@@ -41,20 +41,33 @@ def labelled(tmp_path_factory):
     """A finished label folder: 5 sample photos x 9 cells, scored from a 3-reference synth bank; every stage under a
     folder named PRIVATE, and recorded with the command lines that name it."""
     root = tmp_path_factory.mktemp(PRIVATE)
-    run_build(BuildConfig(size=SIZE, types=TYPES, levels=LEVELS, images_per_shard=2), root / "build", LocalExecutor(1),
-              command=f"saqt build --out {root / 'build'} --size 192x176", progress=False)  # fmt: skip
+    run_build(
+        BuildConfig(size=SIZE, types=TYPES, levels=LEVELS, images_per_shard=2),
+        root / "build",
+        LocalExecutor(1),
+        command=f"saqt build --out {root / 'build'} --size 192x176",
+        progress=False,
+    )
     synth_bank(SynthConfig(source="sample-bank", size=SIZE, limit=3), root / "bank", LocalExecutor(1), progress=False)
     config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="topk", k=2)
-    run_label(config, root / "labels", RunOptions(device="cpu", progress=False),
-              command=f"saqt label --build={root / 'build'} --bank {root / 'bank'} -o {root / 'labels'}")  # fmt: skip
+    run_label(
+        config,
+        root / "labels",
+        RunOptions(device="cpu", progress=False),
+        command=f"saqt label --build={root / 'build'} --bank {root / 'bank'} -o {root / 'labels'}",
+    )
     return root / "labels"
 
 
 @pytest.fixture(scope="module")
 def published(labelled, tmp_path_factory):
     out = tmp_path_factory.mktemp(PRIVATE) / "saqt-iqa"
-    publish(PublishConfig(str(labelled), validation=0.4, shard_bytes=SHARD_BYTES), str(out),
-            command=f"saqt publish --labels {labelled} --out {out} --staging {labelled.parent}/tmp", progress=False)  # fmt: skip
+    publish(
+        PublishConfig(str(labelled), validation=0.4, shard_bytes=SHARD_BYTES),
+        str(out),
+        command=f"saqt publish --labels {labelled} --out {out} --staging {labelled.parent}/tmp",
+        progress=False,
+    )
     return out
 
 
@@ -83,17 +96,28 @@ def test_layout_card_and_checksums(published, labelled):
     assert prov["distortions"]["catalogue"] == catalogue_identity() and prov["distortions"]["types"] == list(TYPES)
     assert prov["bank"]["kind"] == "synth" and prov["bank"]["proxy"] is True and prov["bank"]["references"] == 3
     assert prov["encoder"]["id"] == "effnet-lite0" and "sha256:" in prov["encoder"]["weights"]
-    assert prov["transfer"] == {"rule": "topk", "k": 2, "temperature": 0.05, "score_scale": "minmax:0:9", "index": "flat"}
+    assert prov["transfer"] == {
+        "rule": "topk",
+        "k": 2,
+        "temperature": 0.05,
+        "score_scale": "minmax:0:9",
+        "index": "flat",
+    }
     assert prov["seeds"]["build"] == 0 and prov["toolkit_version"]
-    assert prov["commands"] == ["saqt build --out <out> --size 192x176", prov["commands"][1],
-                                "saqt label --build=<build> --bank <bank> -o <o>",
-                                "saqt publish --labels <labels> --out <out> --staging <staging>"]  # no local paths
+    assert prov["commands"] == [
+        "saqt build --out <out> --size 192x176",
+        prov["commands"][1],
+        "saqt label --build=<build> --bank <bank> -o <o>",
+        "saqt publish --labels <labels> --out <out> --staging <staging>",
+    ]  # no local paths
     assert "proxy, not human opinion" in body and "saqt build --out <out> --size 192x176" in body
 
 
 def test_splits_are_by_pristine_image(published, labelled):
-    tables = {s: pads.dataset(sorted(str(p) for p in (published / "data").glob(f"{s}-*"))).to_table() for s in
-              ("train", "validation")}  # fmt: skip
+    tables = {
+        s: pads.dataset(sorted(str(p) for p in (published / "data").glob(f"{s}-*"))).to_table()
+        for s in ("train", "validation")
+    }
     ids = {s: set(t.column("pristine_id").to_pylist()) for s, t in tables.items()}
     assert len(ids["validation"]) == 2 and len(ids["train"]) == 3 and not ids["train"] & ids["validation"]
     assert all(t.num_rows == 9 * len(ids[s]) for s, t in tables.items())
@@ -118,8 +142,12 @@ def test_loads_without_the_toolkit(published, labelled):
 
 def test_publish_is_deterministic_and_refuses_to_overwrite(published, labelled, tmp_path):
     again = tmp_path / "again"
-    publish(PublishConfig(str(labelled), validation=0.4, shard_bytes=SHARD_BYTES), str(again),
-            command=f"saqt publish --labels {labelled} --out {again} --staging {tmp_path}", progress=False)  # fmt: skip
+    publish(
+        PublishConfig(str(labelled), validation=0.4, shard_bytes=SHARD_BYTES),
+        str(again),
+        command=f"saqt publish --labels {labelled} --out {again} --staging {tmp_path}",
+        progress=False,
+    )
     assert (again / "SHA256SUMS").read_text() == (published / "SHA256SUMS").read_text()  # wherever it is published
     with pytest.raises(PublishError, match="not empty"):
         publish(PublishConfig(str(labelled)), str(again), progress=False)
@@ -229,9 +257,12 @@ def test_verify_catches_unlisted_files_and_a_bad_card(published, tmp_path):
 
 def _rewrite_sums(target: Path) -> None:
     """What someone who 'fixes' a failing check with sha256sum would do."""
-    files = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
-    (target / "SHA256SUMS").write_text("".join(f"{hashlib.sha256((target / f).read_bytes()).hexdigest()}  {f}\n"
-                                               for f in files))  # fmt: skip
+    files = sorted(
+        p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file() and p.name != "SHA256SUMS"
+    )
+    (target / "SHA256SUMS").write_text(
+        "".join(f"{hashlib.sha256((target / f).read_bytes()).hexdigest()}  {f}\n" for f in files)
+    )
 
 
 def test_verify_checks_build_and_label_folders(labelled, tmp_path):
@@ -252,7 +283,9 @@ def test_info_summarises_each_stage(labelled, published):
     build = Path(json.loads((labelled / "label.json").read_text())["config"]["build"])
     assert summarise(build)[:2] == ["saqt build (complete)", "rows: 5 pristine, 45 distorted (with pixels)"]
     label_lines = summarise(labelled)
-    assert label_lines[0] == "saqt label (complete)" and label_lines[1].startswith("rows: 45 labelled images in 3 shards")
+    assert label_lines[0] == "saqt label (complete)" and label_lines[1].startswith(
+        "rows: 45 labelled images in 3 shards"
+    )
     assert any("rule topk k=2" in line for line in label_lines)
     shards = len(list((published / "data").iterdir()))
     assert summarise(published)[1].startswith(f"rows: 27 train, 18 validation; {shards} shards")
@@ -272,11 +305,32 @@ def _self_contained(page: str) -> bool:
 
 def test_report_of_labels_has_every_section_and_embeds_everything(labelled, tmp_path):
     fidelity = tmp_path / "fidelity.json"
-    fidelity.write_text(json.dumps({"bank": "b", "encoder": "e", "references": 3, "predictors": {
-        "topk": {"srocc": 0.91, "plcc": 0.88, "per_type": {"1": 0.5}}, "mean": {"srocc": 0.85, "plcc": 0.8, "per_type": {}}}}))
+    fidelity.write_text(
+        json.dumps(
+            {
+                "bank": "b",
+                "encoder": "e",
+                "references": 3,
+                "predictors": {
+                    "topk": {"srocc": 0.91, "plcc": 0.88, "per_type": {"1": 0.5}},
+                    "mean": {"srocc": 0.85, "plcc": 0.8, "per_type": {}},
+                },
+            }
+        )
+    )
     page = render_report(labelled, images=3, fidelity=fidelity)
-    assert _section_ids(page) == ["summary", "matches", "screen", "grid", "histograms", "levels", "similarity", "bank",
-                                 "fidelity", "errors"]
+    assert _section_ids(page) == [
+        "summary",
+        "matches",
+        "screen",
+        "grid",
+        "histograms",
+        "levels",
+        "similarity",
+        "bank",
+        "fidelity",
+        "errors",
+    ]
     assert _self_contained(page)
     assert page.count('class="thumb"') == 3 * 9 and page.count('class="pristine"') == 3
     assert "not rendered" not in page and page.count('class="tname"') == 2 * len(TYPES)  # only the cells built
@@ -292,8 +346,12 @@ def test_report_of_a_build_shows_skipped_inputs(tmp_path):
     folder.mkdir()
     shutil.copy(sample_paths()[1], folder / "good.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    run_build(BuildConfig(source="folder", root=str(folder), size=SIZE, types=(1,), levels=(1, 5)), tmp_path / "b",
-              LocalExecutor(1), progress=False)  # fmt: skip
+    run_build(
+        BuildConfig(source="folder", root=str(folder), size=SIZE, types=(1,), levels=(1, 5)),
+        tmp_path / "b",
+        LocalExecutor(1),
+        progress=False,
+    )
     result = runner.invoke(app, ["report", str(tmp_path / "b"), "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
     page = (tmp_path / "r.html").read_text()
@@ -303,8 +361,18 @@ def test_report_of_a_build_shows_skipped_inputs(tmp_path):
 
 def test_report_of_a_published_set(published):
     page = render_report(published, images=1)
-    assert _section_ids(page) == ["summary", "matches", "screen", "grid", "histograms", "levels", "similarity", "bank",
-                                 "fidelity", "errors"]
+    assert _section_ids(page) == [
+        "summary",
+        "matches",
+        "screen",
+        "grid",
+        "histograms",
+        "levels",
+        "similarity",
+        "bank",
+        "fidelity",
+        "errors",
+    ]
     assert page.count('class="thumb"') == 9 and "No fidelity figures given" in page
 
 
@@ -313,12 +381,15 @@ def test_report_refuses_a_folder_it_cannot_read(tmp_path):
     assert result.exit_code == 2 and "nothing to report" in result.output and not (tmp_path / "r.html").exists()
 
 
-
 def test_publish_renders_a_recipe_only_set(labelled, tmp_path):
     build = Path(json.loads((labelled / "label.json").read_text())["config"]["build"])
     bank = labelled.parent / "bank"
-    run_build(BuildConfig(size=SIZE, types=(10, 16), levels=(1, 5), limit=2, recipe_only=True), tmp_path / "b",
-              LocalExecutor(1), progress=False)  # fmt: skip
+    run_build(
+        BuildConfig(size=SIZE, types=(10, 16), levels=(1, 5), limit=2, recipe_only=True),
+        tmp_path / "b",
+        LocalExecutor(1),
+        progress=False,
+    )
     config = LabelConfig(build=str(tmp_path / "b"), bank=str(bank), encoder="effnet-lite0", rule="top1")
     run_label(config, tmp_path / "l", RunOptions(device="cpu", progress=False))
     publish(PublishConfig(str(tmp_path / "l")), str(tmp_path / "recipes"), progress=False)
@@ -340,8 +411,14 @@ def test_verify_decodes_the_sampled_images(published, tmp_path):
     table = pq.read_table(shard)
     images = table.column("image").to_pylist()
     images[-1] = {"bytes": images[-1]["bytes"][:200], "path": images[-1]["path"]}  # a cut-off PNG
-    pq.write_table(table.set_column(table.schema.get_field_index("image"), table.schema.field("image"),
-                                    pa.array(images, table.schema.field("image").type)), shard)  # fmt: skip
+    pq.write_table(
+        table.set_column(
+            table.schema.get_field_index("image"),
+            table.schema.field("image"),
+            pa.array(images, table.schema.field("image").type),
+        ),
+        shard,
+    )
     _rewrite_sums(target)
     assert runner.invoke(app, ["verify", str(target), "--sample", "0"]).exit_code == 0  # only decoding can tell
     result = runner.invoke(app, ["verify", str(target), "--sample", "1000"])
@@ -395,6 +472,9 @@ def test_run_constants_move_to_the_card_and_rows_keep_what_varies(published, lab
     mine = {r["image_id"]: r for r in labels.to_pylist()}
     for row in rows.to_pylist():
         source = mine[row["image_id"]]
-        assert (row["score"], row["neighbours"], row["similarities"]) == (source["score"], source["neighbours"],
-                                                                          source["similarities"])  # fmt: skip
+        assert (row["score"], row["neighbours"], row["similarities"]) == (
+            source["score"],
+            source["neighbours"],
+            source["similarities"],
+        )
         assert row["source_class"] is None  # the bundled sample has no classes

@@ -35,10 +35,15 @@ REPO = "my-lab/saqt-iqa-demo"
 def labelled(tmp_path_factory) -> Path:
     """Labels of 3 sample photos x 2 cells from a 2-reference PSNR bank."""
     root = tmp_path_factory.mktemp("stages")
-    run_build(BuildConfig(size=SIZE, types=(1,), levels=(1, 5), limit=3), root / "build", LocalExecutor(1),
-              progress=False)  # fmt: skip
-    synth_bank(SynthConfig(source="sample-bank", size=SIZE, limit=2, metric="psnr"), root / "bank", LocalExecutor(1),
-               progress=False)  # fmt: skip
+    run_build(
+        BuildConfig(size=SIZE, types=(1,), levels=(1, 5), limit=3), root / "build", LocalExecutor(1), progress=False
+    )
+    synth_bank(
+        SynthConfig(source="sample-bank", size=SIZE, limit=2, metric="psnr"),
+        root / "bank",
+        LocalExecutor(1),
+        progress=False,
+    )
     config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="top1")
     run_label(config, root / "labels", RunOptions(device="cpu", progress=False))
     return root / "labels"
@@ -71,11 +76,15 @@ class StandInHub:
         return list(self.EARLIER)
 
     def create_commit(self, repo_id, operations, *, commit_message, repo_type=None, **_):
-        added = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations
-                 if isinstance(op, huggingface_hub.CommitOperationAdd)}  # fmt: skip
+        added = {
+            op.path_in_repo: Path(op.path_or_fileobj).read_bytes()
+            for op in operations
+            if isinstance(op, huggingface_hub.CommitOperationAdd)
+        }
         deleted = [op.path_in_repo for op in operations if isinstance(op, huggingface_hub.CommitOperationDelete)]
-        self.commits.append({"repo_id": repo_id, "repo_type": repo_type, "added": added, "deleted": deleted,
-                             "message": commit_message})  # fmt: skip
+        self.commits.append(
+            {"repo_id": repo_id, "repo_type": repo_type, "added": added, "deleted": deleted, "message": commit_message}
+        )
 
 
 @pytest.fixture()
@@ -101,8 +110,11 @@ def test_push_uploads_exactly_the_published_set(published, stand_in):
     assert commit["repo_type"] == "dataset" and commit["added"] == expected  # every file, byte for byte, no other
     assert len(expected) == 2 + len(list((published / "data").iterdir())) and "notes.txt" not in commit["added"]
     assert commit["deleted"] == ["data/train-00000-of-00009.parquet"]  # an earlier push's shard, nothing else
-    assert all(hashlib.sha256(expected[p]).hexdigest() in expected["SHA256SUMS"].decode() for p in expected
-               if p != "SHA256SUMS")  # fmt: skip
+    assert all(
+        hashlib.sha256(expected[p]).hexdigest() in expected["SHA256SUMS"].decode()
+        for p in expected
+        if p != "SHA256SUMS"
+    )
 
 
 def test_push_refuses_a_damaged_set(published, stand_in):
@@ -117,7 +129,9 @@ def test_push_refuses_a_damaged_set(published, stand_in):
 
 def test_cli_publishes_and_pushes_without_a_local_copy(labelled, stand_in, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_from_env")
-    result = runner.invoke(app, ["publish", "--labels", str(labelled), "--push-to-hub", REPO, "--staging", str(tmp_path)])
+    result = runner.invoke(
+        app, ["publish", "--labels", str(labelled), "--push-to-hub", REPO, "--staging", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     assert f"pushed to https://stand-in.hub/datasets/{REPO}" in result.output
     [hub] = stand_in
@@ -129,8 +143,9 @@ def test_hf_url_as_out_is_one_line(labelled, tmp_path):
     result = runner.invoke(app, ["publish", "--labels", str(labelled), "--out", "hf://datasets/my-lab/x"])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert "--push-to-hub ORG/NAME" in result.output and "Traceback" not in result.output
-    result = runner.invoke(app, ["publish", "--labels", str(labelled), "--out", str(tmp_path / "p"),
-                                 "--push-to-hub", "my lab/x"])  # fmt: skip
+    result = runner.invoke(
+        app, ["publish", "--labels", str(labelled), "--out", str(tmp_path / "p"), "--push-to-hub", "my lab/x"]
+    )
     assert result.exit_code == 2 and "not a Hub repository id" in result.output
     assert not (tmp_path / "p").exists()  # refused before anything was published
 

@@ -47,10 +47,19 @@ def imagenet(tmp_path_factory) -> Path:
 def labelled(imagenet, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp(PRIVATE)
     build = BuildConfig(source="imagenet", root=str(imagenet), size=SIZE, types=(1, 16), levels=(1, 4))
-    run_build(build, root / "build", LocalExecutor(1), progress=False,
-              command=f"saqt build --source imagenet --root {imagenet} --out {root / 'build'}")  # fmt: skip
-    synth_bank(SynthConfig(source="sample-bank", size=SIZE, limit=2, metric="psnr"), root / "bank", LocalExecutor(1),
-               progress=False)  # fmt: skip
+    run_build(
+        build,
+        root / "build",
+        LocalExecutor(1),
+        progress=False,
+        command=f"saqt build --source imagenet --root {imagenet} --out {root / 'build'}",
+    )
+    synth_bank(
+        SynthConfig(source="sample-bank", size=SIZE, limit=2, metric="psnr"),
+        root / "bank",
+        LocalExecutor(1),
+        progress=False,
+    )
     config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="top1")
     run_label(config, root / "labels", RunOptions(device="cpu", progress=False))
     return root / "labels"
@@ -121,7 +130,9 @@ def test_recipe_only_set_re_renders_as_its_card_says(labelled, imagenet, tmp_pat
     args = shlex.split(snippet[1].replace("<your copy of the source>", str(imagenet)))[1:]
     built = runner.invoke(app, [*args[:-1], str(tmp_path / "rebuilt")])  # --out rebuilt, kept out of the set
     assert built.exit_code == 0, built.output
-    rebuilt = {r["image_id"]: r["image"] for r in pads.dataset(str(tmp_path / "rebuilt" / "distorted")).to_table().to_pylist()}
+    rebuilt = {
+        r["image_id"]: r["image"] for r in pads.dataset(str(tmp_path / "rebuilt" / "distorted")).to_table().to_pylist()
+    }
     published = pads.dataset(str(pixels / "data")).to_table().to_pylist()
     assert set(rebuilt) == {r["image_id"] for r in published} == set(rows.column("image_id").to_pylist())
     for row in published:
@@ -134,7 +145,13 @@ def test_no_local_path_of_the_publisher_reaches_the_set(labelled, imagenet, tmp_
     out = tmp_path / "p"
     command = f"saqt publish --labels={labelled} --out {out} --push-to-hub my-lab/x --token hf_SECRET"
     publish(PublishConfig(str(labelled)), str(out), command=command, progress=False, warn=lambda line: None)
-    secrets = [PRIVATE.encode(), str(imagenet).encode(), str(labelled.parent).encode(), str(tmp_path).encode(), b"SECRET"]
+    secrets = [
+        PRIVATE.encode(),
+        str(imagenet).encode(),
+        str(labelled.parent).encode(),
+        str(tmp_path).encode(),
+        b"SECRET",
+    ]
     for path in (p for p in out.rglob("*") if p.is_file()):
         data = path.read_bytes()
         texts = [data]

@@ -60,16 +60,18 @@ def local_build(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def local_bank(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bank") / "k"
-    synth_bank(SynthConfig(source="sample-bank", limit=2, size=(96, 64), metric="psnr"), out, LocalExecutor(1),
-               progress=False)  # fmt: skip
+    synth_bank(
+        SynthConfig(source="sample-bank", limit=2, size=(96, 64), metric="psnr"), out, LocalExecutor(1), progress=False
+    )
     return out
 
 
 def test_ray_build_is_identical_to_local_and_its_cluster_is_shut_down(tmp_path, ray, local_build):
     if ray.is_initialized():
         ray.shutdown()  # this test starts the cluster through the CLI
-    result = runner.invoke(app, ["build", "--out", str(tmp_path / "r"), *BUILD_ARGS, "--executor", "ray",
-                                 "--workers", "2"])  # fmt: skip
+    result = runner.invoke(
+        app, ["build", "--out", str(tmp_path / "r"), *BUILD_ARGS, "--executor", "ray", "--workers", "2"]
+    )
     assert result.exit_code == 0 and "built 3 pristine and 12 distorted images" in result.output, result.output
     assert not ray.is_initialized()
     assert checksums(tmp_path / "r") == checksums(local_build) and len(checksums(local_build)) == 6
@@ -77,17 +79,53 @@ def test_ray_build_is_identical_to_local_and_its_cluster_is_shut_down(tmp_path, 
 
 
 def test_ray_bank_synth_and_label_are_identical_to_local(tmp_path, cluster, local_build, local_bank):
-    result = runner.invoke(app, ["bank", "synth", "--source", "sample-bank", "--limit", "2", "--size", "96x64",
-                                 "--metric", "psnr", "--out", str(tmp_path / "k"), "--executor", "ray"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "bank",
+            "synth",
+            "--source",
+            "sample-bank",
+            "--limit",
+            "2",
+            "--size",
+            "96x64",
+            "--metric",
+            "psnr",
+            "--out",
+            str(tmp_path / "k"),
+            "--executor",
+            "ray",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "k" / "scores.csv").read_bytes() == (local_bank / "scores.csv").read_bytes()
     assert len((local_bank / "scores.csv").read_text().splitlines()) == 1 + 2 * 125
     labels = {}
     for executor in ("local", "ray"):
         labels[executor] = tmp_path / f"labels-{executor}"
-        result = runner.invoke(app, ["label", "--build", str(local_build), "--bank", str(local_bank),
-                                     "--encoder", "effnet-lite0", "--rule", "topk", "--device", "cpu",
-                                     "--loader-workers", "0", "--out", str(labels[executor]), "--executor", executor])  # fmt: skip
+        result = runner.invoke(
+            app,
+            [
+                "label",
+                "--build",
+                str(local_build),
+                "--bank",
+                str(local_bank),
+                "--encoder",
+                "effnet-lite0",
+                "--rule",
+                "topk",
+                "--device",
+                "cpu",
+                "--loader-workers",
+                "0",
+                "--out",
+                str(labels[executor]),
+                "--executor",
+                executor,
+            ],
+        )
         assert result.exit_code == 0 and "labelled 12 images in 3 shards" in result.output, result.output
     assert checksums(labels["ray"]) == checksums(labels["local"])  # labels/, saqt-iqa/ and embeddings/
     assert len(checksums(labels["local"])) == 3 + 3 + 2
@@ -166,8 +204,9 @@ def test_ray_tasks_are_single_threaded(cluster):
         assert set(executor.map_unordered(_threads, range(4))) == {("1", 1)}
 
 
-def test_labels_from_embedding_actors_equal_labels_embedded_here(tmp_path, cluster, local_build, local_bank,
-                                                                 monkeypatch):  # fmt: skip
+def test_labels_from_embedding_actors_equal_labels_embedded_here(
+    tmp_path, cluster, local_build, local_bank, monkeypatch
+):
     from pipelines import ray_executor
 
     class CpuActors(ray_executor.RayExecutor):
@@ -192,13 +231,17 @@ def test_labels_from_embedding_actors_equal_labels_embedded_here(tmp_path, clust
     assert len(checksums(tmp_path / "here")) == 3 + 3 + 2  # labels/, saqt-iqa/ and embeddings/
 
 
-@pytest.mark.parametrize("command", [["build"], ["bank", "synth", "--out", "b"],
-                                     ["label", "--build", "b", "--bank", "k", "--out", "l"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "command", [["build"], ["bank", "synth", "--out", "b"], ["label", "--build", "b", "--bank", "k", "--out", "l"]]
+)
 def test_executor_ray_without_ray_is_one_clear_line(tmp_path, monkeypatch, command):
     monkeypatch.setitem(sys.modules, "ray", None)
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, [*command, "--executor", "ray"])
     name = " ".join(command[:2]) if command[0] == "bank" else command[0]
     assert result.exit_code == 2
-    assert result.output.strip() == f"saqt {name}: --executor ray needs Ray: pip install -e '.[ray]' in the toolkit's checkout"
+    assert (
+        result.output.strip()
+        == f"saqt {name}: --executor ray needs Ray: pip install -e '.[ray]' in the toolkit's checkout"
+    )
     assert not list(tmp_path.iterdir())

@@ -27,10 +27,29 @@ ARGS = ["--types", "1,10", "--levels", "1,5", "--size", "128x96", "--images-per-
 def head_node():
     pytest.importorskip("ray", reason="Ray is not installed (the [ray] extra)")
     # Ray's token authentication, as on a real cluster: the head and every client share the token
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    started = subprocess.run([str(BIN / "ray"), "start", "--head", "--num-cpus", "2", "--port", "0",
-                              "--disable-usage-stats", "--include-dashboard=false"],
-                             capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    env = {
+        **os.environ,
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
+    started = subprocess.run(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--num-cpus",
+            "2",
+            "--port",
+            "0",
+            "--disable-usage-stats",
+            "--include-dashboard=false",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     address = re.search(r"--address='([^']+)'", started.stdout + started.stderr)
     assert started.returncode == 0 and address, started.stdout + started.stderr
     try:
@@ -46,9 +65,28 @@ def _checksums(out: Path) -> dict:
 def test_ray_address_joins_a_running_cluster_and_leaves_it_up(head_node, tmp_path):
     address, env = head_node
     for out in ("first", "second"):  # the second run can only connect if the first left the cluster up
-        result = subprocess.run([str(BIN / "saqt"), "build", "--out", str(tmp_path / out), *ARGS, "--executor", "ray",
-                                 "--ray-address", address], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+        result = subprocess.run(
+            [
+                str(BIN / "saqt"),
+                "build",
+                "--out",
+                str(tmp_path / out),
+                *ARGS,
+                "--executor",
+                "ray",
+                "--ray-address",
+                address,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
-    run_build(BuildConfig(types=(1, 10), levels=(1, 5), size=(128, 96), images_per_shard=1, limit=3), tmp_path / "local",
-              LocalExecutor(1), progress=False)  # fmt: skip
+    run_build(
+        BuildConfig(types=(1, 10), levels=(1, 5), size=(128, 96), images_per_shard=1, limit=3),
+        tmp_path / "local",
+        LocalExecutor(1),
+        progress=False,
+    )
     assert _checksums(tmp_path / "first") == _checksums(tmp_path / "second") == _checksums(tmp_path / "local")

@@ -41,8 +41,20 @@ def stages(tmp_path_factory):
     _photo(photos / "q95.jpg", (200, 150), quality=95)
     _photo(photos / "q50.jpg", (200, 150), quality=50)
     _photo(photos / "small.png", (60, 40))
-    run_build(BuildConfig(source="folder", root=str(photos), size=(96, 64), types=(1, 2), levels=(2, 4), min_side=16,
-                          images_per_shard=1), root / "build", LocalExecutor(1), progress=False)  # fmt: skip
+    run_build(
+        BuildConfig(
+            source="folder",
+            root=str(photos),
+            size=(96, 64),
+            types=(1, 2),
+            levels=(2, 4),
+            min_side=16,
+            images_per_shard=1,
+        ),
+        root / "build",
+        LocalExecutor(1),
+        progress=False,
+    )
     bank, table = root / "kadid", root / "table"
     (bank / "images").mkdir(parents=True)
     table.mkdir()

@@ -90,12 +90,22 @@ def test_default_screen_refuses_upscaled_and_compressed_images_with_one_reason_e
     assert kept == {"big_q95.jpg", "big_q90.jpg", "big.png"}
     manifest = json.loads((out / "build.json").read_text())
     assert manifest["counts"]["skipped_by_reason"] == {"low JPEG quality": 2, "needs upscaling": 2}
-    assert manifest["screen"] == {"applied": True, "max_upscale": 1.0, "min_jpeg_quality": 90, "min_side": 128,
-                                  "allow_grey": False, "looser_than_default": {}, "screened": 7, "refused": 4,
-                                  "duplicates": 0}  # fmt: skip
+    assert manifest["screen"] == {
+        "applied": True,
+        "max_upscale": 1.0,
+        "min_jpeg_quality": 90,
+        "min_side": 128,
+        "allow_grey": False,
+        "looser_than_default": {},
+        "screened": 7,
+        "refused": 4,
+        "duplicates": 0,
+    }
     assert "skipped 4 inputs (2 low JPEG quality, 2 needs upscaling)" in printed
     info = invoke("info", out)
-    assert "skipped: 4 (2 low JPEG quality, 2 needs upscaling)" in info and "max_upscale=1.0, min_jpeg_quality=90" in info
+    assert (
+        "skipped: 4 (2 low JPEG quality, 2 needs upscaling)" in info and "max_upscale=1.0, min_jpeg_quality=90" in info
+    )
     invoke("report", out, "--out", tmp_path / "r.html")
     html = (tmp_path / "r.html").read_text()
     assert "needs upscaling" in html and "low JPEG quality" in html
@@ -103,8 +113,23 @@ def test_default_screen_refuses_upscaled_and_compressed_images_with_one_reason_e
 
 def test_the_old_defaults_keep_everything_and_are_recorded_as_looser(folder, tmp_path):
     out = tmp_path / "b"
-    printed = invoke("build", "--source", "folder", "--root", folder, "--types", "1", "--levels", "1", "--out", out,
-                     "--max-upscale", "100", "--min-jpeg-quality", "0")  # fmt: skip
+    printed = invoke(
+        "build",
+        "--source",
+        "folder",
+        "--root",
+        folder,
+        "--types",
+        "1",
+        "--levels",
+        "1",
+        "--out",
+        out,
+        "--max-upscale",
+        "100",
+        "--min-jpeg-quality",
+        "0",
+    )
     manifest = json.loads((out / "build.json").read_text())
     assert manifest["counts"]["pristine"] == 7 and manifest["counts"]["skipped"] == 0
     assert manifest["screen"]["looser_than_default"] == {"max_upscale": [100.0, 1.0], "min_jpeg_quality": [0, 90]}
@@ -137,8 +162,21 @@ def test_duplicates_are_kept_once_and_counted(folder, tmp_path):
     outs = []
     for workers in (1, 2):
         out = tmp_path / f"b{workers}"
-        invoke("build", "--source", "folder", "--root", root, "--types", "1", "--levels", "1", "--out", out,
-               "--workers", workers)  # fmt: skip
+        invoke(
+            "build",
+            "--source",
+            "folder",
+            "--root",
+            root,
+            "--types",
+            "1",
+            "--levels",
+            "1",
+            "--out",
+            out,
+            "--workers",
+            workers,
+        )
         outs.append(out)
     manifest = json.loads((outs[0] / "build.json").read_text())
     assert manifest["counts"]["pristine"] == 2 and manifest["counts"]["duplicates"] == 2
@@ -154,8 +192,9 @@ def test_limit_tops_up_past_refusals_so_n_means_n_kept(folder):
     pools = {}
     for limit in (2, 3):
         for workers in (1, 2):
-            pools[limit, workers] = choose_pool(items, Quota(items, limit), 7, (512, 384), Screen(), 64_000_000,
-                                                LocalExecutor(workers), progress=False)  # fmt: skip
+            pools[limit, workers] = choose_pool(
+                items, Quota(items, limit), 7, (512, 384), Screen(), 64_000_000, LocalExecutor(workers), progress=False
+            )
     assert [it.key for it in pools[2, 1].kept] == [it.key for it in pools[2, 2].kept]
     assert len(pools[2, 1].kept) == 2 and len(pools[3, 1].kept) == 3  # 3 of the 7 pass, 4 are refused
     assert set(pools[2, 1].kept) <= set(pools[3, 1].kept)
@@ -171,12 +210,15 @@ def test_bank_synth_screens_its_references_the_same_way(folder, tmp_path):
         (root / name).write_bytes((folder / name).read_bytes())
     Image.fromarray(kodak(11)[:250, :250]).save(root / "small.png")  # 250x250: 1.024x upscale to cover 256x192
     bank = tmp_path / "bank"
-    invoke("bank", "synth", "--source", "folder", "--root", root, "--metric", "psnr", "--size", "256x192", "--out", bank)
+    invoke(
+        "bank", "synth", "--source", "folder", "--root", root, "--metric", "psnr", "--size", "256x192", "--out", bank
+    )
     manifest = json.loads((bank / "bank.json").read_text())
     assert [p.name.split("_")[0] for p in (bank / "images").iterdir()] == ["big"]
     assert dict(manifest["skipped"]) == {
         "big_q35.jpg": "low JPEG quality (estimated 35; --min-jpeg-quality 90)",
-        "small.png": "needs upscaling (250x250 by 1.02x to cover 256x192; --max-upscale 1)"}  # fmt: skip
+        "small.png": "needs upscaling (250x250 by 1.02x to cover 256x192; --max-upscale 1)",
+    }
     assert manifest["screen"]["max_upscale"] == 1.0 and manifest["screen"]["min_jpeg_quality"] == 90
 
 
@@ -184,8 +226,21 @@ def test_the_dataset_card_records_a_looser_screen(tmp_path):
     root = tmp_path / "kodak"
     root.mkdir()
     Image.fromarray(kodak(2)).save(root / "kodim02.png")
-    invoke("build", "--source", "folder", "--root", root, "--types", "1", "--levels", "1", "--max-upscale", "1.03",
-           "--out", tmp_path / "b")  # fmt: skip
+    invoke(
+        "build",
+        "--source",
+        "folder",
+        "--root",
+        root,
+        "--types",
+        "1",
+        "--levels",
+        "1",
+        "--max-upscale",
+        "1.03",
+        "--out",
+        tmp_path / "b",
+    )
     invoke("label", "--build", tmp_path / "b", "--bank", needs_shared(KADID), "--rule", "mean", "--out", tmp_path / "l")
     invoke("publish", "--labels", tmp_path / "l", "--out", tmp_path / "p")
     card = (tmp_path / "p" / "README.md").read_text()

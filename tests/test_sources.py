@@ -175,8 +175,9 @@ def test_malformed_list_files_are_refused(tmp_path, name, content, message):
 
 def select(items, limit=None, per_class=None, seed=0):
     """The images a build takes when the screen refuses none (every image here is distinct and decodable)."""
-    return choose_pool(items, Quota(items, limit, per_class), seed, (32, 24), Screen.off(), 10**6, LocalExecutor(1),
-                       progress=False).kept  # fmt: skip
+    return choose_pool(
+        items, Quota(items, limit, per_class), seed, (32, 24), Screen.off(), 10**6, LocalExecutor(1), progress=False
+    ).kept
 
 
 def test_selection_is_seeded_nested_and_order_free(tmp_path, imagenet_files):
@@ -211,11 +212,14 @@ def test_a_selection_lists_exactly_the_named_images_and_reports_the_missing(tmp_
     (tmp_path / "pick.csv").write_text("kadis,kadid-10k,sim_value\nb.png,I01.png,0.5\nmissing.png,I02.png,0.4\n")
     for name in ("pick.txt", "pick.csv"):
         listing = list_source("folder", tmp_path, selection=read_selection(str(tmp_path / name)))
-        assert [it.key for it in listing.items] == (["ref_imgs/a.png", "ref_imgs/b.png"] if name == "pick.txt"
-                                                    else ["ref_imgs/b.png"])  # fmt: skip
+        assert [it.key for it in listing.items] == (
+            ["ref_imgs/a.png", "ref_imgs/b.png"] if name == "pick.txt" else ["ref_imgs/b.png"]
+        )
         errors = dict(listing.errors)
         assert errors["missing.png"].startswith("not found under --root (listed in the selection")
-    assert dict(list_source("folder", tmp_path, selection=["c.png"]).errors)["c.png"].startswith("ambiguous name (2 files")
+    assert dict(list_source("folder", tmp_path, selection=["c.png"]).errors)["c.png"].startswith(
+        "ambiguous name (2 files"
+    )
     assert len(read_selection("authors")) == 50_000
     with pytest.raises(SourceError, match="neither 'authors' nor"):
         read_selection(str(tmp_path / "nope.txt"))

@@ -69,9 +69,31 @@ def test_colour_blocks_are_painted_in_rgb_order_one_over_another():
 
 # Octave's imquantize (image package 2.14) with the 7 thresholds below and values [0, t2..t7, 1]/255, on the grey
 # levels around each threshold: a value equal to a threshold stays in the lower bin.
-OCTAVE_IMQUANTIZE_N7 = {0: 0, 31: 0, 32: 0, 33: 64, 63: 64, 64: 64, 65: 96, 95: 96, 96: 96, 97: 128, 127: 128,
-                        128: 128, 129: 159, 158: 159, 159: 159, 160: 191, 190: 191, 191: 191, 192: 223, 222: 223,
-                        223: 223, 224: 255, 255: 255}  # fmt: skip
+OCTAVE_IMQUANTIZE_N7 = {
+    0: 0,
+    31: 0,
+    32: 0,
+    33: 64,
+    63: 64,
+    64: 64,
+    65: 96,
+    95: 96,
+    96: 96,
+    97: 128,
+    127: 128,
+    128: 128,
+    129: 159,
+    158: 159,
+    159: 159,
+    160: 191,
+    190: 191,
+    191: 191,
+    192: 223,
+    222: 223,
+    223: 223,
+    224: 255,
+    255: 255,
+}
 LEVELS_22 = {1: 20, 2: 16, 3: 13, 4: 10, 5: 7}
 
 
@@ -206,8 +228,19 @@ def test_jitter_is_five_passes_of_keys_bicubic_warping(level, strength):
 
 # --- 6 colour quantisation ----------------------------------------------------------------------------------
 
-EIGHT_COLOURS = np.array([[0, 0, 0], [255, 255, 255], [200, 30, 40], [30, 180, 60], [40, 60, 210], [230, 220, 20],
-                          [120, 40, 160], [90, 200, 210]], np.uint8)  # fmt: skip
+EIGHT_COLOURS = np.array(
+    [
+        [0, 0, 0],
+        [255, 255, 255],
+        [200, 30, 40],
+        [30, 180, 60],
+        [40, 60, 210],
+        [230, 220, 20],
+        [120, 40, 160],
+        [90, 200, 210],
+    ],
+    np.uint8,
+)
 
 
 def test_colour_quantisation_keeps_an_image_of_few_well_separated_colours():

@@ -54,14 +54,22 @@ class Factory:
 
 # spec prefix -> its factory; a spec is "<prefix>:<argument>", "<prefix>@<argument>" or "<prefix>"
 FACTORIES = {
-    "clip": Factory("saqt.encoders.clip:load_clip", "clip:<open_clip model>@<pretrained tag or checkpoint path>",
-                    "open_clip's weights"),  # fmt: skip
+    "clip": Factory(
+        "saqt.encoders.clip:load_clip",
+        "clip:<open_clip model>@<pretrained tag or checkpoint path>",
+        "open_clip's weights",
+    ),
     "effnet-lite0": Factory("saqt.encoders.effnet:load_effnet_lite0", "effnet-lite0", "offline, ImageNet"),
-    "resnet50": Factory("saqt.encoders.resnet:load_resnet50", "resnet50 or resnet50@<weights file>",
-                        "torchvision ImageNet weights, downloaded unless a file is given"),  # fmt: skip
-    "resnet101": Factory("saqt.encoders.resnet:load_resnet101", "resnet101 or resnet101@<weights file>",
-                         "the authors' encoder: torchvision ImageNet weights, downloaded unless a file is "
-                         "given"),  # fmt: skip
+    "resnet50": Factory(
+        "saqt.encoders.resnet:load_resnet50",
+        "resnet50 or resnet50@<weights file>",
+        "torchvision ImageNet weights, downloaded unless a file is given",
+    ),
+    "resnet101": Factory(
+        "saqt.encoders.resnet:load_resnet101",
+        "resnet101 or resnet101@<weights file>",
+        "the authors' encoder: torchvision ImageNet weights, downloaded unless a file is given",
+    ),
 }
 
 
@@ -80,8 +88,10 @@ def pick_device(device: str = "auto", index: int = 0) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(f"--device {device}: no CUDA GPU is usable here (torch.cuda.is_available() is False); "
-                          "use --device cpu or auto")  # fmt: skip
+        raise DeviceError(
+            f"--device {device}: no CUDA GPU is usable here (torch.cuda.is_available() is False); "
+            "use --device cpu or auto"
+        )
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
         raise DeviceError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPUs")
     if device == "mps" and not torch.backends.mps.is_available():

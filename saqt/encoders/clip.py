@@ -33,8 +33,9 @@ def hub_reachable() -> bool:
         return True
     url = urlsplit(constants.ENDPOINT)
     try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
-                                 timeout=HUB_TIMEOUT_S).close()  # fmt: skip
+        socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=HUB_TIMEOUT_S
+        ).close()
     except OSError:
         return False
     return True
@@ -99,11 +100,15 @@ def load_clip(argument: str, device: torch.device) -> ClipEncoder:
     offline = not local.exists() and not hub_reachable()
     try:
         with _hub_offline(offline):
-            model, _, transform = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
+            model, _, transform = open_clip.create_model_and_transforms(
+                model_name, pretrained=pretrained, device=device
+            )
     except RuntimeError as err:
         if "download" in str(err).lower():
             why = "the Hugging Face Hub is unreachable and they are not cached" if offline else "no network?"
-            raise EncoderError(f"cannot download the {model_name} weights {pretrained!r} ({why}); {OFFLINE_HINT}") from None
+            raise EncoderError(
+                f"cannot download the {model_name} weights {pretrained!r} ({why}); {OFFLINE_HINT}"
+            ) from None
         raise
     dim = model.visual.output_dim
     return ClipEncoder(model, transform, weights, f"clip:{model_name}@{pretrained}", dim, device)

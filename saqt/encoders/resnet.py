@@ -83,7 +83,9 @@ def _load(name: str, argument: str, device: torch.device) -> ResNetEncoder:
         model.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).split("\n\t")[1] if "\n\t" in str(err) else str(err)
-        raise EncoderError(f"{argument or weights} is not a torchvision {name} state dict ({first.strip()[:200]})") from None
+        raise EncoderError(
+            f"{argument or weights} is not a torchvision {name} state dict ({first.strip()[:200]})"
+        ) from None
     model.fc = torch.nn.Identity()
     return ResNetEncoder(model.to(device), weights, name, device)
 
