@@ -33,7 +33,7 @@ SMOKE = [
     "--random-init",
     "--local-backbone",
     "efficientnet_lite0",
-    "--test-crops",
+    "--crops",
     "1",
     "--holdout-images",
     "2",
@@ -243,7 +243,9 @@ def test_every_form_of_a_published_set_trains(stages, tmp_path, monkeypatch, for
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["step"] == 2 and np.isfinite(history[-1]["train_loss"])
     if form != "data-folder":  # a published set holds out its validation split: 2 of 5 photos, 2 images scored
-        assert results["provenance"]["pretrain"] == {"published": data} and history[-1]["val"]["images"] == 2
+        # the scale is the card's (the labels were made with the default minmax:0:9), so predictions can name it
+        assert results["provenance"]["pretrain"] == {"published": data, "score_scale": "minmax:0:9"}
+        assert history[-1]["val"]["images"] == 2
         assert len(SaqtTraining(open_saqt(str(published)))) == 18
 
 
