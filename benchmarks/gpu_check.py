@@ -747,7 +747,7 @@ def check_ddp(ctx: Context) -> Outcome:
             str(s.steps),
             "--batch-size",
             str(s.batch),
-            "--test-crops",
+            "--crops",
             "1",
             "--loader-workers",
             str(loader_workers(dev)),

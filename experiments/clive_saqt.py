@@ -79,7 +79,7 @@ def main() -> None:
         str(args.batch_size),
         "--lr",
         str(args.lr),
-        "--test-crops",
+        "--crops",
         str(args.test_crops),
         "--loader-workers",
         "1",
