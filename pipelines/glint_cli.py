@@ -4,6 +4,7 @@ and call the library (``glint.finetune.run_finetune``, ``glint.train.fit``, ``gl
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import warnings
@@ -31,6 +32,7 @@ from saqt import __version__
 from saqt.encoders import pick_device
 from saqt.errors import ConfigError
 from saqt.images import decode_image
+from saqt.shards import write_bytes_atomic
 
 DEPRECATED_NAMES = {"--test-crops": "--crops"}  # old name -> name now: hidden, still accepted (a DeprecationWarning)
 
@@ -316,12 +318,13 @@ def _write_plan(train: SaqtTraining, config: TrainConfig, count: int, out: Path)
     """OUT/batches.csv: the first ``count`` batches of a run on $WORLD_SIZE ranks, as ``planned_batches`` gives
     them."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["batch", "rank", "image_id"])
+    for step, rank, indices in planned_batches(train, config, world, count):
+        writer.writerows([step, rank, image] for image in train.image_ids(indices))
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "batches.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["batch", "rank", "image_id"])
-        for step, rank, indices in planned_batches(train, config, world, count):
-            writer.writerows([step, rank, image] for image in train.image_ids(indices))
+    write_bytes_atomic(out / "batches.csv", text.getvalue().encode())  # a killed run leaves no half-written plan
     typer.echo(f"wrote {out / 'batches.csv'}: the first {count} batches over {world} rank(s); nothing trained")
 
 
