@@ -574,7 +574,9 @@ def publish_command(
         typer.Option(
             "--push-to-hub",
             metavar="ORG/NAME",
-            help="Upload the verified set to this Hugging Face Hub dataset repository.",
+            help="Upload the verified set to this Hugging Face Hub dataset repository. It replaces only an earlier "
+            "push's card and data/ files (those its SHA256SUMS lists, unchanged); any other file there is left, "
+            "and one under data/ (or another card) refuses the push.",
         ),
     ] = None,
     private: Annotated[bool, typer.Option(help="With --push-to-hub: create the repository private.")] = False,

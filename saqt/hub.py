@@ -1,17 +1,22 @@
 """``saqt publish --push-to-hub``: a finished, verified published set uploaded to a Hugging Face Hub dataset repository.
 
 Exactly the files the set's SHA256SUMS lists, and SHA256SUMS itself, go up in one commit (huggingface_hub's
-``create_repo`` and ``create_commit``); files under ``data/`` left by an earlier push and no longer part of the set
-are deleted in the same commit, so the repository never mixes two sets.
+``create_repo`` and ``create_commit``). The push deletes or replaces only what an earlier push wrote: the card and the
+``data/`` files that the repository's SHA256SUMS lists, each still holding the content listed there. Shards of that
+set which are not part of the new one are deleted in the same commit, so the repository never mixes two sets; a
+``data/`` file or card that no earlier push wrote (or that changed since) makes the push refuse, touching nothing.
+The commit names the revision that was inspected as its parent, so the Hub refuses it if the repository moved since.
 """
 
 from __future__ import annotations
 
 import importlib
+import tempfile
 from pathlib import Path
 
 from saqt.errors import SaqtError
-from saqt.stage import SUMS, read_sums
+from saqt.shards import sha256_file
+from saqt.stage import CARD, SUMS, StageError, read_sums
 from saqt.verify import VerifyError, verify_published
 
 VERIFY_SAMPLE = 16  # images decoded before an upload, beyond every file's checksum
@@ -72,9 +77,8 @@ def push_to_hub(
     where = f"{api.endpoint}/datasets/{repo_id}"
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        stale = [
-            p for p in api.list_repo_files(repo_id, repo_type="dataset") if p.startswith("data/") and p not in files
-        ]
+        info = api.repo_info(repo_id, repo_type="dataset", files_metadata=True)
+        stale = [p for p in earlier_push(api, repo_id, info, where) if p.startswith("data/") and p not in files]
         operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in files]
         operations += [CommitOperationDelete(path_in_repo=p) for p in stale]
         api.create_commit(
@@ -82,6 +86,7 @@ def push_to_hub(
             operations,
             repo_type="dataset",
             commit_message=f"saqt publish: {verified.rows:,} rows in {len(files)} files",
+            parent_commit=info.sha,
         )
     except hub_errors() as err:
         reason = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
@@ -89,3 +94,40 @@ def push_to_hub(
         reason += f" ({said.splitlines()[0]})" if said and said.strip() and said.splitlines()[0] not in reason else ""
         raise HubError(f"pushing to {where} failed: {reason}") from None
     return str(url)
+
+
+def owned(path: str) -> bool:
+    """Whether a push writes ``path``, so may replace or delete it: the card and what sits under ``data/``
+    (SHA256SUMS, the push's own manifest, is always replaced)."""
+    return path == CARD or path.startswith("data/")
+
+
+def earlier_push(api, repo_id: str, info, where: str) -> list[str]:
+    """The files of repository revision ``info`` (a ``repo_info`` with files' metadata) that an earlier push wrote
+    and a push may replace or delete: those its SHA256SUMS lists (the card and ``data/`` files only), with the
+    content listed. HubError, naming a few, if the card or a ``data/`` file is not one of them."""
+    present = {s.rfilename: s for s in info.siblings or []}
+    with tempfile.TemporaryDirectory(prefix="saqt-hub-") as scratch:
+
+        def download(path: str) -> Path:
+            return Path(api.hf_hub_download(repo_id, path, repo_type="dataset", revision=info.sha, local_dir=scratch))
+
+        listed = {}
+        if SUMS in present:
+            try:
+                listed = read_sums(download(SUMS).read_text(encoding="utf-8"))
+            except (StageError, UnicodeDecodeError):
+                listed = {}  # not a manifest saqt wrote: it vouches for no file
+
+        def content(path: str) -> str:  # its SHA-256: the LFS metadata's, or the (small, non-LFS) file's own
+            sibling = present[path]
+            return sibling.lfs.sha256 if sibling.lfs else sha256_file(download(path))
+
+        foreign = sorted(p for p in present if owned(p) and (p not in listed or listed[p] != content(p)))
+    if foreign:
+        raise HubError(
+            f"{where} holds files no earlier saqt push wrote, or changed since ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}): nothing pushed; a push replaces only the set it pushed: "
+            "delete them from the repository yourself (its history keeps them) or push to another repository"
+        )
+    return sorted(p for p in listed if owned(p) and p in present)

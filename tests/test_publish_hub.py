@@ -13,6 +13,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import huggingface_hub
 import pytest
@@ -56,40 +57,92 @@ def published(labelled, tmp_path) -> Path:
     return out
 
 
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+REVISION = "5e1ec7ed" * 5  # the stand-in repository's head commit
+GITATTRIBUTES = b"*.parquet filter=lfs diff=lfs merge=lfs -text\n"
+OLD_CARD = b"---\npretty_name: an earlier push\n---\n"
+OLD_SHARD = b"PAR1 a shard an earlier push wrote PAR1"
+
+
+def earlier_push(**more: bytes) -> dict[str, bytes]:
+    """A repository an earlier saqt push wrote (card, one shard, their SHA256SUMS), with the owner's .gitattributes
+    and notes beside it, and ``more`` files."""
+    pushed = {"README.md": OLD_CARD, "data/train-00000-of-00009.parquet": OLD_SHARD}
+    sums = "".join(f"{_sha(data)}  {path}\n" for path, data in sorted(pushed.items())).encode()
+    return {
+        ".gitattributes": GITATTRIBUTES,
+        "notes/keep.md": b"the owner's notes",
+        **pushed,
+        "SHA256SUMS": sums,
+        **more,
+    }
+
+
 class StandInHub:
-    """Stands in for ``huggingface_hub.HfApi`` (the Hub is out of reach): a dataset repository that already holds
-    a set pushed earlier, and records what it is asked to create and commit, reading each uploaded file's bytes."""
+    """Stands in for ``huggingface_hub.HfApi`` (the Hub is out of reach): one dataset repository, ``repo`` (path ->
+    bytes, at revision REVISION), that serves its files' metadata (Parquet files stored with LFS and their SHA-256,
+    as the Hub stores binary files) and contents, and takes each commit's additions and deletions into ``repo``. It
+    records what it is asked to create, download and commit, reading each uploaded file's bytes."""
 
     instances: list[StandInHub] = []
-    EARLIER = ["README.md", "SHA256SUMS", ".gitattributes", "data/train-00000-of-00009.parquet", "notes/keep.md"]
+    repo: dict[str, bytes] = {}
 
     def __init__(self, endpoint=None, token=None):
         self.endpoint, self.token = endpoint or "https://stand-in.hub", token
-        self.created, self.commits = [], []
+        self.created, self.commits, self.downloads = [], [], []
         StandInHub.instances.append(self)
 
     def create_repo(self, repo_id, *, repo_type=None, private=None, exist_ok=False, **_):
         self.created.append({"repo_id": repo_id, "repo_type": repo_type, "private": private, "exist_ok": exist_ok})
         return f"{self.endpoint}/datasets/{repo_id}"
 
-    def list_repo_files(self, repo_id, *, repo_type=None, **_):
-        return list(self.EARLIER)
+    def repo_info(self, repo_id, *, repo_type=None, files_metadata=False, **_):
+        assert files_metadata, "without files' metadata the Hub gives no LFS checksums"
+        siblings = [
+            huggingface_hub.hf_api.RepoSibling(
+                path, len(data), lfs=huggingface_hub.hf_api.BlobLfsInfo(len(data), _sha(data), 134)
+            )
+            if path.endswith(".parquet")
+            else huggingface_hub.hf_api.RepoSibling(path, len(data))
+            for path, data in self.repo.items()
+        ]
+        return SimpleNamespace(id=repo_id, sha=REVISION, siblings=siblings)
 
-    def create_commit(self, repo_id, operations, *, commit_message, repo_type=None, **_):
+    def hf_hub_download(self, repo_id, filename, *, repo_type=None, revision=None, local_dir=None, **_):
+        self.downloads.append((filename, revision))
+        target = Path(local_dir) / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(self.repo[filename])
+        return str(target)
+
+    def create_commit(self, repo_id, operations, *, commit_message, repo_type=None, parent_commit=None, **_):
         added = {
             op.path_in_repo: Path(op.path_or_fileobj).read_bytes()
             for op in operations
             if isinstance(op, huggingface_hub.CommitOperationAdd)
         }
         deleted = [op.path_in_repo for op in operations if isinstance(op, huggingface_hub.CommitOperationDelete)]
+        assert all(p in self.repo for p in deleted), "the Hub refuses to delete a file it does not hold"
         self.commits.append(
-            {"repo_id": repo_id, "repo_type": repo_type, "added": added, "deleted": deleted, "message": commit_message}
+            {
+                "repo_id": repo_id,
+                "repo_type": repo_type,
+                "added": added,
+                "deleted": deleted,
+                "message": commit_message,
+                "parent": parent_commit,
+            }
         )
+        StandInHub.repo = {**{p: d for p, d in self.repo.items() if p not in deleted}, **added}
 
 
 @pytest.fixture()
 def stand_in(monkeypatch):
     StandInHub.instances.clear()
+    monkeypatch.setattr(StandInHub, "repo", earlier_push())
     monkeypatch.setattr(huggingface_hub, "HfApi", StandInHub)
     return StandInHub.instances
 
@@ -110,10 +163,95 @@ def test_push_uploads_exactly_the_published_set(published, stand_in):
     assert commit["repo_type"] == "dataset" and commit["added"] == expected  # every file, byte for byte, no other
     assert len(expected) == 2 + len(list((published / "data").iterdir())) and "notes.txt" not in commit["added"]
     assert commit["deleted"] == ["data/train-00000-of-00009.parquet"]  # an earlier push's shard, nothing else
+    assert commit["parent"] == REVISION and {r for _, r in hub.downloads} == {REVISION}  # the revision inspected
     assert all(
         hashlib.sha256(expected[p]).hexdigest() in expected["SHA256SUMS"].decode()
         for p in expected
         if p != "SHA256SUMS"
+    )
+    assert StandInHub.repo == {**expected, ".gitattributes": GITATTRIBUTES, "notes/keep.md": b"the owner's notes"}
+
+
+def test_a_new_push_replaces_the_last_one_and_nothing_else(labelled, tmp_path, stand_in):
+    """Two pushes to a fresh repository: the second deletes the first's validation shard, which it no longer has,
+    and leaves the owner's files; pushing the same set again deletes nothing."""
+    StandInHub.repo = {".gitattributes": GITATTRIBUTES}
+    first, second = tmp_path / "first", tmp_path / "second"
+    publish(PublishConfig(str(labelled), validation=0.4), str(first), progress=False)
+    publish(PublishConfig(str(labelled)), str(second), progress=False)
+    push_to_hub(first, REPO)
+    assert stand_in[0].commits[0]["deleted"] == []
+    StandInHub.repo["notes/keep.md"] = b"the owner's notes"
+    push_to_hub(second, REPO)
+    push_to_hub(second, REPO)
+    assert [h.commits[0]["deleted"] for h in stand_in[1:]] == [["data/validation-00000-of-00001.parquet"], []]
+    assert StandInHub.repo == {
+        **_set_files(second),
+        ".gitattributes": GITATTRIBUTES,
+        "notes/keep.md": b"the owner's notes",
+    }
+
+
+def _replace_sums(repo: dict[str, bytes], lines: list[str]) -> dict[str, bytes]:
+    return {**repo, "SHA256SUMS": "".join(f"{line}\n" for line in lines).encode()}
+
+
+FOREIGN = {
+    "an unlisted data file": (earlier_push(**{"data/mine.csv": b"a,b\n1,2\n"}), ["data/mine.csv"]),
+    "an earlier shard changed since": (
+        {**earlier_push(), "data/train-00000-of-00009.parquet": b"PAR1 the owner's own shard PAR1"},
+        ["data/train-00000-of-00009.parquet"],
+    ),
+    "an edited card": ({**earlier_push(), "README.md": b"my own card"}, ["README.md"]),
+    "no SHA256SUMS": (
+        {p: d for p, d in earlier_push().items() if p != "SHA256SUMS"},
+        ["README.md", "data/train-00000-of-00009.parquet"],
+    ),
+    "a SHA256SUMS leaving the folder": (
+        _replace_sums(
+            earlier_push(),
+            [f"{_sha(OLD_SHARD)}  data/train-00000-of-00009.parquet", f"{_sha(OLD_CARD)}  ../README.md"],
+        ),
+        ["README.md", "data/train-00000-of-00009.parquet"],  # a malformed manifest vouches for no file
+    ),
+    "many foreign files": (
+        earlier_push(**{f"data/mine-{i}.csv": b"x" for i in range(5)}),
+        ["data/mine-0.csv", "data/mine-1.csv", "data/mine-2.csv", "..."],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FOREIGN))
+def test_files_no_earlier_push_wrote_are_never_deleted_or_replaced(published, stand_in, case):
+    """A card or data/ file that no earlier push wrote (or that changed since) refuses the push in one line naming
+    it; nothing is committed."""
+    repo, named = FOREIGN[case]
+    StandInHub.repo = dict(repo)
+    with pytest.raises(HubError) as refused:
+        push_to_hub(published, REPO)
+    message = str(refused.value)
+    assert "\n" not in message and not stand_in[0].commits and StandInHub.repo == repo
+    assert message.startswith(f"https://stand-in.hub/datasets/{REPO} holds files no earlier saqt push wrote")
+    assert f"({', '.join(named)}): nothing pushed" in message and "push to another repository" in message
+
+
+def test_a_hostile_manifest_cannot_delete_what_no_push_owns(published, stand_in):
+    """An earlier SHA256SUMS that lists, with their true checksums, the owner's files outside data/ and a file the
+    repository does not hold: the push deletes only the earlier shard."""
+    repo = earlier_push()
+    StandInHub.repo = _replace_sums(
+        repo,
+        [
+            f"{_sha(repo[p])}  {p}"
+            for p in (".gitattributes", "README.md", "data/train-00000-of-00009.parquet", "notes/keep.md")
+        ]
+        + [f"{_sha(b'gone')}  data/gone.parquet"],
+    )
+    push_to_hub(published, REPO)
+    [commit] = stand_in[0].commits
+    assert commit["deleted"] == ["data/train-00000-of-00009.parquet"]
+    assert (
+        StandInHub.repo[".gitattributes"] == GITATTRIBUTES and StandInHub.repo["notes/keep.md"] == repo["notes/keep.md"]
     )
 
 
