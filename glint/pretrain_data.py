@@ -2,9 +2,10 @@
 
 ``open_saqt`` takes a ``saqt label`` folder, a folder of saqt-iqa shards, a ``saqt publish`` folder, an fsspec URL
 of a published set (``s3://...``, ``file://...``, ``memory://...``) or a Hugging Face Hub id (``ORG/NAME``, read
-through huggingface_hub's ``hf://datasets/ORG/NAME`` file system), checks it against its manifest (label.json's
-checksums, or the published set's SHA256SUMS and schema) and indexes its rated rows: a few numbers per row, never
-the pixels: 16 bytes per image in the index and 8 in an epoch's order, however large the images are.
+through huggingface_hub's ``hf://datasets/ORG/NAME`` file system), checks it against its manifest (the checksums
+of label.json and of its build's build.json, or the published set's SHA256SUMS and schema) and indexes its rated
+rows: a few numbers per row, never the pixels: 16 bytes per image in the index and 8 in an epoch's order, however
+large the images are.
 
 Each epoch visits every training row once, in a permutation drawn from (seed, epoch), as the official release
 shuffles its whole dataset every epoch (``DataLoader(shuffle=True)``). The permutation is cut into global batches;
@@ -100,7 +101,7 @@ def open_saqt(data: str, pristine_cache: int = 64) -> SaqtFiles:
 
 def _label_folder(root: Path, pristine_cache: int) -> SaqtFiles:
     """A label folder (its shards checked against label.json's checksums) and the build that holds its pixels and
-    renders its recipes (its files present with their sizes, and still the build that was labelled)."""
+    renders its recipes (still the build that was labelled, every file checked against build.json's checksums)."""
     stage = open_stage(root, "label")
     label = stage.manifest
     build_root = Path(label["inputs"]["build"]["root"])
@@ -109,6 +110,7 @@ def _label_folder(root: Path, pristine_cache: int) -> SaqtFiles:
     build = BuildReader(build_root, checksums=False, cache=pristine_cache)
     if build.stage.digest() != label["inputs"]["build"]["digest"]:
         raise DatasetError(f"the build {build_root} changed since {root} was labelled; rerun `saqt label`")
+    build.stage.verify()  # every build file's SHA-256, as `saqt label` and `saqt publish` check it; after the digest
     provenance = {
         "labels": str(root),
         "bank": label["inputs"]["bank"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from pipelines.executors import LocalExecutor
 from pipelines.glint_cli import app
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
+from saqt.errors import SaqtError
 from saqt.images import decode_image
 from saqt.label import LabelConfig, RunOptions, run_label
 from saqt.publish import PublishConfig, publish
@@ -267,3 +269,29 @@ def test_a_damaged_published_set_or_missing_build_is_refused_in_one_line(stages,
     (labels / "label.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="its build .* is not here"):
         open_saqt(str(labels))
+
+
+@pytest.mark.parametrize(
+    ("kind", "shard"), [("mat", "distorted/part-00001.parquet"), ("rec", "pristine/part-00002.parquet")]
+)
+def test_a_tampered_build_shard_is_refused_in_one_line_before_training(stages, tmp_path, kind, shard):
+    """A label folder's build shard (the pixels it mirrors, or the pristine images its recipes render from) with one
+    byte changed and its size kept: refused against build.json's SHA-256, naming the file, before a step is taken."""
+    build, labels = tmp_path / "build", tmp_path / "labels"
+    shutil.copytree(stages / kind / "build", build)
+    shutil.copytree(stages / kind / "labels", labels)
+    manifest = json.loads((labels / "label.json").read_text())
+    manifest["inputs"]["build"]["root"] = str(build)
+    (labels / "label.json").write_text(json.dumps(manifest))
+    assert len(SaqtTraining(open_saqt(str(labels)), seed=3)) == 24  # the intact copy is read
+    damaged = bytearray((build / shard).read_bytes())
+    damaged[len(damaged) // 2] ^= 0x01
+    (build / shard).write_bytes(bytes(damaged))
+    expected = f"{build}: {shard}: SHA-256 differs from build.json's; the build output changed since it was written"
+    with pytest.raises(SaqtError, match=re.escape(expected)):
+        open_saqt(str(labels))
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["pretrain", "--data", str(labels), "--out", str(run), "--max-steps", "1", *SMOKE])
+    assert result.exit_code == 2 and result.output.startswith(f"glint pretrain: {expected}"), result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert not run.exists() or not any(run.iterdir())  # no step, checkpoint or log
