@@ -30,6 +30,7 @@ from PIL import Image  # noqa: E402
 
 from pipelines.executors import LocalExecutor  # noqa: E402
 from saqt.build import BuildConfig, run_build  # noqa: E402
+from saqt.context import RunContext  # noqa: E402
 from saqt.distortions import PreparedImage, distort  # noqa: E402
 from saqt.images import canonicalise, decode_image, encode_png  # noqa: E402
 from saqt.sources import sample_paths  # noqa: E402
@@ -61,7 +62,7 @@ def rss_child(folder: Path, out: Path) -> None:
     """Build ``folder`` with the light plan in this process and print the peak RSS (MiB)."""
     one_core()
     config = BuildConfig(source="folder", root=str(folder), types=RSS_TYPES, max_upscale=KODAK_UPSCALE)
-    run_build(config, out, LocalExecutor(1), progress=False)
+    run_build(config, out, RunContext(LocalExecutor(1), progress=False))
     print(peak_rss_mib())
 
 
@@ -101,8 +102,7 @@ def main() -> None:
         manifest = run_build(
             BuildConfig(source="folder", root=str(photos[0].parent), max_upscale=KODAK_UPSCALE),
             work / "full",
-            LocalExecutor(1),
-            progress=False,
+            RunContext(LocalExecutor(1), progress=False),
         )
         seconds = time.perf_counter() - start
         e2e = manifest["counts"]["distorted"] / seconds

@@ -29,10 +29,11 @@ from PIL import Image
 from pipelines.executors import LocalExecutor
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
+from saqt.context import RunContext
 from saqt.embed import auto_loader_workers, embed_images
 from saqt.encoders import load_encoder
 from saqt.images import decode_image
-from saqt.label import LabelConfig, RunOptions, run_label
+from saqt.label import LabelConfig, run_label
 from saqt.match import build_index, search
 from saqt.reader import BuildReader
 from saqt.shards import read_locator
@@ -88,9 +89,9 @@ def matching_ratio(refs: int = 100_000, queries: int = 20_000, dim: int = 512, k
 
 def rss_child(build: Path, bank: Path, out: Path, encoder: str) -> None:
     run_label(
-        LabelConfig(build=str(build), bank=str(bank), encoder=encoder, rule="topk"),
+        LabelConfig(build=str(build), bank=str(bank), encoder=encoder, rule="topk", device="cpu", batch_size=RSS_BATCH),
         out,
-        RunOptions(device="cpu", batch_size=RSS_BATCH, progress=False),
+        RunContext(progress=False),
     )
     print(peak_rss_mib())
 
@@ -126,8 +127,7 @@ def main() -> None:
                     max_upscale=1.2,
                 ),
                 builds[copies],
-                LocalExecutor(2),
-                progress=False,
+                RunContext(LocalExecutor(2), progress=False),
             )
         encoder = load_encoder(args.encoder, "cpu")
         locators = list(BuildReader(builds[10]).pristine_locators().values())

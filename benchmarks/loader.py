@@ -33,7 +33,8 @@ from glint.pretrain_data import SaqtTraining, open_saqt, rank_batches
 from glint.train import TrainConfig, make_loader
 from pipelines.executors import LocalExecutor
 from saqt.build import BuildConfig, run_build
-from saqt.label import LabelConfig, RunOptions, run_label
+from saqt.context import RunContext
+from saqt.label import LabelConfig, run_label
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RELEASED_BATCH = 128
@@ -52,9 +53,9 @@ def make_sets(photos: Path, limit: int, work: Path) -> dict[str, Path]:
         config = BuildConfig(
             source="folder", root=str(photos), limit=limit, levels=(3,), recipe_only=recipe_only, max_upscale=2.0
         )
-        run_build(config, work / name / "build", LocalExecutor(1), progress=False)
+        run_build(config, work / name / "build", RunContext(LocalExecutor(1), progress=False))
         label = LabelConfig(build=str(work / name / "build"), bank=str(SHARED / "labels" / "KADID10k.csv"), rule="mean")
-        run_label(label, work / name / "labels", RunOptions(progress=False))
+        run_label(label, work / name / "labels", RunContext(progress=False))
         out[name] = work / name / "labels"
     return out
 

@@ -1,6 +1,6 @@
 """Finetuning GlintIQA on an IQA dataset, one or several split rounds: the library side of ``glint finetune``.
 
-``run_finetune(config, out)`` loads the label table, resolves the protocol, makes each round's split, builds or
+``run_finetune(config, out, ctx)`` loads the label table, resolves the protocol, makes each round's split, builds or
 loads the model, trains (``glint.train.fit``) and, over several rounds, writes the median test metrics to
 ``out/summary.json``. What a user should know but does not stop the run (label leakage from the init checkpoint's
 pretraining, a split that is not exactly the release's) is told as a ``RunWarning`` and recorded in the provenance.
@@ -12,19 +12,23 @@ import dataclasses
 import json
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from glint import options as shared
 from glint.checkpoint import load_model
 from glint.data import IQATable, TrainingImages, load_table, make_split, split_record
 from glint.metrics import METRICS
-from glint.model import GlintConfig, GlintIQA, new_model, refuse_random_backbones
+from glint.model import GlintIQA, new_model, refuse_random_backbones
+from glint.options import TrainingFields
 from glint.protocol import Protocol, resolve
 from glint.train import EvalSet, Run, TrainConfig, fit
+from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import ConfigError
 from saqt.images import decode_image
+from saqt.options import DATA, MODEL, TRAINING, option
 
 
 class RunWarning(UserWarning):
@@ -32,23 +36,47 @@ class RunWarning(UserWarning):
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(TrainingFields):
     """What ``glint finetune`` is asked: the dataset, the starting point, the protocol and the settings given on top
-    of it (``settings``: epochs, batch_size, lr, schedule, amp, select_on, test_crops, seed; None or absent means the
-    protocol's), the split round(s) and the model to build when there is no ``init`` checkpoint."""
+    of it (None: the protocol's), the split round(s), the model to build when there is no ``init`` checkpoint, and
+    how the run goes (device, loader workers, resume, logs)."""
 
-    dataset: str
-    root: Path
-    csv_file: Path | None = None
-    init: Path | None = None
-    protocol: str = "honest"
-    settings: dict = field(default_factory=dict)
-    round: int | None = None
-    rounds: int = 1
-    model: GlintConfig = GlintConfig()
-    random_init: bool = False
-    max_steps: int | None = None
-    loader_workers: int = 2
+    dataset: str = option(help=shared.DATASET_HELP, panel=DATA)
+    root: Path = option(help=shared.ROOT_HELP, panel=DATA)
+    init: Path | None = option(
+        None, "Checkpoint to start from: a pretrain's best.pt, or an official release checkpoint.", MODEL
+    )
+    csv_file: Path | None = option(None, shared.CSV_HELP, DATA, flags=("--csv",))
+    protocol: str = shared.protocol()
+    epochs: int | None = shared.epochs()
+    max_steps: int | None = shared.max_steps()
+    batch_size: int | None = shared.batch_size()
+    lr: float | None = shared.lr()
+    schedule: str | None = shared.schedule()
+    fp32: bool | None = shared.fp32()
+    round: int | None = option(
+        None, "Split round [honest: 0 (0-9); released: 1 (the release's rounds 1-10)].", DATA, flags=("--round",)
+    )
+    rounds: int = option(1, "Run this many consecutive rounds and report the median.", DATA, min=1)
+    select_on: str | None = option(
+        None, "val (fair) or test (the release's choice, optimistic) [honest: val; released: test].", TRAINING
+    )
+    local_backbone: str = shared.local_backbone()
+    vit_weights: str | None = shared.vit_weights()
+    cnn_weights: str | None = shared.cnn_weights()
+    random_init: bool = shared.random_init()
+    cwsa: str = shared.cwsa()
+    test_crops: int | None = shared.eval_crops()
+    seed: int | None = shared.seed()
+    device: str = shared.device()
+    loader_workers: int = shared.loader_workers()
+    resume: bool = shared.resume()
+    tensorboard: bool = shared.tensorboard()
+
+    @property
+    def settings(self) -> dict:
+        """The settings given on top of the protocol (``max_steps`` apart)."""
+        return self.given("epochs", "batch_size", "lr", "schedule", "amp", "select_on", "test_crops", "seed")
 
 
 def leakage_warning(init: dict, dataset: str, test_groups: set[str]) -> str | None:
@@ -134,14 +162,7 @@ def _start(config: FinetuneConfig, train: TrainConfig, test_groups: set[str], pr
     return model
 
 
-def run_finetune(
-    config: FinetuneConfig,
-    out: Path,
-    device: str = "auto",
-    resume: bool = False,
-    progress: bool = True,
-    tensorboard: bool = False,
-) -> dict[int, dict]:
+def run_finetune(config: FinetuneConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT) -> dict[int, dict]:
     """Finetune for each round (in ``out``, or ``out/round-K`` for several) and return each round's results; over
     several rounds, ``out/summary.json`` holds the median test metrics."""
     if not config.init:
@@ -173,7 +194,7 @@ def run_finetune(
             math.ceil(len(parts["train"]) / train.batch_size),
             provenance,
         )
-        results[proto.round] = fit(model, run, train, device, resume, progress, tensorboard)
+        results[proto.round] = fit(model, run, train, config.device, config.resume, ctx.progress, config.tensorboard)
     if config.rounds > 1:
         write_summary(results, out)
     return results

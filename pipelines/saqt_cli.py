@@ -12,11 +12,29 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cli_common import OneLineErrors, fail_command, parse_bytes, parse_int_set, parse_size
+from pipelines.cli_common import (
+    OneLineErrors,
+    Options,
+    config_options,
+    fail_command,
+    parse_bytes,
+    parse_int_set,
+    parse_size,
+)
 from pipelines.executors import ExecutorKind, open_executor
-from saqt.encoders.base import encoder_forms
+from saqt.configs import (
+    MAX_UPSCALE_HELP,
+    MIN_JPEG_QUALITY_HELP,
+    BuildConfig,
+    FidelityConfig,
+    LabelConfig,
+    PublishConfig,
+    PublishError,
+)
+from saqt.context import RunContext
 from saqt.executor import UnitsFailed, WorkerDied
-from saqt.sources import sample_paths, source_names
+from saqt.options import EXECUTION, OUTPUT
+from saqt.sources import sample_paths
 
 # The stages' modules (torch, matplotlib, numba kernels) are imported inside the commands that use them: the
 # CLI starts fast, and the build's worker processes, which re-import this module, stay small. Expected failures
@@ -56,11 +74,6 @@ def main(
 app.add_typer(distortions_app, name="distortions")
 app.add_typer(bank_app, name="bank")
 RESUME = "finished shards are kept; run the same command again to resume"
-MAX_UPSCALE_HELP = (
-    "Screen: refuse images that must be enlarged by more than this to cover --size (1.0: none; "
-    "looser values are recorded in the manifest and dataset card)."
-)
-MIN_JPEG_QUALITY_HELP = "Screen: refuse JPEGs of lower estimated quality (0 = off)."
 
 
 @distortions_app.command("list")
@@ -128,9 +141,8 @@ def render(
         raise typer.Exit(1)
 
 
-# Help panels (`saqt build --help`, `saqt label --help`): options grouped by what they decide.
-SOURCE, SELECTION, SCREEN, PLAN, OUTPUT, EXECUTION = "Source", "Selection", "Screen", "Plan", "Output", "Execution"
-INPUTS, MATCHING, TRANSFER = "Inputs", "Matching", "Transfer"
+# The options of build, label, fidelity and publish are the fields of their configs (saqt/configs.py), grouped in
+# help panels there; the options written here are the command line's own: the output, the executor, deprecated names.
 
 ExecutorOption = Annotated[
     ExecutorKind,
@@ -154,81 +166,17 @@ WorkersOption = Annotated[
         rich_help_panel=EXECUTION,
     ),
 ]
-NeighboursOption = Annotated[
-    int,
-    typer.Option("--neighbours", "-k", help="Neighbours for topk: the k nearest references.", rich_help_panel=TRANSFER),
-]
 OldNeighboursOption = Annotated[int | None, typer.Option("--k", hidden=True, help="Deprecated name of --neighbours.")]
 
 
 @app.command("build")
+@config_options(BuildConfig, before={"out": "recipe_only"})
 def build(
-    source: Annotated[
-        str, typer.Option(help=f"Pristine source: {', '.join(source_names())}.", rich_help_panel=SOURCE)
-    ] = "sample",
-    root: Annotated[
-        Path | None, typer.Option(help="Source root folder (all paths must stay inside it).", rich_help_panel=SOURCE)
-    ] = None,
-    list_file: Annotated[
-        Path | None,
-        typer.Option("--list", help="For --source list: .txt/.csv/.parquet of paths.", rich_help_panel=SOURCE),
-    ] = None,
-    split: Annotated[
-        str | None, typer.Option(help="For --source imagenet: train (default) or val.", rich_help_panel=SOURCE)
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option(help="Use at most N images (a seeded random subset).", rich_help_panel=SELECTION)
-    ] = None,
-    per_class: Annotated[
-        int | None, typer.Option(help="Use at most K images per class (seeded).", rich_help_panel=SELECTION)
-    ] = None,
-    selection: Annotated[
-        str | None,
-        typer.Option(
-            help="Build exactly these images: 'authors' (the 50,000 KADIS-700k images of the "
-            "authors' SAQT-IQA) or a .txt/.csv of file names; each missing one is logged.",
-            rich_help_panel=SELECTION,
-        ),
-    ] = None,
-    seed: Annotated[
-        int, typer.Option(help="Global seed for selection and every random draw.", rich_help_panel=SELECTION)
-    ] = 0,
-    screen: Annotated[
-        bool | None,
-        typer.Option(
-            "--screen/--no-screen",
-            help="Apply the pristine screen (default: on, off for a --selection, which is taken as given).",
-            rich_help_panel=SCREEN,
-        ),
-    ] = None,
-    max_upscale: Annotated[float, typer.Option(help=MAX_UPSCALE_HELP, rich_help_panel=SCREEN)] = 1.0,
-    min_jpeg_quality: Annotated[int, typer.Option(help=MIN_JPEG_QUALITY_HELP, rich_help_panel=SCREEN)] = 90,
-    min_side: Annotated[
-        int, typer.Option(help="Screen: refuse images whose shorter side is below this.", rich_help_panel=SCREEN)
-    ] = 128,
-    allow_grey: Annotated[
-        bool, typer.Option(help="Screen: keep greyscale images (refused by default).", rich_help_panel=SCREEN)
-    ] = False,
-    size: Annotated[
-        str, typer.Option(help="Canonical size WxH: resize to cover, then centre-crop.", rich_help_panel=PLAN)
-    ] = "512x384",
-    types: Annotated[
-        str, typer.Option(help="Distortion types, e.g. '1-25' or '1,3,10-12'.", rich_help_panel=PLAN)
-    ] = "1-25",
-    levels: Annotated[str, typer.Option(help="Levels, e.g. '1-5'.", rich_help_panel=PLAN)] = "1-5",
-    per_image: Annotated[
-        int | None, typer.Option(help="Render a seeded random N of the cells per image.", rich_help_panel=PLAN)
-    ] = None,
+    given: Options,
     out: Annotated[
         Path,
         typer.Option("--out", "-o", help="Output folder (pristine/, distorted/, build.json).", rich_help_panel=OUTPUT),
     ] = Path("outputs/saqt-build"),
-    recipe_only: Annotated[
-        bool, typer.Option(help="Write distorted rows without pixels (render from the recipe).", rich_help_panel=OUTPUT)
-    ] = False,
-    images_per_shard: Annotated[
-        int, typer.Option(help="Pristine images per shard (x cells = distorted rows).", rich_help_panel=OUTPUT)
-    ] = 8,
     overwrite: Annotated[
         bool, typer.Option(help="Replace an existing build in --out instead of resuming it.", rich_help_panel=OUTPUT)
     ] = False,
@@ -237,33 +185,20 @@ def build(
     ray_address: RayAddressOption = None,
 ) -> None:
     """Distort pristine images into Parquet shards; rerun the same command to resume."""
-    from saqt.build import BuildConfig, run_build
+    from saqt.build import run_build
     from saqt.shards import BUILD_MANIFEST
 
-    w, h = parse_size(size)
-    config = BuildConfig(
-        source=source,
-        root=str(root) if root else None,
-        list_file=str(list_file) if list_file else None,
-        split=split,
-        limit=limit,
-        per_class=per_class,
-        seed=seed,
-        size=(w, h),
-        types=tuple(parse_int_set(types, 1, 25, "--types")),
-        levels=tuple(parse_int_set(levels, 1, 5, "--levels")),
-        per_image=per_image,
-        selection=selection,
-        screen=selection is None if screen is None else screen,
-        min_side=min_side,
-        min_jpeg_quality=min_jpeg_quality,
-        max_upscale=max_upscale,
-        allow_grey=allow_grey,
-        recipe_only=recipe_only,
-        images_per_shard=images_per_shard,
+    config = given.make(
+        BuildConfig,
+        root=str(given["root"]) if given["root"] else None,
+        list_file=str(given["list_file"]) if given["list_file"] else None,
+        size=parse_size(given["size"]),
+        types=tuple(parse_int_set(given["types"], 1, 25, "--types")),
+        levels=tuple(parse_int_set(given["levels"], 1, 5, "--levels")),
+        screen=given["selection"] is None if given["screen"] is None else given["screen"],
     )
     with running("build", RESUME), open_executor(executor, workers, ray_address) as runner:
-        manifest = run_build(config, out, runner, overwrite, _command_line())
+        manifest = run_build(config, out, RunContext(runner, overwrite, _command_line()))
     counts = manifest["counts"]
     typer.echo(
         f"built {counts['pristine']} pristine and {counts['distorted']} distorted images in "
@@ -354,9 +289,6 @@ def fetch_command(
         raise typer.Exit(1)
 
 
-ENCODER_HELP = f"One of: {encoder_forms(about=True)}. Default clip:ViT-B-32@laion2b_s34b_b79k."
-
-
 @bank_app.command("synth")
 def bank_synth(
     out: Annotated[Path, typer.Option("--out", "-o", help="Bank folder to write (images/, scores.csv, bank.json).")],
@@ -403,103 +335,39 @@ def bank_synth(
 
 
 @app.command("label")
+@config_options(LabelConfig, before={"out": "bank_type"})
 def label(
-    build: Annotated[Path, typer.Option(help="A `saqt build` output folder.", rich_help_panel=INPUTS)],
-    bank: Annotated[
-        Path,
-        typer.Option(
-            help="A labelled bank folder (KADID-10k layout, scores.csv, or bank synth), "
-            "or a KADID-10k score table (dmos.csv / KADID10k.csv) alone.",
-            rich_help_panel=INPUTS,
-        ),
-    ],
+    given: Options,
     out: Annotated[
         Path,
         typer.Option("--out", "-o", help="Output folder (labels/, saqt-iqa/, label.json).", rich_help_panel=OUTPUT),
     ],
-    bank_type: Annotated[
-        str | None, typer.Option(help="kadid10k, csv or synth (default: detected).", rich_help_panel=INPUTS)
-    ] = None,
-    exclude_refs: Annotated[
-        Path | None,
-        typer.Option(
-            help="File of bank references to leave out (e.g. a test split), one per line: as "
-            "named in the bank's score table (KADID-10k: I01), with or without the "
-            "extension (I01.png). An unknown name is refused, listing the bank's names.",
-            rich_help_panel=INPUTS,
-        ),
-    ] = None,
-    preset: Annotated[
-        str | None,
-        typer.Option(
-            help="authors: what the official SAQT release does (ResNet-101, top1, minmax:0:9).",
-            rich_help_panel=MATCHING,
-        ),
-    ] = None,
-    matches: Annotated[
-        str | None,
-        typer.Option(
-            help="Use given top-1 matches instead of embedding: 'authors' (their 50,000, "
-            "shipped with the toolkit) or a CSV kadis,kadid-10k,sim_value.",
-            rich_help_panel=MATCHING,
-        ),
-    ] = None,
-    encoder: Annotated[str | None, typer.Option(help=ENCODER_HELP, rich_help_panel=MATCHING)] = None,
-    index: Annotated[
-        str, typer.Option(help="FAISS index: flat (exact), ivf or hnsw.", rich_help_panel=MATCHING)
-    ] = "flat",
-    rule: Annotated[
-        str | None,
-        typer.Option(
-            help="top1 (the authors', default), topk (similarity-weighted) or mean.", rich_help_panel=TRANSFER
-        ),
-    ] = None,
-    neighbours: NeighboursOption = 3,
     old_k: OldNeighboursOption = None,
-    temperature: Annotated[
-        float, typer.Option(help="Softmax temperature of the topk weights.", rich_help_panel=TRANSFER)
-    ] = 0.05,
-    normalise: Annotated[
-        str | None,
-        typer.Option(help="Score scale: minmax:0:9 (the authors', default), none, zscore.", rich_help_panel=TRANSFER),
-    ] = None,
     overwrite: Annotated[
         bool, typer.Option(help="Replace existing labels in --out instead of resuming.", rich_help_panel=OUTPUT)
     ] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel=EXECUTION)] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Embedding batch size.", rich_help_panel=EXECUTION)] = 64,
-    loader_workers: Annotated[
-        int | None,
-        typer.Option(
-            help="DataLoader processes decoding images (default: chosen for this machine).", rich_help_panel=EXECUTION
-        ),
-    ] = None,
     workers: WorkersOption = None,
     executor: ExecutorOption = ExecutorKind.local,
     ray_address: RayAddressOption = None,
 ) -> None:
     """Transfer scores from a labelled bank to every distorted image of a build."""
-    from saqt.label import LabelConfig, RunOptions, read_exclusions, run_label
+    from saqt.label import read_exclusions, run_label
     from saqt.presets import label_settings
 
+    matches, exclude_refs = given["matches"], given["exclude_refs"]
     with running("label", RESUME):
-        settings = label_settings(preset, matches, encoder, rule, normalise)
-        config = LabelConfig(
-            build=str(build.resolve()),
-            bank=str(bank.resolve()),
-            bank_type=bank_type,
-            k=_renamed("label", "--k", old_k, "--neighbours", neighbours),
-            temperature=temperature,
-            index=index,
-            preset=preset,
+        settings = label_settings(given["preset"], matches, given["encoder"], given["rule"], given["normalise"])
+        config = given.make(
+            LabelConfig,
+            build=str(given["build"].resolve()),
+            bank=str(given["bank"].resolve()),
+            k=_renamed("label", "--k", old_k, "--neighbours", given["k"]),
             **settings,
             matches=matches if matches in (None, "authors") else str(Path(matches).resolve()),
             exclude_refs=read_exclusions(exclude_refs) if exclude_refs else (),
         )
         with open_executor(executor, workers, ray_address) as runner:
-            manifest = run_label(
-                config, out, RunOptions(device, batch_size, loader_workers), overwrite, _command_line(), runner
-            )
+            manifest = run_label(config, out, RunContext(runner, overwrite, _command_line()))
     typer.echo(
         f"labelled {manifest['counts']['labels']} images in {manifest['counts']['shards']} shards under "
         f"{out}/ (labels/, saqt-iqa/, manifest label.json)"
@@ -515,52 +383,25 @@ def label(
 
 
 @app.command("fidelity")
+@config_options(FidelityConfig)
 def fidelity(
-    bank: Annotated[Path | None, typer.Option(help="A labelled bank folder (or a KADID-10k score table).")] = None,
-    bank_type: Annotated[str | None, typer.Option(help="kadid10k, csv or synth (default: detected).")] = None,
-    matches: Annotated[
-        str | None,
-        typer.Option(
-            help="Score a matches file instead ('authors' or a CSV kadis,kadid-10k,sim_value): "
-            "its bank-usage skew, and with --images its top-1 agreement with --encoder."
-        ),
-    ] = None,
-    images: Annotated[
-        Path | None, typer.Option(help="With --matches: the folder holding the matched pristine images.")
-    ] = None,
-    encoder: Annotated[str, typer.Option(help=ENCODER_HELP)] = "clip:ViT-B-32@laion2b_s34b_b79k",
-    rule: Annotated[str, typer.Option(help="top1, topk or mean.", rich_help_panel=TRANSFER)] = "top1",
-    neighbours: NeighboursOption = 3,
+    given: Options,
     old_k: OldNeighboursOption = None,
-    temperature: Annotated[
-        float, typer.Option(help="Softmax temperature of the topk weights.", rich_help_panel=TRANSFER)
-    ] = 0.05,
-    normalise: Annotated[
-        str, typer.Option(help="Score scale: minmax:0:9, none, zscore.", rich_help_panel=TRANSFER)
-    ] = "minmax:0:9",
-    seed: Annotated[int, typer.Option(help="Seed of the random-reference baseline.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
 ) -> None:
     """Leave-one-reference-out: how well the rule predicts each reference's scores from the others. With
     --matches: how a file of given matches uses the bank, and how often this toolkit's encoder agrees with it."""
-    from saqt.fidelity import FidelityConfig, run_fidelity
-    from saqt.transfer import Rule
+    from saqt.fidelity import run_fidelity
 
-    count = _renamed("fidelity", "--k", old_k, "--neighbours", neighbours)
-    config = FidelityConfig(
-        bank, bank_type, matches, images, encoder, Rule(rule, count, temperature), normalise, seed, device
-    )
-    figures, lines = run_fidelity(config)
-    for line in lines:
+    config = given.make(FidelityConfig, k=_renamed("fidelity", "--k", old_k, "--neighbours", given["k"]))
+    for line in run_fidelity(config, as_json):
         typer.echo(line)
-    if as_json:
-        as_json.write_text(json.dumps(figures, indent=2))
 
 
 @app.command("publish")
+@config_options(PublishConfig, before={name: "validation" for name in ("out", "push_to_hub", "private", "token")})
 def publish_command(
-    labels: Annotated[Path, typer.Option(help="A finished `saqt label` output folder.")],
+    given: Options,
     out: Annotated[
         str | None,
         typer.Option(
@@ -589,35 +430,12 @@ def publish_command(
             help="Hub token (default: HF_TOKEN, or the one `hf auth login` saved).",
         ),
     ] = None,
-    validation: Annotated[
-        float, typer.Option(help="Fraction of pristine images held out as the validation split (0: none).")
-    ] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed of the validation split.")] = 0,
-    shard_size: Annotated[str, typer.Option(help="Target Parquet shard size, e.g. 500MB or 1GB.")] = "500MB",
-    license: Annotated[
-        str | None, typer.Option("--license", help="Hub licence id for the card (default: the source's).")
-    ] = None,
-    license_name: Annotated[str | None, typer.Option(help="With --license other: a short name (slug).")] = None,
-    license_link: Annotated[str | None, typer.Option(help="With --license other: a link to the terms.")] = None,
-    render: Annotated[
-        bool, typer.Option(help="Render the pixels of a recipe-only set (needs its build folder).")
-    ] = False,
-    recipe_only: Annotated[
-        bool,
-        typer.Option(
-            help="Publish no pixels, only each row's recipe: users re-render from their own copy "
-            "of the source (the card says how)."
-        ),
-    ] = False,
-    staging: Annotated[
-        str | None, typer.Option(help="Local folder to stage a remote upload in (default: the temp folder).")
-    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset at --out.")] = False,
 ) -> None:
     """Publish labels as a standard Parquet dataset: data/ shards, a dataset card (README.md) and SHA256SUMS."""
     import tempfile
 
-    from saqt.publish import PublishConfig, PublishError, publish
+    from saqt.publish import run_publish
 
     if out is None and push_to_hub is None:
         raise PublishError("give --out (a folder or fsspec URL), --push-to-hub ORG/NAME, or both")
@@ -627,22 +445,15 @@ def publish_command(
         from saqt.hub import check_repo_id
 
         check_repo_id(push_to_hub)
-    config = PublishConfig(
-        labels=str(labels.resolve()),
-        validation=validation,
-        seed=seed,
-        shard_bytes=parse_bytes(shard_size, "--shard-size"),
-        license=license,
-        license_name=license_name,
-        license_link=license_link,
-        render=render,
-        recipe_only=recipe_only,
+    config = given.make(
+        PublishConfig,
+        labels=str(given["labels"].resolve()),
+        shard_bytes=parse_bytes(given["shard_bytes"], "--shard-size"),
     )
-    with tempfile.TemporaryDirectory(prefix="saqt-hub-", dir=staging) if out is None else nullcontext() as scratch:
-        target = out or str(Path(scratch) / "published")
-        meta = publish(
-            config, target, overwrite, _command_line(), staging, warn=lambda line: typer.echo(line, err=True)
-        )
+    ctx = RunContext(overwrite=overwrite, command=_command_line(), warn=lambda line: typer.echo(line, err=True))
+    with tempfile.TemporaryDirectory(prefix="saqt-hub-", dir=config.staging) if out is None else nullcontext() as tmp:
+        target = out or str(Path(tmp) / "published")
+        meta = run_publish(config, target, ctx)
         splits = ", ".join(f"{s['num_examples']} {s['name']}" for s in meta["dataset_info"]["splits"])
         files = sum(meta["saqt"]["files"].values())
         where = f" to {out}" if out else ""

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from saqt.bank import KINDS, Bank, BankError, bank_spec, load_bank
-from saqt.build import check_size
+from saqt.configs import check_size
 from saqt.distortions import PreparedImage, catalogue_identity, distort
 from saqt.errors import ConfigError
 from saqt.executor import Executor

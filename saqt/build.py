@@ -11,20 +11,20 @@ import hashlib
 import json
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from saqt.configs import BuildConfig
+from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.distortions import PreparedImage, catalogue_identity, distort, random_params, spec
-from saqt.errors import ConfigError, SaqtError
-from saqt.executor import Executor
-from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
+from saqt.errors import SaqtError
+from saqt.images import ImageDecodeError, encode_png
 from saqt.pool import Pool, choose_pool
 from saqt.pristine import prepare_pristine
-from saqt.screen import Screen
 from saqt.seeding import derive_seed
 from saqt.shards import (
     BUILD_ERRORS,
@@ -37,73 +37,9 @@ from saqt.shards import (
 from saqt.sources import Quota, SourceItem, list_source, read_selection
 from saqt.stage import StageWriter, new_manifest
 
-ALL_TYPES = tuple(range(1, 26))
-ALL_LEVELS = tuple(range(1, 6))
-MAX_SIDE = 4096  # canonical images are distorted 125 ways in memory: a ceiling well above the paper's 512 x 384
-
 
 class NothingBuilt(SaqtError):
     """A build that ended with no usable image."""
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """Everything that determines a build's output (the run options, workers and overwrite, do not)."""
-
-    source: str = "sample"
-    root: str | None = None
-    list_file: str | None = None
-    split: str | None = None
-    limit: int | None = None
-    per_class: int | None = None
-    seed: int = 0
-    size: tuple[int, int] = (512, 384)
-    types: tuple[int, ...] = ALL_TYPES
-    levels: tuple[int, ...] = ALL_LEVELS
-    per_image: int | None = None
-    selection: str | None = None  # "authors" or a file of image names: build exactly these
-    screen: bool = True  # False: every decodable image passes (a selection taken as given)
-    min_side: int = 128
-    min_jpeg_quality: int = 90
-    max_upscale: float = 1.0
-    allow_grey: bool = False
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    recipe_only: bool = False
-    images_per_shard: int = 8
-
-    def check(self) -> None:
-        """Raise ConfigError naming the first option that cannot work."""
-        check_size(self.size)
-        for name in ("limit", "per_class", "per_image", "images_per_shard"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        cells = len(self.types) * len(self.levels)
-        if self.per_image is not None and self.per_image > cells:
-            raise ConfigError(f"--per-image {self.per_image} exceeds the {cells} (type, level) cells selected")
-        if not self.types or not self.levels:
-            raise ConfigError("no distortion types or levels selected")
-        if not 0 <= self.min_jpeg_quality <= 100 or not 0 < self.max_upscale < 1e6:
-            raise ConfigError("--min-jpeg-quality must be in 0..100 and --max-upscale a positive number")
-
-    @property
-    def pristine_screen(self) -> Screen:
-        """The screen every pristine image must pass."""
-        if not self.screen:
-            return Screen.off()
-        return Screen(self.min_side, self.min_jpeg_quality, self.allow_grey, self.max_upscale)
-
-    def as_dict(self) -> dict:
-        """JSON-ready form, as recorded in the manifest."""
-        return json.loads(json.dumps(asdict(self)))
-
-
-def check_size(size: tuple[int, int], least: int = 48) -> None:
-    """ConfigError unless both sides of the canonical ``size`` (width, height) lie in [least, MAX_SIDE]."""
-    if min(size) < least:
-        raise ConfigError(f"--size {size[0]}x{size[1]}: both sides must be at least {least} px")
-    if max(size) > MAX_SIDE:
-        raise ConfigError(f"--size {size[0]}x{size[1]}: each side must be at most {MAX_SIDE} px")
 
 
 @dataclass
@@ -235,16 +171,10 @@ def reason_kind(reason: str) -> str:
     return re.sub(r"\d+", "N", re.sub(r"\s*\(.*\)", "", reason))
 
 
-def run_build(
-    config: BuildConfig,
-    out: Path,
-    executor: Executor,
-    overwrite: bool = False,
-    command: str = "",
-    progress: bool = True,
-) -> dict:
+def run_build(config: BuildConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT) -> dict:
     """Build (or resume) into ``out``; returns the final manifest. Raises a SaqtError for bad arguments before any
     work, and NothingBuilt (after writing the manifest and the error log) when no input was usable."""
+    executor, progress = ctx.executor, ctx.progress
     config.check()
     listing = list_source(
         config.source,
@@ -259,9 +189,9 @@ def run_build(
     )
     selection = pool.kept
     units = _units(selection, config.images_per_shard)
-    fresh = _fresh_manifest(config, listing.errors, pool, len(units), command)
+    fresh = _fresh_manifest(config, listing.errors, pool, len(units), ctx.command)
     inputs = {"--root": config.root, "--list": config.list_file}
-    with StageWriter(out, fresh, overwrite, inputs, on_save=partial(_save, out)) as writer:
+    with StageWriter(out, fresh, ctx.overwrite, inputs, on_save=partial(_save, out)) as writer:
         pending = [u for u in units if str(u[0]) not in writer.manifest["done"]]
         writer.save()
         done_images = len(selection) - sum(len(u[1]) for u in pending)

@@ -3,6 +3,7 @@ given matches, how evenly they use the bank and how often this toolkit's encoder
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
+from saqt.configs import FidelityConfig
+from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import ConfigError
 from saqt.match import build_index, search
 from saqt.transfer import Rule, neighbour_weights, transfer
@@ -149,26 +152,17 @@ def score_matches(
     return report
 
 
-@dataclass(frozen=True)
-class FidelityConfig:
-    """What ``saqt fidelity`` measures: leave-one-reference-out on ``bank`` with ``rule``, or, given ``matches``, how
-    a matches file uses the bank and (with ``images``) how often ``encoder`` agrees with it."""
-
-    bank: Path | None = None
-    bank_type: str | None = None
-    matches: str | None = None
-    images: Path | None = None
-    encoder: str = "clip:ViT-B-32@laion2b_s34b_b79k"
-    rule: Rule = Rule()
-    normalise: str = "minmax:0:9"
-    seed: int = 0
-    device: str = "auto"
+def run_fidelity(config: FidelityConfig, out: Path | None = None, ctx: RunContext = DEFAULT_CONTEXT) -> list[str]:
+    """The lines that report the figures; with ``out``, the figures also go to that JSON file (``saqt fidelity
+    --json``). Embedding runs in this process (``ctx`` is taken for the stages' common shape)."""
+    figures, lines = _fidelity_of_matches(config) if config.matches is not None else _leave_one_out(config)
+    if out:
+        out.write_text(json.dumps(figures, indent=2))
+    return lines
 
 
-def run_fidelity(config: FidelityConfig) -> tuple[dict, list[str]]:
-    """The figures (as ``saqt fidelity --json`` writes them) and the lines that report them."""
-    if config.matches is not None:
-        return _fidelity_of_matches(config)
+def _leave_one_out(config: FidelityConfig) -> tuple[dict, list[str]]:
+    """The leave-one-reference-out figures of the bank, and the lines that report them."""
     from saqt.bank import BankError, load_bank, normalise_scores
     from saqt.embed import embed_images
     from saqt.encoders import load_encoder
@@ -177,19 +171,20 @@ def run_fidelity(config: FidelityConfig) -> tuple[dict, list[str]]:
         raise BankError("give --bank (or --matches to score a matches file)")
     labelled = load_bank(config.bank, config.bank_type)
     embeddings = None
-    if config.rule.name != "mean":
+    rule = config.transfer_rule
+    if rule.name != "mean":
         if not labelled.has_images:
             raise BankError(
-                f"rule {config.rule.name} needs the reference images, and {config.bank} has only the "
+                f"rule {rule.name} needs the reference images, and {config.bank} has only the "
                 "label table; use --rule mean for the baselines alone"
             )
         encoder = load_encoder(config.encoder, config.device)
         embeddings = embed_images(encoder, [str(p) for p in labelled.images])
-    report = leave_one_out(normalise_scores(labelled.scores, config.normalise), embeddings, config.rule, config.seed)
+    report = leave_one_out(normalise_scores(labelled.scores, config.normalise), embeddings, rule, config.seed)
     figures = {
         "bank": str(config.bank),
         "encoder": config.encoder,
-        **config.rule.describe(),
+        **rule.describe(),
         "normalise": config.normalise,
         **report.as_dict(),
     }
@@ -202,9 +197,9 @@ def _leave_one_out_lines(report: FidelityReport, config: FidelityConfig) -> list
     """Each predictor's SROCC (and PLCC), then per type."""
     from saqt.distortions import catalogue
 
-    rule = config.rule.name
+    rule = config.transfer_rule.name
     names = {
-        rule: f"{rule} ({config.encoder}, k={config.rule.neighbour_count})",
+        rule: f"{rule} ({config.encoder}, k={config.transfer_rule.neighbour_count})",
         "mean": "mean baseline (content-agnostic)",
         "random": "random other reference",
         "oracle": "oracle: best other reference (ceiling)",

@@ -11,10 +11,9 @@ one self-contained copy).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,63 +21,19 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from saqt.bank import Bank, BankError, check_scorable, load_bank, normalise_scores
+from saqt.configs import LabelConfig
+from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.embed import cached_embeddings, embed_images
 from saqt.encoders import load_encoder, pick_device
-from saqt.errors import ConfigError
-from saqt.executor import Executor
-from saqt.match import INDEX_KINDS, build_index, search
+from saqt.match import build_index, search
 from saqt.matches import read_matches
+from saqt.options import recorded
 from saqt.reader import BuildReader
 from saqt.shards import LABEL_MANIFEST, LABEL_SCHEMA, SAQT_IQA_SCHEMA, ShardWriter, aborting
 from saqt.stage import StageError, StageWriter, new_manifest
 from saqt.transfer import SELF_MATCH, Rule, cell_means, neighbour_weights, transfer
 
 MANIFEST = LABEL_MANIFEST
-
-
-@dataclass(frozen=True)
-class LabelConfig:
-    """Everything that determines the labels (device, batch size and loader workers do not)."""
-
-    build: str
-    bank: str
-    bank_type: str | None = None
-    encoder: str = "clip:ViT-B-32@laion2b_s34b_b79k"
-    rule: str = "top1"
-    k: int = 3
-    temperature: float = 0.05
-    normalise: str = "minmax:0:9"
-    exclude_refs: tuple[str, ...] = ()
-    index: str = "flat"
-    matches: str | None = None  # "authors" or a matches CSV: use these top-1 matches instead of embedding
-    preset: str | None = None  # recorded when the settings came from a preset (saqt.presets)
-
-    def __post_init__(self):
-        Rule(self.rule, self.k, self.temperature)  # raises ConfigError for a bad rule, k or temperature
-        if self.index not in INDEX_KINDS:
-            raise ConfigError(f"--index must be one of {', '.join(INDEX_KINDS)}, got {self.index!r}")
-        if self.matches and self.rule != "top1":
-            raise ConfigError(f"--matches gives one reference per image: it needs --rule top1, not {self.rule}")
-        if self.matches and self.exclude_refs:
-            raise ConfigError(
-                "--exclude-refs cannot be combined with --matches: the given matches fix each image's "
-                "reference, and images matched to an excluded one would need matching anew"
-            )
-
-    @property
-    def transfer_rule(self) -> Rule:
-        """The transfer rule these settings describe."""
-        return Rule(self.rule, self.k, self.temperature)
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How the work runs: no effect on the output."""
-
-    device: str = "auto"
-    batch_size: int = 64
-    loader_workers: int | None = None  # None: auto_loader_workers
-    progress: bool = True
 
 
 def read_exclusions(path: Path) -> tuple[str, ...]:
@@ -111,7 +66,7 @@ def transfer_labels(
     bank: Bank,
     scores: np.ndarray,
     out: Path,
-    run: RunOptions,
+    progress: bool = True,
     embed: Callable | None = None,
 ) -> tuple[PristineLabels, dict]:
     """Embed, match and transfer for every pristine image of the build; returns labels and encoder provenance.
@@ -137,11 +92,11 @@ def transfer_labels(
         return labels, {"encoder": "none", "weights": "none"}
     if not bank.has_images:
         raise BankError(f"rule {rule.name} needs the bank's reference images, and {bank.root} lacks some")
-    encoder = load_encoder(config.encoder, "cpu" if embed else run.device)
+    encoder = load_encoder(config.encoder, "cpu" if embed else config.device)
     kw = {
-        "batch_size": run.batch_size,
-        "loader_workers": run.loader_workers,
-        "progress": run.progress,
+        "batch_size": config.batch_size,
+        "loader_workers": config.loader_workers,
+        "progress": progress,
         "embed": embed or embed_images,
     }
     slug = _slug(f"{encoder.id}|{encoder.weights}")
@@ -261,22 +216,14 @@ class _LabelTask:
         return f"shard part-{int(unit):05d}"
 
 
-def run_label(
-    config: LabelConfig,
-    out: Path,
-    run: RunOptions = RunOptions(),
-    overwrite: bool = False,
-    command: str = "",
-    executor: Executor | None = None,
-) -> dict:
+def run_label(config: LabelConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT) -> dict:
     """Label (or resume labelling) a build into ``out``; returns the final manifest.
 
     The build is checked against its manifest's checksums and the bank's scores are checked before any work; a
     build, bank and rule that would leave any image without a score are refused before any shard is written.
-    The shards are written by ``executor`` (default: here, one after another), whose ``gpu_embedder`` may also
-    embed the images on its GPUs.
+    The shards are written by ``ctx.executor``, whose ``gpu_embedder`` may also embed the images on its GPUs.
     """
-    pick_device(run.device)  # refuse a device this machine lacks before any work
+    pick_device(config.device)  # refuse a device this machine lacks before any work
     reader = BuildReader(Path(config.build))
     if not reader.manifest["counts"].get("pristine"):
         raise StageError(f"the build {config.build} holds no images: nothing to label")
@@ -293,10 +240,10 @@ def run_label(
     }
     if config.matches:
         inputs["matches"] = {"source": config.matches, "sha256": read_matches(config.matches).sha256}
-    fresh = new_manifest("label", json.loads(json.dumps(asdict(config))), inputs, len(units), command)
-    with StageWriter(out, fresh, overwrite, {"--build": config.build, "--bank": config.bank}, _save) as writer:
-        embed = executor.gpu_embedder(config.encoder, run.device) if executor and not config.matches else None
-        labels, encoder = transfer_labels(config, reader, bank, scores, out, run, embed)
+    fresh = new_manifest("label", recorded(config), inputs, len(units), ctx.command)
+    with StageWriter(out, fresh, ctx.overwrite, {"--build": config.build, "--bank": config.bank}, _save) as writer:
+        embed = None if config.matches else ctx.executor.gpu_embedder(config.encoder, config.device)
+        labels, encoder = transfer_labels(config, reader, bank, scores, out, ctx.progress, embed)
         refuse_unscored(reader, labels, cells)
         writer.manifest.update(
             {
@@ -319,8 +266,8 @@ def run_label(
         }
         pending = writer.pending(units)
         task = _LabelTask(reader, labels, constants, out)
-        done = executor.map_unordered(task, pending) if executor else map(task, pending)
-        for unit, shards in tqdm(done, total=len(pending), desc="label", unit="shard", disable=not run.progress):
+        done = ctx.executor.map_unordered(task, pending)
+        for unit, shards in tqdm(done, total=len(pending), desc="label", unit="shard", disable=not ctx.progress):
             writer.record(unit, {"files": shards})
         return writer.finish(reader.manifest["complete"])
 

@@ -23,9 +23,8 @@ import shlex
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
@@ -36,7 +35,8 @@ from tqdm import tqdm
 
 from saqt import __version__
 from saqt.card import hub_features, render_card, size_category
-from saqt.errors import SaqtError
+from saqt.configs import PublishConfig, PublishError
+from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.images import encode_png
 from saqt.reader import BuildReader, with_build_images
 from saqt.screen import cover_scale
@@ -108,39 +108,8 @@ TAGS = [
 ]
 
 
-class PublishError(SaqtError, ValueError):
-    """The labels cannot be published as asked."""
-
-
 class LicenceWarning(UserWarning):
     """The published pixels come from a source whose terms may not allow redistributing them."""
-
-
-@dataclass(frozen=True)
-class PublishConfig:
-    """What determines the published files (where they go does not)."""
-
-    labels: str
-    validation: float = 0.0
-    seed: int = 0
-    shard_bytes: int = 500 * 2**20
-    license: str | None = None
-    license_name: str | None = None
-    license_link: str | None = None
-    render: bool = False
-    recipe_only: bool = False
-
-    def __post_init__(self):
-        if self.render and self.recipe_only:
-            raise PublishError("--render and --recipe-only contradict each other: choose one")
-        if (self.license_name or self.license_link) and self.license != "other":
-            raise PublishError("--license-name and --license-link go with --license other")
-        if self.license == "other" and not (self.license_name and self.license_link):
-            raise PublishError("--license other needs --license-name (a short slug) and --license-link (its terms)")
-        if not 0.0 <= self.validation < 1.0:
-            raise PublishError(f"--validation must be in [0, 1), got {self.validation}")
-        if self.shard_bytes < 1:
-            raise PublishError(f"--shard-size must be positive, got {self.shard_bytes} bytes")
 
 
 def publish_schema(dataset_id: str) -> pa.Schema:
@@ -531,23 +500,15 @@ def filesystem(url: str, option: str) -> tuple[fsspec.AbstractFileSystem, str]:
         raise PublishError(f"{option} {url}: {err}") from None
 
 
-def publish(
-    config: PublishConfig,
-    out: str,
-    overwrite: bool = False,
-    command: str = "",
-    staging_dir: str | None = None,
-    progress: bool = True,
-    warn: Callable[[str], None] | None = None,
-) -> dict:
+def run_publish(config: PublishConfig, out: str, ctx: RunContext = DEFAULT_CONTEXT) -> dict:
     """Publish to ``out``, a local folder or an fsspec URL; returns the card's front matter.
 
     The labels and their build are checked against their manifests first. A non-empty ``out`` is refused unless
-    ``overwrite`` and it holds a published set, of which only the files its SHA256SUMS lists are replaced. Local
+    ``ctx.overwrite`` and it holds a published set, of which only the files its SHA256SUMS lists are replaced. Local
     output is staged beside ``out`` (which is locked meanwhile) and moved into place; remote output is staged in
-    ``staging_dir`` (default: the system's temporary folder) and uploaded; SHA256SUMS comes last either way.
-    Pixels of a source with restrictive or unknown terms are published with a one-line warning, through ``warn``
-    (default: ``warnings.warn``).
+    ``config.staging`` (default: the system's temporary folder) and uploaded; SHA256SUMS comes last either way.
+    Pixels of a source with restrictive or unknown terms are published with a one-line warning, through
+    ``ctx.warn`` (default: ``warnings.warn``).
     """
     if out.split("://")[0] in ("hf", "huggingface") and "://" in out:
         raise PublishError(
@@ -561,7 +522,7 @@ def publish(
     has_pixels = not config.recipe_only and (config.render or not reader.manifest["config"]["recipe_only"])
     notice = licence_warning(config, spec, has_pixels)
     if notice:
-        (warn or (lambda line: warnings.warn(line, LicenceWarning, stacklevel=3)))(notice)
+        (ctx.warn or (lambda line: warnings.warn(line, LicenceWarning, stacklevel=3)))(notice)
     lock = nullcontext()
     if local:
         target = Path(root)
@@ -570,16 +531,16 @@ def publish(
             target.parent.mkdir(parents=True, exist_ok=True)
         lock = FolderLock(target.parent / f".{target.name}.saqt.lock", out)
     with lock:
-        previous = _previous_set(fs, root, out, overwrite)
+        previous = _previous_set(fs, root, out, ctx.overwrite)
         if local:
             staging = target.parent / f".{target.name}.publishing"
             shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted publish to this --out
         else:
-            staging = Path(tempfile.mkdtemp(prefix="saqt-publish-", dir=staging_dir))
+            staging = Path(tempfile.mkdtemp(prefix="saqt-publish-", dir=config.staging))
         try:
             with writing(staging):
                 staging.mkdir(parents=True, exist_ok=True)
-            meta = write_dataset(config, labels, reader, staging, command, progress)
+            meta = write_dataset(config, labels, reader, staging, ctx.command, ctx.progress)
             _install(staging, fs, root, previous, local)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -27,6 +27,7 @@ import json
 import re
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +37,13 @@ import torch
 from pipelines.executors import LocalExecutor
 from saqt import __version__
 from saqt.bank_synth import SynthConfig, synth_bank
-from saqt.build import ALL_LEVELS, ALL_TYPES, BuildConfig, run_build
+from saqt.build import BuildConfig, run_build
+from saqt.configs import ALL_LEVELS, ALL_TYPES
+from saqt.context import RunContext
 from saqt.distortions import catalogue_identity
 from saqt.images import decode_image, encode_png
-from saqt.label import LabelConfig, RunOptions, run_label
-from saqt.publish import PublishConfig, publish
+from saqt.label import LabelConfig, run_label
+from saqt.publish import PublishConfig, run_publish
 from saqt.seeding import derive_seed
 
 PINS = Path(__file__).with_name("pins.json")
@@ -83,7 +86,7 @@ def run_stages(root: Path) -> dict[str, Path]:
         recipe_only=False,
         images_per_shard=1,
     )
-    run_build(build, paths["build"], LocalExecutor(1), progress=False)
+    run_build(build, paths["build"], RunContext(LocalExecutor(1), progress=False))
     bank = SynthConfig(
         source="sample-bank", limit=3, seed=SEED, size=SIZE, metric="psnr", min_side=64, allow_grey=False
     )
@@ -99,11 +102,13 @@ def run_stages(root: Path) -> dict[str, Path]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_label(label, paths["labels"], RunOptions(device="cpu", batch_size=64, loader_workers=0, progress=False))
+        run_label(
+            replace(label, device="cpu", batch_size=64, loader_workers=0), paths["labels"], RunContext(progress=False)
+        )
     finally:
         torch.set_num_threads(threads)
     config = PublishConfig(str(paths["labels"]), validation=0.5, seed=SEED, shard_bytes=500 * 2**20)
-    publish(config, str(paths["published"]), progress=False)
+    run_publish(config, str(paths["published"]), RunContext(progress=False))
     return paths
 
 

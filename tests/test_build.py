@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
 from saqt.build import BuildConfig, run_build
+from saqt.context import RunContext
 from saqt.distortions import distort
 from saqt.images import decode_image, encode_png
 from saqt.reader import BuildReader
@@ -48,7 +49,7 @@ def photos(tmp_path_factory) -> Path:
 
 def build(out: Path, root: Path, workers: int = 1, overwrite: bool = False, **kw) -> dict:
     config = BuildConfig(**{**SMALL, "root": str(root), **kw})
-    return run_build(config, out, LocalExecutor(workers), overwrite=overwrite, progress=False)
+    return run_build(config, out, RunContext(LocalExecutor(workers), overwrite=overwrite, progress=False))
 
 
 def checksums(out: Path) -> dict[str, str]:
@@ -181,7 +182,7 @@ def test_bad_inputs_are_skipped_with_reasons_and_the_rest_is_built(tmp_path, mes
 def _build_as_nobody(config: BuildConfig, out: str, conn) -> None:
     os.setgid(65534)
     os.setuid(65534)
-    run_build(config, Path(out), LocalExecutor(1), progress=False)
+    run_build(config, Path(out), RunContext(LocalExecutor(1), progress=False))
     conn.send(json.loads((Path(out) / "errors.jsonl").read_text().splitlines()[0]))
 
 
@@ -196,7 +197,7 @@ def test_unreadable_file_is_skipped(photos):
         os.chmod(root / "coffee.png", 0o000)
         config = BuildConfig(**{**SMALL, "root": str(root), "types": (1,), "levels": (1,)})
         if os.geteuid() != 0:
-            run_build(config, base / "out", LocalExecutor(1), progress=False)
+            run_build(config, base / "out", RunContext(LocalExecutor(1), progress=False))
             error = json.loads((base / "out" / "errors.jsonl").read_text().splitlines()[0])
         else:  # root reads anything: drop to user nobody in a forked child to meet a real EACCES
             os.chmod(root, 0o755)

@@ -25,10 +25,11 @@ from pipelines.executors import LocalExecutor
 from pipelines.glint_cli import app
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
+from saqt.context import RunContext
 from saqt.errors import SaqtError
 from saqt.images import decode_image
-from saqt.label import LabelConfig, RunOptions, run_label
-from saqt.publish import PublishConfig, publish
+from saqt.label import LabelConfig, run_label
+from saqt.publish import PublishConfig, run_publish
 
 runner = CliRunner()
 SMOKE = [
@@ -56,13 +57,15 @@ def stages(tmp_path_factory) -> Path:
         config = BuildConfig(
             size=(96, 64), types=(1, 10), levels=(1, 3, 5), images_per_shard=2, recipe_only=recipe_only
         )
-        run_build(config, root / name / "build", LocalExecutor(1), progress=False)
+        run_build(config, root / name / "build", RunContext(LocalExecutor(1), progress=False))
         run_label(
             LabelConfig(build=str(root / name / "build"), bank=str(root / "bank"), rule="mean"),
             root / name / "labels",
-            RunOptions(progress=False),
+            RunContext(progress=False),
         )
-    publish(PublishConfig(str(root / "mat" / "labels"), validation=0.4), str(root / "pub"), progress=False)
+    run_publish(
+        PublishConfig(str(root / "mat" / "labels"), validation=0.4), str(root / "pub"), RunContext(progress=False)
+    )
     return root
 
 

@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from typer.testing import CliRunner
 
 from glint.finetune import FinetuneConfig, run_finetune
-from glint.model import GlintConfig
 from glint.runlog import RunLog, cpu_memory_hint, summary_writer
 from glint.train import Run, TrainConfig, epoch_steps, main_process, select
 from pipelines.glint_cli import _report, app
@@ -85,13 +84,18 @@ def test_a_run_shows_its_epochs_and_writes_tensorboard_logs(tmp_path, tiny_datas
     config = FinetuneConfig(
         "csv",
         tiny_dataset,
-        tiny_dataset / "scores.csv",
+        csv_file=tiny_dataset / "scores.csv",
         random_init=True,
-        model=GlintConfig("efficientnet_lite0"),
+        local_backbone="efficientnet_lite0",
         loader_workers=0,
-        settings={"epochs": 2, "batch_size": 64, "lr": 1e-4, "test_crops": 1},
+        epochs=2,
+        batch_size=64,
+        lr=1e-4,
+        test_crops=1,
+        device="cpu",
+        tensorboard=True,
     )
-    results = run_finetune(config, tmp_path / "run", device="cpu", tensorboard=True)
+    results = run_finetune(config, tmp_path / "run")
     shown = capsys.readouterr()
     assert "hint: training on the CPU with batch 64 needs about 10 GB" in shown.err  # 11 images: one batch per epoch
     lines = [ln for ln in shown.out.splitlines() if ln.startswith("epoch ")]

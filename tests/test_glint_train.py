@@ -20,6 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipelines.glint_cli import _leakage, app
+from saqt.context import RunContext
 from saqt.sources import sample_paths
 
 runner = CliRunner()
@@ -251,13 +252,12 @@ def test_ddp_pretraining_on_a_stream_does_not_hang(tmp_path):
     from pipelines.executors import LocalExecutor
     from saqt.bank_synth import SynthConfig, synth_bank
     from saqt.build import BuildConfig, run_build
-    from saqt.label import LabelConfig, RunOptions, run_label
+    from saqt.label import LabelConfig, run_label
 
     run_build(
         BuildConfig(size=(96, 64), types=(1, 10), levels=(1, 3, 5), images_per_shard=1),
         tmp_path / "build",
-        LocalExecutor(1),
-        progress=False,
+        RunContext(LocalExecutor(1), progress=False),
     )
     synth_bank(
         SynthConfig(source="sample-bank", size=(96, 64), metric="psnr"),
@@ -268,7 +268,7 @@ def test_ddp_pretraining_on_a_stream_does_not_hang(tmp_path):
     run_label(
         LabelConfig(build=str(tmp_path / "build"), bank=str(tmp_path / "bank"), rule="mean"),
         tmp_path / "labels",
-        RunOptions(progress=False),
+        RunContext(progress=False),
     )
     glint = Path(sys.executable).parent / "glint"
     cmd = [

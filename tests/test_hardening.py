@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,22 +28,31 @@ from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
-from saqt.label import LabelConfig, RunOptions, run_label
-from saqt.publish import PublishConfig, publish
+from saqt.context import RunContext
+from saqt.label import LabelConfig, run_label
+from saqt.publish import PublishConfig, run_publish
 from saqt.shards import sha256_file
 from saqt.sources import sample_paths
 
 runner = CliRunner()
 SIZE = (96, 64)
 CELLS = {"types": (1, 9), "levels": (1, 3)}
-QUIET = RunOptions(device="cpu", loader_workers=0, progress=False)
+QUIET = RunContext(progress=False)
+
+
+def on_cpu(config: LabelConfig) -> LabelConfig:
+    return replace(config, device="cpu", loader_workers=0)
 
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory) -> Path:
     """A finished build (5 sample photos x 4 cells, 3 units), a 2-reference PSNR bank, labels, a published set."""
     root = tmp_path_factory.mktemp("stages")
-    run_build(BuildConfig(size=SIZE, images_per_shard=2, **CELLS), root / "build", LocalExecutor(1), progress=False)
+    run_build(
+        BuildConfig(size=SIZE, images_per_shard=2, **CELLS),
+        root / "build",
+        RunContext(LocalExecutor(1), progress=False),
+    )
     synth_bank(
         SynthConfig(source="sample-bank", size=SIZE, limit=2, metric="psnr"),
         root / "bank",
@@ -50,8 +60,8 @@ def stages(tmp_path_factory) -> Path:
         progress=False,
     )
     config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="topk", k=2)
-    run_label(config, root / "labels", QUIET)
-    publish(PublishConfig(str(root / "labels")), str(root / "published"), progress=False)
+    run_label(on_cpu(config), root / "labels", QUIET)
+    run_publish(PublishConfig(str(root / "labels")), str(root / "published"), RunContext(progress=False))
     return root
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +18,19 @@ from pipelines.saqt_cli import app
 from saqt.bank import load_bank
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
-from saqt.label import LabelConfig, RunOptions, run_label
+from saqt.context import RunContext
+from saqt.label import LabelConfig, run_label
 from saqt.shards import sha256_file
 from saqt.stage import StageConflict
 
 KODAK = SHARED / "data" / "kodak24"
 SIZE = (192, 176)  # MS-SSIM needs both sides > 160
 runner = CliRunner()
-QUIET = RunOptions(device="cpu", loader_workers=0, progress=False)
+QUIET = RunContext(progress=False)
+
+
+def on_cpu(config: LabelConfig) -> LabelConfig:
+    return replace(config, device="cpu", loader_workers=0)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +46,7 @@ def sample_build(tmp_path_factory):
     run_build(
         BuildConfig(size=SIZE, types=(1, 9, 16), levels=(1, 3, 5), images_per_shard=2),
         out,
-        LocalExecutor(1),
-        progress=False,
+        RunContext(LocalExecutor(1), progress=False),
     )
     return out
 
@@ -82,7 +87,7 @@ def test_synth_bank_is_a_marked_proxy(kodak_bank):
 
 def test_labels_follow_the_rule_and_carry_provenance(tmp_path, sample_build, kodak_bank):
     config = LabelConfig(build=str(sample_build), bank=str(kodak_bank), encoder="effnet-lite0", rule="topk", k=3)
-    manifest = run_label(config, tmp_path / "l", QUIET)
+    manifest = run_label(on_cpu(config), tmp_path / "l", QUIET)
     labels = pq.read_table(tmp_path / "l" / "labels").to_pylist()
     assert manifest["complete"] and len(labels) == 5 * 9 == manifest["counts"]["labels"]
     refs, scores = bank_table(kodak_bank)
@@ -106,7 +111,9 @@ def test_top1_and_exclusion(tmp_path, sample_build, kodak_bank):
     normalised before the exclusion (excluding the reference that holds the bank's lowest score moves nothing)."""
     refs, scores = bank_table(kodak_bank)
     first = run_label(
-        LabelConfig(build=str(sample_build), bank=str(kodak_bank), encoder="effnet-lite0"), tmp_path / "a", QUIET
+        on_cpu(LabelConfig(build=str(sample_build), bank=str(kodak_bank), encoder="effnet-lite0")),
+        tmp_path / "a",
+        QUIET,
     )
     for row in pq.read_table(tmp_path / "a" / "labels").to_pylist():
         (name,), _ = nearest(tmp_path / "a", row["pristine_id"], refs, 1)
@@ -116,7 +123,9 @@ def test_top1_and_exclusion(tmp_path, sample_build, kodak_bank):
     lowest = refs[int(np.nanargmin(np.nanmin(scores, axis=(1, 2))))]
     excluded = tuple(sorted(top | {lowest}))
     second = run_label(
-        LabelConfig(build=str(sample_build), bank=str(kodak_bank), encoder="effnet-lite0", exclude_refs=excluded),
+        on_cpu(
+            LabelConfig(build=str(sample_build), bank=str(kodak_bank), encoder="effnet-lite0", exclude_refs=excluded)
+        ),
         tmp_path / "b",
         QUIET,
     )
@@ -134,25 +143,27 @@ def test_top1_and_exclusion(tmp_path, sample_build, kodak_bank):
 
 def test_labels_are_deterministic_and_resume(tmp_path, sample_build, kodak_bank):
     config = LabelConfig(build=str(sample_build), bank=str(kodak_bank), encoder="effnet-lite0", rule="topk")
-    run_label(config, tmp_path / "x", QUIET)
-    run_label(config, tmp_path / "y", RunOptions(device="cpu", loader_workers=2, batch_size=3, progress=False))
+    run_label(on_cpu(config), tmp_path / "x", QUIET)
+    run_label(replace(config, device="cpu", loader_workers=2, batch_size=3), tmp_path / "y", RunContext(progress=False))
     digest = {p.name: sha256_file(p) for p in sorted((tmp_path / "x").glob("*/*.parquet"))}
     assert digest == {p.name: sha256_file(p) for p in sorted((tmp_path / "y").glob("*/*.parquet"))}
     (tmp_path / "x" / "labels" / "part-00001.parquet").unlink()
     kept = (tmp_path / "x" / "saqt-iqa" / "part-00000.parquet").stat().st_mtime_ns
-    run_label(config, tmp_path / "x", QUIET)
+    run_label(on_cpu(config), tmp_path / "x", QUIET)
     assert {p.name: sha256_file(p) for p in sorted((tmp_path / "x").glob("*/*.parquet"))} == digest
     assert (tmp_path / "x" / "saqt-iqa" / "part-00000.parquet").stat().st_mtime_ns == kept
     with pytest.raises(StageConflict, match="another config \\(k\\)"):
-        run_label(LabelConfig(**{**config.__dict__, "k": 5}), tmp_path / "x", QUIET)
+        run_label(on_cpu(LabelConfig(**{**config.__dict__, "k": 5})), tmp_path / "x", QUIET)
 
 
 def test_recipe_only_build_joins_recipes(tmp_path, kodak_bank):
     build = tmp_path / "r"
     run_build(
-        BuildConfig(size=SIZE, types=(5,), levels=(2,), recipe_only=True), build, LocalExecutor(1), progress=False
+        BuildConfig(size=SIZE, types=(5,), levels=(2,), recipe_only=True),
+        build,
+        RunContext(LocalExecutor(1), progress=False),
     )
-    run_label(LabelConfig(build=str(build), bank=str(kodak_bank), rule="mean"), tmp_path / "l", QUIET)
+    run_label(on_cpu(LabelConfig(build=str(build), bank=str(kodak_bank), rule="mean")), tmp_path / "l", QUIET)
     rows = pq.read_table(tmp_path / "l" / "saqt-iqa").to_pylist()
     assert len(rows) == 5 and all("image" not in r and r["seed"] and r["neighbours"] == [] for r in rows)
     means = np.nanmean(bank_table(kodak_bank)[1], axis=0)  # the mean rule: every reference, whole-bank scale
@@ -163,7 +174,7 @@ def test_pristine_images_in_the_bank_are_flagged(tmp_path, sample_build):
     bank = tmp_path / "selfbank"
     synth_bank(SynthConfig(source="sample", size=SIZE, metric="psnr"), bank, LocalExecutor(1), progress=False)
     manifest = run_label(
-        LabelConfig(build=str(sample_build), bank=str(bank), encoder="effnet-lite0"), tmp_path / "l", QUIET
+        on_cpu(LabelConfig(build=str(sample_build), bank=str(bank), encoder="effnet-lite0")), tmp_path / "l", QUIET
     )
     assert manifest["self_matches"] == 5
 

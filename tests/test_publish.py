@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,12 @@ from pipelines.saqt_cli import app
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.card import read_card
+from saqt.context import RunContext
 from saqt.distortions import catalogue_identity
 from saqt.images import decode_image
 from saqt.info import summarise
-from saqt.label import LabelConfig, RunOptions, run_label
-from saqt.publish import PublishConfig, PublishError, publish, validation_ids
+from saqt.label import LabelConfig, run_label
+from saqt.publish import PublishConfig, PublishError, run_publish, validation_ids
 from saqt.report import render_report
 from saqt.sources import sample_paths
 from saqt.verify import VerifyError, verify
@@ -44,17 +46,16 @@ def labelled(tmp_path_factory):
     run_build(
         BuildConfig(size=SIZE, types=TYPES, levels=LEVELS, images_per_shard=2),
         root / "build",
-        LocalExecutor(1),
-        command=f"saqt build --out {root / 'build'} --size 192x176",
-        progress=False,
+        RunContext(LocalExecutor(1), command=f"saqt build --out {root / 'build'} --size 192x176", progress=False),
     )
     synth_bank(SynthConfig(source="sample-bank", size=SIZE, limit=3), root / "bank", LocalExecutor(1), progress=False)
     config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="topk", k=2)
     run_label(
-        config,
+        replace(config, device="cpu"),
         root / "labels",
-        RunOptions(device="cpu", progress=False),
-        command=f"saqt label --build={root / 'build'} --bank {root / 'bank'} -o {root / 'labels'}",
+        RunContext(
+            progress=False, command=f"saqt label --build={root / 'build'} --bank {root / 'bank'} -o {root / 'labels'}"
+        ),
     )
     return root / "labels"
 
@@ -62,11 +63,12 @@ def labelled(tmp_path_factory):
 @pytest.fixture(scope="module")
 def published(labelled, tmp_path_factory):
     out = tmp_path_factory.mktemp(PRIVATE) / "saqt-iqa"
-    publish(
+    run_publish(
         PublishConfig(str(labelled), validation=0.4, shard_bytes=SHARD_BYTES),
         str(out),
-        command=f"saqt publish --labels {labelled} --out {out} --staging {labelled.parent}/tmp",
-        progress=False,
+        RunContext(
+            command=f"saqt publish --labels {labelled} --out {out} --staging {labelled.parent}/tmp", progress=False
+        ),
     )
     return out
 
@@ -142,16 +144,15 @@ def test_loads_without_the_toolkit(published, labelled):
 
 def test_publish_is_deterministic_and_refuses_to_overwrite(published, labelled, tmp_path):
     again = tmp_path / "again"
-    publish(
+    run_publish(
         PublishConfig(str(labelled), validation=0.4, shard_bytes=SHARD_BYTES),
         str(again),
-        command=f"saqt publish --labels {labelled} --out {again} --staging {tmp_path}",
-        progress=False,
+        RunContext(command=f"saqt publish --labels {labelled} --out {again} --staging {tmp_path}", progress=False),
     )
     assert (again / "SHA256SUMS").read_text() == (published / "SHA256SUMS").read_text()  # wherever it is published
     with pytest.raises(PublishError, match="not empty"):
-        publish(PublishConfig(str(labelled)), str(again), progress=False)
-    publish(PublishConfig(str(labelled)), str(again), overwrite=True, progress=False)
+        run_publish(PublishConfig(str(labelled)), str(again), RunContext(progress=False))
+    run_publish(PublishConfig(str(labelled)), str(again), RunContext(overwrite=True, progress=False))
     assert sorted(p.name for p in (again / "data").iterdir()) == ["train-00000-of-00001.parquet"]
     assert not list(tmp_path.glob(".again*")), "staging and replaced folders are cleaned up"
 
@@ -167,7 +168,7 @@ def test_publish_refuses_unfinished_labels(labelled, tmp_path):
 
 def test_publish_to_an_fsspec_url_then_verify_it(labelled):
     url = "memory://saqt-test/published"
-    publish(PublishConfig(str(labelled), shard_bytes=SHARD_BYTES), url, progress=False)
+    run_publish(PublishConfig(str(labelled), shard_bytes=SHARD_BYTES), url, RunContext(progress=False))
     result = verify(url, sample=5)
     assert result.kind == "published" and result.rows == 45 and result.decoded == 5
 
@@ -222,7 +223,11 @@ def test_verify_catches_a_missing_shard(published, tmp_path):
 
 def test_verify_catches_a_shard_from_another_build(published, labelled, tmp_path):
     other = tmp_path / "other"
-    publish(PublishConfig(str(labelled), validation=0.4, seed=7, shard_bytes=SHARD_BYTES), str(other), progress=False)
+    run_publish(
+        PublishConfig(str(labelled), validation=0.4, seed=7, shard_bytes=SHARD_BYTES),
+        str(other),
+        RunContext(progress=False),
+    )
     target = _copy(published, tmp_path)
     name = _shard(target, "validation", 0).name
     assert (other / "data" / name).is_file()
@@ -349,8 +354,7 @@ def test_report_of_a_build_shows_skipped_inputs(tmp_path):
     run_build(
         BuildConfig(source="folder", root=str(folder), size=SIZE, types=(1,), levels=(1, 5)),
         tmp_path / "b",
-        LocalExecutor(1),
-        progress=False,
+        RunContext(LocalExecutor(1), progress=False),
     )
     result = runner.invoke(app, ["report", str(tmp_path / "b"), "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
@@ -387,13 +391,12 @@ def test_publish_renders_a_recipe_only_set(labelled, tmp_path):
     run_build(
         BuildConfig(size=SIZE, types=(10, 16), levels=(1, 5), limit=2, recipe_only=True),
         tmp_path / "b",
-        LocalExecutor(1),
-        progress=False,
+        RunContext(LocalExecutor(1), progress=False),
     )
     config = LabelConfig(build=str(tmp_path / "b"), bank=str(bank), encoder="effnet-lite0", rule="top1")
-    run_label(config, tmp_path / "l", RunOptions(device="cpu", progress=False))
-    publish(PublishConfig(str(tmp_path / "l")), str(tmp_path / "recipes"), progress=False)
-    publish(PublishConfig(str(tmp_path / "l"), render=True), str(tmp_path / "pixels"), progress=False)
+    run_label(replace(config, device="cpu"), tmp_path / "l", RunContext(progress=False))
+    run_publish(PublishConfig(str(tmp_path / "l")), str(tmp_path / "recipes"), RunContext(progress=False))
+    run_publish(PublishConfig(str(tmp_path / "l"), render=True), str(tmp_path / "pixels"), RunContext(progress=False))
     assert read_card((tmp_path / "recipes" / "README.md").read_text())[0]["saqt"]["recipe_only"] is True
     recipes = pads.dataset(str(tmp_path / "recipes" / "data")).to_table()
     assert recipes.num_rows == 8 and recipes.column("image").null_count == 8

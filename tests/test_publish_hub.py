@@ -11,6 +11,7 @@ import hashlib
 import json
 import socket
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,9 +24,10 @@ from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
+from saqt.context import RunContext
 from saqt.hub import HubError, push_to_hub
-from saqt.label import LabelConfig, RunOptions, run_label
-from saqt.publish import PublishConfig, publish
+from saqt.label import LabelConfig, run_label
+from saqt.publish import PublishConfig, run_publish
 
 runner = CliRunner()
 SIZE = (192, 176)
@@ -37,7 +39,9 @@ def labelled(tmp_path_factory) -> Path:
     """Labels of 3 sample photos x 2 cells from a 2-reference PSNR bank."""
     root = tmp_path_factory.mktemp("stages")
     run_build(
-        BuildConfig(size=SIZE, types=(1,), levels=(1, 5), limit=3), root / "build", LocalExecutor(1), progress=False
+        BuildConfig(size=SIZE, types=(1,), levels=(1, 5), limit=3),
+        root / "build",
+        RunContext(LocalExecutor(1), progress=False),
     )
     synth_bank(
         SynthConfig(source="sample-bank", size=SIZE, limit=2, metric="psnr"),
@@ -46,14 +50,14 @@ def labelled(tmp_path_factory) -> Path:
         progress=False,
     )
     config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="top1")
-    run_label(config, root / "labels", RunOptions(device="cpu", progress=False))
+    run_label(replace(config, device="cpu"), root / "labels", RunContext(progress=False))
     return root / "labels"
 
 
 @pytest.fixture()
 def published(labelled, tmp_path) -> Path:
     out = tmp_path / "published"
-    publish(PublishConfig(str(labelled), validation=0.4), str(out), progress=False)
+    run_publish(PublishConfig(str(labelled), validation=0.4), str(out), RunContext(progress=False))
     return out
 
 
@@ -177,8 +181,8 @@ def test_a_new_push_replaces_the_last_one_and_nothing_else(labelled, tmp_path, s
     and leaves the owner's files; pushing the same set again deletes nothing."""
     StandInHub.repo = {".gitattributes": GITATTRIBUTES}
     first, second = tmp_path / "first", tmp_path / "second"
-    publish(PublishConfig(str(labelled), validation=0.4), str(first), progress=False)
-    publish(PublishConfig(str(labelled)), str(second), progress=False)
+    run_publish(PublishConfig(str(labelled), validation=0.4), str(first), RunContext(progress=False))
+    run_publish(PublishConfig(str(labelled)), str(second), RunContext(progress=False))
     push_to_hub(first, REPO)
     assert stand_in[0].commits[0]["deleted"] == []
     StandInHub.repo["notes/keep.md"] = b"the owner's notes"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,10 @@ from pipelines.saqt_cli import app
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.card import read_card
+from saqt.context import RunContext
 from saqt.images import decode_image
-from saqt.label import LabelConfig, RunOptions, run_label
-from saqt.publish import LicenceWarning, PublishConfig, PublishError, card_license, publish
+from saqt.label import LabelConfig, run_label
+from saqt.publish import LicenceWarning, PublishConfig, PublishError, card_license, run_publish
 from saqt.sources import sample_paths, source_spec
 
 runner = CliRunner()
@@ -50,9 +52,11 @@ def labelled(imagenet, tmp_path_factory) -> Path:
     run_build(
         build,
         root / "build",
-        LocalExecutor(1),
-        progress=False,
-        command=f"saqt build --source imagenet --root {imagenet} --out {root / 'build'}",
+        RunContext(
+            LocalExecutor(1),
+            progress=False,
+            command=f"saqt build --source imagenet --root {imagenet} --out {root / 'build'}",
+        ),
     )
     synth_bank(
         SynthConfig(source="sample-bank", size=SIZE, limit=2, metric="psnr"),
@@ -61,13 +65,13 @@ def labelled(imagenet, tmp_path_factory) -> Path:
         progress=False,
     )
     config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="top1")
-    run_label(config, root / "labels", RunOptions(device="cpu", progress=False))
+    run_label(replace(config, device="cpu"), root / "labels", RunContext(progress=False))
     return root / "labels"
 
 
 def test_pixels_of_a_restricted_source_warn_in_one_line(labelled, tmp_path):
     with pytest.warns(LicenceWarning) as caught:
-        publish(PublishConfig(str(labelled)), str(tmp_path / "lib"), progress=False)
+        run_publish(PublishConfig(str(labelled)), str(tmp_path / "lib"), RunContext(progress=False))
     [message] = [str(w.message) for w in caught]
     assert "imagenet" in message and "non-commercial" in message and "--recipe-only" in message
     result = runner.invoke(app, ["publish", "--labels", str(labelled), "--out", str(tmp_path / "cli")])
@@ -76,11 +80,13 @@ def test_pixels_of_a_restricted_source_warn_in_one_line(labelled, tmp_path):
     assert len(warned) == 1 and "ImageNet terms of access" in warned[0]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no pixels, no warning
-        publish(PublishConfig(str(labelled), recipe_only=True), str(tmp_path / "recipes"), progress=False)
+        run_publish(
+            PublishConfig(str(labelled), recipe_only=True), str(tmp_path / "recipes"), RunContext(progress=False)
+        )
 
 
 def test_other_licence_comes_with_its_name_and_link(labelled, tmp_path):
-    publish(PublishConfig(str(labelled), recipe_only=True), str(tmp_path / "p"), progress=False)
+    run_publish(PublishConfig(str(labelled), recipe_only=True), str(tmp_path / "p"), RunContext(progress=False))
     meta, body = read_card((tmp_path / "p" / "README.md").read_text())
     assert meta["license"] == "other" and meta["license_name"] == "imagenet-terms-of-access"
     assert meta["license_link"].startswith("https://") and f"]({meta['license_link']})" in body
@@ -95,7 +101,7 @@ def test_other_licence_comes_with_its_name_and_link(labelled, tmp_path):
 
 
 def test_rows_carry_what_users_filter_on(labelled, tmp_path):
-    publish(PublishConfig(str(labelled)), str(tmp_path / "p"), progress=False, warn=lambda line: None)
+    run_publish(PublishConfig(str(labelled)), str(tmp_path / "p"), RunContext(progress=False, warn=lambda line: None))
     rows = pads.dataset(str(tmp_path / "p" / "data")).to_table().to_pylist()
     originals = {p.stem: Image.open(p).size for p in sample_paths() if p.name in SYNSETS}
     assert len(rows) == 3 * 4
@@ -116,7 +122,7 @@ def test_recipe_only_set_re_renders_as_its_card_says(labelled, imagenet, tmp_pat
     recipes, pixels = tmp_path / "recipes", tmp_path / "pixels"
     result = runner.invoke(app, ["publish", "--labels", str(labelled), "--out", str(recipes), "--recipe-only"])
     assert result.exit_code == 0 and "warning" not in result.output, result.output
-    publish(PublishConfig(str(labelled)), str(pixels), progress=False, warn=lambda line: None)
+    run_publish(PublishConfig(str(labelled)), str(pixels), RunContext(progress=False, warn=lambda line: None))
     meta, body = read_card((recipes / "README.md").read_text())
     assert meta["saqt"]["recipe_only"] is True and "recipe-only" in meta["tags"]
     rows = pads.dataset(str(recipes / "data")).to_table()
@@ -144,7 +150,9 @@ def test_no_local_path_of_the_publisher_reaches_the_set(labelled, imagenet, tmp_
     from Parquet: rows, schema metadata) holds that name or the source's root, and ``bank`` is not a column."""
     out = tmp_path / "p"
     command = f"saqt publish --labels={labelled} --out {out} --push-to-hub my-lab/x --token hf_SECRET"
-    publish(PublishConfig(str(labelled)), str(out), command=command, progress=False, warn=lambda line: None)
+    run_publish(
+        PublishConfig(str(labelled)), str(out), RunContext(command=command, progress=False, warn=lambda line: None)
+    )
     secrets = [
         PRIVATE.encode(),
         str(imagenet).encode(),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,8 @@ from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
 from saqt.bank_synth import SynthConfig, synth_bank
 from saqt.build import BuildConfig, run_build
-from saqt.label import LabelConfig, RunOptions, run_label
+from saqt.context import RunContext
+from saqt.label import LabelConfig, run_label
 from saqt.shards import sha256_file
 
 runner = CliRunner()
@@ -53,7 +54,7 @@ def cluster(ray):
 @pytest.fixture(scope="module")
 def local_build(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("local") / "b"
-    run_build(CONFIG, out, LocalExecutor(1), progress=False)
+    run_build(CONFIG, out, RunContext(LocalExecutor(1), progress=False))
     return out
 
 
@@ -165,7 +166,9 @@ def test_a_unit_that_fails_once_is_retried(tmp_path, cluster, local_build, how):
     from pipelines.ray_executor import RayExecutor
 
     with RayExecutor() as executor:
-        manifest = run_build(CONFIG, tmp_path / "b", Flaky(executor, how, tmp_path / "failed"), progress=False)
+        manifest = run_build(
+            CONFIG, tmp_path / "b", RunContext(Flaky(executor, how, tmp_path / "failed"), progress=False)
+        )
     assert (tmp_path / "failed").exists() and manifest["complete"]
     assert checksums(tmp_path / "b") == checksums(local_build)
 
@@ -217,8 +220,16 @@ def test_labels_from_embedding_actors_equal_labels_embedded_here(
 
     monkeypatch.setattr(ray_executor, "BATCHES_PER_CALL", 1)
     assert [len(run) for run in ray_executor.RayEmbedder.runs(list(range(10)), 3)] == [3, 3, 3, 1]
-    config = LabelConfig(build=str(local_build), bank=str(local_bank), encoder="effnet-lite0", rule="topk")
-    run = RunOptions(device="cpu", batch_size=2, loader_workers=0, progress=False)
+    config = LabelConfig(
+        build=str(local_build),
+        bank=str(local_bank),
+        encoder="effnet-lite0",
+        rule="topk",
+        device="cpu",
+        batch_size=2,
+        loader_workers=0,
+    )
+    run = RunContext(progress=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the actors: on CPU the last bits depend on the thread count
     try:
@@ -226,7 +237,7 @@ def test_labels_from_embedding_actors_equal_labels_embedded_here(
     finally:
         torch.set_num_threads(threads)
     with CpuActors() as executor:
-        manifest = run_label(config, tmp_path / "actors", run, executor=executor)
+        manifest = run_label(config, tmp_path / "actors", replace(run, executor=executor))
     assert manifest["complete"] and checksums(tmp_path / "actors") == checksums(tmp_path / "here")
     assert len(checksums(tmp_path / "here")) == 3 + 3 + 2  # labels/, saqt-iqa/ and embeddings/
 

@@ -18,6 +18,7 @@ import pytest
 
 from pipelines.executors import LocalExecutor
 from saqt.build import BuildConfig, run_build
+from saqt.context import RunContext
 
 BIN = Path(sys.executable).parent
 ARGS = ["--types", "1,10", "--levels", "1,5", "--size", "128x96", "--images-per-shard", "1", "--limit", "3"]
@@ -86,7 +87,6 @@ def test_ray_address_joins_a_running_cluster_and_leaves_it_up(head_node, tmp_pat
     run_build(
         BuildConfig(types=(1, 10), levels=(1, 5), size=(128, 96), images_per_shard=1, limit=3),
         tmp_path / "local",
-        LocalExecutor(1),
-        progress=False,
+        RunContext(LocalExecutor(1), progress=False),
     )
     assert _checksums(tmp_path / "first") == _checksums(tmp_path / "second") == _checksums(tmp_path / "local")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from dataclasses import replace
 
 import matplotlib.figure
 import pytest
@@ -17,7 +18,8 @@ from typer.testing import CliRunner
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
 from saqt.build import BuildConfig, run_build
-from saqt.label import LabelConfig, RunOptions, run_label
+from saqt.context import RunContext
+from saqt.label import LabelConfig, run_label
 from saqt.report import render_report
 from saqt.sources import sample_paths
 
@@ -52,8 +54,7 @@ def stages(tmp_path_factory):
             images_per_shard=1,
         ),
         root / "build",
-        LocalExecutor(1),
-        progress=False,
+        RunContext(LocalExecutor(1), progress=False),
     )
     bank, table = root / "kadid", root / "table"
     (bank / "images").mkdir(parents=True)
@@ -66,7 +67,7 @@ def stages(tmp_path_factory):
     matches.write_text(f"kadis,kadid-10k,sim_value\n{PAYLOAD}.png,I01.png,0.91\nq95.jpg,I03.png,0.42\n")
     for name, source in (("labels", bank), ("labels-table", table / "dmos.csv")):
         config = LabelConfig(build=str(root / "build"), bank=str(source), matches=str(matches))
-        run_label(config, root / name, RunOptions(device="cpu", progress=False), command="saqt label (test)")
+        run_label(replace(config, device="cpu"), root / name, RunContext(progress=False, command="saqt label (test)"))
     return root
 
 

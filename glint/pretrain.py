@@ -1,0 +1,106 @@
+"""Pretraining GlintIQA on SAQT-IQA labels: the library side of ``glint pretrain``.
+
+``run_pretrain(config, out, ctx)`` opens the set (``glint.pretrain_data``), resolves the protocol, holds out a
+published set's validation split (or else 5% of pristine images) to pick the epoch, builds the model and trains
+(``glint.train.fit``); with ``plan_only`` it writes the first batches' order to ``out/batches.csv`` instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from glint import options as shared
+from glint.model import new_model
+from glint.options import TrainingFields
+from glint.pretrain_data import SaqtTraining, held_out_rows, open_saqt
+from glint.protocol import resolve
+from glint.train import EvalSet, Run, TrainConfig, fit, planned_batches
+from saqt.context import DEFAULT_CONTEXT, RunContext
+from saqt.errors import ConfigError
+from saqt.options import DATA, EVALUATION, OUTPUT, option
+from saqt.shards import write_bytes_atomic
+
+
+@dataclass(frozen=True)
+class PretrainConfig(TrainingFields):
+    """What ``glint pretrain`` is asked: the SAQT-IQA set, the protocol and the settings given on top of it (None:
+    the protocol's), the model, the held-out images, and how the run goes (device, loader workers, resume, logs)."""
+
+    data: str = option(
+        help="SAQT-IQA: a `saqt label` folder, a `saqt publish` folder, a published "
+        "set's fsspec URL, a Hub id ORG/NAME, or a folder of saqt-iqa shards.",
+        panel=DATA,
+    )
+    protocol: str = shared.protocol()
+    epochs: int | None = shared.epochs()
+    max_steps: int | None = shared.max_steps()
+    batch_size: int | None = shared.batch_size()
+    lr: float | None = shared.lr()
+    schedule: str | None = shared.schedule()
+    fp32: bool | None = shared.fp32()
+    local_backbone: str = shared.local_backbone()
+    vit_weights: str | None = shared.vit_weights()
+    cnn_weights: str | None = shared.cnn_weights()
+    random_init: bool = shared.random_init()
+    cwsa: str = shared.cwsa()
+    holdout_images: int = option(500, "Held-out SAQT-IQA images scored each epoch.", EVALUATION)
+    test_crops: int | None = shared.eval_crops()
+    seed: int | None = shared.seed()
+    device: str = shared.device()
+    loader_workers: int = shared.loader_workers()
+    resume: bool = shared.resume()
+    tensorboard: bool = shared.tensorboard()
+    pristine_cache: int = option(
+        64, "Decoded pristine images each loader worker keeps for rendering recipe-only sets.", DATA, min=1
+    )
+    plan_only: int | None = option(
+        None,
+        "Write OUT/batches.csv (batch, rank, image_id) for the "
+        "first N batches in the order training reads them "
+        "(ranks: $WORLD_SIZE), and train nothing.",
+        OUTPUT,
+        min=1,
+    )
+
+    @property
+    def settings(self) -> dict:
+        """The settings given on top of the protocol."""
+        return self.given("epochs", "max_steps", "batch_size", "lr", "schedule", "amp", "test_crops", "seed")
+
+
+def run_pretrain(config: PretrainConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT) -> dict:
+    """Pretrain into ``out`` and return the results (as ``glint.train.fit`` does); with ``plan_only``, write the plan
+    and return ``{"plan": path, "batches": N, "ranks": world size}``."""
+    proto = resolve(config.protocol, config.settings, pretrain=True)
+    train_config = TrainConfig.from_protocol(proto, config.max_steps, config.loader_workers)
+    files = open_saqt(config.data, config.pristine_cache)
+    train = SaqtTraining(files, train_config.seed)
+    if not len(train):
+        raise ConfigError(f"{config.data} holds no scored training images")
+    if config.plan_only:
+        return write_plan(train, train_config, config.plan_only, out)
+    held, scores, index = held_out_rows(files, train_config.seed, config.holdout_images)
+    model = new_model(config.model, train_config.seed, config.random_init)
+    evals = {"val": EvalSet(held, scores, index.pixels)} if held else {}
+    provenance = {"pretrain": files.provenance, "protocol": proto.record()}
+    run = Run(out, train, evals, math.ceil(len(train) / train_config.batch_size), provenance)
+    return fit(model, run, train_config, config.device, config.resume, ctx.progress, config.tensorboard)
+
+
+def write_plan(train: SaqtTraining, config: TrainConfig, count: int, out: Path) -> dict:
+    """OUT/batches.csv: the first ``count`` batches of a run on $WORLD_SIZE ranks, as ``planned_batches`` gives
+    them."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["batch", "rank", "image_id"])
+    for step, rank, indices in planned_batches(train, config, world, count):
+        writer.writerows([step, rank, image] for image in train.image_ids(indices))
+    out.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out / "batches.csv", text.getvalue().encode())  # a killed run leaves no half-written plan
+    return {"plan": out / "batches.csv", "batches": count, "ranks": world}

@@ -1,0 +1,268 @@
+"""What each ``saqt`` stage is asked: one frozen config per stage, every option of its command declared on a field
+(``saqt.options.option``: help, help panel, flags), so a new option is added in one place. Light on purpose: the
+command line imports this module at start, the stages' heavy modules only when a command runs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from saqt.encoders.base import encoder_forms
+from saqt.errors import ConfigError, SaqtError
+from saqt.images import DEFAULT_MAX_PIXELS
+from saqt.match import INDEX_KINDS
+from saqt.options import (
+    EXECUTION,
+    INPUTS,
+    MATCHING,
+    OUTPUT,
+    PLAN,
+    SCREEN,
+    SELECTION,
+    SOURCE,
+    TRANSFER,
+    option,
+)
+from saqt.screen import Screen
+from saqt.sources import source_names
+from saqt.transfer import Rule
+
+ALL_TYPES = tuple(range(1, 26))
+ALL_LEVELS = tuple(range(1, 6))
+MAX_SIDE = 4096  # canonical images are distorted 125 ways in memory: a ceiling well above the paper's 512 x 384
+DEFAULT_ENCODER = "clip:ViT-B-32@laion2b_s34b_b79k"
+ENCODER_HELP = f"One of: {encoder_forms(about=True)}. Default {DEFAULT_ENCODER}."
+MAX_UPSCALE_HELP = (
+    "Screen: refuse images that must be enlarged by more than this to cover --size (1.0: none; "
+    "looser values are recorded in the manifest and dataset card)."
+)
+MIN_JPEG_QUALITY_HELP = "Screen: refuse JPEGs of lower estimated quality (0 = off)."
+DEVICE_HELP = "auto, cpu or cuda."
+BANK_TYPE_HELP = "kadid10k, csv or synth (default: detected)."
+TEMPERATURE_HELP = "Softmax temperature of the topk weights."
+
+
+class PublishError(SaqtError, ValueError):
+    """The labels cannot be published as asked."""
+
+
+def check_size(size: tuple[int, int], least: int = 48) -> None:
+    """ConfigError unless both sides of the canonical ``size`` (width, height) lie in [least, MAX_SIDE]."""
+    if min(size) < least:
+        raise ConfigError(f"--size {size[0]}x{size[1]}: both sides must be at least {least} px")
+    if max(size) > MAX_SIDE:
+        raise ConfigError(f"--size {size[0]}x{size[1]}: each side must be at most {MAX_SIDE} px")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that determines a build's output (how it runs, workers and overwrite, does not)."""
+
+    source: str = option("sample", f"Pristine source: {', '.join(source_names())}.", SOURCE)
+    root: str | None = option(None, "Source root folder (all paths must stay inside it).", SOURCE, cli_type=Path | None)
+    list_file: str | None = option(
+        None, "For --source list: .txt/.csv/.parquet of paths.", SOURCE, flags=("--list",), cli_type=Path | None
+    )
+    split: str | None = option(None, "For --source imagenet: train (default) or val.", SOURCE)
+    limit: int | None = option(None, "Use at most N images (a seeded random subset).", SELECTION)
+    per_class: int | None = option(None, "Use at most K images per class (seeded).", SELECTION)
+    selection: str | None = option(
+        None,
+        "Build exactly these images: 'authors' (the 50,000 KADIS-700k images of the "
+        "authors' SAQT-IQA) or a .txt/.csv of file names; each missing one is logged.",
+        SELECTION,
+    )
+    seed: int = option(0, "Global seed for selection and every random draw.", SELECTION)
+    screen: bool = option(  # False: every decodable image passes (a selection taken as given)
+        True,
+        "Apply the pristine screen (default: on, off for a --selection, which is taken as given).",
+        SCREEN,
+        flags=("--screen/--no-screen",),
+        cli_type=bool | None,
+        cli_default=None,
+    )
+    max_upscale: float = option(1.0, MAX_UPSCALE_HELP, SCREEN)
+    min_jpeg_quality: int = option(90, MIN_JPEG_QUALITY_HELP, SCREEN)
+    min_side: int = option(128, "Screen: refuse images whose shorter side is below this.", SCREEN)
+    allow_grey: bool = option(False, "Screen: keep greyscale images (refused by default).", SCREEN)
+    size: tuple[int, int] = option(
+        (512, 384), "Canonical size WxH: resize to cover, then centre-crop.", PLAN, cli_type=str, cli_default="512x384"
+    )
+    types: tuple[int, ...] = option(
+        ALL_TYPES, "Distortion types, e.g. '1-25' or '1,3,10-12'.", PLAN, cli_type=str, cli_default="1-25"
+    )
+    levels: tuple[int, ...] = option(ALL_LEVELS, "Levels, e.g. '1-5'.", PLAN, cli_type=str, cli_default="1-5")
+    per_image: int | None = option(None, "Render a seeded random N of the cells per image.", PLAN)
+    recipe_only: bool = option(False, "Write distorted rows without pixels (render from the recipe).", OUTPUT)
+    images_per_shard: int = option(8, "Pristine images per shard (x cells = distorted rows).", OUTPUT)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # the decompression-bomb limit: library only
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first option that cannot work."""
+        check_size(self.size)
+        for name in ("limit", "per_class", "per_image", "images_per_shard"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        cells = len(self.types) * len(self.levels)
+        if self.per_image is not None and self.per_image > cells:
+            raise ConfigError(f"--per-image {self.per_image} exceeds the {cells} (type, level) cells selected")
+        if not self.types or not self.levels:
+            raise ConfigError("no distortion types or levels selected")
+        if not 0 <= self.min_jpeg_quality <= 100 or not 0 < self.max_upscale < 1e6:
+            raise ConfigError("--min-jpeg-quality must be in 0..100 and --max-upscale a positive number")
+
+    @property
+    def pristine_screen(self) -> Screen:
+        """The screen every pristine image must pass."""
+        if not self.screen:
+            return Screen.off()
+        return Screen(self.min_side, self.min_jpeg_quality, self.allow_grey, self.max_upscale)
+
+    def as_dict(self) -> dict:
+        """JSON-ready form, as recorded in the manifest."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Everything that determines the labels, and how the embedding runs (device, batch size and loader workers,
+    which do not change them and are not recorded)."""
+
+    build: str = option(help="A `saqt build` output folder.", panel=INPUTS, cli_type=Path)
+    bank: str = option(
+        help="A labelled bank folder (KADID-10k layout, scores.csv, or bank synth), "
+        "or a KADID-10k score table (dmos.csv / KADID10k.csv) alone.",
+        panel=INPUTS,
+        cli_type=Path,
+    )
+    bank_type: str | None = option(None, BANK_TYPE_HELP, INPUTS)
+    exclude_refs: tuple[str, ...] = option(
+        (),
+        "File of bank references to leave out (e.g. a test split), one per line: as "
+        "named in the bank's score table (KADID-10k: I01), with or without the "
+        "extension (I01.png). An unknown name is refused, listing the bank's names.",
+        INPUTS,
+        cli_type=Path | None,
+        cli_default=None,
+    )
+    preset: str | None = option(  # recorded when the settings came from a preset (saqt.presets)
+        None, "authors: what the official SAQT release does (ResNet-101, top1, minmax:0:9).", MATCHING
+    )
+    matches: str | None = option(  # "authors" or a matches CSV: use these top-1 matches instead of embedding
+        None,
+        "Use given top-1 matches instead of embedding: 'authors' (their 50,000, "
+        "shipped with the toolkit) or a CSV kadis,kadid-10k,sim_value.",
+        MATCHING,
+    )
+    encoder: str = option(DEFAULT_ENCODER, ENCODER_HELP, MATCHING, cli_type=str | None, cli_default=None)
+    index: str = option("flat", "FAISS index: flat (exact), ivf or hnsw.", MATCHING)
+    rule: str = option(
+        "top1",
+        "top1 (the authors', default), topk (similarity-weighted) or mean.",
+        TRANSFER,
+        cli_type=str | None,
+        cli_default=None,
+    )
+    k: int = option(3, "Neighbours for topk: the k nearest references.", TRANSFER, flags=("--neighbours", "-k"))
+    temperature: float = option(0.05, TEMPERATURE_HELP, TRANSFER)
+    normalise: str = option(
+        "minmax:0:9",
+        "Score scale: minmax:0:9 (the authors', default), none, zscore.",
+        TRANSFER,
+        cli_type=str | None,
+        cli_default=None,
+    )
+    device: str = option("auto", DEVICE_HELP, EXECUTION, recorded=False)
+    batch_size: int = option(64, "Embedding batch size.", EXECUTION, recorded=False)
+    loader_workers: int | None = option(  # None: auto_loader_workers
+        None, "DataLoader processes decoding images (default: chosen for this machine).", EXECUTION, recorded=False
+    )
+
+    def __post_init__(self):
+        Rule(self.rule, self.k, self.temperature)  # raises ConfigError for a bad rule, k or temperature
+        if self.index not in INDEX_KINDS:
+            raise ConfigError(f"--index must be one of {', '.join(INDEX_KINDS)}, got {self.index!r}")
+        if self.matches and self.rule != "top1":
+            raise ConfigError(f"--matches gives one reference per image: it needs --rule top1, not {self.rule}")
+        if self.matches and self.exclude_refs:
+            raise ConfigError(
+                "--exclude-refs cannot be combined with --matches: the given matches fix each image's "
+                "reference, and images matched to an excluded one would need matching anew"
+            )
+
+    @property
+    def transfer_rule(self) -> Rule:
+        """The transfer rule these settings describe."""
+        return Rule(self.rule, self.k, self.temperature)
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """What determines the published files (where they go does not), and where a remote upload is staged."""
+
+    labels: str = option(help="A finished `saqt label` output folder.", cli_type=Path)
+    validation: float = option(0.0, "Fraction of pristine images held out as the validation split (0: none).")
+    seed: int = option(0, "Seed of the validation split.")
+    shard_bytes: int = option(
+        500 * 2**20,
+        "Target Parquet shard size, e.g. 500MB or 1GB.",
+        flags=("--shard-size",),
+        cli_type=str,
+        cli_default="500MB",
+    )
+    license: str | None = option(None, "Hub licence id for the card (default: the source's).", flags=("--license",))
+    license_name: str | None = option(None, "With --license other: a short name (slug).")
+    license_link: str | None = option(None, "With --license other: a link to the terms.")
+    render: bool = option(False, "Render the pixels of a recipe-only set (needs its build folder).")
+    recipe_only: bool = option(
+        False,
+        "Publish no pixels, only each row's recipe: users re-render from their own copy "
+        "of the source (the card says how).",
+    )
+    staging: str | None = option(
+        None, "Local folder to stage a remote upload in (default: the temp folder).", recorded=False
+    )
+
+    def __post_init__(self):
+        if self.render and self.recipe_only:
+            raise PublishError("--render and --recipe-only contradict each other: choose one")
+        if (self.license_name or self.license_link) and self.license != "other":
+            raise PublishError("--license-name and --license-link go with --license other")
+        if self.license == "other" and not (self.license_name and self.license_link):
+            raise PublishError("--license other needs --license-name (a short slug) and --license-link (its terms)")
+        if not 0.0 <= self.validation < 1.0:
+            raise PublishError(f"--validation must be in [0, 1), got {self.validation}")
+        if self.shard_bytes < 1:
+            raise PublishError(f"--shard-size must be positive, got {self.shard_bytes} bytes")
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    """What ``saqt fidelity`` measures: leave-one-reference-out on ``bank`` with the transfer rule, or, given
+    ``matches``, how a matches file uses the bank and (with ``images``) how often ``encoder`` agrees with it."""
+
+    bank: Path | None = option(None, "A labelled bank folder (or a KADID-10k score table).")
+    bank_type: str | None = option(None, BANK_TYPE_HELP)
+    matches: str | None = option(
+        None,
+        "Score a matches file instead ('authors' or a CSV kadis,kadid-10k,sim_value): "
+        "its bank-usage skew, and with --images its top-1 agreement with --encoder.",
+    )
+    images: Path | None = option(None, "With --matches: the folder holding the matched pristine images.")
+    encoder: str = option(DEFAULT_ENCODER, ENCODER_HELP)
+    rule: str = option("top1", "top1, topk or mean.", TRANSFER)
+    k: int = option(3, "Neighbours for topk: the k nearest references.", TRANSFER, flags=("--neighbours", "-k"))
+    temperature: float = option(0.05, TEMPERATURE_HELP, TRANSFER)
+    normalise: str = option("minmax:0:9", "Score scale: minmax:0:9, none, zscore.", TRANSFER)
+    seed: int = option(0, "Seed of the random-reference baseline.")
+    device: str = option("auto", DEVICE_HELP)
+
+    def __post_init__(self):
+        Rule(self.rule, self.k, self.temperature)  # raises ConfigError for a bad rule, k or temperature
+
+    @property
+    def transfer_rule(self) -> Rule:
+        """The transfer rule these settings describe."""
+        return Rule(self.rule, self.k, self.temperature)

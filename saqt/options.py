@@ -1,0 +1,64 @@
+"""Options: fields of a stage's config that the command line also offers, declared once, on the config.
+
+``option(default, help, panel)`` is a dataclass field whose metadata says how ``saqt``/``glint`` show it: its help,
+its help panel, its flags (default ``--field-name``), and, where the command line takes another form than the
+config holds (``--size 512x384`` for ``(512, 384)``), that form's type and default. ``pipelines/cli_common.py``
+turns the options of a config into a command's Typer options. This module is plain data: no Typer here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from typing import Any
+
+# Help panels: options grouped by what they decide (`saqt build --help`, `glint finetune --help`).
+SOURCE, SELECTION, SCREEN, PLAN, OUTPUT, EXECUTION = "Source", "Selection", "Screen", "Plan", "Output", "Execution"
+INPUTS, MATCHING, TRANSFER = "Inputs", "Matching", "Transfer"
+DATA, MODEL, TRAINING, EVALUATION = "Data", "Model", "Protocol and training", "Evaluation"
+
+
+AS_FIELD: Any = object()  # an Option's cli_type or cli_default that is the field's own
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a config field appears on the command line. ``cli_type``/``cli_default``: the command line's form where it
+    differs from the field's (AS_FIELD: the field's own); ``recorded``: False for a field that does not change the
+    output (a device, a batch size), left out of the stage's manifest; ``extra``: further Typer option settings."""
+
+    help: str
+    panel: str | None = None
+    flags: tuple[str, ...] = ()
+    cli_type: Any = AS_FIELD
+    cli_default: Any = AS_FIELD
+    recorded: bool = True
+    extra: tuple[tuple[str, Any], ...] = ()
+
+
+def option(
+    default: Any = MISSING,
+    help: str = "",
+    panel: str | None = None,
+    *,
+    flags: tuple[str, ...] = (),
+    cli_type: Any = AS_FIELD,
+    cli_default: Any = AS_FIELD,
+    recorded: bool = True,
+    default_factory: Any = MISSING,
+    **extra: Any,
+) -> Any:
+    """A dataclass field that is also a command-line option (see :class:`Option`)."""
+    spec = Option(help, panel, tuple(flags), cli_type, cli_default, recorded, tuple(extra.items()))
+    return field(default=default, default_factory=default_factory, metadata={"option": spec})
+
+
+def option_of(f: Field) -> Option | None:
+    """The command-line form of a config field, or None for a field the command line does not offer."""
+    return f.metadata.get("option")
+
+
+def recorded(config: Any) -> dict:
+    """The config as a stage's manifest records it: JSON-ready, without the fields that do not change the output."""
+    hidden = {f.name for f in fields(config) if (spec := option_of(f)) and not spec.recorded}
+    return json.loads(json.dumps({k: v for k, v in asdict(config).items() if k not in hidden}))
