@@ -27,7 +27,7 @@ from common import peak_rss_mib
 from PIL import Image
 
 from pipelines.executors import LocalExecutor
-from saqt.bank_synth import SynthConfig, synth_bank
+from saqt.bank_synth import SynthConfig, run_synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.context import RunContext
 from saqt.embed import auto_loader_workers, embed_images
@@ -112,8 +112,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="saqt-label-bench-") as tmp:
         work = Path(tmp)
         bank = work / "bank"
-        synth_bank(
-            SynthConfig(root=str(args.photos), size=(256, 192), metric="psnr"), bank, LocalExecutor(2), progress=False
+        run_synth_bank(
+            SynthConfig(root=str(args.photos), size=(256, 192), metric="psnr"),
+            bank,
+            RunContext(LocalExecutor(2), progress=False),
         )
         builds = {}
         for copies in (1, 10):

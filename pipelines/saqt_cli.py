@@ -23,13 +23,12 @@ from pipelines.cli_common import (
 )
 from pipelines.executors import ExecutorKind, open_executor
 from saqt.configs import (
-    MAX_UPSCALE_HELP,
-    MIN_JPEG_QUALITY_HELP,
     BuildConfig,
     FidelityConfig,
     LabelConfig,
     PublishConfig,
     PublishError,
+    SynthConfig,
 )
 from saqt.context import RunContext
 from saqt.executor import UnitsFailed, WorkerDied
@@ -290,47 +289,37 @@ def fetch_command(
 
 
 @bank_app.command("synth")
+@config_options(SynthConfig)
 def bank_synth(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Bank folder to write (images/, scores.csv, bank.json).")],
-    source: Annotated[
-        str, typer.Option(help="Reference images: folder, list, kadis700k, imagenet, sample.")
-    ] = "folder",
-    root: Annotated[Path | None, typer.Option(help="Source root folder.")] = None,
-    list_file: Annotated[Path | None, typer.Option("--list", help="For --source list: the list file.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Use at most N reference images (seeded).")] = None,
-    metric: Annotated[str, typer.Option(help="Full-reference proxy score: ms_ssim or psnr.")] = "ms_ssim",
-    size: Annotated[str, typer.Option(help="Canonical size WxH of the references.")] = "512x384",
-    seed: Annotated[int, typer.Option(help="Seed of the distortions' random draws.")] = 0,
-    max_upscale: Annotated[float, typer.Option(help=MAX_UPSCALE_HELP)] = 1.0,
-    min_jpeg_quality: Annotated[int, typer.Option(help=MIN_JPEG_QUALITY_HELP)] = 90,
+    given: Options,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Bank folder to write (images/, scores.csv, bank.json).", rich_help_panel=OUTPUT
+        ),
+    ],
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing bank in --out instead of resuming it.", rich_help_panel=OUTPUT)
+    ] = False,
     workers: WorkersOption = None,
     executor: ExecutorOption = ExecutorKind.local,
     ray_address: RayAddressOption = None,
-    save_distorted: Annotated[
-        bool, typer.Option(help="Also write the distorted images and dataset.csv (path, score, ref) for glint.")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing bank in --out instead of resuming it.")] = False,
 ) -> None:
     """Build a labelled bank from any reference images, scored by a full-reference metric (a proxy for MOS); rerun the
     same command to resume."""
-    from saqt.bank_synth import SynthConfig, synth_bank
+    from saqt.bank_synth import run_synth_bank
 
-    config = SynthConfig(
-        source=source,
-        root=str(root) if root else None,
-        list_file=str(list_file) if list_file else None,
-        limit=limit,
-        seed=seed,
-        size=parse_size(size),
-        metric=metric,
-        save_distorted=save_distorted,
-        max_upscale=max_upscale,
-        min_jpeg_quality=min_jpeg_quality,
+    config = given.make(
+        SynthConfig,
+        root=str(given["root"]) if given["root"] else None,
+        list_file=str(given["list_file"]) if given["list_file"] else None,
+        size=parse_size(given["size"]),
     )
     with running("bank synth", RESUME), open_executor(executor, workers, ray_address) as runner:
-        bank = synth_bank(config, out, runner, _command_line(), overwrite=overwrite)
+        bank = run_synth_bank(config, out, RunContext(runner, overwrite, _command_line()))
     typer.echo(
-        f"bank of {len(bank.ref_ids)} references x 125 distortions, scored by {metric} (a proxy, not MOS), in {out}/"
+        f"bank of {len(bank.ref_ids)} references x 125 distortions, scored by {config.metric} (a proxy, not MOS), "
+        f"in {out}/"
     )
 
 

@@ -20,20 +20,17 @@ import torch
 from tqdm import tqdm
 
 from saqt.bank import KINDS, Bank, BankError, bank_spec, load_bank
-from saqt.configs import check_size
+from saqt.configs import SynthConfig
+from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.distortions import PreparedImage, catalogue_identity, distort
-from saqt.errors import ConfigError
-from saqt.executor import Executor
 from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
 from saqt.pool import choose_pool
 from saqt.pristine import prepare_pristine
-from saqt.screen import Screen
 from saqt.seeding import derive_seed
 from saqt.shards import BANK_MANIFEST, write_bytes_atomic
 from saqt.sources import Quota, SourceError, SourceItem, list_source
 from saqt.stage import StageConflict, StageWriter, file_entry, new_manifest
 
-MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window
 CELLS = [(t, lv) for t in range(1, 26) for lv in range(1, 6)]
 SYNTH_DATASET = "dataset.csv"  # the distortions a synth bank saves, rated: a small dataset for `glint finetune`
 
@@ -58,39 +55,6 @@ def psnr(reference: np.ndarray, distorted: list[np.ndarray]) -> list[float]:
 
 
 METRICS: dict[str, Callable] = {"ms_ssim": ms_ssim, "psnr": psnr}
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """What a synthetic bank is built from and how it is scored."""
-
-    source: str = "folder"
-    root: str | None = None
-    list_file: str | None = None
-    limit: int | None = None
-    seed: int = 0
-    size: tuple[int, int] = (512, 384)
-    metric: str = "ms_ssim"
-    min_side: int = 128
-    min_jpeg_quality: int = 90
-    max_upscale: float = 1.0
-    allow_grey: bool = False
-    save_distorted: bool = False
-
-    @property
-    def reference_screen(self) -> Screen:
-        """The pristine screen each reference must pass, as in ``saqt build``."""
-        return Screen(self.min_side, self.min_jpeg_quality, self.allow_grey, self.max_upscale)
-
-    def check(self) -> None:
-        """Raise ConfigError naming the first option that cannot work."""
-        if self.metric not in METRICS:
-            raise ConfigError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
-        if self.metric == "ms_ssim" and min(self.size) < MS_SSIM_MIN_SIDE:
-            raise ConfigError(
-                f"ms_ssim needs both sides of --size >= {MS_SSIM_MIN_SIDE} px; use a larger --size or --metric psnr"
-            )
-        check_size(self.size)
 
 
 def _reference_name(item: SourceItem, pristine_id: str) -> str:
@@ -202,19 +166,13 @@ def _save(manifest: dict) -> None:
     manifest["counts"] = {"references": sum("scores" in u for u in manifest["done"].values()), "skipped": len(skipped)}
 
 
-def synth_bank(
-    config: SynthConfig,
-    out: Path,
-    executor: Executor,
-    command: str = "",
-    progress: bool = True,
-    overwrite: bool = False,
-) -> Bank:
+def run_synth_bank(config: SynthConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT) -> Bank:
     """Write a proxy-scored bank to ``out`` (images/, scores.csv, bank.json) and return it.
 
     Like the other stages it resumes: a rerun keeps the references already scored, and refuses a bank in ``out``
-    made with other settings unless ``overwrite``.
+    made with other settings unless ``ctx.overwrite``.
     """
+    executor, progress = ctx.executor, ctx.progress
     config.check()
     listing = list_source(
         config.source, Path(config.root) if config.root else None, Path(config.list_file) if config.list_file else None
@@ -237,10 +195,10 @@ def synth_bank(
         )
     if not (out / BANK_MANIFEST).exists() and any((out / n).exists() for n in _bank_files()):
         raise StageConflict(f"{out} holds a bank that `saqt bank synth` did not write; choose another --out")
-    fresh = _fresh_manifest(config, listing.errors + pool.refused, items, command)
+    fresh = _fresh_manifest(config, listing.errors + pool.refused, items, ctx.command)
     fresh["screen"] = {**config.reference_screen.describe(), "screened": pool.screened, "duplicates": pool.duplicates}
     inputs = {"--root": config.root, "--list": config.list_file}
-    with StageWriter(out, fresh, overwrite, inputs, on_save=_save) as writer:
+    with StageWriter(out, fresh, ctx.overwrite, inputs, on_save=_save) as writer:
         pending = [(str(i), item) for i, item in enumerate(items) if str(i) not in writer.manifest["done"]]
         writer.save()
         by_key = {item.key: unit for unit, item in pending}

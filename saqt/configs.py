@@ -125,6 +125,49 @@ class BuildConfig:
         return json.loads(json.dumps(asdict(self)))
 
 
+SYNTH_METRICS = ("ms_ssim", "psnr")  # the full-reference proxies `saqt bank synth` scores with (saqt.bank_synth)
+MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What a synthetic bank is built from and how it is scored."""
+
+    source: str = option("folder", f"Reference images: {', '.join(source_names())}.", SOURCE)
+    root: str | None = option(None, "Source root folder (all paths must stay inside it).", SOURCE, cli_type=Path | None)
+    list_file: str | None = option(
+        None, "For --source list: the list file.", SOURCE, flags=("--list",), cli_type=Path | None
+    )
+    limit: int | None = option(None, "Use at most N reference images (seeded).", SELECTION)
+    seed: int = option(0, "Seed of the selection and of the distortions' random draws.", SELECTION)
+    size: tuple[int, int] = option(
+        (512, 384), "Canonical size WxH of the references.", PLAN, cli_type=str, cli_default="512x384"
+    )
+    metric: str = option("ms_ssim", f"Full-reference proxy score: {' or '.join(SYNTH_METRICS)}.", PLAN)
+    min_side: int = option(128, "Screen: refuse images whose shorter side is below this.", SCREEN)
+    min_jpeg_quality: int = option(90, MIN_JPEG_QUALITY_HELP, SCREEN)
+    max_upscale: float = option(1.0, MAX_UPSCALE_HELP, SCREEN)
+    allow_grey: bool = option(False, "Screen: keep greyscale images (refused by default).", SCREEN)
+    save_distorted: bool = option(
+        False, "Also write the distorted images and dataset.csv (path, score, ref) for glint.", OUTPUT
+    )
+
+    @property
+    def reference_screen(self) -> Screen:
+        """The pristine screen each reference must pass, as in ``saqt build``."""
+        return Screen(self.min_side, self.min_jpeg_quality, self.allow_grey, self.max_upscale)
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first option that cannot work."""
+        if self.metric not in SYNTH_METRICS:
+            raise ConfigError(f"--metric must be one of {', '.join(SYNTH_METRICS)}, got {self.metric!r}")
+        if self.metric == "ms_ssim" and min(self.size) < MS_SSIM_MIN_SIDE:
+            raise ConfigError(
+                f"ms_ssim needs both sides of --size >= {MS_SSIM_MIN_SIDE} px; use a larger --size or --metric psnr"
+            )
+        check_size(self.size)
+
+
 @dataclass(frozen=True)
 class LabelConfig:
     """Everything that determines the labels, and how the embedding runs (device, batch size and loader workers,

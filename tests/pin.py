@@ -36,7 +36,7 @@ import torch
 
 from pipelines.executors import LocalExecutor
 from saqt import __version__
-from saqt.bank_synth import SynthConfig, synth_bank
+from saqt.bank_synth import SynthConfig, run_synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.configs import ALL_LEVELS, ALL_TYPES
 from saqt.context import RunContext
@@ -90,7 +90,7 @@ def run_stages(root: Path) -> dict[str, Path]:
     bank = SynthConfig(
         source="sample-bank", limit=3, seed=SEED, size=SIZE, metric="psnr", min_side=64, allow_grey=False
     )
-    synth_bank(bank, paths["bank"], LocalExecutor(1), progress=False)
+    run_synth_bank(bank, paths["bank"], RunContext(LocalExecutor(1), progress=False))
     label = LabelConfig(
         build=str(paths["build"]),
         bank=str(paths["bank"]),

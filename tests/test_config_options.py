@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from pipelines.cli_common import Options, config_options
 from pipelines.saqt_cli import app as saqt_app
-from saqt.configs import BuildConfig, FidelityConfig, LabelConfig, PublishConfig
+from saqt.configs import SYNTH_METRICS, BuildConfig, FidelityConfig, LabelConfig, PublishConfig, SynthConfig
 from saqt.options import option, option_of
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"})
@@ -26,6 +26,7 @@ COMMANDS = {
     ("saqt", "label"): LabelConfig,
     ("saqt", "fidelity"): FidelityConfig,
     ("saqt", "publish"): PublishConfig,
+    ("saqt", "bank synth"): SynthConfig,
     ("glint", "pretrain"): "glint.pretrain.PretrainConfig",
     ("glint", "finetune"): "glint.finetune.FinetuneConfig",
 }
@@ -53,7 +54,7 @@ def test_every_option_field_is_an_option_with_its_help_in_its_panel(app, command
         config, cli = getattr(importlib.import_module(module), name), glint_app
     else:
         cli = saqt_app
-    result = runner.invoke(cli, [command, "--help"])
+    result = runner.invoke(cli, [*command.split(), "--help"])
     assert result.exit_code == 0, result.output
     shown, text = panels(result.output), flat(result.output)
     offered = [f for f in fields(config) if option_of(f)]
@@ -136,3 +137,10 @@ def test_an_option_name_given_twice_is_refused():
 
         @config_options(Thing)
         def clash(given: Options, colour: str = "") -> None: ...
+
+
+def test_the_synth_metrics_offered_are_the_ones_implemented():
+    """``--metric`` is checked against the light config's names; the bank stage scores with its own table."""
+    from saqt.bank_synth import METRICS
+
+    assert tuple(METRICS) == SYNTH_METRICS

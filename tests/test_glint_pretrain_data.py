@@ -23,7 +23,7 @@ from glint.pretrain_data import DatasetError, SaqtIndex, SaqtTraining, epoch_ord
 from glint.train import TrainConfig, make_loader
 from pipelines.executors import LocalExecutor
 from pipelines.glint_cli import app
-from saqt.bank_synth import SynthConfig, synth_bank
+from saqt.bank_synth import SynthConfig, run_synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.context import RunContext
 from saqt.errors import SaqtError
@@ -50,8 +50,10 @@ def stages(tmp_path_factory) -> Path:
     """The 5 sample photos x 6 cells, built with pixels and recipe-only from the same seed, labelled by the mean
     rule of a synth bank, and the materialised labels published with a validation split."""
     root = tmp_path_factory.mktemp("pretrain")
-    synth_bank(
-        SynthConfig(source="sample-bank", size=(96, 64), metric="psnr"), root / "bank", LocalExecutor(1), progress=False
+    run_synth_bank(
+        SynthConfig(source="sample-bank", size=(96, 64), metric="psnr"),
+        root / "bank",
+        RunContext(LocalExecutor(1), progress=False),
     )
     for name, recipe_only in (("mat", False), ("rec", True)):
         config = BuildConfig(

@@ -250,7 +250,7 @@ def test_ddp_under_torchrun_on_cpu(tmp_path, tiny_dataset):
 def test_ddp_pretraining_on_a_stream_does_not_hang(tmp_path):
     """Two ranks share each epoch's permutation of SAQT-IQA rows; both step the same number of times."""
     from pipelines.executors import LocalExecutor
-    from saqt.bank_synth import SynthConfig, synth_bank
+    from saqt.bank_synth import SynthConfig, run_synth_bank
     from saqt.build import BuildConfig, run_build
     from saqt.label import LabelConfig, run_label
 
@@ -259,11 +259,10 @@ def test_ddp_pretraining_on_a_stream_does_not_hang(tmp_path):
         tmp_path / "build",
         RunContext(LocalExecutor(1), progress=False),
     )
-    synth_bank(
+    run_synth_bank(
         SynthConfig(source="sample-bank", size=(96, 64), metric="psnr"),
         tmp_path / "bank",
-        LocalExecutor(1),
-        progress=False,
+        RunContext(LocalExecutor(1), progress=False),
     )
     run_label(
         LabelConfig(build=str(tmp_path / "build"), bank=str(tmp_path / "bank"), rule="mean"),

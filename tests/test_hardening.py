@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt.bank_synth import SynthConfig, synth_bank
+from saqt.bank_synth import SynthConfig, run_synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.context import RunContext
 from saqt.label import LabelConfig, run_label
@@ -53,11 +53,10 @@ def stages(tmp_path_factory) -> Path:
         root / "build",
         RunContext(LocalExecutor(1), progress=False),
     )
-    synth_bank(
+    run_synth_bank(
         SynthConfig(source="sample-bank", size=SIZE, limit=2, metric="psnr"),
         root / "bank",
-        LocalExecutor(1),
-        progress=False,
+        RunContext(LocalExecutor(1), progress=False),
     )
     config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="topk", k=2)
     run_label(on_cpu(config), root / "labels", QUIET)

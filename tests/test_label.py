@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
 from saqt.bank import load_bank
-from saqt.bank_synth import SynthConfig, synth_bank
+from saqt.bank_synth import SynthConfig, run_synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.context import RunContext
 from saqt.label import LabelConfig, run_label
@@ -36,7 +36,11 @@ def on_cpu(config: LabelConfig) -> LabelConfig:
 @pytest.fixture(scope="module")
 def kodak_bank(tmp_path_factory):
     out = tmp_path_factory.mktemp("bank") / "kodak"
-    synth_bank(SynthConfig(root=str(needs_shared(KODAK)), size=SIZE, limit=12), out, LocalExecutor(2), progress=False)
+    run_synth_bank(
+        SynthConfig(root=str(needs_shared(KODAK)), size=SIZE, limit=12),
+        out,
+        RunContext(LocalExecutor(2), progress=False),
+    )
     return out
 
 
@@ -172,7 +176,9 @@ def test_recipe_only_build_joins_recipes(tmp_path, kodak_bank):
 
 def test_pristine_images_in_the_bank_are_flagged(tmp_path, sample_build):
     bank = tmp_path / "selfbank"
-    synth_bank(SynthConfig(source="sample", size=SIZE, metric="psnr"), bank, LocalExecutor(1), progress=False)
+    run_synth_bank(
+        SynthConfig(source="sample", size=SIZE, metric="psnr"), bank, RunContext(LocalExecutor(1), progress=False)
+    )
     manifest = run_label(
         on_cpu(LabelConfig(build=str(sample_build), bank=str(bank), encoder="effnet-lite0")), tmp_path / "l", QUIET
     )
@@ -286,11 +292,10 @@ def test_synth_bank_can_save_a_rated_dataset_for_glint(tmp_path):
     from glint.data import DatasetError, load_table, split_table
 
     bank = tmp_path / "bank"
-    synth_bank(
+    run_synth_bank(
         SynthConfig(source="sample-bank", size=(96, 64), metric="psnr", limit=2, save_distorted=True),
         bank,
-        LocalExecutor(1),
-        progress=False,
+        RunContext(LocalExecutor(1), progress=False),
     )
     table = load_table("csv", bank, bank / "dataset.csv")
     assert len(table.samples) == 250 and table.kind == "synthetic" and len({s.group for s in table.samples}) == 2

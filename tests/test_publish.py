@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt.bank_synth import SynthConfig, synth_bank
+from saqt.bank_synth import SynthConfig, run_synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.card import read_card
 from saqt.context import RunContext
@@ -48,7 +48,11 @@ def labelled(tmp_path_factory):
         root / "build",
         RunContext(LocalExecutor(1), command=f"saqt build --out {root / 'build'} --size 192x176", progress=False),
     )
-    synth_bank(SynthConfig(source="sample-bank", size=SIZE, limit=3), root / "bank", LocalExecutor(1), progress=False)
+    run_synth_bank(
+        SynthConfig(source="sample-bank", size=SIZE, limit=3),
+        root / "bank",
+        RunContext(LocalExecutor(1), progress=False),
+    )
     config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="topk", k=2)
     run_label(
         replace(config, device="cpu"),

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt.bank_synth import SynthConfig, synth_bank
+from saqt.bank_synth import SynthConfig, run_synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.card import read_card
 from saqt.context import RunContext
@@ -58,11 +58,10 @@ def labelled(imagenet, tmp_path_factory) -> Path:
             command=f"saqt build --source imagenet --root {imagenet} --out {root / 'build'}",
         ),
     )
-    synth_bank(
+    run_synth_bank(
         SynthConfig(source="sample-bank", size=SIZE, limit=2, metric="psnr"),
         root / "bank",
-        LocalExecutor(1),
-        progress=False,
+        RunContext(LocalExecutor(1), progress=False),
     )
     config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="top1")
     run_label(replace(config, device="cpu"), root / "labels", RunContext(progress=False))

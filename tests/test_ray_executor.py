@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt.bank_synth import SynthConfig, synth_bank
+from saqt.bank_synth import SynthConfig, run_synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.context import RunContext
 from saqt.label import LabelConfig, run_label
@@ -61,8 +61,10 @@ def local_build(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def local_bank(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bank") / "k"
-    synth_bank(
-        SynthConfig(source="sample-bank", limit=2, size=(96, 64), metric="psnr"), out, LocalExecutor(1), progress=False
+    run_synth_bank(
+        SynthConfig(source="sample-bank", limit=2, size=(96, 64), metric="psnr"),
+        out,
+        RunContext(LocalExecutor(1), progress=False),
     )
     return out
 
