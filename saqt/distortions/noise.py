@@ -10,6 +10,7 @@ import cv2
 import numba
 import numpy as np
 
+from saqt.distortions.normals import standard_normal
 from saqt.distortions.prepared import PreparedImage
 from saqt.distortions.primitives import rgb2ycbcr, ycbcr2rgb
 from saqt.distortions.registry import renderer
@@ -26,7 +27,7 @@ def _add_clipped(x: float, scale: float, draw: float) -> float:
 
 def gaussian_noise(x: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
     """``imnoise(x, 'gaussian', 0, variance)``."""
-    return _add_clipped(x, np.sqrt(variance), rng.standard_normal(x.shape))
+    return _add_clipped(x, np.sqrt(variance), standard_normal(rng, x.shape))
 
 
 @renderer(11, noise=True)

@@ -6,6 +6,7 @@ import numba
 import numpy as np
 
 from saqt.distortions.multithresh import multithresh
+from saqt.distortions.normals import standard_normal
 from saqt.distortions.prepared import Indexed, PreparedImage
 from saqt.distortions.primitives import mround
 from saqt.distortions.registry import renderer
@@ -90,7 +91,7 @@ def jitter(src: PreparedImage, strength: float, rng: np.random.Generator) -> np.
     """Five passes of backward warping by per-pixel Gaussian shifts of std ``strength`` px (bicubic)."""
     y = src.x
     for _ in range(JITTER_PASSES):
-        y = keys_shift(y, strength, rng.standard_normal((2, *src.shape)))
+        y = keys_shift(y, strength, standard_normal(rng, (2, *src.shape)))
     return y
 
 
