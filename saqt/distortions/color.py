@@ -7,11 +7,12 @@ import numpy as np
 from PIL import Image
 
 from saqt.distortions.palette import colour_moments, wu_palette
-from saqt.distortions.prepared import Indexed, PreparedImage
+from saqt.distortions.prepared import Indexed, PerColour, PreparedImage
 from saqt.distortions.primitives import (
     clamp_shift,
     gaussian_filter,
     lab2rgb_clipped,
+    lab_rows_to_srgb,
     mapmm,
     mround,
     rgb2gray,
@@ -80,9 +81,19 @@ def color_quantization(src: PreparedImage, colors: float) -> Indexed:
     return Indexed(np.asarray(dithered.convert("RGB")), BYTE_LUT)
 
 
-def channel_max(src: PreparedImage) -> np.ndarray:
-    """V of HSV: the per-pixel maximum over R, G, B."""
-    return src.x.max(axis=2, keepdims=True)
+def colour_codes(src: PreparedImage) -> np.ndarray:
+    """The uint8 RGB of each distinct colour (K x 3)."""
+    return src.colours.gather(src.u8)
+
+
+def colour_rgb(src: PreparedImage) -> np.ndarray:
+    """The normalised RGB of each distinct colour (K x 3)."""
+    return src.colours.gather(src.x)
+
+
+def colour_lab(src: PreparedImage) -> np.ndarray:
+    """The Lab of each distinct colour (K x 3), as computed for its pixels."""
+    return src.colours.gather(src.lab)
 
 
 @numba.vectorize(["float64(float64, float64, float64)"], cache=True)
@@ -92,18 +103,19 @@ def _towards(v: float, factor: float, c: float) -> float:
 
 
 @renderer(7)
-def color_saturation_hsv(src: PreparedImage, factor: float) -> np.ndarray:
+def color_saturation_hsv(src: PreparedImage, factor: float) -> PerColour:
     """Scale HSV saturation by ``factor`` with no clipping.
 
     With H and V fixed, ``hsv2rgb(h, f s, v)`` is ``v - f (v - c)`` for each channel c; MATLAB's
     extra division by the global maximum is undone by the final min-max stretch.
     """
-    return _towards(src.shared(channel_max), factor, src.x)
+    rgb = src.shared(colour_rgb)
+    return PerColour(src.colours.rows, _towards(rgb.max(axis=1, keepdims=True), factor, rgb))
 
 
 @renderer(8)
-def color_saturation_lab(src: PreparedImage, factor: float) -> np.ndarray:
-    """Scale a* and b* by ``factor``; back to sRGB, clipped."""
-    lab = src.lab.copy()
-    lab[..., 1:] *= factor
-    return lab2rgb_clipped(lab)
+def color_saturation_lab(src: PreparedImage, factor: float) -> PerColour:
+    """Scale a* and b* by ``factor``; back to sRGB, clipped (once per distinct colour)."""
+    lab = src.shared(colour_lab).copy()
+    lab[:, 1:] *= factor
+    return PerColour(src.colours.rows, lab_rows_to_srgb(lab, src.colours.simd_rows))

@@ -10,6 +10,8 @@ from functools import cache
 import cv2
 import numba
 import numpy as np
+from numba import types
+from numba.extending import intrinsic
 from scipy.integrate import quad
 from scipy.interpolate import CubicSpline
 
@@ -181,13 +183,48 @@ def rgb2lab(rgb: np.ndarray) -> np.ndarray:
 _F_FROM_LAB = np.array([[1 / 116, 1 / 500, 0, 16 / 116], [1 / 116, 0, 0, 16 / 116], [1 / 116, 0, -1 / 200, 16 / 116]])
 
 
-@numba.vectorize(["float64(float64)"], cache=True)
+OPENCV_FLOAT64_LANES = 4
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (LLVM's fma), as OpenCV's kernels compute it on CPUs with FMA."""
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return types.float64(types.float64, types.float64, types.float64), codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _affine_row(m: np.ndarray, k: int, x0: float, x1: float, x2: float, simd: bool) -> float:
+    """Row k of ``cv2.transform`` with a 3 x 4 matrix on one pixel, bit for bit, on the SIMD path or the scalar tail."""
+    if simd:
+        return _fma(m[k, 0], x0, _fma(m[k, 1], x1, _fma(m[k, 2], x2, m[k, 3])))
+    return _fma(m[k, 2], x2, _fma(m[k, 0], x0, m[k, 1] * x1)) + m[k, 3]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def transform_pixel(m: np.ndarray, x0: float, x1: float, x2: float, simd: bool) -> tuple[float, float, float]:
+    """One pixel of ``cv2.transform`` with a 3 x 4 matrix (see :func:`simd_pixels` for ``simd``)."""
+    return _affine_row(m, 0, x0, x1, x2, simd), _affine_row(m, 1, x0, x1, x2, simd), _affine_row(m, 2, x0, x1, x2, simd)
+
+
+def simd_pixels(n: int) -> int:
+    """How many of the n pixels of one ``cv2.transform`` call take its SIMD path (AVX2: whole groups of 4).
+
+    The rest, at the end, take its scalar code, which rounds differently.
+    """
+    return n - n % OPENCV_FLOAT64_LANES
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _lab_expand(f: float) -> float:
     """Inverse of :func:`_lab_compand`."""
     return f * f * f if f > 0.2068966 else (f - 16.0 / 116.0) / 7.787
 
 
-@numba.vectorize(["float64(float64)"], cache=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _linear_to_srgb_clipped(lin: float) -> float:
     """The sRGB transfer curve of a linear value floored at 0, clipped to [0, 1]."""
     if lin > 1.000001:  # the curve exceeds 1 + 1e-7 there, so clips to 1 whatever the rounding of pow
@@ -197,9 +234,26 @@ def _linear_to_srgb_clipped(lin: float) -> float:
     return min(max(c, 0.0), 1.0)
 
 
+_LINEAR_FROM_LAB_AFFINE = np.hstack([_LINEAR_FROM_LAB, np.zeros((3, 1))])
+
+
+@numba.njit(cache=True, nogil=True)
+def lab_rows_to_srgb(lab: np.ndarray, simd_end: int) -> np.ndarray:
+    """Lab rows (N x 3) to sRGB clipped to [0, 1], rows from ``simd_end`` on as ``cv2.transform``'s scalar tail."""
+    out = np.empty_like(lab)
+    for i in range(lab.shape[0]):
+        simd = i < simd_end
+        f = transform_pixel(_F_FROM_LAB, lab[i, 0], lab[i, 1], lab[i, 2], simd)
+        lin = transform_pixel(_LINEAR_FROM_LAB_AFFINE, _lab_expand(f[0]), _lab_expand(f[1]), _lab_expand(f[2]), simd)
+        for ch in range(3):
+            out[i, ch] = _linear_to_srgb_clipped(lin[ch])
+    return out
+
+
 def lab2rgb_clipped(lab: np.ndarray) -> np.ndarray:
-    """CIE Lab to sRGB, clipped to [0, 1] (every use in the reference clips right after ``lab2rgb``)."""
-    return _linear_to_srgb_clipped(cv2.transform(_lab_expand(cv2.transform(lab, _F_FROM_LAB)), _LINEAR_FROM_LAB))
+    """CIE Lab (H x W x 3) to sRGB, clipped to [0, 1] (every use in the reference clips right after ``lab2rgb``)."""
+    n = lab.shape[0] * lab.shape[1]
+    return lab_rows_to_srgb(np.ascontiguousarray(lab).reshape(n, 3), simd_pixels(n)).reshape(lab.shape)
 
 
 # BT.601 studio-range YCbCr on [0, 1] data, as MATLAB's rgb2ycbcr / ycbcr2rgb for double images.
