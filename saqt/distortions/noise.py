@@ -10,24 +10,51 @@ import cv2
 import numba
 import numpy as np
 
-from saqt.distortions.normals import standard_normal
+from saqt.distortions.normals import next_normal, read_state, write_state
 from saqt.distortions.prepared import PreparedImage
-from saqt.distortions.primitives import rgb2ycbcr, ycbcr2rgb
+from saqt.distortions.primitives import RGB_FROM_YCC_AFFINE, YCC_FROM_RGB_AFFINE, simd_pixels, transform_pixel
 from saqt.distortions.registry import renderer
 
 GUIDED_RADIUS = 3  # the denoiser's windows are 7 x 7 pixels
 GUIDED_EPS_GAIN = 6.0  # its regularisation is 6 x the noise variance
 
 
-@numba.vectorize(["float64(float64, float64, float64)"], cache=True)
-def _add_clipped(x: float, scale: float, draw: float) -> float:
-    """``x + scale * draw`` clipped to [0, 1]."""
-    return min(max(x + scale * draw, 0.0), 1.0)
+@numba.njit(cache=True, nogil=True)
+def _add_clipped_normals(x: np.ndarray, scale: float, state: tuple) -> tuple[np.ndarray, tuple]:
+    """``x + scale * n`` clipped to [0, 1], n drawn per sample in C order; the noisy array and the new state."""
+    flat = x.reshape(-1)
+    out = np.empty(flat.size)
+    for i in range(flat.size):
+        state, draw = next_normal(state)
+        out[i] = min(max(flat[i] + scale * draw, 0.0), 1.0)
+    return out.reshape(x.shape), state
 
 
 def gaussian_noise(x: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
     """``imnoise(x, 'gaussian', 0, variance)``."""
-    return _add_clipped(x, np.sqrt(variance), standard_normal(rng, x.shape))
+    noisy, state = _add_clipped_normals(np.ascontiguousarray(x), np.sqrt(variance), read_state(rng))
+    write_state(rng, state)
+    return noisy
+
+
+@numba.njit(cache=True, nogil=True)
+def _noisy_ycbcr_to_rgb(x: np.ndarray, scale: float, state: tuple, simd_end: int) -> tuple[np.ndarray, tuple]:
+    """Per pixel: :func:`rgb2ycbcr`, ``+ scale * n`` clipped to [0, 1] (n in C order), :func:`ycbcr2rgb`."""
+    px = x.reshape(-1, 3)
+    out = np.empty(px.shape)
+    for p in range(px.shape[0]):
+        simd = p < simd_end
+        ycc = transform_pixel(YCC_FROM_RGB_AFFINE, px[p, 0], px[p, 1], px[p, 2], simd)
+        state, n0 = next_normal(state)
+        state, n1 = next_normal(state)
+        state, n2 = next_normal(state)
+        y0 = min(max(ycc[0] + scale * n0, 0.0), 1.0)
+        y1 = min(max(ycc[1] + scale * n1, 0.0), 1.0)
+        y2 = min(max(ycc[2] + scale * n2, 0.0), 1.0)
+        rgb = transform_pixel(RGB_FROM_YCC_AFFINE, y0, y1, y2, simd)
+        for ch in range(3):
+            out[p, ch] = min(max(rgb[ch], 0.0), 1.0)
+    return out.reshape(x.shape), state
 
 
 @renderer(11, noise=True)
@@ -39,7 +66,10 @@ def white_noise(src: PreparedImage, variance: float, rng: np.random.Generator) -
 @renderer(12, noise=True)
 def white_noise_color_component(src: PreparedImage, variance: float, rng: np.random.Generator) -> np.ndarray:
     """Additive Gaussian noise on Y, Cb and Cr (BT.601), back to RGB, clipped."""
-    return ycbcr2rgb(gaussian_noise(rgb2ycbcr(src.x), variance, rng))
+    n = src.shape[0] * src.shape[1]
+    rgb, state = _noisy_ycbcr_to_rgb(src.x, np.sqrt(variance), read_state(rng), simd_pixels(n))
+    write_state(rng, state)
+    return rgb
 
 
 @numba.vectorize(["float64(float64, float64, float64)"], cache=True)

@@ -89,10 +89,10 @@ def _fill(out: np.ndarray, state: tuple) -> tuple:
     return state
 
 
-def read_state(rng: np.random.Generator) -> tuple | None:
-    """The PCG64 state of ``rng`` as four uint64 words for the compiled samplers, or None for another bit generator."""
+def read_state(rng: np.random.Generator) -> tuple:
+    """The PCG64 state of ``rng`` as four uint64 words for the compiled samplers (``default_rng`` makes PCG64)."""
     if type(rng.bit_generator) is not np.random.PCG64:
-        return None
+        raise TypeError(f"the compiled samplers follow PCG64's stream, not {type(rng.bit_generator).__name__}'s")
     words = rng.bit_generator.state["state"]
     state, inc = words["state"], words["inc"]
     return _U(state >> 64), _U(state & _WORD), _U(inc >> 64), _U(inc & _WORD)
@@ -107,9 +107,6 @@ def write_state(rng: np.random.Generator, state: tuple) -> None:
 
 def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """``rng.standard_normal(shape)``, the same values and the same state afterwards."""
-    state = read_state(rng)
-    if state is None:
-        return rng.standard_normal(shape)
     out = np.empty(shape)
-    write_state(rng, _fill(out.reshape(-1), state))
+    write_state(rng, _fill(out.reshape(-1), read_state(rng)))
     return out

@@ -260,16 +260,18 @@ def lab2rgb_clipped(lab: np.ndarray) -> np.ndarray:
 _YCC_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
 _YCC_FROM_RGB = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
 _RGB_FROM_YCC = np.linalg.inv(_YCC_FROM_RGB)
+YCC_FROM_RGB_AFFINE = np.hstack([_YCC_FROM_RGB, _YCC_OFFSET[:, None]])
+RGB_FROM_YCC_AFFINE = np.hstack([_RGB_FROM_YCC, -_RGB_FROM_YCC @ _YCC_OFFSET[:, None]])
 
 
 def rgb2ycbcr(rgb: np.ndarray) -> np.ndarray:
     """RGB in [0, 1] to BT.601 YCbCr in [0, 1] (Y in [16, 235]/255)."""
-    return cv2.transform(rgb, np.hstack([_YCC_FROM_RGB, _YCC_OFFSET[:, None]]))
+    return cv2.transform(rgb, YCC_FROM_RGB_AFFINE)
 
 
 def ycbcr2rgb(ycc: np.ndarray) -> np.ndarray:
     """Inverse of :func:`rgb2ycbcr`, clipped to [0, 1] as MATLAB does for double data."""
-    return np.clip(cv2.transform(ycc, np.hstack([_RGB_FROM_YCC, -_RGB_FROM_YCC @ _YCC_OFFSET[:, None]])), 0.0, 1.0)
+    return np.clip(cv2.transform(ycc, RGB_FROM_YCC_AFFINE), 0.0, 1.0)
 
 
 def rgb2gray(rgb: np.ndarray) -> np.ndarray:
