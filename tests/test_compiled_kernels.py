@@ -8,7 +8,7 @@ import pytest
 
 from saqt.distortions import PreparedImage, distort
 from saqt.distortions.noise import gaussian_noise
-from saqt.distortions.normals import standard_normal
+from saqt.distortions.pcg64_draws import standard_normal
 from saqt.distortions.primitives import lab2rgb_clipped, mapmm, rgb2lab, rgb2ycbcr, to_uint8, ycbcr2rgb
 from saqt.distortions.registry import RENDERERS
 
@@ -75,7 +75,7 @@ def test_colour_table_renders_match_per_pixel_maths_where_opencv_rounds_the_last
 
 
 def test_noise_kernels_match_numpy_noise_and_opencv_transforms_bit_for_bit():
-    """Types 11 and 12 draw in C order from the caller's generator and leave it where numpy would; 53 x 49 has a tail."""
+    """Types 11 to 14 draw in C order from the caller's generator and leave it where numpy would; 53 x 49 has a tail."""
     rng = np.random.default_rng(8)
     src = PreparedImage(rng.integers(0, 256, (49, 53, 3), dtype=np.uint8))
     ours, theirs = np.random.default_rng(4), np.random.default_rng(4)
@@ -84,4 +84,8 @@ def test_noise_kernels_match_numpy_noise_and_opencv_transforms_bit_for_bit():
     ycc = rgb2ycbcr(src.x)
     expected = ycbcr2rgb(np.clip(ycc + np.sqrt(0.02) * theirs.standard_normal(ycc.shape), 0.0, 1.0))
     assert np.array_equal(RENDERERS[12].apply(src, 0.02, ours), expected)
+    u = theirs.random(src.x.shape)
+    assert np.array_equal(RENDERERS[13].apply(src, 0.1, ours), np.where(u < 0.05, 0.0, np.where(u < 0.1, 1.0, src.x)))
+    speckle = np.clip(src.x + src.x * (np.sqrt(12 * 0.05) * (theirs.random(src.x.shape) - 0.5)), 0.0, 1.0)
+    assert np.array_equal(RENDERERS[14].apply(src, 0.05, ours), speckle)
     assert ours.integers(1 << 62) == theirs.integers(1 << 62)

@@ -10,7 +10,7 @@ import cv2
 import numba
 import numpy as np
 
-from saqt.distortions.normals import next_normal, read_state, write_state
+from saqt.distortions.pcg64_draws import next_double, next_normal, read_state, write_state
 from saqt.distortions.prepared import PreparedImage
 from saqt.distortions.primitives import RGB_FROM_YCC_AFFINE, YCC_FROM_RGB_AFFINE, simd_pixels, transform_pixel
 from saqt.distortions.registry import renderer
@@ -72,7 +72,25 @@ def white_noise_color_component(src: PreparedImage, variance: float, rng: np.ran
     return rgb
 
 
-@numba.vectorize(["float64(float64, float64, float64)"], cache=True)
+@numba.njit(cache=True, nogil=True)
+def _with_uniforms(x: np.ndarray, param: float, state: tuple, sample) -> tuple[np.ndarray, tuple]:
+    """``sample(x, u, param)`` per sample, u uniform on [0, 1) drawn in C order; the new array and the new state."""
+    flat = x.reshape(-1)
+    out = np.empty(flat.size)
+    for i in range(flat.size):
+        state, u = next_double(state)
+        out[i] = sample(flat[i], u, param)
+    return out.reshape(x.shape), state
+
+
+def uniform_noise(x: np.ndarray, sample, param: float, rng: np.random.Generator) -> np.ndarray:
+    """``sample(x, rng.random(x.shape), param)`` elementwise, without the array of draws."""
+    out, state = _with_uniforms(np.ascontiguousarray(x), param, read_state(rng), sample)
+    write_state(rng, state)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
 def _salt_and_pepper(x: float, draw: float, density: float) -> float:
     """0 if the uniform draw is below d/2, 1 if below d, else the sample unchanged."""
     if draw < density / 2:
@@ -83,11 +101,11 @@ def _salt_and_pepper(x: float, draw: float, density: float) -> float:
 @renderer(13, noise=True)
 def impulse_noise(src: PreparedImage, density: float, rng: np.random.Generator) -> np.ndarray:
     """Salt and pepper: each sample becomes 0 with probability d/2 and 1 with probability d/2."""
-    return _salt_and_pepper(src.x, rng.random(src.x.shape), density)
+    return uniform_noise(src.x, _salt_and_pepper, density, rng)
 
 
-@numba.vectorize(["float64(float64, float64, float64)"], cache=True)
-def _speckle(x: float, scale: float, draw: float) -> float:
+@numba.njit(cache=True, nogil=True)
+def _speckle(x: float, draw: float, scale: float) -> float:
     """``x + x n`` with ``n = scale (draw - 0.5)``, clipped to [0, 1]."""
     return min(max(x + x * (scale * (draw - 0.5)), 0.0), 1.0)
 
@@ -95,7 +113,7 @@ def _speckle(x: float, scale: float, draw: float) -> float:
 @renderer(14, noise=True)
 def multiplicative_noise(src: PreparedImage, variance: float, rng: np.random.Generator) -> np.ndarray:
     """Speckle: ``x + x n`` with n uniform, zero mean, variance ``variance``."""
-    return _speckle(src.x, np.sqrt(12 * variance), rng.random(src.x.shape))
+    return uniform_noise(src.x, _speckle, np.sqrt(12 * variance), rng)
 
 
 @numba.vectorize(["float64(float64, float64, float64)"], cache=True)

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from saqt.distortions.multithresh import multithresh
-from saqt.distortions.normals import standard_normal
+from saqt.distortions.pcg64_draws import standard_normal
 from saqt.distortions.prepared import Indexed, PreparedImage
 from saqt.distortions.primitives import mround
 from saqt.distortions.registry import renderer
