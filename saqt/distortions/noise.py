@@ -123,6 +123,12 @@ def _guided_gain(mean: float, mean_sq: float, eps: float) -> float:
     return var / (var + eps)
 
 
+@numba.vectorize(["float64(float64, float64)"], cache=True)
+def _guided_offset(gain: float, mean: float) -> float:
+    """Intercept of the shrunk fit: ``mean - gain mean``."""
+    return mean - gain * mean
+
+
 @numba.vectorize(["float64(float64, float64, float64)"], cache=True)
 def _guided_output(gain: float, x: float, offset: float) -> float:
     """The window-averaged linear model applied to a sample, clipped to [0, 1]."""
@@ -134,16 +140,22 @@ def guided_denoise(x: np.ndarray, variance: float) -> np.ndarray:
 
     In every (2r+1)^2 window the channel is fitted as ``a x + b`` with ``a = var / (var + eps)``; the
     output averages the fits of the windows covering each pixel. Flat areas (var << eps) are averaged,
-    edges (var >> eps) kept. ``eps`` is GUIDED_EPS_GAIN times the noise variance.
+    edges (var >> eps) kept. ``eps`` is GUIDED_EPS_GAIN times the noise variance. Three buffers are
+    reused throughout (fresh large arrays cost page faults).
     """
     size = (2 * GUIDED_RADIUS + 1, 2 * GUIDED_RADIUS + 1)
 
-    def box(a: np.ndarray) -> np.ndarray:
-        return cv2.boxFilter(a, -1, size, borderType=cv2.BORDER_REPLICATE)
+    def box(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(a, -1, size, dst=out, borderType=cv2.BORDER_REPLICATE)
 
-    mean = box(x)
-    gain = _guided_gain(mean, box(x * x), GUIDED_EPS_GAIN * variance)
-    return _guided_output(box(gain), x, box(mean - gain * mean))
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    mean, gain, work = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    box(x, mean)
+    box(np.multiply(x, x, out=gain), work)  # the mean of squares
+    _guided_gain(mean, work, GUIDED_EPS_GAIN * variance, out=gain)
+    _guided_offset(gain, mean, out=work)
+    mean_gain, mean_offset = box(gain, mean), box(work, gain)
+    return _guided_output(mean_gain, x, mean_offset, out=work)
 
 
 @renderer(15, noise=True)
