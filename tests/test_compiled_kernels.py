@@ -23,9 +23,14 @@ def test_standard_normal_is_numpys_stream_bit_for_bit(seed):
     assert np.array_equal(standard_normal(ours, (7,)), theirs.standard_normal(7))
 
 
-def test_standard_normal_refuses_another_bit_generator():
+def test_standard_normal_with_another_bit_generator_defers_to_it():
+    ours, theirs = np.random.Generator(np.random.Philox(5)), np.random.Generator(np.random.Philox(5))
+    assert np.array_equal(standard_normal(ours, (3, 4)), theirs.standard_normal((3, 4)))
+
+
+def test_noise_kernels_refuse_another_bit_generator():
     with pytest.raises(TypeError, match="PCG64"):
-        standard_normal(np.random.Generator(np.random.Philox(5)), (3, 4))
+        gaussian_noise(np.zeros((4, 4, 3)), 0.01, np.random.Generator(np.random.Philox(5)))
 
 
 _F_FROM_LAB = np.array([[1 / 116, 1 / 500, 0, 16 / 116], [1 / 116, 0, 0, 16 / 116], [1 / 116, 0, -1 / 200, 16 / 116]])

@@ -107,7 +107,9 @@ def write_state(rng: np.random.Generator, state: tuple) -> None:
 
 
 def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """``rng.standard_normal(shape)``, the same values and the same state afterwards."""
+    """``rng.standard_normal(shape)``, compiled for numpy's PCG64 generator (``default_rng``'s), else rng's own."""
+    if not isinstance(rng, np.random.Generator) or type(rng.bit_generator) is not np.random.PCG64:
+        return rng.standard_normal(shape)
     out = np.empty(shape)
     write_state(rng, _fill(out.reshape(-1), read_state(rng)))
     return out
