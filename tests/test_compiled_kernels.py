@@ -9,7 +9,15 @@ import pytest
 from saqt.distortions import PreparedImage, distort
 from saqt.distortions.noise import gaussian_noise
 from saqt.distortions.pcg64_draws import standard_normal
-from saqt.distortions.primitives import lab2rgb_clipped, mapmm, rgb2lab, rgb2ycbcr, to_uint8, ycbcr2rgb
+from saqt.distortions.primitives import (
+    gaussian_filter,
+    lab2rgb_clipped,
+    mapmm,
+    rgb2lab,
+    rgb2ycbcr,
+    to_uint8,
+    ycbcr2rgb,
+)
 from saqt.distortions.registry import RENDERERS
 
 
@@ -94,3 +102,15 @@ def test_noise_kernels_match_numpy_noise_and_opencv_transforms_bit_for_bit():
     speckle = np.clip(src.x + src.x * (np.sqrt(12 * 0.05) * (theirs.random(src.x.shape) - 0.5)), 0.0, 1.0)
     assert np.array_equal(RENDERERS[14].apply(src, 0.05, ours), speckle)
     assert ours.integers(1 << 62) == theirs.integers(1 << 62)
+
+
+def test_one_pass_lab_kernels_of_types_4_and_24_match_the_array_maths_bit_for_bit():
+    """Blurred chroma scaled in float32 (type 4), unsharp-masked L* (type 24); 53 x 49 pixels end in a scalar tail."""
+    src = PreparedImage(np.random.default_rng(5).integers(0, 256, (49, 53, 3), dtype=np.uint8))
+    lab = src.lab
+    diffused = lab.copy()
+    diffused[..., 1:] = gaussian_filter(np.ascontiguousarray(lab[..., 1:], dtype=np.float32), 1.5 * 2.5 + 2) * 2.5
+    assert np.array_equal(RENDERERS[4].apply(src, 2.5), lab2rgb_with_opencv(diffused))
+    sharpened, lightness = lab.copy(), lab[..., 0]
+    sharpened[..., 0] = lightness + 1.7 * (lightness - gaussian_filter(np.ascontiguousarray(lightness), 3.0))
+    assert np.array_equal(RENDERERS[24].apply(src, 1.7), lab2rgb_with_opencv(sharpened))

@@ -11,11 +11,12 @@ from saqt.distortions.prepared import Indexed, PerColour, PreparedImage
 from saqt.distortions.primitives import (
     clamp_shift,
     gaussian_filter,
-    lab2rgb_clipped,
+    lab_pixel_to_srgb,
     lab_rows_to_srgb,
     mapmm,
     mround,
     rgb2gray,
+    simd_pixels,
 )
 from saqt.distortions.registry import renderer
 
@@ -27,12 +28,21 @@ def chroma_float32(src: PreparedImage) -> np.ndarray:
     return np.ascontiguousarray(src.lab[..., 1:], dtype=np.float32)
 
 
+@numba.njit(cache=True, nogil=True)
+def _diffused_to_srgb(lab: np.ndarray, chroma: np.ndarray, amount: np.float32, simd_end: int) -> np.ndarray:
+    px, ab = lab.reshape(-1, 3), chroma.reshape(-1, 2)
+    out = np.empty(px.shape)
+    for i in range(px.shape[0]):  # the chroma is scaled in float32, as numpy scales a float32 array
+        lab_pixel_to_srgb(px[i, 0], np.float64(ab[i, 0] * amount), np.float64(ab[i, 1] * amount), i < simd_end, out, i)
+    return out.reshape(lab.shape)
+
+
 @renderer(4)
 def color_diffusion(src: PreparedImage, amount: float) -> np.ndarray:
     """Blur a* and b* with sigma 1.5 a + 2 and scale them by a; L* unchanged."""
-    lab = src.lab.copy()
-    lab[..., 1:] = gaussian_filter(src.shared(chroma_float32), 1.5 * amount + 2) * amount
-    return lab2rgb_clipped(lab)
+    chroma = gaussian_filter(src.shared(chroma_float32), 1.5 * amount + 2)
+    n = src.shape[0] * src.shape[1]
+    return _diffused_to_srgb(src.lab, chroma, np.float32(amount), simd_pixels(n))
 
 
 def edge_weights(src: PreparedImage) -> np.ndarray:

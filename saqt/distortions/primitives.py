@@ -237,16 +237,21 @@ def _linear_to_srgb_clipped(lin: float) -> float:
 _LINEAR_FROM_LAB_AFFINE = np.hstack([_LINEAR_FROM_LAB, np.zeros((3, 1))])
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def lab_pixel_to_srgb(lightness: float, a: float, b: float, simd: bool, out: np.ndarray, i: int) -> None:
+    """Write one Lab pixel as sRGB clipped to [0, 1] to ``out[i, :3]`` (``simd``: see :func:`simd_pixels`)."""
+    f = transform_pixel(_F_FROM_LAB, lightness, a, b, simd)
+    lin = transform_pixel(_LINEAR_FROM_LAB_AFFINE, _lab_expand(f[0]), _lab_expand(f[1]), _lab_expand(f[2]), simd)
+    for ch in range(3):
+        out[i, ch] = _linear_to_srgb_clipped(lin[ch])
+
+
 @numba.njit(cache=True, nogil=True)
 def lab_rows_to_srgb(lab: np.ndarray, simd_end: int) -> np.ndarray:
     """Lab rows (N x 3) to sRGB clipped to [0, 1], rows from ``simd_end`` on as ``cv2.transform``'s scalar tail."""
     out = np.empty_like(lab)
     for i in range(lab.shape[0]):
-        simd = i < simd_end
-        f = transform_pixel(_F_FROM_LAB, lab[i, 0], lab[i, 1], lab[i, 2], simd)
-        lin = transform_pixel(_LINEAR_FROM_LAB_AFFINE, _lab_expand(f[0]), _lab_expand(f[1]), _lab_expand(f[2]), simd)
-        for ch in range(3):
-            out[i, ch] = _linear_to_srgb_clipped(lin[ch])
+        lab_pixel_to_srgb(lab[i, 0], lab[i, 1], lab[i, 2], i < simd_end, out, i)
     return out
 
 
