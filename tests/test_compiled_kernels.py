@@ -114,3 +114,11 @@ def test_one_pass_lab_kernels_of_types_4_and_24_match_the_array_maths_bit_for_bi
     sharpened, lightness = lab.copy(), lab[..., 0]
     sharpened[..., 0] = lightness + 1.7 * (lightness - gaussian_filter(np.ascontiguousarray(lightness), 3.0))
     assert np.array_equal(RENDERERS[24].apply(src, 1.7), lab2rgb_with_opencv(sharpened))
+
+
+def test_lab_of_the_distinct_colours_spread_to_the_pixels_is_opencvs_lab_of_the_image():
+    rng = np.random.default_rng(6)
+    palette = np.concatenate([[[0, 0, 0], [255, 255, 255]], rng.integers(0, 256, (30, 3))]).astype(np.uint8)
+    image = palette[rng.integers(0, 32, (49, 53))]
+    image[0, :2], image[-1, -1] = palette[:2], image[1, 1]
+    assert np.array_equal(PreparedImage(image).lab, rgb2lab(image / 255.0))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from saqt.distortions.color import colour_codes, colour_lab
 from saqt.distortions.prepared import Indexed, PerColour, PreparedImage
 from saqt.distortions.primitives import curve_parabola, lab_rows_to_srgb
 from saqt.distortions.registry import renderer
@@ -21,8 +20,8 @@ def _two_to_one(a: float, b: float) -> float:
 def brighten(src: PreparedImage, amount: float) -> PerColour:
     """Mean of two tone curves with midpoint 0.5 + a/2: twice on R, G, B, once on L* (once per distinct colour)."""
     mid = 0.5 + amount / 2
-    rgb_curve = curve_parabola(src.x_lut, mid)[src.shared(colour_codes)]
-    lab = src.shared(colour_lab).copy()
+    rgb_curve = curve_parabola(src.x_lut, mid)[src.colours.codes]
+    lab = src.colour_lab.copy()
     lab[:, 0] = 100.0 * curve_parabola(lab[:, 0] / 100.0, mid)
     return PerColour(src.colours.rows, _two_to_one(rgb_curve, lab_rows_to_srgb(lab, src.colours.simd_rows)))
 

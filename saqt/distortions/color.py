@@ -91,19 +91,9 @@ def color_quantization(src: PreparedImage, colors: float) -> Indexed:
     return Indexed(np.asarray(dithered.convert("RGB")), BYTE_LUT)
 
 
-def colour_codes(src: PreparedImage) -> np.ndarray:
-    """The uint8 RGB of each distinct colour (K x 3)."""
-    return src.colours.gather(src.u8)
-
-
 def colour_rgb(src: PreparedImage) -> np.ndarray:
     """The normalised RGB of each distinct colour (K x 3)."""
     return src.colours.gather(src.x)
-
-
-def colour_lab(src: PreparedImage) -> np.ndarray:
-    """The Lab of each distinct colour (K x 3), as computed for its pixels."""
-    return src.colours.gather(src.lab)
 
 
 @numba.vectorize(["float64(float64, float64, float64)"], cache=True)
@@ -126,6 +116,6 @@ def color_saturation_hsv(src: PreparedImage, factor: float) -> PerColour:
 @renderer(8)
 def color_saturation_lab(src: PreparedImage, factor: float) -> PerColour:
     """Scale a* and b* by ``factor``; back to sRGB, clipped (once per distinct colour)."""
-    lab = src.shared(colour_lab).copy()
+    lab = src.colour_lab.copy()
     lab[:, 1:] *= factor
     return PerColour(src.colours.rows, lab_rows_to_srgb(lab, src.colours.simd_rows))

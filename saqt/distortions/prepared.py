@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from saqt.distortions.primitives import (
-    linear_to_lab,
+    linear_rows_to_lab,
     mapmm_to_uint8,
     simd_pixels,
     srgb_to_linear,
@@ -81,6 +81,11 @@ class PreparedImage:
         """The image's distinct colours (read-only, shared)."""
         return self.shared(_colour_table)
 
+    @property
+    def colour_lab(self) -> np.ndarray:
+        """CIE Lab of each distinct colour, K x 3, the values its pixels have in :attr:`lab` (read-only, shared)."""
+        return self.shared(_colour_lab)
+
     def identity(self) -> Indexed:
         """The normalised image itself as an :class:`Indexed` result."""
         return Indexed(self.u8, self.x_lut)
@@ -103,9 +108,14 @@ def _normalised_uint8(src: PreparedImage) -> np.ndarray:
     return to_uint8(src.x_lut)[src.u8]
 
 
-def _lab(src: PreparedImage) -> np.ndarray:
+def _colour_lab(src: PreparedImage) -> np.ndarray:
     # The transfer curve on the 256 table values (clipped: values of codes absent from the image fall outside [0, 1]).
-    return linear_to_lab(srgb_to_linear(np.clip(src.x_lut, 0.0, 1.0))[src.u8])
+    linear = srgb_to_linear(np.clip(src.x_lut, 0.0, 1.0))[src.colours.codes]
+    return linear_rows_to_lab(linear, src.colours.simd_rows)
+
+
+def _lab(src: PreparedImage) -> np.ndarray:
+    return _per_pixel(src.colour_lab, src.colours.rows)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -140,7 +150,8 @@ def _distinct_rows(px: np.ndarray, simd_end: int) -> tuple[np.ndarray, np.ndarra
 class ColourTable:
     """The distinct colours of an image, for types whose output at a pixel depends only on its colour.
 
-    ``rows`` numbers each pixel's colour (H x W); ``first`` is a flat pixel index of each colour. The
+    ``rows`` numbers each pixel's colour (H x W); ``first`` is a flat pixel index of each colour and
+    ``codes`` its uint8 RGB (K x 3). The
     last pixels of the image, which ``cv2.transform`` computes on its scalar path (see
     :func:`~saqt.distortions.primitives.simd_pixels`), have a row each, from ``simd_rows`` on: their
     Lab values, and the colours made from them, round differently from the same colour elsewhere.
@@ -148,6 +159,7 @@ class ColourTable:
 
     rows: np.ndarray
     first: np.ndarray
+    codes: np.ndarray
     simd_rows: int
 
     def gather(self, per_pixel: np.ndarray) -> np.ndarray:
@@ -158,7 +170,7 @@ class ColourTable:
 def _colour_table(src: PreparedImage) -> ColourTable:
     n = src.shape[0] * src.shape[1]
     rows, first, simd_rows = _distinct_rows(src.u8.reshape(n, 3), simd_pixels(n))
-    return ColourTable(rows.reshape(src.shape), first, simd_rows)
+    return ColourTable(rows.reshape(src.shape), first, src.u8.reshape(n, 3)[first], simd_rows)
 
 
 @dataclass(frozen=True)
@@ -171,9 +183,9 @@ class PerColour:
 
 @numba.njit(cache=True, nogil=True)
 def _per_pixel(rgb: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``rgb[rows]``: each pixel's row of a K x 3 uint8 table (H x W x 3); 20x faster than numpy's fancy indexing."""
+    """``rgb[rows]``: each pixel's row of a K x 3 table (H x W x 3); 20x faster than numpy's fancy indexing."""
     h, w = rows.shape
-    out = np.empty((h, w, 3), np.uint8)
+    out = np.empty((h, w, 3), rgb.dtype)
     for r in range(h):
         for c in range(w):
             out[r, c, 0], out[r, c, 1], out[r, c, 2] = rgb[rows[r, c], 0], rgb[rows[r, c], 1], rgb[rows[r, c], 2]

@@ -159,10 +159,13 @@ def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
     return np.where(rgb <= 0.04045, rgb / 12.92, np.power((rgb + 0.055) / 1.055, 2.4))
 
 
-@numba.vectorize(["float64(float64)"], cache=True)
-def _lab_compand(t: float) -> float:
+@numba.njit(cache=True, nogil=True, inline="always")
+def _compand(t: float) -> float:
     """CIE Lab's companding of a white-normalised tristimulus value (cube root with a linear toe)."""
     return np.cbrt(t) if t > 0.008856 else 7.787 * t + 16.0 / 116.0
+
+
+_lab_compand = numba.vectorize(["float64(float64)"], cache=True)(_compand.py_func)
 
 
 def linear_to_lab(lin: np.ndarray) -> np.ndarray:
@@ -235,6 +238,7 @@ def _linear_to_srgb_clipped(lin: float) -> float:
 
 
 _LINEAR_FROM_LAB_AFFINE = np.hstack([_LINEAR_FROM_LAB, np.zeros((3, 1))])
+_LAB_FROM_LINEAR_AFFINE = np.hstack([_LAB_FROM_LINEAR, np.zeros((3, 1))])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -259,6 +263,19 @@ def lab2rgb_clipped(lab: np.ndarray) -> np.ndarray:
     """CIE Lab (H x W x 3) to sRGB, clipped to [0, 1] (every use in the reference clips right after ``lab2rgb``)."""
     n = lab.shape[0] * lab.shape[1]
     return lab_rows_to_srgb(np.ascontiguousarray(lab).reshape(n, 3), simd_pixels(n)).reshape(lab.shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def linear_rows_to_lab(lin: np.ndarray, simd_end: int) -> np.ndarray:
+    """:func:`linear_to_lab` of rows (N x 3), rows from ``simd_end`` on as ``cv2.transform``'s scalar tail."""
+    out = np.empty_like(lin)
+    for i in range(lin.shape[0]):
+        t = transform_pixel(_LAB_FROM_LINEAR_AFFINE, lin[i, 0], lin[i, 1], lin[i, 2], i < simd_end)
+        f0, f1, f2 = _compand(t[0]), _compand(t[1]), _compand(t[2])
+        out[i, 0] = 116.0 * f1 - 16.0
+        out[i, 1] = 500.0 * (f0 - f1)
+        out[i, 2] = 200.0 * (f1 - f2)
+    return out
 
 
 # BT.601 studio-range YCbCr on [0, 1] data, as MATLAB's rgb2ycbcr / ycbcr2rgb for double images.
