@@ -106,10 +106,13 @@ def write_state(rng: np.random.Generator, state: tuple) -> None:
     rng.bit_generator.state = full
 
 
-def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """``rng.standard_normal(shape)``, compiled for numpy's PCG64 generator (``default_rng``'s), else rng's own."""
+def standard_normal(rng: np.random.Generator, shape: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
+    """``rng.standard_normal(shape)`` (into ``out`` if given), compiled for numpy's PCG64 (``default_rng``'s).
+
+    Another generator draws its own, into a new array.
+    """
     if not isinstance(rng, np.random.Generator) or type(rng.bit_generator) is not np.random.PCG64:
         return rng.standard_normal(shape)
-    out = np.empty(shape)
+    out = np.empty(shape) if out is None else out
     write_state(rng, _fill(out.reshape(-1), read_state(rng)))
     return out
