@@ -9,7 +9,6 @@ from PIL import Image
 from saqt.distortions.palette import colour_moments, wu_palette
 from saqt.distortions.prepared import Indexed, PerColour, PreparedImage
 from saqt.distortions.primitives import (
-    clamp_shift,
     gaussian_filter,
     lab_pixel_to_srgb,
     lab_rows_to_srgb,
@@ -56,10 +55,19 @@ def edge_weights(src: PreparedImage) -> np.ndarray:
     return mapmm(np.clip(e, lo, hi))
 
 
-@numba.vectorize(["float64(float64, float64, float64)"], cache=True)
-def _mix(weight: float, a: float, b: float) -> float:
-    """``weight a + (1 - weight) b``."""
-    return weight * a + (1 - weight) * b
+@numba.njit(cache=True, nogil=True)
+def _blend_shifted_green(x: np.ndarray, weight: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``x`` with green ``weight g' + (1 - weight) g``, g' the green plane shifted by (dy, dx), edges replicated."""
+    h, w, _ = x.shape
+    out = np.empty((h, w, 3))
+    for r in range(h):
+        src_r = min(max(r - dy, 0), h - 1)
+        for c in range(w):
+            wt = weight[r, c]
+            out[r, c, 0] = x[r, c, 0]
+            out[r, c, 1] = wt * x[src_r, min(max(c - dx, 0), w - 1), 1] + (1 - wt) * x[r, c, 1]
+            out[r, c, 2] = x[r, c, 2]
+    return out
 
 
 def draw_direction(rng: np.random.Generator, shape: tuple[int, int], amount: float) -> dict:
@@ -72,10 +80,7 @@ def color_shift(src: PreparedImage, amount: float, params: dict) -> np.ndarray:
     """Shift the green channel down-right by ``round(amount * u / |u|)`` px and blend it in at edges."""
     u = np.asarray(params["direction"], dtype=np.float64)
     dy, dx = (int(v) for v in mround(amount * u / np.sqrt(np.sum(u * u))))
-    y = src.x.copy()
-    g = src.x[..., 1]
-    y[..., 1] = _mix(src.shared(edge_weights), clamp_shift(g, dy, dx), g)
-    return y
+    return _blend_shifted_green(src.x, src.shared(edge_weights), dy, dx)
 
 
 def _moments(src: PreparedImage) -> np.ndarray:
@@ -91,9 +96,9 @@ def color_quantization(src: PreparedImage, colors: float) -> Indexed:
     return Indexed(np.asarray(dithered.convert("RGB")), BYTE_LUT)
 
 
-def colour_rgb(src: PreparedImage) -> np.ndarray:
-    """The normalised RGB of each distinct colour (K x 3)."""
-    return src.colours.gather(src.x)
+def channel_max(src: PreparedImage) -> np.ndarray:
+    """V of HSV: the per-pixel maximum over R, G, B."""
+    return src.x.max(axis=2, keepdims=True)
 
 
 @numba.vectorize(["float64(float64, float64, float64)"], cache=True)
@@ -103,14 +108,13 @@ def _towards(v: float, factor: float, c: float) -> float:
 
 
 @renderer(7)
-def color_saturation_hsv(src: PreparedImage, factor: float) -> PerColour:
+def color_saturation_hsv(src: PreparedImage, factor: float) -> np.ndarray:
     """Scale HSV saturation by ``factor`` with no clipping.
 
     With H and V fixed, ``hsv2rgb(h, f s, v)`` is ``v - f (v - c)`` for each channel c; MATLAB's
     extra division by the global maximum is undone by the final min-max stretch.
     """
-    rgb = src.shared(colour_rgb)
-    return PerColour(src.colours.rows, _towards(rgb.max(axis=1, keepdims=True), factor, rgb))
+    return _towards(src.shared(channel_max), factor, src.x)
 
 
 @renderer(8)

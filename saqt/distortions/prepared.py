@@ -162,10 +162,6 @@ class ColourTable:
     codes: np.ndarray
     simd_rows: int
 
-    def gather(self, per_pixel: np.ndarray) -> np.ndarray:
-        """The rows of an H x W x C array at each colour's first pixel (K x C)."""
-        return per_pixel.reshape(-1, per_pixel.shape[-1])[self.first]
-
 
 def _colour_table(src: PreparedImage) -> ColourTable:
     n = src.shape[0] * src.shape[1]

@@ -299,11 +299,3 @@ def ycbcr2rgb(ycc: np.ndarray) -> np.ndarray:
 def rgb2gray(rgb: np.ndarray) -> np.ndarray:
     """MATLAB ``rgb2gray`` weights."""
     return rgb @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
-
-
-def clamp_shift(plane: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """Shift a plane down by dy and right by dx, filling from the nearest edge (``imshift``)."""
-    h, w = plane.shape
-    rows = np.clip(np.arange(h) - dy, 0, h - 1)
-    cols = np.clip(np.arange(w) - dx, 0, w - 1)
-    return np.take(np.take(plane, rows, axis=0), cols, axis=1)
