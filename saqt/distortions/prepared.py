@@ -123,16 +123,16 @@ def _distinct_rows(px: np.ndarray, simd_end: int) -> tuple[np.ndarray, np.ndarra
     """Row of each pixel and first pixel of each row; one row per colour before ``simd_end``, one per pixel after."""
     n = px.shape[0]
     size = 1
-    while size < 2 * n:
+    while size < 2 * min(n, 1 << 24):  # at most half full: there are at most 2^24 colours
         size *= 2
     slot_row = np.full(size, -1, np.int32)  # open addressing with linear probing on the packed 24-bit colour
-    slot_key = np.empty(size, np.int64)
+    slot_key = np.empty(size, np.int32)
     row_of = np.empty(n, np.int32)
     first = np.empty(n, np.int64)
     rows = 0
     for p in range(simd_end):
-        key = (np.int64(px[p, 0]) << 16) | (np.int64(px[p, 1]) << 8) | np.int64(px[p, 2])
-        h = ((key * 2654435761) >> 7) & (size - 1)
+        key = (np.int32(px[p, 0]) << 16) | (np.int32(px[p, 1]) << 8) | np.int32(px[p, 2])
+        h = ((np.int64(key) * 2654435761) >> 7) & (size - 1)
         while slot_row[h] >= 0 and slot_key[h] != key:
             h = (h + 1) & (size - 1)
         if slot_row[h] < 0:
@@ -150,15 +150,13 @@ def _distinct_rows(px: np.ndarray, simd_end: int) -> tuple[np.ndarray, np.ndarra
 class ColourTable:
     """The distinct colours of an image, for types whose output at a pixel depends only on its colour.
 
-    ``rows`` numbers each pixel's colour (H x W); ``first`` is a flat pixel index of each colour and
-    ``codes`` its uint8 RGB (K x 3). The
-    last pixels of the image, which ``cv2.transform`` computes on its scalar path (see
+    ``rows`` numbers each pixel's colour (H x W) and ``codes`` holds each colour's uint8 RGB (K x 3).
+    The last pixels of the image, which ``cv2.transform`` computes on its scalar path (see
     :func:`~saqt.distortions.primitives.simd_pixels`), have a row each, from ``simd_rows`` on: their
     Lab values, and the colours made from them, round differently from the same colour elsewhere.
     """
 
     rows: np.ndarray
-    first: np.ndarray
     codes: np.ndarray
     simd_rows: int
 
@@ -166,7 +164,7 @@ class ColourTable:
 def _colour_table(src: PreparedImage) -> ColourTable:
     n = src.shape[0] * src.shape[1]
     rows, first, simd_rows = _distinct_rows(src.u8.reshape(n, 3), simd_pixels(n))
-    return ColourTable(rows.reshape(src.shape), first, src.u8.reshape(n, 3)[first], simd_rows)
+    return ColourTable(rows.reshape(src.shape), src.u8.reshape(n, 3)[first], simd_rows)
 
 
 @dataclass(frozen=True)
