@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import cv2
 import numba
 import numpy as np
 
-from saqt.distortions.prepared import Indexed, PreparedImage
-from saqt.distortions.primitives import curve_parabola, lab2rgb_clipped
+from saqt.distortions.prepared import Indexed, PerColour, PreparedImage
+from saqt.distortions.primitives import curve_parabola, lab_rows_to_srgb
 from saqt.distortions.registry import renderer
 
 
@@ -18,13 +17,13 @@ def _two_to_one(a: float, b: float) -> float:
 
 
 @renderer(16)
-def brighten(src: PreparedImage, amount: float) -> np.ndarray:
-    """Mean of two tone curves with midpoint 0.5 + a/2: twice on R, G, B, once on L*."""
+def brighten(src: PreparedImage, amount: float) -> PerColour:
+    """Mean of two tone curves with midpoint 0.5 + a/2: twice on R, G, B, once on L* (once per distinct colour)."""
     mid = 0.5 + amount / 2
-    rgb_curve = cv2.LUT(src.u8, curve_parabola(src.x_lut, mid))
-    lab = src.lab.copy()
-    lab[..., 0] = 100.0 * curve_parabola(src.lab[..., 0] / 100.0, mid)
-    return _two_to_one(rgb_curve, lab2rgb_clipped(lab))
+    rgb_curve = curve_parabola(src.x_lut, mid)[src.colours.codes]
+    lab = src.colour_lab.copy()
+    lab[:, 0] = 100.0 * curve_parabola(lab[:, 0] / 100.0, mid)
+    return PerColour(src.colours.rows, _two_to_one(rgb_curve, lab_rows_to_srgb(lab, src.colours.simd_rows)))
 
 
 @renderer(17)

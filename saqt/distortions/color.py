@@ -7,14 +7,15 @@ import numpy as np
 from PIL import Image
 
 from saqt.distortions.palette import colour_moments, wu_palette
-from saqt.distortions.prepared import Indexed, PreparedImage
+from saqt.distortions.prepared import Indexed, PerColour, PreparedImage
 from saqt.distortions.primitives import (
-    clamp_shift,
     gaussian_filter,
-    lab2rgb_clipped,
+    lab_pixel_to_srgb,
+    lab_rows_to_srgb,
     mapmm,
     mround,
     rgb2gray,
+    simd_pixels,
 )
 from saqt.distortions.registry import renderer
 
@@ -26,12 +27,21 @@ def chroma_float32(src: PreparedImage) -> np.ndarray:
     return np.ascontiguousarray(src.lab[..., 1:], dtype=np.float32)
 
 
+@numba.njit(cache=True, nogil=True)
+def _diffused_to_srgb(lab: np.ndarray, chroma: np.ndarray, amount: np.float32, simd_end: int) -> np.ndarray:
+    px, ab = lab.reshape(-1, 3), chroma.reshape(-1, 2)
+    out = np.empty(px.shape)
+    for i in range(px.shape[0]):  # the chroma is scaled in float32, as numpy scales a float32 array
+        lab_pixel_to_srgb(px[i, 0], np.float64(ab[i, 0] * amount), np.float64(ab[i, 1] * amount), i < simd_end, out, i)
+    return out.reshape(lab.shape)
+
+
 @renderer(4)
 def color_diffusion(src: PreparedImage, amount: float) -> np.ndarray:
     """Blur a* and b* with sigma 1.5 a + 2 and scale them by a; L* unchanged."""
-    lab = src.lab.copy()
-    lab[..., 1:] = gaussian_filter(src.shared(chroma_float32), 1.5 * amount + 2) * amount
-    return lab2rgb_clipped(lab)
+    chroma = gaussian_filter(src.shared(chroma_float32), 1.5 * amount + 2)
+    n = src.shape[0] * src.shape[1]
+    return _diffused_to_srgb(src.lab, chroma, np.float32(amount), simd_pixels(n))
 
 
 def edge_weights(src: PreparedImage) -> np.ndarray:
@@ -45,10 +55,19 @@ def edge_weights(src: PreparedImage) -> np.ndarray:
     return mapmm(np.clip(e, lo, hi))
 
 
-@numba.vectorize(["float64(float64, float64, float64)"], cache=True)
-def _mix(weight: float, a: float, b: float) -> float:
-    """``weight a + (1 - weight) b``."""
-    return weight * a + (1 - weight) * b
+@numba.njit(cache=True, nogil=True)
+def _blend_shifted_green(x: np.ndarray, weight: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``x`` with green ``weight g' + (1 - weight) g``, g' the green plane shifted by (dy, dx), edges replicated."""
+    h, w, _ = x.shape
+    out = np.empty((h, w, 3))
+    for r in range(h):
+        src_r = min(max(r - dy, 0), h - 1)
+        for c in range(w):
+            wt = weight[r, c]
+            out[r, c, 0] = x[r, c, 0]
+            out[r, c, 1] = wt * x[src_r, min(max(c - dx, 0), w - 1), 1] + (1 - wt) * x[r, c, 1]
+            out[r, c, 2] = x[r, c, 2]
+    return out
 
 
 def draw_direction(rng: np.random.Generator, shape: tuple[int, int], amount: float) -> dict:
@@ -61,10 +80,7 @@ def color_shift(src: PreparedImage, amount: float, params: dict) -> np.ndarray:
     """Shift the green channel down-right by ``round(amount * u / |u|)`` px and blend it in at edges."""
     u = np.asarray(params["direction"], dtype=np.float64)
     dy, dx = (int(v) for v in mround(amount * u / np.sqrt(np.sum(u * u))))
-    y = src.x.copy()
-    g = src.x[..., 1]
-    y[..., 1] = _mix(src.shared(edge_weights), clamp_shift(g, dy, dx), g)
-    return y
+    return _blend_shifted_green(src.x, src.shared(edge_weights), dy, dx)
 
 
 def _moments(src: PreparedImage) -> np.ndarray:
@@ -102,8 +118,8 @@ def color_saturation_hsv(src: PreparedImage, factor: float) -> np.ndarray:
 
 
 @renderer(8)
-def color_saturation_lab(src: PreparedImage, factor: float) -> np.ndarray:
-    """Scale a* and b* by ``factor``; back to sRGB, clipped."""
-    lab = src.lab.copy()
-    lab[..., 1:] *= factor
-    return lab2rgb_clipped(lab)
+def color_saturation_lab(src: PreparedImage, factor: float) -> PerColour:
+    """Scale a* and b* by ``factor``; back to sRGB, clipped (once per distinct colour)."""
+    lab = src.colour_lab.copy()
+    lab[:, 1:] *= factor
+    return PerColour(src.colours.rows, lab_rows_to_srgb(lab, src.colours.simd_rows))

@@ -10,6 +10,8 @@ from functools import cache
 import cv2
 import numba
 import numpy as np
+from numba import types
+from numba.extending import intrinsic
 from scipy.integrate import quad
 from scipy.interpolate import CubicSpline
 
@@ -157,10 +159,13 @@ def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
     return np.where(rgb <= 0.04045, rgb / 12.92, np.power((rgb + 0.055) / 1.055, 2.4))
 
 
-@numba.vectorize(["float64(float64)"], cache=True)
-def _lab_compand(t: float) -> float:
+@numba.njit(cache=True, nogil=True, inline="always")
+def _compand(t: float) -> float:
     """CIE Lab's companding of a white-normalised tristimulus value (cube root with a linear toe)."""
     return np.cbrt(t) if t > 0.008856 else 7.787 * t + 16.0 / 116.0
+
+
+_lab_compand = numba.vectorize(["float64(float64)"], cache=True)(_compand.py_func)
 
 
 def linear_to_lab(lin: np.ndarray) -> np.ndarray:
@@ -181,13 +186,48 @@ def rgb2lab(rgb: np.ndarray) -> np.ndarray:
 _F_FROM_LAB = np.array([[1 / 116, 1 / 500, 0, 16 / 116], [1 / 116, 0, 0, 16 / 116], [1 / 116, 0, -1 / 200, 16 / 116]])
 
 
-@numba.vectorize(["float64(float64)"], cache=True)
+OPENCV_FLOAT64_LANES = 4
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (LLVM's fma), as OpenCV's kernels compute it on CPUs with FMA."""
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return types.float64(types.float64, types.float64, types.float64), codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _affine_row(m: np.ndarray, k: int, x0: float, x1: float, x2: float, simd: bool) -> float:
+    """Row k of ``cv2.transform`` with a 3 x 4 matrix on one pixel, bit for bit, on the SIMD path or the scalar tail."""
+    if simd:
+        return _fma(m[k, 0], x0, _fma(m[k, 1], x1, _fma(m[k, 2], x2, m[k, 3])))
+    return _fma(m[k, 2], x2, _fma(m[k, 0], x0, m[k, 1] * x1)) + m[k, 3]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def transform_pixel(m: np.ndarray, x0: float, x1: float, x2: float, simd: bool) -> tuple[float, float, float]:
+    """One pixel of ``cv2.transform`` with a 3 x 4 matrix (see :func:`simd_pixels` for ``simd``)."""
+    return _affine_row(m, 0, x0, x1, x2, simd), _affine_row(m, 1, x0, x1, x2, simd), _affine_row(m, 2, x0, x1, x2, simd)
+
+
+def simd_pixels(n: int) -> int:
+    """How many of the n pixels of one ``cv2.transform`` call take its SIMD path (AVX2: whole groups of 4).
+
+    The rest, at the end, take its scalar code, which rounds differently.
+    """
+    return n - n % OPENCV_FLOAT64_LANES
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _lab_expand(f: float) -> float:
     """Inverse of :func:`_lab_compand`."""
     return f * f * f if f > 0.2068966 else (f - 16.0 / 116.0) / 7.787
 
 
-@numba.vectorize(["float64(float64)"], cache=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _linear_to_srgb_clipped(lin: float) -> float:
     """The sRGB transfer curve of a linear value floored at 0, clipped to [0, 1]."""
     if lin > 1.000001:  # the curve exceeds 1 + 1e-7 there, so clips to 1 whatever the rounding of pow
@@ -197,35 +237,65 @@ def _linear_to_srgb_clipped(lin: float) -> float:
     return min(max(c, 0.0), 1.0)
 
 
+_LINEAR_FROM_LAB_AFFINE = np.hstack([_LINEAR_FROM_LAB, np.zeros((3, 1))])
+_LAB_FROM_LINEAR_AFFINE = np.hstack([_LAB_FROM_LINEAR, np.zeros((3, 1))])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def lab_pixel_to_srgb(lightness: float, a: float, b: float, simd: bool, out: np.ndarray, i: int) -> None:
+    """Write one Lab pixel as sRGB clipped to [0, 1] to ``out[i, :3]`` (``simd``: see :func:`simd_pixels`)."""
+    f = transform_pixel(_F_FROM_LAB, lightness, a, b, simd)
+    lin = transform_pixel(_LINEAR_FROM_LAB_AFFINE, _lab_expand(f[0]), _lab_expand(f[1]), _lab_expand(f[2]), simd)
+    for ch in range(3):
+        out[i, ch] = _linear_to_srgb_clipped(lin[ch])
+
+
+@numba.njit(cache=True, nogil=True)
+def lab_rows_to_srgb(lab: np.ndarray, simd_end: int) -> np.ndarray:
+    """Lab rows (N x 3) to sRGB clipped to [0, 1], rows from ``simd_end`` on as ``cv2.transform``'s scalar tail."""
+    out = np.empty_like(lab)
+    for i in range(lab.shape[0]):
+        lab_pixel_to_srgb(lab[i, 0], lab[i, 1], lab[i, 2], i < simd_end, out, i)
+    return out
+
+
 def lab2rgb_clipped(lab: np.ndarray) -> np.ndarray:
-    """CIE Lab to sRGB, clipped to [0, 1] (every use in the reference clips right after ``lab2rgb``)."""
-    return _linear_to_srgb_clipped(cv2.transform(_lab_expand(cv2.transform(lab, _F_FROM_LAB)), _LINEAR_FROM_LAB))
+    """CIE Lab (H x W x 3) to sRGB, clipped to [0, 1] (every use in the reference clips right after ``lab2rgb``)."""
+    n = lab.shape[0] * lab.shape[1]
+    return lab_rows_to_srgb(np.ascontiguousarray(lab).reshape(n, 3), simd_pixels(n)).reshape(lab.shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def linear_rows_to_lab(lin: np.ndarray, simd_end: int) -> np.ndarray:
+    """:func:`linear_to_lab` of rows (N x 3), rows from ``simd_end`` on as ``cv2.transform``'s scalar tail."""
+    out = np.empty_like(lin)
+    for i in range(lin.shape[0]):
+        t = transform_pixel(_LAB_FROM_LINEAR_AFFINE, lin[i, 0], lin[i, 1], lin[i, 2], i < simd_end)
+        f0, f1, f2 = _compand(t[0]), _compand(t[1]), _compand(t[2])
+        out[i, 0] = 116.0 * f1 - 16.0
+        out[i, 1] = 500.0 * (f0 - f1)
+        out[i, 2] = 200.0 * (f1 - f2)
+    return out
 
 
 # BT.601 studio-range YCbCr on [0, 1] data, as MATLAB's rgb2ycbcr / ycbcr2rgb for double images.
 _YCC_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
 _YCC_FROM_RGB = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
 _RGB_FROM_YCC = np.linalg.inv(_YCC_FROM_RGB)
+YCC_FROM_RGB_AFFINE = np.hstack([_YCC_FROM_RGB, _YCC_OFFSET[:, None]])
+RGB_FROM_YCC_AFFINE = np.hstack([_RGB_FROM_YCC, -_RGB_FROM_YCC @ _YCC_OFFSET[:, None]])
 
 
 def rgb2ycbcr(rgb: np.ndarray) -> np.ndarray:
     """RGB in [0, 1] to BT.601 YCbCr in [0, 1] (Y in [16, 235]/255)."""
-    return cv2.transform(rgb, np.hstack([_YCC_FROM_RGB, _YCC_OFFSET[:, None]]))
+    return cv2.transform(rgb, YCC_FROM_RGB_AFFINE)
 
 
 def ycbcr2rgb(ycc: np.ndarray) -> np.ndarray:
     """Inverse of :func:`rgb2ycbcr`, clipped to [0, 1] as MATLAB does for double data."""
-    return np.clip(cv2.transform(ycc, np.hstack([_RGB_FROM_YCC, -_RGB_FROM_YCC @ _YCC_OFFSET[:, None]])), 0.0, 1.0)
+    return np.clip(cv2.transform(ycc, RGB_FROM_YCC_AFFINE), 0.0, 1.0)
 
 
 def rgb2gray(rgb: np.ndarray) -> np.ndarray:
     """MATLAB ``rgb2gray`` weights."""
     return rgb @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])
-
-
-def clamp_shift(plane: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """Shift a plane down by dy and right by dx, filling from the nearest edge (``imshift``)."""
-    h, w = plane.shape
-    rows = np.clip(np.arange(h) - dy, 0, h - 1)
-    cols = np.clip(np.arange(w) - dx, 0, w - 1)
-    return np.take(np.take(plane, rows, axis=0), cols, axis=1)

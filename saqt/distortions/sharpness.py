@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from saqt.distortions.prepared import Indexed, PreparedImage
-from saqt.distortions.primitives import curve_spline, gaussian_filter, lab2rgb_clipped
+from saqt.distortions.primitives import curve_spline, gaussian_filter, lab_pixel_to_srgb, simd_pixels
 from saqt.distortions.registry import renderer
 
 SHARPEN_SIGMA = 3.0  # imsharpen's default Radius, used as the Gaussian sigma (13 x 13 kernel)
@@ -16,13 +17,21 @@ def blurred_lightness(src: PreparedImage) -> np.ndarray:
     return gaussian_filter(np.ascontiguousarray(src.lab[..., 0]), SHARPEN_SIGMA)
 
 
+@numba.njit(cache=True, nogil=True)
+def _sharpened_to_srgb(lab: np.ndarray, blurred: np.ndarray, amount: float, simd_end: int) -> np.ndarray:
+    px, smooth = lab.reshape(-1, 3), blurred.reshape(-1)
+    out = np.empty(px.shape)
+    for i in range(px.shape[0]):
+        lightness = px[i, 0]
+        lab_pixel_to_srgb(lightness + amount * (lightness - smooth[i]), px[i, 1], px[i, 2], i < simd_end, out, i)
+    return out.reshape(lab.shape)
+
+
 @renderer(24)
 def high_sharpen(src: PreparedImage, amount: float) -> np.ndarray:
-    """Unsharp mask on L* only: ``L + amount (L - G * L)``; back to sRGB, clipped."""
-    lab = src.lab.copy()
-    lightness = src.lab[..., 0]
-    lab[..., 0] = lightness + amount * (lightness - src.shared(blurred_lightness))
-    return lab2rgb_clipped(lab)
+    """Unsharp mask on L* only: ``L + amount (L - G * L)``; back to sRGB, clipped (one compiled pass)."""
+    n = src.shape[0] * src.shape[1]
+    return _sharpened_to_srgb(src.lab, src.shared(blurred_lightness), amount, simd_pixels(n))
 
 
 @renderer(25)

@@ -6,6 +6,7 @@ import numba
 import numpy as np
 
 from saqt.distortions.multithresh import multithresh
+from saqt.distortions.pcg64_draws import standard_normal
 from saqt.distortions.prepared import Indexed, PreparedImage
 from saqt.distortions.primitives import mround
 from saqt.distortions.registry import renderer
@@ -73,24 +74,30 @@ def keys_remap(img: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarra
 
 
 @numba.njit(cache=True, nogil=True)
-def keys_shift(img: np.ndarray, strength: float, draws: np.ndarray) -> np.ndarray:
-    """``keys_remap`` backward by per-pixel shifts: pixel (r, c) samples (r, c) - strength * draws[:, r, c]."""
+def keys_shift(img: np.ndarray, strength: float, draws: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``keys_remap`` backward by per-pixel shifts, into ``out`` (not ``img``).
+
+    Pixel (r, c) samples (r, c) - strength * draws[:, r, c].
+    """
     h, w, _ = img.shape
     lines = img.reshape(h, 3 * w)
-    out = np.empty((h, 3 * w))
+    out_lines = out.reshape(h, 3 * w)
     for r in range(h):
         for c in range(w):
             row, col = r - strength * draws[0, r, c], c - strength * draws[1, r, c]
-            _keys_sample(lines, row, col, out[r], 3 * c)
-    return out.reshape(h, w, 3)
+            _keys_sample(lines, row, col, out_lines[r], 3 * c)
+    return out
 
 
 @renderer(19, noise=True)
 def jitter(src: PreparedImage, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """Five passes of backward warping by per-pixel Gaussian shifts of std ``strength`` px (bicubic)."""
-    y = src.x
-    for _ in range(JITTER_PASSES):
-        y = keys_shift(y, strength, rng.standard_normal((2, *src.shape)))
+    """Five passes of backward warping by per-pixel Gaussian shifts of std ``strength`` px (bicubic).
+
+    The passes alternate between two buffers and refill one array of draws (fresh large arrays cost page faults).
+    """
+    y, images, draws = src.x, np.empty((2, *src.shape, 3)), np.empty((2, *src.shape))
+    for k in range(JITTER_PASSES):
+        y = keys_shift(y, strength, standard_normal(rng, draws.shape, out=draws), images[k % 2])
     return y
 
 
