@@ -3,8 +3,9 @@
 Exactly the files the set's SHA256SUMS lists, and SHA256SUMS itself, go up in one commit (huggingface_hub's
 ``create_repo`` and ``create_commit``). The push deletes or replaces only what an earlier push wrote: the card and the
 ``data/`` files that the repository's SHA256SUMS lists, each still holding the content listed there. Shards of that
-set which are not part of the new one are deleted in the same commit, so the repository never mixes two sets; a
-``data/`` file or card that no earlier push wrote (or that changed since) makes the push refuse, touching nothing.
+set which are not part of the new one are deleted in the same commit, so the repository never mixes two sets. That
+SHA256SUMS counts only if the card it lists is a saqt card; a ``data/`` file, card or SHA256SUMS that no earlier push
+wrote (or that changed since) makes the push refuse, touching nothing, and a push writes nothing outside them.
 The commit names the revision that was inspected as its parent, so the Hub refuses it if the repository moved since.
 """
 
@@ -14,9 +15,10 @@ import importlib
 import tempfile
 from pathlib import Path
 
+from saqt.card import read_card
 from saqt.errors import SaqtError
 from saqt.shards import sha256_file
-from saqt.stage import CARD, SUMS, StageError, read_sums
+from saqt.stage import CARD, SUMS, read_sums
 from saqt.verify import VerifyError, verify_published
 
 VERIFY_SAMPLE = 16  # images decoded before an upload, beyond every file's checksum
@@ -73,6 +75,8 @@ def push_to_hub(
     except VerifyError as err:
         raise HubError(f"{folder} is not an intact published set, not uploaded: {err}") from None
     files = uploads(folder)
+    if strays := [p for p in files if not owned(p)]:
+        raise HubError(f"{folder}: {SUMS} lists {', '.join(strays[:3])}, which a push never writes; not uploaded")
     api = HfApi(endpoint=endpoint, token=token)
     where = f"{api.endpoint}/datasets/{repo_id}"
     try:
@@ -97,37 +101,46 @@ def push_to_hub(
 
 
 def owned(path: str) -> bool:
-    """Whether a push writes ``path``, so may replace or delete it: the card and what sits under ``data/``
-    (SHA256SUMS, the push's own manifest, is always replaced)."""
-    return path == CARD or path.startswith("data/")
+    """Whether a push writes ``path``, so may replace or delete it: the card, what sits under ``data/`` and
+    SHA256SUMS, the push's own manifest."""
+    return path in (CARD, SUMS) or path.startswith("data/")
 
 
 def earlier_push(api, repo_id: str, info, where: str) -> list[str]:
     """The files of repository revision ``info`` (a ``repo_info`` with files' metadata) that an earlier push wrote
     and a push may replace or delete: those its SHA256SUMS lists (the card and ``data/`` files only), with the
-    content listed. HubError, naming a few, if the card or a ``data/`` file is not one of them."""
+    content listed, provided the card it lists is a saqt card (a ``sha256sum`` listing of someone's own files vouches
+    for nothing). HubError, naming a few, if the card, SHA256SUMS or a ``data/`` file is not one of them."""
     present = {s.rfilename: s for s in info.siblings or []}
     with tempfile.TemporaryDirectory(prefix="saqt-hub-") as scratch:
 
         def download(path: str) -> Path:
             return Path(api.hf_hub_download(repo_id, path, repo_type="dataset", revision=info.sha, local_dir=scratch))
 
-        listed = {}
-        if SUMS in present:
-            try:
-                listed = read_sums(download(SUMS).read_text(encoding="utf-8"))
-            except (StageError, UnicodeDecodeError):
-                listed = {}  # not a manifest saqt wrote: it vouches for no file
-
         def content(path: str) -> str:  # its SHA-256: the LFS metadata's, or the (small, non-LFS) file's own
             sibling = present[path]
             return sibling.lfs.sha256 if sibling.lfs else sha256_file(download(path))
 
-        foreign = sorted(p for p in present if owned(p) and (p not in listed or listed[p] != content(p)))
+        listed = _listed_by_a_push(download, content, present) if SUMS in present else {}
+        foreign = sorted(p for p in present if owned(p) and p != SUMS and (p not in listed or listed[p] != content(p)))
+        foreign += [SUMS] if SUMS in present and not listed else []
     if foreign:
         raise HubError(
             f"{where} holds files no earlier saqt push wrote, or changed since ({', '.join(foreign[:3])}"
             f"{', ...' if len(foreign) > 3 else ''}): nothing pushed; a push replaces only the set it pushed: "
             "delete them from the repository yourself (its history keeps them) or push to another repository"
         )
-    return sorted(p for p in listed if owned(p) and p in present)
+    return sorted(p for p in listed if owned(p) and p != SUMS and p in present)
+
+
+def _listed_by_a_push(download, content, present: dict) -> dict[str, str]:
+    """The repository's SHA256SUMS as ``{path: sha256}`` if an earlier saqt push wrote it: readable, listing the card
+    with its present content, and that card a saqt card (front matter with a ``saqt:`` dataset id); else ``{}``."""
+    try:
+        listed = read_sums(download(SUMS).read_text(encoding="utf-8"))
+        if CARD not in listed or CARD not in present or listed[CARD] != content(CARD):
+            return {}
+        meta, _ = read_card(download(CARD).read_text(encoding="utf-8"))
+        return listed if isinstance(meta.get("saqt"), dict) and meta["saqt"].get("dataset_id") else {}
+    except (SaqtError, UnicodeDecodeError):
+        return {}  # not a manifest and card saqt wrote: they vouch for no file

@@ -66,7 +66,7 @@ def _sha(data: bytes) -> str:
 
 REVISION = "5e1ec7ed" * 5  # the stand-in repository's head commit
 GITATTRIBUTES = b"*.parquet filter=lfs diff=lfs merge=lfs -text\n"
-OLD_CARD = b"---\npretty_name: an earlier push\n---\n"
+OLD_CARD = b"---\npretty_name: an earlier push\nsaqt:\n  dataset_id: 0ld5e7\n---\n"  # a saqt card: its id
 OLD_SHARD = b"PAR1 a shard an earlier push wrote PAR1"
 
 
@@ -205,7 +205,20 @@ FOREIGN = {
         {**earlier_push(), "data/train-00000-of-00009.parquet": b"PAR1 the owner's own shard PAR1"},
         ["data/train-00000-of-00009.parquet"],
     ),
-    "an edited card": ({**earlier_push(), "README.md": b"my own card"}, ["README.md"]),
+    "an edited card": (  # the card no longer proves the manifest saqt's: it vouches for no file
+        {**earlier_push(), "README.md": b"my own card"},
+        ["README.md", "data/train-00000-of-00009.parquet", "SHA256SUMS"],
+    ),
+    "a sha256sum listing of the owner's own files": (
+        _replace_sums(
+            {**earlier_push(), "README.md": b"# my dataset\n"},
+            [
+                f"{_sha(b'# my dataset' + bytes([10]))}  README.md",
+                f"{_sha(OLD_SHARD)}  data/train-00000-of-00009.parquet",
+            ],
+        ),
+        ["README.md", "data/train-00000-of-00009.parquet", "SHA256SUMS"],
+    ),
     "no SHA256SUMS": (
         {p: d for p, d in earlier_push().items() if p != "SHA256SUMS"},
         ["README.md", "data/train-00000-of-00009.parquet"],
@@ -215,7 +228,7 @@ FOREIGN = {
             earlier_push(),
             [f"{_sha(OLD_SHARD)}  data/train-00000-of-00009.parquet", f"{_sha(OLD_CARD)}  ../README.md"],
         ),
-        ["README.md", "data/train-00000-of-00009.parquet"],  # a malformed manifest vouches for no file
+        ["README.md", "data/train-00000-of-00009.parquet", "SHA256SUMS"],  # a malformed manifest vouches for none
     ),
     "many foreign files": (
         earlier_push(**{f"data/mine-{i}.csv": b"x" for i in range(5)}),
@@ -256,6 +269,17 @@ def test_a_hostile_manifest_cannot_delete_what_no_push_owns(published, stand_in)
     assert (
         StandInHub.repo[".gitattributes"] == GITATTRIBUTES and StandInHub.repo["notes/keep.md"] == repo["notes/keep.md"]
     )
+
+
+def test_a_set_listing_a_file_outside_its_own_is_not_uploaded(published, stand_in):
+    """A published folder whose SHA256SUMS also lists a file a push never writes (here the repository's LFS rules)
+    is refused before the Hub is contacted, though every checksum holds."""
+    (published / ".gitattributes").write_bytes(b"* -filter\n")
+    with (published / "SHA256SUMS").open("a") as sums:
+        sums.write(f"{_sha(b'* -filter' + bytes([10]))}  .gitattributes\n")
+    with pytest.raises(HubError, match=r"lists \.gitattributes, which a push never writes; not uploaded") as refused:
+        push_to_hub(published, REPO)
+    assert "\n" not in str(refused.value) and not stand_in
 
 
 def test_push_refuses_a_damaged_set(published, stand_in):
