@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,3 +41,23 @@ def photo() -> np.ndarray:
     """A real 512 x 384 colour photo: the centre of scikit-image's astronaut."""
     img = decode_image(sample_paths()[0])
     return np.ascontiguousarray(img[64:448, :512])
+
+
+# The sections of a labels' or published set's report, in page order (saqt/report.py)
+REPORT_SECTIONS = [
+    "summary",
+    "matches",
+    "screen",
+    "grid",
+    "histograms",
+    "levels",
+    "similarity",
+    "bank",
+    "fidelity",
+    "errors",
+]
+
+
+def self_contained(page: str) -> bool:
+    """Whether a report links nothing outside itself: every src/href is inline data or an in-page anchor."""
+    return not re.search(r'(src|href)="(?!data:|#)', page)

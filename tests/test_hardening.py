@@ -81,6 +81,14 @@ def copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+def invoke_label(build: Path, bank: Path, out: Path, *extra: str):
+    """``saqt label`` of ``build`` against ``bank`` into ``out`` with the small encoder, ``extra`` options after."""
+    return runner.invoke(
+        app,
+        ["label", "--build", str(build), "--bank", str(bank), "--out", str(out), "--encoder", "effnet-lite0", *extra],
+    )
+
+
 def one_line_failure(result, fragment: str, code: int = 2) -> None:
     """The command ended with ``code`` on a one-line message holding ``fragment``, never an uncaught exception."""
     assert result.exit_code == code and isinstance(result.exception, SystemExit), (
@@ -185,20 +193,7 @@ def test_case01_build_and_label_overwrite_keep_foreign_files_and_refuse_out_insi
     )
     assert not (photos / "out").exists()
     one_line_failure(
-        runner.invoke(
-            app,
-            [
-                "label",
-                "--build",
-                str(out),
-                "--bank",
-                str(stages / "bank"),
-                "--out",
-                str(out),
-                "--encoder",
-                "effnet-lite0",
-            ],
-        ),
+        invoke_label(out, stages / "bank", out),
         "is --build",
     )
 
@@ -225,22 +220,7 @@ def test_case02_label_refuses_a_build_whose_shard_no_longer_matches(stages, tmp_
     shard = build / "distorted" / "part-00002.parquet"
     table = pq.read_table(shard)
     pq.write_table(table.slice(0, table.num_rows - 1), shard)
-    result = runner.invoke(
-        app,
-        [
-            "label",
-            "--build",
-            str(build),
-            "--bank",
-            str(stages / "bank"),
-            "--out",
-            str(tmp_path / "labels"),
-            "--encoder",
-            "effnet-lite0",
-            "--device",
-            "cpu",
-        ],
-    )
+    result = invoke_label(build, stages / "bank", tmp_path / "labels", "--device", "cpu")
     one_line_failure(result, "distorted/part-00002.parquet")
     assert not (tmp_path / "labels" / "label.json").exists()
 
@@ -432,24 +412,7 @@ def _csv_bank(folder: Path, scores) -> Path:
 )
 def test_case05_banks_that_cannot_score_the_build_are_refused(stages, tmp_path, scores, rule, message):
     bank = _csv_bank(tmp_path / "bank", scores)
-    result = runner.invoke(
-        app,
-        [
-            "label",
-            "--build",
-            str(stages / "build"),
-            "--bank",
-            str(bank),
-            "--out",
-            str(tmp_path / "labels"),
-            "--encoder",
-            "effnet-lite0",
-            "--rule",
-            rule,
-            "--device",
-            "cpu",
-        ],
-    )
+    result = invoke_label(stages / "build", bank, tmp_path / "labels", "--rule", rule, "--device", "cpu")
     one_line_failure(result, message)
     assert not list((tmp_path / "labels").glob("labels/*")) and not (tmp_path / "labels" / "label.json").exists()
 
@@ -634,20 +597,7 @@ def test_case10_a_build_with_no_usable_input_fails_with_a_count_and_cannot_be_la
     one_line_failure(result, "none of the 3 inputs")
     assert len((out / "errors.jsonl").read_text().splitlines()) == 3
     one_line_failure(
-        runner.invoke(
-            app,
-            [
-                "label",
-                "--build",
-                str(out),
-                "--bank",
-                str(stages / "bank"),
-                "--out",
-                str(tmp_path / "l"),
-                "--encoder",
-                "effnet-lite0",
-            ],
-        ),
+        invoke_label(out, stages / "bank", tmp_path / "l"),
         "holds no images",
     )
 
@@ -745,22 +695,7 @@ def test_case13_a_gpu_device_without_a_gpu_is_one_line(stages, tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU: --device cuda is valid here")
-    result = runner.invoke(
-        app,
-        [
-            "label",
-            "--build",
-            str(stages / "build"),
-            "--bank",
-            str(stages / "bank"),
-            "--out",
-            str(tmp_path / "l"),
-            "--encoder",
-            "effnet-lite0",
-            "--device",
-            "cuda",
-        ],
-    )
+    result = invoke_label(stages / "build", stages / "bank", tmp_path / "l", "--device", "cuda")
     one_line_failure(result, "no CUDA GPU")
     assert not (tmp_path / "l").exists()
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from conftest import REPORT_SECTIONS, self_contained
 from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
@@ -308,10 +309,6 @@ def _section_ids(page: str) -> list[str]:
     return re.findall(r'<section id="([a-z]+)">', page)
 
 
-def _self_contained(page: str) -> bool:
-    return not re.search(r'(src|href)="(?!data:|#)', page)
-
-
 def test_report_of_labels_has_every_section_and_embeds_everything(labelled, tmp_path):
     fidelity = tmp_path / "fidelity.json"
     fidelity.write_text(
@@ -328,19 +325,8 @@ def test_report_of_labels_has_every_section_and_embeds_everything(labelled, tmp_
         )
     )
     page = render_report(labelled, images=3, fidelity=fidelity)
-    assert _section_ids(page) == [
-        "summary",
-        "matches",
-        "screen",
-        "grid",
-        "histograms",
-        "levels",
-        "similarity",
-        "bank",
-        "fidelity",
-        "errors",
-    ]
-    assert _self_contained(page)
+    assert _section_ids(page) == REPORT_SECTIONS
+    assert self_contained(page)
     assert page.count('class="thumb"') == 3 * 9 and page.count('class="pristine"') == 3
     assert "not rendered" not in page and page.count('class="tname"') == 2 * len(TYPES)  # only the cells built
     assert "0.910" in page and "0.850" in page
@@ -363,24 +349,13 @@ def test_report_of_a_build_shows_skipped_inputs(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path / "b"), "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
     page = (tmp_path / "r.html").read_text()
-    assert _section_ids(page) == ["summary", "screen", "grid", "errors"] and _self_contained(page)
+    assert _section_ids(page) == ["summary", "screen", "grid", "errors"] and self_contained(page)
     assert "broken.png" in page and page.count('class="thumb"') == 2
 
 
 def test_report_of_a_published_set(published):
     page = render_report(published, images=1)
-    assert _section_ids(page) == [
-        "summary",
-        "matches",
-        "screen",
-        "grid",
-        "histograms",
-        "levels",
-        "similarity",
-        "bank",
-        "fidelity",
-        "errors",
-    ]
+    assert _section_ids(page) == REPORT_SECTIONS
     assert page.count('class="thumb"') == 9 and "No fidelity figures given" in page
 
 

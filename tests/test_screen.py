@@ -34,6 +34,11 @@ def invoke(*args) -> str:
     return result.output
 
 
+def build_folder(root: Path, *options) -> str:
+    """``saqt build`` of the images in ``root``, type 1 at level 1, with ``options`` (``--out`` among them)."""
+    return invoke("build", "--source", "folder", "--root", root, "--types", "1", "--levels", "1", *options)
+
+
 def kodak(i: int) -> np.ndarray:
     return np.asarray(Image.open(needs_shared(KODAK) / f"kodim{i:02d}.png").convert("RGB"))
 
@@ -80,7 +85,7 @@ EXPECTED = {
 
 def test_default_screen_refuses_upscaled_and_compressed_images_with_one_reason_each(folder, tmp_path):
     out = tmp_path / "b"
-    printed = invoke("build", "--source", "folder", "--root", folder, "--types", "1", "--levels", "1", "--out", out)
+    printed = build_folder(folder, "--out", out)
     errors = {e["key"]: e for e in map(json.loads, (out / "errors.jsonl").read_text().splitlines())}
     clive = next(k for k in errors if k.startswith("clive_"))
     assert errors.pop(clive)["reason"] == "needs upscaling (500x500 by 1.02x to cover 512x384; --max-upscale 1)"
@@ -113,23 +118,7 @@ def test_default_screen_refuses_upscaled_and_compressed_images_with_one_reason_e
 
 def test_the_old_defaults_keep_everything_and_are_recorded_as_looser(folder, tmp_path):
     out = tmp_path / "b"
-    printed = invoke(
-        "build",
-        "--source",
-        "folder",
-        "--root",
-        folder,
-        "--types",
-        "1",
-        "--levels",
-        "1",
-        "--out",
-        out,
-        "--max-upscale",
-        "100",
-        "--min-jpeg-quality",
-        "0",
-    )
+    printed = build_folder(folder, "--out", out, "--max-upscale", "100", "--min-jpeg-quality", "0")
     manifest = json.loads((out / "build.json").read_text())
     assert manifest["counts"]["pristine"] == 7 and manifest["counts"]["skipped"] == 0
     assert manifest["screen"]["looser_than_default"] == {"max_upscale": [100.0, 1.0], "min_jpeg_quality": [0, 90]}
@@ -162,21 +151,7 @@ def test_duplicates_are_kept_once_and_counted(folder, tmp_path):
     outs = []
     for workers in (1, 2):
         out = tmp_path / f"b{workers}"
-        invoke(
-            "build",
-            "--source",
-            "folder",
-            "--root",
-            root,
-            "--types",
-            "1",
-            "--levels",
-            "1",
-            "--out",
-            out,
-            "--workers",
-            workers,
-        )
+        build_folder(root, "--out", out, "--workers", workers)
         outs.append(out)
     manifest = json.loads((outs[0] / "build.json").read_text())
     assert manifest["counts"]["pristine"] == 2 and manifest["counts"]["duplicates"] == 2
@@ -226,21 +201,7 @@ def test_the_dataset_card_records_a_looser_screen(tmp_path):
     root = tmp_path / "kodak"
     root.mkdir()
     Image.fromarray(kodak(2)).save(root / "kodim02.png")
-    invoke(
-        "build",
-        "--source",
-        "folder",
-        "--root",
-        root,
-        "--types",
-        "1",
-        "--levels",
-        "1",
-        "--max-upscale",
-        "1.03",
-        "--out",
-        tmp_path / "b",
-    )
+    build_folder(root, "--max-upscale", "1.03", "--out", tmp_path / "b")
     invoke("label", "--build", tmp_path / "b", "--bank", needs_shared(KADID), "--rule", "mean", "--out", tmp_path / "l")
     invoke("publish", "--labels", tmp_path / "l", "--out", tmp_path / "p")
     card = (tmp_path / "p" / "README.md").read_text()
