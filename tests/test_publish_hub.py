@@ -167,11 +167,8 @@ def test_push_uploads_exactly_the_published_set(published, stand_in):
     assert len(expected) == 2 + len(list((published / "data").iterdir())) and "notes.txt" not in commit["added"]
     assert commit["deleted"] == ["data/train-00000-of-00009.parquet"]  # an earlier push's shard, nothing else
     assert commit["parent"] == REVISION and {r for _, r in hub.downloads} == {REVISION}  # the revision inspected
-    assert all(
-        hashlib.sha256(expected[p]).hexdigest() in expected["SHA256SUMS"].decode()
-        for p in expected
-        if p != "SHA256SUMS"
-    )
+    listed = dict(reversed(line.split("  ", 1)) for line in expected["SHA256SUMS"].decode().splitlines())
+    assert listed == {p: hashlib.sha256(data).hexdigest() for p, data in expected.items() if p != "SHA256SUMS"}
     assert StandInHub.repo == {**expected, ".gitattributes": GITATTRIBUTES, "notes/keep.md": b"the owner's notes"}
 
 
