@@ -53,7 +53,7 @@ def _current_name(arg: str) -> str:
     name, eq, value = arg.partition("=")
     if name not in DEPRECATED_NAMES:
         return arg
-    warnings.warn(f"{name} is deprecated; use {DEPRECATED_NAMES[name]}", DeprecationWarning, stacklevel=2)
+    warn(f"{name} is deprecated; use {DEPRECATED_NAMES[name]}")  # printed, not warnings.warn: filters hide those
     return DEPRECATED_NAMES[name] + eq + value
 
 
