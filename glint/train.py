@@ -14,6 +14,7 @@ saved as ``best.pt``. The epoch is chosen on a validation split carved from the 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -38,6 +39,7 @@ from saqt import __version__
 from saqt.encoders import pick_device
 from saqt.errors import ConfigError
 from saqt.seeding import derive_seed
+from saqt.stage import LOCK, FolderLock
 
 
 @dataclass(frozen=True)
@@ -422,21 +424,24 @@ def fit(
     s = start_session(model, config, run.steps_per_epoch, device)
     log = RunLog(run.out, s.rank, progress, tensorboard)  # before anything is written: a missing tensorboard stops here
     run.out.mkdir(parents=True, exist_ok=True)
-    hint = cpu_memory_hint(s.device, max(1, config.batch_size // s.world))
-    if hint:
-        log.say(hint, err=True)
-    state = initial_state(s, run.out, config, resume)
-    meta = run_metadata(model, config, run)
-    if s.main:
-        (run.out / "run.json").write_text(json.dumps({"protocol": config.protocol, **meta}, indent=2, default=str))
-    log.restart(state["history"])
-    try:
-        rate = run_epochs(s, run, config, state, meta, log)
-    finally:
-        log.close()
-    results = _results(model, state, config, s.device, s.world, rate, run.provenance)
-    if s.main:
-        (run.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    with contextlib.ExitStack() as held:
+        if s.main:  # one run at a time in a run folder: a second is refused in one line, not mixed in
+            held.enter_context(FolderLock(run.out / LOCK, str(run.out)))
+        hint = cpu_memory_hint(s.device, max(1, config.batch_size // s.world))
+        if hint:
+            log.say(hint, err=True)
+        state = initial_state(s, run.out, config, resume)
+        meta = run_metadata(model, config, run)
+        if s.main:
+            (run.out / "run.json").write_text(json.dumps({"protocol": config.protocol, **meta}, indent=2, default=str))
+        log.restart(state["history"])
+        try:
+            rate = run_epochs(s, run, config, state, meta, log)
+        finally:
+            log.close()
+        results = _results(model, state, config, s.device, s.world, rate, run.provenance)
+        if s.main:
+            (run.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return results
 
 

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from pipelines.glint_cli import _leakage, app
 from saqt.context import RunContext
 from saqt.sources import sample_paths
+from saqt.stage import LOCK, FolderLock
 
 runner = CliRunner()
 
@@ -42,7 +43,10 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return root
 
 
-def finetune_args(dataset: Path, out: Path, epochs: int = 2) -> list[str]:
+def finetune_args(
+    dataset: Path, out: Path, epochs: int = 2, batch_size: int = 2, crops: int = 1, lr: str | None = "1e-4"
+) -> list[str]:
+    """A tiny `glint finetune` on the CSV dataset: EfficientNet-Lite0, random weights, CPU, no loader workers."""
     return [
         "finetune",
         "--dataset",
@@ -56,11 +60,10 @@ def finetune_args(dataset: Path, out: Path, epochs: int = 2) -> list[str]:
         "--epochs",
         str(epochs),
         "--batch-size",
-        "2",
-        "--lr",
-        "1e-4",
+        str(batch_size),
+        *(["--lr", lr] if lr else []),
         "--crops",
-        "1",
+        str(crops),
         "--loader-workers",
         "0",
         "--device",
@@ -69,6 +72,21 @@ def finetune_args(dataset: Path, out: Path, epochs: int = 2) -> list[str]:
         "--out",
         str(out),
     ]
+
+
+def test_a_second_run_on_a_busy_run_folder_is_refused_in_one_line(tmp_path, tiny_dataset):
+    """While a run holds its folder (its lock taken here, as a running glint would), another run there stops before
+    writing anything, instead of mixing its checkpoints and logs into the first's."""
+    out = tmp_path / "run"
+    out.mkdir()
+    with FolderLock(out / LOCK, str(out)):
+        result = runner.invoke(app, finetune_args(tiny_dataset, out, epochs=1))
+        assert result.exit_code == 2 and "is being written by another" in result.output, result.output
+        last = result.output.splitlines()[-1]  # after the random-weights warning
+        assert (
+            last.startswith(f"glint finetune: {out} is being written by another") and "Traceback" not in result.output
+        )
+        assert [p.name for p in out.iterdir()] == [LOCK]
 
 
 def test_a_killed_run_resumes_exactly(tmp_path, tiny_dataset):
@@ -101,35 +119,7 @@ def test_a_killed_run_resumes_exactly(tmp_path, tiny_dataset):
 
 def test_cli_finetune_evaluate_predict(tmp_path, tiny_dataset):
     out = tmp_path / "run"
-    result = runner.invoke(
-        app,
-        [
-            "finetune",
-            "--dataset",
-            "csv",
-            "--csv",
-            str(tiny_dataset / "scores.csv"),
-            "--root",
-            str(tiny_dataset),
-            "--local-backbone",
-            "efficientnet_lite0",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "2",
-            "--crops",
-            "2",
-            "--loader-workers",
-            "0",
-            "--select-on",
-            "test",
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-            "--random-init",
-        ],
-    )
+    result = runner.invoke(app, [*finetune_args(tiny_dataset, out, epochs=1, crops=2, lr=None), "--select-on", "test"])
     assert result.exit_code == 0, result.output
     assert "RANDOM weights" in result.output and "test  SROCC" in result.output
     results = json.loads((out / "results.json").read_text())
@@ -217,28 +207,7 @@ def test_ddp_under_torchrun_on_cpu(tmp_path, tiny_dataset):
         "--nproc_per_node",
         "2",
         str(glint),
-        "finetune",
-        "--dataset",
-        "csv",
-        "--csv",
-        str(tiny_dataset / "scores.csv"),
-        "--root",
-        str(tiny_dataset),
-        "--local-backbone",
-        "efficientnet_lite0",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--crops",
-        "1",
-        "--loader-workers",
-        "0",
-        "--device",
-        "cpu",
-        "--random-init",
-        "--out",
-        str(out),
+        *finetune_args(tiny_dataset, out, epochs=1, batch_size=4, lr=None),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
@@ -337,7 +306,7 @@ def test_random_backbones_are_refused_without_random_init(tmp_path, tiny_dataset
 
 def test_released_protocol_is_recorded_in_the_run_folder(tmp_path, tiny_dataset):
     out = tmp_path / "released"
-    args = [a for a in finetune_args(tiny_dataset, out, epochs=1) if a not in ("--lr", "1e-4")]
+    args = finetune_args(tiny_dataset, out, epochs=1, lr=None)
     result = runner.invoke(app, [*args, "--protocol", "released", "--max-steps", "2"])
     assert result.exit_code == 0, result.output
     assert "has no counterpart in the release" in result.output  # a CSV dataset: the release's rule on its rows
