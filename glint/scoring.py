@@ -51,7 +51,7 @@ def predict_images(
     device: torch.device,
     resize: tuple[int, int] | None = None,
     batch_size: int = BATCH_IMAGES,
-    amp: bool = True,
+    amp: bool = False,
     progress: tqdm | None = None,
 ) -> list[float]:
     """Mean prediction over ``crops`` random 224 crops of each (uint8 RGB image, crop seed), ``batch_size`` images
