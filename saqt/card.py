@@ -91,6 +91,15 @@ def read_card(text: str) -> tuple[dict, str]:
     return meta, body
 
 
+def is_saqt_card(text: str) -> bool:
+    """Whether ``text`` is a card ``saqt publish`` wrote: readable front matter with a ``saqt:`` dataset id."""
+    try:
+        meta, _ = read_card(text)
+    except CardError:
+        return False
+    return isinstance(meta.get("saqt"), dict) and bool(meta["saqt"].get("dataset_id"))
+
+
 def _screen_line(screen: dict) -> str:
     """The pristine screen, with any setting looser than the toolkit's defaults called out."""
     if "applied" not in screen:

@@ -15,10 +15,10 @@ import importlib
 import tempfile
 from pathlib import Path
 
-from saqt.card import read_card
+from saqt.card import is_saqt_card
 from saqt.errors import SaqtError
 from saqt.shards import sha256_file
-from saqt.stage import CARD, SUMS, read_sums
+from saqt.stage import CARD, SUMS, published_file, read_sums
 from saqt.verify import VerifyError, verify_published
 
 VERIFY_SAMPLE = 16  # images decoded before an upload, beyond every file's checksum
@@ -75,7 +75,7 @@ def push_to_hub(
     except VerifyError as err:
         raise HubError(f"{folder} is not an intact published set, not uploaded: {err}") from None
     files = uploads(folder)
-    if strays := [p for p in files if not owned(p)]:
+    if strays := [p for p in files if not published_file(p)]:
         raise HubError(f"{folder}: {SUMS} lists {', '.join(strays[:3])}, which a push never writes; not uploaded")
     api = HfApi(endpoint=endpoint, token=token)
     where = f"{api.endpoint}/datasets/{repo_id}"
@@ -100,12 +100,6 @@ def push_to_hub(
     return str(url)
 
 
-def owned(path: str) -> bool:
-    """Whether a push writes ``path``, so may replace or delete it: the card, what sits under ``data/`` and
-    SHA256SUMS, the push's own manifest."""
-    return path in (CARD, SUMS) or path.startswith("data/")
-
-
 def earlier_push(api, repo_id: str, info, where: str) -> list[str]:
     """The files of repository revision ``info`` (a ``repo_info`` with files' metadata) that an earlier push wrote
     and a push may replace or delete: those its SHA256SUMS lists (the card and ``data/`` files only), with the
@@ -122,7 +116,9 @@ def earlier_push(api, repo_id: str, info, where: str) -> list[str]:
             return sibling.lfs.sha256 if sibling.lfs else sha256_file(download(path))
 
         listed = _listed_by_a_push(download, content, present) if SUMS in present else {}
-        foreign = sorted(p for p in present if owned(p) and p != SUMS and (p not in listed or listed[p] != content(p)))
+        foreign = sorted(
+            p for p in present if published_file(p) and p != SUMS and (p not in listed or listed[p] != content(p))
+        )
         foreign += [SUMS] if SUMS in present and not listed else []
     if foreign:
         raise HubError(
@@ -130,7 +126,7 @@ def earlier_push(api, repo_id: str, info, where: str) -> list[str]:
             f"{', ...' if len(foreign) > 3 else ''}): nothing pushed; a push replaces only the set it pushed: "
             "delete them from the repository yourself (its history keeps them) or push to another repository"
         )
-    return sorted(p for p in listed if owned(p) and p != SUMS and p in present)
+    return sorted(p for p in listed if published_file(p) and p != SUMS and p in present)
 
 
 def _listed_by_a_push(download, content, present: dict) -> dict[str, str]:
@@ -140,7 +136,6 @@ def _listed_by_a_push(download, content, present: dict) -> dict[str, str]:
         listed = read_sums(download(SUMS).read_text(encoding="utf-8"))
         if CARD not in listed or CARD not in present or listed[CARD] != content(CARD):
             return {}
-        meta, _ = read_card(download(CARD).read_text(encoding="utf-8"))
-        return listed if isinstance(meta.get("saqt"), dict) and meta["saqt"].get("dataset_id") else {}
+        return listed if is_saqt_card(download(CARD).read_text(encoding="utf-8")) else {}
     except (SaqtError, UnicodeDecodeError):
         return {}  # not a manifest and card saqt wrote: they vouch for no file

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from saqt import __version__
-from saqt.card import hub_features, render_card, size_category
+from saqt.card import hub_features, is_saqt_card, render_card, size_category
 from saqt.configs import PublishConfig, PublishError
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.images import encode_png
@@ -50,7 +50,7 @@ from saqt.shards import (
     writing,
 )
 from saqt.sources import source_spec
-from saqt.stage import CARD, SUMS, FolderLock, Stage, check_apart, open_stage, read_sums
+from saqt.stage import CARD, SUMS, FolderLock, Stage, check_apart, open_stage, published_file, read_sums
 
 SCHEMA_VERSION = "saqt-iqa-publish/2"
 SPLITS = ("train", "validation")
@@ -565,13 +565,18 @@ def _previous_set(fs: fsspec.AbstractFileSystem, root: str, out: str, overwrite:
         listed = read_sums(fs.cat_file(f"{root}/{SUMS}").decode())
     except UnicodeDecodeError:
         raise PublishError(f"{out}/{SUMS} is not a text file; choose another --out") from None
+    card = fs.cat_file(f"{root}/{CARD}").decode(errors="replace") if CARD in present else None
+    if card is not None and not is_saqt_card(card):  # a SHA256SUMS of someone's own files vouches for nothing
+        raise PublishError(
+            f"{out}/{CARD} is not a card `saqt publish` wrote; --overwrite replaces only a published set"
+        )
     strays = [p for p in present if p.startswith("data/") and p not in listed]
     if strays:
         raise PublishError(
             f"{out}/data holds files its {SUMS} does not list ({', '.join(strays[:3])}); move them "
             "away or choose another --out"
         )
-    return [SUMS, *sorted(p for p in listed if p in present)]
+    return [SUMS, *sorted(p for p in listed if p in present and published_file(p) and p != SUMS)]
 
 
 def _install(staging: Path, fs: fsspec.AbstractFileSystem, root: str, previous: list[str], local: bool) -> None:

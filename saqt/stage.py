@@ -67,6 +67,12 @@ def identify(folder: Path) -> str:
     raise StageError(f"{folder} holds no {', '.join(MANIFESTS.values())} or published dataset ({CARD} + {SUMS})")
 
 
+def published_file(path: str) -> bool:
+    """Whether ``path`` (relative, POSIX) is a file a publish writes, so one it may replace or delete: the card,
+    SHA256SUMS, or a file under ``data/``."""
+    return path in (CARD, SUMS) or path.startswith("data/")
+
+
 def read_sums(text: str) -> dict[str, str]:
     """The ``path -> sha256`` lines of a SHA256SUMS file; paths stay inside the folder."""
     sums = {}

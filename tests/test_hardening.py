@@ -7,6 +7,7 @@ a real ENOSPC from /dev/full; a real refused connection for the offline Hub. Eac
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -117,6 +118,18 @@ def test_case01_publish_overwrite_never_deletes_foreign_files_or_its_input(stage
         "did not write (thesis.txt)",
     )
     assert (folder / "thesis.txt").read_text() == "x"
+    mine = tmp_path / "mine"  # someone's own files with a `sha256sum` listing: it vouches for nothing
+    mine.mkdir()
+    (mine / "README.md").write_text("# my notes\n")
+    (mine / "notes.md").write_text("mine")
+    sums = {n: hashlib.sha256((mine / n).read_bytes()).hexdigest() for n in ("README.md", "notes.md")}
+    (mine / "SHA256SUMS").write_text("".join(f"{h}  {n}\n" for n, h in sums.items()))
+    before = tree(mine)
+    one_line_failure(
+        runner.invoke(app, ["publish", "--labels", str(labels), "--out", str(mine), "--overwrite"]),
+        "README.md is not a card `saqt publish` wrote",
+    )
+    assert tree(mine) == before and (mine / "README.md").read_text() == "# my notes\n"
     before = tree(labels)
     one_line_failure(
         runner.invoke(app, ["publish", "--labels", str(labels), "--out", str(labels), "--overwrite"]), "is --labels"
