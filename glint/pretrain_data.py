@@ -36,11 +36,11 @@ from glint.data import DatasetError, prepare, random_view, to_tensor
 from saqt.card import read_card
 from saqt.errors import SaqtError
 from saqt.images import decode_image
-from saqt.publish import filesystem
+from saqt.publish import filesystem, finished_labels
 from saqt.reader import BuildReader, with_build_images
 from saqt.seeding import derive_seed
 from saqt.shards import LABEL_MANIFEST
-from saqt.stage import CARD, SUMS, open_stage
+from saqt.stage import CARD, SUMS
 from saqt.verify import verify_published
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -102,7 +102,7 @@ def open_saqt(data: str, pristine_cache: int = 64) -> SaqtFiles:
 def _label_folder(root: Path, pristine_cache: int) -> SaqtFiles:
     """A label folder (its shards checked against label.json's checksums) and the build that holds its pixels and
     renders its recipes (still the build that was labelled, every file checked against build.json's checksums)."""
-    stage = open_stage(root, "label")
+    stage = finished_labels(root)  # as `saqt publish` reads labels: finished, every label scored
     label = stage.manifest
     build_root = Path(label["inputs"]["build"]["root"])
     if not build_root.is_dir():

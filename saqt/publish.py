@@ -172,15 +172,22 @@ def validation_ids(pristine_ids: list[str], fraction: float, seed: int) -> set[s
     return set(ranked[:count])
 
 
-def open_labels(labels: Path) -> tuple[Stage, BuildReader]:
-    """A finished ``saqt label`` folder and its build, both checked against their manifests' checksums, every
-    label scored, and the build still the one labelled; PublishError (or StageError) otherwise."""
+def finished_labels(labels: Path) -> Stage:
+    """A finished ``saqt label`` folder, checked against its manifest's checksums, every label scored; PublishError
+    (or StageError) otherwise. What publishing and pretraining read."""
     stage = open_stage(labels, "label")
     if not stage.manifest["complete"]:
         raise PublishError(f"{labels} is an unfinished labelling run: rerun `saqt label` to complete it first")
     unscored = sum(pq.read_table(p, columns=["score"]).column(0).null_count for p in stage.paths("saqt-iqa"))
     if unscored:
         raise PublishError(f"{labels}: {unscored} labels have no score; relabel with a bank that scores every cell")
+    return stage
+
+
+def open_labels(labels: Path) -> tuple[Stage, BuildReader]:
+    """A finished ``saqt label`` folder (:func:`finished_labels`) and its build, checked against its manifest's
+    checksums and still the one labelled; PublishError (or StageError) otherwise."""
+    stage = finished_labels(labels)
     reader = BuildReader(Path(stage.manifest["config"]["build"]))
     if reader.stage.digest() != stage.manifest["inputs"]["build"]["digest"]:
         raise PublishError(f"the build {reader.root} changed since {labels} was labelled; rerun `saqt label`")

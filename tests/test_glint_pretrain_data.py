@@ -274,6 +274,10 @@ def test_a_damaged_published_set_or_missing_build_is_refused_in_one_line(stages,
     (labels / "label.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="its build .* is not here"):
         open_saqt(str(labels))
+    (labels / "label.json").write_text(json.dumps({**manifest, "complete": False}))  # a killed `saqt label`
+    result = runner.invoke(app, ["pretrain", "--data", str(labels), "--out", str(tmp_path / "run2"), *SMOKE])
+    assert result.exit_code == 2 and "is an unfinished labelling run" in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run2").exists()
 
 
 @pytest.mark.parametrize(
