@@ -140,7 +140,8 @@ def _published(url: str, given: str) -> SaqtFiles:
     paths = sorted(p for p in fs.find(f"{root}/data") if p.endswith(".parquet"))
     validation = frozenset(p for p in paths if Path(p).name.startswith("validation-"))
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-    constants = read_card(fs.cat_file(f"{root}/{CARD}").decode())[0]["saqt"].get("run_constants", {})
+    constants = read_card(fs.cat_file(f"{root}/{CARD}").decode())[0]["saqt"].get("run_constants")
+    constants = constants if isinstance(constants, dict) else {}  # a hand-edited card: no scale recorded
     provenance = {"published": given, "score_scale": constants.get("score_scale")}
     return SaqtFiles(paths, None if local else fs, None, provenance, validation)
 
