@@ -24,6 +24,7 @@ from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import ConfigError
 from saqt.options import DATA, EVALUATION, OUTPUT, option
 from saqt.shards import write_bytes_atomic
+from saqt.stage import check_apart
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class PretrainConfig(TrainingFields):
 def run_pretrain(config: PretrainConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT) -> dict:
     """Pretrain into ``out`` and return the results (as ``glint.train.fit`` does); with ``plan_only``, write the plan
     and return ``{"plan": path, "batches": N, "ranks": world size}``."""
+    if Path(config.data).is_dir():  # a run folder inside its input would change the set it trains on
+        check_apart(out, {"--data": config.data})
     proto = resolve(config.protocol, config.settings, pretrain=True)
     train_config = TrainConfig.from_protocol(proto, config.max_steps, config.loader_workers)
     files = open_saqt(config.data, config.pristine_cache)

@@ -278,6 +278,10 @@ def test_a_damaged_published_set_or_missing_build_is_refused_in_one_line(stages,
     result = runner.invoke(app, ["pretrain", "--data", str(labels), "--out", str(tmp_path / "run2"), *SMOKE])
     assert result.exit_code == 2 and "is an unfinished labelling run" in result.output, result.output
     assert "Traceback" not in result.output and not (tmp_path / "run2").exists()
+    published = tmp_path / "pub2"
+    shutil.copytree(stages / "pub", published)
+    result = runner.invoke(app, ["pretrain", "--data", str(published), "--out", str(published / "data"), *SMOKE])
+    assert result.exit_code == 2 and "is inside --data" in result.output, result.output
 
 
 @pytest.mark.parametrize(
