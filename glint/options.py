@@ -26,15 +26,15 @@ def protocol() -> Any:
 
 
 def epochs() -> Any:
-    return option(None, "Epochs [honest: 10 (50 to pretrain); released: the dataset's, 300].", TRAINING)
+    return option(None, "Epochs [honest: 10 (50 to pretrain); released: the dataset's, 300].", TRAINING, min=1)
 
 
 def max_steps() -> Any:
-    return option(None, "Stop after this many optimiser steps in all.", TRAINING)
+    return option(None, "Stop after this many optimiser steps in all.", TRAINING, min=1)
 
 
 def batch_size() -> Any:
-    return option(None, "Batch size [32; 128 to pretrain].", TRAINING)
+    return option(None, "Batch size [32; 128 to pretrain].", TRAINING, min=1)
 
 
 def lr() -> Any:
@@ -102,7 +102,7 @@ def cwsa() -> Any:
 
 
 def eval_crops() -> Any:
-    return option(None, "Random 224 crops averaged per evaluated image [25].", EVALUATION, flags=("--crops",))
+    return option(None, "Random 224 crops averaged per evaluated image [25].", EVALUATION, flags=("--crops",), min=1)
 
 
 def seed() -> Any:
@@ -114,7 +114,7 @@ def device() -> Any:
 
 
 def loader_workers() -> Any:
-    return option(2, "DataLoader worker processes.", EXECUTION)
+    return option(2, "DataLoader worker processes.", EXECUTION, min=0)
 
 
 def resume() -> Any:

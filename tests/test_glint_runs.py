@@ -177,3 +177,6 @@ def test_cli_version_crops_and_help_panels():
     old = runner.invoke(app, ["finetune", "--test-crops=3", "--help"])  # parsed: an unknown option fails first
     assert old.exit_code == 0 and "WARNING: --test-crops is deprecated; use --crops" in old.stderr
     assert runner.invoke(app, ["finetune", "--no-such-option=3", "--help"]).exit_code == 2
+    for bad in (["--batch-size", "0"], ["--epochs", "0"], ["--crops", "0"], ["--loader-workers", "-1"]):
+        refused = runner.invoke(app, ["pretrain", "--data", "x", "--out", "o", *bad])  # not a division by zero later
+        assert refused.exit_code == 2 and f"Invalid value for '{bad[0]}'" in refused.output, (bad, refused.output)
