@@ -17,8 +17,10 @@ from pathlib import Path
 from glint import options as shared
 from glint.model import new_model
 from glint.options import TrainingFields
-from glint.pretrain_data import SaqtTraining, held_out_rows, open_saqt
+from glint.pretrain_data import SaqtTraining
+from glint.pretrain_index import INDEX_FOLDER
 from glint.protocol import resolve
+from glint.saqt_sets import open_saqt
 from glint.train import EvalSet, Run, TrainConfig, fit, planned_batches
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import ConfigError
@@ -82,14 +84,15 @@ def run_pretrain(config: PretrainConfig, out: Path, ctx: RunContext = DEFAULT_CO
     proto = resolve(config.protocol, config.settings, pretrain=True)
     train_config = TrainConfig.from_protocol(proto, config.max_steps, config.loader_workers)
     files = open_saqt(config.data, config.pristine_cache)
-    train = SaqtTraining(files, train_config.seed)
+    train = SaqtTraining(files, train_config.seed, out / INDEX_FOLDER)
     if not len(train):
         raise ConfigError(f"{config.data} holds no scored training images")
     if config.plan_only:
         return write_plan(train, train_config, config.plan_only, out)
-    held, scores, index = held_out_rows(files, train_config.seed, config.holdout_images)
+    held = train.held_out()
+    items = list(range(min(config.holdout_images, len(held))))  # the first held-out rows, in file order
     model = new_model(config.model, train_config.seed, config.random_init)
-    evals = {"val": EvalSet(held, scores, index.pixels)} if held else {}
+    evals = {"val": EvalSet(items, [held.score(k) for k in items], held.pixels)} if items else {}
     provenance = {"pretrain": files.provenance, "protocol": proto.record()}
     run = Run(out, train, evals, math.ceil(len(train) / train_config.batch_size), provenance)
     return fit(model, run, train_config, config.device, config.resume, ctx.progress, config.tensorboard)

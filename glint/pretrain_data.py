@@ -1,238 +1,140 @@
-"""SAQT-IQA for pretraining, in every form it comes in, read in a fresh random order each epoch.
+"""SAQT-IQA for pretraining: its rows through the shared index, read one image per sample, in a fresh random order
+each epoch.
 
-``open_saqt`` takes a ``saqt label`` folder, a folder of saqt-iqa shards, a ``saqt publish`` folder, an fsspec URL
-of a published set (``s3://...``, ``file://...``, ``memory://...``) or a Hugging Face Hub id (``ORG/NAME``, read
-through huggingface_hub's ``hf://datasets/ORG/NAME`` file system), checks it against its manifest (the checksums
-of label.json and of its build's build.json, or the published set's SHA256SUMS and schema) and indexes its rated
-rows: a few numbers per row, never the pixels: 16 bytes per image in the index and 8 in an epoch's order, however
-large the images are.
+The set (``glint.saqt_sets.open_saqt``, checked there) is indexed once per machine (``glint.pretrain_index``): a few
+numbers per row in memory-mapped columns that every rank and loader worker shares. Each epoch visits every training
+row once, in a permutation drawn from (seed, epoch), as the official release shuffles its whole dataset every epoch
+(``DataLoader(shuffle=True)``); the permutation too is computed once per machine and shared. It is cut into global
+batches; each DDP rank takes its slice of every global batch, and the DataLoader hands whole batches to its workers in
+turn, so ranks and workers read disjoint rows and together cover the epoch.
 
-Each epoch visits every training row once, in a permutation drawn from (seed, epoch), as the official release
-shuffles its whole dataset every epoch (``DataLoader(shuffle=True)``). The permutation is cut into global batches;
-each DDP rank takes its slice of every global batch, and the DataLoader hands whole batches to its workers in turn,
-so ranks and workers read disjoint rows and together cover the epoch. A worker reads each batch's rows by Parquet
-row group and decodes their PNGs, or renders recipe rows from the build's pristine images with
-``saqt.reader.BuildReader`` (the function ``saqt build --render`` uses, with its bounded cache of decoded pristine
-images).
+A sample reads its own image only: the byte range the build recorded (``saqt.ranges``), checked against the recorded
+SHA-256 before it is decoded; a recipe renders from its pristine image, read the same way (the last few decoded
+pristine images stay in memory). Sets without byte ranges (published sets, builds of earlier versions) are read a
+Parquet row group at a time.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from glint.data import DatasetError, prepare, random_view, to_tensor
-from saqt.card import read_card
-from saqt.errors import SaqtError
+from glint.pretrain_index import SharedFolder, open_columns, shared_order, write_index
+from glint.saqt_sets import SaqtFiles, open_saqt
+
+__all__ = ["EpochBatches", "SaqtIndex", "SaqtTraining", "epoch_order", "open_saqt", "rank_batches"]
+from saqt.distortions import PreparedImage, distort
 from saqt.images import decode_image
-from saqt.publish import filesystem, finished_labels
-from saqt.reader import BuildReader, with_build_images
+from saqt.ranges import RangeReader
 from saqt.seeding import derive_seed
-from saqt.shards import LABEL_MANIFEST
-from saqt.stage import CARD, SUMS
-from saqt.verify import verify_published
 
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-COLUMNS = ["image_id", "pristine_id", "dist_type", "level", "seed", "image", "score"]
-OPEN_FILES = 8  # Parquet files a worker keeps open
-
-
-@dataclass
-class SaqtFiles:
-    """The Parquet files of one SAQT-IQA set, where they live, and what renders its recipe rows."""
-
-    paths: list[str]
-    fs: fsspec.AbstractFileSystem | None  # None: local files
-    build: BuildReader | None
-    provenance: dict
-    validation: frozenset[str] = frozenset()  # paths of a published set's validation split
-    images: list[str] | None = None  # per file, the build shard whose rows hold its pixels (label folders)
-    _open: OrderedDict = field(default_factory=OrderedDict, repr=False)
-
-    def parquet(self, i: int | str) -> pq.ParquetFile:
-        """File ``i`` (or the local file at path ``i``), opened once per process (the last few stay open)."""
-        if i not in self._open:
-            if self.fs is None or isinstance(i, str):  # memory-mapped: a row group is read without copying its pages
-                self._open[i] = pq.ParquetFile(i if isinstance(i, str) else self.paths[i], memory_map=True)
-            else:
-                self._open[i] = pq.ParquetFile(self.fs.open(self.paths[i], "rb"))
-            while len(self._open) > OPEN_FILES:
-                self._open.popitem(last=False)
-        self._open.move_to_end(i)
-        return self._open[i]
-
-    def __getstate__(self) -> dict:  # open files stay in the process that opened them
-        return {**self.__dict__, "_open": OrderedDict()}
-
-
-def open_saqt(data: str, pristine_cache: int = 64) -> SaqtFiles:
-    """The SAQT-IQA set ``data`` names (see the module's docstring), checked against its manifest; DatasetError
-    (one line) when it is none of these forms."""
-    if "://" in data:
-        return _published(data, data)
-    root = Path(data)
-    if root.is_dir():
-        if (root / LABEL_MANIFEST).is_file():
-            return _label_folder(root, pristine_cache)
-        if (root / SUMS).is_file() or (root / CARD).is_file():
-            return _published(str(root), data)
-        shards = sorted(root.glob("*.parquet"))
-        if shards:
-            return SaqtFiles([str(p) for p in shards], None, None, {"labels": data})
-        raise DatasetError(
-            f"{data} is neither a `saqt label` output (label.json), a published set (README.md and "
-            f"{SUMS}) nor a folder of saqt-iqa shards"
-        )
-    if HUB_ID.fullmatch(data):
-        return _published(f"hf://datasets/{data}", data)
-    raise DatasetError(f"--data {data}: no such folder, and not an fsspec URL or a Hub id (ORG/NAME)")
-
-
-def _label_folder(root: Path, pristine_cache: int) -> SaqtFiles:
-    """A label folder (its shards checked against label.json's checksums) and the build that holds its pixels and
-    renders its recipes (still the build that was labelled, every file checked against build.json's checksums)."""
-    stage = finished_labels(root)  # as `saqt publish` reads labels: finished, every label scored
-    label = stage.manifest
-    build_root = Path(label["inputs"]["build"]["root"])
-    if not build_root.is_dir():
-        raise DatasetError(f"{root}: its build {build_root}, which holds the images, is not here")
-    build = BuildReader(build_root, checksums=False, cache=pristine_cache)
-    if build.stage.digest() != label["inputs"]["build"]["digest"]:
-        raise DatasetError(f"the build {build_root} changed since {root} was labelled; rerun `saqt label`")
-    build.stage.verify()  # every build file's SHA-256, as `saqt label` and `saqt publish` check it; after the digest
-    provenance = {
-        "labels": str(root),
-        "bank": label["inputs"]["bank"],
-        "encoder": label.get("encoder"),
-        "rule": label.get("rule"),
-        "score_scale": label.get("score_scale"),
-    }
-    units = stage.units()
-    return SaqtFiles(
-        [str(stage.path(u, "saqt-iqa")) for u in units],
-        None,
-        build,
-        provenance,
-        images=[str(build.stage.path(u, "distorted")) for u in units],
-    )
-
-
-def _published(url: str, given: str) -> SaqtFiles:
-    """A published set: every file checked against SHA256SUMS, the shards against the publish schema."""
-    try:
-        verify_published(url, sample=0)
-    except SaqtError as err:
-        raise DatasetError(f"--data {given}: {err}") from None
-    except Exception as err:  # file systems (the Hub's among them) raise their own network and access errors
-        raise DatasetError(f"--data {given}: cannot read {url} ({type(err).__name__}: {err})") from None
-    fs, root = filesystem(url, "--data")
-    paths = sorted(p for p in fs.find(f"{root}/data") if p.endswith(".parquet"))
-    validation = frozenset(p for p in paths if Path(p).name.startswith("validation-"))
-    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-    constants = read_card(fs.cat_file(f"{root}/{CARD}").decode())[0]["saqt"].get("run_constants")
-    constants = constants if isinstance(constants, dict) else {}  # a hand-edited card: no scale recorded
-    provenance = {"published": given, "score_scale": constants.get("score_scale")}
-    return SaqtFiles(paths, None if local else fs, None, provenance, validation)
-
-
-def _pixels(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """PNG bytes of an image column: plain binary (label shards) or the Hub's Image struct (published sets)."""
-    return pc.struct_field(column, "bytes") if pa.types.is_struct(column.type) else column
+HOLDOUT_PERCENT = 5.0  # of the pristine images, held out to choose the epoch where a set has no validation split
 
 
 class SaqtIndex:
-    """Where each rated row of a SAQT-IQA set lives (file, row group, row) and its pristine image; the rows of
-    training (``holdout=False``) or of the held-out part that chooses the epoch (``holdout=True``).
+    """The rows of one part (``train`` or ``holdout``) of an index folder, and how to read each one's pixels."""
 
-    The held-out part is a published set's validation split when it has one, else ``percent`` of the pristine
-    images (at least one) chosen by a seeded hash."""
+    def __init__(self, files: SaqtFiles, folder: Path, part: str):
+        self.files, self.folder, self.part = files, Path(folder), part
+        self._open()
 
-    def __init__(self, files: SaqtFiles, seed: int, holdout: bool = False, percent: float = 5.0):
-        if not files.paths:
-            raise DatasetError(f"{next(iter(files.provenance.values()))} holds no shards")
-        where, pristine, scored, in_validation = [], [], [], []
-        for i, path in enumerate(files.paths):
-            meta = files.parquet(i).metadata
-            table = files.parquet(i).read(columns=["pristine_id", "score"])
-            groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-            where.append(
-                np.stack(
-                    [
-                        np.full(table.num_rows, i),
-                        np.repeat(np.arange(len(groups)), groups),
-                        np.concatenate([np.arange(n) for n in groups] or [[]]),
-                    ],
-                    1,
-                )
-            )
-            pristine.append(table.column("pristine_id").combine_chunks())
-            scored.append(table.column("score").is_valid().to_numpy(zero_copy_only=False))
-            in_validation.append(np.full(table.num_rows, path in files.validation))
-        ids = pa.chunked_array(pristine, pa.string()).combine_chunks().dictionary_encode()
-        names = ids.dictionary.to_pylist()
-        if files.validation:
-            held = np.concatenate(in_validation)
-        else:
-            chosen = _holdout_ids(names, seed, percent)
-            held = np.isin(ids.indices.to_numpy(), [k for k, p in enumerate(names) if p in chosen])
-        keep = np.concatenate(scored) & (held == holdout)
-        self.files = files
-        self.where = np.concatenate(where).astype(np.int32)[keep]  # (file, row group, row)
-        self.pristine = ids.indices.to_numpy()[keep].astype(np.int32)
-        self.pristine_names = names
+    def _open(self) -> None:
+        self.columns = open_columns(self.folder / self.part)
+        self.names = open_columns(self.folder / "names")["name"]
+        pristine = self.folder / "pristine"
+        self.pristine_ranges = open_columns(pristine) if pristine.is_dir() else None
+        self._images = RangeReader(self.files.images) if "offset" in self.columns else None
+        ranges = self.files.ranges
+        self._pristine_images = RangeReader(ranges.pristine_shards) if self.pristine_ranges is not None else None
+        self._decoded: OrderedDict[int, PreparedImage] = OrderedDict()
+        self._group_starts: dict[int, np.ndarray] = {}
+
+    def __getstate__(self) -> dict:  # memory maps and open files are made again in the process that unpickles
+        return {"files": self.files, "folder": self.folder, "part": self.part}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open()
 
     def __len__(self) -> int:
-        return len(self.where)
+        return len(self.columns["score"])
 
-    def rows(self, indices, columns: list[str] = COLUMNS) -> list[dict]:
-        """The rows at ``indices`` (``columns`` of them), in that order, each row group read once."""
-        out: dict[int, dict] = {}
-        groups: dict[tuple[int, int], list[int]] = {}
-        for k in indices:
-            f, g, _ = self.where[k]
-            groups.setdefault((int(f), int(g)), []).append(int(k))
-        for (f, g), members in groups.items():
-            table = self._read(f, g, columns).take([int(self.where[k][2]) for k in members])
-            out.update(zip(members, table.to_pylist(), strict=True))
-        return [out[int(k)] for k in indices]
+    def pristine_id(self, k: int) -> str:
+        """The id of row ``k``'s pristine image."""
+        return self.names[self.columns["pristine"][k]].decode()
 
-    def _read(self, f: int, g: int, columns: list[str]) -> pa.Table:
-        """Row group ``g`` of file ``f``, its PNG bytes (if asked) in column ``image``: from the file itself, or
-        from the same row group of the build shard its rows mirror."""
-        if "image" not in columns:
-            return self.files.parquet(f).read_row_group(g, columns=columns)
-        if self.files.images is None:
-            table = self.files.parquet(f).read_row_group(g, columns=columns)
-            return table.set_column(columns.index("image"), "image", _pixels(table.column("image")))
-        table = self.files.parquet(f).read_row_group(g, columns=[c for c in columns if c != "image"])
-        return with_build_images(table, self.files.parquet(self.files.images[f]), g, self.files.paths[f])
+    def image_id(self, k: int) -> str:
+        """Row ``k``'s image id."""
+        c = self.columns
+        return f"{self.pristine_id(k)}_{int(c['dist_type'][k]):02d}_{int(c['level'][k]):02d}"
 
-    def pixels(self, row: dict) -> np.ndarray:
-        """A row's uint8 RGB pixels: its PNG, or its recipe rendered from the build's pristine image."""
-        if row["image"] is not None:
-            return decode_image(row["image"])
-        if self.files.build is None:
+    def score(self, k: int) -> float:
+        """Row ``k``'s score."""
+        return float(self.columns["score"][k])
+
+    def pixels(self, k: int) -> np.ndarray:
+        """Row ``k``'s uint8 RGB pixels: its image, or its recipe rendered from the build's pristine image."""
+        c = self.columns
+        if self._images is not None:
+            where = (int(c["file"][k]), int(c["offset"][k]), int(c["length"][k]), bytes(c["sha256"][k]))
+            return decode_image(self._images.read(*where, self.image_id(k)))
+        if "seed" in c:
+            source = self._pristine(int(c["pristine"][k]))
+            return distort(source, int(c["dist_type"][k]), int(c["level"][k]), seed=int(c["seed"][k]))
+        return decode_image(self._stored_image(k))
+
+    def _pristine(self, p: int) -> PreparedImage:
+        """Pristine image ``p``, decoded (the last few are kept)."""
+        if self._pristine_images is None:  # a build without byte ranges: its reader's row-group path
+            return self.files.build.pristine(self.names[p].decode())
+        if p not in self._decoded:
+            r = self.pristine_ranges
+            where = (int(r["file"][p]), int(r["offset"][p]), int(r["length"][p]), bytes(r["sha256"][p]))
+            self._decoded[p] = PreparedImage(decode_image(self._pristine_images.read(*where, self.names[p].decode())))
+            while len(self._decoded) > max(1, self.files.pristine_cache):
+                self._decoded.popitem(last=False)
+        self._decoded.move_to_end(p)
+        return self._decoded[p]
+
+    def _stored_image(self, k: int) -> bytes:
+        """Row ``k``'s PNG bytes read with its Parquet row group: from the set's file, or from the same row group of
+        the build shard that a label file's rows mirror."""
+        f, row = int(self.columns["file"][k]), int(self.columns["row"][k])
+        starts = self._starts(f)
+        g = int(np.searchsorted(starts, row, side="right")) - 1
+        shard = self.files.parquet(f) if self.files.images is None else self.files.parquet(self.files.images[f])
+        table = shard.read_row_group(g, columns=["image_id", "image"])
+        at = row - int(starts[g])
+        if table.column("image_id")[at].as_py() != self.image_id(k):
+            raise DatasetError(f"{self.files.paths[f]}: row {row} does not match its build's distorted shard")
+        image = _pixels(table.column("image"))[at].as_py()
+        if image is None:
             raise DatasetError(
-                f"{row['image_id']} is a recipe without pixels, and its build (which renders it) is "
+                f"{self.image_id(k)} is a recipe without pixels, and its build (which renders it) is "
                 "not here: train on a label folder whose build is present, or a rendered set"
             )
-        return self.files.build.image(row)
+        return image
+
+    def _starts(self, f: int) -> np.ndarray:
+        """The first row of each row group of file ``f``."""
+        if f not in self._group_starts:
+            meta = self.files.parquet(f).metadata
+            sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+            self._group_starts[f] = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        return self._group_starts[f]
 
 
-def _holdout_ids(pristine_ids: list[str], seed: int, percent: float) -> frozenset[str]:
-    ids = sorted(pristine_ids, key=lambda p: derive_seed(seed, "holdout", p))
-    return frozenset(ids[: max(1, round(len(ids) * percent / 100))]) if len(ids) > 1 else frozenset()
+def _pixels(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """PNG bytes of an image column: plain binary (build shards) or the Hub's Image struct (published sets)."""
+    return pc.struct_field(column, "bytes") if pa.types.is_struct(column.type) else column
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -240,40 +142,47 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.Generator(np.random.PCG64(derive_seed(seed, epoch, "epoch-order"))).permutation(n)
 
 
-def rank_batches(n: int, seed: int, epoch: int, rank: int, world: int, batch: int) -> list[np.ndarray]:
-    """Rank ``rank``'s batches of epoch ``epoch``: the epoch's permutation cut into global batches of
-    ``batch * world`` rows, of which this rank takes the ``rank``-th slice. Every rank gets the same number of
-    batches; under DDP the last global batch is shared evenly and the fewer than ``world`` rows it cannot share
-    are left to the next epoch's order."""
-    order = epoch_order(n, seed, epoch)
-    out = []
-    for start in range(0, n, batch * world):
-        shares = np.array_split(order[start : start + batch * world], world)
-        if len(shares[-1]) == 0:
-            break
-        out.append(shares[rank])
-    return out
-
-
 class EpochBatches(Sampler):
-    """A DataLoader ``batch_sampler``: one rank's batches of one epoch (``rank_batches``)."""
+    """A DataLoader ``batch_sampler``: rank ``rank``'s batches of an epoch's ``order``, cut into global batches of
+    ``batch * world`` rows of which this rank takes the ``rank``-th slice. Every rank gets the same number of batches;
+    under DDP the last global batch is shared evenly and the fewer than ``world`` rows it cannot share are left to
+    the next epoch's order. Slices are taken as they are read: the order may be a memory map."""
 
-    def __init__(self, n: int, seed: int, epoch: int, rank: int, world: int, batch: int):
-        self.batches = rank_batches(n, seed, epoch, rank, world, batch)
+    def __init__(self, order: np.ndarray, rank: int, world: int, batch: int):
+        self.order, self.rank, self.world, self.batch = order, rank, world, batch
+
+    def arrays(self):
+        """The batches as arrays of row indices."""
+        step = self.batch * self.world
+        for start in range(0, len(self.order), step):
+            shares = np.array_split(np.asarray(self.order[start : start + step]), self.world)
+            if len(shares[-1]) == 0:
+                break
+            yield shares[self.rank]
 
     def __iter__(self):
-        return (b.tolist() for b in self.batches)
+        return (b.tolist() for b in self.arrays())
 
     def __len__(self) -> int:
-        return len(self.batches)
+        full, rest = divmod(len(self.order), self.batch * self.world)
+        return full + (rest >= self.world)
+
+
+def rank_batches(n: int, seed: int, epoch: int, rank: int, world: int, batch: int) -> list[np.ndarray]:
+    """Rank ``rank``'s batches of epoch ``epoch`` of ``n`` rows (see ``EpochBatches``)."""
+    return list(EpochBatches(epoch_order(n, seed, epoch), rank, world, batch).arrays())
 
 
 class SaqtTraining(Dataset):
     """The training rows of a SAQT-IQA set as a map-style dataset read a batch at a time (``__getitems__``): one
-    random 224 crop with flips per image, drawn from (seed, epoch, image_id), and its score."""
+    random 224 crop with flips per image, drawn from (seed, epoch, image_id), and its score.
 
-    def __init__(self, files: SaqtFiles, seed: int = 0):
-        self.index, self.seed, self.epoch = SaqtIndex(files, seed), seed, 0
+    The index lives in ``index_dir``'s folder for this launch on this machine, shared by every process of the launch
+    there (``glint.pretrain_index.SharedFolder``), or, without ``index_dir``, in a private temporary folder."""
+
+    def __init__(self, files: SaqtFiles, seed: int = 0, index_dir: Path | None = None):
+        self.shared = SharedFolder(index_dir, lambda folder: write_index(files, seed, HOLDOUT_PERCENT, folder))
+        self.index, self.seed, self.epoch = SaqtIndex(files, self.shared.path, "train"), seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -281,28 +190,26 @@ class SaqtTraining(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def held_out(self) -> SaqtIndex:
+        """The held-out rows, which choose the epoch."""
+        return SaqtIndex(self.index.files, self.shared.path, "holdout")
+
     def batch_sampler(self, epoch: int, rank: int, world: int, batch: int) -> EpochBatches:
         """The batches rank ``rank`` of ``world`` reads in epoch ``epoch``."""
-        return EpochBatches(len(self), self.seed, epoch, rank, world, batch)
+        order = shared_order(self.shared.path, len(self), self.seed, epoch, epoch_order)
+        return EpochBatches(order, rank, world, batch)
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [self._sample(row) for row in self.index.rows(indices)]
+        return [self._sample(int(k)) for k in indices]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.__getitems__([i])[0]
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._sample(int(k))
 
-    def _sample(self, row: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        image = prepare(self.index.pixels(row))
-        view = random_view(image, random.Random(derive_seed(self.seed, self.epoch, row["image_id"])))
-        return to_tensor(view), torch.tensor(row["score"], dtype=torch.float32)
+    def _sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = prepare(self.index.pixels(k))
+        view = random_view(image, random.Random(derive_seed(self.seed, self.epoch, self.index.image_id(k))))
+        return to_tensor(view), torch.tensor(self.index.score(k), dtype=torch.float32)
 
     def image_ids(self, indices) -> list[str]:
         """The image ids of rows ``indices``, in that order."""
-        return [r["image_id"] for r in self.index.rows(indices, ["image_id"])]
-
-
-def held_out_rows(files: SaqtFiles, seed: int, limit: int) -> tuple[list[dict], list[float], SaqtIndex]:
-    """Up to ``limit`` held-out rows in file order, their scores, and the index that turns a row into pixels."""
-    index = SaqtIndex(files, seed, holdout=True)
-    rows = index.rows(range(min(limit, len(index))))
-    return rows, [r["score"] for r in rows], index
+        return [self.index.image_id(int(k)) for k in indices]

@@ -37,7 +37,7 @@ from glint.runlog import RunLog, cpu_memory_hint
 from glint.scoring import BATCH_IMAGES, crop_seed, predict_images
 from saqt import __version__
 from saqt.encoders import pick_device
-from saqt.errors import ConfigError
+from saqt.errors import ConfigError, SaqtError
 from saqt.seeding import derive_seed
 from saqt.stage import LOCK, FolderLock
 
@@ -315,6 +315,19 @@ def epoch_steps(loader: DataLoader, run: Run, config: TrainConfig, world: int, s
     return limit, total if limit is None else min(total, limit)
 
 
+def worker_errors_in_one_line(batches):
+    """``batches``, where an expected failure (a SaqtError) in a loader worker comes back as the one line it said,
+    not as the worker's traceback that the DataLoader wraps it in."""
+    try:
+        yield from batches
+    except SaqtError as err:
+        text = str(err)
+        prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+        if not text.startswith("Caught ") or not text.rstrip().splitlines()[-1].startswith(prefix):
+            raise
+        raise type(err)(text.rstrip().splitlines()[-1].removeprefix(prefix)) from None
+
+
 def train_epoch(s: Session, run: Run, config: TrainConfig, epoch: int, state: dict, log: RunLog) -> tuple[list, int]:
     """One epoch's optimiser steps, each advancing the schedule and ``state["step"]``; the losses and the number of
     images trained on."""
@@ -325,7 +338,7 @@ def train_epoch(s: Session, run: Run, config: TrainConfig, epoch: int, state: di
     limit, total = epoch_steps(loader, run, config, s.world, state["step"])
     losses, images = [], 0
     with log.bar(total, f"epoch {epoch + 1}/{config.epochs}", "batch") as bar:
-        for x, y in itertools.islice(loader, limit):
+        for x, y in itertools.islice(worker_errors_in_one_line(loader), limit):
             x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
             loss = train_step(s.net, x, y, s.optimizer, s.scaler, s.amp)
             s.scheduler.step()

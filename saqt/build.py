@@ -25,6 +25,7 @@ from saqt.errors import SaqtError
 from saqt.images import ImageDecodeError, encode_png
 from saqt.pool import Pool, choose_pool
 from saqt.pristine import prepare_pristine
+from saqt.ranges import write_ranges
 from saqt.seeding import derive_seed
 from saqt.shards import (
     BUILD_ERRORS,
@@ -108,7 +109,7 @@ def build_unit(config: BuildConfig, out: Path, unit: tuple[int, list[SourceItem]
     name = f"part-{index:05d}.parquet"
     pristine = ShardWriter(out / "pristine" / name, PRISTINE_SCHEMA)
     distorted = ShardWriter(out / "distorted" / name, DISTORTED_SCHEMA)
-    errors = []
+    errors, lengths = [], {"pristine": [], "distorted": []}
     with aborting(pristine, distorted):
         for item in items:
             try:
@@ -118,9 +119,15 @@ def build_unit(config: BuildConfig, out: Path, unit: tuple[int, list[SourceItem]
                 continue
             src = PreparedImage(canon)
             pid = row["pristine_id"]
-            distorted.write([distorted_row(config, src, pid, item.key, t, lv) for t, lv in plan_cells(config, pid)])
+            rows = [distorted_row(config, src, pid, item.key, t, lv) for t, lv in plan_cells(config, pid)]
+            distorted.write(rows)
             pristine.write([row])
+            lengths["pristine"].append(len(row["image"]))
+            lengths["distorted"] += [len(r["image"]) for r in rows if r["image"] is not None]
         shards = {"distorted": distorted.commit(out), "pristine": pristine.commit(out)}
+    for table in ("pristine", "distorted"):
+        if lengths[table]:  # a recipe-only build's distorted shards hold no images
+            shards[f"{table}-ranges"] = write_ranges(out, table, out / shards[table]["path"], lengths[table])
     return UnitResult(index, shards, errors, len(items))
 
 

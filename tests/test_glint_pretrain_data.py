@@ -11,6 +11,7 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from fsspec.implementations.memory import MemoryFileSystem
@@ -19,7 +20,7 @@ from torch.utils.data import get_worker_info
 from typer.testing import CliRunner
 
 import glint.train
-from glint.pretrain_data import DatasetError, SaqtIndex, SaqtTraining, epoch_order, open_saqt, rank_batches
+from glint.pretrain_data import DatasetError, SaqtTraining, epoch_order, open_saqt, rank_batches
 from glint.train import TrainConfig, make_loader
 from pipelines.executors import LocalExecutor
 from pipelines.glint_cli import app
@@ -30,6 +31,7 @@ from saqt.errors import SaqtError
 from saqt.images import decode_image
 from saqt.label import LabelConfig, run_label
 from saqt.publish import PublishConfig, run_publish
+from saqt.reader import BuildReader
 
 runner = CliRunner()
 SMOKE = [
@@ -74,12 +76,18 @@ def stages(tmp_path_factory) -> Path:
 def test_holdout_and_training_never_share_a_pristine_image(stages):
     """Pretraining holds out whole pristine images: 5 % of them, at least one; together the two parts are every
     row."""
-    files = open_saqt(str(stages / "mat" / "labels"))
-    train, held = SaqtIndex(files, seed=3), SaqtIndex(files, seed=3, holdout=True)
-    train_ids = {r["pristine_id"] for r in train.rows(range(len(train)), ["pristine_id"])}
-    held_ids = {r["pristine_id"] for r in held.rows(range(len(held)), ["pristine_id"])}
+    data = SaqtTraining(open_saqt(str(stages / "mat" / "labels")), seed=3)
+    train, held = data.index, data.held_out()
+    train_ids = {train.pristine_id(k) for k in range(len(train))}
+    held_ids = {held.pristine_id(k) for k in range(len(held))}
     assert len(held_ids) == 1 and not train_ids & held_ids and len(train_ids | held_ids) == 5
     assert (len(train), len(held)) == (24, 6)
+    rows = pq.read_table(stages / "mat" / "labels" / "saqt-iqa").to_pylist()
+    expected = {r["image_id"]: r["score"] for r in rows}  # every row, with the score its label shard gives it
+    assert {
+        **{train.image_id(k): train.score(k) for k in range(24)},
+        **{held.image_id(k): held.score(k) for k in range(6)},
+    } == expected
 
 
 def test_epoch_order_is_a_seeded_permutation():
@@ -123,13 +131,16 @@ def test_workers_and_ranks_read_disjoint_batches_covering_the_epoch(stages):
 
 
 def test_recipes_render_the_materialised_pixels_bit_for_bit(stages):
-    built, rendered = (SaqtIndex(open_saqt(str(stages / k / "labels")), seed=0) for k in ("mat", "rec"))
-    rows = {r["image_id"]: r for r in built.rows(range(len(built)))}
-    recipes = rendered.rows(range(len(rendered)))
-    assert len(recipes) == len(rows) == 24 and all(r["image"] is None for r in recipes)
-    for recipe in recipes:
-        row = rows[recipe["image_id"]]
-        assert row["image"] is not None and np.array_equal(rendered.pixels(recipe), decode_image(row["image"]))
+    built, rendered = (SaqtTraining(open_saqt(str(stages / k / "labels")), seed=0).index for k in ("mat", "rec"))
+    assert "offset" in built.columns and "seed" in rendered.columns and "offset" not in rendered.columns
+    stored = {r["image_id"]: r["image"] for r in pq.read_table(stages / "mat" / "build" / "distorted").to_pylist()}
+    assert len(rendered) == len(built) == 24
+    for k in range(len(rendered)):
+        image = rendered.image_id(k)
+        assert np.array_equal(rendered.pixels(k), decode_image(stored[image]))
+        assert np.array_equal(
+            built.pixels(list(map(built.image_id, range(24))).index(image)), decode_image(stored[image])
+        )
 
 
 def test_plan_only_is_the_order_the_trainer_consumes(stages, tmp_path, monkeypatch):
@@ -284,27 +295,82 @@ def test_a_damaged_published_set_or_missing_build_is_refused_in_one_line(stages,
     assert result.exit_code == 2 and "is inside --data" in result.output, result.output
 
 
-@pytest.mark.parametrize(
-    ("kind", "shard"), [("mat", "distorted/part-00001.parquet"), ("rec", "pristine/part-00002.parquet")]
-)
-def test_a_tampered_build_shard_is_refused_in_one_line_before_training(stages, tmp_path, kind, shard):
-    """A label folder's build shard (the pixels it mirrors, or the pristine images its recipes render from) with one
-    byte changed and its size kept: refused against build.json's SHA-256, naming the file, before a step is taken."""
+def _copy_labelled(stages: Path, kind: str, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of a build and its labels, the labels pointing at the copied build."""
     build, labels = tmp_path / "build", tmp_path / "labels"
     shutil.copytree(stages / kind / "build", build)
     shutil.copytree(stages / kind / "labels", labels)
     manifest = json.loads((labels / "label.json").read_text())
     manifest["inputs"]["build"]["root"] = str(build)
     (labels / "label.json").write_text(json.dumps(manifest))
-    assert len(SaqtTraining(open_saqt(str(labels)), seed=3)) == 24  # the intact copy is read
-    damaged = bytearray((build / shard).read_bytes())
-    damaged[len(damaged) // 2] ^= 0x01
-    (build / shard).write_bytes(bytes(damaged))
-    expected = f"{build}: {shard}: SHA-256 differs from build.json's; the build output changed since it was written"
+    return build, labels
+
+
+def _flip_inside_image(build: Path, table: str, key: str) -> Path:
+    """Change one byte in the middle of the stored PNG of the ``table`` row whose image_id is ``key``, found by its
+    bytes (independently of the ranges files); returns its shard."""
+    for shard in sorted((build / table).glob("*.parquet")):
+        rows = pq.read_table(shard, columns=["image_id", "image"]).to_pylist()
+        for record in rows:
+            if record["image_id"] == key:
+                data = bytearray(shard.read_bytes())
+                at = data.find(record["image"])
+                assert at > 0 and data.find(record["image"], at + 1) < 0
+                data[at + len(record["image"]) // 2] ^= 0x01
+                shard.write_bytes(bytes(data))
+                return shard
+    raise AssertionError(f"no {table} row {key}")
+
+
+@pytest.mark.parametrize(("kind", "table"), [("mat", "distorted"), ("rec", "pristine")])
+def test_a_changed_byte_in_a_stored_png_is_refused_when_read_naming_the_row(stages, tmp_path, kind, table):
+    """One byte changed inside one stored PNG (a distorted image, or a pristine image that recipes render from), size
+    kept: the start reads no shard whole and accepts the set; reading that image is refused in one line naming the
+    row and the shard, in a loader worker too; every other image still reads."""
+    build, labels = _copy_labelled(stages, kind, tmp_path)
+    first = SaqtTraining(open_saqt(str(labels)), seed=3)
+    k = next(iter(first.batch_sampler(0, 0, 1, 4)))[0]  # the first row the run below reads
+    key = first.index.image_id(k) if table == "distorted" else first.index.pristine_id(k)
+    shard = _flip_inside_image(build, table, key)
+    index = SaqtTraining(open_saqt(str(labels)), seed=3).index
+    expected = f"{key}: its bytes in {shard} (offset "
+    with pytest.raises(SaqtError, match=re.escape(expected)):
+        index.pixels(k)
+    ids = [index.image_id(j) if table == "distorted" else index.pristine_id(j) for j in range(len(index))]
+    assert len(index) == 24 and all(index.pixels(j).shape == (64, 96, 3) for j in range(24) if ids[j] != key)
+    run = tmp_path / "run"
+    args = ["pretrain", "--data", str(labels), "--out", str(run), "--batch-size", "4", "--epochs", "1"]
+    result = runner.invoke(app, [*args, "--max-steps", "1", "--loader-workers", "2", "--seed", "3", *SMOKE])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and lines[-1].startswith(f"glint pretrain: {expected}"), result.output
+    assert "Traceback" not in result.output and sum("glint pretrain:" in line for line in lines) == 1
+    assert not (run / "best.pt").exists() and not (run / "last.pt").exists()
+
+
+def test_a_changed_ranges_file_is_refused_at_the_start_and_a_build_without_ranges_is_hashed_whole(stages, tmp_path):
+    """The ranges files vouch for every image, so they are checked against build.json when the set is opened. A
+    build written before ranges were recorded is read as before: every file's SHA-256 checked at the start."""
+    build, labels = _copy_labelled(stages, "mat", tmp_path)
+    ranges = build / "ranges" / "distorted" / "part-00000.npy"
+    data = bytearray(ranges.read_bytes())
+    data[-1] ^= 0x01
+    ranges.write_bytes(bytes(data))
+    expected = f"{build}: ranges/distorted/part-00000.npy: SHA-256 differs from build.json's"
     with pytest.raises(SaqtError, match=re.escape(expected)):
         open_saqt(str(labels))
-    run = tmp_path / "run"
-    result = runner.invoke(app, ["pretrain", "--data", str(labels), "--out", str(run), "--max-steps", "1", *SMOKE])
-    assert result.exit_code == 2 and result.output.startswith(f"glint pretrain: {expected}"), result.output
-    assert result.output.count("\n") == 1 and "Traceback" not in result.output
-    assert not run.exists() or not any(run.iterdir())  # no step, checkpoint or log
+    shutil.rmtree(build / "ranges")  # an earlier build: no ranges recorded, its digest recorded without them
+    manifest = json.loads((build / "build.json").read_text())
+    for unit in manifest["done"].values():
+        unit["files"] = {k: v for k, v in unit["files"].items() if not k.endswith("-ranges")}
+    (build / "build.json").write_text(json.dumps(manifest))
+    label = json.loads((labels / "label.json").read_text())
+    label["inputs"]["build"]["digest"] = BuildReader(build, checksums=False).stage.digest()
+    (labels / "label.json").write_text(json.dumps(label))
+    files = open_saqt(str(labels))
+    old = SaqtTraining(files, seed=3).index
+    assert files.ranges is None and "offset" not in old.columns and len(old) == 24
+    stored = {r["image_id"]: r["image"] for r in pq.read_table(build / "distorted").to_pylist()}
+    assert all(np.array_equal(old.pixels(k), decode_image(stored[old.image_id(k)])) for k in range(24))
+    _flip_inside_image(build, "distorted", old.image_id(0))
+    with pytest.raises(SaqtError, match=re.escape("SHA-256 differs from build.json's; the build output changed")):
+        open_saqt(str(labels))
