@@ -7,16 +7,22 @@ import io
 import struct
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import deflate
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from saqt.errors import SaqtError
 
 DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard: 8000 x 8000
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_METADATA = (b"eXIf", b"tEXt", b"zTXt", b"iTXt")
+HEADER_FORMATS = ("JPEG", "PNG", "WEBP")  # formats whose mode, size and orientation are final once opened
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")  # modes that _to_rgb makes equal in R, G, B
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that ImageOps.exif_transpose turns by 90 degrees
 
 
 class ImageDecodeError(SaqtError, ValueError):
@@ -37,11 +43,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a file path or encoded bytes to uint8 H x W x 3 RGB, EXIF orientation applied.
+@contextmanager
+def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Image.Image]:
+    """Open a file path or encoded bytes lazily (Pillow reads the header only), refusing over-large input.
 
-    Greyscale, palette, CMYK and 16-bit inputs are converted; alpha is composited onto white.
-    Raises ImageDecodeError for unreadable, truncated, non-image or over-large (> max_pixels) input.
+    Errors from opening, and from decoding inside the ``with`` block, become ImageDecodeError naming the source
+    ("<bytes>" for bytes): unreadable, truncated, non-image or over-large (> max_pixels) input.
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     try:
@@ -51,8 +58,7 @@ def decode_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXEL
                 w, h = img.size
                 if w * h > max_pixels:
                     raise ImageDecodeError(f"{name}: {w}x{h} exceeds the {max_pixels}-pixel limit")
-                img.load()
-                return np.asarray(_to_rgb(ImageOps.exif_transpose(img)))
+                yield img
     except ImageDecodeError:
         raise
     except (FileNotFoundError, IsADirectoryError):
@@ -67,6 +73,49 @@ def decode_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXEL
         ) from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageDecodeError(f"{name}: cannot decode ({err})") from None
+
+
+def rgb_pixels(img: Image.Image) -> np.ndarray:
+    """Decode an opened image to uint8 H x W x 3 RGB, EXIF orientation applied (inside ``open_image``)."""
+    img.load()
+    return np.asarray(_to_rgb(ImageOps.exif_transpose(img)))
+
+
+def decode_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a file path or encoded bytes to uint8 H x W x 3 RGB, EXIF orientation applied.
+
+    Greyscale, palette, CMYK and 16-bit inputs are converted; alpha is composited onto white.
+    Raises ImageDecodeError for unreadable, truncated, non-image or over-large (> max_pixels) input.
+    """
+    with open_image(source, max_pixels) as img:
+        return rgb_pixels(img)
+
+
+def _png_metadata_after_idat(data: bytes) -> bool:
+    """Whether a PNG may hold EXIF or text (where Pillow also looks for EXIF and XMP orientation) after its
+    first IDAT chunk, which Pillow only reads when decoding; True too for a chunk list that cannot be walked."""
+    pos, seen_idat = len(_PNG_SIGNATURE), False
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"IEND":
+            return False
+        seen_idat = seen_idat or kind == b"IDAT"
+        if seen_idat and kind in _PNG_METADATA:
+            return True
+        pos += length + 12
+    return True
+
+
+def oriented_size(img: Image.Image, data: bytes) -> tuple[int, int] | None:
+    """(width, height) of the opened image ``img`` (encoded as ``data``) once decoded and EXIF-oriented, known
+    without decoding; None where only decoding can tell (a format not checked, PNG metadata after the pixels)."""
+    if img.format not in HEADER_FORMATS or (img.format == "PNG" and _png_metadata_after_idat(data)):
+        return None
+    # Pillow's PNG getexif decodes the image to find an eXIf chunk after IDAT; there is none, so read what
+    # opening found, as the base method does. JPEG and WebP metadata are all read when opening.
+    orientation = Image.Image.getexif(img).get(ExifTags.Base.Orientation, 1)
+    w, h = img.size
+    return (h, w) if orientation in _SWAPPING_ORIENTATIONS else (w, h)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -1,4 +1,8 @@
-"""One pristine source image: read, screened, and canonicalised to the working size."""
+"""One pristine source image: read, screened, and canonicalised to the working size.
+
+The screen's header checks (size, upscaling, JPEG quality, and colour where the mode alone proves greyscale)
+are made on the opened file before its pixels are decoded: most refused candidates are never decoded.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saqt.images import ImageDecodeError, canonicalise, content_id, decode_image
-from saqt.screen import Screen, jpeg_quality
+from saqt.images import GREY_MODES, ImageDecodeError, canonicalise, content_id, open_image, oriented_size, rgb_pixels
+from saqt.screen import Screen, is_grey, quality_of
 from saqt.sources import SourceItem
 
 
@@ -22,18 +26,32 @@ class Pristine:
     jpeg_quality: int | None
 
 
+def _decode_screened(
+    data: bytes, size: tuple[int, int], screen: Screen, max_pixels: int
+) -> tuple[np.ndarray, int | None]:
+    """(RGB pixels, JPEG quality) of a candidate that passes what its header decides; ImageDecodeError otherwise."""
+    with open_image(data, max_pixels) as img:
+        quality = quality_of(img)
+        header = oriented_size(img, data)
+        if header and (reason := screen.reason_to_reject(*header, quality, size, lambda: img.mode in GREY_MODES)):
+            raise ImageDecodeError(reason)
+        return rgb_pixels(img), quality
+
+
 def prepare_pristine(item: SourceItem, size: tuple[int, int], screen: Screen, max_pixels: int) -> Pristine:
-    """Read, decode, screen and canonicalise ``item``; ImageDecodeError (message without the key) to skip it."""
+    """Read, screen and canonicalise ``item`` (see the module docstring); ImageDecodeError (message without the
+    key) to skip it."""
     try:
         data = item.read_bytes()
     except OSError as err:
         raise ImageDecodeError(f"cannot read ({err.strerror or err})") from None
     try:
-        image = decode_image(data, max_pixels)
+        image, quality = _decode_screened(data, size, screen, max_pixels)
     except ImageDecodeError as err:
         raise ImageDecodeError(str(err).removeprefix("<bytes>: ")) from None
-    reason = screen.reason_to_reject(data, image, size)
+    height, width = image.shape[:2]
+    reason = screen.reason_to_reject(width, height, quality, size, lambda: is_grey(image))
     if reason:
         raise ImageDecodeError(reason)
     canon = canonicalise(image, size)
-    return Pristine(content_id(canon), canon, image.shape[1], image.shape[0], jpeg_quality(data))
+    return Pristine(content_id(canon), canon, width, height, quality)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,9 +87,14 @@ def jpeg_quality(data: bytes) -> int | None:
     """The IJG quality (1..100) whose luminance table is closest to the file's; None if not a JPEG."""
     try:
         with Image.open(io.BytesIO(data)) as img:
-            tables = getattr(img, "quantization", None) if img.format == "JPEG" else None
+            return quality_of(img)
     except Exception:  # an undecodable file is reported by the decoder, not here
         return None
+
+
+def quality_of(img: Image.Image) -> int | None:
+    """``jpeg_quality`` of an opened image, from the tables Pillow reads with the header."""
+    tables = getattr(img, "quantization", None) if img.format == "JPEG" else None
     if not tables or len(tables[0]) != 64:
         return None
     error = np.abs(_IJG_TABLES - np.asarray(tables[0])[None, :]).sum(axis=1)
@@ -152,10 +158,15 @@ class Screen:
         value = getattr(self, name)
         return None if value == float("inf") else value
 
-    def reason_to_reject(self, data: bytes, image: np.ndarray, size: tuple[int, int]) -> str | None:
-        """Why the decoded RGB ``image`` (from encoded ``data``), to be canonicalised to ``size``, fails the screen,
-        or None if it passes."""
-        height, width = image.shape[:2]
+    def reason_to_reject(
+        self, width: int, height: int, quality: int | None, size: tuple[int, int], grey: Callable[[], bool]
+    ) -> str | None:
+        """Why a ``width`` x ``height`` image (as displayed) of estimated JPEG ``quality`` (None: not a JPEG), to be
+        canonicalised to ``size``, fails the screen, or None if it passes.
+
+        The checks, in this order: shorter side, upscaling, JPEG quality, colour (``grey()``, called only when the
+        first three pass and greyscale is refused). The first three are known from a file's header.
+        """
         if min(width, height) < self.min_side:
             return f"too small ({width}x{height}; shorter side under {self.min_side} px)"
         scale = cover_scale(width, height, size)
@@ -164,10 +175,13 @@ class Screen:
                 f"needs upscaling ({width}x{height} by {scale:.3g}x to cover {size[0]}x{size[1]}; "
                 f"--max-upscale {self.max_upscale:g})"
             )
-        if not self.allow_grey and int((image.max(axis=2) - image.min(axis=2)).max()) <= GREY_SPREAD:
+        if quality is not None and quality < self.min_jpeg_quality:
+            return f"low JPEG quality (estimated {quality}; --min-jpeg-quality {self.min_jpeg_quality})"
+        if not self.allow_grey and grey():
             return "greyscale (no colour; pass --allow-grey to keep)"
-        if self.min_jpeg_quality > 0:
-            quality = jpeg_quality(data)
-            if quality is not None and quality < self.min_jpeg_quality:
-                return f"low JPEG quality (estimated {quality}; --min-jpeg-quality {self.min_jpeg_quality})"
         return None
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """Whether no pixel of the RGB ``image`` has channels more than GREY_SPREAD apart."""
+    return int((image.max(axis=2) - image.min(axis=2)).max()) <= GREY_SPREAD
