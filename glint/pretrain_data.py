@@ -33,7 +33,7 @@ from glint.saqt_sets import SaqtFiles, open_saqt
 __all__ = ["EpochBatches", "SaqtIndex", "SaqtTraining", "epoch_order", "open_saqt", "rank_batches"]
 from saqt.distortions import PreparedImage, distort
 from saqt.images import decode_image
-from saqt.ranges import RangeReader
+from saqt.ranges import RangeError, RangeReader
 from saqt.seeding import derive_seed
 
 HOLDOUT_PERCENT = 5.0  # of the pristine images, held out to choose the epoch where a set has no validation split
@@ -85,7 +85,7 @@ class SaqtIndex:
         c = self.columns
         if self._images is not None:
             where = (int(c["file"][k]), int(c["offset"][k]), int(c["length"][k]), bytes(c["sha256"][k]))
-            return decode_image(self._images.read(*where, self.image_id(k)))
+            return decode_image(_named(self._images, where, lambda: self.image_id(k)))
         if "seed" in c:
             source = self._pristine(int(c["pristine"][k]))
             return distort(source, int(c["dist_type"][k]), int(c["level"][k]), seed=int(c["seed"][k]))
@@ -98,7 +98,7 @@ class SaqtIndex:
         if p not in self._decoded:
             r = self.pristine_ranges
             where = (int(r["file"][p]), int(r["offset"][p]), int(r["length"][p]), bytes(r["sha256"][p]))
-            self._decoded[p] = PreparedImage(decode_image(self._pristine_images.read(*where, self.names[p].decode())))
+            self._decoded[p] = PreparedImage(decode_image(_named(self._pristine_images, where, self.names[p].decode)))
             while len(self._decoded) > max(1, self.files.pristine_cache):
                 self._decoded.popitem(last=False)
         self._decoded.move_to_end(p)
@@ -130,6 +130,14 @@ class SaqtIndex:
             sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
             self._group_starts[f] = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         return self._group_starts[f]
+
+
+def _named(reader: RangeReader, where: tuple[int, int, int, bytes], name) -> bytes:
+    """``reader.read(*where)``; its RangeError names the row (``name()``, computed only then)."""
+    try:
+        return reader.read(*where)
+    except RangeError as err:
+        raise RangeError(f"{name()}: {err}") from None
 
 
 def _pixels(column: pa.ChunkedArray) -> pa.ChunkedArray:

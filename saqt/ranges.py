@@ -105,14 +105,13 @@ class RangeReader:
         self.paths = paths
         self._open: OrderedDict[int, int] = OrderedDict()
 
-    def read(self, file: int, offset: int, length: int, sha256: bytes, what: str) -> bytes:
-        """The ``length`` bytes at ``offset`` of file ``file``; RangeError naming ``what`` if they differ from
-        ``sha256``."""
+    def read(self, file: int, offset: int, length: int, sha256: bytes) -> bytes:
+        """The ``length`` bytes at ``offset`` of file ``file``; RangeError if they differ from ``sha256``."""
         data = os.pread(self._fd(file), length, offset)
         if len(data) != length or hashlib.sha256(data).digest() != sha256:
             raise RangeError(
-                f"{what}: its bytes in {self.paths[file]} (offset {offset}, {length} bytes) differ from the build's "
-                "record; the build changed since it was written (`saqt verify` checks it whole)"
+                f"its bytes in {self.paths[file]} (offset {offset}, {length} bytes) differ from the build's record; "
+                "the build changed since it was written (`saqt verify` checks it whole)"
             )
         return data
 
