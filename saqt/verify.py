@@ -22,6 +22,7 @@ from saqt.card import read_card
 from saqt.errors import SaqtError
 from saqt.images import ImageDecodeError, decode_image
 from saqt.publish import SCHEMA_VERSION, filesystem, publish_schema
+from saqt.ranges import read_ranges
 from saqt.shards import sha256_stream
 from saqt.stage import CARD, SUMS, StageError, identify, open_stage, read_sums
 
@@ -175,8 +176,9 @@ def verify_stage(folder: Path) -> Verified:
     except StageError as err:
         raise VerifyError(str(err)) from None
     entries = stage.entries()
+    shards = [e for e in entries if "rows" in e and e["path"].endswith(".parquet")]
     for entry in entries:
-        if "rows" in entry and pq.ParquetFile(folder / entry["path"]).metadata.num_rows != entry["rows"]:
+        if "rows" in entry and _rows(folder / entry["path"]) != entry["rows"]:
             raise VerifyError(f"{entry['path']}: row count differs from {stage.name}'s")
     if stage.kind == "label":
         unscored = sum(pq.read_table(p, columns=["score"]).column(0).null_count for p in stage.paths("labels"))
@@ -184,7 +186,12 @@ def verify_stage(folder: Path) -> Verified:
             raise VerifyError(f"{folder}: {unscored} labels have no score")
     if not stage.manifest["complete"]:
         raise VerifyError(f"{stage.name}: the {stage.kind} is unfinished; rerun its command to complete it")
-    return Verified(stage.kind, len(entries), sum(e.get("rows", 0) for e in entries))
+    return Verified(stage.kind, len(entries), sum(e["rows"] for e in shards))
+
+
+def _rows(path: Path) -> int:
+    """Rows of a stage's Parquet shard or of a build's ranges file (one record per image of its shard)."""
+    return len(read_ranges(path)) if path.suffix == ".npy" else pq.ParquetFile(path).metadata.num_rows
 
 
 def verify(target: str, sample: int = 64, seed: int = 0) -> Verified:
