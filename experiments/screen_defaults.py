@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from pipelines.executors import LocalExecutor
-from saqt.build import reason_kind
+from saqt.counts import reason_kind
 from saqt.images import decode_image
 from saqt.pool import choose_pool
 from saqt.screen import Screen, cover_scale, jpeg_quality

@@ -156,6 +156,7 @@ def _bank_files() -> list[str]:
 
 
 def _save(manifest: dict) -> None:
+    """The bank's ``skipped`` list, at each compaction: the refused inputs, then the references that failed."""
     skipped = [list(e) for e in manifest["listing_errors"]]
     skipped += [
         [u["key"], u["skipped"]]
@@ -163,7 +164,6 @@ def _save(manifest: dict) -> None:
         if "skipped" in u
     ]
     manifest["skipped"] = skipped
-    manifest["counts"] = {"references": sum("scores" in u for u in manifest["done"].values()), "skipped": len(skipped)}
 
 
 def run_synth_bank(config: SynthConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT) -> Bank:
@@ -208,7 +208,7 @@ def run_synth_bank(config: SynthConfig, out: Path, ctx: RunContext = DEFAULT_CON
             for key, name, png, scores in executor.map_unordered(_ScoreReference(config), [it for _, it in pending]):
                 writer.record(by_key[key], _record(out, key, name, png, scores))
                 bar.update(1)
-        usable = writer.manifest["counts"]["references"] > 0
+        usable = any("scores" in unit for unit in writer.manifest["done"].values())
         writer.manifest["files"] = _write_tables(out, writer.manifest) if usable else {}
         writer.finish(usable)
     if not usable:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,9 @@ from tqdm import tqdm
 
 from saqt.configs import BuildConfig
 from saqt.context import DEFAULT_CONTEXT, RunContext
+from saqt.counts import reason_kind
 from saqt.distortions import PreparedImage, catalogue_identity, distort, random_params, spec
+from saqt.error_log import ErrorLog
 from saqt.errors import SaqtError
 from saqt.images import ImageDecodeError, encode_png
 from saqt.pool import Pool, choose_pool
@@ -33,7 +34,6 @@ from saqt.shards import (
     PRISTINE_SCHEMA,
     ShardWriter,
     aborting,
-    write_json_atomic,
 )
 from saqt.sources import Quota, SourceItem, list_source, read_selection
 from saqt.stage import StageWriter, new_manifest
@@ -143,39 +143,17 @@ def _fresh_manifest(config: BuildConfig, listing_errors, pool: Pool, units: int,
         "selection": {"images": len(pool.kept), "keys_sha256": digest.hexdigest()},
         "catalogue": catalogue_identity(),
     }
-    manifest = new_manifest(
-        "build", config.as_dict(), inputs, units, command, listing_errors=[list(e) for e in listing_errors]
-    )
+    manifest = new_manifest("build", config.as_dict(), inputs, units, command)
     manifest["screen"] = {
         **config.pristine_screen.describe(),
         "screened": pool.screened,
         "refused": len(pool.refused),
         "duplicates": pool.duplicates,
     }
-    manifest["screen_errors"] = [list(e) for e in pool.refused]
+    refused = Counter(reason_kind(reason) for _, reason in chain(listing_errors, pool.refused))
+    manifest["refused"] = {"inputs": sum(refused.values()), "by_reason": dict(refused)}  # listed in errors.jsonl
     manifest["aux"] = [BUILD_ERRORS]
     return manifest
-
-
-def _save(out: Path, manifest: dict) -> None:
-    errors = [{"key": k, "reason": r, "stage": "list"} for k, r in manifest["listing_errors"]]
-    errors += [{"key": k, "reason": r, "stage": "screen"} for k, r in manifest.get("screen_errors", [])]
-    for unit in sorted(manifest["done"], key=int):
-        errors += [{"key": k, "reason": r, "stage": "render"} for k, r in manifest["done"][unit]["errors"]]
-    done = manifest["done"].values()
-    manifest["counts"] = {
-        "pristine": sum(u["files"]["pristine"]["rows"] for u in done),
-        "distorted": sum(u["files"]["distorted"]["rows"] for u in done),
-        "skipped": len(errors),
-        "skipped_by_reason": dict(Counter(reason_kind(e["reason"]) for e in errors)),
-        "duplicates": manifest.get("screen", {}).get("duplicates", 0),
-    }
-    write_json_atomic(out / BUILD_ERRORS, errors, lines=True)
-
-
-def reason_kind(reason: str) -> str:
-    """The reason with details and numbers stripped, for counting: 'too small', 'needs upscaling', 'duplicate'."""
-    return re.sub(r"\d+", "N", re.sub(r"\s*\(.*\)", "", reason))
 
 
 def run_build(config: BuildConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT) -> dict:
@@ -197,14 +175,16 @@ def run_build(config: BuildConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT)
     selection = pool.kept
     units = _units(selection, config.images_per_shard)
     fresh = _fresh_manifest(config, listing.errors, pool, len(units), ctx.command)
+    log = ErrorLog(out / BUILD_ERRORS, listing.errors, pool.refused)
     inputs = {"--root": config.root, "--list": config.list_file}
-    with StageWriter(out, fresh, ctx.overwrite, inputs, on_save=partial(_save, out)) as writer:
+    with StageWriter(out, fresh, ctx.overwrite, inputs, on_save=log) as writer:
         pending = [u for u in units if str(u[0]) not in writer.manifest["done"]]
         writer.save()
         done_images = len(selection) - sum(len(u[1]) for u in pending)
         with tqdm(total=len(selection), initial=done_images, unit="img", desc="build", disable=not progress) as bar:
             for result in executor.map_unordered(_UnitTask(config, out), pending):
                 writer.record(str(result.index), {"files": result.shards, "errors": result.errors})
+                log.append(result.errors)
                 bar.update(result.images)
         manifest = writer.finish()
     if not manifest["counts"]["pristine"]:

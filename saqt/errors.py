@@ -17,3 +17,7 @@ class ConfigError(SaqtError, ValueError):
 
 class OutputError(SaqtError):
     """Writing the output failed (disk full, permission denied, ...)."""
+
+
+class StageError(SaqtError, ValueError):
+    """A stage folder that cannot be used as it is: missing, malformed, changed since it was written, or busy."""

@@ -241,7 +241,7 @@ def run_label(config: LabelConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT)
     if config.matches:
         inputs["matches"] = {"source": config.matches, "sha256": read_matches(config.matches).sha256}
     fresh = new_manifest("label", recorded(config), inputs, len(units), ctx.command)
-    with StageWriter(out, fresh, ctx.overwrite, {"--build": config.build, "--bank": config.bank}, _save) as writer:
+    with StageWriter(out, fresh, ctx.overwrite, {"--build": config.build, "--bank": config.bank}) as writer:
         embed = None if config.matches else ctx.executor.gpu_embedder(config.encoder, config.device)
         labels, encoder = transfer_labels(config, reader, bank, scores, out, ctx.progress, embed)
         refuse_unscored(reader, labels, cells)
@@ -276,8 +276,3 @@ def _bank_digest(bank: Bank) -> str:
     digest = hashlib.sha256(np.nan_to_num(bank.scores, nan=-1e300).tobytes())
     digest.update("\n".join(bank.ref_ids).encode())
     return digest.hexdigest()
-
-
-def _save(manifest: dict) -> None:
-    done = manifest["done"].values()
-    manifest["counts"] = {"labels": sum(s["files"]["labels"]["rows"] for s in done), "shards": len(manifest["done"])}

@@ -14,9 +14,12 @@ in one shape::
     files            name -> entry: outputs written once every unit is done (a bank's scores.csv)
     aux              files the stage rewrites freely (its error log, caches): not checksummed
     complete, counts
+    journal_anchor   while unfinished: names the journal (build.journal.jsonl, ...) of the units done since
 
-Every path is relative to the folder and stays inside it. A published set is a stage folder of another kind:
-a dataset card and SHA256SUMS, the Hub's layout, which ``identify`` also recognises.
+A running stage appends each finished unit to its journal (``saqt.journal``) and writes the manifest whole only as
+a run starts and ends; every reader goes through ``read_manifest``, which folds the journal in. Every path is
+relative to the folder and stays inside it. A published set is a stage folder of another kind: a dataset card and
+SHA256SUMS, the Hub's layout, which ``identify`` also recognises.
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from saqt import __version__
-from saqt.errors import ConfigError, SaqtError
+from saqt.counts import counts
+from saqt.errors import ConfigError, StageError
+from saqt.journal import JournalWriter, journal_name, new_anchor, read_journal, remove_journal
 from saqt.shards import BANK_MANIFEST, BUILD_MANIFEST, LABEL_MANIFEST, sha256_file, write_json_atomic
 
 FORMAT = "saqt-stage/1"
@@ -41,11 +47,8 @@ COMMANDS = {"build": "saqt build", "label": "saqt label", "bank": "saqt bank syn
 CARD = "README.md"  # a published set: its dataset card ...
 SUMS = "SHA256SUMS"  # ... and the checksums of every other file
 LOCK = ".saqt.lock"
+ANCHOR = "journal_anchor"  # the manifest's entry naming the anchor of the journal that follows it
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-class StageError(SaqtError, ValueError):
-    """A stage folder that cannot be used as it is: missing, malformed, changed since it was written, or busy."""
 
 
 class StageConflict(StageError):
@@ -103,6 +106,14 @@ def _check_entry(where: str, entry: object) -> None:
             raise StageError(f"{where}: {entry['path']} has an invalid {key} ({value!r})")
 
 
+def _check_unit(where: str, unit: object, done: object) -> None:
+    files = done.get("files") if isinstance(done, dict) else None
+    if not isinstance(unit, str) or not unit.isdigit() or not isinstance(files, dict):
+        raise StageError(f"{where}: unit {unit!r} is malformed")
+    for entry in files.values():
+        _check_entry(f"{where}: unit {unit}", entry)
+
+
 def _validate(path: Path, kind: str, m: object) -> dict:
     """``m`` if it is a stage manifest of ``kind`` in the shape above; else StageError naming the first fault."""
     if not isinstance(m, dict):
@@ -119,10 +130,7 @@ def _validate(path: Path, kind: str, m: object) -> dict:
         if not isinstance(m.get(key), cls) or (cls is int and isinstance(m[key], bool)):
             raise StageError(f"{path}: {key!r} is missing or not a JSON {cls.__name__}")
     for unit, done in m["done"].items():
-        if not unit.isdigit() or not isinstance(done, dict) or not isinstance(done.get("files"), dict):
-            raise StageError(f"{path}: unit {unit!r} is malformed")
-        for entry in done["files"].values():
-            _check_entry(f"{path}: unit {unit}", entry)
+        _check_unit(str(path), unit, done)
     for entry in m["files"].values():
         _check_entry(str(path), entry)
     for aux in m["aux"]:
@@ -131,8 +139,8 @@ def _validate(path: Path, kind: str, m: object) -> dict:
     return m
 
 
-def read_manifest(folder: Path, kind: str) -> dict:
-    """The validated manifest of the ``kind`` stage in ``folder``; StageError if absent or malformed."""
+def _load(folder: Path, kind: str) -> dict:
+    """The validated manifest file of the ``kind`` stage in ``folder``, without its journal."""
     path = Path(folder) / MANIFESTS[kind]
     if not path.is_file():
         raise StageError(f"{folder} has no {MANIFESTS[kind]}: not a `saqt {kind}` output folder")
@@ -143,6 +151,27 @@ def read_manifest(folder: Path, kind: str) -> dict:
     except OSError as err:
         raise StageError(f"{path} cannot be read ({err.strerror or err})") from None
     return _validate(path, kind, manifest)
+
+
+def _fold(folder: Path, kind: str, manifest: dict) -> dict:
+    """``manifest`` with the units of its journal (see :mod:`saqt.journal`) added, and its counts recomputed."""
+    path = Path(folder) / journal_name(MANIFESTS[kind])
+    entries = read_journal(path, manifest.get(ANCHOR))
+    for n, unit, done in entries:
+        _check_unit(f"{path} line {n}", unit, done)
+        manifest["done"][unit] = done
+    if entries:
+        try:
+            manifest["counts"] = counts(manifest)
+        except (KeyError, TypeError, ValueError) as err:
+            raise StageError(f"{path}: a unit lacks {err} or holds it in another form") from None
+    return manifest
+
+
+def read_manifest(folder: Path, kind: str) -> dict:
+    """The validated manifest of the ``kind`` stage in ``folder``, with the units its journal records since it was
+    last written; StageError if absent or malformed."""
+    return _fold(folder, kind, _load(folder, kind))
 
 
 @dataclass
@@ -327,23 +356,26 @@ class FolderLock:
 
 
 def remove_written(folder: Path, kind: str) -> None:
-    """Remove what an earlier run of ``kind`` wrote in ``folder``, as its manifest lists it; nothing else.
+    """Remove what an earlier run of ``kind`` wrote in ``folder``, as its manifest and journal list it; nothing else.
 
-    Without a readable manifest nothing but the manifest itself is removed (the new run's files replace the
-    old ones of the same name).
+    Without a readable manifest nothing but the manifest and journal themselves are removed (the new run's files
+    replace the old ones of the same name); with a journal that was tampered with, only the manifest's files.
     """
     folder = Path(folder)
     try:
-        m = _validate(folder / MANIFESTS[kind], kind, json.loads((folder / MANIFESTS[kind]).read_bytes()))
-    except (StageError, UnicodeDecodeError, json.JSONDecodeError):
+        m = _load(folder, kind)
+    except StageError:
         m = None
     if m is not None:
+        with suppress(StageError):
+            m = _fold(folder, kind, m)
         stage = Stage(kind, folder, m)
         for rel in [e["path"] for e in stage.entries()] + m["aux"]:
             path = folder / rel
             if path.resolve().is_relative_to(folder.resolve()):
                 path.unlink(missing_ok=True)
                 _prune_empty(path.parent, folder)
+    remove_journal(folder / journal_name(MANIFESTS[kind]))
     (folder / MANIFESTS[kind]).unlink(missing_ok=True)
 
 
@@ -357,9 +389,11 @@ class StageWriter:
     """One run's hold on its output folder: the lock, resume or ``--overwrite``, and the manifest's updates.
 
     On entry ``out`` is checked to lie apart from the inputs, created and locked; an earlier run's output is
-    removed (``overwrite``, only the files its manifest lists) or resumed: it must agree with ``fresh`` on
-    config and inputs (else StageConflict), and its units whose files still match their checksums are kept.
-    ``on_save(manifest)`` runs before each write of the manifest (counts, logs).
+    removed (``overwrite``, only the files its manifest and journal list) or resumed: it must agree with ``fresh``
+    on config and inputs (else StageConflict), and its units whose files still match their checksums are kept.
+    The manifest is written whole only at compactions (``save``: the stage calls it as its run starts, else the
+    first ``record`` does; ``finish`` does at the end); in between each finished unit is one line of the journal.
+    ``on_save(manifest)`` runs at each compaction, after the counts are computed (the stage's logs).
     """
 
     def __init__(
@@ -374,6 +408,7 @@ class StageWriter:
         self.kind = fresh["stage"]
         self.inputs, self.on_save = inputs or {}, on_save
         self._lock = FolderLock(self.out / LOCK, str(self.out))
+        self._journal: JournalWriter | None = None
 
     def __enter__(self) -> StageWriter:
         check_apart(self.out, self.inputs)
@@ -393,6 +428,7 @@ class StageWriter:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._close_journal()
         self._lock.__exit__()
 
     def _start(self) -> None:
@@ -420,9 +456,13 @@ class StageWriter:
         return [u for u in units if u not in self.manifest["done"]]
 
     def record(self, unit: str, done: dict) -> None:
-        """Mark ``unit`` done (``done`` holds its ``files`` entries and whatever else it reports); save."""
+        """Mark ``unit`` done (``done`` holds its ``files`` entries and whatever else it reports): one line appended
+        to the journal, or, where this run has not written the manifest yet, a compaction."""
         self.manifest["done"][unit] = done
-        self.save()
+        if self._journal is None:
+            self.save()
+        else:
+            self._journal.append(unit, done)
 
     def finish(self, complete: bool = True) -> dict:
         """Save the manifest as complete if every unit is done (and ``complete``); return it."""
@@ -431,7 +471,22 @@ class StageWriter:
         return self.manifest
 
     def save(self) -> None:
-        """Write the manifest (after ``on_save``)."""
+        """Compact: write the whole manifest (its counts computed, then ``on_save`` run) under a fresh journal anchor
+        (none once complete), then remove the journal its units came from; later records go to a new journal."""
+        self._close_journal()
+        self.manifest["counts"] = counts(self.manifest)
         if self.on_save:
             self.on_save(self.manifest)
+        self.manifest.pop(ANCHOR, None)
+        if not self.manifest["complete"]:
+            self.manifest[ANCHOR] = new_anchor()
         write_json_atomic(self.out / MANIFESTS[self.kind], self.manifest)
+        journal = self.out / journal_name(MANIFESTS[self.kind])
+        remove_journal(journal)  # a kill before this leaves a journal of another anchor: stale, and ignored
+        if ANCHOR in self.manifest:
+            self._journal = JournalWriter(journal, self.manifest[ANCHOR])
+
+    def _close_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None

@@ -30,7 +30,7 @@ from saqt.images import decode_image, encode_png
 from saqt.reader import BuildReader
 from saqt.shards import DISTORTED_SCHEMA, PRISTINE_SCHEMA, sha256_file
 from saqt.sources import SourceError, sample_paths
-from saqt.stage import StageConflict
+from saqt.stage import StageConflict, StageError, read_manifest
 
 SMALL = {"size": (96, 64), "images_per_shard": 2, "source": "folder"}
 
@@ -267,9 +267,9 @@ def _wait_for_shards(out: Path, proc: subprocess.Popen, at_least: int) -> None:
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         try:
-            if len(json.loads((out / "build.json").read_text())["done"]) >= at_least:
+            if len(read_manifest(out, "build")["done"]) >= at_least:  # with the units its journal holds
                 return
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        except StageError:  # not written yet
             pass
         time.sleep(0.05)
     pytest.fail(f"the build finished or stalled before {at_least} shards were done")
@@ -322,7 +322,7 @@ def test_killing_the_main_process_then_rerunning_gives_the_same_shards(tmp_path,
     _wait_for_shards(out, proc, 2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    manifest = json.loads((out / "build.json").read_text())
+    manifest = read_manifest(out, "build")
     assert not manifest["complete"] and len(manifest["done"]) < 7
     _visible_shards_are_whole(out)
     subprocess.run(_saqt(args), check=True, capture_output=True)

@@ -3,7 +3,6 @@ named and resumed, Ray's GPU embedding batches, and the message when Ray is not 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -20,6 +19,7 @@ from saqt.build import BuildConfig, run_build
 from saqt.context import RunContext
 from saqt.label import LabelConfig, run_label
 from saqt.shards import sha256_file
+from saqt.stage import read_manifest
 
 runner = CliRunner()
 BUILD_ARGS = ["--limit", "3", "--size", "96x64", "--types", "1,10", "--levels", "1,5", "--images-per-shard", "1"]
@@ -31,7 +31,7 @@ def checksums(out: Path) -> dict[str, str]:
 
 
 def manifest_shards(out: Path) -> dict:
-    return json.loads((out / "build.json").read_text())["done"]
+    return read_manifest(out, "build")["done"]  # with the units its journal holds
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ no per-cluster form), so it runs after the modules that keep a cluster in the te
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -19,6 +18,7 @@ import pytest
 from pipelines.executors import LocalExecutor
 from saqt.build import BuildConfig, run_build
 from saqt.context import RunContext
+from saqt.stage import read_manifest
 
 BIN = Path(sys.executable).parent
 ARGS = ["--types", "1,10", "--levels", "1,5", "--size", "128x96", "--images-per-shard", "1", "--limit", "3"]
@@ -60,7 +60,7 @@ def head_node():
 
 
 def _checksums(out: Path) -> dict:
-    return {u: e["files"] for u, e in json.loads((out / "build.json").read_text())["done"].items()}
+    return {u: e["files"] for u, e in read_manifest(out, "build")["done"].items()}
 
 
 def test_ray_address_joins_a_running_cluster_and_leaves_it_up(head_node, tmp_path):
