@@ -21,33 +21,13 @@ import threading
 import time
 from pathlib import Path
 
+from common import tree_rss_mib
+
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT.parent / "shared" / "data" / "kodak24"
 BIN = Path(sys.executable).parent
 PAPER_IMAGES = 50_000 * 125
 PAPER_PRISTINE = 50_000
-
-
-def _tree_rss_mib(root: int) -> float:
-    """Summed RSS of ``root`` and all its descendants, from /proc."""
-    parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-            rss[int(entry)] = int(stat.rsplit(")", 1)[1].split()[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            continue
-    tree, frontier = {root}, [root]
-    while frontier:
-        pid = frontier.pop()
-        children = [p for p, pp in parents.items() if pp == pid and p not in tree]
-        tree.update(children)
-        frontier.extend(children)
-    return sum(rss.get(p, 0) for p in tree) / 2**20
 
 
 def run_stage(argv: list[str]) -> tuple[float, float]:
@@ -61,7 +41,7 @@ def run_stage(argv: list[str]) -> tuple[float, float]:
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, _tree_rss_mib(proc.pid))
+            peak = max(peak, tree_rss_mib(proc.pid))
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
