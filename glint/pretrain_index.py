@@ -251,8 +251,8 @@ def _file_rows(files: SaqtFiles, i: int, names: dict[str, int], held: np.ndarray
     }
     if files.recipe_only:
         columns["seed"] = table.column("seed").to_numpy()
-    if files.ranges is not None and files.ranges.distorted is not None and n:
-        ranges = read_ranges(Path(files.ranges.distorted[i]))
+    if files.ranges is not None and files.ranges.distorted is not None:  # a unit without images has no ranges file
+        ranges = read_ranges(Path(files.ranges.distorted[i])) if n else np.zeros(0, RANGE)
         if len(ranges) != n:
             raise DatasetError(f"{files.paths[i]}: {n} rows, but its build's ranges file has {len(ranges)}")
         columns |= {"offset": ranges["offset"], "length": ranges["length"], "sha256": ranges["sha256"]}
