@@ -59,6 +59,16 @@ class PristineLabels:
     self_matches: int
     caches: tuple[str, ...] = ()  # the embedding caches written, relative to the output folder
 
+    def only(self, pristine_ids: list[str]) -> PristineLabels:
+        """These labels restricted to ``pristine_ids``."""
+
+        def pick(values: dict) -> dict:
+            return {p: values[p] for p in pristine_ids}
+
+        return PristineLabels(
+            pick(self.scores), pick(self.neighbours), pick(self.similarities), pick(self.weights), self.self_matches
+        )
+
 
 def transfer_labels(
     config: LabelConfig,
@@ -138,9 +148,8 @@ def _labels(
     )
 
 
-def _label_unit(reader: BuildReader, unit: str, labels: PristineLabels, constants: dict, out: Path) -> dict:
-    """Write the labels and joined SAQT-IQA shards of one build unit."""
-    source = reader.stage.path(unit, "distorted")
+def _label_unit(source: Path, unit: str, labels: PristineLabels, constants: dict, out: Path) -> dict:
+    """Write the labels and joined SAQT-IQA shards of one build unit, whose distorted shard is ``source``."""
     name = f"part-{int(unit):05d}.parquet"
     writers = {
         "labels": ShardWriter(out / "labels" / name, LABEL_SCHEMA),
@@ -202,18 +211,29 @@ def refuse_unscored(reader: BuildReader, labels: PristineLabels, cells: list[tup
 
 @dataclass(frozen=True)
 class _LabelTask:
-    """``_label_unit`` bound to the labels; picklable for worker processes. Returns (unit, its shard entries)."""
+    """``_label_unit`` bound to the run's constants; picklable for worker processes. Each item is one unit with its
+    distorted shard and the labels of its own pristine images only, so what travels to a worker per unit does not
+    grow with the build. Returns (unit, its shard entries)."""
 
-    reader: BuildReader
-    labels: PristineLabels
     constants: dict
     out: Path
 
-    def __call__(self, unit: str) -> tuple[str, dict]:
-        return unit, _label_unit(self.reader, unit, self.labels, self.constants, self.out)
+    def __call__(self, item: tuple[str, str, PristineLabels]) -> tuple[str, dict]:
+        unit, source, labels = item
+        return unit, _label_unit(Path(source), unit, labels, self.constants, self.out)
 
-    def describe(self, unit: str) -> str:
-        return f"shard part-{int(unit):05d}"
+    def describe(self, item: tuple[str, str, PristineLabels]) -> str:
+        return f"shard part-{int(item[0]):05d}"
+
+
+def unit_items(reader: BuildReader, units: list[str], labels: PristineLabels) -> list[tuple[str, str, PristineLabels]]:
+    """(unit, its distorted shard, the labels of its pristine images) for each of ``units``."""
+    unit_of = {str(reader.stage.path(u, "pristine")): u for u in units}
+    members: dict[str, list[str]] = {u: [] for u in units}
+    for pristine_id, (shard, _, _) in reader.pristine_locators().items():
+        if shard in unit_of:
+            members[unit_of[shard]].append(pristine_id)
+    return [(u, str(reader.stage.path(u, "distorted")), labels.only(members[u])) for u in units]
 
 
 def run_label(config: LabelConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT) -> dict:
@@ -265,8 +285,7 @@ def run_label(config: LabelConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT)
             "temperature": config.temperature if config.rule == "topk" else None,
         }
         pending = writer.pending(units)
-        task = _LabelTask(reader, labels, constants, out)
-        done = ctx.executor.map_unordered(task, pending)
+        done = ctx.executor.map_unordered(_LabelTask(constants, out), unit_items(reader, pending, labels))
         for unit, shards in tqdm(done, total=len(pending), desc="label", unit="shard", disable=not ctx.progress):
             writer.record(unit, {"files": shards})
         return writer.finish(reader.manifest["complete"])
