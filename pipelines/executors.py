@@ -10,10 +10,13 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from enum import StrEnum
+from itertools import chain, islice
 
 from pipelines.workers import die_with_parent, init_worker, single_threaded_children
 from saqt.errors import ConfigError
 from saqt.executor import WorkerDied
+
+IN_FLIGHT = 2  # units submitted per worker at a time: one running, one queued behind it
 
 
 def _init_local_worker(parent: int) -> None:
@@ -31,20 +34,25 @@ class LocalExecutor:
         self.workers = workers
 
     def map_unordered(self, fn: Callable, items: Iterable) -> Iterator:
-        items = list(items)
-        if self.workers == 1 or len(items) <= 1:
-            yield from map(fn, items)
+        """``fn`` of each item, in the order they finish. At most ``IN_FLIGHT`` items per worker are submitted at a
+        time, so waiting for the next result costs the same at the millionth unit as at the first."""
+        queue = iter(items)
+        first = list(islice(queue, 2))
+        if self.workers == 1 or len(first) <= 1:
+            yield from map(fn, chain(first, queue))
             return
         pool = ProcessPoolExecutor(
-            min(self.workers, len(items)),
-            mp_context=mp.get_context("spawn"),
-            initializer=_init_local_worker,
-            initargs=(os.getpid(),),
+            self.workers, mp_context=mp.get_context("spawn"), initializer=_init_local_worker, initargs=(os.getpid(),)
         )
+        queue, pending = chain(first, queue), set()
         try:
-            with single_threaded_children():
-                pending = {pool.submit(fn, item) for item in items}  # workers are spawned by these submits
-            while pending:
+            while True:
+                with single_threaded_children():  # workers are spawned by the first submits
+                    pending |= {
+                        pool.submit(fn, item) for item in islice(queue, IN_FLIGHT * self.workers - len(pending))
+                    }
+                if not pending:
+                    break
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     yield future.result()
