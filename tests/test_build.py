@@ -352,3 +352,23 @@ def test_worker_processes_are_single_threaded_and_this_process_is_untouched(monk
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert set(LocalExecutor(2).map_unordered(_thread_setting, range(4))) == {"1"}
     assert "OMP_NUM_THREADS" not in os.environ
+
+
+def _square(n: int) -> int:
+    return n * n
+
+
+def test_the_local_executor_keeps_a_few_units_in_flight_not_all_of_them():
+    """Waiting for a result must not cost more as units accumulate: no more than two units per worker are handed to
+    the pool before the first result comes back, and every unit's result comes back exactly once."""
+    pulled = []
+
+    def units():
+        for n in range(40):
+            pulled.append(n)
+            yield n
+
+    results = LocalExecutor(2).map_unordered(_square, units())
+    first = next(results)
+    assert len(pulled) <= 4 and first in {n * n for n in pulled}
+    assert sorted([first, *results]) == [n * n for n in range(40)]
