@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -28,6 +27,7 @@ from torch.utils.data import Dataset
 from saqt.columns import pick_column
 from saqt.errors import SaqtError
 from saqt.images import decode_image
+from saqt.scores import ScoreError, score_value
 from saqt.seeding import derive_seed
 from saqt.yaml_manifests import manifest_names, named_manifest
 
@@ -182,11 +182,9 @@ def load_table(name: str, root: Path, label_file: Path | None = None) -> IQATabl
         if image in exclude:
             continue
         try:
-            score = float(row[score_col])
-        except (TypeError, ValueError):
-            raise DatasetError(f"{where}: score {row[score_col]!r} is not a number") from None
-        if not math.isfinite(score):
-            raise DatasetError(f"{where}: score {row[score_col]!r} is not finite")
+            score = score_value(row[score_col], where)
+        except ScoreError as err:
+            raise DatasetError(str(err)) from None
         split = str(row[split_col]).strip() if split_col is not None and split_col < len(row) else None
         path = _image_path(root, spec, image, index)
         samples.append(Sample(str(path), score, _group(row, image, ref_col, entry), split or None, image))

@@ -14,17 +14,18 @@ from glint.scoring import BATCH_IMAGES, MIN_SIDE, UnscorableImageError, checked,
 from saqt.encoders import pick_device
 from saqt.images import ImageDecodeError, decode_image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}  # an animation: its first frame
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula
 UNKNOWN_SCALE = "unknown"
 
 
 def image_paths(inputs: list[Path]) -> list[Path]:
-    """Image files named directly, plus those found (recursively, by extension) in named folders."""
+    """Image files named directly, plus those found (recursively, by extension) in named folders: every entry but a
+    folder, so that a FIFO, socket or device of an image's name is listed with its reason (it is never opened)."""
     out = []
     for p in inputs:
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir())
         else:
             out.append(p)
     return out

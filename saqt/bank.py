@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -18,6 +17,7 @@ import numpy as np
 
 from saqt.columns import pick_column
 from saqt.errors import SaqtError
+from saqt.scores import ScoreError, require_finite, score_value
 from saqt.shards import BANK_MANIFEST
 from saqt.stage import FORMAT, open_stage
 from saqt.yaml_manifests import named_manifest
@@ -109,7 +109,15 @@ def _ids_hint(ref_ids: tuple[str, ...]) -> str:
 
 def normalise_scores(scores: np.ndarray, method: str) -> np.ndarray:
     """``none``, ``zscore``, or ``minmax:LO:HI`` (the authors': ``minmax:0:9``) over all of the bank's scores;
-    BankError where the scores have no spread to normalise."""
+    BankError where the scores have no spread to normalise, ScoreError where a score would not stay finite (every
+    transferred label is a weighted mean of these: they are what ``saqt label`` writes)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # the check below names what overflowed
+        normalised = _normalised(scores, method)
+    require_finite(normalised[np.isfinite(scores)], f"--normalise {method[:40]}")
+    return normalised
+
+
+def _normalised(scores: np.ndarray, method: str) -> np.ndarray:
     finite = scores[np.isfinite(scores)]
     if method == "none":
         return scores.copy()
@@ -146,14 +154,12 @@ def _read_rows(path: Path) -> tuple[list[dict], list[str]]:
 
 
 def _score(text: str, where: str, spec: dict) -> float:
-    """A score cell: a finite number within the bank kind's ``score_range`` where it has one."""
+    """A score cell: a finite number (``saqt.scores``) within the bank kind's ``score_range`` where it has one."""
     try:
-        score = float(text)
-    except (TypeError, ValueError):
-        raise BankError(f"{where}: score {text!r} is not a number") from None
+        score = score_value(text, where)
+    except ScoreError as err:
+        raise BankError(str(err)) from None
     lo, hi = spec.get("score_range") or (None, None)
-    if not math.isfinite(score):
-        raise BankError(f"{where}: score {text!r} is not a finite number")
     if (lo is not None and score < lo) or (hi is not None and score > hi):
         raise BankError(f"{where}: score {score:g} lies outside the {spec['name']} range [{lo}, {hi}]")
     return score
@@ -220,6 +226,12 @@ def _load_csv(root: Path, spec: dict) -> tuple:
     return _assemble(root, triples, images)
 
 
+def read_scores(root: Path, kind: str) -> tuple:
+    """(reference ids, image paths, (R, 25, 5) scores) of the ``kind`` bank's score table under ``root``, every score
+    checked (a finite number, within the kind's range); BankError otherwise."""
+    return (_load_kadid if kind == "kadid10k" else _load_csv)(root, bank_spec(kind))
+
+
 def _bank_manifest(root: Path) -> dict:
     """The bank's ``bank.json`` ({} without one); one written by ``saqt bank synth`` is checked as a stage."""
     path = root / BANK_MANIFEST
@@ -267,8 +279,7 @@ def load_bank(root: Path, kind: str | None = None) -> Bank:
         raise BankError(f"bank folder {root} does not exist")
     manifest = _bank_manifest(root)
     kind = kind or manifest.get("kind") or detect_kind(root)
-    spec = bank_spec(kind)
-    ref_ids, images, scores = (_load_kadid if kind == "kadid10k" else _load_csv)(root, spec)
+    ref_ids, images, scores = read_scores(root, kind)
     if not ref_ids:
         raise BankError(f"{root}: the bank has no scores")
     provenance = {k: manifest[k] for k in PROVENANCE if k in manifest}

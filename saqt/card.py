@@ -4,6 +4,7 @@ reads it (licence, size, features, splits, data files), plus the toolkit's prove
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow as pa
 import yaml
@@ -100,6 +101,34 @@ def is_saqt_card(text: str) -> bool:
     return isinstance(meta.get("saqt"), dict) and bool(meta["saqt"].get("dataset_id"))
 
 
+def _one_line(text: object) -> str:
+    """``text`` as one line: control characters (newlines, ANSI escapes) written as ``\\xNN``."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m[0]):02x}", str(text))
+
+
+def code(text: object, table: bool = False) -> str:
+    """``text`` (from an input or option: free text) as one Markdown code span that nothing in it can end: fenced
+    by more backticks than it holds in a row; ``table``: with ``|`` escaped, for a table cell."""
+    text = _one_line(text)
+    ticks = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith(("`", " ")) or text.endswith(("`", " ")) else ""
+    if table:
+        text = text.replace("|", "\\|")
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def plain(text: object) -> str:
+    """``text`` (free text) as one line of Markdown prose: no markup, link, HTML or entity of its own."""
+    return re.sub(r"([\\`*_\[\]<>&])", r"\\\1", _one_line(text))
+
+
+def code_block(lines: list[str], language: str = "") -> list[str]:
+    """``lines`` (free text, one line each) as a fenced code block that none of them can close."""
+    lines = [_one_line(line) for line in lines]
+    fence = "`" * max([3] + [len(run) + 1 for line in lines for run in re.findall("`{3,}", line)])
+    return [fence + language, *lines, fence]
+
+
 def _screen_line(screen: dict) -> str:
     """The pristine screen, with any setting looser than the toolkit's defaults called out."""
     if "applied" not in screen:
@@ -131,17 +160,19 @@ def _screen_line(screen: dict) -> str:
 
 
 def _matching_line(encoder: dict, transfer: dict) -> str:
+    weights = code(encoder["weights"])
     if encoder["id"] == "matches:authors":
         return (
             "- **Matching:** the authors' published top-1 matches (their ImageNet ResNet features; "
-            f"`{encoder['weights']}`, MIT licence, (c) 2025 Xiaoqi Wang) instead of an encoder."
+            f"{weights}, MIT licence, (c) 2025 Xiaoqi Wang) instead of an encoder."
         )
     if encoder["id"].startswith("matches:"):
         return (
-            f"- **Matching:** given top-1 matches `{encoder['id'].removeprefix('matches:')}` "
-            f"(`{encoder['weights']}`) instead of an encoder."
+            f"- **Matching:** given top-1 matches {code(encoder['id'].removeprefix('matches:'))} "
+            f"({weights}) instead of an encoder."
         )
-    return f"- **Matching:** encoder `{encoder['id']}` with weights `{encoder['weights']}`; FAISS index `{transfer['index']}`."
+    index = code(transfer["index"])
+    return f"- **Matching:** encoder {code(encoder['id'])} with weights {weights}; FAISS index {index}."
 
 
 def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
@@ -155,7 +186,7 @@ def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
     proxy = (
         (
             "**The scores are a proxy, not human opinion:** the bank was scored by a full-reference metric "
-            f"({bank.get('score_meaning', bank['kind'])}).\n\n"
+            f"({plain(bank.get('score_meaning', bank['kind']))}).\n\n"
         )
         if bank["proxy"]
         else ""
@@ -212,9 +243,7 @@ def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
         f"{p['split']['seed']}), so no pristine image is in two splits.",
         f"- **Toolkit:** saqt-iqa {p['toolkit_version']}. Commands, in order:",
         "",
-        "```sh",
-        *(c for c in p["commands"] if c),
-        "```",
+        *code_block([c for c in p["commands"] if c], "sh"),
         "",
         *_rerender_section(meta),
         *_licence_section(meta),
@@ -245,7 +274,7 @@ def _constants_section(constants: dict) -> list[str]:
         "",
         "| field | value |",
         "|---|---|",
-        *(f"| `{k}` | `{json.dumps(v)}` |" for k, v in constants.items()),
+        *(f"| {code(k, table=True)} | {code(json.dumps(v), table=True)} |" for k, v in constants.items()),
         "",
     ]
 

@@ -5,6 +5,7 @@ command line imports this module at start, the stages' heavy modules only when a
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,7 +38,11 @@ MAX_UPSCALE_HELP = (
     "Screen: refuse images that must be enlarged by more than this to cover --size (1.0: none; "
     "looser values are recorded in the manifest and dataset card)."
 )
-MIN_JPEG_QUALITY_HELP = "Screen: refuse JPEGs of lower estimated quality (0 = off)."
+MIN_JPEG_QUALITY_HELP = (
+    "Screen: refuse JPEGs of lower estimated quality, and lossy WebP and palette images (GIF, palette PNG) "
+    "(0 = off: keep them all)."
+)
+MIN_SIDE_HELP = "Screen: refuse images whose shorter side is below this (at least 1)."
 DEVICE_HELP = "auto, cpu or cuda."
 BANK_TYPE_HELP = "kadid10k, csv or synth (default: detected)."
 TEMPERATURE_HELP = "Softmax temperature of the topk weights."
@@ -45,6 +50,23 @@ TEMPERATURE_HELP = "Softmax temperature of the topk weights."
 
 class PublishError(SaqtError, ValueError):
     """The labels cannot be published as asked."""
+
+
+LICENCE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")  # the Hub's licence ids: cc-by-4.0, apache-2.0, openrail++
+LICENCE_NAME = re.compile(r"(?=.{1,64}$)[a-z0-9]+(?:[.-][a-z0-9]+)*")  # a slug, as the Hub asks: my-license-1.0
+WEB_LINK = re.compile(r"https?://[A-Za-z0-9.-]+(?::\d+)?(?:[/?#][A-Za-z0-9._~:/?#@!$&*+,;=%-]*)?")  # no ()[]<>'"`
+
+
+def check_licence(license: str | None, name: str | None, link: str | None) -> None:
+    """PublishError unless ``license`` is a Hub licence id, ``name`` a slug and ``link`` an http(s) URL that
+    Markdown shows as one link (no spaces, quotes, brackets or parentheses: percent-encode them)."""
+    for flag, value, form, what in (
+        ("--license", license, LICENCE_ID, "a Hub licence id (lowercase letters, digits, '.', '+', '-')"),
+        ("--license-name", name, LICENCE_NAME, "a short slug like my-license-1.0 (at most 64 characters)"),
+        ("--license-link", link, WEB_LINK, "an http(s) URL without spaces, quotes, brackets or parentheses"),
+    ):
+        if value is not None and not (len(value) <= 2000 and form.fullmatch(value)):
+            raise PublishError(f"{flag} {value[:80]!r} is not {what}")
 
 
 def check_size(size: tuple[int, int], least: int = 48) -> None:
@@ -84,7 +106,7 @@ class BuildConfig:
     )
     max_upscale: float = option(1.0, MAX_UPSCALE_HELP, SCREEN)
     min_jpeg_quality: int = option(90, MIN_JPEG_QUALITY_HELP, SCREEN)
-    min_side: int = option(128, "Screen: refuse images whose shorter side is below this.", SCREEN)
+    min_side: int = option(128, MIN_SIDE_HELP, SCREEN, min=1)
     allow_grey: bool = option(False, "Screen: keep greyscale images (refused by default).", SCREEN)
     size: tuple[int, int] = option(
         (512, 384), "Canonical size WxH: resize to cover, then centre-crop.", PLAN, cli_type=str, cli_default="512x384"
@@ -101,7 +123,7 @@ class BuildConfig:
     def check(self) -> None:
         """Raise ConfigError naming the first option that cannot work."""
         check_size(self.size)
-        for name in ("limit", "per_class", "per_image", "images_per_shard"):
+        for name in ("limit", "per_class", "per_image", "images_per_shard", "min_side"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -144,7 +166,7 @@ class SynthConfig:
         (512, 384), "Canonical size WxH of the references.", PLAN, cli_type=str, cli_default="512x384"
     )
     metric: str = option("ms_ssim", f"Full-reference proxy score: {' or '.join(SYNTH_METRICS)}.", PLAN)
-    min_side: int = option(128, "Screen: refuse images whose shorter side is below this.", SCREEN)
+    min_side: int = option(128, MIN_SIDE_HELP, SCREEN, min=1)
     min_jpeg_quality: int = option(90, MIN_JPEG_QUALITY_HELP, SCREEN)
     max_upscale: float = option(1.0, MAX_UPSCALE_HELP, SCREEN)
     allow_grey: bool = option(False, "Screen: keep greyscale images (refused by default).", SCREEN)
@@ -166,6 +188,8 @@ class SynthConfig:
                 f"ms_ssim needs both sides of --size >= {MS_SSIM_MIN_SIDE} px; use a larger --size or --metric psnr"
             )
         check_size(self.size)
+        if self.min_side < 1:
+            raise ConfigError(f"--min-side must be at least 1, got {self.min_side}")
 
 
 @dataclass(frozen=True)
@@ -271,6 +295,7 @@ class PublishConfig:
     def __post_init__(self):
         if self.render and self.recipe_only:
             raise PublishError("--render and --recipe-only contradict each other: choose one")
+        check_licence(self.license, self.license_name, self.license_link)
         if (self.license_name or self.license_link) and self.license != "other":
             raise PublishError("--license-name and --license-link go with --license other")
         if self.license == "other" and not (self.license_name and self.license_link):

@@ -26,11 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
+import numpy as np
 import yaml
 from tqdm import tqdm
 
 from saqt import __version__
 from saqt.errors import SaqtError
+from saqt.scores import ScoreError, score_value
 from saqt.shards import sha256_file, write_json_atomic
 from saqt.yaml_manifests import manifest_text
 
@@ -373,40 +375,74 @@ def _write_rows(path: Path, header: list[str], rows: list[list]) -> None:
     tmp.replace(path)
 
 
-def clive_labels(root: Path) -> Path:
-    """LIVEChallenge.csv (img_name, mos, std) from the release's Data/All{Images,MOS,StdDev}_release.mat, in the
-    release's order: 1,169 rows, the 7 training images t1..t7 first (pyiqa's table has the same rows)."""
+def _mat_vector(path: Path, name: str) -> np.ndarray:
+    """Variable ``name`` of the MATLAB v5 file ``path``, flattened; FetchError (one line) if it is not such a file."""
     from scipy.io import loadmat  # reads MATLAB v5 files; no pickled objects
 
-    def vector(name: str) -> list:
-        try:
-            return list(loadmat(root / "Data" / f"{name}.mat")[name].ravel())
-        except (OSError, KeyError, ValueError, NotImplementedError) as err:
-            raise FetchError(f"cannot read {root / 'Data' / name}.mat ({err})") from None
+    try:
+        variables = loadmat(path)
+    except Exception as err:  # scipy raises many types (IndexError, MatReadError, ...) for bytes that are not MAT
+        raise FetchError(f"{path} is not a MATLAB file of the release ({type(err).__name__}: {err})") from None
+    if name not in variables:
+        raise FetchError(f"{path} holds no variable {name}: not the release's file")
+    return np.asarray(variables[name]).ravel()
 
-    names = [str(cell.ravel()[0]) for cell in vector("AllImages_release")]
-    mos, std = vector("AllMOS_release"), vector("AllStdDev_release")
+
+def clive_labels(root: Path) -> Path:
+    """LIVEChallenge.csv (img_name, mos, std) from the release's Data/All{Images,MOS,StdDev}_release.mat, in the
+    release's order: 1,169 rows, the 7 training images t1..t7 first (pyiqa's table has the same rows); every MOS
+    and deviation a finite number (``saqt.scores``)."""
+    data = root / "Data"
+    cells = _mat_vector(data / "AllImages_release.mat", "AllImages_release")
+    try:
+        names = [str(np.asarray(cell).ravel()[0]) for cell in cells]
+    except IndexError:
+        raise FetchError(f"{data / 'AllImages_release.mat'}: an image name is empty: not the release's file") from None
+    mos, std = (_mat_vector(data / f"{n}.mat", n).tolist() for n in ("AllMOS_release", "AllStdDev_release"))
     if not len(names) == len(mos) == len(std):
-        raise FetchError(f"{root / 'Data'}: {len(names)} names, {len(mos)} scores and {len(std)} deviations differ")
+        raise FetchError(f"{data}: {len(names)} names, {len(mos)} scores and {len(std)} deviations differ")
+    rows = []
+    for i, (n, m, s) in enumerate(zip(names, mos, std, strict=True), start=1):
+        try:
+            m = score_value(m, f"{data / 'AllMOS_release.mat'} entry {i} ({n})")
+            s = score_value(s, f"{data / 'AllStdDev_release.mat'} entry {i} ({n})")
+        except ScoreError as err:
+            raise FetchError(str(err)) from None
+        rows.append([n, repr(m), repr(s)])
     out = root / "LIVEChallenge.csv"
-    rows = [[n, repr(float(m)), repr(float(s))] for n, m, s in zip(names, mos, std, strict=True)]
     _write_rows(out, ["img_name", "mos", "std"], rows)
     return out
+
+
+def _text_lines(path: Path) -> list[str]:
+    """The lines of a label file of a release, which is ASCII text; FetchError naming the line of the first byte
+    that is not UTF-8 (a file re-saved in another encoding is not the release's)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise FetchError(
+            f"{path}:{line}: byte 0x{data[err.start]:02x} is not UTF-8 text; the release's file is ASCII: "
+            "fetch it again or convert it to UTF-8"
+        ) from None
 
 
 def tid2013_labels(root: Path) -> Path:
     """TID2013.csv (ref_name, dist_name, mos[, std]) from the release's mos_with_names.txt ("MOS name" lines) and
     mos_std.txt (same order), the reference named as its file in reference_images/ (I01.BMP ... i25.bmp)."""
     entries = []
-    for i, line in enumerate((root / "mos_with_names.txt").read_text().splitlines(), start=1):
+    for i, line in enumerate(_text_lines(root / "mos_with_names.txt"), start=1):
         if line.strip():
             try:
                 score, name = line.split()
-                entries.append((name, float(score)))
+                entries.append((name, score_value(score, f"{root / 'mos_with_names.txt'}:{i}")))
+            except ScoreError as err:
+                raise FetchError(str(err)) from None
             except ValueError:
                 raise FetchError(f"{root / 'mos_with_names.txt'}:{i}: expected 'MOS file-name', got {line!r}") from None
     std_file = root / "mos_std.txt"
-    std = [s.strip() for s in std_file.read_text().splitlines() if s.strip()] if std_file.is_file() else []
+    std = [s.strip() for s in _text_lines(std_file) if s.strip()] if std_file.is_file() else []
     refs_dir = root / "reference_images"
     refs = {p.stem.upper(): p.name for p in refs_dir.iterdir()} if refs_dir.is_dir() else {}
     rows = [[refs.get(name[:3].upper(), f"{name[:3].upper()}.BMP"), name, repr(score)] for name, score in entries]

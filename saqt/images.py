@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import os
+import stat
 import struct
 import warnings
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import deflate
 import numpy as np
@@ -43,24 +47,67 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+class NotRegularFile(OSError):
+    """A path that is not a regular file (a FIFO, socket or device): never opened for reading, as reading it could
+    block or never end."""
+
+
+def not_regular(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as a file (missing, a folder, a FIFO, socket or device), or None for a regular
+    file (or a link to one). Only ``stat``: nothing is opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        return "no such file" if isinstance(err, FileNotFoundError) else f"cannot read ({err.strerror or err})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), "a device")
+    return f"{kind}, not a regular file: never read"
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """``path`` opened for binary reading if it is a regular file; NotRegularFile otherwise. The file is opened
+    without blocking and checked before any read, so a FIFO or device swapped in after a listing is refused too."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno != errno.ENXIO:  # ENXIO: a socket, or a device with nothing behind it
+            raise
+        raise NotRegularFile(not_regular(path) or "not a regular file: never read") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(not_regular(path) or "not a regular file: never read")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 @contextmanager
 def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Image.Image]:
-    """Open a file path or encoded bytes lazily (Pillow reads the header only), refusing over-large input.
+    """Open a file path (a regular file only: see ``open_regular``) or encoded bytes lazily (Pillow reads the
+    header only), refusing over-large input.
 
     Errors from opening, and from decoding inside the ``with`` block, become ImageDecodeError naming the source
     ("<bytes>" for bytes): unreadable, truncated, non-image or over-large (> max_pixels) input.
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), ExitStack() as files:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            f = io.BytesIO(source) if isinstance(source, bytes) else files.enter_context(open_regular(source))
+            with Image.open(f) as img:
                 w, h = img.size
                 if w * h > max_pixels:
                     raise ImageDecodeError(f"{name}: {w}x{h} exceeds the {max_pixels}-pixel limit")
                 yield img
     except ImageDecodeError:
         raise
+    except NotRegularFile as err:
+        raise ImageDecodeError(f"{name}: {err}") from None
     except (FileNotFoundError, IsADirectoryError):
         raise ImageDecodeError(f"{name}: no such file") from None
     except PermissionError:

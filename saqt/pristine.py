@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from saqt.images import GREY_MODES, ImageDecodeError, canonicalise, content_id, open_image, oriented_size, rgb_pixels
-from saqt.screen import Screen, is_grey, quality_of
+from saqt.screen import Screen, is_grey, lossy_encoding, quality_of
 from saqt.sources import SourceItem
 
 
@@ -28,14 +28,17 @@ class Pristine:
 
 def _decode_screened(
     data: bytes, size: tuple[int, int], screen: Screen, max_pixels: int
-) -> tuple[np.ndarray, int | None]:
-    """(RGB pixels, JPEG quality) of a candidate that passes what its header decides; ImageDecodeError otherwise."""
+) -> tuple[np.ndarray, int | None, str | None]:
+    """(RGB pixels, JPEG quality, other lossy encoding) of a candidate that passes what its header decides;
+    ImageDecodeError otherwise."""
     with open_image(data, max_pixels) as img:
-        quality = quality_of(img)
+        quality, lossy = quality_of(img), lossy_encoding(img, data)
         header = oriented_size(img, data)
-        if header and (reason := screen.reason_to_reject(*header, quality, size, lambda: img.mode in GREY_MODES)):
+        if header and (
+            reason := screen.reason_to_reject(*header, quality, size, lambda: img.mode in GREY_MODES, lossy)
+        ):
             raise ImageDecodeError(reason)
-        return rgb_pixels(img), quality
+        return rgb_pixels(img), quality, lossy
 
 
 def prepare_pristine(item: SourceItem, size: tuple[int, int], screen: Screen, max_pixels: int) -> Pristine:
@@ -46,11 +49,11 @@ def prepare_pristine(item: SourceItem, size: tuple[int, int], screen: Screen, ma
     except OSError as err:
         raise ImageDecodeError(f"cannot read ({err.strerror or err})") from None
     try:
-        image, quality = _decode_screened(data, size, screen, max_pixels)
+        image, quality, lossy = _decode_screened(data, size, screen, max_pixels)
     except ImageDecodeError as err:
         raise ImageDecodeError(str(err).removeprefix("<bytes>: ")) from None
     height, width = image.shape[:2]
-    reason = screen.reason_to_reject(width, height, quality, size, lambda: is_grey(image))
+    reason = screen.reason_to_reject(width, height, quality, size, lambda: is_grey(image), lossy)
     if reason:
         raise ImageDecodeError(reason)
     canon = canonicalise(image, size)

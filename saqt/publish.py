@@ -39,6 +39,7 @@ from saqt.configs import PublishConfig, PublishError
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.images import encode_png
 from saqt.reader import BuildReader, with_build_images
+from saqt.scores import shard_scores
 from saqt.screen import cover_scale
 from saqt.shards import (
     DISTORTED_SCHEMA,
@@ -173,12 +174,12 @@ def validation_ids(pristine_ids: list[str], fraction: float, seed: int) -> set[s
 
 
 def finished_labels(labels: Path) -> Stage:
-    """A finished ``saqt label`` folder, checked against its manifest's checksums, every label scored; PublishError
-    (or StageError) otherwise. What publishing and pretraining read."""
+    """A finished ``saqt label`` folder, checked against its manifest's checksums, every label scored with a finite
+    number; PublishError (or StageError, ScoreError) otherwise. What publishing and pretraining read."""
     stage = open_stage(labels, "label")
     if not stage.manifest["complete"]:
         raise PublishError(f"{labels} is an unfinished labelling run: rerun `saqt label` to complete it first")
-    unscored = sum(pq.read_table(p, columns=["score"]).column(0).null_count for p in stage.paths("saqt-iqa"))
+    unscored = sum(shard_scores(p).null_count for p in stage.paths("saqt-iqa"))
     if unscored:
         raise PublishError(f"{labels}: {unscored} labels have no score; relabel with a bank that scores every cell")
     return stage

@@ -5,10 +5,12 @@ finite number. A score cell of a table (text) and a column of scores (Arrow or n
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from saqt.errors import SaqtError
 
@@ -42,3 +44,11 @@ def require_finite(scores: pa.Array | pa.ChunkedArray | np.ndarray, where: str, 
         first = int(pc.index(bad, True).as_py())
         row = f" (row {first}{'' if ids is None else f', {ids[first]}'})"
         raise ScoreError(f"{where}: {pc.sum(bad).as_py()} scores are NaN or infinite{row}")
+
+
+def shard_scores(shard: str | Path | pq.ParquetFile, where: str | None = None) -> pa.ChunkedArray:
+    """The ``score`` column of a Parquet shard (a label, SAQT-IQA or published one), checked by
+    :func:`require_finite` (naming ``where``, default the shard)."""
+    scores = (shard if isinstance(shard, pq.ParquetFile) else pq.ParquetFile(shard)).read(columns=["score"]).column(0)
+    require_finite(scores, where or str(shard))
+    return scores

@@ -101,6 +101,32 @@ def quality_of(img: Image.Image) -> int | None:
     return int(_QUALITIES[np.argmin(error)])
 
 
+PALETTE_MODES = ("P", "PA", "1")  # at most 256 colours: a palette PNG, BMP or TIFF, every GIF, a 1-bit image
+
+
+def lossy_encoding(img: Image.Image, data: bytes) -> str | None:
+    """What, beside a JPEG's quality, makes an opened image's encoding lossy: a palette of at most 256 colours or
+    lossy (VP8) WebP compression; None for a full-colour lossless file or a JPEG. Read from the header (``data`` is
+    the file): nothing is decoded."""
+    if img.mode in PALETTE_MODES:
+        return f"{img.format} of at most 256 colours (mode {img.mode})"
+    if img.format == "WEBP" and _holds_vp8(data, 12, len(data)):
+        return "lossy WebP"
+    return None
+
+
+def _holds_vp8(data: bytes, pos: int, end: int) -> bool:
+    """Whether the RIFF chunks of ``data[pos:end]`` hold a lossy VP8 bitstream, or a frame of an animation does."""
+    while pos + 8 <= end:
+        kind, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if kind == b"VP8 ":
+            return True
+        if kind == b"ANMF" and _holds_vp8(data, pos + 24, min(end, pos + 8 + size)):  # a frame: 16 bytes, then chunks
+            return True
+        pos += 8 + size + (size & 1)
+    return False
+
+
 GREY_SPREAD = 8  # an image whose channels never differ by more than this is greyscale
 UPSCALE_TOLERANCE = 1e-9  # a cover scale this close to the limit passes (float rounding of exact fits)
 
@@ -113,10 +139,12 @@ def cover_scale(width: int, height: int, size: tuple[int, int]) -> float:
 @dataclass(frozen=True)
 class Screen:
     """What a pristine image must pass: no upscaling beyond ``max_upscale`` to reach the working size, an estimated
-    JPEG quality of at least ``min_jpeg_quality`` (0 = off), a shorter side of ``min_side`` pixels, and colour.
+    JPEG quality of at least ``min_jpeg_quality``, no other lossy encoding (``lossy_encoding``: a palette, lossy
+    WebP) unless ``min_jpeg_quality`` is 0 (the compression checks off), a shorter side of ``min_side`` pixels, and
+    colour.
 
-    Transferred labels assume a pristine reference: an upscaled or heavily compressed image is already degraded,
-    and its distorted versions would inherit the scores of clean references. Greyscale images are refused unless
+    Transferred labels assume a pristine reference: an upscaled or compressed image is already degraded, and its
+    distorted versions would inherit the scores of clean references. Greyscale images are refused unless
     ``allow_grey``: the colour distortions would inherit the scores of colourful references.
     """
 
@@ -159,13 +187,20 @@ class Screen:
         return None if value == float("inf") else value
 
     def reason_to_reject(
-        self, width: int, height: int, quality: int | None, size: tuple[int, int], grey: Callable[[], bool]
+        self,
+        width: int,
+        height: int,
+        quality: int | None,
+        size: tuple[int, int],
+        grey: Callable[[], bool],
+        lossy: str | None = None,
     ) -> str | None:
-        """Why a ``width`` x ``height`` image (as displayed) of estimated JPEG ``quality`` (None: not a JPEG), to be
-        canonicalised to ``size``, fails the screen, or None if it passes.
+        """Why a ``width`` x ``height`` image (as displayed) of estimated JPEG ``quality`` (None: not a JPEG) and
+        other ``lossy`` encoding (``lossy_encoding``), to be canonicalised to ``size``, fails the screen, or None if
+        it passes.
 
-        The checks, in this order: shorter side, upscaling, JPEG quality, colour (``grey()``, called only when the
-        first three pass and greyscale is refused). The first three are known from a file's header.
+        The checks, in this order: shorter side, upscaling, JPEG quality, other lossy encoding, colour (``grey()``,
+        called only when the others pass and greyscale is refused). All but colour are known from a file's header.
         """
         if min(width, height) < self.min_side:
             return f"too small ({width}x{height}; shorter side under {self.min_side} px)"
@@ -177,6 +212,8 @@ class Screen:
             )
         if quality is not None and quality < self.min_jpeg_quality:
             return f"low JPEG quality (estimated {quality}; --min-jpeg-quality {self.min_jpeg_quality})"
+        if lossy is not None and self.min_jpeg_quality > 0:
+            return f"not pristine: {lossy} (--min-jpeg-quality 0 turns the compression checks off)"
         if not self.allow_grey and grey():
             return "greyscale (no colour; pass --allow-grey to keep)"
         return None

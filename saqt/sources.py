@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from saqt.errors import SaqtError
+from saqt.images import not_regular, open_regular
 from saqt.seeding import derive_seed
 from saqt.yaml_manifests import manifest_names, named_manifest
 
@@ -37,8 +38,8 @@ class SourceItem:
     label: str | None = None
 
     def read_bytes(self) -> bytes:
-        """The encoded image bytes."""
-        with open(self.path, "rb") as f:
+        """The encoded image bytes; OSError (NotRegularFile for a FIFO, socket or device) if unreadable."""
+        with open_regular(self.path) as f:
             if self.offset < 0:
                 return f.read()
             f.seek(self.offset)
@@ -92,7 +93,7 @@ def _tar_members(archive: Path, start: int, handle, key_prefix: str, label: str 
 
 def _archive_items(path: Path, key: str, archive: str, label_rule: str, exts: set[str]) -> list[SourceItem]:
     items = []
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         if archive == "tar":
             label = path.stem if label_rule == "archive" else None
             items.extend(_tar_members(path, 0, f, key, label, exts))
@@ -107,19 +108,17 @@ def _archive_items(path: Path, key: str, archive: str, label_rule: str, exts: se
 
 def _list_layouts(spec: dict, root: Path, split: str | None) -> Listing:
     exts = {e.lower() for e in spec["extensions"]}
-    refused = {e.lower(): why for e, why in spec.get("refused_extensions", {}).items()}
     layouts = [lay for lay in spec["layouts"] if split is None or lay.get("split", split) == split]
     for layout in layouts:
         items, errors = [], []
         for path in sorted(root.glob(layout["glob"])):
             key = path.relative_to(root).as_posix()
-            if path.suffix.lower() in refused and path.is_file():
-                errors.append((key, refused[path.suffix.lower()]))
-                continue
             if path.is_dir() or (path.suffix.lower() not in exts and "archive" not in layout):
                 continue
             if not _inside(path, root):
                 errors.append((key, "symlink points outside the root"))
+            elif problem := not_regular(path):
+                errors.append((key, problem))
             elif "archive" in layout:
                 try:
                     items.extend(_archive_items(path, key, layout["archive"], layout["label"], exts))
@@ -186,8 +185,8 @@ def _list_file(spec: dict, root: Path, list_file: Path) -> Listing:
         key = path.relative_to(root).as_posix()
         if key in seen:
             errors.append((entry, "listed twice"))
-        elif not path.is_file():
-            errors.append((key, "no such file"))
+        elif problem := not_regular(path):
+            errors.append((key, problem))
         else:
             seen.add(key)
             items.append(SourceItem(key, str(path), label=label))

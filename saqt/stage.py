@@ -147,7 +147,9 @@ def _load(folder: Path, kind: str) -> dict:
     try:
         manifest = json.loads(path.read_bytes())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StageError(f"{path} is malformed or truncated ({err}); rerun the stage with --overwrite") from None
+        raise StageError(
+            f"{path} is malformed or truncated ({err}): saqt cannot tell it wrote it; rerun the stage into another --out"
+        ) from None
     except OSError as err:
         raise StageError(f"{path} cannot be read ({err.strerror or err})") from None
     return _validate(path, kind, manifest)
@@ -355,6 +357,28 @@ class FolderLock:
         self._fd = None
 
 
+def written_by_saqt(path: Path, kind: str) -> bool:
+    """Whether ``path`` is a ``kind`` stage's manifest this toolkit wrote, of this or an earlier format: a JSON object
+    (a regular file, not a link) with ``stage`` ``kind`` and a ``saqt-stage/N`` format, or, before formats were
+    recorded, a ``toolkit_version``. Its contents need not be valid beyond that: ``--overwrite`` may replace it."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return False
+        m = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    if not isinstance(m, dict) or m.get("stage") != kind:
+        return False
+    if "format" not in m:
+        return isinstance(m.get("toolkit_version"), str)
+    return isinstance(m["format"], str) and re.fullmatch(r"saqt-stage/\d+", m["format"]) is not None
+
+
+def _occupied(path: Path) -> bool:
+    """Whether anything (a file, folder or link, even a dangling one) is at ``path``."""
+    return path.exists() or path.is_symlink()
+
+
 def remove_written(folder: Path, kind: str) -> None:
     """Remove what an earlier run of ``kind`` wrote in ``folder``, as its manifest and journal list it; nothing else.
 
@@ -432,11 +456,26 @@ class StageWriter:
         self._lock.__exit__()
 
     def _start(self) -> None:
-        if (self.out / MANIFESTS[self.kind]).exists():
+        """Resume or (``overwrite``) remove an earlier run's output; refuse a manifest, or without one an aux file,
+        in the way that this toolkit did not write (:func:`written_by_saqt`): only a stage's own files are replaced."""
+        path = self.out / MANIFESTS[self.kind]
+        if _occupied(path):
+            if not written_by_saqt(path, self.kind):
+                raise StageConflict(
+                    f"{path} is not a {self.kind} manifest saqt wrote; saqt replaces only its own files, even with "
+                    "--overwrite: move it away or choose another --out"
+                )
             if self.overwrite:
                 remove_written(self.out, self.kind)
             else:
                 self._resume(read_manifest(self.out, self.kind))
+            return
+        foreign = [a for a in self.manifest["aux"] if _occupied(self.out / a)]
+        if foreign:
+            raise StageConflict(
+                f"{self.out / foreign[0]} is in the way: no {MANIFESTS[self.kind]} of this folder says saqt wrote it, "
+                "and saqt replaces only its own files, even with --overwrite; move it away or choose another --out"
+            )
 
     def _resume(self, old: dict) -> None:
         fresh = self.manifest

@@ -2,8 +2,8 @@
 
 A published set is checked in this order: its card and SHA256SUMS are readable; every listed file is present
 and nothing unlisted sits in ``data/``; every checksum matches; each split's shards are numbered completely;
-every shard opens, has the published schema and this set's id; row counts match the card; and a seeded sample
-of images decodes to the size its row states.
+every shard opens, has the published schema and this set's id, and scores that are finite numbers; row counts
+match the card; and a seeded sample of images decodes to the size its row states.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from saqt.bank import BankError, read_scores
 from saqt.card import read_card
 from saqt.errors import SaqtError
 from saqt.images import ImageDecodeError, decode_image
 from saqt.publish import SCHEMA_VERSION, filesystem, publish_schema
 from saqt.ranges import read_ranges
+from saqt.scores import ScoreError, shard_scores
 from saqt.shards import sha256_stream
 from saqt.stage import CARD, SUMS, StageError, identify, open_stage, read_sums
 
@@ -108,18 +110,28 @@ def _shards_by_split(paths: list[str]) -> dict[str, list[str]]:
 
 
 def _check_shard(fs: fsspec.AbstractFileSystem, full: str, path: str, schema, dataset_id: str) -> int:
+    """The shard's row count, after checking its schema, its set's id and that every score is a finite number."""
+    with fs.open(full, "rb") as f:
+        try:
+            shard = pq.ParquetFile(f)
+            found = shard.metadata.schema.to_arrow_schema()
+        except Exception as err:  # pyarrow raises several types for a damaged file
+            raise VerifyError(f"{path}: not a readable Parquet file ({err})") from None
+        if not found.remove_metadata().equals(schema.remove_metadata()):
+            raise VerifyError(f"{path}: schema differs from {SCHEMA_VERSION}")
+        other = (found.metadata or {}).get(b"saqt.dataset_id", b"").decode()
+        if other != dataset_id:
+            raise VerifyError(f"{path}: belongs to another dataset (id {other or 'none'}, this card's is {dataset_id})")
+        _finite(shard, path)
+        return shard.metadata.num_rows
+
+
+def _finite(shard: pq.ParquetFile | Path, where: str) -> int:
+    """How many of the shard's labels have no score, after checking every score is a finite number."""
     try:
-        with fs.open(full, "rb") as f:
-            meta = pq.ParquetFile(f).metadata
-            found = meta.schema.to_arrow_schema()
-    except Exception as err:  # pyarrow raises several types for a damaged file
-        raise VerifyError(f"{path}: not a readable Parquet file ({err})") from None
-    if not found.remove_metadata().equals(schema.remove_metadata()):
-        raise VerifyError(f"{path}: schema differs from {SCHEMA_VERSION}")
-    other = (found.metadata or {}).get(b"saqt.dataset_id", b"").decode()
-    if other != dataset_id:
-        raise VerifyError(f"{path}: belongs to another dataset (id {other or 'none'}, this card's is {dataset_id})")
-    return meta.num_rows
+        return shard_scores(shard, where).null_count
+    except ScoreError as err:
+        raise VerifyError(str(err)) from None
 
 
 def _decode_sample(fs, root: str, counts: dict[str, int], sample: int, seed: int, recipe_only: bool) -> int:
@@ -170,7 +182,8 @@ def _read_rows(shard: pq.ParquetFile, indices: np.ndarray, columns: list[str]) -
 
 def verify_stage(folder: Path) -> Verified:
     """Check a build, label or bank folder against its manifest: every file present and unchanged, every shard
-    with its row count, every label scored, the stage complete."""
+    with its row count, every label scored and every score (a label's, a bank's) a finite number, the stage
+    complete."""
     try:
         stage = open_stage(folder, checksums=True)
     except StageError as err:
@@ -181,9 +194,16 @@ def verify_stage(folder: Path) -> Verified:
         if "rows" in entry and _rows(folder / entry["path"]) != entry["rows"]:
             raise VerifyError(f"{entry['path']}: row count differs from {stage.name}'s")
     if stage.kind == "label":
-        unscored = sum(pq.read_table(p, columns=["score"]).column(0).null_count for p in stage.paths("labels"))
+        unscored = sum(_finite(p, p.relative_to(folder).as_posix()) for p in stage.paths("labels"))
+        for path in stage.paths("saqt-iqa"):
+            _finite(path, path.relative_to(folder).as_posix())
         if unscored:
             raise VerifyError(f"{folder}: {unscored} labels have no score")
+    if stage.kind == "bank":
+        try:
+            read_scores(folder, str(stage.manifest.get("kind", "synth")))
+        except BankError as err:
+            raise VerifyError(str(err)) from None
     if not stage.manifest["complete"]:
         raise VerifyError(f"{stage.name}: the {stage.kind} is unfinished; rerun its command to complete it")
     return Verified(stage.kind, len(entries), sum(e["rows"] for e in shards))

@@ -84,7 +84,7 @@ def test_malformed_tables_are_refused(tmp_path):
     with pytest.raises(DatasetError, match="lies outside the dataset folder"):
         load_table("csv", tmp_path, tmp_path / "t.csv")
     (tmp_path / "t.csv").write_text("path,score\na.png,nan\n")
-    with pytest.raises(DatasetError, match="not finite"):
+    with pytest.raises(DatasetError, match="is not a finite number"):
         load_table("csv", tmp_path, tmp_path / "t.csv")
 
 

@@ -1,7 +1,7 @@
 """The header-first pristine screen: on a varied set of files generated here, ``prepare_pristine`` keeps or refuses
 each exactly as an oracle that decodes fully (PIL, ImageOps.exif_transpose) and then applies the screen's checks in
-their documented order (shorter side, upscaling, JPEG quality, colour), under several settings; and a file refused
-from its header is never decoded."""
+their documented order (shorter side, upscaling, JPEG quality, other lossy encoding, colour), under several settings;
+and a file refused from its header is never decoded."""
 
 from __future__ import annotations
 
@@ -140,6 +140,14 @@ def comment(text: str) -> PngImagePlugin.PngInfo:
 
 
 CASES = cases()
+# The lossy encodings beside JPEG that the cases were made with: palettes of at most 256 colours, lossy WebP.
+LOSSY = {
+    "png_palette_grey": "PNG of at most 256 colours (mode P)",
+    "png_palette_colour": "PNG of at most 256 colours (mode P)",
+    "png_1bit": "PNG of at most 256 colours (mode 1)",
+    "webp": "lossy WebP",
+    "webp_rot6_of_wide": "lossy WebP",
+}
 
 
 def oracle_rgb(img: Image.Image) -> np.ndarray:
@@ -164,10 +172,11 @@ def tolerant_rgb(data: bytes) -> np.ndarray | None:
         ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-def oracle(data: bytes, quality: int | None, screen: Screen) -> str | tuple:
+def oracle(data: bytes, quality: int | None, screen: Screen, lossy: str | None = None) -> str | tuple:
     """The refusal reason, or (id, canonical pixels, orig width, orig height, quality) of the kept image.
 
-    Decodes fully, then checks shorter side, upscaling, JPEG quality and colour in this order. A file whose data
+    Decodes fully, then checks shorter side, upscaling, JPEG quality, the ``lossy`` encoding the file was made with
+    (unless the compression checks are off) and colour in this order. A file whose data
     cannot be decoded is refused for the first of the three header checks that fails (its size taken from a
     decode that tolerates truncation), and otherwise (or if even that decode fails) as undecodable.
     """
@@ -194,6 +203,8 @@ def oracle(data: bytes, quality: int | None, screen: Screen) -> str | tuple:
         return f"needs upscaling ({w}x{h} by {scale:.3g}x to cover 160x120; --max-upscale {screen.max_upscale:g})"
     if quality is not None and quality < screen.min_jpeg_quality:
         return f"low JPEG quality (estimated {quality}; --min-jpeg-quality {screen.min_jpeg_quality})"
+    if lossy and screen.min_jpeg_quality:
+        return f"not pristine: {lossy} (--min-jpeg-quality 0 turns the compression checks off)"
     if broken:
         return broken
     if not screen.allow_grey and np.ptp(pixels.astype(int), axis=2).max() <= 8:
@@ -222,13 +233,14 @@ def folder(tmp_path_factory) -> Path:
 def test_every_file_is_kept_or_refused_as_a_full_decode_then_the_checks_in_order_would(folder, setting):
     screen = SCREENS[setting]
     for name, (data, quality) in CASES.items():
-        assert outcome(folder / name, screen) == oracle(data, quality, screen), name
+        assert outcome(folder / name, screen) == oracle(data, quality, screen, LOSSY.get(name)), name
 
 
 def test_the_set_reaches_every_verdict_under_the_default_screen():
-    reasons = {name: oracle(data, q, Screen()) for name, (data, q) in CASES.items()}
-    kinds = {r.split(" (")[0] if isinstance(r, str) else "kept" for r in reasons.values()}
+    reasons = {name: oracle(data, q, Screen(), LOSSY.get(name)) for name, (data, q) in CASES.items()}
+    kinds = {r.split(" (")[0].split(" of ")[0] if isinstance(r, str) else "kept" for r in reasons.values()}
     assert kinds >= {"kept", "too small", "needs upscaling", "low JPEG quality", "greyscale", "cannot decode"}
+    assert kinds >= {"not pristine: PNG", "not pristine: lossy WebP"}
     assert reasons["jpeg_rot6_of_wide"].startswith("needs upscaling (135x200")
     assert reasons["png_rot6_exif_late"].startswith("needs upscaling (135x200")
     assert reasons["jpeg_xmp_rot6_of_wide"].startswith("needs upscaling (135x200")
@@ -279,8 +291,11 @@ HEADER_REFUSED = [
     "png_rot6_raw_profile",
     "webp_rot6_of_wide",
     "webp_small",
+    "png_palette_grey",
+    "png_palette_colour",
+    "webp",
 ]
-DECODED = ["jpeg_q95", "jpeg_rot8_of_tall", "jpeg_grey_rgb", "png_palette_grey", "png_rgba", "png_text", "webp"]
+DECODED = ["jpeg_q95", "jpeg_rot8_of_tall", "jpeg_grey_rgb", "png_rgba", "png_text"]
 DECODED_FOR_LATE_METADATA = ["png_rot6_exif_late", "png_rot8_exif_late_of_tall", "png_text_late_small"]
 
 
