@@ -72,30 +72,27 @@ def white_noise_color_component(src: PreparedImage, variance: float, rng: np.ran
     return rgb
 
 
-@numba.njit(cache=True, nogil=True)
-def _with_uniforms(x: np.ndarray, param: float, state: tuple, sample) -> tuple[np.ndarray, tuple]:
-    """``sample(x, u, param)`` per sample, u uniform on [0, 1) drawn in C order; the new array and the new state."""
-    flat = x.reshape(-1)
-    out = np.empty(flat.size)
-    for i in range(flat.size):
-        state, u = next_double(state)
-        out[i] = sample(flat[i], u, param)
-    return out.reshape(x.shape), state
+# Each draw-per-sample noise has its own compiled loop: a compiled function passed as an argument to a cached one
+# made numba compile and append a new cache entry in every process (its type differs between processes), and two
+# processes appending at once broke the cache ("underlying object has vanished") mid-build.
 
 
-def uniform_noise(x: np.ndarray, sample, param: float, rng: np.random.Generator) -> np.ndarray:
-    """``sample(x, rng.random(x.shape), param)`` elementwise, without the array of draws."""
-    out, state = _with_uniforms(np.ascontiguousarray(x), param, read_state(rng), sample)
+def uniform_noise(x: np.ndarray, loop, param: float, rng: np.random.Generator) -> np.ndarray:
+    """``loop(x, param, state)``: a noise that draws one uniform per sample in C order, without the array of draws;
+    ``rng`` advances as ``rng.random(x.shape)`` would."""
+    out, state = loop(np.ascontiguousarray(x), param, read_state(rng))
     write_state(rng, state)
     return out
 
 
 @numba.njit(cache=True, nogil=True)
-def _salt_and_pepper(x: float, draw: float, density: float) -> float:
-    """0 if the uniform draw is below d/2, 1 if below d, else the sample unchanged."""
-    if draw < density / 2:
-        return 0.0
-    return 1.0 if draw < density else x
+def _salt_and_pepper(x: np.ndarray, density: float, state: tuple) -> tuple[np.ndarray, tuple]:
+    """Each sample 0 if its uniform draw is below d/2, 1 if below d, else unchanged; the new array and state."""
+    flat, out = x.reshape(-1), np.empty(x.size)
+    for i in range(flat.size):
+        state, draw = next_double(state)
+        out[i] = 0.0 if draw < density / 2 else (1.0 if draw < density else flat[i])
+    return out.reshape(x.shape), state
 
 
 @renderer(13, noise=True)
@@ -105,9 +102,13 @@ def impulse_noise(src: PreparedImage, density: float, rng: np.random.Generator) 
 
 
 @numba.njit(cache=True, nogil=True)
-def _speckle(x: float, draw: float, scale: float) -> float:
-    """``x + x n`` with ``n = scale (draw - 0.5)``, clipped to [0, 1]."""
-    return min(max(x + x * (scale * (draw - 0.5)), 0.0), 1.0)
+def _speckle(x: np.ndarray, scale: float, state: tuple) -> tuple[np.ndarray, tuple]:
+    """Each sample ``x + x n`` with ``n = scale (draw - 0.5)``, clipped to [0, 1]; the new array and state."""
+    flat, out = x.reshape(-1), np.empty(x.size)
+    for i in range(flat.size):
+        state, draw = next_double(state)
+        out[i] = min(max(flat[i] + flat[i] * (scale * (draw - 0.5)), 0.0), 1.0)
+    return out.reshape(x.shape), state
 
 
 @renderer(14, noise=True)
