@@ -26,7 +26,8 @@ from glint.data import DatasetError, Sample, check_image_files
 from glint.model import GlintConfig
 from glint.outputs import RUN_FILES, clear_run, local_path, run_files, run_start
 from glint.predict import score_scale
-from glint.train import TrainConfig, _results, select
+from glint.runlog import RunLog
+from glint.train import TrainConfig, _results, claim_run_folder, select
 from pipelines.glint_cli import app
 from saqt.errors import ConfigError
 from saqt.shards import sha256_file
@@ -118,9 +119,11 @@ def test_a_second_run_on_a_finished_run_folder_is_refused_and_changes_nothing(da
     assert tree(finished) == before
 
 
-def test_how_a_run_starts_in_its_folder(finished, tmp_path):
-    """resume needs a last.pt where a run's files are; with nothing there it starts (and says so in fit)."""
+def test_how_a_run_starts_in_its_folder(finished, tmp_path, capsys):
+    """resume needs a last.pt where a run's files are; with nothing there it starts, and says so."""
     assert run_start(tmp_path / "new", resume=True, overwrite=False) == "fresh"
+    claim_run_folder(tmp_path, resume=True, overwrite=False, log=RunLog(tmp_path, progress=False))
+    assert capsys.readouterr().err == f"--resume: {tmp_path} holds no run yet: starting from the beginning\n"
     assert run_start(tmp_path / "new", resume=False, overwrite=True) == "fresh"
     assert run_start(finished, resume=True, overwrite=False) == "resume"
     assert run_start(finished, resume=False, overwrite=True) == "overwrite"
@@ -222,7 +225,7 @@ def test_pretraining_shards_need_finite_scores_and_their_columns(tmp_path, score
     data = shard_folder(tmp_path / "shards", scores, drop)
     result = runner.invoke(app, pretrain_args(data, tmp_path / "run"))
     refused(result, message)
-    assert not run_files(tmp_path / "run")
+    assert not run_files(tmp_path / "run") and not list(tmp_path.rglob(".building-*"))  # no index left half-built
 
 
 # --- 3: outputs apart from inputs, URLs resolved ---------------------------------------------------------------------
@@ -375,8 +378,9 @@ def test_predict_checks_its_output_can_be_written_before_scoring(tmp_path, image
     args = ["predict", "--random-init", str(image), "--crops", "1", "--out"]
     refused(runner.invoke(app, [*args, str(tmp_path / "gone" / "s.csv")]), f"its folder {tmp_path / 'gone'} does not")
     refused(runner.invoke(app, [*args, str(tmp_path)]), f"--out {tmp_path} is a folder: name a file")
-    if os.geteuid() == 0:
-        pytest.skip("root may write in a read-only folder")
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
+    if os.geteuid() == 0:  # root may write in it: access(2) answers as it would for another user
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and access(path, mode, **kw))
     refused(runner.invoke(app, [*args, str(locked / "s.csv")]), f"cannot be created: {locked} is not writable")
