@@ -57,6 +57,19 @@ class CheckpointError(SaqtError, ValueError):
     """A checkpoint that cannot be read or does not fit the model; one line naming the file and the problem."""
 
 
+# The entries of a checkpoint glint reads besides its tensors, and what each must be when present.
+ABSENT = object()
+META = {"model_config": dict, "train_config": dict, "provenance": dict}
+PROVENANCE = {"split": dict, "pretrain": dict, "init": dict, "score_scale": str}
+SPLIT = {"dataset": str, "label_file": str, "protocol": str, "round": int, "seed": int, "digests": dict}
+
+
+def printable(text: object) -> str:
+    """``text`` with its control characters (terminal escapes, line breaks) written as escapes: a checkpoint's
+    text as glint prints it."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 @dataclass
 class Checkpoint:
     """A checkpoint's tensors under the model's names, the model they build, and its other entries."""
@@ -93,6 +106,28 @@ def torch_load(path: Path) -> object:
         ) from None
 
 
+def _check_entries(where: str, entries: dict, kinds: dict[str, type], passing: tuple = ()) -> None:
+    """CheckpointError unless each entry of ``kinds`` is of its type; a value in ``passing`` (None, or ``ABSENT``
+    for a missing entry) passes too."""
+    for key, kind in kinds.items():
+        value = entries.get(key, ABSENT)
+        if any(value is p for p in passing) or (isinstance(value, kind) and not isinstance(value, bool)):
+            continue
+        shown = "missing" if value is ABSENT else type(value).__name__
+        raise CheckpointError(f"{where}{key} should be {kind.__name__}, is {shown}")
+
+
+def check_meta(meta: dict, path: Path) -> dict:
+    """``meta``, a checkpoint's entries besides its tensors, if those glint reads have their shapes (a
+    ``provenance`` split record complete); CheckpointError naming the first that does not."""
+    _check_entries(f"checkpoint {path}: ", meta, META, (ABSENT,))
+    provenance = meta.get("provenance", {})
+    _check_entries(f"checkpoint {path}: provenance ", provenance, PROVENANCE, (ABSENT, None))
+    if provenance.get("split"):
+        _check_entries(f"checkpoint {path}: provenance split ", provenance["split"], SPLIT)
+    return meta
+
+
 def _naming(keys: list[str], path: Path) -> tuple[str, tuple[tuple[str, str], ...]]:
     if any(k.startswith(("vgfe.", "clfe.")) for k in keys):
         return "release", ()
@@ -119,7 +154,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     state = {k.removeprefix("module."): v for k, v in state.items()}
     naming, renames = _naming(list(state), path)
     state = rename_prefixes(state, renames)
-    recorded = meta.get("model_config") if isinstance(meta.get("model_config"), dict) else {}
+    recorded = check_meta(meta, path).get("model_config", {})
     default_cwsa = "plain" if naming == "toolkit-0.1" else "released"  # toolkit 0.1 computed the plain attention
     try:
         config = GlintConfig(**{"cwsa": default_cwsa, **recorded, "vit_weights": RANDOM, "cnn_weights": RANDOM})
@@ -132,7 +167,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 
 def build_model(ckpt: Checkpoint) -> GlintIQA:
     """A fresh model (no download) holding the checkpoint's tensors; unused ones are dropped, missing or misshapen
-    ones refused by name."""
+    ones, and ones holding NaN or infinite values, refused by name."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)  # the random initialisation is replaced below
         model = GlintIQA(ckpt.config)
@@ -147,6 +182,12 @@ def build_model(ckpt: Checkpoint) -> GlintIQA:
         raise CheckpointError(
             f"checkpoint {ckpt.path}: tensor {wrong} has shape {tuple(ckpt.state[wrong].shape)}, "
             f"the model needs {tuple(own[wrong].shape)}"
+        )
+    diverged = next((k for k in own if ckpt.state[k].is_floating_point() and not ckpt.state[k].isfinite().all()), None)
+    if diverged:
+        raise CheckpointError(
+            f"checkpoint {ckpt.path}: tensor {diverged} holds NaN or infinite values (the run that saved it "
+            "diverged): it cannot score"
         )
     model.load_state_dict({k: ckpt.state[k] for k in own})
     return model

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import random
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -27,7 +28,7 @@ from torch.utils.data import Dataset
 from saqt.columns import pick_column
 from saqt.errors import SaqtError
 from saqt.images import decode_image
-from saqt.scores import ScoreError, score_value
+from saqt.scores import score_value
 from saqt.seeding import derive_seed
 from saqt.yaml_manifests import manifest_names, named_manifest
 
@@ -181,10 +182,7 @@ def load_table(name: str, root: Path, label_file: Path | None = None) -> IQATabl
         image = _image_name(row[image_col], entry, where)
         if image in exclude:
             continue
-        try:
-            score = score_value(row[score_col], where)
-        except ScoreError as err:
-            raise DatasetError(str(err)) from None
+        score = score_value(row[score_col], where)
         split = str(row[split_col]).strip() if split_col is not None and split_col < len(row) else None
         path = _image_path(root, spec, image, index)
         samples.append(Sample(str(path), score, _group(row, image, ref_col, entry), split or None, image))
@@ -193,6 +191,26 @@ def load_table(name: str, root: Path, label_file: Path | None = None) -> IQATabl
     synthetic = ref_col is not None or entry.get("reference_rule") is not None
     kind = "synthetic" if synthetic else spec["kind"]
     return IQATable(name, kind, samples, spec["higher_is_better"], label_file, spec, entry)
+
+
+def check_image_files(samples: list[Sample], root: Path, dataset: str) -> None:
+    """DatasetError naming the first image that leads outside ``root`` (through a link) or is not a regular file, or
+    how many are missing: every image checked before any is read."""
+    inside = Path(root).resolve()
+    missing = []
+    for s in samples:
+        real = Path(s.path).resolve()
+        if not real.is_relative_to(inside):
+            raise DatasetError(f"image {s.path} of {dataset} leads outside --root {root} (to {real})")
+        try:
+            mode = real.stat().st_mode
+        except FileNotFoundError:
+            missing.append(s.path)
+            continue
+        if not stat.S_ISREG(mode):
+            raise DatasetError(f"image {s.path} of {dataset} is not a regular file")
+    if missing:
+        raise DatasetError(f"{len(missing)} images of {dataset} are missing, e.g. {missing[0]}")
 
 
 def split_table(table: IQATable, round_: int = 0, seed: int = 0, test_frac: float = 0.2, val_frac: float = 0.1):

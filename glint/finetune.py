@@ -19,10 +19,11 @@ import numpy as np
 
 from glint import options as shared
 from glint.checkpoint import load_model
-from glint.data import IQATable, TrainingImages, load_table, make_split, split_record
+from glint.data import IQATable, TrainingImages, check_image_files, load_table, make_split, split_record
 from glint.metrics import METRICS
 from glint.model import GlintIQA, new_model, refuse_random_backbones
 from glint.options import TrainingFields
+from glint.outputs import check_outputs_apart, run_start
 from glint.protocol import Protocol, resolve
 from glint.train import EvalSet, Run, TrainConfig, fit
 from saqt.context import DEFAULT_CONTEXT, RunContext
@@ -65,7 +66,7 @@ class FinetuneConfig(TrainingFields):
     vit_weights: str | None = shared.vit_weights()
     cnn_weights: str | None = shared.cnn_weights()
     random_init: bool = shared.random_init()
-    cwsa: str = shared.cwsa()
+    cwsa: str | None = shared.cwsa(None, " [released; with --init, the checkpoint's, which no other may replace]")
     test_crops: int | None = shared.eval_crops()
     seed: int | None = shared.seed()
     device: str = shared.device()
@@ -81,10 +82,10 @@ class FinetuneConfig(TrainingFields):
 
 def leakage_warning(init: dict, dataset: str, test_groups: set[str]) -> str | None:
     """A warning when the init checkpoint was pretrained on labels from references that are in this test split."""
-    bank = init.get("provenance", {}).get("pretrain", {}).get("bank", {})
-    if bank.get("kind") != dataset:
+    bank = ((init.get("provenance") or {}).get("pretrain") or {}).get("bank")
+    if not isinstance(bank, dict) or bank.get("kind") != dataset:
         return None
-    excluded = {Path(r).stem for r in bank.get("excluded", [])}
+    excluded = {Path(str(r)).stem for r in bank.get("excluded") or []}
     leaked = sorted(g for g in test_groups if Path(g).stem not in excluded)
     if not leaked:
         return None
@@ -142,9 +143,7 @@ def _protocols(config: FinetuneConfig, table: IQATable) -> tuple[list[Protocol],
     splits = {p.round: make_split(table, p.name, p.round, p.settings["seed"]) for p in protos}
     if first.settings["select_on"] == "val" and not splits[first.round]["val"]:
         raise ConfigError("--select-on val needs a validation split, which --protocol released does not carve")
-    missing = [s.path for s in table.samples if not Path(s.path).is_file()]
-    if missing:
-        raise ConfigError(f"{len(missing)} images of {config.dataset} are missing, e.g. {missing[0]}")
+    check_image_files(table.samples, config.root, config.dataset)
     return protos, splits
 
 
@@ -154,6 +153,11 @@ def _start(config: FinetuneConfig, train: TrainConfig, test_groups: set[str], pr
         provenance["init"] = None
         return new_model(config.model, train.seed, config.random_init)
     model = load_model(config.init)
+    if config.cwsa and config.cwsa != model.config.cwsa:  # its weights were trained with the checkpoint's CWSA
+        raise ConfigError(
+            f"--cwsa {config.cwsa}: the --init checkpoint {config.init} computes the {model.config.cwsa} CWSA, "
+            "which its weights were trained with; leave --cwsa out to finetune it"
+        )
     provenance["init"] = model.checkpoint.describe()
     warning = leakage_warning(model.checkpoint.meta, config.dataset, test_groups)
     if warning:
@@ -164,11 +168,16 @@ def _start(config: FinetuneConfig, train: TrainConfig, test_groups: set[str], pr
 
 def run_finetune(config: FinetuneConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT) -> dict[int, dict]:
     """Finetune for each round (in ``out``, or ``out/round-K`` for several) and return each round's results; over
-    several rounds, ``out/summary.json`` holds the median test metrics."""
+    several rounds, ``out/summary.json`` holds the median test metrics. ``out`` lies apart from the dataset and the
+    init checkpoint; a round's folder may hold an earlier run only with ``config.resume`` or ``ctx.overwrite``."""
+    check_outputs_apart(out, {"--root": config.root, "--csv": config.csv_file, "--init": config.init})
     if not config.init:
         refuse_random_backbones(config.model, config.random_init)  # before any work
     table = load_table(config.dataset, config.root, config.csv_file)
     protos, splits = _protocols(config, table)
+    folders = {p.round: out if config.rounds == 1 else out / f"round-{p.round}" for p in protos}
+    for folder in folders.values():  # before any training; fit checks again, with the folder locked
+        run_start(folder, config.resume, ctx.overwrite)
     split_warning = order_warning(table, protos[0].name)
     if split_warning:
         warnings.warn(split_warning, RunWarning, stacklevel=2)
@@ -188,13 +197,15 @@ def run_finetune(config: FinetuneConfig, out: Path, ctx: RunContext = DEFAULT_CO
         model = _start(config, train, {s.group for s in parts["test"]}, provenance)
         images = TrainingImages(parts["train"], train.seed, table.resize, score_map)
         run = Run(
-            out if config.rounds == 1 else out / f"round-{proto.round}",
+            folders[proto.round],
             images,
             eval_sets(table, parts),
             math.ceil(len(parts["train"]) / train.batch_size),
             provenance,
         )
-        results[proto.round] = fit(model, run, train, config.device, config.resume, ctx.progress, config.tensorboard)
+        results[proto.round] = fit(
+            model, run, train, config.device, config.resume, ctx.progress, config.tensorboard, ctx.overwrite
+        )
     if config.rounds > 1:
         write_summary(results, out)
     return results

@@ -130,10 +130,18 @@ class GlintConfig:
     cwsa: str = "released"
 
     def __post_init__(self):
-        if self.local_backbone not in LOCAL_BACKBONES:
-            raise ConfigError(f"--local-backbone must be one of {', '.join(LOCAL_BACKBONES)}")
-        if self.cwsa not in CWSA_VARIANTS:
+        """Every field's type and range, checked here only: for options and for checkpoints' records alike."""
+        if not isinstance(self.local_backbone, str) or self.local_backbone not in LOCAL_BACKBONES:
+            raise ConfigError(
+                f"--local-backbone must be one of {', '.join(LOCAL_BACKBONES)}, got {self.local_backbone!r}"
+            )
+        if not isinstance(self.cwsa, str) or self.cwsa not in CWSA_VARIANTS:
             raise ConfigError(f"--cwsa must be one of {', '.join(CWSA_VARIANTS)}, got {self.cwsa!r}")
+        for name in ("vit_weights", "cnn_weights"):
+            if not isinstance(getattr(self, name), str | None):
+                raise ConfigError(f"{name} must be a name or a file, got {getattr(self, name)!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be a number from 0 up to (not including) 1, got {self.dropout!r}")
 
     def random_backbones(self) -> list[str]:
         """The backbones these settings leave with random weights."""

@@ -93,10 +93,10 @@ def random_init() -> Any:
     )
 
 
-def cwsa() -> Any:
+def cwsa(default: str | None = "released", note: str = "") -> Any:
     return option(
-        "released",
-        "released (the release's CWSA, reshape included) or plain (attention output as is; not the release's).",
+        default,
+        f"released (the release's CWSA, reshape included) or plain (attention output as is; not the release's){note}.",
         MODEL,
     )
 
@@ -141,4 +141,4 @@ class TrainingFields:
     @property
     def model(self) -> GlintConfig:
         """The model to build when there is no checkpoint to start from."""
-        return GlintConfig(self.local_backbone, self.vit_weights, self.cnn_weights, cwsa=self.cwsa)
+        return GlintConfig(self.local_backbone, self.vit_weights, self.cnn_weights, cwsa=self.cwsa or "released")

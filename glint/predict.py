@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from glint.checkpoint import printable
 from glint.model import GlintIQA
 from glint.scoring import BATCH_IMAGES, MIN_SIDE, UnscorableImageError, checked, crop_seed, predict_images, scoring_amp
 from saqt.encoders import pick_device
@@ -33,14 +34,15 @@ def image_paths(inputs: list[Path]) -> list[Path]:
 
 def score_scale(model: GlintIQA) -> str:
     """What the model's scores are on: the scale of the labels it was last trained on, as its checkpoint records
-    (``unknown`` for a checkpoint without the record, such as the release's, or a random model)."""
+    (``unknown`` for a checkpoint without the record, such as the release's, or a random model); control characters
+    escaped (``glint.checkpoint.printable``)."""
     meta = getattr(getattr(model, "checkpoint", None), "meta", {}) or {}
     provenance = meta.get("provenance", {}) or {}
     if provenance.get("score_scale"):
-        return str(provenance["score_scale"])
+        return printable(provenance["score_scale"])
     pretrain = provenance.get("pretrain", {}) or {}
     if pretrain.get("score_scale"):
-        return f"SAQT-IQA labels, {pretrain['score_scale']}, higher is better"
+        return printable(f"SAQT-IQA labels, {pretrain['score_scale']}, higher is better")
     return UNKNOWN_SCALE
 
 

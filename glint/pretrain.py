@@ -17,6 +17,7 @@ from pathlib import Path
 from glint import options as shared
 from glint.model import new_model
 from glint.options import TrainingFields
+from glint.outputs import check_outputs_apart, run_start
 from glint.pretrain_data import SaqtTraining
 from glint.pretrain_index import INDEX_FOLDER
 from glint.protocol import resolve
@@ -26,7 +27,6 @@ from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import ConfigError
 from saqt.options import DATA, EVALUATION, OUTPUT, option
 from saqt.shards import write_bytes_atomic
-from saqt.stage import check_apart
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class PretrainConfig(TrainingFields):
     cnn_weights: str | None = shared.cnn_weights()
     random_init: bool = shared.random_init()
     cwsa: str = shared.cwsa()
-    holdout_images: int = option(500, "Held-out SAQT-IQA images scored each epoch.", EVALUATION)
+    holdout_images: int = option(500, "Held-out SAQT-IQA images scored each epoch.", EVALUATION, min=0)
     test_crops: int | None = shared.eval_crops()
     seed: int | None = shared.seed()
     device: str = shared.device()
@@ -78,12 +78,16 @@ class PretrainConfig(TrainingFields):
 
 def run_pretrain(config: PretrainConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT) -> dict:
     """Pretrain into ``out`` and return the results (as ``glint.train.fit`` does); with ``plan_only``, write the plan
-    and return ``{"plan": path, "batches": N, "ranks": world size}``."""
-    if Path(config.data).is_dir():  # a run folder inside its input would change the set it trains on
-        check_apart(out, {"--data": config.data})
+    and return ``{"plan": path, "batches": N, "ranks": world size}``. ``out`` may hold an earlier run only with
+    ``config.resume`` or ``ctx.overwrite`` (``glint.outputs.run_start``)."""
+    check_outputs_apart(out, {"--data": config.data})  # a run folder inside its input would change the set
+    if not config.plan_only:
+        run_start(out, config.resume, ctx.overwrite)  # refused before the set is read; fit checks again, locked
     proto = resolve(config.protocol, config.settings, pretrain=True)
     train_config = TrainConfig.from_protocol(proto, config.max_steps, config.loader_workers)
     files = open_saqt(config.data, config.pristine_cache)
+    if files.build is not None:
+        check_outputs_apart(out, {"the labels' build": files.build.root})
     train = SaqtTraining(files, train_config.seed, out / INDEX_FOLDER)
     if not len(train):
         raise ConfigError(f"{config.data} holds no scored training images")
@@ -95,7 +99,7 @@ def run_pretrain(config: PretrainConfig, out: Path, ctx: RunContext = DEFAULT_CO
     evals = {"val": EvalSet(items, [held.score(k) for k in items], held.pixels)} if items else {}
     provenance = {"pretrain": files.provenance, "protocol": proto.record()}
     run = Run(out, train, evals, math.ceil(len(train) / train_config.batch_size), provenance)
-    return fit(model, run, train_config, config.device, config.resume, ctx.progress, config.tensorboard)
+    return fit(model, run, train_config, config.device, config.resume, ctx.progress, config.tensorboard, ctx.overwrite)
 
 
 def write_plan(train: SaqtTraining, config: TrainConfig, count: int, out: Path) -> dict:

@@ -32,6 +32,7 @@ from glint.data import DatasetError
 from glint.saqt_sets import SaqtFiles
 from saqt.errors import OutputError
 from saqt.ranges import RANGE, read_ranges
+from saqt.scores import require_finite
 from saqt.seeding import derive_seed
 
 PARTS = ("train", "holdout")
@@ -157,7 +158,11 @@ class SharedFolder:
             if not (self.path / "done").is_file():
                 remove_stale(parent)
                 staging = Path(tempfile.mkdtemp(dir=parent, prefix=".building-"))
-                build(staging)
+                try:
+                    build(staging)
+                except BaseException:  # a set refused while indexed leaves nothing behind
+                    shutil.rmtree(staging, ignore_errors=True)
+                    raise
                 (staging / "done").touch()
                 os.replace(staging, self.path)
                 built = True
@@ -192,11 +197,14 @@ def shared_order(folder: Path, n: int, seed: int, epoch: int, make) -> np.ndarra
 
 
 def write_index(files: SaqtFiles, seed: int, percent: float, folder: Path) -> None:
-    """Index the rated rows of ``files`` into ``folder`` (see the module's docstring). The held-out part is a
-    published set's validation split when it has one, else ``percent`` of the pristine images (at least one)
+    """Index the rated rows of ``files`` into ``folder`` (see the module's docstring), each file's columns checked
+    first and its scores (finite numbers) as it is read. The held-out part is a published set's validation split
+    when it has one, else ``percent`` of the pristine images (at least one)
     chosen by a seeded hash."""
     if not files.paths:
         raise DatasetError(f"{next(iter(files.provenance.values()))} holds no shards")
+    for i in range(len(files.paths)):
+        _check_columns(files, i)
     names = _pristine_names(files)
     held = np.zeros(len(names), bool)
     if not files.validation:
@@ -233,9 +241,9 @@ def _pristine_names(files: SaqtFiles) -> dict[str, int]:
 
 
 def _file_rows(files: SaqtFiles, i: int, names: dict[str, int], held: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-    """File ``i``'s rated rows as index columns, split into the parts."""
-    wanted = ["image_id", "pristine_id", "score", "dist_type", "level"] + (["seed"] if files.recipe_only else [])
-    table = files.parquet(i).read(columns=wanted)
+    """File ``i``'s rated rows as index columns, split into the parts; its scores checked (finite numbers)."""
+    table = files.parquet(i).read(columns=_row_columns(files))
+    require_finite(table.column("score"), files.paths[i], table.column("image_id"))
     ids = table.column("pristine_id").combine_chunks().dictionary_encode()
     pristine = np.array([names[p] for p in ids.dictionary.to_pylist()], np.uint32)[ids.indices.to_numpy()]
     dist_type, level = (table.column(c).to_numpy().astype(np.int64) for c in ("dist_type", "level"))
@@ -260,6 +268,20 @@ def _file_rows(files: SaqtFiles, i: int, names: dict[str, int], held: np.ndarray
     in_holdout = np.full(n, files.paths[i] in files.validation) if files.validation else held[pristine]
     parts = {"train": scored & ~in_holdout, "holdout": scored & in_holdout}
     return {part: {k: v[mask] for k, v in columns.items()} for part, mask in parts.items()}
+
+
+def _row_columns(files: SaqtFiles) -> list[str]:
+    """The columns of the set's files that the index reads."""
+    return ["image_id", "pristine_id", "score", "dist_type", "level"] + (["seed"] if files.recipe_only else [])
+
+
+def _check_columns(files: SaqtFiles, i: int) -> None:
+    """DatasetError unless file ``i`` has the columns the index reads, and its pixels (``image``) where no build
+    holds them."""
+    needed = _row_columns(files) + (["image"] if files.build is None and files.images is None else [])
+    missing = [c for c in needed if c not in files.parquet(i).schema_arrow.names]
+    if missing:
+        raise DatasetError(f"{files.paths[i]} has no {', '.join(missing)} column: not a saqt-iqa shard")
 
 
 def _check_image_ids(table: pa.Table, where: str) -> None:

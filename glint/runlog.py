@@ -29,8 +29,8 @@ def cpu_memory_hint(device: torch.device, batch_size: int) -> str | None:
     )
 
 
-def summary_writer(path: Path):
-    """A TensorBoard ``SummaryWriter`` writing to ``path``; a one-line ConfigError when tensorboard is missing."""
+def writer_class() -> type:
+    """TensorBoard's ``SummaryWriter``; a one-line ConfigError when tensorboard is missing."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -38,7 +38,12 @@ def summary_writer(path: Path):
             "--tensorboard needs the tensorboard package: pip install tensorboard "
             "(or the toolkit's [tensorboard] extra)"
         ) from None
-    return SummaryWriter(str(path))
+    return SummaryWriter
+
+
+def summary_writer(path: Path):
+    """A TensorBoard ``SummaryWriter`` writing to ``path``; a one-line ConfigError when tensorboard is missing."""
+    return writer_class()(str(path))
 
 
 def epoch_line(record: dict, epochs: int, train_s: float, eval_s: float) -> str:
@@ -57,11 +62,20 @@ def epoch_line(record: dict, epochs: int, train_s: float, eval_s: float) -> str:
 
 class RunLog:
     """Bars, epoch lines and logs of one process of a run; on ranks other than 0 every method does nothing.
-    ``progress``: show bars and epoch lines; ``tensorboard``: write TensorBoard logs to ``out/tensorboard``."""
+    ``progress``: show bars and epoch lines; ``tensorboard``: write TensorBoard logs to ``out/tensorboard`` (from the
+    first step or epoch logged: a missing package is refused at once, nothing is written before the run starts)."""
 
     def __init__(self, out: Path, rank: int = 0, progress: bool = True, tensorboard: bool = False):
         self.out, self.main, self.progress = Path(out), rank == 0, progress
-        self.writer = summary_writer(self.out / "tensorboard") if tensorboard and self.main else None
+        self._board = writer_class() if tensorboard and self.main else None
+        self._writer = None
+
+    @property
+    def writer(self):
+        """The TensorBoard writer (None without ``tensorboard``), made at its first use."""
+        if self._writer is None and self._board is not None:
+            self._writer = self._board(str(self.out / "tensorboard"))
+        return self._writer
 
     def bar(self, total: int | None, desc: str, unit: str):
         """A progress bar with its total (advanced by the caller); a do-nothing bar when not shown."""
@@ -106,8 +120,8 @@ class RunLog:
             self.writer.flush()
 
     def close(self) -> None:
-        if self.writer:
-            self.writer.close()
+        if self._writer:
+            self._writer.close()
 
 
 class _NoBar:

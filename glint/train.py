@@ -29,9 +29,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
-from glint.checkpoint import checkpoint_payload, torch_load
+from glint.checkpoint import CheckpointError, checkpoint_payload, torch_load
 from glint.metrics import iqa_metrics
 from glint.model import GlintIQA, parameter_counts
+from glint.outputs import clear_run, run_start
 from glint.protocol import RELEASE_ETA_MIN, RELEASE_T_MAX, SCHEDULES, Protocol
 from glint.runlog import RunLog, cpu_memory_hint
 from glint.scoring import BATCH_IMAGES, crop_seed, predict_images
@@ -84,10 +85,16 @@ class TrainConfig:
         )
 
     def __post_init__(self):
+        if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or not 0 < self.lr < math.inf:
+            raise ConfigError(f"--lr must be a finite number above 0, got {self.lr!r}")
         if self.select_on not in ("val", "test"):
             raise ConfigError(f"--select-on must be val or test, got {self.select_on!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+
+
+class DivergedError(SaqtError):
+    """Training produced a loss that is not a finite number; the run stops there."""
 
 
 @dataclass
@@ -228,10 +235,28 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total))
 
 
+RESUME_ENTRIES = ("state_dict", "optimizer", "scheduler", "scaler", "rng", "epoch", "step", "history", "best")
+
+
+def resume_checkpoint(path: Path) -> dict:
+    """An interrupted run's ``last.pt``, with every entry resuming needs; CheckpointError (one line) otherwise."""
+    ckpt = torch_load(path)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a glint last.pt: it cannot be resumed; start again with --overwrite")
+    missing = [k for k in RESUME_ENTRIES if k not in ckpt]
+    missing += [k for k in ("train_config", "model_config") if not isinstance(ckpt.get(k), dict)]
+    if missing:
+        raise CheckpointError(
+            f"{path} lacks {', '.join(missing)}: not a glint last.pt that can be resumed; start again with --overwrite"
+        )
+    return ckpt
+
+
 def _resume(path: Path, model, optimizer, scheduler, scaler, config: TrainConfig, dev: torch.device) -> dict:
     """Restore an interrupted run from its ``last.pt``; its training state (epoch, step, history, best)."""
-    ckpt = torch_load(path)
+    ckpt = resume_checkpoint(path)
     changed = sorted(k for k, v in asdict(config).items() if ckpt["train_config"].get(k) != v)
+    changed += ["the model"] if ckpt["model_config"] != model.config.as_dict() else []
     if changed:
         raise ConfigError(f"--resume needs the settings of the interrupted run; changed: {', '.join(changed)}")
     model.load_state_dict(ckpt["state_dict"])
@@ -340,9 +365,14 @@ def train_epoch(s: Session, run: Run, config: TrainConfig, epoch: int, state: di
     with log.bar(total, f"epoch {epoch + 1}/{config.epochs}", "batch") as bar:
         for x, y in itertools.islice(worker_errors_in_one_line(loader), limit):
             x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
-            loss = train_step(s.net, x, y, s.optimizer, s.scaler, s.amp)
+            loss = train_step(s.net, x, y, s.optimizer, s.scaler, s.amp).detach().item()
+            if not math.isfinite(loss):
+                raise DivergedError(
+                    f"step {state['step'] + 1} (epoch {epoch + 1}): the loss is {loss}; the run stops without a "
+                    "checkpoint from it (check the scores, or lower --lr)"
+                )
             s.scheduler.step()
-            losses.append(loss.detach().item())
+            losses.append(loss)
             images += len(x)
             state["step"] += 1
             log.step(state["step"], losses[-1])
@@ -363,8 +393,12 @@ def evaluate_all(s: Session, evals: dict[str, EvalSet], config: TrainConfig, log
 
 def select(state: dict, record: dict, select_on: str) -> bool:
     """Whether this epoch is the best so far on the selection split's SROCC (the first epoch always is; a NaN
-    score never improves, and any number improves on a NaN); updates ``state["best"]``."""
-    selected = record.get(select_on, {}).get("srocc", float("-inf"))
+    score never improves, and any number improves on a NaN; without the split, every epoch is: the last is kept);
+    updates ``state["best"]``."""
+    if select_on not in record:
+        state["best"] = {"epoch": record["epoch"], "score": None}
+        return True
+    selected = record[select_on]["srocc"]
     best = state["best"]["score"] if state["best"] else None
     if best is None or (not math.isnan(selected) and (math.isnan(best) or selected > best)):
         state["best"] = {"epoch": record["epoch"], "score": selected}
@@ -431,15 +465,19 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     tensorboard: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Train ``model`` on ``run.train`` and return the results (also written to ``run.out/results.json``).
-    ``progress``: bars with totals and a line per epoch; ``tensorboard``: logs in ``run.out/tensorboard``."""
+    ``run.out`` may hold an earlier run only to ``resume`` it or, with ``overwrite``, to replace it (its files are
+    removed first: ``glint.outputs``). ``progress``: bars with totals and a line per epoch; ``tensorboard``: logs in
+    ``run.out/tensorboard``."""
     s = start_session(model, config, run.steps_per_epoch, device)
     log = RunLog(run.out, s.rank, progress, tensorboard)  # before anything is written: a missing tensorboard stops here
     run.out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as held:
         if s.main:  # one run at a time in a run folder: a second is refused in one line, not mixed in
             held.enter_context(FolderLock(run.out / LOCK, str(run.out)))
+            claim_run_folder(run.out, resume, overwrite, log)
         hint = cpu_memory_hint(s.device, max(1, config.batch_size // s.world))
         if hint:
             log.say(hint, err=True)
@@ -458,6 +496,16 @@ def fit(
     return results
 
 
+def claim_run_folder(out: Path, resume: bool, overwrite: bool, log: RunLog) -> None:
+    """Check how the run may start in ``out`` (``glint.outputs.run_start``) and prepare it: an earlier run's files
+    removed with ``overwrite``; a ``resume`` with nothing to continue said so."""
+    start = run_start(out, resume, overwrite)
+    if start == "overwrite":
+        clear_run(out)
+    elif resume and start == "fresh":
+        log.say(f"--resume: {out} holds no run yet: starting from the beginning", err=True)
+
+
 def main_process() -> bool:
     """Whether this process is rank 0 of a DDP run, or runs alone: the one that prints the run's summary."""
     return not dist.is_initialized() or dist.get_rank() == 0
@@ -472,6 +520,8 @@ def _results(model, state: dict, config: TrainConfig, dev, world: int, rate: flo
         if config.select_on == "test"
         else "best epoch on a validation split carved from the training data"
     )
+    if chosen and config.select_on not in chosen:
+        note = f"the last epoch: no {'test' if config.select_on == 'test' else 'validation'} images to select on"
     return {
         "protocol": config.protocol,
         "selected_epoch": best["epoch"],

@@ -13,11 +13,12 @@ import typer
 from tqdm import tqdm
 
 from glint.backbones import RandomWeightsWarning
-from glint.checkpoint import load_model
-from glint.data import IQATable, load_table, make_split, names_digest
+from glint.checkpoint import load_model, printable
+from glint.data import IQATable, check_image_files, load_table, make_split, names_digest
 from glint.finetune import FinetuneConfig, RunWarning, median_test, run_finetune
 from glint.finetune import leakage_warning as _leakage  # noqa: F401  (the tests import it under this name)
 from glint.options import CSV_HELP, DATASET_HELP, ROOT_HELP
+from glint.outputs import check_creatable, check_outputs_apart
 from glint.predict import image_paths, score_files, score_scale, write_scores, write_table
 from glint.pretrain import PretrainConfig, run_pretrain
 from glint.protocol import PROTOCOLS, resolve
@@ -26,6 +27,7 @@ from glint.train import EvalSet, eval_metrics, main_process, score_eval_set
 from pipelines.cli_common import OneLineErrors, Options, config_options, fail_command
 from saqt import __version__
 from saqt.configs import DEVICE_HELP
+from saqt.context import RunContext
 from saqt.encoders import pick_device
 from saqt.errors import ConfigError
 from saqt.images import decode_image
@@ -96,6 +98,13 @@ Checkpoint = Annotated[
 DatasetName = Annotated[str, typer.Option(help=DATASET_HELP, rich_help_panel=DATA)]
 DatasetRoot = Annotated[Path, typer.Option(help=ROOT_HELP, rich_help_panel=DATA)]
 CsvFile = Annotated[Path | None, typer.Option("--csv", help=CSV_HELP, rich_help_panel=DATA)]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        help="Replace an earlier run in --out (only the files a glint run writes) instead of refusing it.",
+        rich_help_panel=OUTPUT,
+    ),
+]
 
 
 fail = partial(fail_command, "glint")
@@ -139,10 +148,11 @@ def pretrain(
             "--out", "-o", help="Run folder: checkpoints, metrics, run.json, results.json.", rich_help_panel=OUTPUT
         ),
     ],
+    overwrite: Overwrite = False,
 ) -> None:
     """Pretrain GlintIQA on SAQT-IQA labels (a published set's validation split, or else 5% of pristine images, is
     held out to pick the epoch); each epoch reads every training image once, in a fresh random order."""
-    results = run_pretrain(given.make(PretrainConfig), out)
+    results = run_pretrain(given.make(PretrainConfig), out, RunContext(overwrite=overwrite))
     if given["plan_only"]:
         typer.echo(
             f"wrote {results['plan']}: the first {results['batches']} batches over {results['ranks']} rank(s); "
@@ -157,11 +167,12 @@ def pretrain(
 def finetune(
     given: Options,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.", rich_help_panel=OUTPUT)],
+    overwrite: Overwrite = False,
 ) -> None:
     """Finetune on an IQA dataset. honest: 80/20 split (by reference for synthetic datasets), epoch chosen on a
     validation split. released: the official recipe end to end. With --rounds N, runs N consecutive rounds in
     RUN_DIR/round-K and reports the median test metrics. Settings and the split are recorded in RUN_DIR/run.json."""
-    results = run_finetune(given.make(FinetuneConfig), out)
+    results = run_finetune(given.make(FinetuneConfig), out, RunContext(overwrite=overwrite))
     rounds = given["rounds"]
     for round_number, res in results.items():
         _report(res, out if rounds == 1 else out / f"round-{round_number}")
@@ -209,7 +220,7 @@ def _evaluation_split(
     if same and names_digest(parts["test"]) != record["digests"]["test"]:
         raise ConfigError(
             f"the checkpoint's test split cannot be remade from {table.label_file}: the run read another "
-            f"label table ({record['label_file']})"
+            f"label table ({printable(record['label_file'])})"
         )
     return parts["test"], {
         "split": "test",
@@ -322,11 +333,15 @@ def evaluate_cmd(
 ) -> None:
     """SROCC, PLCC, KRCC and RMSE (raw, as the release computes them) and the logistic-fitted PLCC and RMSE of a
     checkpoint on a dataset; by default on the checkpoint's own test split, refusing images it was trained on."""
+    if out:  # before any image is scored
+        check_outputs_apart(out, {"--checkpoint": checkpoint, "--root": root, "--csv": csv_file})
+        check_creatable(out)
     dev = pick_device(device)
     model = load_model(checkpoint, dev)
     table = load_table(dataset, root, csv_file)
     record = model.checkpoint.meta.get("provenance", {}).get("split")
     samples, chosen, overlap = _evaluation_samples(table, record, split, protocol, round_, seed, allow_train_overlap)
+    check_image_files(samples, root, dataset)
     data = EvalSet([s.path for s in samples], [s.score for s in samples], decode_image, table.resize)
     with tqdm(total=len(samples), desc="evaluate", unit="img", leave=False) as bar:
         preds, seconds = score_eval_set(model, data, crops, 0, dev, scoring_amp(model), bar, batch_size)
@@ -380,6 +395,10 @@ def predict(
     Unreadable or too small images are skipped with their reason."""
     if (checkpoint is None) == (not random_init):
         fail("predict", "give --checkpoint CKPT, or --random-init for a smoke run")
+    if out:  # before any image is scored
+        for option, path in [("--checkpoint", checkpoint), *(("IMAGES", image) for image in images)]:
+            check_outputs_apart(out, {option: path})
+        check_creatable(out)
     model = load_model(checkpoint)  # None: the random smoke-test model
     paths = image_paths(images)
     if not paths:

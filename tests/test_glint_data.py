@@ -22,6 +22,7 @@ from glint.data import (
     released_split,
     split_table,
 )
+from saqt.scores import ScoreError
 from saqt.sources import sample_paths
 
 LABELS = SHARED / "data" / "labels"
@@ -74,7 +75,7 @@ def test_malformed_tables_are_refused(tmp_path):
     with pytest.raises(DatasetError, match="no image and score columns of csv"):
         load_table("csv", tmp_path, tmp_path / "t.csv")
     (tmp_path / "t.csv").write_text("path,score\na.jpg,good\n")
-    with pytest.raises(DatasetError, match="not a number"):
+    with pytest.raises(ScoreError, match="t.csv:2: score 'good' is not a number"):
         load_table("csv", tmp_path, tmp_path / "t.csv")
     with pytest.raises(DatasetError, match="unknown dataset"):
         load_table("imagenet", tmp_path)
@@ -84,7 +85,7 @@ def test_malformed_tables_are_refused(tmp_path):
     with pytest.raises(DatasetError, match="lies outside the dataset folder"):
         load_table("csv", tmp_path, tmp_path / "t.csv")
     (tmp_path / "t.csv").write_text("path,score\na.png,nan\n")
-    with pytest.raises(DatasetError, match="is not a finite number"):
+    with pytest.raises(ScoreError, match="t.csv:2: score 'nan' is not a finite number"):
         load_table("csv", tmp_path, tmp_path / "t.csv")
 
 
