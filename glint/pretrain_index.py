@@ -20,6 +20,7 @@ import socket
 import tempfile
 import weakref
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -197,30 +198,29 @@ def shared_order(folder: Path, n: int, seed: int, epoch: int, make) -> np.ndarra
 
 
 def write_index(files: SaqtFiles, seed: int, percent: float, folder: Path) -> None:
-    """Index the rated rows of ``files`` into ``folder`` (see the module's docstring), each file's columns checked
-    first and its scores (finite numbers) as it is read. The held-out part is a published set's validation split
-    when it has one, else ``percent`` of the pristine images (at least one)
-    chosen by a seeded hash."""
+    """Index the rated rows of ``files`` into ``folder`` (see the module's docstring), reading each file once: its
+    columns, image ids and scores (finite numbers) checked as it is read. The held-out part is a published set's
+    validation split when it has one, else ``percent`` of the pristine images (at least one) chosen by a seeded
+    hash."""
     if not files.paths:
         raise DatasetError(f"{next(iter(files.provenance.values()))} holds no shards")
-    for i in range(len(files.paths)):
-        _check_columns(files, i)
-    names = _pristine_names(files)
-    held = np.zeros(len(names), bool)
-    if not files.validation:
-        held[[names[p] for p in holdout_ids(list(names), seed, percent)]] = True
-    width = max(1, *(len(p.encode()) for p in names))
-    writer = ColumnWriter(folder / "names")
-    writer.append(name=np.array(list(names), f"S{width}"))
-    writer.close({"name": f"S{width}"})
+    names: dict[str, int] = {}
+    rows = ColumnWriter(folder / ".rows")  # every rated row, before the parts are known
+    with ThreadPoolExecutor(2) as pool:  # reading the next file overlaps indexing this one
+        for i, table in enumerate(pool.map(lambda i: _read_checked(files, i), range(len(files.paths)))):
+            rows.append(**_file_rows(files, i, table, names))
+    rows.close()
+    _write_names(names, folder / "names")
     if files.ranges is not None and files.recipe_only:
         _write_pristine_ranges(files, names, folder / "pristine")
-    writers = {part: ColumnWriter(folder / part) for part in PARTS}
-    for i in range(len(files.paths)):
-        for part, columns in _file_rows(files, i, names, held).items():
-            writers[part].append(**columns)
-    for w in writers.values():
-        w.close()
+    if files.validation:
+        held = np.array([p in files.validation for p in files.paths])[open_columns(folder / ".rows")["file"]]
+    else:
+        chosen = np.zeros(len(names), bool)
+        chosen[[names[p] for p in holdout_ids(list(names), seed, percent)]] = True
+        held = chosen[open_columns(folder / ".rows")["pristine"]]
+    _split(folder / ".rows", {"train": ~held, "holdout": held}, folder)
+    shutil.rmtree(folder / ".rows")
 
 
 def holdout_ids(pristine_ids: list[str], seed: int, percent: float) -> list[str]:
@@ -231,31 +231,54 @@ def holdout_ids(pristine_ids: list[str], seed: int, percent: float) -> list[str]
     return ranked[: max(1, round(len(ranked) * percent / 100))]
 
 
-def _pristine_names(files: SaqtFiles) -> dict[str, int]:
-    """Every pristine id of the set -> its position, in order of first appearance."""
-    names: dict[str, int] = {}
-    for i in range(len(files.paths)):
-        for name in pc.unique(files.parquet(i).read(columns=["pristine_id"]).column(0)).to_pylist():
-            names.setdefault(name, len(names))
-    return names
+def _write_names(names: dict[str, int], folder: Path) -> None:
+    width = max(1, *(len(p.encode()) for p in names))
+    writer = ColumnWriter(folder)
+    writer.append(name=np.array(list(names), f"S{width}"))
+    writer.close({"name": f"S{width}"})
 
 
-def _file_rows(files: SaqtFiles, i: int, names: dict[str, int], held: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-    """File ``i``'s rated rows as index columns, split into the parts; its scores checked (finite numbers)."""
-    table = files.parquet(i).read(columns=_row_columns(files))
+def _split(source: Path, masks: dict[str, np.ndarray], folder: Path, chunk: int = 1 << 22) -> None:
+    """The rows of the columns in ``source`` that each mask selects, as that part's columns under ``folder``."""
+    columns = open_columns(source)
+    writers = {part: ColumnWriter(folder / part) for part in masks}
+    n = len(columns["score"])
+    for start in range(0, n, chunk) if n else [0]:
+        for part, mask in masks.items():
+            keep = mask[start : start + chunk]
+            writers[part].append(**{k: np.asarray(v[start : start + chunk])[keep] for k, v in columns.items()})
+    for w in writers.values():
+        w.close()
+
+
+def _read_checked(files: SaqtFiles, i: int) -> pa.Table:
+    """The columns of file ``i`` that the index reads; DatasetError where it lacks one (or its pixels, where no
+    build holds them)."""
+    shard = pq.ParquetFile(files.paths[i] if files.fs is None else files.fs.open(files.paths[i], "rb"))
+    needed = _row_columns(files) + (["image"] if files.build is None and files.images is None else [])
+    missing = [c for c in needed if c not in shard.schema_arrow.names]
+    if missing:
+        raise DatasetError(f"{files.paths[i]} has no {', '.join(missing)} column: not a saqt-iqa shard")
+    return shard.read(columns=_row_columns(files))
+
+
+def _file_rows(files: SaqtFiles, i: int, table: pa.Table, names: dict[str, int]) -> dict[str, np.ndarray]:
+    """File ``i``'s rated rows (``table``) as index columns, its scores checked (finite numbers); ``names`` gains
+    the file's new pristine ids."""
     require_finite(table.column("score"), files.paths[i], table.column("image_id"))
     ids = table.column("pristine_id").combine_chunks().dictionary_encode()
-    pristine = np.array([names[p] for p in ids.dictionary.to_pylist()], np.uint32)[ids.indices.to_numpy()]
-    dist_type, level = (table.column(c).to_numpy().astype(np.int64) for c in ("dist_type", "level"))
-    _check_image_ids(table, files.paths[i])
+    pristine = np.array([names.setdefault(p, len(names)) for p in ids.dictionary.to_pylist()], np.uint32)
+    pristine = pristine[ids.indices.to_numpy()]
+    if files.build is None:  # a label folder's ids are its build's, made so; other sets are checked
+        _check_image_ids(table, files.paths[i])
     n = table.num_rows
     columns = {
         "file": np.full(n, i),
         "row": np.arange(n),
         "score": table.column("score").to_numpy(zero_copy_only=False),
         "pristine": pristine,
-        "dist_type": dist_type,
-        "level": level,
+        "dist_type": table.column("dist_type").to_numpy(),
+        "level": table.column("level").to_numpy(),
     }
     if files.recipe_only:
         columns["seed"] = table.column("seed").to_numpy()
@@ -265,23 +288,12 @@ def _file_rows(files: SaqtFiles, i: int, names: dict[str, int], held: np.ndarray
             raise DatasetError(f"{files.paths[i]}: {n} rows, but its build's ranges file has {len(ranges)}")
         columns |= {"offset": ranges["offset"], "length": ranges["length"], "sha256": ranges["sha256"]}
     scored = table.column("score").is_valid().to_numpy(zero_copy_only=False)
-    in_holdout = np.full(n, files.paths[i] in files.validation) if files.validation else held[pristine]
-    parts = {"train": scored & ~in_holdout, "holdout": scored & in_holdout}
-    return {part: {k: v[mask] for k, v in columns.items()} for part, mask in parts.items()}
+    return {k: v[scored] for k, v in columns.items()}
 
 
 def _row_columns(files: SaqtFiles) -> list[str]:
     """The columns of the set's files that the index reads."""
     return ["image_id", "pristine_id", "score", "dist_type", "level"] + (["seed"] if files.recipe_only else [])
-
-
-def _check_columns(files: SaqtFiles, i: int) -> None:
-    """DatasetError unless file ``i`` has the columns the index reads, and its pixels (``image``) where no build
-    holds them."""
-    needed = _row_columns(files) + (["image"] if files.build is None and files.images is None else [])
-    missing = [c for c in needed if c not in files.parquet(i).schema_arrow.names]
-    if missing:
-        raise DatasetError(f"{files.paths[i]} has no {', '.join(missing)} column: not a saqt-iqa shard")
 
 
 def _check_image_ids(table: pa.Table, where: str) -> None:
@@ -300,8 +312,12 @@ def _write_pristine_ranges(files: SaqtFiles, names: dict[str, int], folder: Path
     n = len(names)
     columns = {"file": np.zeros(n, np.uint32), **{k: np.zeros(n, RANGE[k]) for k in RANGE.names}}
     found = np.zeros(n, bool)
-    for j, (shard, path) in enumerate(zip(files.ranges.pristine_shards, files.ranges.pristine, strict=True)):
-        ids = pq.read_table(shard, columns=["pristine_id"]).column(0).to_pylist()
+    shards = files.ranges.pristine_shards
+    with ThreadPoolExecutor(2) as pool:
+        listed = list(
+            pool.map(lambda shard: pq.read_table(shard, columns=["pristine_id"]).column(0).to_pylist(), shards)
+        )
+    for j, (shard, ids, path) in enumerate(zip(shards, listed, files.ranges.pristine, strict=True)):
         ranges = read_ranges(Path(path))
         if len(ranges) != len(ids):
             raise DatasetError(f"{shard}: {len(ids)} rows, but its ranges file has {len(ranges)}")
