@@ -30,6 +30,7 @@ from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import ConfigError
 from saqt.images import decode_image
 from saqt.options import DATA, MODEL, TRAINING, option
+from saqt.safe_files import write_bytes_atomic
 
 
 class RunWarning(UserWarning):
@@ -223,4 +224,4 @@ def write_summary(results: dict[int, dict], out: Path) -> None:
         "median_test": median_test(results),
         "per_round_test": {r: res["metrics"]["test"] for r, res in results.items()},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_bytes_atomic(out / "summary.json", json.dumps(summary, indent=2).encode())

@@ -14,6 +14,7 @@ from glint.model import GlintIQA
 from glint.scoring import BATCH_IMAGES, MIN_SIDE, UnscorableImageError, checked, crop_seed, predict_images, scoring_amp
 from saqt.encoders import pick_device
 from saqt.images import ImageDecodeError, decode_image
+from saqt.safe_files import atomic_write
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}  # an animation: its first frame
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula
@@ -82,10 +83,10 @@ def spreadsheet_safe(text: str) -> str:
 def write_table(rows: list[dict], out: Path, meta: dict, columns: list[str], key: str = "rows") -> None:
     """Rows as JSON (``.json``: ``meta`` and the rows under ``key``) or CSV (``columns``, taken from each row or from
     ``meta``; numbers to 6 decimals, cells that would run as formulas escaped)."""
-    if out.suffix == ".json":
-        out.write_text(json.dumps({**meta, key: rows}, indent=2))
-        return
-    with open(out, "w", newline="") as f:
+    with atomic_write(out, text=True) as f:  # never through a link at --out, and never half written
+        if out.suffix == ".json":
+            f.write(json.dumps({**meta, key: rows}, indent=2))
+            return
         writer = csv.writer(f)
         writer.writerow(columns)
         writer.writerows([_cell({**meta, **row}.get(c)) for c in columns] for row in rows)

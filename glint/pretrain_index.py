@@ -33,6 +33,7 @@ from glint.data import DatasetError
 from glint.saqt_sets import SaqtFiles
 from saqt.errors import OutputError
 from saqt.ranges import RANGE, read_ranges
+from saqt.safe_files import atomic_write, create_new, open_own
 from saqt.scores import require_finite
 from saqt.seeding import derive_seed
 
@@ -65,7 +66,7 @@ class ColumnWriter:
         assert len(lengths) == 1 and (not self._files or set(columns) == set(self._files)), "ragged columns"
         for name, values in columns.items():
             if name not in self._files:
-                self._files[name] = open(self.folder / f"{name}.bin", "xb")  # noqa: SIM115  (closed in close())
+                self._files[name] = create_new(self.folder / f"{name}.bin")  # closed in close()
             self._files[name].write(np.ascontiguousarray(values, COLUMNS.get(name, values.dtype)).tobytes())
         self.rows += lengths.pop()
 
@@ -75,7 +76,8 @@ class ColumnWriter:
         for name, f in self._files.items():
             f.close()
             described[name] = (dtypes or {}).get(name, COLUMNS.get(name))
-        (self.folder / "columns.json").write_text(json.dumps({"rows": self.rows, "columns": described}))
+        with create_new(self.folder / "columns.json") as f:
+            f.write(json.dumps({"rows": self.rows, "columns": described}).encode())
 
 
 def open_columns(folder: Path) -> dict[str, np.ndarray]:
@@ -100,10 +102,7 @@ def session_name() -> str:
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``path`` (created if needed, never through a link) while the block runs."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    except OSError as err:
-        raise OutputError(f"cannot create {path} ({err.strerror or err})") from None
+    fd = open_own(path, create=True)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -164,7 +163,7 @@ class SharedFolder:
                 except BaseException:  # a set refused while indexed leaves nothing behind
                     shutil.rmtree(staging, ignore_errors=True)
                     raise
-                (staging / "done").touch()
+                create_new(staging / "done").close()
                 os.replace(staging, self.path)
                 built = True
         self._finalizer = weakref.finalize(self, self._remove, self.path, self._owner) if built else None
@@ -184,10 +183,8 @@ def shared_order(folder: Path, n: int, seed: int, epoch: int, make) -> np.ndarra
     path = folder / f"order-{seed}-{epoch}.npy"
     with locked(folder / ".order.lock"):
         if not path.is_file():
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".order-")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_write(path) as f:
                 np.save(f, make(n, seed, epoch), allow_pickle=False)
-            os.replace(tmp, path)
             for other in folder.glob("order-*.npy"):
                 if other != path:
                     other.unlink(missing_ok=True)

@@ -7,13 +7,16 @@ import contextlib
 import csv
 import json
 import math
+import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import torch
 from tqdm import tqdm
 
 from saqt.errors import ConfigError
+from saqt.safe_files import open_own, writing
 
 CPU_GIB_PER_IMAGE = 0.16  # peak RSS of CPU training grows about so per image of the batch (batch 128: near 20 GB)
 CPU_BATCH_HINT = 64  # from this batch size up, training on the CPU is told what memory to expect
@@ -140,13 +143,19 @@ def flatten(record: dict) -> dict:
     return flat
 
 
+def _appending(path: Path) -> TextIO:
+    """``path``, a file of the run's, opened to append (created if absent, never through a link)."""
+    with writing(path):
+        return open(open_own(path, os.O_WRONLY | os.O_APPEND, create=True), "a", newline="", encoding="utf-8")
+
+
 def _append(out: Path, record: dict) -> None:
-    with open(out / "metrics.jsonl", "a") as f:
+    with _appending(out / "metrics.jsonl") as f:
         f.write(json.dumps(record) + "\n")
     flat = flatten(record)
     path = out / "metrics.csv"
     new = not path.exists()
-    with open(path, "a", newline="") as f:
+    with _appending(path) as f:
         writer = csv.DictWriter(f, fieldnames=list(flat), extrasaction="ignore")
         if new:
             writer.writeheader()

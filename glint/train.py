@@ -39,6 +39,7 @@ from glint.scoring import BATCH_IMAGES, crop_seed, predict_images
 from saqt import __version__
 from saqt.encoders import pick_device
 from saqt.errors import ConfigError, SaqtError
+from saqt.safe_files import atomic_write, write_bytes_atomic
 from saqt.seeding import derive_seed
 from saqt.stage import LOCK, FolderLock
 
@@ -162,9 +163,10 @@ def evaluate(
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    """``torch.save`` through ``saqt.safe_files.atomic_write``: a failed save (a full disk) is one line and leaves
+    no temporary file."""
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def make_loader(data: Dataset, config: TrainConfig, epoch: int, rank: int, world: int) -> DataLoader:
@@ -484,7 +486,8 @@ def fit(
         state = initial_state(s, run.out, config, resume)
         meta = run_metadata(model, config, run)
         if s.main:
-            (run.out / "run.json").write_text(json.dumps({"protocol": config.protocol, **meta}, indent=2, default=str))
+            run_json = json.dumps({"protocol": config.protocol, **meta}, indent=2, default=str)
+            write_bytes_atomic(run.out / "run.json", run_json.encode())
         log.restart(state["history"])
         try:
             rate = run_epochs(s, run, config, state, meta, log)
@@ -492,7 +495,7 @@ def fit(
             log.close()
         results = _results(model, state, config, s.device, s.world, rate, run.provenance)
         if s.main:
-            (run.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+            write_bytes_atomic(run.out / "results.json", json.dumps(results, indent=2, default=str).encode())
     return results
 
 

@@ -112,6 +112,7 @@ def render(
     from saqt.distortions import PreparedImage, distort
     from saqt.distortions.sheet import contact_sheet
     from saqt.images import ImageDecodeError, decode_image, encode_png
+    from saqt.safe_files import atomic_write, write_bytes_atomic
     from saqt.seeding import derive_seed
 
     type_ids = parse_int_set(types, 1, 25, "--types")
@@ -132,9 +133,10 @@ def render(
         cells = [(t, lv) for t in type_ids for lv in level_ids]
         for t, lv in tqdm(cells, desc=path.stem, unit="img", leave=False):
             renders[(t, lv)] = distort(src, t, lv, seed=derive_seed(seed, t, lv))
-            (out / f"{path.stem}_{t:02d}_{lv:02d}.png").write_bytes(encode_png(renders[(t, lv)]))
+            write_bytes_atomic(out / f"{path.stem}_{t:02d}_{lv:02d}.png", encode_png(renders[(t, lv)]))
         sheet = out / f"{path.stem}_contact.png"
-        contact_sheet(src.u8, renders, thumb_width).save(sheet)
+        with atomic_write(sheet) as f:
+            contact_sheet(src.u8, renders, thumb_width).save(f, format="PNG")
         typer.echo(f"{path.name}: {len(renders)} renders in {out}/, contact sheet {sheet}")
     if failed:
         raise typer.Exit(1)

@@ -113,11 +113,11 @@ def _record(out: Path, key: str, name: str | None, png: bytes | None, scores: li
     if png is None:
         return {"files": {}, "key": key, "skipped": name}
     files = {"image": out / name}
-    write_bytes_atomic(files["image"], png)
+    write_bytes_atomic(files["image"], png, out)
     for t, lv, _, distorted in scores:
         if distorted is not None:
             files[f"{t:02d}_{lv:02d}"] = out / f"distorted/{Path(name).stem}_{t:02d}_{lv:02d}.png"
-            write_bytes_atomic(files[f"{t:02d}_{lv:02d}"], distorted)
+            write_bytes_atomic(files[f"{t:02d}_{lv:02d}"], distorted, out)
     return {
         "files": {k: file_entry(out, p) for k, p in files.items()},
         "key": key,

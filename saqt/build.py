@@ -107,8 +107,9 @@ def build_unit(config: BuildConfig, out: Path, unit: tuple[int, list[SourceItem]
     """Render one unit into its pristine and distorted shards (runs in a worker process)."""
     index, items = unit
     name = f"part-{index:05d}.parquet"
-    pristine = ShardWriter(out / "pristine" / name, PRISTINE_SCHEMA)
-    distorted = ShardWriter(out / "distorted" / name, DISTORTED_SCHEMA)
+    pristine = ShardWriter(out / "pristine" / name, PRISTINE_SCHEMA, root=out)
+    with aborting(pristine):  # the second cannot be created (a link in the way): the first's file goes too
+        distorted = ShardWriter(out / "distorted" / name, DISTORTED_SCHEMA, root=out)
     errors, lengths = [], {"pristine": [], "distorted": []}
     with aborting(pristine, distorted):
         for item in items:

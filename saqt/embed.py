@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from saqt.encoders import Encoder
 from saqt.images import decode_image
+from saqt.safe_files import atomic_write
 from saqt.shards import Locator, read_locator
 
 
@@ -128,7 +129,6 @@ def cached_embeddings(
             schema=embedding_schema(encoder.dim),
         )
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(cache)
+        with atomic_write(cache) as f:
+            pq.write_table(table, f)
     return {i: known[i] for i in items}

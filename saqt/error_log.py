@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from saqt.safe_files import atomic_write, open_own
 from saqt.shards import writing
 
 
@@ -30,23 +31,20 @@ class ErrorLog:
         """Write the log for ``manifest``'s finished units (the stage writer's ``on_save``)."""
         done = manifest["done"]
         rendering = (error for unit in sorted(done, key=int) for error in done[unit]["errors"])
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with writing(self.path):
-            if self._head is None:
-                with open(tmp, "wb") as f:
-                    _log(f, self._refusals[0], "list")
-                    _log(f, self._refusals[1], "screen")
-                    self._head = f.tell()
-                    _log(f, rendering, "render")
-                os.replace(tmp, self.path)
-                return
-            with open(self.path, "r+b") as f:
-                f.truncate(self._head)
-                f.seek(self._head)
+        if self._head is None:
+            with atomic_write(self.path) as f:
+                _log(f, self._refusals[0], "list")
+                _log(f, self._refusals[1], "screen")
+                self._head = f.tell()
                 _log(f, rendering, "render")
+            return
+        with writing(self.path), os.fdopen(open_own(self.path), "r+b") as f:
+            f.truncate(self._head)
+            f.seek(self._head)
+            _log(f, rendering, "render")
 
     def append(self, errors: list[tuple[str, str]]) -> None:
         """Add the render errors of a unit just finished."""
         if errors:
-            with writing(self.path), open(self.path, "ab") as f:
+            with writing(self.path), os.fdopen(open_own(self.path, os.O_WRONLY | os.O_APPEND), "ab") as f:
                 _log(f, errors, "render")

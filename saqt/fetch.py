@@ -11,15 +11,21 @@ to ``DEST/NAME`` when complete, with ``saqt-fetch.json`` recording what was fetc
 from __future__ import annotations
 
 import csv
+import errno
+import gzip
 import http.client
 import json
+import lzma
+import os
 import shutil
 import ssl
+import stat
 import tarfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +38,7 @@ from tqdm import tqdm
 
 from saqt import __version__
 from saqt.errors import SaqtError
+from saqt.safe_files import atomic_write, fresh_folder, in_the_way, make_folders, open_own, own_file, replace
 from saqt.scores import ScoreError, score_value
 from saqt.shards import sha256_file, write_json_atomic
 from saqt.yaml_manifests import manifest_text
@@ -143,23 +150,23 @@ def download(url: str, path: Path, timeout: float = 30.0, retries: int = 3, back
             break
         except _Cut as cut:
             if attempt == retries:
+                kept = part.stat().st_size if part.is_file() else 0
                 raise FetchError(
                     f"the download of {url} was cut off ({cut}) {retries + 1} times; {part} keeps the "
-                    f"{part.stat().st_size:,} bytes received: run the same command again to resume"
+                    f"{kept:,} bytes received: run the same command again to resume"
                 ) from None
             time.sleep(backoff * (attempt + 1))
-    part.replace(path)
+    replace(part, path)
     part.with_name(part.name + ".json").unlink(missing_ok=True)
 
 
 def _transfer(url: str, part: Path, timeout: float) -> None:
     """Fetch the rest of ``url`` into ``part`` (all of it when the server cannot resume)."""
     validator_file = part.with_name(part.name + ".json")
-    offset = part.stat().st_size if part.exists() else 0
+    offset, validator = _partial(part, validator_file)
     headers = {"User-Agent": USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
-        validator = json.loads(validator_file.read_text()).get("validator") if validator_file.exists() else None
         if validator:  # the server sends the whole file instead if it changed since the partial download
             headers["If-Range"] = validator
     try:
@@ -173,21 +180,24 @@ def _transfer(url: str, part: Path, timeout: float) -> None:
         raise FetchError(_unreachable(url, err)) from None
     with response:
         if response.status == 206:
-            if _range_start(response.headers.get("Content-Range")) != offset:
-                part.unlink()
+            start, whole = _content_range(response.headers.get("Content-Range"))
+            if start != offset:
+                part.unlink(missing_ok=True)
                 raise _Cut("the server sent another range than asked; starting again")
-            mode, total = "ab", offset + int(response.headers.get("Content-Length", 0))
+            # the whole file's length, where the server gives it: a range short of it (even to a request that
+            # asked for none) is resumed, never kept as the finished file
+            total = whole if whole is not None else offset + int(response.headers.get("Content-Length", 0))
         else:  # a full body: no Range support, or the file changed
-            mode, offset = "wb", 0
+            offset = 0
             total = int(response.headers["Content-Length"]) if response.headers.get("Content-Length") else None
         validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
         part.parent.mkdir(parents=True, exist_ok=True)
-        validator_file.write_text(json.dumps({"url": url, "validator": validator}))
+        write_json_atomic(validator_file, {"url": url, "validator": validator})
         if total is not None:
             _require_space(part.parent, total - offset, f"downloading {url}")
         received = offset
         with (
-            open(part, mode) as out,
+            os.fdopen(open_own(part, os.O_WRONLY | os.O_APPEND, create=True), "ab") as out,
             tqdm(
                 total=total,
                 initial=offset,
@@ -198,6 +208,7 @@ def _transfer(url: str, part: Path, timeout: float) -> None:
                 leave=False,
             ) as bar,
         ):
+            out.truncate(offset)  # a fresh download drops what an earlier one left
             try:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
@@ -209,12 +220,39 @@ def _transfer(url: str, part: Path, timeout: float) -> None:
         raise _Cut(f"{received:,} of {total:,} bytes")
 
 
-def _range_start(content_range: str | None) -> int | None:
-    """The first byte of a ``Content-Range: bytes START-END/TOTAL`` header."""
+def _partial(part: Path, validator_file: Path) -> tuple[int, str | None]:
+    """The bytes an earlier download left in ``part`` and the server's validator it recorded. A ``part`` that is a
+    link or not our own file is refused; one whose record is unreadable is dropped (resuming it unchecked could
+    splice two versions of the file), and the download starts again."""
     try:
-        return int(content_range.split()[1].split("-")[0])
+        info = os.lstat(part)
+    except FileNotFoundError:
+        return 0, None
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        raise in_the_way(part)
+    if not info.st_size or not os.path.lexists(validator_file):
+        return info.st_size, None
+    try:
+        if not stat.S_ISREG(os.lstat(validator_file).st_mode):
+            raise ValueError("not a file")
+        record = json.loads(validator_file.read_bytes())
+        validator = record.get("validator")
+        if validator is None or isinstance(validator, str):
+            return info.st_size, validator
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON (or not UTF-8), not an object
+        pass
+    part.unlink()
+    return 0, None
+
+
+def _content_range(content_range: str | None) -> tuple[int | None, int | None]:
+    """The first byte and the whole file's length (None where ``*``) of a ``Content-Range: bytes START-END/TOTAL``
+    header; (None, None) if it is malformed."""
+    try:
+        span, whole = content_range.split()[1].split("/")
+        return int(span.split("-")[0]), None if whole == "*" else int(whole)
     except (AttributeError, IndexError, ValueError):
-        return None
+        return None, None
 
 
 def _unreachable(url: str, err: Exception) -> str:
@@ -258,10 +296,8 @@ def unpack(archive: Path, into: Path) -> None:
     compressed size once past 16 MiB). 7z and RAR archives are named with the command that unpacks them.
     """
     kind = archive_format(archive)
-    if kind == "zip":
-        _unpack_zip(archive, into)
-    elif kind == "tar":
-        _unpack_tar(archive, into)
+    if kind in ("zip", "tar"):
+        _unpack_checked(archive, into, _unpack_zip if kind == "zip" else _unpack_tar)
     elif kind in UNREADABLE:
         raise FetchError(
             f"{archive.name} is a {kind} archive and no {kind} reader is a dependency: {unpack_by_hand(archive, into)}"
@@ -273,6 +309,28 @@ def unpack(archive: Path, into: Path) -> None:
 
 
 UNREADABLE = {"RAR": b"Rar!\x1a\x07", "7z": b"7z\xbc\xaf\x27\x1c"}
+DAMAGED = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+
+
+def _unpack_checked(archive: Path, into: Path, unpacker: Callable[[Path, Path], None]) -> None:
+    """``unpacker(archive, into)``, its failures told in one line (FetchError): a damaged or truncated archive
+    (a bad CRC, a cut stream), one whose members are a file and a folder of the same name, a failed write."""
+    try:
+        unpacker(archive, into)
+    except DAMAGED as err:
+        raise FetchError(
+            f"{archive} is damaged or truncated ({err or type(err).__name__}); nothing of it is kept: "
+            "fetch it again (remove it first if it is a download of ours)"
+        ) from None
+    except OSError as err:
+        where = Path(err.filename or into)
+        member = where.relative_to(into).as_posix() if where.is_relative_to(into) else where
+        if err.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise FetchError(
+                f"{archive.name}: member {member} is both a file and a folder in it (a malformed archive); "
+                "nothing of it is kept"
+            ) from None
+        raise FetchError(f"cannot unpack {archive.name} into {into}: {err.strerror or err} ({member})") from None
 
 
 def archive_format(path: Path) -> str | None:
@@ -367,12 +425,10 @@ def _find_root(folder: Path, marker: str, depth: int = 3) -> Path | None:
 
 
 def _write_rows(path: Path, header: list[str], rows: list[list]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, text=True) as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    tmp.replace(path)
 
 
 def _mat_vector(path: Path, name: str) -> np.ndarray:
@@ -539,7 +595,7 @@ def fetch_dataset(source: DatasetSource, dest: Path, options: FetchOptions | Non
                 f"{unpack_by_hand(path, target)}, then run `saqt fetch {source.name} --dest {dest}` "
                 "again to check the layout and prepare the labels"
             )
-    staging = _fresh_staging(dest / f".{source.name}.partial")
+    staging = fresh_folder(dest / f".{source.name}.partial", STAGING_SENTINEL)  # one an interrupted run left
     try:
         for got in obtained:
             say(f"unpacking {got.path.name}")
@@ -562,17 +618,6 @@ def fetch_dataset(source: DatasetSource, dest: Path, options: FetchOptions | Non
     return _check_layout(source, target / relative, say)
 
 
-def _fresh_staging(staging: Path) -> Path:
-    """An empty staging folder, clearing one that an interrupted run of ours left (never a folder we did not make)."""
-    if staging.exists():
-        if not (staging / STAGING_SENTINEL).is_file():
-            raise FetchError(f"{staging} exists and was not made by saqt fetch; move it away")
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    (staging / STAGING_SENTINEL).touch()
-    return staging
-
-
 @dataclass(frozen=True)
 class _Obtained:
     archive: Archive
@@ -587,7 +632,8 @@ def _obtain(source: DatasetSource, archive: Archive, dest: Path, options: FetchO
         path = options.from_dir / archive.file
         return _Obtained(archive, path, _verify(path, archive, ours=False), False)
     path = dest / ".downloads" / source.name / archive.file
-    if not path.is_file():
+    make_folders(path.parent, dest, create=False)  # neither .downloads nor its folder a link
+    if not own_file(path):
         if archive.url is None:
             raise FetchError(f"{archive.file} is not in {options.from_dir}: {source.how} (page: {source.page})")
         options.say(f"downloading {archive.url} ({archive.size_text()})")
@@ -602,7 +648,7 @@ def _verify(path: Path, archive: Archive, ours: bool) -> str:
         where = path
         if ours:
             where = path.with_name(path.name + ".rejected")
-            path.replace(where)
+            replace(path, where)
         raise FetchError(
             f"{path.name}: SHA-256 {digest} differs from the manifest's {archive.sha256}; the file is "
             f"kept at {where} and not used (manifest source: {archive.source.strip()})"

@@ -15,6 +15,7 @@ from saqt.configs import FidelityConfig
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import ConfigError
 from saqt.match import build_index, search
+from saqt.safe_files import write_bytes_atomic
 from saqt.transfer import Rule, neighbour_weights, transfer
 
 
@@ -157,7 +158,7 @@ def run_fidelity(config: FidelityConfig, out: Path | None = None, ctx: RunContex
     --json``). Embedding runs in this process (``ctx`` is taken for the stages' common shape)."""
     figures, lines = _fidelity_of_matches(config) if config.matches is not None else _leave_one_out(config)
     if out:
-        out.write_text(json.dumps(figures, indent=2))
+        write_bytes_atomic(out, json.dumps(figures, indent=2).encode())
     return lines
 
 

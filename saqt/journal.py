@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from saqt.errors import StageError
+from saqt.safe_files import create_new
 from saqt.shards import writing
 
 
@@ -50,8 +51,9 @@ class JournalWriter:
     def append(self, unit: str, done: dict) -> None:
         """Add one line for ``unit`` and fsync it."""
         with writing(self.path):
-            if self._file is None:
-                self._file = open(self.path, "wb")  # noqa: SIM115 - held open for the run's appends
+            if self._file is None:  # a new journal: one of an earlier compaction's is replaced, never written through
+                self.path.unlink(missing_ok=True)
+                self._file = create_new(self.path)
                 self._file.write(json.dumps({"anchor": self._chain}).encode() + b"\n")
             self._chain = _link(self._chain, unit, done)
             self._file.write(json.dumps({"unit": unit, "done": done, "chain": self._chain}, sort_keys=True).encode())

@@ -151,10 +151,9 @@ def _labels(
 def _label_unit(source: Path, unit: str, labels: PristineLabels, constants: dict, out: Path) -> dict:
     """Write the labels and joined SAQT-IQA shards of one build unit, whose distorted shard is ``source``."""
     name = f"part-{int(unit):05d}.parquet"
-    writers = {
-        "labels": ShardWriter(out / "labels" / name, LABEL_SCHEMA),
-        "saqt-iqa": ShardWriter(out / "saqt-iqa" / name, SAQT_IQA_SCHEMA),
-    }
+    labels_writer = ShardWriter(out / "labels" / name, LABEL_SCHEMA, root=out)
+    with aborting(labels_writer):  # the second cannot be created (a link in the way): the first's file goes too
+        writers = {"labels": labels_writer, "saqt-iqa": ShardWriter(out / "saqt-iqa" / name, SAQT_IQA_SCHEMA, root=out)}
     built = pq.ParquetFile(source)
     recipe = [f.name for f in SAQT_IQA_SCHEMA if f.name in built.schema_arrow.names]
     with aborting(*writers.values()):

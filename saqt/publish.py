@@ -39,6 +39,7 @@ from saqt.configs import PublishConfig, PublishError
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.images import encode_png
 from saqt.reader import BuildReader, with_build_images
+from saqt.safe_files import fresh_folder, make_folders, replace
 from saqt.scores import shard_scores
 from saqt.screen import cover_scale
 from saqt.shards import (
@@ -55,6 +56,7 @@ from saqt.stage import CARD, SUMS, FolderLock, Stage, check_apart, open_stage, p
 
 SCHEMA_VERSION = "saqt-iqa-publish/2"
 SPLITS = ("train", "validation")
+STAGING_SENTINEL = ".saqt-publish-staging"  # marks a local staging folder as a publish's own
 ROW_GROUP = 100  # rows per Parquet row group: small enough for dataset viewers to page through images
 IMAGE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])  # the Hub's Image feature
 
@@ -356,7 +358,8 @@ class _SplitWriter:
         if not table.num_rows:
             return
         if self._writer is None:
-            self._writer = ShardWriter(self.root / "data" / f"{self.split}-{len(self.done):05d}.parquet", self.schema)
+            path = self.root / "data" / f"{self.split}-{len(self.done):05d}.parquet"
+            self._writer = ShardWriter(path, self.schema, root=self.root)
         self._writer.write_table(table)
         self._bytes += table.get_total_buffer_size()
         if self._bytes >= self.shard_bytes:
@@ -540,14 +543,11 @@ def run_publish(config: PublishConfig, out: str, ctx: RunContext = DEFAULT_CONTE
         lock = FolderLock(target.parent / f".{target.name}.saqt.lock", out)
     with lock:
         previous = _previous_set(fs, root, out, ctx.overwrite)
-        if local:
-            staging = target.parent / f".{target.name}.publishing"
-            shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted publish to this --out
+        if local:  # an interrupted publish to this --out left it, or a folder of someone else's is refused
+            staging = fresh_folder(target.parent / f".{target.name}.publishing", STAGING_SENTINEL)
         else:
             staging = Path(tempfile.mkdtemp(prefix="saqt-publish-", dir=config.staging))
         try:
-            with writing(staging):
-                staging.mkdir(parents=True, exist_ok=True)
             meta = write_dataset(config, labels, reader, staging, ctx.command, ctx.progress)
             _install(staging, fs, root, previous, local)
         finally:
@@ -593,10 +593,14 @@ def _install(staging: Path, fs: fsspec.AbstractFileSystem, root: str, previous: 
     for rel in previous:
         fs.rm_file(f"{root}/{rel}")
     order = sorted(p.relative_to(staging).as_posix() for p in (staging / "data").iterdir()) + [CARD, SUMS]
+    if local:  # data/ a real folder, and nothing but earlier files of ours replaced
+        with writing(Path(root)):
+            Path(root).mkdir(parents=True, exist_ok=True)
+        make_folders(Path(root) / "data", Path(root))
+        for rel in order:
+            replace(staging / rel, Path(root) / rel)
+        return
     with writing(Path(root)):
         fs.makedirs(f"{root}/data", exist_ok=True)
         for rel in order:
-            if local:
-                os.replace(staging / rel, f"{root}/{rel}")
-            else:
-                fs.put_file(str(staging / rel), f"{root}/{rel}")
+            fs.put_file(str(staging / rel), f"{root}/{rel}")

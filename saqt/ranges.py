@@ -12,6 +12,7 @@ checksums, in the build's manifest.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import struct
 from collections import OrderedDict
@@ -21,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from saqt.errors import SaqtError
-from saqt.shards import writing
+from saqt.shards import write_bytes_atomic
 
 RANGE = np.dtype([("offset", "<u8"), ("length", "<u8"), ("sha256", "V32")])
 RANGES = "ranges"  # the folder of the ranges files under a build's root
@@ -71,13 +72,10 @@ def write_ranges(root: Path, table: str, shard: Path, lengths: list[int]) -> dic
     """Locate the images of ``shard`` and write its ranges file under ``root``; returns the manifest entry."""
     ranges = locate_images(shard, "image", lengths)
     path = root / ranges_path(table, shard)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            np.save(f, ranges, allow_pickle=False)
-        data = tmp.read_bytes()
-        os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.save(buffer, ranges, allow_pickle=False)
+    data = buffer.getvalue()
+    write_bytes_atomic(path, data, root)
     return {
         "path": path.relative_to(root).as_posix(),
         "rows": len(ranges),

@@ -38,6 +38,7 @@ from saqt.errors import SaqtError  # noqa: E402
 from saqt.images import ImageDecodeError, decode_image  # noqa: E402
 from saqt.info import summarise  # noqa: E402
 from saqt.reader import BuildReader  # noqa: E402
+from saqt.safe_files import write_bytes_atomic  # noqa: E402
 from saqt.shards import BUILD_ERRORS  # noqa: E402
 from saqt.stage import CARD, SUMS, StageError, identify, open_stage, read_sums  # noqa: E402
 from saqt.transfer import SELF_MATCH  # noqa: E402
@@ -830,7 +831,5 @@ def write_report(folder: Path, out: Path, images: int = 2, fidelity: Path | None
     """Write the report atomically to ``out``."""
     text = render_report(folder, images, fidelity, pairs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    write_bytes_atomic(out, text.encode())
     return out

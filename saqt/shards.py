@@ -1,14 +1,14 @@
 """Parquet shards: schemas, an atomic writer, checksums, and the file names of the stages' manifests.
 
-A shard is written under a hidden temporary name (``.part-00000.parquet.tmp``, which Parquet readers
-skip) and renamed into place only when complete, so a crash never leaves a partial shard visible.
+A shard is written under a unique hidden temporary name (``.part-00000.parquet.<random>.tmp``, which Parquet
+readers skip; see ``saqt.safe_files``) and renamed into place only when complete, so a crash never leaves a
+partial shard visible.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -18,7 +18,8 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from saqt.errors import OutputError
+from saqt.safe_files import NewFile, atomic_write, writing
+from saqt.safe_files import write_bytes_atomic as write_bytes_atomic  # re-exported: the stages import it from here
 
 SCHEMA_VERSION = "saqt-build/1"
 
@@ -130,53 +131,41 @@ def sha256_file(path: Path) -> str:
         return sha256_stream(f)
 
 
-@contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """Turn a failed write under ``path`` (disk full, permission denied, ...) into a one-line OutputError."""
-    try:
-        yield
-    except OSError as err:
-        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
-
-
 def write_json_atomic(path: Path, data: dict | list, lines: bool = False) -> None:
-    """Write JSON (or JSON lines) to a temporary file, fsync it, and rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with writing(path), open(tmp, "w") as f:
+    """Write JSON (or JSON lines) to ``path`` through ``saqt.safe_files.atomic_write``."""
+    with atomic_write(path, text=True) as f:
         if lines:
             f.writelines(json.dumps(row, sort_keys=True) + "\n" for row in data)
         else:
             json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file and rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
 
 
 class ShardWriter:
-    """One Parquet shard, written row group by row group under a temporary name; ``commit`` publishes it."""
+    """One Parquet shard, written row group by row group under a temporary name; ``commit`` publishes it. With
+    ``root``, the folders between ``root`` and ``path`` are created, none of them a link."""
 
-    def __init__(self, path: Path, schema: pa.Schema):
+    def __init__(self, path: Path, schema: pa.Schema, root: Path | None = None):
         self.path = path
         self.schema = schema
-        self.tmp = path.with_name(f".{path.name}.tmp")
         self.rows = 0
         leaves = _leaf_columns(schema)
         images = {"image", "image.bytes"}  # encoded images: already compressed, and unique
         compression = {c: ("none" if c in images else "zstd") for c in leaves}
-        with writing(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(
-                self.tmp, schema, compression=compression, use_dictionary=[c for c in leaves if c not in images]
-            )
+        if root is None:
+            with writing(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = NewFile(path, root)
+        try:
+            with writing(path):
+                self._writer = pq.ParquetWriter(
+                    self._file.file,
+                    schema,
+                    compression=compression,
+                    use_dictionary=[c for c in leaves if c not in images],
+                )
+        except BaseException:
+            self._file.discard()
+            raise
 
     def write(self, rows: list[dict]) -> None:
         """Append rows (dicts keyed by the schema's field names) as one row group."""
@@ -191,24 +180,25 @@ class ShardWriter:
 
     def commit(self, root: Path) -> dict:
         """Close, checksum and rename into place; returns the manifest entry (path relative to root)."""
+        f = self._file.file
         with writing(self.path):
             self._writer.close()
-            with open(self.tmp, "rb") as f:
-                os.fsync(f.fileno())
+            f.flush()
+            f.seek(0)
             entry = {
                 "path": self.path.relative_to(root).as_posix(),
                 "rows": self.rows,
-                "sha256": sha256_file(self.tmp),
-                "bytes": self.tmp.stat().st_size,
+                "sha256": sha256_stream(f),
+                "bytes": f.tell(),
             }
-            os.replace(self.tmp, self.path)
+        self._file.commit()
         return entry
 
     def abort(self) -> None:
         """Discard the temporary file."""
         with suppress(OSError):  # a full disk fails the close too; the file goes either way
             self._writer.close()
-        self.tmp.unlink(missing_ok=True)
+        self._file.discard()
 
 
 @contextmanager

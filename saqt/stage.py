@@ -37,8 +37,9 @@ from pathlib import Path
 
 from saqt import __version__
 from saqt.counts import counts
-from saqt.errors import ConfigError, StageError
+from saqt.errors import ConfigError, OutputError, StageError
 from saqt.journal import JournalWriter, journal_name, new_anchor, read_journal, remove_journal
+from saqt.safe_files import in_the_way, open_own
 from saqt.shards import BANK_MANIFEST, BUILD_MANIFEST, LABEL_MANIFEST, sha256_file, write_json_atomic
 
 FORMAT = "saqt-stage/1"
@@ -321,7 +322,8 @@ class FolderLock:
     """An exclusive lock on an output folder, held by this process while it writes there.
 
     The lock file records the holder's pid; the lock itself is an ``flock``, which the kernel drops when the
-    holder dies, so a lock left by a killed run never blocks the next one.
+    holder dies, so a lock left by a killed run never blocks the next one. It is opened through
+    ``saqt.safe_files.open_own``: a link, or a file that holds anything but a pid, is refused, never written.
     """
 
     def __init__(self, path: Path, what: str):
@@ -329,7 +331,7 @@ class FolderLock:
 
     def __enter__(self) -> FolderLock:
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_own(self.path, create=True)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -340,16 +342,29 @@ class FolderLock:
                     f"{f' (pid {holder})' if holder else ''}; wait for it to finish or stop it"
                 ) from None
             try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                same = os.fstat(fd).st_ino == os.stat(self.path, follow_symlinks=False).st_ino
             except FileNotFoundError:
                 same = False
             if same:  # else the holder removed the file as we opened it: take a fresh one
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        self._claim()
         return self
+
+    def _claim(self) -> None:
+        """Write this process's pid into the lock file, which must hold nothing or a pid (a lock of ours)."""
+        fd = self._fd
+        if not re.fullmatch(rb"\d*\n?", os.pread(fd, 64, 0)):
+            os.close(fd)
+            self._fd = None
+            raise in_the_way(self.path)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())  # at offset 0: nothing has moved it
+        except OSError as err:  # a full disk: the lock goes, and nothing is left behind
+            self.__exit__()
+            raise OutputError(f"cannot write {self.path}: {err.strerror or err}") from None
 
     def __exit__(self, *exc) -> None:
         self.path.unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
+from saqt import safe_files
 from saqt.bank_synth import SynthConfig, run_synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.context import RunContext
@@ -524,10 +525,14 @@ def test_case08_malformed_card_and_sums_are_one_line(stages, tmp_path):
     one_line_failure(runner.invoke(app, ["verify", str(other)]), "SHA256SUMS", 1)
 
 
-def test_case08_a_full_disk_is_one_line(tmp_path):
+def test_case08_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    real = safe_files.create_new
+
+    def on_full_disk(path: Path):  # the first shard's temporary file: every write to /dev/full fails with ENOSPC
+        return open("/dev/full", "r+b") if path.name.startswith(".part-00000.parquet.") else real(path)  # noqa: SIM115
+
+    monkeypatch.setattr(safe_files, "create_new", on_full_disk)
     out = tmp_path / "out"
-    (out / "distorted").mkdir(parents=True)
-    os.symlink("/dev/full", out / "distorted" / ".part-00000.parquet.tmp")  # every write to it fails with ENOSPC
     result = runner.invoke(app, ["build", "--out", str(out), "--size", "96x64", "--types", "1", "--levels", "1"])
     one_line_failure(result, "No space left on device")
 

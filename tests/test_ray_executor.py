@@ -27,7 +27,7 @@ CONFIG = BuildConfig(limit=3, size=(96, 64), types=(1, 10), levels=(1, 5), image
 
 
 def checksums(out: Path) -> dict[str, str]:
-    return {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.glob("*/*.parquet"))}
+    return {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.glob("*/*.parquet")) if p.is_file()}
 
 
 def manifest_shards(out: Path) -> dict:
@@ -177,14 +177,14 @@ def test_a_unit_that_fails_once_is_retried(tmp_path, cluster, local_build, how):
 
 def test_a_unit_failing_every_attempt_is_named_the_others_kept_and_a_rerun_resumes(tmp_path, cluster, local_build):
     out = tmp_path / "b"
-    blocker = out / "pristine" / ".part-00001.parquet.tmp"  # where unit 1 writes its shard: unwritable
+    blocker = out / "distorted" / "part-00001.parquet"  # where unit 1 puts its first shard: a folder in the way
     blocker.mkdir(parents=True)
     args = ["build", "--out", str(out), *BUILD_ARGS, "--executor", "ray"]
     result = runner.invoke(app, args)
     lines = [line for line in result.output.splitlines() if line.startswith("saqt build:")]
     assert result.exit_code == 1, result.output
-    assert lines[0].startswith("saqt build: shard part-00001 (") and "failed: OutputError: cannot write" in lines[0]
-    assert "Is a directory" in lines[0]
+    assert lines[0].startswith("saqt build: shard part-00001 (") and "failed: OutputError: " in lines[0]
+    assert f"{blocker} is a folder that saqt did not write" in lines[0]
     assert lines[1:] == ["saqt build: 1 failed; finished shards are kept; run the same command again to resume"]
     assert sorted(manifest_shards(out)) == ["0", "2"]
     kept = {p: os.stat(out / p).st_mtime_ns for p in checksums(out)}
