@@ -28,7 +28,7 @@ from PIL import Image
 from scipy.io import savemat
 from typer.testing import CliRunner
 
-from glint.data import DatasetError, load_table
+from glint.data import load_table
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
 from saqt.bank import BankError, load_bank
@@ -42,6 +42,7 @@ from saqt.images import ImageDecodeError, decode_image
 from saqt.label import LabelConfig, run_label
 from saqt.pristine import prepare_pristine
 from saqt.publish import FIELD_MEANINGS, run_publish
+from saqt.scores import ScoreError
 from saqt.screen import Screen
 from saqt.shards import sha256_file
 from saqt.sources import SourceItem, sample_paths
@@ -159,7 +160,7 @@ def test_label_refuses_a_normalisation_that_leaves_scores_infinite(sets, tmp_pat
 def test_a_label_table_with_a_nan_score_is_refused_in_the_words_of_every_score_check(tmp_path):
     (tmp_path / "1024x768").mkdir()
     (tmp_path / "koniq10k_scores_and_distributions.csv").write_text("image_name,MOS_zscore\na.jpg,nan\n")
-    with pytest.raises(DatasetError, match=r"csv:2: score 'nan' is not a finite number$"):
+    with pytest.raises(ScoreError, match=r"csv:2: score 'nan' is not a finite number$"):
         load_table("koniq10k", tmp_path)
 
 
