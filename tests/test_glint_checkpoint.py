@@ -257,6 +257,29 @@ def test_missing_and_misshapen_tensors_are_refused_by_name(official, tmp_path):
         load_model(tmp_path / "c.pt")
 
 
+def toolkit_0_1_names(state: dict, cnn: str) -> dict:
+    """``state`` under toolkit 0.1's module names (its glint/model.py: vit, cnn, align, local_cwsa with q/k/v,
+    local_proj, stage_cwsa, stage_sem, head); ``cnn``: the local branch's prefix, ``cnn.`` for EfficientNet-Lite0,
+    ``cnn.net.`` for ResNet-50 (timm's features-only net, held as ``cnn.net``)."""
+    old = {
+        "vgfe.backbone.": "vit.",
+        "clfe.backbone.": cnn,
+        "local_projection.": "local_proj.",
+        "quality_head.layers.": "head.",
+    }
+    renamed = {}
+    for key, value in state.items():
+        for current, previous in old.items():
+            key = previous + key[len(current) :] if key.startswith(current) else key
+        for i in range(1, 4):
+            key = key.replace(f"clfe.patch_embed{i}.proj.", f"align.{i - 1}.")
+        for i in range(1, 5):
+            key = key.replace(f"cwsa{i}.", f"stage_cwsa.{i - 1}.").replace(f"siem{i}.", f"stage_sem.{i - 1}.")
+        key = key.replace(".c_q.", ".q.").replace(".c_k.", ".k.").replace(".c_v.", ".v.")
+        renamed[key] = value
+    return renamed
+
+
 def test_toolkit_checkpoints_round_trip_and_toolkit_0_1_names_load_as_plain_cwsa(tmp_path):
     config = GlintConfig(local_backbone="efficientnet_lite0", vit_weights="random", cnn_weights="random", cwsa="plain")
     with pytest.warns(UserWarning):
@@ -267,27 +290,29 @@ def test_toolkit_checkpoints_round_trip_and_toolkit_0_1_names_load_as_plain_cwsa
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
-    old = {
-        "vgfe.backbone.": "vit.",
-        "clfe.backbone.": "cnn.",
-        "local_projection.": "local_proj.",
-        "quality_head.layers.": "head.",
-    }
-    renamed = {}
-    for key, value in model.state_dict().items():
-        for current, previous in old.items():
-            key = previous + key[len(current) :] if key.startswith(current) else key
-        for i in range(1, 4):
-            key = key.replace(f"clfe.patch_embed{i}.proj.", f"align.{i - 1}.")
-        for i in range(1, 5):
-            key = key.replace(f"cwsa{i}.", f"stage_cwsa.{i - 1}.").replace(f"siem{i}.", f"stage_sem.{i - 1}.")
-        key = key.replace(".c_q.", ".q.").replace(".c_k.", ".k.").replace(".c_v.", ".v.")
-        renamed[key] = value
+    renamed = toolkit_0_1_names(model.state_dict(), "cnn.")
     torch.save({"model": renamed, "model_config": {"local_backbone": "efficientnet_lite0"}}, tmp_path / "v01.pt")
     old_model = load_model(tmp_path / "v01.pt")
     assert old_model.config.cwsa == "plain" and old_model.checkpoint.naming == "toolkit-0.1"
     with torch.no_grad():
         torch.testing.assert_close(old_model(x), model(x), rtol=0, atol=0)
+
+
+def test_toolkit_0_1_resnet50_checkpoints_under_ddp_names_load_bit_for_bit(tmp_path):
+    """Toolkit 0.1's ResNet-50 form (``cnn.net.``), saved bare from a DDP-wrapped model (``module.``): no entry
+    records the model, so it loads as the default ResNet-50 model with the plain CWSA 0.1 computed; its output is
+    the saved model's, bit for bit."""
+    torch.manual_seed(2)
+    with pytest.warns(UserWarning):
+        model = GlintIQA(GlintConfig(vit_weights="random", cnn_weights="random", cwsa="plain")).eval()
+    state = {f"module.{k}": v for k, v in toolkit_0_1_names(model.state_dict(), "cnn.net.").items()}
+    assert "module.cnn.net.layer3.5.conv2.weight" in state and "module.stage_cwsa.3.q.weight" in state
+    torch.save(state, tmp_path / "v01_resnet50.pt")
+    loaded = load_model(tmp_path / "v01_resnet50.pt")
+    assert loaded.checkpoint.naming == "toolkit-0.1" and loaded.config == model.config
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
 def test_unreadable_checkpoints_give_one_line(tmp_path):

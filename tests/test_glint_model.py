@@ -56,6 +56,52 @@ def test_architecture_matches_the_design():
     assert (head[0].in_features, head[0].out_features, head[3].out_features) == (384, 384, 1)
     assert isinstance(head[1], torch.nn.GELU) and head[2].p == 0.5
     assert all(c.drop.p == 0.5 and c.norm.normalized_shape == (196,) for c, _ in model.stages())
+    # every dropout of the release: CWSA(drop=0.5) for the local CWSA as for the stages, the head's nn.Dropout()
+    # (p=0.5); inside the backbones timm's and torchvision's defaults: no dropout (p=0) and no drop path
+    drops = {n: m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and "backbone" not in n}
+    cwsas = ("local_cwsa", "cwsa1", "cwsa2", "cwsa3", "cwsa4")
+    assert drops == {**{f"{c}.drop": 0.5 for c in cwsas}, "quality_head.layers.2": 0.5}
+    inner = [m for n, m in model.named_modules() if "backbone" in n]
+    assert all(m.p == 0 for m in inner if isinstance(m, torch.nn.Dropout))
+    assert not [m for m in inner if type(m).__name__ == "DropPath"]
+
+
+def test_a_configured_dropout_reaches_every_module_that_has_one(monkeypatch):
+    """``GlintConfig.dropout`` is every CWSA's and the head's: 0.2 everywhere, none left at a fixed value (the
+    backbones, which hold no such dropout, are replaced by empty stand-ins to build in milliseconds)."""
+    import glint.model as model_module
+
+    monkeypatch.setattr(model_module, "VGFE", lambda weights: torch.nn.Module())
+    monkeypatch.setattr(model_module, "CLFE", lambda local, weights, dim: torch.nn.Module())
+    model = GlintIQA(GlintConfig("efficientnet_lite0", "random", "random", dropout=0.2))
+    drops = {n: m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout)}
+    assert drops == {
+        "local_cwsa.drop": 0.2,
+        "cwsa1.drop": 0.2,
+        "cwsa2.drop": 0.2,
+        "cwsa3.drop": 0.2,
+        "cwsa4.drop": 0.2,
+        "quality_head.layers.2": 0.2,
+    }
+
+
+def test_cwsa_drops_the_attention_output_before_its_norm_in_training():
+    """The release's CWSA in training: x + norm(dropout_0.5(attention output)); the dropout mask is the one
+    torch draws for a p = 0.5 dropout from the same seed (a rescaled half of the entries kept)."""
+    torch.manual_seed(0)
+    cwsa = CWSA(tokens=6).train()
+    x = torch.randn(2, 5, 6)
+    with torch.no_grad():
+        q = torch.nn.functional.normalize(cwsa.c_q(x), dim=-1)
+        k = torch.nn.functional.normalize(cwsa.c_k(x), dim=-1)
+        mixed = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(6), dim=-1) @ cwsa.c_v(x)
+        mixed = mixed.transpose(1, 2).reshape(2, 5, 6)  # the release's reshape (see the test above)
+        torch.manual_seed(5)
+        expected = x + cwsa.norm(torch.nn.functional.dropout(mixed, 0.5, training=True))
+        torch.manual_seed(5)
+        got = cwsa(x)
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, x + cwsa.norm(mixed))  # the dropout did act
 
 
 @pytest.mark.parametrize("variant", ["released", "plain"])
