@@ -92,7 +92,7 @@ def memory_table(monkeypatch, name: str, units: int, image: str | None = None, p
     """``load_table`` answering a table of ``units`` units of dataset ``name`` (``per_unit`` images each, all scored
     25, each its own path or all ``image``), described by the dataset's first label entry."""
     spec = dataset_spec(name)
-    synthetic = spec["kind"] == "synthetic" or name == "csv" and per_unit > 1
+    synthetic = spec["kind"] == "synthetic" or (name == "csv" and per_unit > 1)  # a CSV with a reference column
     groups = [f"I{u + 1:02d}.png" if synthetic else f"{u:05d}.jpg" for u in range(units)]
     samples = [
         Sample(image or f"{g}_{k}", 25.0, g, None, f"{g}_{k}" if synthetic else g)
