@@ -170,10 +170,11 @@ def finetune(
     overwrite: Overwrite = False,
 ) -> None:
     """Finetune on an IQA dataset. honest: 80/20 split (by reference for synthetic datasets), epoch chosen on a
-    validation split. released: the official recipe end to end. With --rounds N, runs N consecutive rounds in
-    RUN_DIR/round-K and reports the median test metrics. Settings and the split are recorded in RUN_DIR/run.json."""
+    validation split. released: the official recipe end to end, 10 rounds by default. With several rounds, runs
+    them in RUN_DIR/round-K and reports the median test metrics (RUN_DIR/summary.json, RUN_DIR/rounds.csv).
+    Settings and the split are recorded in RUN_DIR/run.json."""
     results = run_finetune(given.make(FinetuneConfig), out, RunContext(overwrite=overwrite))
-    rounds = given["rounds"]
+    rounds = len(results)
     for round_number, res in results.items():
         _report(res, out if rounds == 1 else out / f"round-{round_number}")
     if rounds > 1 and main_process():
