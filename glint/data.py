@@ -16,6 +16,7 @@ import csv
 import hashlib
 import random
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -346,7 +347,8 @@ def score_map(values: list[float] | None):
 
 
 class TrainingImages(Dataset):
-    """Map-style training set: one augmented view per image, drawn from (seed, epoch, index)."""
+    """Map-style training set: one augmented view per image, drawn from (seed, epoch, index); images read by
+    ``load`` (``decode_image``, or ``decode_as_released`` under the release's protocol)."""
 
     def __init__(
         self,
@@ -354,9 +356,10 @@ class TrainingImages(Dataset):
         seed: int = 0,
         resize: tuple[int, int] | None = None,
         train_score_map: list[float] | None = None,
+        load: Callable[[str], np.ndarray] = decode_image,
     ):
         self.samples, self.seed, self.resize, self.epoch = samples, seed, resize, 0
-        self.train_score_map = train_score_map
+        self.train_score_map, self.load = train_score_map, load
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -366,7 +369,7 @@ class TrainingImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.samples[i]
-        image = prepare(decode_image(s.path), self.resize)
+        image = prepare(self.load(s.path), self.resize)
         view = random_view(image, random.Random(derive_seed(self.seed, self.epoch, i)))
         mapping = score_map(self.train_score_map)
         return to_tensor(view), torch.tensor(mapping(s.score) if mapping else s.score, dtype=torch.float32)

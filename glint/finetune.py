@@ -14,6 +14,7 @@ import io
 import json
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from glint.protocol import Protocol, default_rounds, resolve
 from glint.train import EvalSet, Run, TrainConfig, fit
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import ConfigError
-from saqt.images import decode_image
+from saqt.images import decode_as_released, decode_image
 from saqt.options import DATA, MODEL, TRAINING, option
 from saqt.safe_files import write_bytes_atomic
 
@@ -150,10 +151,17 @@ def label_scale(table: IQATable, score_map: list[float] | None = None) -> str:
     return f"{name}, {where}, {'higher' if table.higher_is_better else 'lower'} is better"
 
 
-def eval_sets(table: IQATable, parts: dict) -> dict[str, EvalSet]:
+def image_reader(protocol: str) -> Callable[[str], np.ndarray]:
+    """How a protocol reads images: as the release does under ``released`` (no EXIF orientation), else
+    oriented as a viewer shows them."""
+    return decode_as_released if protocol == "released" else decode_image
+
+
+def eval_sets(table: IQATable, parts: dict, protocol: str = "honest") -> dict[str, EvalSet]:
     """The validation and test parts of a split (those that are not empty) as evaluation sets."""
+    load = image_reader(protocol)
     return {
-        name: EvalSet([s.path for s in parts[name]], [s.score for s in parts[name]], decode_image, table.resize)
+        name: EvalSet([s.path for s in parts[name]], [s.score for s in parts[name]], load, table.resize)
         for name in ("val", "test")
         if parts[name]
     }
@@ -219,11 +227,11 @@ def run_finetune(config: FinetuneConfig, out: Path, ctx: RunContext = DEFAULT_CO
             "score_scale": label_scale(table, score_map),
         }
         model = _start(config, train, {s.group for s in parts["test"]}, provenance)
-        images = TrainingImages(parts["train"], train.seed, table.resize, score_map)
+        images = TrainingImages(parts["train"], train.seed, table.resize, score_map, image_reader(proto.name))
         run = Run(
             folders[proto.round],
             images,
-            eval_sets(table, parts),
+            eval_sets(table, parts, proto.name),
             math.ceil(len(parts["train"]) / train.batch_size),
             provenance,
         )

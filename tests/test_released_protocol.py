@@ -7,10 +7,15 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+from pathlib import Path
 
+import numpy as np
 from conftest import SHARED, needs_shared
+from PIL import Image
 from typer.testing import CliRunner
 
+from glint.data import IQATable, Sample
+from glint.finetune import eval_sets, image_reader
 from glint.protocol import default_rounds
 from pipelines.glint_cli import app
 
@@ -54,3 +59,37 @@ def test_released_rounds_on_the_shared_clive_keep_each_round_and_report_the_medi
     assert [float(row["srocc"]) for row in table[:2]] == [t["srocc"] for t in tests]
     assert float(table[2]["rmse"]) == statistics.median(t["rmse"] for t in tests)
     assert "median over 2 rounds" in result.output
+
+
+def tagged_photo(path: Path, orientation: int = 6) -> Path:
+    """A 64 x 32 JPEG stored with its left half red and its right half blue, tagged with EXIF ``orientation`` (6: a
+    viewer turns it 90 degrees clockwise, so the red half shows on top)."""
+    pixels = np.zeros((32, 64, 3), np.uint8)
+    pixels[:, :32, 0] = 255
+    pixels[:, 32:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, quality=95, exif=exif.tobytes())
+    return path
+
+
+def red(pixel) -> bool:
+    return pixel[0] > 200 and pixel[2] < 60
+
+
+def blue(pixel) -> bool:
+    return pixel[2] > 200 and pixel[0] < 60
+
+
+def test_released_reads_images_as_stored_and_the_honest_protocol_as_shown(tmp_path):
+    """The release reads with ``Image.open(p).convert("RGB")`` (datasets.py pil_loader): no EXIF transpose."""
+    path = tagged_photo(tmp_path / "phone.jpg")
+    stored = image_reader("released")(str(path))
+    assert stored.shape == (32, 64, 3) and red(stored[16, 4]) and blue(stored[16, 60])
+    shown = image_reader("honest")(str(path))
+    assert shown.shape == (64, 32, 3) and red(shown[4, 16]) and blue(shown[60, 16])
+    table = IQATable("csv", "authentic", [Sample(str(path), 1.0, "phone.jpg")], True)
+    parts = {"train": [], "val": [], "test": table.samples}
+    test_set = eval_sets(table, parts, "released")["test"]
+    assert test_set.load(test_set.items[0]).shape == (32, 64, 3)
+    assert eval_sets(table, parts, "honest")["test"].load(test_set.items[0]).shape == (64, 32, 3)
