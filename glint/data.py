@@ -1,8 +1,9 @@
 """Training data: standard IQA datasets (one manifest each), their splits and crops (SAQT-IQA: ``glint.pretrain_data``).
 
 Augmentation follows the official release: one random 224 crop with horizontal and vertical flips per image per
-step, normalised with mean = std = 0.5; testing averages 25 random crops. Every random draw comes from a seed
-derived from (seed, epoch, image), so data do not depend on the number of loader workers.
+step, normalised with mean = std = 0.5; testing averages 25 random crops (fixed per image; under the release's
+protocol redrawn every epoch as its ``RandomCrop`` draws them). Every random draw comes from a seed derived from
+(seed, epoch, image), so data do not depend on the number of loader workers.
 
 Two kinds of split: the toolkit's (80/20 by reference or image, seeded by (seed, dataset, round), 10% of the
 training part held out for choosing the epoch; KonIQ-10k's official split when the table has it) and the release's
@@ -332,10 +333,29 @@ def random_view(image: np.ndarray, rng: random.Random, flips: bool = True) -> np
     return view
 
 
-def crop_views(image: np.ndarray, crops: int, seed: int) -> torch.Tensor:
-    """(crops, 3, 224, 224): the random crops whose predictions are averaged at test time."""
-    rng = random.Random(seed)
-    return torch.stack([to_tensor(random_view(image, rng, flips=False)) for _ in range(crops)])
+def released_crop_corners(height: int, width: int, crops: int, generator: torch.Generator) -> list[tuple[int, int]]:
+    """(top, left) of ``crops`` 224 crops drawn as torchvision's ``RandomCrop(224)`` draws each (the release's test
+    transform): top, then left, each ``torch.randint`` over every position; nothing drawn for an image of exactly
+    224 x 224."""
+    if (height, width) == (CROP, CROP):
+        return [(0, 0)] * crops
+    return [
+        (
+            int(torch.randint(0, height - CROP + 1, (1,), generator=generator)),
+            int(torch.randint(0, width - CROP + 1, (1,), generator=generator)),
+        )
+        for _ in range(crops)
+    ]
+
+
+def crop_views(image: np.ndarray, crops: int, seed: int, released: bool = False) -> torch.Tensor:
+    """(crops, 3, 224, 224): the random crops whose predictions are averaged at test time, drawn from ``seed``;
+    ``released``: as the release's ``RandomCrop`` draws them (``released_crop_corners``)."""
+    if not released:
+        rng = random.Random(seed)
+        return torch.stack([to_tensor(random_view(image, rng, flips=False)) for _ in range(crops)])
+    corners = released_crop_corners(*image.shape[:2], crops, torch.Generator().manual_seed(seed))
+    return torch.stack([to_tensor(image[t : t + CROP, left : left + CROP]) for t, left in corners])
 
 
 def score_map(values: list[float] | None):

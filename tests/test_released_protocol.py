@@ -4,19 +4,25 @@ literals or its rules recomputed here, never this toolkit's output."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import statistics
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
+import torch
 from conftest import SHARED, needs_shared
 from PIL import Image
+from torchvision.transforms import RandomCrop
 from typer.testing import CliRunner
 
-from glint.data import IQATable, Sample
+from glint.data import IQATable, Sample, crop_views, released_crop_corners
 from glint.finetune import eval_sets, image_reader
 from glint.protocol import default_rounds
+from glint.train import EvalSet, TrainConfig, evaluate_all, score_eval_set
 from pipelines.glint_cli import app
 
 runner = CliRunner()
@@ -93,3 +99,52 @@ def test_released_reads_images_as_stored_and_the_honest_protocol_as_shown(tmp_pa
     test_set = eval_sets(table, parts, "released")["test"]
     assert test_set.load(test_set.items[0]).shape == (32, 64, 3)
     assert eval_sets(table, parts, "honest")["test"].load(test_set.items[0]).shape == (64, 32, 3)
+
+
+@pytest.mark.parametrize("size", [(500, 500), (384, 512), (224, 300), (224, 224)])
+def test_released_test_crops_are_drawn_as_torchvisions_random_crop(size):
+    """transforms.py tests with ``RandomCrop(size=224)``: per crop, torchvision's get_params on the torch generator."""
+    height, width = size
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        image = torch.zeros(3, height, width)
+        expected = [tuple(RandomCrop.get_params(image, (224, 224))[:2]) for _ in range(25)]
+    assert released_crop_corners(height, width, 25, torch.Generator().manual_seed(7)) == expected
+    views = crop_views(np.arange(height * width * 3, dtype=np.uint8).reshape(height, width, 3), 25, 7, True)
+    pixels = torch.arange(height * width * 3, dtype=torch.uint8).reshape(height, width, 3)
+    top, left = expected[3]
+    own = pixels[top : top + 224, left : left + 224].permute(2, 0, 1).float() / 127.5 - 1
+    torch.testing.assert_close(views[3], own)
+
+
+class MeanPixel(torch.nn.Module):
+    """A stand-in model whose score of a crop is its mean pixel: scores tell crops apart."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(1, 2, 3))
+
+
+def test_released_test_crops_are_new_every_epoch_and_the_same_on_a_rerun(photo):
+    """The release's test loader draws new crops each time it is read (each epoch); seeded here, so reruns agree.
+    The honest protocol keeps each image's crops fixed."""
+    data = EvalSet([0, 1], [1.0, 2.0], lambda item: photo[:, item * 10 :])
+    cpu = torch.device("cpu")
+
+    def scores(epoch):
+        return score_eval_set(MeanPixel(), data, 5, 12345, cpu, amp=False, epoch=epoch)[0]
+
+    assert scores(0) == scores(0) and scores(1) == scores(1) and scores(0) != scores(1)
+    assert scores(None) == scores(None)
+
+
+def test_a_released_run_redraws_its_test_crops_each_epoch_and_an_honest_run_does_not(photo):
+    data = EvalSet([0, 1, 2], [1.0, 2.0, 3.0], lambda item: photo[:, item * 10 :])
+    session = SimpleNamespace(main=True, model=MeanPixel(), device=torch.device("cpu"))
+    log = SimpleNamespace(bar=lambda *args: contextlib.nullcontext())
+
+    def rmse(protocol, epoch):
+        config = TrainConfig(protocol=protocol, test_crops=5, amp=False, seed=12345)
+        return evaluate_all(session, {"test": data}, config, epoch, log)["test"]["rmse"]
+
+    assert rmse("released", 0) == rmse("released", 0) != rmse("released", 1)
+    assert rmse("honest", 0) == rmse("honest", 1)
