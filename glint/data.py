@@ -215,6 +215,21 @@ def check_image_files(samples: list[Sample], root: Path, dataset: str) -> None:
         raise DatasetError(f"{len(missing)} images of {dataset} are missing, e.g. {missing[0]}")
 
 
+def check_released_images(table: IQATable, root: Path) -> None:
+    """DatasetError when the release reads this dataset's images from one folder (KonIQ-10k: ``512x384/``) and an
+    image of the table lies elsewhere (such as ``1024x768/``): another size changes every crop and score."""
+    folder = table.spec.get("released", {}).get("image_dir")
+    if not folder:
+        return
+    inside = Path(root) / folder
+    other = next((s for s in table.samples if Path(s.path).parent != inside / Path(s.name).parent), None)
+    if other is not None:
+        raise DatasetError(
+            f"--protocol released reads {table.name}'s images from {folder}/ as the release does; "
+            f"{other.name} is not in {inside} (found as {other.path}): put the {folder} set there"
+        )
+
+
 def split_table(table: IQATable, round_: int = 0, seed: int = 0, test_frac: float = 0.2, val_frac: float = 0.1):
     """The toolkit's split, {"train", "val", "test"} sample lists: the official split when the table has one, else
     80/20 by group (reference image for synthetic datasets, image for authentic ones), with ``val_frac`` of the

@@ -26,6 +26,7 @@ from glint.data import (
     IQATable,
     TrainingImages,
     check_image_files,
+    check_released_images,
     count_mismatch,
     load_table,
     make_split,
@@ -176,6 +177,8 @@ def _protocols(config: FinetuneConfig, table: IQATable) -> tuple[list[Protocol],
     if first.settings["select_on"] == "val" and not splits[first.round]["val"]:
         raise ConfigError("--select-on val needs a validation split, which --protocol released does not carve")
     check_image_files(table.samples, config.root, config.dataset)
+    if first.name == "released":
+        check_released_images(table, config.root)
     return protos, splits
 
 

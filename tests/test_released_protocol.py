@@ -19,7 +19,15 @@ from PIL import Image
 from torchvision.transforms import RandomCrop
 from typer.testing import CliRunner
 
-from glint.data import IQATable, Sample, crop_views, released_crop_corners
+from glint.data import (
+    DatasetError,
+    IQATable,
+    Sample,
+    check_released_images,
+    crop_views,
+    load_table,
+    released_crop_corners,
+)
 from glint.finetune import eval_sets, image_reader
 from glint.protocol import default_rounds
 from glint.train import EvalSet, TrainConfig, evaluate_all, score_eval_set
@@ -148,3 +156,27 @@ def test_a_released_run_redraws_its_test_crops_each_epoch_and_an_honest_run_does
 
     assert rmse("released", 0) == rmse("released", 0) != rmse("released", 1)
     assert rmse("honest", 0) == rmse("honest", 1)
+
+
+def koniq_folder(root: Path, size: str) -> Path:
+    """A KonIQ-10k folder in the release's layout, its three images in ``size``/ (empty files: never decoded)."""
+    rows = ["image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,MOS_zscore"]
+    (root / size).mkdir(parents=True)
+    for i, name in enumerate(["826373.jpg", "10004473376.jpg", "10007357496.jpg"]):
+        (root / size / name).write_bytes(b"")
+        rows.append(f"{name},0,0,10,80,10,100,3.{i},0.4,{60 + i}")
+    (root / "koniq10k_scores_and_distributions.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_released_koniq_reads_512x384_only_and_refuses_1024x768_in_one_line(tmp_path):
+    """datasets.py KonIQ10k reads root / "512x384" / image_name: the 1024x768 set is another input, not a fallback."""
+    large = koniq_folder(tmp_path / "large", "1024x768")
+    check_released_images(load_table("koniq10k", koniq_folder(tmp_path / "small", "512x384")), tmp_path / "small")
+    with pytest.raises(DatasetError, match="reads koniq10k's images from 512x384/"):
+        check_released_images(load_table("koniq10k", large), large)
+    args = ["finetune", "--protocol", "released", "--dataset", "koniq10k", "--root", str(large), "--out"]
+    args += [str(tmp_path / "run"), "--local-backbone", "efficientnet_lite0", "--random-init", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "826373.jpg is not in" in result.output.splitlines()[-1] and not (tmp_path / "run").exists()
