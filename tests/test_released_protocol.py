@@ -32,6 +32,7 @@ from glint.finetune import eval_sets, image_reader
 from glint.protocol import default_rounds
 from glint.train import EvalSet, TrainConfig, evaluate_all, score_eval_set
 from pipelines.glint_cli import app
+from saqt.presets import label_settings
 
 runner = CliRunner()
 RELEASE_SEED = 12345  # configs/defaults.py --seed
@@ -180,3 +181,14 @@ def test_released_koniq_reads_512x384_only_and_refuses_1024x768_in_one_line(tmp_
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert "826373.jpg is not in" in result.output.splitlines()[-1] and not (tmp_path / "run").exists()
+
+
+def test_preset_authors_matches_as_the_published_checkpoints_were_pretrained():
+    """run.sh pretrains on similarity_img_in_kadid-10k_resnet50.csv; the first release's step 1 ran --model_name
+    resnet50 (its utils.py default): ResNet-50 top-1, DMOS min-max to [0, 9]. The paper's ResNet-101 is the option."""
+    assert label_settings("authors", None, None, None, None) == {
+        "encoder": "resnet50",
+        "rule": "top1",
+        "normalise": "minmax:0:9",
+    }
+    assert label_settings("authors-resnet101", None, None, None, None)["encoder"] == "resnet101"
