@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import SHARED, needs_shared
 from PIL import Image
+from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.transforms import RandomCrop
 from typer.testing import CliRunner
 
@@ -29,6 +30,7 @@ from glint.data import (
     released_crop_corners,
 )
 from glint.finetune import eval_sets, image_reader
+from glint.pretrain_data import EpochBatches, released_holdout_references
 from glint.protocol import default_rounds
 from glint.train import EvalSet, TrainConfig, evaluate_all, score_eval_set
 from pipelines.glint_cli import app
@@ -192,3 +194,21 @@ def test_preset_authors_matches_as_the_published_checkpoints_were_pretrained():
         "normalise": "minmax:0:9",
     }
     assert label_settings("authors-resnet101", None, None, None, None)["encoder"] == "resnet101"
+
+
+def test_the_releases_pretraining_holdout_references_are_i13_and_i76():
+    """train_distributed.py: val indices = sorted(random.Random(12345).sample(range(50000), 1000)); SAQTIQADataset
+    keeps the images matched to f"I{idx + 1:02d}.png", which names a KADID-10k reference only for idx < 81."""
+    assert released_holdout_references() == ["I13.png", "I76.png"]
+
+
+@pytest.mark.parametrize(("rows", "world", "batch"), [(103, 2, 8), (64, 4, 16), (7, 1, 2), (5, 1, 8)])
+def test_released_pretraining_drops_the_last_partial_batch_as_the_releases_loaders(rows, world, batch):
+    """DistributedSampler(drop_last=True) and DataLoader(drop_last=True): every rank takes as many full batches."""
+    for rank in range(world):
+        sampler = DistributedSampler(range(rows), world, rank, shuffle=False, drop_last=True)
+        expected = len(DataLoader(range(rows), batch_size=batch, sampler=sampler, drop_last=True))
+        ours = EpochBatches(np.arange(rows), rank, world, batch, drop_last=True)
+        assert len(ours) == expected == len(list(ours.arrays()))
+        assert all(len(b) == batch for b in ours.arrays())
+    assert len(EpochBatches(np.arange(rows), 0, world, batch)) >= expected  # the honest default keeps the rest
