@@ -1,8 +1,9 @@
 """Training data: standard IQA datasets (one manifest each), their splits and crops (SAQT-IQA: ``glint.pretrain_data``).
 
 Augmentation follows the official release: one random 224 crop with horizontal and vertical flips per image per
-step, normalised with mean = std = 0.5; testing averages 25 random crops. Every random draw comes from a seed
-derived from (seed, epoch, image), so data do not depend on the number of loader workers.
+step, normalised with mean = std = 0.5; testing averages 25 random crops (fixed per image; under the release's
+protocol redrawn every epoch as its ``RandomCrop`` draws them). Every random draw comes from a seed derived from
+(seed, epoch, image), so data do not depend on the number of loader workers.
 
 Two kinds of split: the toolkit's (80/20 by reference or image, seeded by (seed, dataset, round), 10% of the
 training part held out for choosing the epoch; KonIQ-10k's official split when the table has it) and the release's
@@ -16,6 +17,7 @@ import csv
 import hashlib
 import random
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -213,6 +215,21 @@ def check_image_files(samples: list[Sample], root: Path, dataset: str) -> None:
         raise DatasetError(f"{len(missing)} images of {dataset} are missing, e.g. {missing[0]}")
 
 
+def check_released_images(table: IQATable, root: Path) -> None:
+    """DatasetError when the release reads this dataset's images from one folder (KonIQ-10k: ``512x384/``) and an
+    image of the table lies elsewhere (such as ``1024x768/``): another size changes every crop and score."""
+    folder = table.spec.get("released", {}).get("image_dir")
+    if not folder:
+        return
+    inside = Path(root) / folder
+    other = next((s for s in table.samples if Path(s.path).parent != inside / Path(s.name).parent), None)
+    if other is not None:
+        raise DatasetError(
+            f"--protocol released reads {table.name}'s images from {folder}/ as the release does; "
+            f"{other.name} is not in {inside} (found as {other.path}): put the {folder} set there"
+        )
+
+
 def split_table(table: IQATable, round_: int = 0, seed: int = 0, test_frac: float = 0.2, val_frac: float = 0.1):
     """The toolkit's split, {"train", "val", "test"} sample lists: the official split when the table has one, else
     80/20 by group (reference image for synthetic datasets, image for authentic ones), with ``val_frac`` of the
@@ -249,17 +266,24 @@ def release_units(table: IQATable) -> list[str]:
     return groups
 
 
+def count_mismatch(table: IQATable) -> str | None:
+    """Why the release's split rule cannot give the release's split on this table: it lists another number of units
+    than the release indexes (a subset, such as the 627 CLIVE images of ``../shared``); None when the counts agree."""
+    expected, units = table.spec.get("released", {}).get("units"), len(release_units(table))
+    if expected is None or units == expected:
+        return None
+    what = "references" if table.kind == "synthetic" else "images"
+    return (
+        f"the release indexes {expected} {what} of {table.name}, {table.label_file} gives {units}: the release's "
+        "split rule is applied to these, which is not the release's split"
+    )
+
+
 def released_split(table: IQATable, round_: int, seed: int) -> dict[str, list[Sample]]:
-    """The release's split for its round ``round_`` (1-10) and seed: its units in its order, shuffled by
-    ``random.Random(round_ * seed)``, the first ``round(0.8 n)`` for training, the rest for testing; no validation."""
+    """The release's split rule for its round ``round_`` (1-10) and seed: the units in its order, shuffled by
+    ``random.Random(round_ * seed)``, the first ``round(0.8 n)`` for training, the rest for testing; no validation.
+    It is the release's split when the table lists the release's units in its order (``count_mismatch``)."""
     units = release_units(table)
-    expected = table.spec.get("released", {}).get("units")
-    if expected is not None and len(units) != expected:
-        what = "references" if table.kind == "synthetic" else "images"
-        raise DatasetError(
-            f"{table.name}: the release indexes {expected} {what}, {table.label_file} gives "
-            f"{len(units)}: its split cannot be reproduced on this table"
-        )
     order = list(range(len(units)))
     random.Random(round_ * seed).shuffle(order)
     train = {units[i] for i in order[: int(round(RELEASE_TRAIN_FRACTION * len(order)))]}
@@ -324,10 +348,29 @@ def random_view(image: np.ndarray, rng: random.Random, flips: bool = True) -> np
     return view
 
 
-def crop_views(image: np.ndarray, crops: int, seed: int) -> torch.Tensor:
-    """(crops, 3, 224, 224): the random crops whose predictions are averaged at test time."""
-    rng = random.Random(seed)
-    return torch.stack([to_tensor(random_view(image, rng, flips=False)) for _ in range(crops)])
+def released_crop_corners(height: int, width: int, crops: int, generator: torch.Generator) -> list[tuple[int, int]]:
+    """(top, left) of ``crops`` 224 crops drawn as torchvision's ``RandomCrop(224)`` draws each (the release's test
+    transform): top, then left, each ``torch.randint`` over every position; nothing drawn for an image of exactly
+    224 x 224."""
+    if (height, width) == (CROP, CROP):
+        return [(0, 0)] * crops
+    return [
+        (
+            int(torch.randint(0, height - CROP + 1, (1,), generator=generator)),
+            int(torch.randint(0, width - CROP + 1, (1,), generator=generator)),
+        )
+        for _ in range(crops)
+    ]
+
+
+def crop_views(image: np.ndarray, crops: int, seed: int, released: bool = False) -> torch.Tensor:
+    """(crops, 3, 224, 224): the random crops whose predictions are averaged at test time, drawn from ``seed``;
+    ``released``: as the release's ``RandomCrop`` draws them (``released_crop_corners``)."""
+    if not released:
+        rng = random.Random(seed)
+        return torch.stack([to_tensor(random_view(image, rng, flips=False)) for _ in range(crops)])
+    corners = released_crop_corners(*image.shape[:2], crops, torch.Generator().manual_seed(seed))
+    return torch.stack([to_tensor(image[t : t + CROP, left : left + CROP]) for t, left in corners])
 
 
 def score_map(values: list[float] | None):
@@ -339,7 +382,8 @@ def score_map(values: list[float] | None):
 
 
 class TrainingImages(Dataset):
-    """Map-style training set: one augmented view per image, drawn from (seed, epoch, index)."""
+    """Map-style training set: one augmented view per image, drawn from (seed, epoch, index); images read by
+    ``load`` (``decode_image``, or ``decode_as_released`` under the release's protocol)."""
 
     def __init__(
         self,
@@ -347,9 +391,10 @@ class TrainingImages(Dataset):
         seed: int = 0,
         resize: tuple[int, int] | None = None,
         train_score_map: list[float] | None = None,
+        load: Callable[[str], np.ndarray] = decode_image,
     ):
         self.samples, self.seed, self.resize, self.epoch = samples, seed, resize, 0
-        self.train_score_map = train_score_map
+        self.train_score_map, self.load = train_score_map, load
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -359,7 +404,7 @@ class TrainingImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.samples[i]
-        image = prepare(decode_image(s.path), self.resize)
+        image = prepare(self.load(s.path), self.resize)
         view = random_view(image, random.Random(derive_seed(self.seed, self.epoch, i)))
         mapping = score_map(self.train_score_map)
         return to_tensor(view), torch.tensor(mapping(s.score) if mapping else s.score, dtype=torch.float32)

@@ -8,10 +8,13 @@ pretraining, a split that is not exactly the release's) is told as a ``RunWarnin
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,16 +22,25 @@ import numpy as np
 
 from glint import options as shared
 from glint.checkpoint import load_model
-from glint.data import IQATable, TrainingImages, check_image_files, load_table, make_split, split_record
+from glint.data import (
+    IQATable,
+    TrainingImages,
+    check_image_files,
+    check_released_images,
+    count_mismatch,
+    load_table,
+    make_split,
+    split_record,
+)
 from glint.metrics import METRICS
 from glint.model import GlintIQA, new_model, refuse_random_backbones
 from glint.options import TrainingFields
 from glint.outputs import check_outputs_apart, run_start
-from glint.protocol import Protocol, resolve
+from glint.protocol import Protocol, default_rounds, resolve
 from glint.train import EvalSet, Run, TrainConfig, fit
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import ConfigError
-from saqt.images import decode_image
+from saqt.images import decode_as_released, decode_image
 from saqt.options import DATA, MODEL, TRAINING, option
 from saqt.safe_files import write_bytes_atomic
 
@@ -59,7 +71,13 @@ class FinetuneConfig(TrainingFields):
     round: int | None = option(
         None, "Split round [honest: 0 (0-9); released: 1 (the release's rounds 1-10)].", DATA, flags=("--round",)
     )
-    rounds: int = option(1, "Run this many consecutive rounds and report the median.", DATA, min=1)
+    rounds: int | None = option(
+        None,
+        "Run this many consecutive rounds and report the median [honest: 1; released: 10, as the release's "
+        "--train-test-round; 1 with --round].",
+        DATA,
+        min=1,
+    )
     select_on: str | None = option(
         None, "val (fair) or test (the release's choice, optimistic) [honest: val; released: test].", TRAINING
     )
@@ -98,9 +116,15 @@ def leakage_warning(init: dict, dataset: str, test_groups: set[str]) -> str | No
 
 
 def order_warning(table: IQATable, protocol: str) -> str | None:
-    """Under the release's protocol, a warning when the release indexes another file's rows than the one read."""
+    """Under the release's protocol, a warning when the split cannot be the release's: the table lists another
+    number of units than the release indexes, or the release indexes another file's rows than the one read."""
+    if protocol != "released":
+        return None
+    count = count_mismatch(table)
+    if count:
+        return count
     released = table.spec.get("released", {})
-    if protocol != "released" or released.get("order", "file") != "file" or table.entry.get("release_order"):
+    if released.get("order", "file") != "file" or table.entry.get("release_order"):
         return None
     files = [e["file"] for e in table.spec["labels"] if e.get("release_order")]
     if not files:
@@ -128,10 +152,17 @@ def label_scale(table: IQATable, score_map: list[float] | None = None) -> str:
     return f"{name}, {where}, {'higher' if table.higher_is_better else 'lower'} is better"
 
 
-def eval_sets(table: IQATable, parts: dict) -> dict[str, EvalSet]:
+def image_reader(protocol: str) -> Callable[[str], np.ndarray]:
+    """How a protocol reads images: as the release does under ``released`` (no EXIF orientation), else
+    oriented as a viewer shows them."""
+    return decode_as_released if protocol == "released" else decode_image
+
+
+def eval_sets(table: IQATable, parts: dict, protocol: str = "honest") -> dict[str, EvalSet]:
     """The validation and test parts of a split (those that are not empty) as evaluation sets."""
+    load = image_reader(protocol)
     return {
-        name: EvalSet([s.path for s in parts[name]], [s.score for s in parts[name]], decode_image, table.resize)
+        name: EvalSet([s.path for s in parts[name]], [s.score for s in parts[name]], load, table.resize)
         for name in ("val", "test")
         if parts[name]
     }
@@ -140,11 +171,14 @@ def eval_sets(table: IQATable, parts: dict) -> dict[str, EvalSet]:
 def _protocols(config: FinetuneConfig, table: IQATable) -> tuple[list[Protocol], dict[int, dict]]:
     """Each round's protocol and split; refused when the selection split is missing or images are absent."""
     first = resolve(config.protocol, {**config.settings, "max_steps": config.max_steps}, config.round, table.spec)
-    protos = [dataclasses.replace(first, round=r) for r in range(first.round, first.round + config.rounds)]
+    rounds = config.rounds or default_rounds(first.name, config.round)
+    protos = [dataclasses.replace(first, round=r) for r in range(first.round, first.round + rounds)]
     splits = {p.round: make_split(table, p.name, p.round, p.settings["seed"]) for p in protos}
     if first.settings["select_on"] == "val" and not splits[first.round]["val"]:
         raise ConfigError("--select-on val needs a validation split, which --protocol released does not carve")
     check_image_files(table.samples, config.root, config.dataset)
+    if first.name == "released":
+        check_released_images(table, config.root)
     return protos, splits
 
 
@@ -176,7 +210,7 @@ def run_finetune(config: FinetuneConfig, out: Path, ctx: RunContext = DEFAULT_CO
         refuse_random_backbones(config.model, config.random_init)  # before any work
     table = load_table(config.dataset, config.root, config.csv_file)
     protos, splits = _protocols(config, table)
-    folders = {p.round: out if config.rounds == 1 else out / f"round-{p.round}" for p in protos}
+    folders = {p.round: out if len(protos) == 1 else out / f"round-{p.round}" for p in protos}
     for folder in folders.values():  # before any training; fit checks again, with the folder locked
         run_start(folder, config.resume, ctx.overwrite)
     split_warning = order_warning(table, protos[0].name)
@@ -196,18 +230,18 @@ def run_finetune(config: FinetuneConfig, out: Path, ctx: RunContext = DEFAULT_CO
             "score_scale": label_scale(table, score_map),
         }
         model = _start(config, train, {s.group for s in parts["test"]}, provenance)
-        images = TrainingImages(parts["train"], train.seed, table.resize, score_map)
+        images = TrainingImages(parts["train"], train.seed, table.resize, score_map, image_reader(proto.name))
         run = Run(
             folders[proto.round],
             images,
-            eval_sets(table, parts),
+            eval_sets(table, parts, proto.name),
             math.ceil(len(parts["train"]) / train.batch_size),
             provenance,
         )
         results[proto.round] = fit(
             model, run, train, config.device, config.resume, ctx.progress, config.tensorboard, ctx.overwrite
         )
-    if config.rounds > 1:
+    if len(results) > 1:
         write_summary(results, out)
     return results
 
@@ -218,10 +252,17 @@ def median_test(results: dict[int, dict]) -> dict[str, float]:
 
 
 def write_summary(results: dict[int, dict], out: Path) -> None:
-    """``out/summary.json``: the rounds, their median test metrics and each round's."""
-    summary = {
-        "rounds": list(results),
-        "median_test": median_test(results),
-        "per_round_test": {r: res["metrics"]["test"] for r, res in results.items()},
-    }
+    """``out/summary.json`` (the rounds, their median test metrics and each round's) and ``out/rounds.csv`` (a row per
+    round: its seed, selected epoch and test metrics, then the median row), as the release's round and median
+    results."""
+    per_round = {r: res["metrics"]["test"] for r, res in results.items()}
+    summary = {"rounds": list(results), "median_test": median_test(results), "per_round_test": per_round}
     write_bytes_atomic(out / "summary.json", json.dumps(summary, indent=2).encode())
+    rows = [["round", "torch_seed", "selected_epoch", *METRICS]]
+    for r, res in results.items():
+        rows.append([r, res["provenance"]["protocol"]["torch_seed"], res["selected_epoch"]])
+        rows[-1] += [per_round[r][k] for k in METRICS]
+    rows.append(["median", "", "", *(summary["median_test"][k] for k in METRICS)])
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    write_bytes_atomic(out / "rounds.csv", text.getvalue().encode())

@@ -88,7 +88,7 @@ def run_pretrain(config: PretrainConfig, out: Path, ctx: RunContext = DEFAULT_CO
     files = open_saqt(config.data, config.pristine_cache)
     if files.build is not None:
         check_outputs_apart(out, {"the labels' build": files.build.root})
-    train = SaqtTraining(files, train_config.seed, out / INDEX_FOLDER)
+    train = SaqtTraining(files, train_config.seed, out / INDEX_FOLDER, drop_last=proto.name == "released")
     if not len(train):
         raise ConfigError(f"{config.data} holds no scored training images")
     if config.plan_only:
@@ -98,7 +98,10 @@ def run_pretrain(config: PretrainConfig, out: Path, ctx: RunContext = DEFAULT_CO
     model = new_model(config.model, train_config.seed, config.random_init)
     evals = {"val": EvalSet(items, [held.score(k) for k in items], held.pixels)} if items else {}
     provenance = {"pretrain": files.provenance, "protocol": proto.record()}
-    run = Run(out, train, evals, math.ceil(len(train) / train_config.batch_size), provenance)
+    batches = (
+        (len(train) // train_config.batch_size) if train.drop_last else math.ceil(len(train) / train_config.batch_size)
+    )
+    run = Run(out, train, evals, max(1, batches), provenance)
     return fit(model, run, train_config, config.device, config.resume, ctx.progress, config.tensorboard, ctx.overwrite)
 
 

@@ -36,6 +36,7 @@ from saqt.images import decode_image
 from saqt.ranges import RangeError, RangeReader
 from saqt.seeding import derive_seed
 
+RELEASE_VAL_SEED, RELEASE_VAL_SIZE, RELEASE_SAQT_INDICES = 12345, 1000, 50000  # train_distributed.py's hold-out
 HOLDOUT_PERCENT = 5.0  # of the pristine images, held out to choose the epoch where a set has no validation split
 
 
@@ -150,19 +151,30 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.Generator(np.random.PCG64(derive_seed(seed, epoch, "epoch-order"))).permutation(n)
 
 
+def released_holdout_references(kadid_references: int = 81) -> list[str]:
+    """The KADID-10k references whose matched SAQT-IQA images the release holds out when pretraining
+    (train_distributed.py): ``random.Random(12345).sample`` of 1,000 of its 50,000 indices, index k naming the
+    reference ``I{k+1:02d}.png``; only indices below 81 name a reference (I13 and I76)."""
+    drawn = random.Random(RELEASE_VAL_SEED).sample(range(RELEASE_SAQT_INDICES), RELEASE_VAL_SIZE)
+    return [f"I{k + 1:02d}.png" for k in sorted(drawn) if k < kadid_references]
+
+
 class EpochBatches(Sampler):
     """A DataLoader ``batch_sampler``: rank ``rank``'s batches of an epoch's ``order``, cut into global batches of
     ``batch * world`` rows of which this rank takes the ``rank``-th slice. Every rank gets the same number of batches;
     under DDP the last global batch is shared evenly and the fewer than ``world`` rows it cannot share are left to
-    the next epoch's order. Slices are taken as they are read: the order may be a memory map."""
+    the next epoch's order. ``drop_last`` (the release's pretraining: ``drop_last=True`` in its DistributedSampler and
+    DataLoader) leaves out the last global batch unless it is full. Slices are taken as they are read: the order may
+    be a memory map."""
 
-    def __init__(self, order: np.ndarray, rank: int, world: int, batch: int):
-        self.order, self.rank, self.world, self.batch = order, rank, world, batch
+    def __init__(self, order: np.ndarray, rank: int, world: int, batch: int, drop_last: bool = False):
+        self.order, self.rank, self.world, self.batch, self.drop_last = order, rank, world, batch, drop_last
 
     def arrays(self):
         """The batches as arrays of row indices."""
         step = self.batch * self.world
-        for start in range(0, len(self.order), step):
+        end = len(self.order) - len(self.order) % step if self.drop_last else len(self.order)
+        for start in range(0, end, step):
             shares = np.array_split(np.asarray(self.order[start : start + step]), self.world)
             if len(shares[-1]) == 0:
                 break
@@ -173,7 +185,7 @@ class EpochBatches(Sampler):
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.order), self.batch * self.world)
-        return full + (rest >= self.world)
+        return full + (rest >= self.world and not self.drop_last)
 
 
 def rank_batches(n: int, seed: int, epoch: int, rank: int, world: int, batch: int) -> list[np.ndarray]:
@@ -188,9 +200,10 @@ class SaqtTraining(Dataset):
     The index lives in ``index_dir``'s folder for this launch on this machine, shared by every process of the launch
     there (``glint.pretrain_index.SharedFolder``), or, without ``index_dir``, in a private temporary folder."""
 
-    def __init__(self, files: SaqtFiles, seed: int = 0, index_dir: Path | None = None):
+    def __init__(self, files: SaqtFiles, seed: int = 0, index_dir: Path | None = None, drop_last: bool = False):
         self.shared = SharedFolder(index_dir, lambda folder: write_index(files, seed, HOLDOUT_PERCENT, folder))
         self.index, self.seed, self.epoch = SaqtIndex(files, self.shared.path, "train"), seed, 0
+        self.drop_last = drop_last  # the release's pretraining drops the last partial batch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -205,7 +218,7 @@ class SaqtTraining(Dataset):
     def batch_sampler(self, epoch: int, rank: int, world: int, batch: int) -> EpochBatches:
         """The batches rank ``rank`` of ``world`` reads in epoch ``epoch``."""
         order = shared_order(self.shared.path, len(self), self.seed, epoch, epoch_order)
-        return EpochBatches(order, rank, world, batch)
+        return EpochBatches(order, rank, world, batch, self.drop_last)
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [self._sample(int(k)) for k in indices]

@@ -9,6 +9,7 @@ stepped after every batch, so the rate cycles every 30 steps; 300 epochs; batch 
 seeding the split and torch with r * 12345; the release's split (``glint.data.released_split``); the best epoch
 picked on the TEST split (optimistic); fp32; 25 test crops; CLIVE's training scores rescaled to [-50, 150].
 For pretraining on SAQT-IQA its run.sh uses 50 epochs, batch 128 and AMP, with the same optimiser and schedule.
+It reports the median over 10 rounds of each round's best test metrics (``ROUNDS``).
 Options given on top of a protocol are used and recorded as deviations.
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from saqt.errors import ConfigError
 
 PROTOCOLS = ("honest", "released")
+ROUNDS = {"honest": 1, "released": 10}  # rounds run by default; the release's --train-test-round is 10
 SCHEDULES = ("cosine", "cycle")
 
 COMMON = {"batch_size": 32, "lr": 1e-5, "weight_decay": 1e-5, "test_crops": 25}
@@ -80,3 +82,9 @@ def resolve(
     return Protocol(
         name, base | {k: v for k, v in given.items() if k in base}, round_, deviations if name == "released" else {}
     )
+
+
+def default_rounds(name: str, round_: int | None) -> int:
+    """How many rounds a finetune runs when ``--rounds`` is not given: one from a ``--round`` given, else the
+    protocol's (the release's 10 under ``released``)."""
+    return 1 if round_ is not None else ROUNDS.get(name, 1)

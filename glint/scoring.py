@@ -53,9 +53,11 @@ def predict_images(
     batch_size: int = BATCH_IMAGES,
     amp: bool = False,
     progress: tqdm | None = None,
+    released_crops: bool = False,
 ) -> list[float]:
     """Mean prediction over ``crops`` random 224 crops of each (uint8 RGB image, crop seed), ``batch_size`` images
-    per forward pass, the model in eval mode; fp16 autocast on CUDA when ``amp``. ``progress`` is advanced per image."""
+    per forward pass, the model in eval mode; fp16 autocast on CUDA when ``amp``. ``progress`` is advanced per image.
+    ``released_crops``: crops drawn as the release's ``RandomCrop`` draws them (``glint.data.crop_views``)."""
     if crops < 1 or batch_size < 1:
         raise ConfigError(f"crops and batch size must be at least 1, got {crops} and {batch_size}")
     model.eval()
@@ -63,7 +65,7 @@ def predict_images(
     out: list[float] = []
     pending: list[torch.Tensor] = []
     for image, seed in images:
-        pending.append(crop_views(prepare(image, resize), crops, seed))
+        pending.append(crop_views(prepare(image, resize), crops, seed, released_crops))
         if len(pending) == batch_size:
             out += _mean_scores(model, pending, device, half, progress)
             pending = []

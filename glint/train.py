@@ -140,12 +140,16 @@ def score_eval_set(
     amp: bool = True,
     progress=None,
     batch_size: int = BATCH_IMAGES,
+    epoch: int | None = None,
 ) -> tuple[list[float], float]:
-    """The model's scores of ``data`` (image i's crops seeded by (seed, i)) and the seconds they took; ``progress``
-    (a bar) is advanced per image."""
+    """The model's scores of ``data`` and the seconds they took; ``progress`` (a bar) is advanced per image. Image
+    i's crops are seeded by (seed, i), the same every epoch; with an ``epoch``, by (seed, epoch, i) and drawn as the
+    release's ``RandomCrop`` draws them: new crops every epoch, the same on a rerun."""
     start = time.perf_counter()
-    images = ((data.load(item), crop_seed(seed, i)) for i, item in enumerate(data.items))
-    preds = predict_images(model, images, crops, device, data.resize, batch_size, amp, progress)
+    keys = range(len(data.items)) if epoch is None else (f"epoch {epoch} image {i}" for i in range(len(data.items)))
+    images = ((data.load(item), crop_seed(seed, key)) for item, key in zip(data.items, keys, strict=True))
+    released = epoch is not None
+    preds = predict_images(model, images, crops, device, data.resize, batch_size, amp, progress, released)
     return preds, time.perf_counter() - start
 
 
@@ -155,10 +159,17 @@ def eval_metrics(preds: list[float], data: EvalSet, seconds: float) -> dict:
 
 
 def evaluate(
-    model: torch.nn.Module, data: EvalSet, crops: int, seed: int, device: torch.device, amp: bool = True, progress=None
+    model: torch.nn.Module,
+    data: EvalSet,
+    crops: int,
+    seed: int,
+    device: torch.device,
+    amp: bool = True,
+    progress=None,
+    epoch: int | None = None,
 ) -> dict:
-    """IQA metrics of the model on ``data`` and the throughput of scoring."""
-    preds, seconds = score_eval_set(model, data, crops, seed, device, amp, progress)
+    """IQA metrics of the model on ``data`` and the throughput of scoring (``epoch``: see ``score_eval_set``)."""
+    preds, seconds = score_eval_set(model, data, crops, seed, device, amp, progress, epoch=epoch)
     return eval_metrics(preds, data, seconds)
 
 
@@ -382,14 +393,15 @@ def train_epoch(s: Session, run: Run, config: TrainConfig, epoch: int, state: di
     return losses, images
 
 
-def evaluate_all(s: Session, evals: dict[str, EvalSet], config: TrainConfig, log: RunLog) -> dict:
-    """Metrics of the model on each evaluation set, with a progress bar per set; computed on rank 0 only."""
+def evaluate_all(s: Session, evals: dict[str, EvalSet], config: TrainConfig, epoch: int, log: RunLog) -> dict:
+    """Metrics of the model on each evaluation set, with a progress bar per set; computed on rank 0 only. Under the
+    release's protocol the test crops are redrawn each epoch, as its ``RandomCrop`` does; else fixed per image."""
     if not s.main:
         return {}
-    out = {}
+    out, per_epoch = {}, epoch if config.protocol == "released" else None
     for name, data in evals.items():
         with log.bar(len(data.items), f"evaluate {name}", "img") as bar:
-            out[name] = evaluate(s.model, data, config.test_crops, config.seed, s.device, config.amp, bar)
+            out[name] = evaluate(s.model, data, config.test_crops, config.seed, s.device, config.amp, bar, per_epoch)
     return out
 
 
@@ -448,7 +460,7 @@ def run_epochs(s: Session, run: Run, config: TrainConfig, state: dict, meta: dic
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "first_loss": losses[0] if losses else float("nan"),
         }
-        record |= evaluate_all(s, run.evals, config, log)
+        record |= evaluate_all(s, run.evals, config, epoch, log)
         eval_seconds = time.perf_counter() - start - seconds
         state["epoch"] = epoch + 1
         state["history"].append(record)

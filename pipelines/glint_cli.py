@@ -15,7 +15,7 @@ from tqdm import tqdm
 from glint.backbones import RandomWeightsWarning
 from glint.checkpoint import load_model, printable
 from glint.data import IQATable, check_image_files, load_table, make_split, names_digest
-from glint.finetune import FinetuneConfig, RunWarning, median_test, run_finetune
+from glint.finetune import FinetuneConfig, RunWarning, image_reader, median_test, run_finetune
 from glint.finetune import leakage_warning as _leakage  # noqa: F401  (the tests import it under this name)
 from glint.options import CSV_HELP, DATASET_HELP, ROOT_HELP
 from glint.outputs import check_creatable, check_outputs_apart
@@ -30,7 +30,6 @@ from saqt.configs import DEVICE_HELP
 from saqt.context import RunContext
 from saqt.encoders import pick_device
 from saqt.errors import ConfigError
-from saqt.images import decode_image
 from saqt.options import DATA, EVALUATION, EXECUTION, MODEL, OUTPUT
 
 DEPRECATED_NAMES = {"--test-crops": "--crops"}  # old name -> name now: hidden, still accepted (a DeprecationWarning)
@@ -170,10 +169,11 @@ def finetune(
     overwrite: Overwrite = False,
 ) -> None:
     """Finetune on an IQA dataset. honest: 80/20 split (by reference for synthetic datasets), epoch chosen on a
-    validation split. released: the official recipe end to end. With --rounds N, runs N consecutive rounds in
-    RUN_DIR/round-K and reports the median test metrics. Settings and the split are recorded in RUN_DIR/run.json."""
+    validation split. released: the official recipe end to end, 10 rounds by default. With several rounds, runs
+    them in RUN_DIR/round-K and reports the median test metrics (RUN_DIR/summary.json, RUN_DIR/rounds.csv).
+    Settings and the split are recorded in RUN_DIR/run.json."""
     results = run_finetune(given.make(FinetuneConfig), out, RunContext(overwrite=overwrite))
-    rounds = given["rounds"]
+    rounds = len(results)
     for round_number, res in results.items():
         _report(res, out if rounds == 1 else out / f"round-{round_number}")
     if rounds > 1 and main_process():
@@ -342,7 +342,8 @@ def evaluate_cmd(
     record = model.checkpoint.meta.get("provenance", {}).get("split")
     samples, chosen, overlap = _evaluation_samples(table, record, split, protocol, round_, seed, allow_train_overlap)
     check_image_files(samples, root, dataset)
-    data = EvalSet([s.path for s in samples], [s.score for s in samples], decode_image, table.resize)
+    trained_under = model.checkpoint.meta.get("train_config", {}).get("protocol", "honest")
+    data = EvalSet([s.path for s in samples], [s.score for s in samples], image_reader(trained_under), table.resize)
     with tqdm(total=len(samples), desc="evaluate", unit="img", leave=False) as bar:
         preds, seconds = score_eval_set(model, data, crops, 0, dev, scoring_amp(model), bar, batch_size)
     m, scale = eval_metrics(preds, data, seconds), score_scale(model)

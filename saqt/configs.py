@@ -215,7 +215,10 @@ class LabelConfig:
         cli_default=None,
     )
     preset: str | None = option(  # recorded when the settings came from a preset (saqt.presets)
-        None, "authors: what the official SAQT release does (ResNet-101, top1, minmax:0:9).", MATCHING
+        None,
+        "authors: how the published checkpoints' labels were made (ResNet-50, top1, minmax:0:9); "
+        "authors-resnet101: the same with the paper's ResNet-101.",
+        MATCHING,
     )
     matches: str | None = option(  # "authors" or a matches CSV: use these top-1 matches instead of embedding
         None,

@@ -138,6 +138,15 @@ def decode_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXEL
         return rgb_pixels(img)
 
 
+def decode_as_released(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode as the official GlintIQA release reads its images, ``Image.open(path).convert("RGB")``: no EXIF
+    orientation (pixels as stored), Pillow's own conversion (alpha dropped, not composited). Refuses what
+    ``decode_image`` refuses."""
+    with open_image(source, max_pixels) as img:
+        img.load()
+        return np.asarray(img.convert("RGB"))
+
+
 def _png_metadata_after_idat(data: bytes) -> bool:
     """Whether a PNG may hold EXIF or text (where Pillow also looks for EXIF and XMP orientation) after its
     first IDAT chunk, which Pillow only reads when decoding; True too for a chunk list that cannot be walked."""

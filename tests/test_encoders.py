@@ -199,8 +199,9 @@ def test_resnet_download_without_network_fails_in_one_line(tmp_path, monkeypatch
     assert "\n" not in message and "resnet101-5d3b4d8f.pth" in message and "--encoder resnet101@" in message
 
 
-def test_label_preset_authors_is_resnet101_top1_minmax(tmp_path):
-    """``saqt label --preset authors`` with a local ResNet-101 state dict (random weights: none can be downloaded)."""
+def test_label_preset_authors_resnet101_is_resnet101_top1_minmax(tmp_path):
+    """``saqt label --preset authors-resnet101`` with a local ResNet-101 state dict (random weights: none can be
+    downloaded)."""
     from typer.testing import CliRunner
 
     from pipelines.saqt_cli import app
@@ -220,16 +221,18 @@ def test_label_preset_authors_is_resnet101_top1_minmax(tmp_path):
         app, ["build", "--size", "96x64", "--types", "1,2", "--levels", "1", "--limit", "2", "--out", str(build)]
     )
     assert result.exit_code == 0, result.output
-    args = ["label", "--build", str(build), "--bank", str(bank), "--preset", "authors", "--out", str(tmp_path / "l")]
+    args = ["label", "--build", str(build), "--bank", str(bank), "--preset", "authors-resnet101"]
+    args += ["--out", str(tmp_path / "l")]
     result = runner.invoke(
         app, [*args, "--encoder", f"resnet101@{weights}", "--loader-workers", "0", "--device", "cpu"]
     )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "l" / "label.json").read_text())
-    assert manifest["config"]["preset"] == "authors" and manifest["config"]["encoder"] == f"resnet101@{weights}"
+    assert manifest["config"]["preset"] == "authors-resnet101"
+    assert manifest["config"]["encoder"] == f"resnet101@{weights}"
     assert manifest["encoder"]["encoder"] == "resnet101" and manifest["encoder"]["weights"].startswith(
         "resnet101-random.pth sha256:"
     )
     assert manifest["rule"]["rule"] == "top1" and manifest["score_scale"] == "minmax:0:9"
     refused = runner.invoke(app, [*args, "--encoder", "effnet-lite0"])
-    assert refused.exit_code == 2 and "--preset authors uses --encoder resnet101" in refused.output
+    assert refused.exit_code == 2 and "--preset authors-resnet101 uses --encoder resnet101" in refused.output
