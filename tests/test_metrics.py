@@ -100,7 +100,7 @@ def test_fidelity_correlations_drop_missing_cells_and_handle_ties():
 
 def test_bank_usage_by_hand():
     """Ten matches over six references used 3, 2, 2, 1, 1, 1 times (ties in the counts): shares .3 .2 .2 .1 .1 .1.
-    exp(entropy) = prod p^-p = .3^-.3 * .2^-.4 * .1^-.3 = 5.4505 (a base-2 entropy would give 2^H = 3.24); the five
+    exp(entropy) = prod p^-p = .3^-.3 * .2^-.4 * .1^-.3 = 5.4507 (a base-2 entropy would give 2^H = 3.24); the five
     most used hold 9 of 10; a bank of 8 leaves 2 unused."""
     refs = ["r1", "r2", "r3", "r1", "r4", "r2", "r5", "r3", "r6", "r1"]
     usage = matches_usage(refs, bank_size=8)
