@@ -572,7 +572,7 @@ def fetch_dataset(source: DatasetSource, dest: Path, options: FetchOptions | Non
     say, target = options.say, dest / source.name
     say(f"{source.title}: {source.page}\n  terms: {source.terms}")
     if (target / RECORD).is_file():
-        root = target / json.loads((target / RECORD).read_text())["root"]
+        root = _recorded_root(target)
         say(f"{source.title} is already in {target} (remove that folder to fetch it again)")
         return root
     if target.exists():  # unpacked by hand
@@ -616,6 +616,21 @@ def fetch_dataset(source: DatasetSource, dest: Path, options: FetchOptions | Non
             if got.downloaded:
                 got.path.unlink()
     return _check_layout(source, target / relative, say)
+
+
+def _recorded_root(target: Path) -> Path:
+    """The loaders' root that a finished fetch recorded in ``target/saqt-fetch.json``; FetchError if the record is
+    damaged or names a folder outside ``target``."""
+    path = target / RECORD
+    try:
+        root = json.loads(path.read_bytes())["root"]
+        inside = isinstance(root, str) and (target / root).resolve().is_relative_to(target.resolve())
+        problem = None if inside else f"its root {str(root)[:80]!r} is not a folder inside {target}"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        problem = f"{type(err).__name__}: {str(err)[:80]}"
+    if problem:
+        raise FetchError(f"{path} is damaged ({problem}); remove it, and a rerun checks {target} and records it anew")
+    return target / root
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """``saqt verify``: check a published set (or a build or label folder) and name the first problem found.
 
-A published set is checked in this order: its card and SHA256SUMS are readable; every listed file is present
-and nothing unlisted sits in ``data/``; every checksum matches; each split's shards are numbered completely;
+A published set is checked in this order: its card and SHA256SUMS are readable; the card is listed, every listed
+file is present and nothing unlisted sits in ``data/``; every checksum matches; each split's shards are numbered completely;
 every shard opens, has the published schema and this set's id, and scores that are finite numbers; row counts
 match the card; and a seeded sample of images decodes to the size its row states.
 """
@@ -55,6 +55,8 @@ def verify_published(url: str, sample: int = 64, seed: int = 0) -> Verified:
         sums = read_sums(fs.cat_file(f"{root}/{SUMS}").decode())
     except (StageError, UnicodeDecodeError) as err:
         raise VerifyError(f"{SUMS} is malformed ({err})" if isinstance(err, UnicodeDecodeError) else str(err)) from None
+    if CARD not in sums:  # a publish always lists it: else the card could be edited at will
+        raise VerifyError(f"{CARD} is not listed in {SUMS}")
     present = {p[len(root) + 1 :] for p in fs.find(f"{root}/data")}
     for path in sorted(sums):
         if not fs.isfile(f"{root}/{path}"):

@@ -61,3 +61,28 @@ REPORT_SECTIONS = [
 def self_contained(page: str) -> bool:
     """Whether a report links nothing outside itself: every src/href is inline data or an in-page anchor."""
     return not re.search(r'(src|href)="(?!data:|#)', page)
+
+
+@pytest.fixture(scope="session")
+def small_stages(tmp_path_factory) -> Path:
+    """Every stage folder, small (about 5 s): ``build`` (5 sample photos x 1 cell, 3 units), ``bank`` (a 2-reference
+    PSNR synth bank that saves its distortions, so dataset.csv too), ``labels`` (rule top1, effnet-lite0 embeddings
+    cached) and ``published``. Tests copy a folder before changing it."""
+    from dataclasses import replace
+
+    from pipelines.executors import LocalExecutor
+    from saqt.bank_synth import SynthConfig, run_synth_bank
+    from saqt.build import BuildConfig, run_build
+    from saqt.context import RunContext
+    from saqt.label import LabelConfig, run_label
+    from saqt.publish import PublishConfig, run_publish
+
+    root = tmp_path_factory.mktemp("small-stages")
+    one, quiet = RunContext(LocalExecutor(1), progress=False), RunContext(progress=False)
+    run_build(BuildConfig(size=(96, 64), types=(1,), levels=(1,), images_per_shard=2), root / "build", one)
+    bank = SynthConfig(source="sample-bank", size=(96, 64), limit=2, metric="psnr", save_distorted=True)
+    run_synth_bank(bank, root / "bank", one)
+    label = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), rule="top1", encoder="effnet-lite0")
+    run_label(replace(label, device="cpu"), root / "labels", quiet)
+    run_publish(PublishConfig(str(root / "labels")), str(root / "published"), quiet)
+    return root

@@ -6,6 +6,8 @@ import csv
 import hashlib
 import io
 import json
+import re
+import shutil
 import socket
 import tarfile
 import threading
@@ -245,6 +247,46 @@ def test_a_checksum_mismatch_is_refused_and_the_file_kept_aside(server, tmp_path
     downloads = tmp_path / ".downloads" / "kadid10k"
     assert (downloads / "kadid10k.zip.rejected").read_bytes() == data and not (downloads / "kadid10k.zip").exists()
     assert not (tmp_path / "kadid10k").exists() and not list(tmp_path.glob(".*.partial"))
+
+
+@pytest.mark.parametrize(
+    "record, problem",
+    [
+        ('{"root": "kadid', "JSONDecodeError"),
+        ('{"dataset": "kadid10k"}', "KeyError"),
+        ('["kadid10k"]', "TypeError"),
+        ('{"root": "../../elsewhere"}', "its root '../../elsewhere' is not a folder inside"),
+    ],
+)
+def test_every_file_a_fetch_writes_is_refused_or_kept_when_tampered(server, tmp_path, record, problem):
+    """A fetch leaves its archive in .downloads, its record and the unpacked release. The archive is checked against
+    the manifest's SHA-256 whenever it is used again (a changed one is set aside, the server not asked); a damaged
+    record is one line; the unpacked files are kept as they are (a finished dataset is found by its record and not
+    checked again: remove its folder to fetch it again)."""
+    base, state = server
+    state.files["/kadid10k.zip"] = data = kadid_zip()
+    src = source(base, "kadid10k", {"kadid10k.zip": data}, "dmos.csv")
+    dest = tmp_path / "d"
+    root = fetch_dataset(src, dest, quiet())
+    written = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    archive, record_file = dest / ".downloads" / "kadid10k" / "kadid10k.zip", dest / "kadid10k" / fetch.RECORD
+    assert {p for p in written if not p.startswith("kadid10k/kadid10k/")} == {
+        archive.relative_to(dest).as_posix(),
+        record_file.relative_to(dest).as_posix(),
+    }
+    asked = len(state.requests)
+    (root / "dmos.csv").write_text("edited")
+    assert fetch_dataset(src, dest, quiet()) == root and (root / "dmos.csv").read_text() == "edited"
+    record_file.write_text(record)
+    with pytest.raises(FetchError, match=re.escape(f"{record_file} is damaged ({problem}")) as err:
+        fetch_dataset(src, dest, quiet())
+    assert "\n" not in str(err.value)
+    shutil.rmtree(dest / "kadid10k")  # the next fetch unpacks the archive it downloaded
+    archive.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(FetchError, match=r"kadid10k.zip: SHA-256 [0-9a-f]{64} differs from the manifest's"):
+        fetch_dataset(src, dest, quiet())
+    assert archive.with_name("kadid10k.zip.rejected").is_file() and not archive.exists()
+    assert len(state.requests) == asked and not (dest / "kadid10k").exists()
 
 
 def test_a_user_file_in_from_that_fails_its_checksum_is_refused_but_not_moved(server, tmp_path):

@@ -6,6 +6,7 @@ checkpoint text printed escaped. One tiny finished run (EfficientNet-Lite0, rand
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import re
@@ -27,7 +28,7 @@ from glint.model import GlintConfig
 from glint.outputs import RUN_FILES, clear_run, local_path, run_files, run_start
 from glint.predict import score_scale
 from glint.runlog import RunLog
-from glint.train import TrainConfig, _results, claim_run_folder, select
+from glint.train import TrainConfig, _results, claim_run_folder, resume_checkpoint, select
 from pipelines.glint_cli import app
 from saqt.errors import ConfigError
 from saqt.shards import sha256_file
@@ -162,6 +163,44 @@ def test_resume_from_a_last_pt_without_train_config_is_one_line(dataset, finishe
     torch.save(ckpt, out / "last.pt")
     result = runner.invoke(app, finetune_args(dataset, out, "--resume"))
     refused(result, f"{out / 'last.pt'} lacks train_config: not a glint last.pt that can be resumed")
+
+
+# What each file of a run folder becomes when tampered with: a checkpoint that cannot be read is refused in one line
+# (last.pt by --resume, best.pt by whatever loads it); the others are written again by the next run, from last.pt,
+# whose history is the truth. summary.json (several rounds only) is written whole at the end of each such run.
+TAMPERED = {
+    "last.pt": "refused",
+    "best.pt": "refused",
+    "run.json": "rewritten",
+    "metrics.jsonl": "rewritten",
+    "metrics.csv": "rewritten",
+    "results.json": "rewritten",
+    "summary.json": "rewritten",
+}
+
+
+def test_every_file_a_run_writes_is_refused_or_rewritten_when_tampered(dataset, finished, tmp_path):
+    assert set(TAMPERED) == set(RUN_FILES) and set(tree(finished)) <= set(RUN_FILES)  # a new file needs its fate
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    rewritten = [name for name, fate in TAMPERED.items() if fate == "rewritten" and (out / name).exists()]
+    assert rewritten == ["run.json", "metrics.jsonl", "metrics.csv", "results.json"]
+    for name in rewritten:
+        (out / name).write_text("tampered")
+    result = runner.invoke(app, finetune_args(dataset, out, "--resume"))
+    assert result.exit_code == 0, result.output
+    before, after = tree(finished), tree(out)
+    assert [after[n] == before[n] for n in ("run.json", "metrics.jsonl", "metrics.csv")] == [True] * 3
+    results = {p: json.loads((p / "results.json").read_text()) for p in (finished, out)}
+    assert results[out]["metrics"] == results[finished]["metrics"] and results[out]["selected_epoch"] == 1
+    for name in ("last.pt", "best.pt"):
+        data = (out / name).read_bytes()
+        (out / name).write_bytes(data[: len(data) // 2])
+    said = "cannot be read: truncated, damaged or not a PyTorch checkpoint"  # the commands' one line (see above)
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {out / 'last.pt'} {said}")):
+        resume_checkpoint(out / "last.pt")  # what --resume reads first
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {out / 'best.pt'} {said}")):
+        glint.load_model(out / "best.pt")  # what evaluate, predict and --init read
 
 
 # --- 2: NaN losses, NaN weights, non-finite scores -------------------------------------------------------------------
