@@ -125,11 +125,11 @@ def test_every_scoring_path_asks_for_the_checkpoints_precision(amp, monkeypatch,
 def test_the_per_epoch_evaluation_scores_in_the_protocols_precision(protocol, amp, monkeypatch):
     """The release evaluates each epoch in fp32 (engine/evaluate.py: no autocast); the honest protocol with AMP."""
     asked = []
-    monkeypatch.setattr(train, "evaluate", lambda model, data, crops, seed, device, amp, bar: asked.append(amp))
+    monkeypatch.setattr(train, "evaluate", lambda model, data, crops, seed, device, amp, bar, epoch: asked.append(amp))
     config = TrainConfig.from_protocol(resolve(protocol, {}))
     session = SimpleNamespace(main=True, model=Tiny(), device=CUDA)
     log = SimpleNamespace(bar=lambda *args: contextlib.nullcontext())
-    evaluate_all(session, {"test": EvalSet([0], [1.0], lambda k: None)}, config, log)
+    evaluate_all(session, {"test": EvalSet([0], [1.0], lambda k: None)}, config, 3, log)
     assert asked == [amp]
 
 
