@@ -147,9 +147,26 @@ def _group(row: list, name: str, ref_col: int | None, entry: dict) -> str:
     return name
 
 
-def load_table(name: str, root: Path, label_file: Path | None = None) -> IQATable:
-    """Rated images of dataset ``name`` under ``root`` (``label_file`` overrides the manifest's label files)."""
+def released_labels(spec: dict, root: Path) -> Path | None:
+    """The label file the release's protocol reads where the release has its own labels (LIVE's
+    ``LIVE_realigned.csv``: the realigned DMOS of dmos_realigned.mat); DatasetError when it is not under ``root``."""
+    name = spec.get("released", {}).get("labels")
+    if name is None:
+        return None
+    if not (Path(root) / name).is_file():
+        raise DatasetError(
+            f"--protocol released reads {spec['name']}'s labels from {name}, as the release does; it is not in "
+            f"{root}: run `saqt fetch {spec['name']}` on an archive that has the release's label files"
+        )
+    return Path(root) / name
+
+
+def load_table(name: str, root: Path, label_file: Path | None = None, protocol: str = "honest") -> IQATable:
+    """Rated images of dataset ``name`` under ``root`` (``label_file`` overrides the manifest's label files; under
+    the ``released`` protocol, the release's own labels where the manifest names them)."""
     spec, root = dataset_spec(name), Path(root)
+    if label_file is None and protocol == "released":
+        label_file = released_labels(spec, root)
     if label_file is None:
         found = [root / e["file"] for e in spec["labels"] if "file" in e and (root / e["file"]).is_file()]
         if not found:

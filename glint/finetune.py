@@ -208,7 +208,7 @@ def run_finetune(config: FinetuneConfig, out: Path, ctx: RunContext = DEFAULT_CO
     check_outputs_apart(out, {"--root": config.root, "--csv": config.csv_file, "--init": config.init})
     if not config.init:
         refuse_random_backbones(config.model, config.random_init)  # before any work
-    table = load_table(config.dataset, config.root, config.csv_file)
+    table = load_table(config.dataset, config.root, config.csv_file, config.protocol)
     protos, splits = _protocols(config, table)
     folders = {p.round: out if len(protos) == 1 else out / f"round-{p.round}" for p in protos}
     for folder in folders.values():  # before any training; fit checks again, with the folder locked

@@ -1,7 +1,8 @@
 """Pretraining GlintIQA on SAQT-IQA labels: the library side of ``glint pretrain``.
 
 ``run_pretrain(config, out, ctx)`` opens the set (``glint.pretrain_data``), resolves the protocol, holds out a
-published set's validation split (or else 5% of pristine images) to pick the epoch, builds the model and trains
+published set's validation split (or else 5% of pristine images; under ``released``, the images matched to the
+release's references) to pick the epoch, builds the model and trains
 (``glint.train.fit``); with ``plan_only`` it writes the first batches' order to ``out/batches.csv`` instead.
 """
 
@@ -88,7 +89,7 @@ def run_pretrain(config: PretrainConfig, out: Path, ctx: RunContext = DEFAULT_CO
     files = open_saqt(config.data, config.pristine_cache)
     if files.build is not None:
         check_outputs_apart(out, {"the labels' build": files.build.root})
-    train = SaqtTraining(files, train_config.seed, out / INDEX_FOLDER, drop_last=proto.name == "released")
+    train = SaqtTraining(files, train_config.seed, out / INDEX_FOLDER, released=proto.name == "released")
     if not len(train):
         raise ConfigError(f"{config.data} holds no scored training images")
     if config.plan_only:

@@ -198,12 +198,15 @@ class SaqtTraining(Dataset):
     random 224 crop with flips per image, drawn from (seed, epoch, image_id), and its score.
 
     The index lives in ``index_dir``'s folder for this launch on this machine, shared by every process of the launch
-    there (``glint.pretrain_index.SharedFolder``), or, without ``index_dir``, in a private temporary folder."""
+    there (``glint.pretrain_index.SharedFolder``), or, without ``index_dir``, in a private temporary folder.
+    ``released``: as the release pretrains, holding out the images matched to its references
+    (``released_holdout_references``) and dropping the last partial batch."""
 
-    def __init__(self, files: SaqtFiles, seed: int = 0, index_dir: Path | None = None, drop_last: bool = False):
-        self.shared = SharedFolder(index_dir, lambda folder: write_index(files, seed, HOLDOUT_PERCENT, folder))
+    def __init__(self, files: SaqtFiles, seed: int = 0, index_dir: Path | None = None, released: bool = False):
+        refs = released_holdout_references() if released else None
+        self.shared = SharedFolder(index_dir, lambda folder: write_index(files, seed, HOLDOUT_PERCENT, folder, refs))
         self.index, self.seed, self.epoch = SaqtIndex(files, self.shared.path, "train"), seed, 0
-        self.drop_last = drop_last  # the release's pretraining drops the last partial batch
+        self.drop_last = released
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

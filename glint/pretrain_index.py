@@ -19,7 +19,7 @@ import shutil
 import socket
 import tempfile
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +49,7 @@ COLUMNS = {
     "offset": "<u8",
     "length": "<u8",
     "sha256": "V32",
+    "held": "u1",  # while indexing under the release's rule: whether the row is held out
 }
 INDEX_FOLDER = ".saqt-index"  # in a run folder: one index folder per launch and machine
 
@@ -194,29 +195,41 @@ def shared_order(folder: Path, n: int, seed: int, epoch: int, make) -> np.ndarra
     return order
 
 
-def write_index(files: SaqtFiles, seed: int, percent: float, folder: Path) -> None:
+def write_index(
+    files: SaqtFiles, seed: int, percent: float, folder: Path, holdout_refs: Sequence[str] | None = None
+) -> None:
     """Index the rated rows of ``files`` into ``folder`` (see the module's docstring), reading each file once: its
-    columns, image ids and scores (finite numbers) checked as it is read. The held-out part is a published set's
-    validation split when it has one, else ``percent`` of the pristine images (at least one) chosen by a seeded
-    hash."""
+    columns, image ids and scores (finite numbers) checked as it is read. The held-out part is, with
+    ``holdout_refs`` (the release's rule), the rows whose matched reference (first neighbour) is one of those
+    references, compared by name stem; else a published set's validation split when it has one, else ``percent`` of
+    the pristine images (at least one) chosen by a seeded hash."""
     if not files.paths:
         raise DatasetError(f"{next(iter(files.provenance.values()))} holds no shards")
+    stems = None if holdout_refs is None else frozenset(Path(r).stem for r in holdout_refs)
     names: dict[str, int] = {}
     rows = ColumnWriter(folder / ".rows")  # every rated row, before the parts are known
     with ThreadPoolExecutor(2) as pool:  # reading the next file overlaps indexing this one
-        for i, table in enumerate(pool.map(lambda i: _read_checked(files, i), range(len(files.paths)))):
-            rows.append(**_file_rows(files, i, table, names))
+        for i, table in enumerate(pool.map(lambda i: _read_checked(files, i, stems), range(len(files.paths)))):
+            rows.append(**_file_rows(files, i, table, names, stems))
     rows.close()
     _write_names(names, folder / "names")
     if files.ranges is not None and files.recipe_only:
         _write_pristine_ranges(files, names, folder / "pristine")
-    if files.validation:
-        held = np.array([p in files.validation for p in files.paths])[open_columns(folder / ".rows")["file"]]
+    columns = open_columns(folder / ".rows")
+    if stems is not None:
+        held = np.asarray(columns.pop("held")) == 1
+        if not held.any():
+            raise DatasetError(
+                f"--protocol released holds out the images matched to {', '.join(sorted(stems))}, as the release "
+                f"does, and no row of {next(iter(files.provenance.values()))} is: label with the KADID-10k bank"
+            )
+    elif files.validation:
+        held = np.array([p in files.validation for p in files.paths])[columns["file"]]
     else:
         chosen = np.zeros(len(names), bool)
         chosen[[names[p] for p in holdout_ids(list(names), seed, percent)]] = True
-        held = chosen[open_columns(folder / ".rows")["pristine"]]
-    _split(folder / ".rows", {"train": ~held, "holdout": held}, folder)
+        held = chosen[columns["pristine"]]
+    _split(columns, {"train": ~held, "holdout": held}, folder)
     shutil.rmtree(folder / ".rows")
 
 
@@ -235,9 +248,8 @@ def _write_names(names: dict[str, int], folder: Path) -> None:
     writer.close({"name": f"S{width}"})
 
 
-def _split(source: Path, masks: dict[str, np.ndarray], folder: Path, chunk: int = 1 << 22) -> None:
-    """The rows of the columns in ``source`` that each mask selects, as that part's columns under ``folder``."""
-    columns = open_columns(source)
+def _split(columns: dict[str, np.ndarray], masks: dict[str, np.ndarray], folder: Path, chunk: int = 1 << 22) -> None:
+    """The rows of ``columns`` that each mask selects, as that part's columns under ``folder``."""
     writers = {part: ColumnWriter(folder / part) for part in masks}
     n = len(columns["score"])
     for start in range(0, n, chunk) if n else [0]:
@@ -248,20 +260,28 @@ def _split(source: Path, masks: dict[str, np.ndarray], folder: Path, chunk: int 
         w.close()
 
 
-def _read_checked(files: SaqtFiles, i: int) -> pa.Table:
-    """The columns of file ``i`` that the index reads; DatasetError where it lacks one (or its pixels, where no
-    build holds them)."""
+def _read_checked(files: SaqtFiles, i: int, stems: frozenset[str] | None = None) -> pa.Table:
+    """The columns of file ``i`` that the index reads (``neighbours`` too under the release's rule, ``stems``);
+    DatasetError where it lacks one (or its pixels, where no build holds them)."""
     shard = pq.ParquetFile(files.paths[i] if files.fs is None else files.fs.open(files.paths[i], "rb"))
     needed = _row_columns(files) + (["image"] if files.build is None and files.images is None else [])
     missing = [c for c in needed if c not in shard.schema_arrow.names]
     if missing:
         raise DatasetError(f"{files.paths[i]} has no {', '.join(missing)} column: not a saqt-iqa shard")
-    return shard.read(columns=_row_columns(files))
+    if stems is not None and "neighbours" not in shard.schema_arrow.names:
+        raise DatasetError(
+            f"{files.paths[i]} has no neighbours column: --protocol released holds out the images matched to "
+            f"{', '.join(sorted(stems))} as the release does, which needs each image's matched references"
+        )
+    return shard.read(columns=_row_columns(files) + (["neighbours"] if stems is not None else []))
 
 
-def _file_rows(files: SaqtFiles, i: int, table: pa.Table, names: dict[str, int]) -> dict[str, np.ndarray]:
+def _file_rows(
+    files: SaqtFiles, i: int, table: pa.Table, names: dict[str, int], stems: frozenset[str] | None = None
+) -> dict[str, np.ndarray]:
     """File ``i``'s rated rows (``table``) as index columns, its scores checked (finite numbers); ``names`` gains
-    the file's new pristine ids."""
+    the file's new pristine ids. Under the release's rule (``stems``), ``held``: whether the row's matched
+    reference is one of ``stems``."""
     require_finite(table.column("score"), files.paths[i], table.column("image_id"))
     ids = table.column("pristine_id").combine_chunks().dictionary_encode()
     pristine = np.array([names.setdefault(p, len(names)) for p in ids.dictionary.to_pylist()], np.uint32)
@@ -279,6 +299,8 @@ def _file_rows(files: SaqtFiles, i: int, table: pa.Table, names: dict[str, int])
     }
     if files.recipe_only:
         columns["seed"] = table.column("seed").to_numpy()
+    if stems is not None:
+        columns["held"] = matched_to(table.column("neighbours"), stems)
     if files.ranges is not None and files.ranges.distorted is not None:  # a unit without images has no ranges file
         ranges = read_ranges(Path(files.ranges.distorted[i])) if n else np.zeros(0, RANGE)
         if len(ranges) != n:
@@ -286,6 +308,17 @@ def _file_rows(files: SaqtFiles, i: int, table: pa.Table, names: dict[str, int])
         columns |= {"offset": ranges["offset"], "length": ranges["length"], "sha256": ranges["sha256"]}
     scored = table.column("score").is_valid().to_numpy(zero_copy_only=False)
     return {k: v[scored] for k, v in columns.items()}
+
+
+def matched_to(neighbours: pa.ChunkedArray, stems: frozenset[str]) -> np.ndarray:
+    """Whether each row's matched reference, the first of its ``neighbours``, has a name stem in ``stems``
+    (``I13.png``, ``refs/I13.png`` and ``I13`` all name I13); a row without neighbours matches none."""
+    first = pc.list_slice(neighbours.combine_chunks(), 0, 1)
+    names = pc.replace_substring_regex(pc.list_flatten(first), r"^.*[/\\]", "")
+    found = pc.is_in(pc.replace_substring_regex(names, r"\.[^.]*$", ""), pa.array(sorted(stems), pa.string()))
+    held = np.zeros(len(neighbours), bool)
+    held[pc.list_parent_indices(first).to_numpy()[found.fill_null(False).to_numpy(zero_copy_only=False)]] = True
+    return held
 
 
 def _row_columns(files: SaqtFiles) -> list[str]:

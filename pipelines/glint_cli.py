@@ -338,11 +338,11 @@ def evaluate_cmd(
         check_creatable(out)
     dev = pick_device(device)
     model = load_model(checkpoint, dev)
-    table = load_table(dataset, root, csv_file)
+    trained_under = model.checkpoint.meta.get("train_config", {}).get("protocol", "honest")
+    table = load_table(dataset, root, csv_file, trained_under)  # a released run's labels (LIVE: realigned DMOS)
     record = model.checkpoint.meta.get("provenance", {}).get("split")
     samples, chosen, overlap = _evaluation_samples(table, record, split, protocol, round_, seed, allow_train_overlap)
     check_image_files(samples, root, dataset)
-    trained_under = model.checkpoint.meta.get("train_config", {}).get("protocol", "honest")
     data = EvalSet([s.path for s in samples], [s.score for s in samples], image_reader(trained_under), table.resize)
     with tqdm(total=len(samples), desc="evaluate", unit="img", leave=False) as bar:
         preds, seconds = score_eval_set(model, data, crops, 0, dev, scoring_amp(model), bar, batch_size)

@@ -511,7 +511,42 @@ def tid2013_labels(root: Path) -> Path:
     return out
 
 
-PREPARE = {"clive-mat": (clive_labels, "LIVEChallenge.csv"), "tid2013-txt": (tid2013_labels, "TID2013.csv")}
+LIVE_FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))  # the .mat order
+
+
+def live_realigned_labels(root: Path) -> Path | None:
+    """LIVE_realigned.csv (ref_name, dist_name, dmos) from the release's dmos_realigned.mat (``dmos_new``, ``orgs``)
+    and refnames_all.mat, whose 982 entries are jp2k/img1 ... img227, jpeg/img1 ... img233, then wn, gblur and
+    fastfading (174 each), as the GlintIQA release's LIVE loader reads them: one row per entry that is not a
+    reference image (``orgs`` 0), 779 in all. None where the archive has no dmos_realigned.mat."""
+    if not (root / "dmos_realigned.mat").is_file():
+        return None
+    dmos, orgs = (_mat_vector(root / "dmos_realigned.mat", n) for n in ("dmos_new", "orgs"))
+    cells = _mat_vector(root / "refnames_all.mat", "refnames_all")
+    names = [f"{folder}/img{k}.bmp" for folder, count in LIVE_FOLDERS for k in range(1, count + 1)]
+    if not len(dmos) == len(orgs) == len(cells) == len(names):
+        raise FetchError(
+            f"{root}: dmos_realigned.mat has {len(dmos)} scores and {len(orgs)} flags, refnames_all.mat "
+            f"{len(cells)} names; the release's have {len(names)} each"
+        )
+    rows = []
+    for i, (name, cell, score, original) in enumerate(zip(names, cells, dmos, orgs, strict=True), start=1):
+        if not original:
+            try:
+                value = score_value(score, f"{root / 'dmos_realigned.mat'} entry {i} ({name})")
+            except ScoreError as err:
+                raise FetchError(str(err)) from None
+            rows.append([str(np.asarray(cell).ravel()[0]), name, repr(value)])
+    out = root / "LIVE_realigned.csv"
+    _write_rows(out, ["ref_name", "dist_name", "dmos"], rows)
+    return out
+
+
+PREPARE = {
+    "clive-mat": (clive_labels, "LIVEChallenge.csv"),
+    "tid2013-txt": (tid2013_labels, "TID2013.csv"),
+    "live-realigned": (live_realigned_labels, "LIVE_realigned.csv"),
+}
 
 
 def _settle(source: DatasetSource, folder: Path, say: Callable[[str], None]) -> Path:
@@ -521,8 +556,7 @@ def _settle(source: DatasetSource, folder: Path, say: Callable[[str], None]) -> 
         raise FetchError(f"{source.title}: no {source.marker} found under {folder}: not the layout of the release")
     if source.prepare:
         convert, name = PREPARE[source.prepare]
-        if not (root / name).exists():  # never overwrite a file the user has
-            convert(root)
+        if not (root / name).exists() and convert(root):  # never overwrite a file the user has
             say(f"wrote {(root / name).relative_to(folder)} from the release's label files")
     return root
 

@@ -23,7 +23,7 @@ from PIL import Image
 from scipy.io import savemat
 from typer.testing import CliRunner
 
-from glint.data import load_table
+from glint.data import DatasetError, load_table
 from pipelines.saqt_cli import app as saqt_app
 from saqt import fetch
 from saqt.fetch import Archive, DatasetSource, FetchError, FetchOptions, fetch_dataset, fetch_sources, unpack
@@ -516,3 +516,57 @@ def test_cli_lists_the_datasets_and_refuses_unknown_names():
     assert "clive      manual" in listed.output
     unknown = runner.invoke(saqt_app, ["fetch", "kadid"])
     assert unknown.exit_code == 2 and "unknown dataset kadid; choose from: kadid10k" in unknown.output
+
+
+def live_release(root: Path, realigned: bool = True) -> Path:
+    """A LIVE Release 2 folder with the publisher's .mat files (as MATLAB saves them: 1 x 982 row vectors, names a
+    cell array) and pyiqa's LIVEIQA.csv; the 982 entries are jp2k/img1..227, jpeg/img1..233, wn, gblur and
+    fastfading/img1..174. Entries 0 and 500 are reference images (orgs 1); the others score j / 8."""
+    refs = np.empty((1, 982), dtype=object)
+    for j in range(982):
+        refs[0, j] = np.array([f"ref{j % 29:02d}.bmp"])
+    refs[0, 1] = refs[0, 227] = np.array(["bikes.bmp"])
+    dmos, orgs = np.arange(982)[None, :] / 8.0, np.zeros((1, 982))
+    orgs[0, [0, 500]] = 1
+    dmos[0, [0, 500]] = 0.0
+    dmos[0, 1], dmos[0, 227], dmos[0, 981] = 61.5, 23.25, -1.5  # realigned DMOS may fall below 0
+    root.mkdir(parents=True)
+    savemat(root / "refnames_all.mat", {"refnames_all": refs})
+    if realigned:
+        savemat(root / "dmos_realigned.mat", {"dmos_new": dmos, "orgs": orgs, "dmos_std": np.ones((1, 982))})
+    (root / "LIVEIQA.csv").write_text("ref_name,dist_name,mos\nbikes.bmp,jp2k/img2,40.0\nref01.bmp,jpeg/img2,30.5\n")
+    return root
+
+
+def test_live_gets_the_releases_realigned_labels_for_the_released_protocol_only(tmp_path):
+    """The GlintIQA release's LIVE loader (glintiqa/data/datasets.py, 34c8936): dmos_realigned.mat's dmos_new, the
+    entries whose orgs is 0, entry j the j-th of jp2k/img1..227, jpeg/img1..233, wn, gblur, fastfading/img1..174,
+    its reference refnames_all[j]."""
+    release = live_release(tmp_path / "d" / "live" / "databaserelease2")
+    root = fetch_dataset(fetch_sources()["live"], tmp_path / "d", quiet())
+    assert root == release
+    with open(root / "LIVE_realigned.csv", newline="") as f:
+        rows = {r["dist_name"]: (r["ref_name"], float(r["dmos"])) for r in csv.DictReader(f)}
+    assert len(rows) == 980 and "jp2k/img1.bmp" not in rows and "wn/img41.bmp" not in rows  # entries 0 and 500
+    assert rows["jp2k/img2.bmp"] == ("bikes.bmp", 61.5) and rows["jpeg/img1.bmp"] == ("bikes.bmp", 23.25)
+    assert rows["jp2k/img227.bmp"] == ("ref23.bmp", 226 / 8) and rows["jpeg/img233.bmp"] == ("ref24.bmp", 459 / 8)
+    assert rows["wn/img1.bmp"] == ("ref25.bmp", 460 / 8) and rows["gblur/img1.bmp"] == ("ref25.bmp", 634 / 8)
+    assert rows["fastfading/img1.bmp"] == ("ref25.bmp", 808 / 8)
+    assert rows["fastfading/img174.bmp"] == ("ref24.bmp", -1.5)
+    released = load_table("live", root, protocol="released")
+    assert released.label_file == root / "LIVE_realigned.csv" and len(released.samples) == 980
+    assert (released.samples[0].score, released.samples[0].group) == (61.5, "bikes.bmp")
+    assert Path(released.samples[0].path) == root / "jp2k" / "img2.bmp"
+    honest = load_table("live", root)
+    assert honest.label_file == root / "LIVEIQA.csv" and [s.score for s in honest.samples] == [40.0, 30.5]
+
+
+def test_live_without_the_realigned_file_is_fetched_but_refused_under_the_released_protocol(tmp_path):
+    release = live_release(tmp_path / "d" / "live", realigned=False)
+    assert fetch_dataset(fetch_sources()["live"], tmp_path / "d", quiet()) == release
+    assert not (release / "LIVE_realigned.csv").exists() and len(load_table("live", release).samples) == 2
+    with pytest.raises(DatasetError, match="reads live's labels from LIVE_realigned.csv, as the release does"):
+        load_table("live", release, protocol="released")
+    savemat(release / "dmos_realigned.mat", {"dmos_new": np.zeros((1, 981)), "orgs": np.zeros((1, 981))})
+    with pytest.raises(FetchError, match="981 scores and 981 flags, refnames_all.mat 982 names; the release's have"):
+        fetch.live_realigned_labels(release)

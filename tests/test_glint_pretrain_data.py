@@ -11,6 +11,7 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -374,3 +375,51 @@ def test_a_changed_ranges_file_is_refused_at_the_start_and_a_build_without_range
     _flip_inside_image(build, "distorted", old.image_id(0))
     with pytest.raises(SaqtError, match=re.escape("SHA-256 differs from build.json's; the build output changed")):
         open_saqt(str(labels))
+
+
+def _with_matches(stages: Path, folder: Path, matched: dict[int, list[str]] | None) -> list[str]:
+    """The published set's shards copied as a folder of shards, the ``neighbours`` of the k-th pristine image (sorted
+    ids) replaced by ``matched[k]`` (the column dropped when ``matched`` is None); returns the sorted pristine ids."""
+    folder.mkdir()
+    shards = sorted((stages / "pub" / "data").glob("*.parquet"))
+    ids = sorted({p for s in shards for p in pq.read_table(s, columns=["pristine_id"]).column(0).to_pylist()})
+    for shard in shards:
+        table = pq.read_table(shard)
+        at = table.schema.get_field_index("neighbours")
+        if matched is None:
+            table = table.remove_column(at)
+        else:
+            lists = [matched[ids.index(p)] for p in table.column("pristine_id").to_pylist()]
+            table = table.set_column(at, "neighbours", pa.array(lists, pa.list_(pa.string())))
+        pq.write_table(table, folder / shard.name)
+    return ids
+
+
+def test_released_pretraining_holds_out_the_images_matched_to_i13_and_i76(stages, tmp_path):
+    """The release (train_distributed.py, SAQTIQADataset) holds out the SAQT images whose pristine image the
+    similarity CSV matches to I13.png or I76.png, its val references: here the first of the image's neighbours,
+    compared by name stem. A second-best match, or I130, is not I13."""
+    matched = {0: ["I13.png", "I02.png"], 1: ["I76"], 2: ["I31.png"], 3: ["I130.png"], 4: ["I07.png", "I13.png"]}
+    ids = _with_matches(stages, tmp_path / "set", matched)
+    rows = [r for s in sorted((tmp_path / "set").glob("*.parquet")) for r in pq.read_table(s).to_pylist()]
+    expected_held = {r["image_id"] for r in rows if r["pristine_id"] in (ids[0], ids[1])}  # 2 images x 6 cells
+    assert len(ids) == 5 and len(expected_held) == 12
+    data = SaqtTraining(open_saqt(str(tmp_path / "set")), seed=3, released=True)
+    held = data.held_out()
+    assert {held.image_id(k) for k in range(len(held))} == expected_held and len(held) == 12
+    assert {data.index.image_id(k) for k in range(len(data))} == {r["image_id"] for r in rows} - expected_held
+    honest = SaqtTraining(open_saqt(str(tmp_path / "set")), seed=3)  # the default keeps its own hold-out
+    assert len({honest.held_out().pristine_id(k) for k in range(len(honest.held_out()))}) == 1
+
+
+def test_released_pretraining_refuses_a_set_without_matches_in_one_line(stages, tmp_path):
+    _with_matches(stages, tmp_path / "bare", None)
+    with pytest.raises(DatasetError, match="no neighbours column: --protocol released holds out .* I13, I76"):
+        SaqtTraining(open_saqt(str(tmp_path / "bare")), released=True)
+    assert len(SaqtTraining(open_saqt(str(tmp_path / "bare")))) == 24  # the honest default needs no matches
+    args = ["pretrain", "--data", str(tmp_path / "bare"), "--out", str(tmp_path / "run"), "--protocol", "released"]
+    result = runner.invoke(app, [*args, *SMOKE])
+    assert result.exit_code == 2 and "no neighbours column" in result.output and "Traceback" not in result.output
+    _with_matches(stages, tmp_path / "other", dict.fromkeys(range(5), ["I31.png"]))
+    with pytest.raises(DatasetError, match="no row of .* is: label with the KADID-10k bank"):
+        SaqtTraining(open_saqt(str(tmp_path / "other")), released=True)

@@ -212,3 +212,15 @@ def test_released_pretraining_drops_the_last_partial_batch_as_the_releases_loade
         assert len(ours) == expected == len(list(ours.arrays()))
         assert all(len(b) == batch for b in ours.arrays())
     assert len(EpochBatches(np.arange(rows), 0, world, batch)) >= expected  # the honest default keeps the rest
+
+
+def test_released_live_refuses_a_folder_without_the_realigned_labels_in_one_line(tmp_path):
+    """The release trains and tests LIVE on dmos_realigned.mat's dmos_new; pyiqa's LIVEIQA.csv (dmos.mat) is not it."""
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live" / "LIVEIQA.csv").write_text("ref_name,dist_name,mos\nbikes.bmp,jp2k/img2,40.0\n")
+    args = ["finetune", "--protocol", "released", "--dataset", "live", "--root", str(tmp_path / "live"), "--out"]
+    args += [str(tmp_path / "run"), "--local-backbone", "efficientnet_lite0", "--random-init", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "reads live's labels from LIVE_realigned.csv" in result.output.splitlines()[-1]
+    assert not (tmp_path / "run").exists()
