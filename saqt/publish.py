@@ -58,6 +58,8 @@ SCHEMA_VERSION = "saqt-iqa-publish/2"
 SPLITS = ("train", "validation")
 STAGING_SENTINEL = ".saqt-publish-staging"  # marks a local staging folder as a publish's own
 ROW_GROUP = 100  # rows per Parquet row group: small enough for dataset viewers to page through images
+SHARD_ROWS = 250_000  # rows a shard holds at most: each row group's metadata stays in memory until its shard is
+# closed, and rows without pixels (recipe-only) never fill --shard-size, so one shard would hold them all
 IMAGE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])  # the Hub's Image feature
 
 # Label columns that hold one value for a whole labelling run: the card records them once (``saqt.run_constants``).
@@ -345,13 +347,13 @@ def _dataset_id(prov: dict, config: PublishConfig) -> str:
 
 
 class _SplitWriter:
-    """One split's shards, each rolled over once it holds about ``shard_bytes`` of images."""
+    """One split's shards, each rolled over once it holds about ``shard_bytes`` of images or ``SHARD_ROWS`` rows."""
 
     def __init__(self, root: Path, split: str, schema: pa.Schema, shard_bytes: int):
         self.root, self.split, self.schema, self.shard_bytes = root, split, schema, shard_bytes
         self.done: list[dict] = []
         self._writer: ShardWriter | None = None
-        self._bytes = 0
+        self._bytes = self._rows = 0
 
     def add(self, table: pa.Table) -> None:
         """Append ``table`` as one row group; start a new shard once this one is full."""
@@ -362,12 +364,13 @@ class _SplitWriter:
             self._writer = ShardWriter(path, self.schema, root=self.root)
         self._writer.write_table(table)
         self._bytes += table.get_total_buffer_size()
-        if self._bytes >= self.shard_bytes:
+        self._rows += table.num_rows
+        if self._bytes >= self.shard_bytes or self._rows >= SHARD_ROWS:
             self._commit()
 
     def _commit(self) -> None:
         self.done.append(self._writer.commit(self.root))
-        self._writer, self._bytes = None, 0
+        self._writer, self._bytes, self._rows = None, 0, 0
 
     def close(self) -> list[dict]:
         """Finish the last shard; rename the shards to ``<split>-<i>-of-<n>.parquet``; return their entries."""
