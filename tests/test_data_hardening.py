@@ -198,6 +198,16 @@ def test_build_overwrite_still_replaces_its_own_output(sets, tmp_path):
 # --- FIFOs, sockets and devices are listed with a reason, never opened -----------------------------------------
 
 
+def build_folder(root: Path, out: Path, *options: str):
+    """``saqt build --source folder`` of ``root`` into ``out`` at the small test settings."""
+    return runner.invoke(app, ["build", "--source", "folder", "--root", str(root), "--out", str(out), *options, *SMALL])
+
+
+def build_errors(out: Path) -> list[dict]:
+    """The lines of a build's errors.jsonl."""
+    return [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+
+
 def run_beside_fifo(fifo: Path, call):
     """``call()``, with a watchdog that opens ``fifo`` for writing (ending any read blocked on it) if the call is
     still running after FIFO_WAIT seconds; returns (result, whether the call blocked)."""
@@ -243,10 +253,9 @@ def test_build_logs_a_fifo_named_like_an_image_and_builds_the_rest(photo, tmp_pa
     photo.save(root / "real.png")
     os.mkfifo(root / "pipe.png")
     out = tmp_path / "out"
-    args = ["build", "--source", "folder", "--root", str(root), "--out", str(out), *SMALL]
-    result, blocked = run_beside_fifo(root / "pipe.png", lambda: runner.invoke(app, args))
+    result, blocked = run_beside_fifo(root / "pipe.png", lambda: build_folder(root, out))
     assert not blocked and result.exit_code == 0, result.output
-    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    errors = build_errors(out)
     assert errors == [{"key": "pipe.png", "reason": "a FIFO, not a regular file: never read", "stage": "list"}]
     assert json.loads((out / "build.json").read_text())["counts"]["pristine"] == 1
 
@@ -329,14 +338,10 @@ def test_build_on_a_folder_screens_a_gif_by_its_content(photo, tmp_path):
     photo.save(root / "a.png")
     photo.save(root / "b.gif")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["build", "--source", "folder", "--root", str(root), "--out", str(out), *SMALL])
+    result = build_folder(root, out)
     assert result.exit_code == 0, result.output
-    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
-    assert [(e["key"], e["stage"]) for e in errors] == [("b.gif", "screen")]
-    loose = ["--min-jpeg-quality", "0", *SMALL]
-    result = runner.invoke(
-        app, ["build", "--source", "folder", "--root", str(root), "--out", str(tmp_path / "o3"), *loose]
-    )
+    assert [(e["key"], e["stage"]) for e in build_errors(out)] == [("b.gif", "screen")]
+    result = build_folder(root, tmp_path / "o3", "--min-jpeg-quality", "0")
     assert result.exit_code == 0 and json.loads((tmp_path / "o3" / "build.json").read_text())["counts"]["pristine"] == 2
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import json
 import os
 import threading
@@ -328,17 +327,9 @@ def test_a_corrupt_part_record_starts_the_download_again(server, tmp_path):  # n
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip"]
 
 
-def _stored_zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def _bad_crc() -> bytes:
     payload = b"dist_img,ref_img,dmos,var\n" * 40
-    data = bytearray(_stored_zip({"kadid10k/dmos.csv": payload}))
+    data = bytearray(zip_bytes({"kadid10k/dmos.csv": payload}, zipfile.ZIP_STORED))
     data[data.index(payload) + 100] ^= 0xFF  # the member's bytes change, its recorded CRC does not
     return bytes(data)
 
