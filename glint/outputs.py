@@ -15,7 +15,16 @@ from fsspec.implementations.local import LocalFileSystem
 from saqt.errors import ConfigError, OutputError
 from saqt.stage import check_apart
 
-RUN_FILES = ("run.json", "last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "results.json", "summary.json")
+RUN_FILES = (
+    "run.json",
+    "last.pt",
+    "best.pt",
+    "metrics.jsonl",
+    "metrics.csv",
+    "results.json",
+    "summary.json",
+    "rounds.csv",
+)
 TENSORBOARD = "tensorboard"  # the run's TensorBoard event files (events.out.tfevents.*) are in this folder
 EVENTS = "events.out.tfevents.*"
 

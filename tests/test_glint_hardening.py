@@ -145,7 +145,10 @@ def test_overwrite_removes_only_the_files_a_run_writes(finished, tmp_path):
     outside.write_text("precious")
     (folder / "results.json").unlink()
     (folder / "results.json").symlink_to(outside)  # a link in place of a run file goes, not what it points to
-    assert {p.name for p in run_files(folder)} == {*RUN_FILES, "events.out.tfevents.1.host"} - {"summary.json"}
+    assert {p.name for p in run_files(folder)} == {*RUN_FILES, "events.out.tfevents.1.host"} - {
+        "summary.json",
+        "rounds.csv",
+    }
     clear_run(folder)
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
         "notes.txt",
@@ -167,7 +170,8 @@ def test_resume_from_a_last_pt_without_train_config_is_one_line(dataset, finishe
 
 # What each file of a run folder becomes when tampered with: a checkpoint that cannot be read is refused in one line
 # (last.pt by --resume, best.pt by whatever loads it); the others are written again by the next run, from last.pt,
-# whose history is the truth. summary.json (several rounds only) is written whole at the end of each such run.
+# whose history is the truth. summary.json and rounds.csv (several rounds only) are written whole at the end of
+# each such run.
 TAMPERED = {
     "last.pt": "refused",
     "best.pt": "refused",
@@ -176,6 +180,7 @@ TAMPERED = {
     "metrics.csv": "rewritten",
     "results.json": "rewritten",
     "summary.json": "rewritten",
+    "rounds.csv": "rewritten",
 }
 
 
@@ -423,3 +428,15 @@ def test_predict_checks_its_output_can_be_written_before_scoring(tmp_path, image
         access = os.access
         monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and access(path, mode, **kw))
     refused(runner.invoke(app, [*args, str(locked / "s.csv")]), f"cannot be created: {locked} is not writable")
+
+
+def test_a_folder_holding_only_a_multi_round_runs_rounds_csv_is_an_earlier_run(tmp_path):
+    """rounds.csv is a run's file: a new run in its folder is refused, --overwrite removes it (a stale table of
+    another run's rounds would otherwise sit beside the new run)."""
+    (tmp_path / "rounds.csv").write_text("round,seed\n1,12345\n")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"holds an earlier glint run \(rounds.csv\)"):
+        run_start(tmp_path, resume=False, overwrite=False)
+    assert run_start(tmp_path, resume=False, overwrite=True) == "overwrite"
+    clear_run(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
