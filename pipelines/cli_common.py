@@ -10,7 +10,7 @@ from typing import Annotated, Any, NoReturn, get_type_hints
 
 import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from saqt.errors import SaqtError
 from saqt.options import AS_FIELD, option_of
@@ -18,7 +18,53 @@ from saqt.options import AS_FIELD, option_of
 KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
 
 
-class OneLineErrors(TyperGroup):
+class PlainHelp:
+    """Help of a command or group, as typed: a flag shows no value placeholder (``--json``, not ``--json <bool>``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            _takes_no_value(param)
+
+    def get_help_option(self, ctx: click.Context):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            _takes_no_value(option)
+        return option
+
+
+def _takes_no_value(param: click.Parameter) -> None:
+    if getattr(param, "is_flag", False) and param.metavar is None:
+        param.metavar = ""
+
+
+class Command(PlainHelp, TyperCommand):
+    """A command of the apps: plain help; a usage line that names its arguments as click does (``FOLDER``,
+    ``[IMAGES]...``), not as Typer's ``{folder}``; and in its group's list, its help's first paragraph as one text,
+    not broken where the docstring's lines break."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self.help and not self.short_help:
+            self.short_help = " ".join(inspect.cleandoc(self.help).split("\n\n")[0].split())
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.metavar or param.name.upper()
+                pieces.append((name if param.required else f"[{name}]") + ("..." if param.nargs != 1 else ""))
+        return pieces
+
+
+class App(typer.Typer):
+    """A Typer app whose commands are :class:`Command` unless told otherwise."""
+
+    def command(self, *args: Any, cls: type[TyperCommand] | None = None, **kwargs: Any) -> Callable:
+        return super().command(*args, cls=cls or Command, **kwargs)
+
+
+class OneLineErrors(PlainHelp, TyperGroup):
     """A command group that prints an expected failure (a SaqtError) as one line, ``<app> <command>: <reason>``, and
     exits 2; any other exception is a bug and keeps its traceback."""
 
@@ -91,13 +137,15 @@ class Options(dict):
 
 
 def _parameter(f: Field, hints: dict[str, Any]) -> inspect.Parameter:
-    """The Typer option of a config field: its flags, help and panel, and its command-line type and default."""
+    """The Typer option of a config field: its flags, help and panel, and its command-line type and default. A
+    boolean field declared without flags, off by default, is one plain flag (``--allow-grey``, no ``--no-...``)."""
     spec = option_of(f)
     kind = hints[f.name] if spec.cli_type is AS_FIELD else spec.cli_type
     default = spec.cli_default
     if default is AS_FIELD:
         default = f.default if f.default_factory is MISSING else f.default_factory()
-    info = typer.Option(*spec.flags, help=spec.help, rich_help_panel=spec.panel, **dict(spec.extra))
+    flags = spec.flags or ((f"--{f.name.replace('_', '-')}",) if kind is bool and default is False else ())
+    info = typer.Option(*flags, help=spec.help, rich_help_panel=spec.panel, **dict(spec.extra))
     empty = inspect.Parameter.empty
     return inspect.Parameter(
         f.name, KEYWORD_ONLY, default=empty if default is MISSING else default, annotation=Annotated[kind, info]

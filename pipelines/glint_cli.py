@@ -24,7 +24,7 @@ from glint.pretrain import PretrainConfig, run_pretrain
 from glint.protocol import PROTOCOLS, resolve
 from glint.scoring import BATCH_IMAGES, MIN_SIDE, scoring_amp
 from glint.train import EvalSet, eval_metrics, main_process, score_eval_set
-from pipelines.cli_common import OneLineErrors, Options, config_options, fail_command
+from pipelines.cli_common import App, OneLineErrors, Options, config_options, fail_command
 from saqt import __version__
 from saqt.configs import DEVICE_HELP
 from saqt.context import RunContext
@@ -58,7 +58,7 @@ def _current_name(arg: str) -> str:
     return DEPRECATED_NAMES[name] + eq + value
 
 
-app = typer.Typer(
+app = App(
     name="glint",
     cls=GlintCommands,
     no_args_is_help=True,
@@ -100,6 +100,7 @@ CsvFile = Annotated[Path | None, typer.Option("--csv", help=CSV_HELP, rich_help_
 Overwrite = Annotated[
     bool,
     typer.Option(
+        "--overwrite",
         help="Replace an earlier run in --out (only the files a glint run writes) instead of refusing it.",
         rich_help_panel=OUTPUT,
     ),
@@ -312,6 +313,7 @@ def evaluate_cmd(
     allow_train_overlap: Annotated[
         bool,
         typer.Option(
+            "--allow-train-overlap",
             help="Score images the checkpoint was trained on (with a warning) instead of refusing.",
             rich_help_panel=DATA,
         ),
@@ -379,7 +381,10 @@ def predict(
         typer.Option(help="A checkpoint to score with (this toolkit's or an official one).", rich_help_panel=MODEL),
     ] = None,
     random_init: Annotated[
-        bool, typer.Option(help="Score with a randomly initialised model (a smoke run).", rich_help_panel=MODEL)
+        bool,
+        typer.Option(
+            "--random-init", help="Score with a randomly initialised model (a smoke run).", rich_help_panel=MODEL
+        ),
     ] = False,
     out: Annotated[
         Path | None,

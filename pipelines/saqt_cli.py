@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from pipelines.cli_common import (
+    App,
     OneLineErrors,
     Options,
     config_options,
@@ -39,17 +40,15 @@ from saqt.sources import sample_paths
 # CLI starts fast, and the build's worker processes, which re-import this module, stay small. Expected failures
 # (saqt.errors.SaqtError) end a command with one line and exit 2 (OneLineErrors); anything else is a bug.
 
-app = typer.Typer(
+app = App(
     name="saqt",
     cls=OneLineErrors,
     no_args_is_help=True,
     add_completion=False,
     help="Build quality-labelled image datasets (SAQT-IQA).",
 )
-distortions_app = typer.Typer(
-    cls=OneLineErrors, no_args_is_help=True, help="The 25 KADID-10k distortion types x 5 levels."
-)
-bank_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Labelled reference banks.")
+distortions_app = App(cls=OneLineErrors, no_args_is_help=True, help="The 25 KADID-10k distortion types x 5 levels.")
+bank_app = App(cls=OneLineErrors, no_args_is_help=True, help="Labelled reference banks.")
 
 
 def _show_version(value: bool) -> None:
@@ -179,7 +178,10 @@ def build(
         typer.Option("--out", "-o", help="Output folder (pristine/, distorted/, build.json).", rich_help_panel=OUTPUT),
     ] = Path("outputs/saqt-build"),
     overwrite: Annotated[
-        bool, typer.Option(help="Replace an existing build in --out instead of resuming it.", rich_help_panel=OUTPUT)
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace an existing build in --out instead of resuming it.", rich_help_panel=OUTPUT
+        ),
     ] = False,
     workers: WorkersOption = None,
     executor: ExecutorOption = ExecutorKind.local,
@@ -191,8 +193,6 @@ def build(
 
     config = given.make(
         BuildConfig,
-        root=str(given["root"]) if given["root"] else None,
-        list_file=str(given["list_file"]) if given["list_file"] else None,
         size=parse_size(given["size"]),
         types=tuple(parse_int_set(given["types"], 1, 25, "--types")),
         levels=tuple(parse_int_set(given["levels"], 1, 5, "--levels")),
@@ -259,10 +259,14 @@ def fetch_command(
     from_dir: Annotated[
         Path | None, typer.Option("--from", help="A folder of archives downloaded by hand (the releases' file names).")
     ] = None,
-    dry_run: Annotated[bool, typer.Option(help="Show what would be downloaded, its size and terms.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be downloaded, its size and terms.")
+    ] = False,
     retries: Annotated[int, typer.Option(min=0, help="Resumed retries after a cut connection.")] = 3,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 30.0,
-    remove_archives: Annotated[bool, typer.Option(help="Delete downloaded archives once unpacked.")] = False,
+    remove_archives: Annotated[
+        bool, typer.Option("--remove-archives", help="Delete downloaded archives once unpacked.")
+    ] = False,
 ) -> None:
     """Download IQA datasets from their publishers, verify, unpack where the loaders look (rerun to resume)."""
     from saqt import fetch
@@ -301,7 +305,10 @@ def bank_synth(
         ),
     ],
     overwrite: Annotated[
-        bool, typer.Option(help="Replace an existing bank in --out instead of resuming it.", rich_help_panel=OUTPUT)
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace an existing bank in --out instead of resuming it.", rich_help_panel=OUTPUT
+        ),
     ] = False,
     workers: WorkersOption = None,
     executor: ExecutorOption = ExecutorKind.local,
@@ -313,8 +320,6 @@ def bank_synth(
 
     config = given.make(
         SynthConfig,
-        root=str(given["root"]) if given["root"] else None,
-        list_file=str(given["list_file"]) if given["list_file"] else None,
         size=parse_size(given["size"]),
     )
     with running("bank synth", RESUME), open_executor(executor, workers, ray_address) as runner:
@@ -335,7 +340,10 @@ def label(
     ],
     old_k: OldNeighboursOption = None,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace existing labels in --out instead of resuming.", rich_help_panel=OUTPUT)
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace existing labels in --out instead of resuming.", rich_help_panel=OUTPUT
+        ),
     ] = False,
     workers: WorkersOption = None,
     executor: ExecutorOption = ExecutorKind.local,
@@ -350,11 +358,8 @@ def label(
         settings = label_settings(given["preset"], matches, given["encoder"], given["rule"], given["normalise"])
         config = given.make(
             LabelConfig,
-            build=str(given["build"].resolve()),
-            bank=str(given["bank"].resolve()),
             k=_renamed("label", "--k", old_k, "--neighbours", given["k"]),
             **settings,
-            matches=matches if matches in (None, "authors") else str(Path(matches).resolve()),
             exclude_refs=read_exclusions(exclude_refs) if exclude_refs else (),
         )
         with open_executor(executor, workers, ray_address) as runner:
@@ -411,7 +416,9 @@ def publish_command(
             "and one under data/ (or another card) refuses the push.",
         ),
     ] = None,
-    private: Annotated[bool, typer.Option(help="With --push-to-hub: create the repository private.")] = False,
+    private: Annotated[
+        bool, typer.Option("--private", help="With --push-to-hub: create the repository private.")
+    ] = False,
     token: Annotated[
         str | None,
         typer.Option(
@@ -421,7 +428,7 @@ def publish_command(
             help="Hub token (default: HF_TOKEN, or the one `hf auth login` saved).",
         ),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset at --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset at --out.")] = False,
 ) -> None:
     """Publish labels as a standard Parquet dataset: data/ shards, a dataset card (README.md) and SHA256SUMS."""
     import tempfile
@@ -436,11 +443,7 @@ def publish_command(
         from saqt.hub import check_repo_id
 
         check_repo_id(push_to_hub)
-    config = given.make(
-        PublishConfig,
-        labels=str(given["labels"].resolve()),
-        shard_bytes=parse_bytes(given["shard_bytes"], "--shard-size"),
-    )
+    config = given.make(PublishConfig, shard_bytes=parse_bytes(given["shard_bytes"], "--shard-size"))
     ctx = RunContext(overwrite=overwrite, command=_command_line(), warn=lambda line: typer.echo(line, err=True))
     with tempfile.TemporaryDirectory(prefix="saqt-hub-", dir=config.staging) if out is None else nullcontext() as tmp:
         target = out or str(Path(tmp) / "published")

@@ -24,6 +24,7 @@ from saqt.options import (
     SOURCE,
     TRANSFER,
     option,
+    resolve_paths,
 )
 from saqt.screen import Screen
 from saqt.sources import source_names
@@ -33,7 +34,7 @@ ALL_TYPES = tuple(range(1, 26))
 ALL_LEVELS = tuple(range(1, 6))
 MAX_SIDE = 4096  # canonical images are distorted 125 ways in memory: a ceiling well above the paper's 512 x 384
 DEFAULT_ENCODER = "clip:ViT-B-32@laion2b_s34b_b79k"
-ENCODER_HELP = f"One of: {encoder_forms(about=True)}. Default {DEFAULT_ENCODER}."
+ENCODER_HELP = f"One of: {encoder_forms(about=True)}."
 MAX_UPSCALE_HELP = (
     "Screen: refuse images that must be enlarged by more than this to cover --size (1.0: none; "
     "looser values are recorded in the manifest and dataset card)."
@@ -82,9 +83,16 @@ class BuildConfig:
     """Everything that determines a build's output (how it runs, workers and overwrite, does not)."""
 
     source: str = option("sample", f"Pristine source: {', '.join(source_names())}.", SOURCE)
-    root: str | None = option(None, "Source root folder (all paths must stay inside it).", SOURCE, cli_type=Path | None)
+    root: str | None = option(
+        None, "Source root folder (all paths must stay inside it).", SOURCE, cli_type=Path | None, path=True
+    )
     list_file: str | None = option(
-        None, "For --source list: .txt/.csv/.parquet of paths.", SOURCE, flags=("--list",), cli_type=Path | None
+        None,
+        "For --source list: .txt/.csv/.parquet of paths.",
+        SOURCE,
+        flags=("--list",),
+        cli_type=Path | None,
+        path=True,
     )
     split: str | None = option(None, "For --source imagenet: train (default) or val.", SOURCE)
     limit: int | None = option(None, "Use at most N images (a seeded random subset).", SELECTION)
@@ -94,6 +102,7 @@ class BuildConfig:
         "Build exactly these images: 'authors' (the 50,000 KADIS-700k images of the "
         "authors' SAQT-IQA) or a .txt/.csv of file names; each missing one is logged.",
         SELECTION,
+        path=True,
     )
     seed: int = option(0, "Global seed for selection and every random draw.", SELECTION)
     screen: bool = option(  # False: every decodable image passes (a selection taken as given)
@@ -119,6 +128,9 @@ class BuildConfig:
     recipe_only: bool = option(False, "Write distorted rows without pixels (render from the recipe).", OUTPUT)
     images_per_shard: int = option(8, "Pristine images per shard (x cells = distorted rows).", OUTPUT)
     max_pixels: int = DEFAULT_MAX_PIXELS  # the decompression-bomb limit: library only
+
+    def __post_init__(self):
+        resolve_paths(self)
 
     def check(self) -> None:
         """Raise ConfigError naming the first option that cannot work."""
@@ -156,9 +168,11 @@ class SynthConfig:
     """What a synthetic bank is built from and how it is scored."""
 
     source: str = option("folder", f"Reference images: {', '.join(source_names())}.", SOURCE)
-    root: str | None = option(None, "Source root folder (all paths must stay inside it).", SOURCE, cli_type=Path | None)
+    root: str | None = option(
+        None, "Source root folder (all paths must stay inside it).", SOURCE, cli_type=Path | None, path=True
+    )
     list_file: str | None = option(
-        None, "For --source list: the list file.", SOURCE, flags=("--list",), cli_type=Path | None
+        None, "For --source list: the list file.", SOURCE, flags=("--list",), cli_type=Path | None, path=True
     )
     limit: int | None = option(None, "Use at most N reference images (seeded).", SELECTION)
     seed: int = option(0, "Seed of the selection and of the distortions' random draws.", SELECTION)
@@ -173,6 +187,9 @@ class SynthConfig:
     save_distorted: bool = option(
         False, "Also write the distorted images and dataset.csv (path, score, ref) for glint.", OUTPUT
     )
+
+    def __post_init__(self):
+        resolve_paths(self)
 
     @property
     def reference_screen(self) -> Screen:
@@ -197,12 +214,13 @@ class LabelConfig:
     """Everything that determines the labels, and how the embedding runs (device, batch size and loader workers,
     which do not change them and are not recorded)."""
 
-    build: str = option(help="A `saqt build` output folder.", panel=INPUTS, cli_type=Path)
+    build: str = option(help="A `saqt build` output folder.", panel=INPUTS, cli_type=Path, path=True)
     bank: str = option(
         help="A labelled bank folder (KADID-10k layout, scores.csv, or bank synth), "
         "or a KADID-10k score table (dmos.csv / KADID10k.csv) alone.",
         panel=INPUTS,
         cli_type=Path,
+        path=True,
     )
     bank_type: str | None = option(None, BANK_TYPE_HELP, INPUTS)
     exclude_refs: tuple[str, ...] = option(
@@ -225,25 +243,20 @@ class LabelConfig:
         "Use given top-1 matches instead of embedding: 'authors' (their 50,000, "
         "shipped with the toolkit) or a CSV kadis,kadid-10k,sim_value.",
         MATCHING,
+        path=True,
     )
-    encoder: str = option(DEFAULT_ENCODER, ENCODER_HELP, MATCHING, cli_type=str | None, cli_default=None)
-    index: str = option("flat", "FAISS index: flat (exact), ivf or hnsw.", MATCHING)
-    rule: str = option(
-        "top1",
-        "top1 (the authors', default), topk (similarity-weighted) or mean.",
-        TRANSFER,
+    encoder: str = option(  # the command line's None: the --preset's encoder, else DEFAULT_ENCODER (saqt.presets)
+        DEFAULT_ENCODER,
+        f"{ENCODER_HELP} Default {DEFAULT_ENCODER}, or the --preset's.",
+        MATCHING,
         cli_type=str | None,
         cli_default=None,
     )
+    index: str = option("flat", "FAISS index: flat (exact), ivf or hnsw.", MATCHING)
+    rule: str = option("top1", "top1 (the authors'), topk (similarity-weighted) or mean.", TRANSFER)
     k: int = option(3, "Neighbours for topk: the k nearest references.", TRANSFER, flags=("--neighbours", "-k"))
     temperature: float = option(0.05, TEMPERATURE_HELP, TRANSFER)
-    normalise: str = option(
-        "minmax:0:9",
-        "Score scale: minmax:0:9 (the authors', default), none, zscore.",
-        TRANSFER,
-        cli_type=str | None,
-        cli_default=None,
-    )
+    normalise: str = option("minmax:0:9", "Score scale: minmax:0:9 (the authors'), none or zscore.", TRANSFER)
     device: str = option("auto", DEVICE_HELP, EXECUTION, recorded=False)
     batch_size: int = option(64, "Embedding batch size.", EXECUTION, recorded=False)
     loader_workers: int | None = option(  # None: auto_loader_workers
@@ -251,6 +264,7 @@ class LabelConfig:
     )
 
     def __post_init__(self):
+        resolve_paths(self)
         Rule(self.rule, self.k, self.temperature)  # raises ConfigError for a bad rule, k or temperature
         if self.index not in INDEX_KINDS:
             raise ConfigError(f"--index must be one of {', '.join(INDEX_KINDS)}, got {self.index!r}")
@@ -272,7 +286,7 @@ class LabelConfig:
 class PublishConfig:
     """What determines the published files (where they go does not), and where a remote upload is staged."""
 
-    labels: str = option(help="A finished `saqt label` output folder.", cli_type=Path)
+    labels: str = option(help="A finished `saqt label` output folder.", cli_type=Path, path=True)
     validation: float = option(0.0, "Fraction of pristine images held out as the validation split (0: none).")
     seed: int = option(0, "Seed of the validation split.")
     shard_bytes: int = option(
@@ -296,6 +310,7 @@ class PublishConfig:
     )
 
     def __post_init__(self):
+        resolve_paths(self)
         if self.render and self.recipe_only:
             raise PublishError("--render and --recipe-only contradict each other: choose one")
         check_licence(self.license, self.license_name, self.license_link)

@@ -38,6 +38,7 @@ from saqt.card import hub_features, is_saqt_card, render_card, size_category
 from saqt.configs import PublishConfig, PublishError
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.images import encode_png
+from saqt.options import NOT_PATHS
 from saqt.reader import BuildReader, with_build_images
 from saqt.safe_files import fresh_folder, make_folders, replace
 from saqt.scores import shard_scores
@@ -220,7 +221,6 @@ PRIVATE_OPTIONS = {
     "--ray-address",
     "--token",
 }
-KEEP_VALUES = {"authors"}  # values of those options that name no local file (the bundled selection and matches)
 ABSOLUTE = re.compile(r"^(~|/|[A-Za-z]:[\\/]|\\\\)")
 
 
@@ -233,9 +233,9 @@ def redact_command(command: str) -> str:
     out = []
     for i, word in enumerate(words):
         option, eq, value = word.partition("=")
-        if eq and option in PRIVATE_OPTIONS and value not in KEEP_VALUES:
+        if eq and option in PRIVATE_OPTIONS and value not in NOT_PATHS:
             word = f"{option}=<{option.lstrip('-')}>"
-        elif i and words[i - 1] in PRIVATE_OPTIONS and word not in KEEP_VALUES:
+        elif i and words[i - 1] in PRIVATE_OPTIONS and word not in NOT_PATHS:
             word = f"<{words[i - 1].lstrip('-')}>"
         elif ABSOLUTE.match(word):
             word = "<path>"
@@ -259,7 +259,7 @@ def provenance(config: PublishConfig, label: dict, build: dict, command: str) ->
             "license": spec.get("license", "unknown"),
             "license_note": spec.get("license_note", ""),
             "selection": bc.get("selection")
-            if bc.get("selection") in KEEP_VALUES
+            if bc.get("selection") in NOT_PATHS
             else "a file of image names"
             if bc.get("selection")
             else None,

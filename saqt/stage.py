@@ -34,11 +34,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from saqt import __version__
 from saqt.counts import counts
 from saqt.errors import ConfigError, OutputError, StageError
 from saqt.journal import JournalWriter, journal_name, new_anchor, read_journal, remove_journal
+from saqt.options import local_path
 from saqt.safe_files import in_the_way, open_own
 from saqt.shards import BANK_MANIFEST, BUILD_MANIFEST, LABEL_MANIFEST, sha256_file, write_json_atomic
 
@@ -424,6 +426,12 @@ def _prune_empty(folder: Path, root: Path) -> None:
         folder = folder.parent
 
 
+def _agree(old: Any, fresh: Any) -> bool:
+    """Whether an earlier run's recorded setting is this run's: equal, or a path an earlier version recorded as
+    spelled (relative: taken from the working folder) that names this run's file or folder."""
+    return old == fresh or (isinstance(old, str) and local_path(old) == fresh)
+
+
 class StageWriter:
     """One run's hold on its output folder: the lock, resume or ``--overwrite``, and the manifest's updates.
 
@@ -495,8 +503,9 @@ class StageWriter:
     def _resume(self, old: dict) -> None:
         fresh = self.manifest
         for part in ("config", "inputs"):
-            if old[part] != fresh[part]:
-                changed = sorted(k for k in {*old[part], *fresh[part]} if old[part].get(k) != fresh[part].get(k))
+            was, now = old[part], fresh[part]
+            changed = sorted(k for k in {*was, *now} if k not in was or k not in now or not _agree(was[k], now[k]))
+            if changed:
                 made = "another config" if part == "config" else "other inputs"
                 raise StageConflict(
                     f"{self.out} holds {self.kind} output made with {made} ({', '.join(changed)}); "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -122,6 +123,33 @@ def test_resume_redoes_only_missing_shards_and_refuses_other_settings(tmp_path, 
     assert checksums(out) == first
     build(out, photos, types=(1, 3), overwrite=True)
     assert json.loads((out / "build.json").read_text())["config"]["types"] == [1, 3]
+
+
+def test_the_same_root_however_spelled_resumes_and_another_root_is_refused(tmp_path, photos, monkeypatch):
+    out = tmp_path / "r"
+    first = build(out, photos, types=(1,))
+    assert json.loads((out / "build.json").read_text())["config"]["root"] == str(photos.resolve())
+    stamps = {p: os.stat(out / p).st_mtime_ns for p in checksums(out)}
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    spelled = Path(os.path.relpath(photos, tmp_path / "elsewhere"))  # ../../photos0 from here
+    again = build(out, Path(f"./{spelled}/"), types=(1,))
+    assert again["complete"] and again["done"] == first["done"]
+    assert stamps == {p: os.stat(out / p).st_mtime_ns for p in stamps}  # resumed: nothing rewritten
+    copy = tmp_path / "copy"
+    shutil.copytree(photos, copy)  # the same files in another folder: another input
+    with pytest.raises(StageConflict, match="another config \\(root\\)"):
+        build(out, Path("../copy"), types=(1,))
+
+
+def test_a_relative_root_recorded_by_an_earlier_version_resumes_from_its_folder(tmp_path, photos, monkeypatch):
+    out = tmp_path / "r"
+    build(out, photos, types=(1,))
+    manifest = json.loads((out / "build.json").read_text())
+    monkeypatch.chdir(photos.parent)
+    manifest["config"]["root"] = photos.name  # as 0.3 recorded `--root photos0`, run from photos0's parent
+    (out / "build.json").write_text(json.dumps(manifest))
+    assert build(out, Path(photos.name), types=(1,))["complete"]
 
 
 def png_bomb(width: int, height: int) -> bytes:
