@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -144,3 +145,16 @@ def test_the_synth_metrics_offered_are_the_ones_implemented():
     from saqt.bank_synth import METRICS
 
     assert tuple(METRICS) == SYNTH_METRICS
+
+
+def test_path_options_are_held_absolute_however_spelled(tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    monkeypatch.chdir(tmp_path / "work")
+    real = os.path.realpath(tmp_path / "data")
+    label = LabelConfig(build="../data/", bank=Path("../link"), matches="authors")
+    assert (label.build, label.bank, label.matches) == (real, real, "authors")
+    build = BuildConfig(root="./../work/../data", selection="authors")
+    assert (build.root, build.list_file, build.selection) == (real, None, "authors")
+    assert SynthConfig(root="../link/").root == real and PublishConfig("../data").labels == real
