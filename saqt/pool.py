@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tqdm import tqdm
-
 from saqt.executor import Executor
 from saqt.images import ImageDecodeError
 from saqt.pristine import prepare_pristine
+from saqt.progress import Progress
 from saqt.screen import Screen
 from saqt.sources import Quota, SourceItem, rank
 
@@ -77,11 +76,13 @@ def choose_pool(
     order = sorted(items, key=lambda it: rank(seed, it))
     task = _ScreenChunk(size, screen, max_pixels)
     pool, seen, start = Pool([]), {}, 0
-    with tqdm(unit="img", desc="screen", disable=not progress) as bar:
+    with Progress(unit="img", desc="screen", disable=not progress) as bar:
         while start < len(order) and not quota.full:
             positions = _next_round(order, start, quota)
             if not positions:
                 break
+            bar.total = (bar.total or 0) + len(positions)  # the candidates screened so far and in this round
+            bar.refresh()
             chunks = [[(p, order[p]) for p in positions[i : i + CHUNK]] for i in range(0, len(positions), CHUNK)]
             verdicts = {}
             for done in executor.map_unordered(task, chunks):
