@@ -60,8 +60,8 @@ class BankFit:
             return None
         return (
             f"the bank ({self.references:,} references) looks too small or too far from these images for transfer "
-            f"to help: {' and '.join(signs)}; the labels are then close to the bank's mean scores (saqt fidelity "
-            "compares the rule with that baseline)"
+            f"to help: {' and '.join(signs)}; saqt fidelity shows whether the rule still beats the content-agnostic "
+            "mean"
         )
 
 

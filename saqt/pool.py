@@ -76,13 +76,9 @@ def choose_pool(
     order = sorted(items, key=lambda it: rank(seed, it))
     task = _ScreenChunk(size, screen, max_pixels)
     pool, seen, start = Pool([]), {}, 0
-    with Progress(unit="img", desc="screen", disable=not progress) as bar:
-        while start < len(order) and not quota.full:
-            positions = _next_round(order, start, quota)
-            if not positions:
-                break
-            bar.total = (bar.total or 0) + len(positions)  # the candidates screened so far and in this round
-            bar.refresh()
+    positions = [] if quota.full else _next_round(order, start, quota)
+    with Progress(total=len(positions), unit="img", desc="screen", disable=not progress) as bar:
+        while positions:
             chunks = [[(p, order[p]) for p in positions[i : i + CHUNK]] for i in range(0, len(positions), CHUNK)]
             verdicts = {}
             for done in executor.map_unordered(task, chunks):
@@ -106,6 +102,8 @@ def choose_pool(
                 pool.kept.append(item)
                 if quota.full:
                     break
+            positions = [] if quota.full else _next_round(order, start, quota)
+            bar.total += len(positions)  # the bar counts the candidates screened in this round and those before
     pool.kept.sort(key=lambda it: it.key)
     pool.refused.sort()
     return pool
