@@ -7,7 +7,9 @@ the labels they inherited); the pristine screen (settings, what was kept and ref
 JPEG qualities of the kept images); a type x level thumbnail grid for a few pristine images; score histograms per
 type; score against level per type; the neighbour-similarity histogram; bank usage with thumbnails; transfer
 fidelity (given its JSON); skipped inputs by reason. A build folder has no scores, so its report shows the screen,
-the grid and errors only.
+the grid and errors only. A note says when the bank is too small or too far from the images (``saqt.bank_fit``) or
+the rule predicts no better than the content-agnostic mean. A file at ``--out`` is replaced only with ``overwrite``
+and only if it is a report.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from dataclasses import replace
 
@@ -227,3 +228,14 @@ def test_a_bank_far_from_the_images_is_named_by_label_and_report(stages, tmp_pat
     assert [line for line in result.output.splitlines() if sentence in line][0].startswith("warning: the bank (12 ")
     summary = _section(render_report(out, images=1, pairs=1), "summary")
     assert "Note:</b> the bank (12 references) looks too small or too far" in summary and sentence in summary
+
+
+def test_a_rule_no_better_than_the_mean_is_named_in_the_fidelity_section(stages, tmp_path):
+    figures = {"bank": "b", "encoder": "e", "references": 4, "rule": "topk"}
+    notes = []
+    for topk in (0.806, 0.9):
+        predictors = {"topk": {"srocc": topk, "plcc": 0.7}, "mean": {"srocc": 0.838, "plcc": 0.75}}
+        (tmp_path / "f.json").write_text(json.dumps({**figures, "predictors": predictors}))
+        notes.append(_section(render_report(stages / "labels", 1, tmp_path / "f.json", 1), "fidelity"))
+    assert "<b>Note:</b> the rule <code>topk</code> (SROCC 0.806) predicts held-out references" in notes[0]
+    assert "content-agnostic <code>mean</code> (0.838)" in notes[0] and "Note:" not in notes[1]
