@@ -34,11 +34,15 @@ demo: $(STAMP)
 	$(BIN)/saqt distortions render --sample --out $(DEMO_OUT)/contact
 	$(BIN)/saqt publish --labels $(DEMO_OUT)/labels --out $(DEMO_OUT)/published --validation 0.2 --shard-size 100MB --overwrite
 	$(BIN)/saqt verify $(DEMO_OUT)/published
-	$(BIN)/saqt report $(DEMO_OUT)/labels --fidelity $(DEMO_OUT)/fidelity.json --out $(DEMO_OUT)/report.html
-	@echo "Demo done in $(DEMO_OUT)/: build/ (5 sample photos x 125 distortions; screen loosened to $(DEMO_SCREEN) for one"
-	@echo "small photo), bank/ (a proxy-scored bank), labels/ (the"
-	@echo "labelled SAQT-IQA set), pretrain/ and finetune/ (tiny GlintIQA runs), contact/*_contact.png (every distortion),"
-	@echo "published/ (the set as a standard Parquet dataset with card and checksums)."
+	$(BIN)/saqt report $(DEMO_OUT)/labels --fidelity $(DEMO_OUT)/fidelity.json --out $(DEMO_OUT)/report.html --overwrite
+	@echo "Demo done in $(DEMO_OUT)/:"
+	@echo "  build/       5 sample photos x 125 distortions ($(DEMO_SCREEN) lets in one small photo)"
+	@echo "  bank/        a proxy-scored reference bank"
+	@echo "  labels/      the labelled SAQT-IQA set (shards in labels/labels/ and labels/saqt-iqa/)"
+	@echo "  pretrain/    a tiny GlintIQA pretraining run"
+	@echo "  finetune/    a tiny fine-tuning run, started from pretrain/"
+	@echo "  contact/     one contact sheet per photo, every distortion (*_contact.png)"
+	@echo "  published/   the set as a standard Parquet dataset, with its card and checksums"
 	@echo "Report: $(abspath $(DEMO_OUT))/report.html"
 
 test: $(STAMP)

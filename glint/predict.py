@@ -7,13 +7,12 @@ import csv
 import json
 from pathlib import Path
 
-from tqdm import tqdm
-
 from glint.checkpoint import printable
 from glint.model import GlintIQA
 from glint.scoring import BATCH_IMAGES, MIN_SIDE, UnscorableImageError, checked, crop_seed, predict_images, scoring_amp
 from saqt.encoders import pick_device
 from saqt.images import ImageDecodeError, decode_image
+from saqt.progress import Progress
 from saqt.safe_files import atomic_write
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}  # an animation: its first frame
@@ -70,7 +69,7 @@ def score_files(
             except (ImageDecodeError, UnscorableImageError) as err:
                 reasons[i] = str(err)
 
-    with tqdm(total=len(paths), desc="predict", unit="img", disable=len(paths) < 10) as bar:
+    with Progress(total=len(paths), desc="predict", unit="img", disable=len(paths) < 10) as bar:
         scores = iter(predict_images(model, readable(), crops, dev, None, batch_size, scoring_amp(model), bar))
     return [(p, None, reasons[i]) if i in reasons else (p, next(scores), None) for i, p in enumerate(paths)]
 

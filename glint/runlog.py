@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TextIO
 
 import torch
-from tqdm import tqdm
 
 from saqt.errors import ConfigError
+from saqt.progress import Progress
 from saqt.safe_files import open_own, writing
 
 CPU_GIB_PER_IMAGE = 0.16  # peak RSS of CPU training grows about so per image of the batch (batch 128: near 20 GB)
@@ -84,12 +84,12 @@ class RunLog:
         """A progress bar with its total (advanced by the caller); a do-nothing bar when not shown."""
         if not (self.main and self.progress):
             return contextlib.nullcontext(_NoBar())
-        return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+        return Progress(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
 
     def say(self, text: str, err: bool = False) -> None:
         """A line for the person watching (rank 0 only), printed so as not to tear a progress bar."""
         if self.main:
-            tqdm.write(text, file=sys.stderr if err else sys.stdout)
+            Progress.write(text, file=sys.stderr if err else sys.stdout)
 
     def restart(self, history: list[dict]) -> None:
         """Rewrite the metrics files from a checkpoint's history (it is the truth: torn or later lines go)."""

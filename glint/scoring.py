@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from glint.data import crop_views, prepare
 from saqt.errors import ConfigError, SaqtError
 from saqt.images import _to_rgb, decode_image  # _to_rgb: Pillow modes to RGB exactly as a decoded file is
+from saqt.progress import Progress
 from saqt.seeding import derive_seed
 
 BATCH_IMAGES = 4  # images per forward pass (x crops views): 100 views of 224 px at 25 crops
@@ -52,7 +52,7 @@ def predict_images(
     resize: tuple[int, int] | None = None,
     batch_size: int = BATCH_IMAGES,
     amp: bool = False,
-    progress: tqdm | None = None,
+    progress: Progress | None = None,
     released_crops: bool = False,
 ) -> list[float]:
     """Mean prediction over ``crops`` random 224 crops of each (uint8 RGB image, crop seed), ``batch_size`` images
@@ -136,6 +136,6 @@ def score(
             pixels, key = as_rgb(item)
             yield checked(pixels, key if isinstance(item, str | Path) else f"image {i}"), crop_seed(seed, key)
 
-    with tqdm(total=len(items), desc="score", unit="img", disable=not progress) as bar:
+    with Progress(total=len(items), desc="score", unit="img", disable=not progress) as bar:
         values = predict_images(model, stream(), crops, device, None, batch_size, scoring_amp(model), bar)
     return np.asarray(values, dtype=np.float64)

@@ -10,7 +10,6 @@ from typing import Annotated
 
 import click
 import typer
-from tqdm import tqdm
 
 from glint.backbones import RandomWeightsWarning
 from glint.checkpoint import load_model, printable
@@ -31,6 +30,7 @@ from saqt.context import RunContext
 from saqt.encoders import pick_device
 from saqt.errors import ConfigError
 from saqt.options import DATA, EVALUATION, EXECUTION, MODEL, OUTPUT
+from saqt.progress import Progress
 
 DEPRECATED_NAMES = {"--test-crops": "--crops"}  # old name -> name now: hidden, still accepted (a DeprecationWarning)
 
@@ -346,7 +346,7 @@ def evaluate_cmd(
     samples, chosen, overlap = _evaluation_samples(table, record, split, protocol, round_, seed, allow_train_overlap)
     check_image_files(samples, root, dataset)
     data = EvalSet([s.path for s in samples], [s.score for s in samples], image_reader(trained_under), table.resize)
-    with tqdm(total=len(samples), desc="evaluate", unit="img", leave=False) as bar:
+    with Progress(total=len(samples), desc="evaluate", unit="img", leave=False) as bar:
         preds, seconds = score_eval_set(model, data, crops, 0, dev, scoring_amp(model), bar, batch_size)
     m, scale = eval_metrics(preds, data, seconds), score_scale(model)
     typer.echo(f"{dataset} {chosen['split']}: {_metrics_line(m)}")

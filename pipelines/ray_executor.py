@@ -14,13 +14,13 @@ from itertools import islice
 import numpy as np
 import ray
 from ray.util import ActorPool
-from tqdm import tqdm
 
 from pipelines.workers import THREAD_VARS, init_worker
 from saqt.embed import embed_images
 from saqt.encoders import Encoder, load_encoder
 from saqt.errors import ConfigError
 from saqt.executor import UnitsFailed
+from saqt.progress import Progress
 from saqt.shards import Locator
 
 SINGLE_THREADED = {"env_vars": dict.fromkeys(THREAD_VARS, "1")}  # as LocalExecutor's worker processes
@@ -160,7 +160,7 @@ class RayEmbedder:
         ]
         try:
             results = ActorPool(actors).map(lambda a, run: a.embed.remote(run, batch_size, loader_workers), runs)
-            return np.concatenate(list(tqdm(results, total=len(runs), desc=desc, unit="run", disable=not progress)))
+            return np.concatenate(list(Progress(results, total=len(runs), desc=desc, unit="run", disable=not progress)))
         finally:
             for actor in actors:
                 ray.kill(actor)

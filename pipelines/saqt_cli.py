@@ -106,11 +106,10 @@ def render(
     thumb_width: Annotated[int, typer.Option(min=32, help="Thumbnail width in the contact sheet.")] = 192,
 ) -> None:
     """Render distortions of images to <stem>_<TT>_<LL>.png plus a labelled <stem>_contact.png."""
-    from tqdm import tqdm
-
     from saqt.distortions import PreparedImage, distort
     from saqt.distortions.sheet import contact_sheet
     from saqt.images import ImageDecodeError, decode_image, encode_png
+    from saqt.progress import Progress
     from saqt.safe_files import atomic_write, write_bytes_atomic
     from saqt.seeding import derive_seed
 
@@ -130,7 +129,7 @@ def render(
             continue
         renders = {}
         cells = [(t, lv) for t in type_ids for lv in level_ids]
-        for t, lv in tqdm(cells, desc=path.stem, unit="img", leave=False):
+        for t, lv in Progress(cells, desc=path.stem, unit="img", leave=False):
             renders[(t, lv)] = distort(src, t, lv, seed=derive_seed(seed, t, lv))
             write_bytes_atomic(out / f"{path.stem}_{t:02d}_{lv:02d}.png", encode_png(renders[(t, lv)]))
         sheet = out / f"{path.stem}_contact.png"
@@ -370,6 +369,8 @@ def label(
     )
     if manifest["encoder"].get("matches"):
         typer.echo(f"matches: {manifest['encoder']['matches']['how']} ({manifest['encoder']['weights']})")
+    if (manifest.get("bank_fit") or {}).get("warning"):
+        typer.echo(f"warning: {manifest['bank_fit']['warning']}", err=True)
     if manifest["self_matches"]:
         typer.echo(
             f"warning: {manifest['self_matches']} pristine images are (nearly) bank references themselves "
@@ -476,7 +477,10 @@ def verify_command(
     except VerifyError as err:
         fail("verify", err, 1)
     decoded = f", {result.decoded} sampled images decoded" if result.decoded else ""
-    typer.echo(f"{target}: intact {result.kind} set ({result.files} files, {result.rows} rows checked{decoded})")
+    typer.echo(
+        f"{target}: intact {result.kind} set ({result.files} files match {result.listed_in}, {result.rows} rows "
+        f"checked{decoded})"
+    )
 
 
 @app.command("info")
@@ -505,10 +509,11 @@ def report_command(
     fidelity_json: Annotated[
         Path | None, typer.Option("--fidelity", help="A `saqt fidelity --json` file to include.")
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier report at --out (and nothing else).")] = False,
 ) -> None:
     """Write one self-contained HTML report (images inline): matches, screen, thumbnails, score plots, bank usage,
     fidelity, errors."""
     from saqt.report import write_report
 
-    path = write_report(folder, out, images, fidelity_json, pairs)
+    path = write_report(folder, out, images, fidelity_json, pairs, overwrite)
     typer.echo(f"report written to {path} ({path.stat().st_size / 2**10:,.0f} KiB, self-contained: images inline)")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from saqt.bank import KINDS, Bank, BankError, bank_spec, load_bank
 from saqt.configs import SynthConfig
@@ -26,6 +25,7 @@ from saqt.distortions import PreparedImage, catalogue_identity, distort
 from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
 from saqt.pool import choose_pool
 from saqt.pristine import prepare_pristine
+from saqt.progress import Progress
 from saqt.seeding import derive_seed
 from saqt.shards import BANK_MANIFEST, write_bytes_atomic
 from saqt.sources import Quota, SourceError, SourceItem, list_source
@@ -202,7 +202,7 @@ def run_synth_bank(config: SynthConfig, out: Path, ctx: RunContext = DEFAULT_CON
         pending = [(str(i), item) for i, item in enumerate(items) if str(i) not in writer.manifest["done"]]
         writer.save()
         by_key = {item.key: unit for unit, item in pending}
-        with tqdm(
+        with Progress(
             total=len(items), initial=len(items) - len(pending), unit="ref", desc="bank synth", disable=not progress
         ) as bar:
             for key, name, png, scores in executor.map_unordered(_ScoreReference(config), [it for _, it in pending]):

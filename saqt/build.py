@@ -15,7 +15,6 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from saqt.configs import BuildConfig
 from saqt.context import DEFAULT_CONTEXT, RunContext
@@ -26,6 +25,7 @@ from saqt.errors import SaqtError
 from saqt.images import ImageDecodeError, encode_png
 from saqt.pool import Pool, choose_pool
 from saqt.pristine import prepare_pristine
+from saqt.progress import Progress
 from saqt.ranges import write_ranges
 from saqt.seeding import derive_seed
 from saqt.shards import (
@@ -182,7 +182,7 @@ def run_build(config: BuildConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT)
         pending = [u for u in units if str(u[0]) not in writer.manifest["done"]]
         writer.save()
         done_images = len(selection) - sum(len(u[1]) for u in pending)
-        with tqdm(total=len(selection), initial=done_images, unit="img", desc="build", disable=not progress) as bar:
+        with Progress(total=len(selection), initial=done_images, unit="img", desc="build", disable=not progress) as bar:
             for result in executor.map_unordered(_UnitTask(config, out), pending):
                 writer.record(str(result.index), {"files": result.shards, "errors": result.errors})
                 log.append(result.errors)

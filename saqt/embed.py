@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from saqt.encoders import Encoder
 from saqt.images import decode_image
+from saqt.progress import Progress
 from saqt.safe_files import atomic_write
 from saqt.shards import Locator, read_locator
 
@@ -70,7 +70,7 @@ def embed_images(
     out = []
     half = cuda and getattr(encoder, "autocast", True)
     with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=half):
-        for groups in tqdm(loader, desc=desc, unit="batch", disable=not progress):
+        for groups in Progress(loader, desc=desc, unit="batch", disable=not progress):
             for batch in groups:
                 features = encoder.forward(batch.to(device, non_blocking=True)).float()
                 out.append(torch.nn.functional.normalize(features, dim=1).cpu().numpy())

@@ -34,10 +34,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import yaml
-from tqdm import tqdm
 
 from saqt import __version__
 from saqt.errors import SaqtError
+from saqt.progress import Progress
 from saqt.safe_files import atomic_write, fresh_folder, in_the_way, make_folders, open_own, own_file, replace
 from saqt.scores import ScoreError, score_value
 from saqt.shards import sha256_file, write_json_atomic
@@ -198,7 +198,7 @@ def _transfer(url: str, part: Path, timeout: float) -> None:
         received = offset
         with (
             os.fdopen(open_own(part, os.O_WRONLY | os.O_APPEND, create=True), "ab") as out,
-            tqdm(
+            Progress(
                 total=total,
                 initial=offset,
                 unit="B",
@@ -379,7 +379,7 @@ def _unpack_zip(archive: Path, into: Path) -> None:
         total = sum(m.file_size for m in members)
         _check_expansion(archive, total, archive.stat().st_size, "the archive")
         _require_space(into, total, f"unpacking {archive.name}")
-        with tqdm(
+        with Progress(
             total=total, unit="B", unit_scale=True, desc=f"unpack {archive.name}", disable=None, leave=False
         ) as bar:
             for m in members:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from saqt.bank import Bank, BankError, check_scorable, load_bank, normalise_scores
+from saqt.bank_fit import bank_fit
 from saqt.configs import LabelConfig
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.embed import cached_embeddings, embed_images
@@ -28,6 +28,7 @@ from saqt.encoders import load_encoder, pick_device
 from saqt.match import build_index, search
 from saqt.matches import read_matches
 from saqt.options import recorded
+from saqt.progress import Progress
 from saqt.reader import BuildReader
 from saqt.shards import LABEL_MANIFEST, LABEL_SCHEMA, SAQT_IQA_SCHEMA, ShardWriter, aborting
 from saqt.stage import StageError, StageWriter, new_manifest
@@ -58,6 +59,12 @@ class PristineLabels:
     weights: dict[str, list[float]]
     self_matches: int
     caches: tuple[str, ...] = ()  # the embedding caches written, relative to the output folder
+
+    def fit(self, references: int) -> dict | None:
+        """How these images use a bank of ``references`` (``saqt.bank_fit``), for the manifest; None without
+        neighbours (the mean rule)."""
+        fit = bank_fit(self.neighbours.values(), self.similarities.values(), references)
+        return fit.record() if fit else None
 
     def only(self, pristine_ids: list[str]) -> PristineLabels:
         """These labels restricted to ``pristine_ids``."""
@@ -270,6 +277,7 @@ def run_label(config: LabelConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT)
                 "rule": config.transfer_rule.describe(),
                 "score_scale": config.normalise,
                 "self_matches": labels.self_matches,
+                "bank_fit": labels.fit(len(bank.ref_ids)),
                 "aux": list(labels.caches),
             }
         )
@@ -285,7 +293,7 @@ def run_label(config: LabelConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT)
         }
         pending = writer.pending(units)
         done = ctx.executor.map_unordered(_LabelTask(constants, out), unit_items(reader, pending, labels))
-        for unit, shards in tqdm(done, total=len(pending), desc="label", unit="shard", disable=not ctx.progress):
+        for unit, shards in Progress(done, total=len(pending), desc="label", unit="shard", disable=not ctx.progress):
             writer.record(unit, {"files": shards})
         return writer.finish(reader.manifest["complete"])
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tqdm import tqdm
-
 from saqt.executor import Executor
 from saqt.images import ImageDecodeError
 from saqt.pristine import prepare_pristine
+from saqt.progress import Progress
 from saqt.screen import Screen
 from saqt.sources import Quota, SourceItem, rank
 
@@ -77,11 +76,9 @@ def choose_pool(
     order = sorted(items, key=lambda it: rank(seed, it))
     task = _ScreenChunk(size, screen, max_pixels)
     pool, seen, start = Pool([]), {}, 0
-    with tqdm(unit="img", desc="screen", disable=not progress) as bar:
-        while start < len(order) and not quota.full:
-            positions = _next_round(order, start, quota)
-            if not positions:
-                break
+    positions = [] if quota.full else _next_round(order, start, quota)
+    with Progress(total=len(positions), unit="img", desc="screen", disable=not progress) as bar:
+        while positions:
             chunks = [[(p, order[p]) for p in positions[i : i + CHUNK]] for i in range(0, len(positions), CHUNK)]
             verdicts = {}
             for done in executor.map_unordered(task, chunks):
@@ -105,6 +102,8 @@ def choose_pool(
                 pool.kept.append(item)
                 if quota.full:
                     break
+            positions = [] if quota.full else _next_round(order, start, quota)
+            bar.total += len(positions)  # the bar counts the candidates screened in this round and those before
     pool.kept.sort(key=lambda it: it.key)
     pool.refused.sort()
     return pool

@@ -31,7 +31,6 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from saqt import __version__
 from saqt.card import hub_features, is_saqt_card, render_card, size_category
@@ -39,6 +38,7 @@ from saqt.configs import PublishConfig, PublishError
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.images import encode_png
 from saqt.options import NOT_PATHS
+from saqt.progress import Progress
 from saqt.reader import BuildReader, with_build_images
 from saqt.safe_files import fresh_folder, make_folders, replace
 from saqt.scores import shard_scores
@@ -455,7 +455,7 @@ def write_dataset(
     held = pa.array(sorted(held_out), pa.string())
     pristine = pristine_records(reader)
     with aborting(*writers.values()):
-        with tqdm(total=total, desc="publish", unit="img", disable=not progress) as bar:
+        with Progress(total=total, desc="publish", unit="img", disable=not progress) as bar:
             for table in _batches(labels, schema, pristine, reader, config.render, config.recipe_only):
                 in_validation = pc.is_in(table.column("pristine_id"), value_set=held)
                 writers["validation"].add(table.filter(in_validation))

@@ -7,7 +7,9 @@ the labels they inherited); the pristine screen (settings, what was kept and ref
 JPEG qualities of the kept images); a type x level thumbnail grid for a few pristine images; score histograms per
 type; score against level per type; the neighbour-similarity histogram; bank usage with thumbnails; transfer
 fidelity (given its JSON); skipped inputs by reason. A build folder has no scores, so its report shows the screen,
-the grid and errors only.
+the grid and errors only. A note says when the bank is too small or too far from the images (``saqt.bank_fit``) or
+the rule predicts no better than the content-agnostic mean. A file at ``--out`` is replaced only with ``overwrite``
+and only if it is a report.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import base64
 import html
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +35,14 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from saqt.bank import Bank, load_bank  # noqa: E402
+from saqt.bank_fit import bank_fit  # noqa: E402
 from saqt.card import read_card  # noqa: E402
 from saqt.distortions import catalogue  # noqa: E402
-from saqt.errors import SaqtError  # noqa: E402
+from saqt.errors import OutputError, SaqtError  # noqa: E402
 from saqt.images import ImageDecodeError, decode_image  # noqa: E402
 from saqt.info import summarise  # noqa: E402
 from saqt.reader import BuildReader  # noqa: E402
-from saqt.safe_files import write_bytes_atomic  # noqa: E402
+from saqt.safe_files import in_the_way, own_file, write_bytes_atomic, writing  # noqa: E402
 from saqt.shards import BUILD_ERRORS  # noqa: E402
 from saqt.stage import CARD, SUMS, StageError, identify, open_stage, read_sums  # noqa: E402
 from saqt.transfer import SELF_MATCH  # noqa: E402
@@ -48,6 +52,9 @@ MATCH_COLUMNS = ["pristine_id", "neighbours", "similarities", "weights"]
 THUMB_WIDTH = 208  # pixels encoded; shown at half size, full size on hover
 MATCH_THUMB_WIDTH = 224  # pristine images and references in the matches and bank-usage sections, shown at 112 px
 PRISTINE_COLUMNS = ["source_key", "orig_width", "orig_height", "jpeg_quality", "width", "height"]
+HEAD = "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>SAQT-IQA report"  # how every report begins
+KINDS = {"label": "labels (saqt label)", "build": "a build (saqt build)", "published": "a published set (saqt publish)"}
+NAMED_BARS = 40  # the bank-usage plot names each reference of a bank this small, and ranks those of a larger one
 LEVEL_COLOURS = plt.get_cmap("viridis")(np.linspace(0.05, 0.85, 5))
 
 
@@ -235,13 +242,14 @@ def _grid(data: StageData, images: int) -> str:
     else:
         rows = pads.dataset(data.shards).to_table(columns=[*columns, "image"], filter=keep).to_pylist()
     by_cell = {(r["pristine_id"], r["dist_type"], r["level"]): r for r in rows}
+    keys = _source_keys(data, ids)
     names = {s.id: s.name for s in catalogue()}
     types = sorted(set(data.cells.column("dist_type").to_pylist()))  # the build's selection, not all 25 x 5
     levels = sorted(set(data.cells.column("level").to_pylist()))
     tables = []
     for pair in (ids[i : i + 2] for i in range(0, len(ids), 2)):
         head = "<th></th>" + "".join(
-            f'<th colspan="{len(levels)}" class="pid">{_pristine_header(data, pid)}</th>' for pid in pair
+            f'<th colspan="{len(levels)}" class="pid">{_pristine_header(data, pid, keys.get(pid))}</th>' for pid in pair
         )
         level_row = "<th>type</th>" + "".join(f"<th>level {lv}</th>" for _ in pair for lv in levels)
         body = []
@@ -260,11 +268,25 @@ def _grid(data: StageData, images: int) -> str:
     return "<p class='lead'>Hover a thumbnail to enlarge it.</p>" + "".join(tables)
 
 
-def _pristine_header(data: StageData, pid: str) -> str:
+def _pristine_header(data: StageData, pid: str, key: str | None) -> str:
+    """The pristine image above its column of the grid, named by its source file (its id on hover)."""
     thumb = ""
     if data.build is not None:
         thumb = _img(_thumb_uri(data.build.pristine(pid).u8, 2 * THUMB_WIDTH), f"pristine {pid}", "pristine")
-    return f"{thumb}pristine <code>{html.escape(pid)}</code>"
+    return f'{thumb}<code title="pristine id {html.escape(pid)}">{_name(key or pid)}</code>'
+
+
+def _source_keys(data: StageData, ids: list[str] | set[str]) -> dict[str, str]:
+    """Pristine id -> its source file (``source_key``), for the pristine images ``ids``."""
+    keep = pc.field("pristine_id").isin(list(ids))
+    table = pads.dataset(data.shards).to_table(columns=["pristine_id", "source_key"], filter=keep)
+    return dict(zip(table.column("pristine_id").to_pylist(), table.column("source_key").to_pylist(), strict=True))
+
+
+def _name(text: str) -> str:
+    """``text`` (a file or reference name) escaped, with a line break allowed after each ``/ _ -`` and before each
+    ``.``, never inside a word."""
+    return re.sub(r"([/_-])", r"\1<wbr>", html.escape(text)).replace(".", "<wbr>.")
 
 
 def _cell(data: StageData, row: dict | None) -> str:
@@ -308,6 +330,12 @@ def _label_axes(axes, x: str, y: str) -> None:
     for ax in axes[::5]:
         ax.set_ylabel(y, fontsize=8)
         ax.yaxis.set_major_locator(MaxNLocator(integer=y == "images"))
+
+
+def _legend_above(ax) -> None:
+    """The axes' legend in one row above them, never over what they plot."""
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(labels), fontsize=8, frameon=False)
 
 
 def _score_histograms(scores: np.ndarray, types: np.ndarray, levels: np.ndarray) -> str:
@@ -373,13 +401,47 @@ def _similarities(matches: pa.Table) -> str:
     ax.set_xlabel("cosine similarity to the pristine image")
     ax.set_ylabel("neighbours")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8, frameon=False)
+    _legend_above(ax)
     fig.tight_layout()
     stats = (
         f"Nearest-reference similarity: median {np.median(top1):.3f}, 5th percentile {np.percentile(top1, 5):.3f}, "
         f"minimum {top1.min():.3f}; {int((top1 >= SELF_MATCH).sum())} pristine images are (nearly) references."
     )
     return f"<p>{stats}</p>" + _img(_png_uri(fig), "neighbour similarity histogram")
+
+
+def _fit_warning(data: StageData) -> str:
+    """The sentence of ``saqt.bank_fit`` when the bank is too small or too far from the images, else nothing."""
+    neighbours = data.matches.column("neighbours").to_pylist()
+    fit = bank_fit(neighbours, data.matches.column("similarities").to_pylist(), data.bank_size or 0)
+    warning = fit.warning() if fit else None
+    return f"<p class='warn'><b>Note:</b> {html.escape(warning)}.</p>" if warning else ""
+
+
+def _usage_figure(counts: np.ndarray, names: list[str] | None, unused: int, log: bool) -> str:
+    """Bars of how many images each reference labelled, most used first: one named row per reference (``names``),
+    or by rank for a large bank; a ``log`` count axis."""
+    label = "pristine images labelled (as nearest reference)"
+    if names is not None:
+        fig, ax = plt.subplots(figsize=(8, 0.9 + 0.25 * len(names)))
+        ax.barh(np.arange(len(names)), counts, height=0.7, color="#1f77b4")
+        ax.set_yticks(np.arange(len(names)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"bank references, most used first ({unused} never nearest: no bar)", fontsize=9, loc="left")
+        ax.set_xlabel(label)
+        axis = ax.xaxis
+    else:
+        fig, ax = plt.subplots(figsize=(8, 3.4))
+        ax.bar(np.arange(1, len(counts) + 1), counts, width=1.0 if len(counts) > 50 else 0.8, color="#1f77b4")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(f"bank references by rank, most used first ({unused} never nearest); the tables name them")
+        ax.set_ylabel(label.replace(" (", "\n("))
+        axis = ax.yaxis
+    axis.set_major_locator(MaxNLocator(integer=True))
+    if log:
+        (ax.set_xscale if names is not None else ax.set_yscale)("log")
+    fig.tight_layout()
+    return _img(_png_uri(fig), "bank usage")
 
 
 def _bank_usage(data: StageData) -> str:
@@ -392,26 +454,22 @@ def _bank_usage(data: StageData) -> str:
         for n, w in zip(ns, ws, strict=True):
             weighted[n] += w
     used, total = len(top1), max(bank_size or 0, len(top1))
-    counts = np.array(sorted(top1.values(), reverse=True) + [0] * (total - used))
-    fig, ax = plt.subplots(figsize=(8, 3.4))
-    ax.bar(np.arange(1, total + 1), counts, width=1.0 if total > 50 else 0.8, color="#1f77b4")
-    ax.set_xlabel(f"bank references, most used first ({total - used} never nearest: zero bars)")
-    ax.set_ylabel("pristine images labelled\n(as nearest reference)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    if counts.max() > 20 * max(1, np.median(counts[:used])):
-        ax.set_yscale("log")
-    fig.tight_layout()
+    ranked = sorted(top1.items(), key=lambda kv: (-kv[1], kv[0]))  # most used first, ties by name
+    counts = np.array([n for _, n in ranked] + [0] * (total - used))
+    names = None
+    if total <= NAMED_BARS:  # few enough bars to name each reference beside its bar
+        unnamed = [r for r in (data.bank.ref_ids if data.bank else []) if r not in top1]
+        names = [r for r, _ in ranked] + unnamed + [""] * (total - used - len(unnamed))
+    figure = _usage_figure(counts, names, total - used, counts.max() > 20 * max(1, np.median(counts[:used])))
     stats = (
         f"{used} of {total} references are the nearest for at least one of {counts.sum():,} pristine images. "
         f"The most used is nearest for {counts[0]:,} ({counts[0] / counts.sum():.0%}); among references in use, "
         f"the median is {np.median(counts[:used]):g}. For comparison, in the authors' release one reference "
         "labelled 3,251 images and another 16."
     )
-    ranked = top1.most_common()
 
     def row(ref: str) -> list[str]:
-        return [_ref_thumb(data, ref), f"<code>{html.escape(ref)}</code>", f"{top1[ref]:,}", f"{weighted[ref]:.1f}"]
+        return [_ref_thumb(data, ref), f"<code>{_name(ref)}</code>", f"{top1[ref]:,}", f"{weighted[ref]:.1f}"]
 
     header = ["", "reference", "nearest for (pristine images)", "total weight"]
     tables = "<h3>Most used references</h3>" + _table(header, [row(r) for r, _ in ranked[:10]], "compact reftable")
@@ -419,7 +477,7 @@ def _bank_usage(data: StageData) -> str:
         tables += "<h3>Least used references (of those in use)</h3>" + _table(
             header, [row(r) for r, _ in ranked[-min(5, len(ranked) - 10) :]], "compact reftable"
         )
-    return f"<p>{stats}</p>" + _img(_png_uri(fig), "bank usage") + _bank_note(data) + tables
+    return f"<p>{stats}</p>" + figure + _bank_note(data) + tables
 
 
 # ---------------------------------------------------------------- matches: pristine images and their references
@@ -497,28 +555,20 @@ def _matches(data: StageData, pairs: int) -> str:
     lo, hi = float(np.nanmin(all_scores)), float(np.nanmax(all_scores))
     types = sorted(set(data.cells.column("dist_type").to_pylist()))
     levels = sorted(set(data.cells.column("level").to_pylist()))
-    keys = (
-        {
-            r["pristine_id"]: r["source_key"]
-            for r in data.build.rows("pristine", ["pristine_id", "source_key"])
-            if r["pristine_id"] in wanted
-        }
-        if data.build
-        else {}
-    )
+    keys = _source_keys(data, wanted)
     body = []
     for r in picks:
         pid = r["pristine_id"]
         refs = "".join(
-            f'<div class="match">{_ref_thumb(data, ref)}<div class="cap"><code>{html.escape(ref)}</code><br>'
+            f'<div class="match">{_ref_thumb(data, ref)}<div class="cap"><code>{_name(ref)}</code><br>'
             f"similarity {sim:.3f}{' (self-match)' if sim >= SELF_MATCH else ''}"
             f"{f'<br>weight {w:.2f}' if len(r['neighbours']) > 1 else ''}</div></div>"
             for ref, sim, w in zip(r["neighbours"], r["similarities"], r["weights"], strict=True)
         )
-        name = f"<code>{html.escape(keys[pid])}</code><br>" if pid in keys else ""
+        name = f'<code title="pristine id {html.escape(pid)}">{_name(keys.get(pid, pid))}</code>'
         body.append(
             [
-                f'<div class="match">{_pristine_thumb(data, pid)}<div class="cap">{name}{html.escape(pid)}</div></div>',
+                f'<div class="match">{_pristine_thumb(data, pid)}<div class="cap">{name}</div></div>',
                 f'<div class="refs">{refs}</div>',
                 _inherited(scores[pid], types, levels, lo, hi),
             ]
@@ -569,19 +619,20 @@ def _screen(data: StageData) -> str:
             ["shorter side", setting("min_side", f"at least {sc.get('min_side', '?')} px")],
             ["greyscale", "kept" if sc.get("allow_grey") else "refused"],
         ]
-        counts = (
-            (
-                f"{sc.get('screened', 0):,} candidates screened, {sc.get('refused', 0):,} refused, "
-                f"{sc.get('duplicates', 0):,} duplicates kept once."
-            )
-            if "screened" in sc
-            else ""
-        )
-        intro = _table(["screen", "setting"], rows, "compact") + f"<p>{counts}</p>"
+        intro = _table(["screen", "setting"], rows, "compact") + f"<p>{_screen_counts(sc)}</p>"
     examples = _reason_examples(data)
     refused = [[html.escape(r), f"{n:,}", html.escape(examples.get(r, ""))] for r, n in data.errors.most_common()]
     refusals = _table(["reason", "inputs", "example"], refused, "compact") if refused else "<p>Nothing was refused.</p>"
     return intro + "<h3>Refused, and why</h3>" + refusals + (_kept(data, sc) if data.build is not None else "")
+
+
+def _screen_counts(sc: dict) -> str:
+    """How many candidates the screen read and refused, duplicates among them (named only if any)."""
+    if "screened" not in sc:
+        return ""
+    dups = sc.get("duplicates", 0)
+    which = f" ({dups:,} of them {'a duplicate' if dups == 1 else 'duplicates'} of an image kept)" if dups else ""
+    return f"{sc['screened']:,} candidates screened, {sc.get('refused', 0):,} refused{which}."
 
 
 def _kept(data: StageData, sc: dict) -> str:
@@ -623,7 +674,7 @@ def _kept(data: StageData, sc: dict) -> str:
     for ax in (left, right):
         ax.set_ylabel("images kept", fontsize=8)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=8, frameon=False)
+        _legend_above(ax)
     fig.tight_layout()
     return f"<h3>Kept</h3><p>{text}</p>" + _img(_png_uri(fig), "upscale factors and JPEG qualities of the kept images")
 
@@ -651,8 +702,23 @@ def _fidelity(path: Path | None) -> str:
         [f"{t} {catalogue()[t - 1].name}", *(fmt(predictors[n]["per_type"].get(str(t))) for n in shown)]
         for t in range(1, 26)
     ]
+    verdict = _below_mean(report.get("rule"), predictors)
     detail = f"<details><summary>per type SROCC</summary>{_table(['type', *shown], per_type, 'compact')}</details>"
-    return f"<p>{intro}</p>" + _table(["predictor", "SROCC", "PLCC"], rows, "compact") + detail
+    return f"<p>{intro}</p>" + _table(["predictor", "SROCC", "PLCC"], rows, "compact") + verdict + detail
+
+
+def _below_mean(rule: str | None, predictors: dict) -> str:
+    """A note when the transfer rule predicts held-out scores no better than the content-agnostic mean."""
+    srocc = {name: (predictors.get(name) or {}).get("srocc") for name in (rule, "mean")}
+    if rule == "mean" or not all(isinstance(v, float) and np.isfinite(v) for v in srocc.values()):
+        return ""
+    if srocc[rule] > srocc["mean"]:
+        return ""
+    return (
+        f"<p class='warn'><b>Note:</b> the rule <code>{html.escape(rule)}</code> (SROCC {srocc[rule]:.3f}) predicts "
+        f"held-out references' scores no better than the content-agnostic <code>mean</code> ({srocc['mean']:.3f}): "
+        "with this bank and encoder, matching adds nothing over the bank's mean scores.</p>"
+    )
 
 
 def _matches_fidelity(m: dict) -> str:
@@ -703,10 +769,11 @@ th.pid{padding:6px 0 4px 14px;text-align:left}.tid{display:inline-block;min-widt
 img.thumb{width:104px;display:block;transition:transform .1s}img.thumb:hover{transform:scale(2.4);position:relative;
 z-index:5;box-shadow:0 4px 18px rgba(0,0,0,.45)}img.pristine{display:block;width:208px;margin:0 0 4px}
 code{background:#f0f2f5;padding:0 3px;border-radius:3px}
+p.warn{background:#fff4e0;border-left:4px solid #e8a33d;padding:8px 12px}
 table.matches{width:100%}table.matches>tbody>tr>td{border-bottom:1px solid #e5e8ee;padding:10px 24px 10px 0;
 vertical-align:top}table.matches>thead>tr>th{text-align:left;font-size:12px;color:#4a5568;padding:0 24px 6px 0;
 white-space:nowrap}table.matches>tbody>tr>td:first-child{width:112px}table.matches>tbody>tr>td:nth-child(2){width:40%}
-.refs{display:flex;gap:14px;flex-wrap:wrap}.match{width:112px;font-size:11px;overflow-wrap:anywhere}
+.refs{display:flex;gap:14px;flex-wrap:wrap}.match{width:112px;font-size:11px;overflow-wrap:break-word}
 .match code{font-size:11px}img.ref{width:112px;display:block;margin-bottom:3px}
 .noimg{width:110px;height:80px;border:1px dashed #b8bfcc;color:#8a94a6;font-size:11px;display:flex;margin-bottom:3px;
 align-items:center;justify-content:center;text-align:center;font-style:italic}
@@ -740,7 +807,8 @@ def render_report(folder: Path, images: int = 2, fidelity: Path | None = None, p
                 f"range {np.nanmin(scores):.2f} to {np.nanmax(scores):.2f}.</p>"
                 if labelled
                 else ""
-            ),
+            )
+            + (_fit_warning(data) if matched else ""),
         )
     ]
     if matched:
@@ -819,17 +887,37 @@ def render_report(folder: Path, images: int = 2, fidelity: Path | None = None, p
         f'<section id="{key}"><h2>{title}</h2><p class="lead">{lead}</p>{content}</section>'
         for key, title, lead, content in sections
     )
-    title = f"SAQT-IQA report: {folder.resolve().name} ({data.kind})"
+    where = folder.resolve()
+    title = f"SAQT-IQA report: {where.parent.name}/{where.name}"  # the folder and its parent say which run it was
     return (
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{CSS}</style></head><body><header><h1>{html.escape(title)}</h1><p>{html.escape(str(folder.resolve()))}"
-        f" · one self-contained file: thumbnails and plots are inline, no folder next to it</p></header><nav>{nav}</nav><main>{body}</main></body></html>"
+        f"{HEAD}{html.escape(title.removeprefix('SAQT-IQA report'))}</title><style>{CSS}</style></head><body><header>"
+        f"<h1>{html.escape(title)}</h1><p>{KINDS[data.kind]} · {html.escape(str(where))} · one self-contained file: "
+        f"thumbnails and plots are inline, no folder next to it</p></header><nav>{nav}</nav><main>{body}</main>"
+        "</body></html>"
     )
 
 
-def write_report(folder: Path, out: Path, images: int = 2, fidelity: Path | None = None, pairs: int = 12) -> Path:
-    """Write the report atomically to ``out``."""
+def check_report_out(out: Path, overwrite: bool) -> None:
+    """OutputError unless ``out`` may receive a report: nothing there, or (``overwrite``) a report saqt wrote, a
+    regular file (never a link or anything else)."""
+    if not own_file(out):
+        return
+    if not overwrite:
+        raise OutputError(f"{out} exists: use --overwrite to replace it or choose another --out")
+    with writing(out), out.open("rb") as f:
+        if f.read(len(HEAD)) != HEAD.encode():
+            raise in_the_way(out)
+
+
+def write_report(
+    folder: Path, out: Path, images: int = 2, fidelity: Path | None = None, pairs: int = 12, overwrite: bool = False
+) -> Path:
+    """Write the report atomically to ``out``, refused where something is there already, unless ``overwrite`` and
+    it is an earlier report (``check_report_out``)."""
+    check_report_out(out, overwrite)
     text = render_report(folder, images, fidelity, pairs)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    check_report_out(out, overwrite)  # another process may have written there meanwhile
     write_bytes_atomic(out, text.encode())
     return out

@@ -40,9 +40,10 @@ class Verified:
     """What was checked."""
 
     kind: str
-    files: int
+    files: int  # the files checked against the digests ``listed_in`` records (that file itself not counted)
     rows: int
     decoded: int = 0
+    listed_in: str = SUMS
 
 
 def verify_published(url: str, sample: int = 64, seed: int = 0) -> Verified:
@@ -208,7 +209,7 @@ def verify_stage(folder: Path) -> Verified:
             raise VerifyError(str(err)) from None
     if not stage.manifest["complete"]:
         raise VerifyError(f"{stage.name}: the {stage.kind} is unfinished; rerun its command to complete it")
-    return Verified(stage.kind, len(entries), sum(e["rows"] for e in shards))
+    return Verified(stage.kind, len(entries), sum(e["rows"] for e in shards), listed_in=stage.name)
 
 
 def _rows(path: Path) -> int:

@@ -182,6 +182,9 @@ def test_verify_passes_an_intact_set(published):
     result = runner.invoke(app, ["verify", str(published), "--sample", "10"])
     assert result.exit_code == 0, result.output
     assert "intact published set" in result.output and "45 rows" in result.output and "10 sampled" in result.output
+    listed = (published / "SHA256SUMS").read_text().splitlines()  # every file but SHA256SUMS itself
+    assert len(listed) == sum(1 for p in published.rglob("*") if p.is_file()) - 1
+    assert f"({len(listed)} files match SHA256SUMS," in result.output
 
 
 def _copy(published: Path, tmp_path: Path) -> Path:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from dataclasses import replace
 
+import matplotlib.axes
 import matplotlib.figure
 import pytest
 from conftest import REPORT_SECTIONS, self_contained, write_kadid_table
@@ -72,18 +74,24 @@ def stages(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def legends(stages):
-    """The report with the bank's images, and the labels of every figure legend drawn for it."""
-    drawn, original = [], matplotlib.figure.Figure.legend
+    """The report with the bank's images, the labels of every figure legend drawn for it, and every list of y tick
+    labels set."""
+    drawn, ticks, original, set_ticks = [], [], matplotlib.figure.Figure.legend, matplotlib.axes.Axes.set_yticks
 
     def recording(self, *args, **kwargs):
         legend = original(self, *args, **kwargs)
         drawn.append([t.get_text() for t in legend.get_texts()])
         return legend
 
+    def recording_ticks(self, positions, labels=None, **kwargs):
+        ticks.append(list(labels) if labels is not None else None)
+        return set_ticks(self, positions, labels, **kwargs)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(matplotlib.figure.Figure, "legend", recording)
+        mp.setattr(matplotlib.axes.Axes, "set_yticks", recording_ticks)
         page = render_report(stages / "labels", images=1)
-    return page, drawn
+    return page, drawn, ticks
 
 
 def _section(page: str, key: str) -> str:
@@ -91,9 +99,9 @@ def _section(page: str, key: str) -> str:
 
 
 def test_sections_and_no_payload_survives(legends):
-    page, _ = legends
+    page = legends[0]
     assert re.findall(r'<section id="([a-z]+)"', page) == REPORT_SECTIONS
-    assert PAYLOAD not in page and "onerror=alert(1)&gt;.png" in page
+    assert PAYLOAD not in page and "onerror=alert(1)&gt;<wbr>.png" in page
     assert self_contained(page)  # everything inline: no file next to the report
 
 
@@ -153,3 +161,81 @@ def test_pairs_bounds_the_images_shown_from_the_closest_match(stages, tmp_path):
     assert result.exit_code == 0 and "self-contained: images inline" in result.output
     matches = _section(out.read_text(), "matches")
     assert "1 of 2 pristine images" in matches and "similarity 0.910" in matches and "0.420" not in matches
+
+
+def test_a_report_refuses_to_replace_a_file_without_overwrite_and_a_foreign_file_even_with_it(stages, tmp_path):
+    out, runner = tmp_path / "r.html", CliRunner()
+    report = ["report", str(stages / "labels"), "--images", "1", "--pairs", "1", "--out", str(out)]
+    assert runner.invoke(app, report).exit_code == 0
+    first = out.read_bytes()
+    again = runner.invoke(app, report)
+    assert again.exit_code == 2 and again.output.strip().count("\n") == 0, again.output
+    assert f"{out} exists: use --overwrite" in again.output and out.read_bytes() == first
+    out.write_bytes(first.replace(b"</main>", b"<p>earlier</p></main>"))
+    assert runner.invoke(app, [*report, "--overwrite"]).exit_code == 0 and out.read_bytes() == first
+    out.write_text("my notes")  # not a report: --overwrite replaces only a report saqt wrote
+    foreign = runner.invoke(app, [*report, "--overwrite"])
+    assert foreign.exit_code == 2 and "saqt did not write" in foreign.output and out.read_text() == "my notes"
+
+
+def test_a_report_never_writes_through_a_link(stages, tmp_path):
+    target, link = tmp_path / "elsewhere.html", tmp_path / "r.html"
+    target.write_text("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>SAQT-IQA report: x")
+    link.symlink_to(target)
+    for extra in ([], ["--overwrite"]):
+        result = CliRunner().invoke(app, ["report", str(stages / "labels"), "--out", str(link), *extra])
+        assert result.exit_code == 2 and "a symbolic link that saqt did not write" in result.output, result.output
+    assert link.is_symlink() and target.read_text().endswith("report: x")
+
+
+def test_title_names_the_folder_and_its_parent_and_the_grid_names_source_files(legends):
+    page = legends[0]
+    root = re.search(r"<h1>SAQT-IQA report: ([^<]+)</h1>", page)[1]
+    assert root.endswith("/labels") and "(label)" not in page[: page.index("<nav>")]
+    grid = _section(page, "grid")
+    assert re.search(r'<code title="pristine id [0-9a-f]+">(q95<wbr>\.jpg|.*onerror=alert\(1\)&gt;<wbr>\.png)', grid)
+
+
+def test_a_bank_near_the_images_gets_no_note(legends):
+    assert "Note:" not in _section(legends[0], "summary")  # similarities 0.91 and 0.42: median 0.665
+
+
+def test_screen_counts_name_duplicates_only_when_there_are_some(legends):
+    from saqt.report import _screen_counts
+
+    assert "duplicate" not in _section(legends[0], "screen")
+    assert _screen_counts({"screened": 9, "refused": 3, "duplicates": 1}) == (
+        "9 candidates screened, 3 refused (1 of them a duplicate of an image kept)."
+    )
+    assert _screen_counts({"screened": 9, "refused": 3, "duplicates": 2}).endswith(
+        "(2 of them duplicates of an image kept)."
+    )
+
+
+def test_bank_usage_names_each_reference_beside_its_bar_most_used_first(legends):
+    # I01 and I03 are the nearest for one image each (ties: by name); the other ten, unused, follow in bank order
+    assert ["I01", "I03", *[r for r in REFS if r not in ("I01", "I03")]] in legends[2]
+
+
+def test_a_bank_far_from_the_images_is_named_by_label_and_report(stages, tmp_path):
+    far = tmp_path / "far.csv"  # the matches' similarities: median 0.265, below bank_fit.LOW_SIMILARITY
+    far.write_text(f"kadis,kadid-10k,sim_value\n{PAYLOAD}.png,I01.png,0.31\nq95.jpg,I03.png,0.22\n")
+    out, runner = tmp_path / "labels", CliRunner()
+    args = ["label", "--build", str(stages / "build"), "--bank", str(stages / "kadid"), "--matches", str(far)]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    sentence = "the median similarity to the nearest reference is 0.27 (below 0.5)"
+    assert [line for line in result.output.splitlines() if sentence in line][0].startswith("warning: the bank (12 ")
+    summary = _section(render_report(out, images=1, pairs=1), "summary")
+    assert "Note:</b> the bank (12 references) looks too small or too far" in summary and sentence in summary
+
+
+def test_a_rule_no_better_than_the_mean_is_named_in_the_fidelity_section(stages, tmp_path):
+    figures = {"bank": "b", "encoder": "e", "references": 4, "rule": "topk"}
+    notes = []
+    for topk in (0.806, 0.9):
+        predictors = {"topk": {"srocc": topk, "plcc": 0.7}, "mean": {"srocc": 0.838, "plcc": 0.75}}
+        (tmp_path / "f.json").write_text(json.dumps({**figures, "predictors": predictors}))
+        notes.append(_section(render_report(stages / "labels", 1, tmp_path / "f.json", 1), "fidelity"))
+    assert "<b>Note:</b> the rule <code>topk</code> (SROCC 0.806) predicts held-out references" in notes[0]
+    assert "content-agnostic <code>mean</code> (0.838)" in notes[0] and "Note:" not in notes[1]
