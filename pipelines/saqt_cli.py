@@ -433,9 +433,10 @@ def publish_command(
     if push_to_hub and out and "://" in out and not out.startswith("file://"):
         raise PublishError("--push-to-hub uploads a local folder: give --out a local folder, or leave it out")
     if push_to_hub:
-        from saqt.hub import check_repo_id
+        from saqt.hub import check_hub_reachable, check_repo_id
 
         check_repo_id(push_to_hub)
+        check_hub_reachable(push_to_hub)
     config = given.make(
         PublishConfig,
         labels=str(given["labels"].resolve()),
