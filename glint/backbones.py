@@ -17,6 +17,7 @@ import torchvision
 from torch import nn
 
 from saqt.errors import SaqtError
+from saqt.network import hub_cache_only, hub_unreachable, torch_hub_unreachable
 
 VIT_NAME = "vit_small_patch16_224"
 VIT_TAG = "augreg_in21k_ft_in1k"  # timm's default pretrained weights for ViT-S/16, those the release's timm loads
@@ -87,6 +88,21 @@ def warn_random(what: str, name: str) -> None:
     )
 
 
+def timm_vit() -> nn.Module:
+    """timm's pretrained ViT-S/16: from the Hugging Face Hub, or from its cache alone, at once, where the Hub is out
+    of reach; WeightsError in one line, naming --vit-weights FILE, when neither has it."""
+    offline = hub_unreachable()
+    try:
+        with hub_cache_only(offline is not None):
+            return timm.create_model(f"{VIT_NAME}.{VIT_TAG}", pretrained=True)
+    except Exception as err:  # timm raises several types when the hub cannot be reached
+        why = f"{offline}, and it is not cached" if offline else type(err).__name__
+        raise WeightsError(
+            f"cannot download timm's {VIT_NAME}.{VIT_TAG} ({why}); give --vit-weights FILE (its safetensors or "
+            f"state dict: model.safetensors of the Hub's timm/{VIT_NAME}.{VIT_TAG}) instead"
+        ) from None
+
+
 class ViTBackbone(nn.Module):
     """ViT-S/16 at 224 px as GlintIQA uses it: the 196 patch tokens (CLS dropped) after blocks 6, 7, 8, 9.
 
@@ -99,16 +115,7 @@ class ViTBackbone(nn.Module):
 
     def __init__(self, weights: str | None = None):
         super().__init__()
-        if weights == "timm":
-            try:
-                vit = timm.create_model(f"{VIT_NAME}.{VIT_TAG}", pretrained=True)
-            except Exception as err:  # timm raises several types when the hub cannot be reached
-                raise WeightsError(
-                    f"cannot download timm's {VIT_NAME}.{VIT_TAG} ({type(err).__name__}); give "
-                    "--vit-weights FILE (its safetensors or state dict) instead"
-                ) from None
-        else:
-            vit = timm.create_model(VIT_NAME, pretrained=False)
+        vit = timm_vit() if weights == "timm" else timm.create_model(VIT_NAME, pretrained=False)
         self.patch_embed, self.cls_token, self.pos_embed = vit.patch_embed, vit.cls_token, vit.pos_embed
         self.blocks = nn.ModuleList(vit.blocks[: max(VIT_TAPS) + 1])
         if weights in (None, RANDOM):
@@ -131,6 +138,18 @@ class ViTBackbone(nn.Module):
         return taps
 
 
+def torchvision_resnet50() -> dict[str, torch.Tensor]:
+    """torchvision's ResNet-50 ImageNet tensors (RESNET50_URL) from torch.hub's cache or a download; WeightsError
+    in one line, naming --cnn-weights FILE, when neither has them (at once where the server is out of reach)."""
+    instead = "give --cnn-weights FILE (that file, or another torchvision ResNet-50 state dict) instead"
+    if offline := torch_hub_unreachable(RESNET50_URL):
+        raise WeightsError(f"cannot download {RESNET50_URL} ({offline}); {instead}")
+    try:
+        return torch.hub.load_state_dict_from_url(RESNET50_URL, map_location="cpu", check_hash=True, weights_only=True)
+    except Exception as err:  # urllib, hash and unpickling errors
+        raise WeightsError(f"cannot download {RESNET50_URL} ({type(err).__name__}); {instead}") from None
+
+
 class ResNet50Local(nn.Module):
     """ResNet-50 (torchvision's) up to layer3: 256 ch at 1/4, 512 at 1/8, 1024 at 1/16.
 
@@ -143,19 +162,11 @@ class ResNet50Local(nn.Module):
 
     def __init__(self, weights: str | None = None):
         super().__init__()
+        state = torchvision_resnet50() if weights == "torchvision" else None  # before building: fails sooner
         net = torchvision.models.resnet50(weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
-        if weights == "torchvision":
-            try:
-                state = torch.hub.load_state_dict_from_url(
-                    RESNET50_URL, map_location="cpu", check_hash=True, weights_only=True
-                )
-            except Exception as err:  # urllib, hash and unpickling errors
-                raise WeightsError(
-                    f"cannot download {RESNET50_URL} ({type(err).__name__}); give --cnn-weights FILE "
-                    "(torchvision ResNet-50 state dict) instead"
-                ) from None
+        if state is not None:
             load_weights(self, state, "cnn", Path(RESNET50_URL).name)
         elif weights in (None, RANDOM):
             warn_random("cnn", "resnet50")

@@ -441,9 +441,10 @@ def publish_command(
     if push_to_hub and out and "://" in out and not out.startswith("file://"):
         raise PublishError("--push-to-hub uploads a local folder: give --out a local folder, or leave it out")
     if push_to_hub:
-        from saqt.hub import check_repo_id
+        from saqt.hub import check_hub_reachable, check_repo_id
 
         check_repo_id(push_to_hub)
+        check_hub_reachable(push_to_hub)
     config = given.make(PublishConfig, shard_bytes=parse_bytes(given["shard_bytes"], "--shard-size"))
     ctx = RunContext(overwrite=overwrite, command=_command_line(), warn=lambda line: typer.echo(line, err=True))
     with tempfile.TemporaryDirectory(prefix="saqt-hub-", dir=config.staging) if out is None else nullcontext() as tmp:

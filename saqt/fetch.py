@@ -37,6 +37,7 @@ import yaml
 
 from saqt import __version__
 from saqt.errors import SaqtError
+from saqt.network import unreachable
 from saqt.progress import Progress
 from saqt.safe_files import atomic_write, fresh_folder, in_the_way, make_folders, open_own, own_file, replace
 from saqt.scores import ScoreError, score_value
@@ -262,10 +263,11 @@ def _unreachable(url: str, err: Exception) -> str:
         why = f"its TLS certificate failed verification ({reason.verify_message}), and verification is never skipped"
     else:
         why = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
-    return (
-        f"cannot reach {host}: {why}. Offline? Download {url} by hand (a browser will do) into a folder and rerun "
-        "with --from FOLDER"
-    )
+    return _offline(url, f"cannot reach {host}: {why}")
+
+
+def _offline(url: str, problem: str) -> str:
+    return f"{problem}. Offline? Download {url} by hand (a browser will do) into a folder and rerun with --from FOLDER"
 
 
 def remote_size(url: str, timeout: float = 10.0) -> int | None:
@@ -578,7 +580,7 @@ def describe(source: DatasetSource, dest: Path, timeout: float = 10.0) -> list[s
         lines.append(f"  by hand: {source.how}")
     for a in source.archives:
         if a.url:
-            size = remote_size(a.url, timeout)
+            size = None if unreachable(a.url) else remote_size(a.url, timeout)
             told = (
                 f"{size:,} bytes (server)"
                 if size is not None
@@ -685,6 +687,8 @@ def _obtain(source: DatasetSource, archive: Archive, dest: Path, options: FetchO
     if not own_file(path):
         if archive.url is None:
             raise FetchError(f"{archive.file} is not in {options.from_dir}: {source.how} (page: {source.page})")
+        if why := unreachable(archive.url):  # at once, before a client waits for a connection
+            raise FetchError(_offline(archive.url, why))
         options.say(f"downloading {archive.url} ({archive.size_text()})")
         download(archive.url, path, options.timeout, options.retries, options.backoff)
     return _Obtained(archive, path, _verify(path, archive, ours=True), True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from saqt.card import is_saqt_card
 from saqt.errors import SaqtError
+from saqt.network import hub_unreachable
 from saqt.shards import sha256_file
 from saqt.stage import CARD, SUMS, published_file, read_sums
 from saqt.verify import VerifyError, verify_published
@@ -62,6 +63,17 @@ def check_repo_id(repo_id: str) -> None:
         raise HubError(f"--push-to-hub {repo_id}: give ORG/NAME (the owner and the dataset's name)")
 
 
+def check_hub_reachable(repo_id: str, endpoint: str | None = None) -> None:
+    """HubError, in one line and at once, where the Hub cannot be reached (``saqt.network.hub_unreachable``)."""
+    from huggingface_hub import constants
+
+    if why := hub_unreachable(endpoint):
+        raise HubError(
+            f"pushing to {endpoint or constants.ENDPOINT}/datasets/{repo_id} failed: {why}; nothing pushed "
+            "(to publish without the Hub, give --out FOLDER and leave out --push-to-hub)"
+        )
+
+
 def push_to_hub(
     folder: Path, repo_id: str, private: bool = False, token: str | None = None, endpoint: str | None = None
 ) -> str:
@@ -70,6 +82,7 @@ def push_to_hub(
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     check_repo_id(repo_id)
+    check_hub_reachable(repo_id, endpoint)
     try:
         verified = verify_published(str(folder), sample=VERIFY_SAMPLE)
     except VerifyError as err:

@@ -36,6 +36,14 @@ def write_kadid_table(folder: Path, refs: list[str]) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def fresh_network_answers(monkeypatch):
+    """Each test probes download servers anew (saqt.network): a port closed in one test may listen in the next."""
+    from saqt import network
+
+    monkeypatch.setattr(network, "_answers", {})
+
+
 @pytest.fixture(scope="session")
 def photo() -> np.ndarray:
     """A real 512 x 384 colour photo: the centre of scikit-image's astronaut."""

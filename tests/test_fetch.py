@@ -381,8 +381,24 @@ def test_a_closed_port_gives_one_line_at_once(tmp_path):
         fetch_dataset(src, tmp_path, quiet(retries=3))
     assert time.monotonic() - started < 5
     message = str(err.value)
-    assert "\n" not in message and message.startswith("cannot reach 127.0.0.1: Connection refused")
-    assert "--from FOLDER" in message and not tmp_path.joinpath(".downloads").exists()
+    assert message == (
+        f"127.0.0.1 is unreachable: connection refused. Offline? Download http://127.0.0.1:{port}/kadid10k.zip by "
+        "hand (a browser will do) into a folder and rerun with --from FOLDER"
+    )
+    assert not tmp_path.joinpath(".downloads").exists()
+
+
+def test_a_server_that_never_accepts_fails_in_the_probe_time_not_the_download_timeout(tmp_path):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # the backlog is full: later connections go unanswered
+            src = source(f"http://127.0.0.1:{port}", "kadid10k", {"kadid10k.zip": b""}, "dmos.csv")
+            started = time.monotonic()
+            with pytest.raises(FetchError, match=r"^127\.0\.0\.1 is unreachable: no answer in 2 s\. Offline\?"):
+                fetch_dataset(src, tmp_path, quiet(timeout=30.0))
+            assert time.monotonic() - started < 4
 
 
 def test_a_server_that_never_answers_times_out_with_one_line(tmp_path):
@@ -507,7 +523,9 @@ def test_cli_offline_is_one_line_and_exit_1(tmp_path, monkeypatch):
     result = runner.invoke(saqt_app, ["fetch", "kadid10k", "--dest", str(tmp_path / "d")])
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("saqt fetch")]
-    assert len(errors) == 1 and "cannot reach 127.0.0.1" in errors[0] and "Traceback" not in result.output
+    assert len(errors) == 1 and "127.0.0.1 is unreachable: connection refused" in errors[0]
+    assert "--from FOLDER" in errors[0] and "Traceback" not in result.output
+    assert not any(line.startswith("downloading") for line in result.output.splitlines())
 
 
 def test_cli_lists_the_datasets_and_refuses_unknown_names():

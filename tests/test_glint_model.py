@@ -4,6 +4,9 @@ determinism, learning, backbone weights; the metrics."""
 from __future__ import annotations
 
 import math
+import re
+import socket
+import time
 import warnings
 
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 import torch
 from scipy.stats import kendalltau, pearsonr, spearmanr
 
+import glint.backbones
 from glint.backbones import (
     RandomWeightsWarning,
     ResNet50Local,
@@ -178,24 +182,93 @@ def test_backbone_weights_load_from_files_in_timm_and_torchvision_layouts(tmp_pa
         ResNet50Local(str(tmp_path / "empty.pt"))
 
 
-def test_weight_downloads_fail_in_one_line_offline(monkeypatch):
-    """The download paths are the release's (timm's tag, torchvision's URL); without a network each fails with
-    one line naming what to give instead. The hub is replaced by a failing stand-in: nothing can be downloaded here."""
+@pytest.fixture()
+def hub_at(tmp_path, monkeypatch):
+    """Points both download paths (torch.hub's URL, the Hugging Face Hub for timm) at ``http://127.0.0.1:PORT``,
+    with empty caches; returns the URL of the ResNet-50 file."""
+    import huggingface_hub.constants
+
+    def point(port: int) -> str:
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setattr(glint.backbones, "RESNET50_URL", f"http://127.0.0.1:{port}/resnet50-19c8e357.pth")
+        for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(var, raising=False)
+        return glint.backbones.RESNET50_URL
+
+    return point
+
+
+def test_weight_downloads_fail_at_once_in_one_line_where_no_server_answers(hub_at):
+    """The real download paths (torch.hub; timm through huggingface_hub, which retried for about a minute), with a
+    real refused connection: one line, within seconds, naming the option that takes a local file."""
     import timm
 
-    def offline(*args, **kwargs):
-        raise ConnectionError("no network")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: offline() if pretrained else None)
-    with pytest.raises(
-        WeightsError,
-        match=r"cannot download https://download.pytorch.org/models/resnet50-19c8e357.pth "
-        r"\(ConnectionError\); give --cnn-weights FILE",
-    ):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = hub_at(s.getsockname()[1])
+    started = time.monotonic()
+    with pytest.raises(WeightsError) as err:
         ResNet50Local("torchvision")
-    with pytest.raises(WeightsError, match=r"vit_small_patch16_224.augreg_in21k_ft_in1k \(ConnectionError\)"):
+    assert time.monotonic() - started < 3
+    assert str(err.value) == (
+        f"cannot download {url} (127.0.0.1 is unreachable: connection refused); give --cnn-weights FILE (that "
+        "file, or another torchvision ResNet-50 state dict) instead"
+    )
+    started = time.monotonic()
+    timm.create_model("vit_small_patch16_224")  # what timm builds before it looks for the weights
+    build = time.monotonic() - started
+    started = time.monotonic()
+    with pytest.raises(WeightsError) as err:
         ViTBackbone("timm")
+    assert time.monotonic() - started < build + 5 and "\n" not in str(err.value)
+    assert str(err.value).startswith(
+        "cannot download timm's vit_small_patch16_224.augreg_in21k_ft_in1k (127.0.0.1 is unreachable: connection "
+        "refused, and it is not cached); give --vit-weights FILE"
+    )
+
+
+def test_timm_weights_come_from_the_hub_cache_where_the_hub_is_unreachable(hub_at, tmp_path):
+    """A ViT-S/16 file in huggingface_hub's cache layout is what ``--vit-weights timm`` loads with no server."""
+    import timm
+    from safetensors.torch import save_file
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        hub_at(s.getsockname()[1])
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--timm--vit_small_patch16_224.augreg_in21k_ft_in1k"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    torch.manual_seed(7)
+    state = {k: v.contiguous() for k, v in timm.create_model("vit_small_patch16_224").state_dict().items()}
+    save_file(state, snapshot / "model.safetensors")
+    vit = ViTBackbone("timm")
+    assert torch.equal(vit.pos_embed, state["pos_embed"]) and torch.equal(
+        vit.blocks[9].mlp.fc2.weight, state["blocks.9.mlp.fc2.weight"]
+    )
+
+
+def test_a_failed_download_from_a_server_that_answers_is_one_line(hub_at, monkeypatch):
+    """Past the probe (a port that accepts), a download that fails anyway names its error type."""
+    import timm
+
+    def cut(*args, **kwargs):
+        raise ConnectionError("connection reset")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", cut)
+    monkeypatch.setattr(timm, "create_model", cut)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        url = hub_at(listener.getsockname()[1])
+        with pytest.raises(WeightsError, match=rf"^cannot download {re.escape(url)} \(ConnectionError\); give --cnn"):
+            ResNet50Local("torchvision")
+        with pytest.raises(WeightsError, match=r"augreg_in21k_ft_in1k \(ConnectionError\); give --vit-weights FILE"):
+            ViTBackbone("timm")
 
 
 def test_metrics_agree_with_scipy_raw_and_fitted():

@@ -144,10 +144,15 @@ class StandInHub:
 
 @pytest.fixture()
 def stand_in(monkeypatch):
+    """The stand-in Hub, reachable: the Hub's address is a local port that accepts connections."""
     StandInHub.instances.clear()
     monkeypatch.setattr(StandInHub, "repo", earlier_push())
     monkeypatch.setattr(huggingface_hub, "HfApi", StandInHub)
-    return StandInHub.instances
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        yield StandInHub.instances
 
 
 def _set_files(folder: Path) -> dict[str, bytes]:
@@ -324,9 +329,19 @@ def test_no_network_is_one_line(labelled, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
     result = runner.invoke(app, ["publish", "--labels", str(labelled), "--push-to-hub", REPO, "--token", "hf_x"])
     assert result.exit_code == 2, result.output
-    [line] = [line for line in result.output.splitlines() if line.startswith("saqt publish:")]
-    assert line.startswith(f"saqt publish: pushing to {endpoint}/datasets/{REPO} failed: ") and "refused" in line
-    assert "Traceback" not in result.output and "hf_x" not in result.output
+    assert result.output == (
+        f"saqt publish: pushing to {endpoint}/datasets/{REPO} failed: 127.0.0.1 is unreachable: connection refused; "
+        "nothing pushed (to publish without the Hub, give --out FOLDER and leave out --push-to-hub)\n"
+    )  # at once: nothing was published first
+
+
+def test_hub_offline_mode_refuses_the_push_at_once(labelled, tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE=1 (huggingface_hub reads it at import) is a push refused before anything is published."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    out = tmp_path / "p"
+    result = runner.invoke(app, ["publish", "--labels", str(labelled), "--out", str(out), "--push-to-hub", REPO])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "failed: HF_HUB_OFFLINE is set; nothing pushed" in result.output and not out.exists()
 
 
 class RefusingHub(BaseHTTPRequestHandler):

@@ -17,6 +17,7 @@ import torch
 import torchvision
 
 from saqt.encoders.base import EncoderError
+from saqt.network import torch_hub_unreachable
 from saqt.shards import sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -63,15 +64,23 @@ def _state_dict(name: str, argument: str) -> tuple[dict, str]:
             raise EncoderError(f"{path} is not a torch state dict readable with weights_only=True ({err})") from None
         digest = sha256_file(path)
         return state, f"{path.name} sha256:{digest[:16]}"
+    return _release_state_dict(name)
+
+
+def _release_state_dict(name: str) -> tuple[dict, str]:
+    """The release's checkpoint through torch.hub (its cache, else a download); one line where it cannot be had."""
     url = RELEASE_WEIGHTS[name]
+    file = url.rsplit("/", 1)[1]
+    instead = f"pass a local copy of {url} as --encoder {name}@/path/to/{file}"
+    if why := torch_hub_unreachable(url):
+        raise EncoderError(f"cannot download the {name} ImageNet weights {file} ({why}); {instead}")
     try:
         state = torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True, weights_only=True)
-    except Exception as err:  # offline (URLError), a truncated or tampered download (hash mismatch)
+    except Exception as err:  # a cut connection (URLError), a truncated or tampered download (hash mismatch)
         raise EncoderError(
-            f"cannot download the {name} ImageNet weights {url.rsplit('/', 1)[1]} ({type(err).__name__}; no network?); "
-            f"pass a local copy as --encoder {name}@/path/to/{url.rsplit('/', 1)[1]}"
+            f"cannot download the {name} ImageNet weights {file} ({type(err).__name__}); {instead}"
         ) from None
-    return state, f"torchvision:{url.rsplit('/', 1)[1]}"
+    return state, f"torchvision:{file}"
 
 
 def _load(name: str, argument: str, device: torch.device) -> ResNetEncoder:
