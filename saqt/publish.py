@@ -177,12 +177,15 @@ def validation_ids(pristine_ids: list[str], fraction: float, seed: int) -> set[s
     return set(ranked[:count])
 
 
-def finished_labels(labels: Path) -> Stage:
-    """A finished ``saqt label`` folder, checked against its manifest's checksums, every label scored with a finite
-    number; PublishError (or StageError, ScoreError) otherwise. What publishing and pretraining read."""
-    stage = open_stage(labels, "label")
+def finished_labels(labels: Path, checksums: bool = True) -> Stage:
+    """A finished ``saqt label`` folder, checked against its manifest's sizes and (``checksums``) SHA-256, then
+    every label scored with a finite number; PublishError (or StageError, ScoreError) otherwise. What publishing
+    reads; pretraining, which reads the row index instead of the shards, checks their sizes only."""
+    stage = open_stage(labels, "label", checksums)
     if not stage.manifest["complete"]:
         raise PublishError(f"{labels} is an unfinished labelling run: rerun `saqt label` to complete it first")
+    if not checksums:
+        return stage
     unscored = sum(shard_scores(p).null_count for p in stage.paths("saqt-iqa"))
     if unscored:
         raise PublishError(f"{labels}: {unscored} labels have no score; relabel with a bank that scores every cell")

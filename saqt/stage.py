@@ -408,14 +408,19 @@ def remove_written(folder: Path, kind: str) -> None:
     if m is not None:
         with suppress(StageError):
             m = _fold(folder, kind, m)
-        stage = Stage(kind, folder, m)
-        for rel in [e["path"] for e in stage.entries()] + m["aux"]:
-            path = folder / rel
-            if path.resolve().is_relative_to(folder.resolve()):
-                path.unlink(missing_ok=True)
-                _prune_empty(path.parent, folder)
+        remove_listed(folder, [e["path"] for e in Stage(kind, folder, m).entries()] + m["aux"])
     remove_journal(folder / journal_name(MANIFESTS[kind]))
     (folder / MANIFESTS[kind]).unlink(missing_ok=True)
+
+
+def remove_listed(folder: Path, paths: Iterable[str]) -> None:
+    """Remove these files of ``folder`` (paths relative to it; none that leads outside it), and the folders they
+    leave empty."""
+    for rel in paths:
+        path = folder / rel
+        if path.resolve().is_relative_to(folder.resolve()):
+            path.unlink(missing_ok=True)
+            _prune_empty(path.parent, folder)
 
 
 def _prune_empty(folder: Path, root: Path) -> None:
@@ -430,6 +435,7 @@ class StageWriter:
     On entry ``out`` is checked to lie apart from the inputs, created and locked; an earlier run's output is
     removed (``overwrite``, only the files its manifest and journal list) or resumed: it must agree with ``fresh``
     on config and inputs (else StageConflict), and its units whose files still match their checksums are kept.
+    The stage's own files (``files``) of an earlier run stay listed until the stage writes them again.
     The manifest is written whole only at compactions (``save``: the stage calls it as its run starts, else the
     first ``record`` does; ``finish`` does at the end); in between each finished unit is one line of the journal.
     ``on_save(manifest)`` runs at each compaction, after the counts are computed (the stage's logs).
@@ -504,6 +510,7 @@ class StageWriter:
                 )
         damaged = Stage(self.kind, self.out, old).problems()
         fresh["done"] = {u: v for u, v in old["done"].items() if u not in damaged}
+        fresh["files"] = old["files"]  # still listed, so that the stage may replace them (and --overwrite remove them)
 
     def pending(self, units: Iterable[str]) -> list[str]:
         """Those of ``units`` not done yet."""
