@@ -21,10 +21,10 @@ import pyarrow.parquet as pq
 
 from saqt.card import read_card
 from saqt.errors import DatasetError, SaqtError
-from saqt.publish import filesystem, finished_labels
+from saqt.publish import check_labels, filesystem, finished_labels
 from saqt.reader import BuildReader
 from saqt.shards import LABEL_MANIFEST, ROW_INDEX
-from saqt.stage import CARD, SUMS, StageError, read_manifest
+from saqt.stage import CARD, SUMS, StageError
 from saqt.verify import verify_published
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -105,9 +105,11 @@ def _label_folder(root: Path, pristine_cache: int) -> SaqtFiles:
     labelled, every file present with its size, and its byte-range records checked (or, for a build without them,
     every file's SHA-256). A label folder with a row index (``saqt.row_index``) has that index checked by SHA-256
     and its shards by size, as training reads the index, not the shards; one without has its shards checked whole."""
-    indexed = bool(row_index_entries(read_manifest(root, "label")))
-    stage = finished_labels(root, checksums=not indexed)  # as `saqt publish` reads labels: finished, every file there
+    stage = finished_labels(root, checksums=False)  # finished, every file there at its size
     label = stage.manifest
+    indexed = bool(row_index_entries(label))
+    if not indexed:  # a label folder of 0.3.0: its shards are read, so checked as `saqt publish` checks them
+        check_labels(stage)
     build_root = Path(label["inputs"]["build"]["root"])
     if not build_root.is_dir():
         raise DatasetError(f"{root}: its build {build_root}, which holds the images, is not here")
@@ -115,7 +117,7 @@ def _label_folder(root: Path, pristine_cache: int) -> SaqtFiles:
     if build.stage.digest() != label["inputs"]["build"]["digest"]:
         raise DatasetError(f"the build {build_root} changed since {root} was labelled; rerun `saqt label`")
     units = stage.units()
-    ranges = build_ranges(build, units, checksums=not indexed)
+    ranges = build_ranges(build, units, checksums=not indexed)  # the index holds the ranges it read when written
     if ranges is None:
         build.stage.verify()  # a build without byte ranges: every file's SHA-256, as `saqt publish` checks it
     for entry in row_index_entries(label).values():
@@ -147,16 +149,16 @@ def row_index_entries(manifest: dict) -> dict[str, dict]:
 
 
 def build_ranges(build: BuildReader, units: list[str], checksums: bool = True) -> BuildRanges | None:
-    """The byte ranges ``build`` recorded, each ranges file checked against build.json's size and (``checksums``)
-    SHA-256 (StageError otherwise), with the distorted ones of ``units`` in that order; None when some unit holds
-    images but no ranges (a build of an earlier version)."""
+    """The byte ranges ``build`` recorded, with ``checksums`` each ranges file checked against build.json's SHA-256
+    (StageError otherwise; opening the build checked their sizes), with the distorted ones of ``units`` in that
+    order; None when some unit holds images but no ranges (a build of an earlier version)."""
     recipe_only = bool(build.manifest["config"]["recipe_only"])
     tables = ("pristine",) if recipe_only else ("pristine", "distorted")
     files = {u: build.manifest["done"][u]["files"] for u in build.stage.units()}
     if any(f[t]["rows"] and f"{t}-ranges" not in f for f in files.values() for t in tables):
         return None
-    for entry in (f[f"{t}-ranges"] for f in files.values() for t in tables if f"{t}-ranges" in f):
-        problem = build.stage.problem(entry, checksums)
+    for entry in (f[f"{t}-ranges"] for f in files.values() for t in tables if f"{t}-ranges" in f and checksums):
+        problem = build.stage.problem(entry)
         if problem:
             raise StageError(
                 f"{build.root}: {problem}; the build output changed since it was written "
