@@ -26,8 +26,9 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from glint.pretrain_data import EpochBatches, SaqtIndex, epoch_order
-from glint.pretrain_index import ColumnWriter, shared_order
-from glint.saqt_sets import SaqtFiles
+from glint.pretrain_index import shared_order
+from saqt.row_index import ColumnWriter
+from saqt.sets import SaqtFiles
 
 CELLS = 125
 CHUNK = 5_000_000

@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from saqt.columns import pick_column
-from saqt.errors import SaqtError
+from saqt.errors import DatasetError
 from saqt.images import decode_image
 from saqt.scores import score_value
 from saqt.seeding import derive_seed
@@ -36,10 +36,6 @@ from saqt.yaml_manifests import manifest_names, named_manifest
 
 CROP = 224
 RELEASE_TRAIN_FRACTION = 0.8
-
-
-class DatasetError(SaqtError, ValueError):
-    """A dataset that cannot be read as asked; one line naming the file and the problem."""
 
 
 def dataset_spec(name: str) -> dict:

@@ -22,11 +22,11 @@ from glint.outputs import check_outputs_apart, run_start
 from glint.pretrain_data import SaqtTraining
 from glint.pretrain_index import INDEX_FOLDER
 from glint.protocol import resolve
-from glint.saqt_sets import open_saqt
 from glint.train import EvalSet, Run, TrainConfig, fit, planned_batches
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import ConfigError
 from saqt.options import DATA, EVALUATION, OUTPUT, option
+from saqt.sets import open_saqt
 from saqt.shards import write_bytes_atomic
 
 

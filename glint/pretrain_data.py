@@ -1,7 +1,7 @@
 """SAQT-IQA for pretraining: its rows through the shared index, read one image per sample, in a fresh random order
 each epoch.
 
-The set (``glint.saqt_sets.open_saqt``, checked there) is indexed once per machine (``glint.pretrain_index``): a few
+The set (``saqt.sets.open_saqt``, checked there) is indexed once per machine (``glint.pretrain_index``): a few
 numbers per row in memory-mapped columns that every rank and loader worker shares. Each epoch visits every training
 row once, in a permutation drawn from (seed, epoch), as the official release shuffles its whole dataset every epoch
 (``DataLoader(shuffle=True)``); the permutation too is computed once per machine and shared. It is cut into global
@@ -27,8 +27,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from glint.data import DatasetError, prepare, random_view, to_tensor
-from glint.pretrain_index import SharedFolder, open_columns, shared_order, write_index
-from glint.saqt_sets import SaqtFiles, open_saqt
+from glint.pretrain_index import SharedFolder, shared_order, write_index
+from saqt.row_index import open_columns
+from saqt.sets import SaqtFiles, open_saqt
 
 __all__ = ["EpochBatches", "SaqtIndex", "SaqtTraining", "epoch_order", "open_saqt", "rank_batches"]
 from saqt.distortions import PreparedImage, distort

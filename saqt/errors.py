@@ -21,3 +21,7 @@ class OutputError(SaqtError):
 
 class StageError(SaqtError, ValueError):
     """A stage folder that cannot be used as it is: missing, malformed, changed since it was written, or busy."""
+
+
+class DatasetError(SaqtError, ValueError):
+    """A dataset that cannot be read as asked; one line naming the file and the problem."""

@@ -30,6 +30,8 @@ from saqt.matches import read_matches
 from saqt.options import recorded
 from saqt.progress import Progress
 from saqt.reader import BuildReader
+from saqt.row_index import replace_row_index
+from saqt.sets import SaqtFiles, build_ranges, row_index_entries
 from saqt.shards import LABEL_MANIFEST, LABEL_SCHEMA, SAQT_IQA_SCHEMA, ShardWriter, aborting
 from saqt.stage import StageError, StageWriter, new_manifest
 from saqt.transfer import SELF_MATCH, Rule, cell_means, neighbour_weights, transfer
@@ -295,7 +297,24 @@ def run_label(config: LabelConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT)
         done = ctx.executor.map_unordered(_LabelTask(constants, out), unit_items(reader, pending, labels))
         for unit, shards in Progress(done, total=len(pending), desc="label", unit="shard", disable=not ctx.progress):
             writer.record(unit, {"files": shards})
+        if len(writer.manifest["done"]) == len(units):
+            writer.manifest["files"] = _row_index(writer.manifest, reader, out)
         return writer.finish(reader.manifest["complete"])
+
+
+def _row_index(manifest: dict, reader: BuildReader, out: Path) -> dict[str, dict]:
+    """The row index of the finished labels (``saqt.row_index``), written to ``out/index``: what pretraining reads
+    instead of the shards. Returns the manifest's file entries (the earlier run's index replaced)."""
+    units = sorted(manifest["done"], key=int)
+    files = SaqtFiles(
+        [str(out / manifest["done"][u]["files"]["saqt-iqa"]["path"]) for u in units],
+        None,
+        reader,
+        {"labels": str(out)},
+        images=[str(reader.stage.path(u, "distorted")) for u in units],
+        ranges=build_ranges(reader, units, checksums=False),  # the build was checked whole when it was opened
+    )
+    return replace_row_index(out, files, row_index_entries(manifest))
 
 
 def _bank_digest(bank: Bank) -> str:

@@ -178,16 +178,24 @@ def validation_ids(pristine_ids: list[str], fraction: float, seed: int) -> set[s
     return set(ranked[:count])
 
 
-def finished_labels(labels: Path) -> Stage:
-    """A finished ``saqt label`` folder, checked against its manifest's checksums, every label scored with a finite
-    number; PublishError (or StageError, ScoreError) otherwise. What publishing and pretraining read."""
-    stage = open_stage(labels, "label")
+def finished_labels(labels: Path, checksums: bool = True) -> Stage:
+    """A finished ``saqt label`` folder, every listed file present with its size and, with ``checksums``
+    (:func:`check_labels`), its SHA-256 and every label scored; PublishError (or StageError, ScoreError) otherwise.
+    What publishing reads; pretraining, which reads the row index instead of the shards, checks the rest itself."""
+    stage = open_stage(labels, "label", checksums=False)
     if not stage.manifest["complete"]:
         raise PublishError(f"{labels} is an unfinished labelling run: rerun `saqt label` to complete it first")
+    if checksums:
+        check_labels(stage)
+    return stage
+
+
+def check_labels(stage: Stage) -> None:
+    """Every file of a label folder against its SHA-256, and every label scored with a finite number."""
+    stage.verify()
     unscored = sum(shard_scores(p).null_count for p in stage.paths("saqt-iqa"))
     if unscored:
-        raise PublishError(f"{labels}: {unscored} labels have no score; relabel with a bank that scores every cell")
-    return stage
+        raise PublishError(f"{stage.root}: {unscored} labels have no score; relabel with a bank that scores every cell")
 
 
 def open_labels(labels: Path) -> tuple[Stage, BuildReader]:

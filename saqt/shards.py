@@ -62,6 +62,7 @@ DISTORTED_SCHEMA = pa.schema(
 BUILD_MANIFEST = "build.json"
 BUILD_ERRORS = "errors.jsonl"
 LABEL_MANIFEST = "label.json"
+ROW_INDEX = "index"  # a label folder's row index (saqt.row_index), written once every unit is done
 BANK_MANIFEST = "bank.json"
 PROVENANCE_FIELDS = [
     pa.field("score", pa.float64()),  # null where no neighbour has a score for this cell

@@ -29,10 +29,11 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,7 @@ class Stage:
     kind: str
     root: Path
     manifest: dict
+    _folders: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)  # folder -> inside
 
     @property
     def name(self) -> str:
@@ -216,21 +218,40 @@ class Stage:
 
     def problem(self, entry: dict, checksum: bool = True) -> str | None:
         """What is wrong with one listed file (missing, outside the folder, another size or SHA-256), or None."""
-        path = self.root / entry["path"]
-        if not path.resolve().is_relative_to(self.root.resolve()):
-            return f"{entry['path']} leads outside {self.root}"
-        if not path.is_file():
-            return f"{entry['path']} is missing"
-        if path.stat().st_size != entry["bytes"]:
-            return f"{entry['path']}: size differs from {self.name}'s"
-        if checksum and sha256_file(path) != entry["sha256"]:
-            return f"{entry['path']}: SHA-256 differs from {self.name}'s"
+        rel = entry["path"]
+        path = os.path.join(self.root, rel)  # strings: this runs once per file at every start
+        try:
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):  # followed only where it is a link
+                inside = Path(path).resolve().is_relative_to(self.root.resolve())
+                info = os.stat(path) if inside else info
+            else:
+                inside = self._inside(os.path.dirname(path))
+        except OSError:
+            return f"{rel} is missing"
+        if not inside:
+            return f"{rel} leads outside {self.root}"
+        if not stat.S_ISREG(info.st_mode):
+            return f"{rel} is missing"
+        if info.st_size != entry["bytes"]:
+            return f"{rel}: size differs from {self.name}'s"
+        if checksum and sha256_file(Path(path)) != entry["sha256"]:
+            return f"{rel}: SHA-256 differs from {self.name}'s"
         return None
+
+    def _inside(self, folder: str) -> bool:
+        """Whether ``folder``, every link followed, lies inside the root (found once per folder)."""
+        if folder not in self._folders:
+            self._folders[folder] = Path(folder).resolve().is_relative_to(self.root.resolve())
+        return self._folders[folder]
 
     def problems(self, checksum: bool = True) -> dict[str, str]:
         """Each unit (or ``""`` for the stage's own files) with a damaged file -> the first problem found."""
-        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # hashing releases the GIL
-            found = list(pool.map(lambda item: (item[0], self.problem(item[1], checksum)), self._listed()))
+        if not checksum:  # a stat per file: threads would cost more than they save
+            found = [(unit, self.problem(entry, False)) for unit, entry in self._listed()]
+        else:
+            with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # hashing releases the GIL
+                found = list(pool.map(lambda item: (item[0], self.problem(item[1])), self._listed()))
         damaged: dict[str, str] = {}
         for unit, problem in found:
             if problem:
@@ -410,14 +431,19 @@ def remove_written(folder: Path, kind: str) -> None:
     if m is not None:
         with suppress(StageError):
             m = _fold(folder, kind, m)
-        stage = Stage(kind, folder, m)
-        for rel in [e["path"] for e in stage.entries()] + m["aux"]:
-            path = folder / rel
-            if path.resolve().is_relative_to(folder.resolve()):
-                path.unlink(missing_ok=True)
-                _prune_empty(path.parent, folder)
+        remove_listed(folder, [e["path"] for e in Stage(kind, folder, m).entries()] + m["aux"])
     remove_journal(folder / journal_name(MANIFESTS[kind]))
     (folder / MANIFESTS[kind]).unlink(missing_ok=True)
+
+
+def remove_listed(folder: Path, paths: Iterable[str]) -> None:
+    """Remove these files of ``folder`` (paths relative to it; none that leads outside it), and the folders they
+    leave empty."""
+    for rel in paths:
+        path = folder / rel
+        if path.resolve().is_relative_to(folder.resolve()):
+            path.unlink(missing_ok=True)
+            _prune_empty(path.parent, folder)
 
 
 def _prune_empty(folder: Path, root: Path) -> None:
@@ -438,6 +464,7 @@ class StageWriter:
     On entry ``out`` is checked to lie apart from the inputs, created and locked; an earlier run's output is
     removed (``overwrite``, only the files its manifest and journal list) or resumed: it must agree with ``fresh``
     on config and inputs (else StageConflict), and its units whose files still match their checksums are kept.
+    The stage's own files (``files``) of an earlier run stay listed until the stage writes them again.
     The manifest is written whole only at compactions (``save``: the stage calls it as its run starts, else the
     first ``record`` does; ``finish`` does at the end); in between each finished unit is one line of the journal.
     ``on_save(manifest)`` runs at each compaction, after the counts are computed (the stage's logs).
@@ -513,6 +540,7 @@ class StageWriter:
                 )
         damaged = Stage(self.kind, self.out, old).problems()
         fresh["done"] = {u: v for u, v in old["done"].items() if u not in damaged}
+        fresh["files"] = old["files"]  # still listed, so that the stage may replace them (and --overwrite remove them)
 
     def pending(self, units: Iterable[str]) -> list[str]:
         """Those of ``units`` not done yet."""

@@ -4,6 +4,7 @@ form of SAQT-IQA (label folder, published folder, fsspec URL, Hub id) training, 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import shutil
@@ -33,6 +34,7 @@ from saqt.images import decode_image
 from saqt.label import LabelConfig, run_label
 from saqt.publish import PublishConfig, run_publish
 from saqt.reader import BuildReader
+from saqt.row_index import open_columns
 
 runner = CliRunner()
 SMOKE = [
@@ -348,10 +350,43 @@ def test_a_changed_byte_in_a_stored_png_is_refused_when_read_naming_the_row(stag
     assert not (run / "best.pt").exists() and not (run / "last.pt").exists()
 
 
-def test_a_changed_ranges_file_is_refused_at_the_start_and_a_build_without_ranges_is_hashed_whole(stages, tmp_path):
-    """The ranges files vouch for every image, so they are checked against build.json when the set is opened. A
-    build written before ranges were recorded is read as before: every file's SHA-256 checked at the start."""
+def _without_row_index(labels: Path) -> None:
+    """Make ``labels`` a label folder of 0.3.0, which had no row index."""
+    manifest = json.loads((labels / "label.json").read_text())
+    manifest["files"] = {}
+    (labels / "label.json").write_text(json.dumps(manifest))
+    shutil.rmtree(labels / "index")
+
+
+def test_a_changed_row_index_is_refused_at_the_start_and_the_shards_are_read_only_there(stages, tmp_path):
+    """The row index saqt label wrote vouches for every row (its score, cell and byte range), so it is checked
+    against label.json's SHA-256 when the set is opened; the shards and ranges files it was made from are not read
+    again (their sizes are checked), so a changed byte in them changes nothing training reads."""
     build, labels = _copy_labelled(stages, "mat", tmp_path)
+    listed = json.loads((labels / "label.json").read_text())["files"]
+    assert {"index/rows/score.bin", "index/rows/sha256.bin", "index/names/name.bin"} <= set(listed)
+    before = SaqtTraining(open_saqt(str(labels)), seed=3).index
+    for path in (build / "ranges" / "distorted" / "part-00000.npy", next((labels / "saqt-iqa").glob("*.parquet"))):
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0x01
+        path.write_bytes(bytes(data))
+    after = SaqtTraining(open_saqt(str(labels)), seed=3).index
+    assert [after.score(k) for k in range(24)] == [before.score(k) for k in range(24)]
+    score = labels / "index" / "rows" / "score.bin"
+    data = bytearray(score.read_bytes())
+    data[3] ^= 0x01
+    score.write_bytes(bytes(data))
+    expected = f"{labels}: index/rows/score.bin: SHA-256 differs from label.json's; the label output changed"
+    with pytest.raises(SaqtError, match=re.escape(expected)):
+        open_saqt(str(labels))
+
+
+def test_a_changed_ranges_file_is_refused_at_the_start_and_a_build_without_ranges_is_hashed_whole(stages, tmp_path):
+    """A label folder without a row index (0.3.0) reads the build's ranges files, which vouch for every image, so
+    they are checked against build.json when the set is opened. A build written before ranges were recorded is read
+    as before: every file's SHA-256 checked at the start."""
+    build, labels = _copy_labelled(stages, "mat", tmp_path)
+    _without_row_index(labels)
     ranges = build / "ranges" / "distorted" / "part-00000.npy"
     data = bytearray(ranges.read_bytes())
     data[-1] ^= 0x01
@@ -414,12 +449,57 @@ def test_released_pretraining_holds_out_the_images_matched_to_i13_and_i76(stages
 
 def test_released_pretraining_refuses_a_set_without_matches_in_one_line(stages, tmp_path):
     _with_matches(stages, tmp_path / "bare", None)
-    with pytest.raises(DatasetError, match="no neighbours column: --protocol released holds out .* I13, I76"):
+    with pytest.raises(
+        DatasetError, match="records no matched references .no neighbours.: --protocol released holds out .* I13, I76"
+    ):
         SaqtTraining(open_saqt(str(tmp_path / "bare")), released=True)
     assert len(SaqtTraining(open_saqt(str(tmp_path / "bare")))) == 24  # the honest default needs no matches
     args = ["pretrain", "--data", str(tmp_path / "bare"), "--out", str(tmp_path / "run"), "--protocol", "released"]
     result = runner.invoke(app, [*args, *SMOKE])
-    assert result.exit_code == 2 and "no neighbours column" in result.output and "Traceback" not in result.output
+    assert (
+        result.exit_code == 2 and "records no matched references" in result.output and "Traceback" not in result.output
+    )
     _with_matches(stages, tmp_path / "other", dict.fromkeys(range(5), ["I31.png"]))
     with pytest.raises(DatasetError, match="no row of .* is: label with the KADID-10k bank"):
         SaqtTraining(open_saqt(str(tmp_path / "other")), released=True)
+
+
+def test_saqt_label_writes_a_row_index_of_its_shards_and_replaces_only_its_own(stages, tmp_path):
+    """The row index saqt label writes holds each shard row's score, cell, pristine image and the byte range of its
+    PNG in the build (checked here against the shards read with pyarrow); a rerun and --overwrite replace it, and a
+    link planted where it goes is refused, nothing written through it."""
+    config = LabelConfig(build=str(stages / "mat" / "build"), bank=str(stages / "bank"), rule="mean")
+    out = tmp_path / "labels"
+    run_label(config, out, RunContext(progress=False))
+    rows = open_columns(out / "index" / "rows")
+    names = open_columns(out / "index" / "names")["name"]
+    shards = sorted((out / "saqt-iqa").glob("*.parquet"))
+    table = pa.concat_tables(pq.read_table(s, columns=["pristine_id", "score", "dist_type", "level"]) for s in shards)
+    assert list(rows["score"]) == table.column("score").to_pylist() and len(names) == 5
+    assert [names[p].decode() for p in rows["pristine"]] == table.column("pristine_id").to_pylist()
+    assert list(rows["dist_type"]) == table.column("dist_type").to_pylist()
+    images = [
+        r
+        for s in sorted((stages / "mat" / "build" / "distorted").glob("*.parquet"))
+        for r in pq.read_table(s).to_pylist()
+    ]
+    built = [s.read_bytes() for s in sorted((stages / "mat" / "build" / "distorted").glob("*.parquet"))]
+    for k, record in enumerate(images):
+        f, at, n = int(rows["file"][k]), int(rows["offset"][k]), int(rows["length"][k])
+        assert built[f][at : at + n] == record["image"]
+        assert bytes(rows["sha256"][k]) == hashlib.sha256(record["image"]).digest()
+    listed = json.loads((out / "label.json").read_text())["files"]
+    on_disk = {p.relative_to(out).as_posix() for p in (out / "index").rglob("*") if p.is_file()}
+    assert set(listed) == on_disk
+    run_label(config, out, RunContext(progress=False))  # a rerun of the finished run writes it again
+    run_label(config, out, RunContext(progress=False, overwrite=True))
+    assert json.loads((out / "label.json").read_text())["files"] == listed  # the same bytes, listed the same
+    assert {p.relative_to(out).as_posix() for p in (out / "index").rglob("*") if p.is_file()} == on_disk
+    assert len(SaqtTraining(open_saqt(str(out)), seed=3)) == 24
+    elsewhere, planted = tmp_path / "elsewhere", tmp_path / "planted"
+    elsewhere.mkdir()
+    planted.mkdir()
+    (planted / "index").symlink_to(elsewhere)
+    with pytest.raises(SaqtError, match="index is a symbolic link that saqt did not write"):
+        run_label(config, planted, RunContext(progress=False))
+    assert not any(elsewhere.iterdir())

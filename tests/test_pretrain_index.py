@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from glint.pretrain_data import EpochBatches, SaqtIndex, epoch_order
-from glint.pretrain_index import ColumnWriter, SharedFolder, open_columns, shared_order
-from glint.saqt_sets import SaqtFiles
+from glint.pretrain_index import SharedFolder, shared_order
 from saqt.errors import OutputError
+from saqt.row_index import ColumnWriter, open_columns
+from saqt.sets import SaqtFiles
 
 
 def _small_index(folder: Path) -> None:

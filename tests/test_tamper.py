@@ -39,7 +39,13 @@ KINDS = {
         "ranges/pristine/*.npy",
     },
     "bank": {"bank.json", "scores.csv", "dataset.csv", "images/*.png", "distorted/*.png"},
-    "label": {"label.json", "labels/*.parquet", "saqt-iqa/*.parquet", "embeddings/*.parquet"},
+    "label": {
+        "label.json",
+        "labels/*.parquet",
+        "saqt-iqa/*.parquet",
+        "embeddings/*.parquet",
+        *(f"index/{part}/*.{ext}" for part in ("rows", "names", "refs") for ext in ("bin", "json")),
+    },
     "published": {CARD, SUMS, "data/*.parquet"},
 }
 

@@ -19,12 +19,11 @@ from pathlib import Path
 import fsspec
 import pyarrow.parquet as pq
 
-from glint.data import DatasetError
 from saqt.card import read_card
-from saqt.errors import SaqtError
-from saqt.publish import filesystem, finished_labels
+from saqt.errors import DatasetError, SaqtError
+from saqt.publish import check_labels, filesystem, finished_labels
 from saqt.reader import BuildReader
-from saqt.shards import LABEL_MANIFEST
+from saqt.shards import LABEL_MANIFEST, ROW_INDEX
 from saqt.stage import CARD, SUMS, StageError
 from saqt.verify import verify_published
 
@@ -53,6 +52,7 @@ class SaqtFiles:
     validation: frozenset[str] = frozenset()  # paths of a published set's validation split
     images: list[str] | None = None  # per file, the build shard whose rows hold its pixels (label folders)
     ranges: BuildRanges | None = None  # the build's byte ranges (label folders of builds that recorded them)
+    row_index: Path | None = None  # the row index ``saqt label`` wrote, checked (``saqt.row_index``)
     pristine_cache: int = 64  # decoded pristine images a process keeps for rendering recipes
     _open: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
@@ -101,11 +101,15 @@ def open_saqt(data: str, pristine_cache: int = 64) -> SaqtFiles:
 
 
 def _label_folder(root: Path, pristine_cache: int) -> SaqtFiles:
-    """A label folder (its shards checked against label.json's checksums) and the build that holds its pixels and
-    renders its recipes: still the build that was labelled, every file present with its size, and its byte-range
-    records checked (or, for a build without them, every file's SHA-256)."""
-    stage = finished_labels(root)  # as `saqt publish` reads labels: finished, every label scored
+    """A label folder and the build that holds its pixels and renders its recipes: still the build that was
+    labelled, every file present with its size, and its byte-range records checked (or, for a build without them,
+    every file's SHA-256). A label folder with a row index (``saqt.row_index``) has that index checked by SHA-256
+    and its shards by size, as training reads the index, not the shards; one without has its shards checked whole."""
+    stage = finished_labels(root, checksums=False)  # finished, every file there at its size
     label = stage.manifest
+    indexed = bool(row_index_entries(label))
+    if not indexed:  # a label folder of 0.3.0: its shards are read, so checked as `saqt publish` checks them
+        check_labels(stage)
     build_root = Path(label["inputs"]["build"]["root"])
     if not build_root.is_dir():
         raise DatasetError(f"{root}: its build {build_root}, which holds the images, is not here")
@@ -113,9 +117,13 @@ def _label_folder(root: Path, pristine_cache: int) -> SaqtFiles:
     if build.stage.digest() != label["inputs"]["build"]["digest"]:
         raise DatasetError(f"the build {build_root} changed since {root} was labelled; rerun `saqt label`")
     units = stage.units()
-    ranges = build_ranges(build, units)
+    ranges = build_ranges(build, units, checksums=not indexed)  # the index holds the ranges it read when written
     if ranges is None:
         build.stage.verify()  # a build without byte ranges: every file's SHA-256, as `saqt publish` checks it
+    for entry in row_index_entries(label).values():
+        problem = stage.problem(entry)
+        if problem:
+            raise StageError(f"{root}: {problem}; the label output changed since it was written (rerun `saqt label`)")
     provenance = {
         "labels": str(root),
         "bank": label["inputs"]["bank"],
@@ -131,19 +139,25 @@ def _label_folder(root: Path, pristine_cache: int) -> SaqtFiles:
         images=[str(build.stage.path(u, "distorted")) for u in units],
         ranges=ranges,
         pristine_cache=pristine_cache,
+        row_index=root / ROW_INDEX if indexed else None,
     )
 
 
-def build_ranges(build: BuildReader, units: list[str]) -> BuildRanges | None:
-    """The byte ranges ``build`` recorded, each ranges file checked against build.json's SHA-256 (StageError
-    otherwise), with the distorted ones of ``units`` in that order; None when some unit holds images but no ranges
-    (a build of an earlier version)."""
+def row_index_entries(manifest: dict) -> dict[str, dict]:
+    """The files of the row index a label manifest lists (none before 0.4.0)."""
+    return {k: e for k, e in manifest["files"].items() if k.startswith(f"{ROW_INDEX}/")}
+
+
+def build_ranges(build: BuildReader, units: list[str], checksums: bool = True) -> BuildRanges | None:
+    """The byte ranges ``build`` recorded, with ``checksums`` each ranges file checked against build.json's SHA-256
+    (StageError otherwise; opening the build checked their sizes), with the distorted ones of ``units`` in that
+    order; None when some unit holds images but no ranges (a build of an earlier version)."""
     recipe_only = bool(build.manifest["config"]["recipe_only"])
     tables = ("pristine",) if recipe_only else ("pristine", "distorted")
     files = {u: build.manifest["done"][u]["files"] for u in build.stage.units()}
     if any(f[t]["rows"] and f"{t}-ranges" not in f for f in files.values() for t in tables):
         return None
-    for entry in (f[f"{t}-ranges"] for f in files.values() for t in tables if f"{t}-ranges" in f):
+    for entry in (f[f"{t}-ranges"] for f in files.values() for t in tables if f"{t}-ranges" in f and checksums):
         problem = build.stage.problem(entry)
         if problem:
             raise StageError(
