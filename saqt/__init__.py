@@ -1,3 +1,3 @@
 """SAQT: build quality-labelled image datasets by semantic-aligned quality transfer."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
