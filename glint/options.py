@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from glint.backbones import RESNET50_URL, VIT_NAME, VIT_TAG
-from glint.model import GlintConfig
+from glint.architecture import RESNET50_URL, VIT_NAME, VIT_TAG, GlintConfig
 from saqt.configs import DEVICE_HELP
 from saqt.options import EVALUATION, EXECUTION, MODEL, OUTPUT, TRAINING, option
 
