@@ -17,10 +17,9 @@ from glint.options import CSV_HELP, DATASET_HELP, ROOT_HELP
 from glint.protocol import PROTOCOLS, resolve
 from pipelines.cli_common import App, OneLineErrors, Options, config_options, fail_command
 from saqt import __version__
-from saqt.configs import DEVICE_HELP
 from saqt.context import RunContext
 from saqt.errors import ConfigError
-from saqt.options import DATA, EVALUATION, EXECUTION, MODEL, OUTPUT
+from saqt.options import DATA, DEVICE_HELP, EVALUATION, EXECUTION, MODEL, OUTPUT
 
 if TYPE_CHECKING:
     from glint.data import IQATable
