@@ -16,19 +16,12 @@ import torch
 import torchvision
 from torch import nn
 
+from glint.architecture import RANDOM, RESNET50_URL, VIT_NAME, VIT_TAG, RandomWeightsWarning
 from saqt.errors import SaqtError
 from saqt.network import hub_cache_only, hub_unreachable, torch_hub_unreachable
 
-VIT_NAME = "vit_small_patch16_224"
-VIT_TAG = "augreg_in21k_ft_in1k"  # timm's default pretrained weights for ViT-S/16, those the release's timm loads
 VIT_TAPS = (6, 7, 8, 9)  # token outputs of these blocks feed the four integration stages
 VIT_FROZEN_BLOCKS = 5  # the release freezes the patch embedding and blocks 0-4
-RESNET50_URL = "https://download.pytorch.org/models/resnet50-19c8e357.pth"  # torchvision's ImageNet weights
-RANDOM = "random"
-
-
-class RandomWeightsWarning(UserWarning):
-    """A backbone is running with random weights: its features carry no pretrained knowledge."""
 
 
 class WeightsError(SaqtError, ValueError):
@@ -218,11 +211,3 @@ class EfficientNetLite0Local(nn.Module):
 
 
 LOCAL_BACKBONES = {"resnet50": ResNet50Local, "efficientnet_lite0": EfficientNetLite0Local}
-
-
-def random_backbones(local_backbone: str, vit_weights: str | None, cnn_weights: str | None) -> list[str]:
-    """The backbones that these settings leave with random weights."""
-    out = ["ViT-S/16"] if vit_weights in (None, RANDOM) else []
-    if cnn_weights == RANDOM or (cnn_weights is None and local_backbone == "resnet50"):
-        out.append(local_backbone)
-    return out

@@ -15,13 +15,12 @@ import json
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from glint import options as shared
 from glint.checkpoint import load_model
+from glint.configs import FinetuneConfig, RunWarning
 from glint.data import (
     IQATable,
     TrainingImages,
@@ -34,69 +33,13 @@ from glint.data import (
 )
 from glint.metrics import METRICS
 from glint.model import GlintIQA, new_model, refuse_random_backbones
-from glint.options import TrainingFields
 from glint.outputs import check_outputs_apart, run_start
 from glint.protocol import Protocol, default_rounds, resolve
 from glint.train import EvalSet, Run, TrainConfig, fit
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import ConfigError
 from saqt.images import decode_as_released, decode_image
-from saqt.options import DATA, MODEL, TRAINING, option
 from saqt.safe_files import write_bytes_atomic
-
-
-class RunWarning(UserWarning):
-    """A run goes ahead, but with something its user should know."""
-
-
-@dataclass(frozen=True)
-class FinetuneConfig(TrainingFields):
-    """What ``glint finetune`` is asked: the dataset, the starting point, the protocol and the settings given on top
-    of it (None: the protocol's), the split round(s), the model to build when there is no ``init`` checkpoint, and
-    how the run goes (device, loader workers, resume, logs)."""
-
-    dataset: str = option(help=shared.DATASET_HELP, panel=DATA)
-    root: Path = option(help=shared.ROOT_HELP, panel=DATA)
-    init: Path | None = option(
-        None, "Checkpoint to start from: a pretrain's best.pt, or an official release checkpoint.", MODEL
-    )
-    csv_file: Path | None = option(None, shared.CSV_HELP, DATA, flags=("--csv",))
-    protocol: str = shared.protocol()
-    epochs: int | None = shared.epochs()
-    max_steps: int | None = shared.max_steps()
-    batch_size: int | None = shared.batch_size()
-    lr: float | None = shared.lr()
-    schedule: str | None = shared.schedule()
-    fp32: bool | None = shared.fp32()
-    round: int | None = option(
-        None, "Split round [honest: 0 (0-9); released: 1 (the release's rounds 1-10)].", DATA, flags=("--round",)
-    )
-    rounds: int | None = option(
-        None,
-        "Run this many consecutive rounds and report the median [honest: 1; released: 10, as the release's "
-        "--train-test-round; 1 with --round].",
-        DATA,
-        min=1,
-    )
-    select_on: str | None = option(
-        None, "val (fair) or test (the release's choice, optimistic) [honest: val; released: test].", TRAINING
-    )
-    local_backbone: str = shared.local_backbone()
-    vit_weights: str | None = shared.vit_weights()
-    cnn_weights: str | None = shared.cnn_weights()
-    random_init: bool = shared.random_init()
-    cwsa: str | None = shared.cwsa(None, " [released; with --init, the checkpoint's, which no other may replace]")
-    test_crops: int | None = shared.eval_crops()
-    seed: int | None = shared.seed()
-    device: str = shared.device()
-    loader_workers: int = shared.loader_workers()
-    resume: bool = shared.resume()
-    tensorboard: bool = shared.tensorboard()
-
-    @property
-    def settings(self) -> dict:
-        """The settings given on top of the protocol (``max_steps`` apart)."""
-        return self.given("epochs", "batch_size", "lr", "schedule", "amp", "select_on", "test_crops", "seed")
 
 
 def leakage_warning(init: dict, dataset: str, test_groups: set[str]) -> str | None:

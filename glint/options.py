@@ -6,10 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from glint.backbones import RESNET50_URL, VIT_NAME, VIT_TAG
-from glint.model import GlintConfig
-from saqt.configs import DEVICE_HELP
-from saqt.options import EVALUATION, EXECUTION, MODEL, OUTPUT, TRAINING, option
+from glint.architecture import RESNET50_URL, VIT_NAME, VIT_TAG, GlintConfig
+from saqt.options import DEVICE_HELP, EVALUATION, EXECUTION, MODEL, OUTPUT, TRAINING, option
 
 DATASET_HELP = "kadid10k, koniq10k, clive, csiq, tid2013, live, livemd, spaq, bid, flive, or csv."
 ROOT_HELP = "The dataset's folder (images and label file)."

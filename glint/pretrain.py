@@ -12,12 +12,10 @@ import csv
 import io
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-from glint import options as shared
+from glint.configs import PretrainConfig
 from glint.model import new_model
-from glint.options import TrainingFields
 from glint.outputs import check_outputs_apart, run_start
 from glint.pretrain_data import SaqtTraining
 from glint.pretrain_index import INDEX_FOLDER
@@ -25,56 +23,8 @@ from glint.protocol import resolve
 from glint.train import EvalSet, Run, TrainConfig, fit, planned_batches
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import ConfigError
-from saqt.options import DATA, EVALUATION, OUTPUT, option
 from saqt.sets import open_saqt
 from saqt.shards import write_bytes_atomic
-
-
-@dataclass(frozen=True)
-class PretrainConfig(TrainingFields):
-    """What ``glint pretrain`` is asked: the SAQT-IQA set, the protocol and the settings given on top of it (None:
-    the protocol's), the model, the held-out images, and how the run goes (device, loader workers, resume, logs)."""
-
-    data: str = option(
-        help="SAQT-IQA: a `saqt label` folder, a `saqt publish` folder, a published "
-        "set's fsspec URL, a Hub id ORG/NAME, or a folder of saqt-iqa shards.",
-        panel=DATA,
-    )
-    protocol: str = shared.protocol()
-    epochs: int | None = shared.epochs()
-    max_steps: int | None = shared.max_steps()
-    batch_size: int | None = shared.batch_size()
-    lr: float | None = shared.lr()
-    schedule: str | None = shared.schedule()
-    fp32: bool | None = shared.fp32()
-    local_backbone: str = shared.local_backbone()
-    vit_weights: str | None = shared.vit_weights()
-    cnn_weights: str | None = shared.cnn_weights()
-    random_init: bool = shared.random_init()
-    cwsa: str = shared.cwsa()
-    holdout_images: int = option(500, "Held-out SAQT-IQA images scored each epoch.", EVALUATION, min=0)
-    test_crops: int | None = shared.eval_crops()
-    seed: int | None = shared.seed()
-    device: str = shared.device()
-    loader_workers: int = shared.loader_workers()
-    resume: bool = shared.resume()
-    tensorboard: bool = shared.tensorboard()
-    pristine_cache: int = option(
-        64, "Decoded pristine images each loader worker keeps for rendering recipe-only sets.", DATA, min=1
-    )
-    plan_only: int | None = option(
-        None,
-        "Write OUT/batches.csv (batch, rank, image_id) for the "
-        "first N batches in the order training reads them "
-        "(ranks: $WORLD_SIZE), and train nothing.",
-        OUTPUT,
-        min=1,
-    )
-
-    @property
-    def settings(self) -> dict:
-        """The settings given on top of the protocol."""
-        return self.given("epochs", "max_steps", "batch_size", "lr", "schedule", "amp", "test_crops", "seed")
 
 
 def run_pretrain(config: PretrainConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT) -> dict:

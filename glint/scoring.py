@@ -17,14 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from glint.configs import BATCH_IMAGES, MIN_SIDE
 from glint.data import crop_views, prepare
 from saqt.errors import ConfigError, SaqtError
 from saqt.images import _to_rgb, decode_image  # _to_rgb: Pillow modes to RGB exactly as a decoded file is
 from saqt.progress import Progress
 from saqt.seeding import derive_seed
-
-BATCH_IMAGES = 4  # images per forward pass (x crops views): 100 views of 224 px at 25 crops
-MIN_SIDE = 32  # smaller images would be enlarged more than 7x to give a 224 crop: nothing left to judge
 
 
 class UnscorableImageError(SaqtError, ValueError):

@@ -6,31 +6,27 @@ from __future__ import annotations
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
 
-from glint.backbones import RandomWeightsWarning
-from glint.checkpoint import load_model, printable
-from glint.data import IQATable, check_image_files, load_table, make_split, names_digest
-from glint.finetune import FinetuneConfig, RunWarning, image_reader, median_test, run_finetune
-from glint.finetune import leakage_warning as _leakage  # noqa: F401  (the tests import it under this name)
+from glint.architecture import RandomWeightsWarning
+from glint.configs import BATCH_IMAGES, MIN_SIDE, FinetuneConfig, PretrainConfig, RunWarning
 from glint.options import CSV_HELP, DATASET_HELP, ROOT_HELP
-from glint.outputs import check_creatable, check_outputs_apart
-from glint.predict import image_paths, score_files, score_scale, write_scores, write_table
-from glint.pretrain import PretrainConfig, run_pretrain
 from glint.protocol import PROTOCOLS, resolve
-from glint.scoring import BATCH_IMAGES, MIN_SIDE, scoring_amp
-from glint.train import EvalSet, eval_metrics, main_process, score_eval_set
 from pipelines.cli_common import App, OneLineErrors, Options, config_options, fail_command
 from saqt import __version__
-from saqt.configs import DEVICE_HELP
 from saqt.context import RunContext
-from saqt.encoders import pick_device
 from saqt.errors import ConfigError
-from saqt.options import DATA, EVALUATION, EXECUTION, MODEL, OUTPUT
-from saqt.progress import Progress
+from saqt.options import DATA, DEVICE_HELP, EVALUATION, EXECUTION, MODEL, OUTPUT
+
+if TYPE_CHECKING:
+    from glint.data import IQATable
+
+# The options come from torch-free modules (glint.configs, glint.options); the model, the stages and the data
+# (torch, timm, torchvision, cv2) are imported inside the commands and helpers that use them, so that --help and
+# --version answer at once.
 
 DEPRECATED_NAMES = {"--test-crops": "--crops"}  # old name -> name now: hidden, still accepted (a DeprecationWarning)
 
@@ -67,8 +63,7 @@ app = App(
     help="Train and run the GlintIQA quality model.",
 )
 
-# pretrain and finetune take their options from their configs' fields (glint/pretrain.py, glint/finetune.py,
-# glint/options.py); evaluate and predict, which are no stages, declare theirs here.
+# pretrain and finetune take their options from their configs' fields (glint/configs.py, glint/options.py); evaluate and predict, which are no stages, declare theirs here.
 
 
 def _version(value: bool) -> None:
@@ -123,6 +118,8 @@ def _metrics_line(m: dict) -> str:
 
 def _report(results: dict, out: Path) -> None:
     """The run's summary, printed by rank 0 only."""
+    from glint.train import main_process
+
     if not main_process():
         return
     total, trainable = results["parameters"]["total"], results["parameters"]["trainable"]
@@ -152,6 +149,8 @@ def pretrain(
 ) -> None:
     """Pretrain GlintIQA on SAQT-IQA labels (a published set's validation split, or else 5% of pristine images, is
     held out to pick the epoch); each epoch reads every training image once, in a fresh random order."""
+    from glint.pretrain import run_pretrain
+
     results = run_pretrain(given.make(PretrainConfig), out, RunContext(overwrite=overwrite))
     if given["plan_only"]:
         typer.echo(
@@ -173,6 +172,9 @@ def finetune(
     validation split. released: the official recipe end to end, 10 rounds by default. With several rounds, runs
     them in RUN_DIR/round-K and reports the median test metrics (RUN_DIR/summary.json, RUN_DIR/rounds.csv).
     Settings and the split are recorded in RUN_DIR/run.json."""
+    from glint.finetune import median_test, run_finetune
+    from glint.train import main_process
+
     results = run_finetune(given.make(FinetuneConfig), out, RunContext(overwrite=overwrite))
     rounds = len(results)
     for round_number, res in results.items():
@@ -196,6 +198,9 @@ def _evaluation_split(
     table: IQATable, record: dict | None, split: str, protocol: str | None, round_: int | None, seed: int | None
 ) -> tuple[list, dict]:
     """The images to score and a description of them: all, or a test split (the checkpoint's own by default)."""
+    from glint.checkpoint import printable
+    from glint.data import make_split, names_digest
+
     if split == "all":
         return table.samples, {"split": "all"}
     own = _trained_on(record, table)
@@ -234,6 +239,8 @@ def _evaluation_split(
 
 def _training_overlap(table: IQATable, record: dict | None, samples: list) -> tuple[set[str], str | None]:
     """Images among ``samples`` that the checkpoint was trained on, when its record lets them be known."""
+    from glint.data import make_split, names_digest
+
     if not _trained_on(record, table):
         return set(), None
     parts = make_split(table, record["protocol"], record["round"], record["seed"])
@@ -335,6 +342,16 @@ def evaluate_cmd(
 ) -> None:
     """SROCC, PLCC, KRCC and RMSE (raw, as the release computes them) and the logistic-fitted PLCC and RMSE of a
     checkpoint on a dataset; by default on the checkpoint's own test split, refusing images it was trained on."""
+    from glint.checkpoint import load_model
+    from glint.data import check_image_files, load_table
+    from glint.finetune import image_reader
+    from glint.outputs import check_creatable, check_outputs_apart
+    from glint.predict import score_scale, write_table
+    from glint.scoring import scoring_amp
+    from glint.train import EvalSet, eval_metrics, score_eval_set
+    from saqt.encoders import pick_device
+    from saqt.progress import Progress
+
     if out:  # before any image is scored
         check_outputs_apart(out, {"--checkpoint": checkpoint, "--root": root, "--csv": csv_file})
         check_creatable(out)
@@ -399,6 +416,10 @@ def predict(
 ) -> None:
     """Score images; prints one line per image, or writes CSV/JSON with --out, with the scale of the scores named.
     Unreadable or too small images are skipped with their reason."""
+    from glint.checkpoint import load_model
+    from glint.outputs import check_creatable, check_outputs_apart
+    from glint.predict import image_paths, score_files, score_scale, write_scores
+
     if (checkpoint is None) == (not random_init):
         fail("predict", "give --checkpoint CKPT, or --random-init for a smoke run")
     if out:  # before any image is scored

@@ -14,6 +14,7 @@ from saqt.errors import ConfigError, SaqtError
 from saqt.images import DEFAULT_MAX_PIXELS
 from saqt.match import INDEX_KINDS
 from saqt.options import (
+    DEVICE_HELP,
     EXECUTION,
     INPUTS,
     MATCHING,
@@ -44,7 +45,6 @@ MIN_JPEG_QUALITY_HELP = (
     "(0 = off: keep them all)."
 )
 MIN_SIDE_HELP = "Screen: refuse images whose shorter side is below this (at least 1)."
-DEVICE_HELP = "auto, cpu or cuda."
 BANK_TYPE_HELP = "kadid10k, csv or synth (default: detected)."
 TEMPERATURE_HELP = "Softmax temperature of the topk weights."
 

@@ -22,6 +22,7 @@ from typing import Any
 SOURCE, SELECTION, SCREEN, PLAN, OUTPUT, EXECUTION = "Source", "Selection", "Screen", "Plan", "Output", "Execution"
 INPUTS, MATCHING, TRANSFER = "Inputs", "Matching", "Transfer"
 DATA, MODEL, TRAINING, EVALUATION = "Data", "Model", "Protocol and training", "Evaluation"
+DEVICE_HELP = "auto, cpu or cuda."  # the help of every --device, saqt's and glint's
 
 
 AS_FIELD: Any = object()  # an Option's cli_type or cli_default that is the field's own

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from saqt.errors import SaqtError
 from saqt.images import not_regular, open_regular
 from saqt.seeding import derive_seed
@@ -143,16 +140,15 @@ def _read_list_entries(list_file: Path, spec: dict) -> list[tuple[str, str | Non
             lines = list_file.read_text(encoding="utf-8").splitlines()
             return [(s, None) for s in (line.strip() for line in lines) if s and not s.startswith("#")]
         if list_file.suffix.lower() == ".parquet":
-            rows = pq.read_table(list_file).to_pylist()
-            columns = list(rows[0]) if rows else pq.read_schema(list_file).names
+            rows, columns = _parquet_rows(list_file)
         elif list_file.suffix.lower() == ".csv":
             with open(list_file, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
                 rows, columns = list(reader), reader.fieldnames or []
         else:
             raise SourceError(f"list file {list_file} must end in .txt, .csv or .parquet")
-    except (UnicodeDecodeError, csv.Error, OSError, pa.ArrowException) as err:
-        raise SourceError(f"list file {list_file} is malformed ({type(err).__name__}: {err})") from None
+    except (UnicodeDecodeError, csv.Error, OSError) as err:
+        raise _malformed(list_file, err) from None
     path_col = next((c for c in spec["path_columns"] if c in columns), None)
     if path_col is None:
         raise SourceError(f"list file {list_file} has no path column (one of {spec['path_columns']}; found {columns})")
@@ -170,6 +166,22 @@ def _read_list_entries(list_file: Path, spec: dict) -> list[tuple[str, str | Non
             (row[path_col].strip(), str(row[label_col]) if label_col and row[label_col] is not None else None)
         )
     return entries
+
+
+def _parquet_rows(list_file: Path) -> tuple[list[dict], list[str]]:
+    """A Parquet list's rows and column names."""
+    import pyarrow as pa  # here, not at the top: the command line's options need none of it
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(list_file).to_pylist()
+        return rows, list(rows[0]) if rows else pq.read_schema(list_file).names
+    except pa.ArrowException as err:
+        raise _malformed(list_file, err) from None
+
+
+def _malformed(list_file: Path, err: Exception) -> SourceError:
+    return SourceError(f"list file {list_file} is malformed ({type(err).__name__}: {err})")
 
 
 def _list_file(spec: dict, root: Path, list_file: Path) -> Listing:

@@ -418,7 +418,7 @@ def test_image_files_must_be_regular_files_inside_the_root(tmp_path):
 
 
 def test_predict_checks_its_output_can_be_written_before_scoring(tmp_path, image, monkeypatch):
-    monkeypatch.setattr("pipelines.glint_cli.score_files", lambda *a, **k: pytest.fail("scored before the check"))
+    monkeypatch.setattr("glint.predict.score_files", lambda *a, **k: pytest.fail("scored before the check"))
     args = ["predict", "--random-init", str(image), "--crops", "1", "--out"]
     refused(runner.invoke(app, [*args, str(tmp_path / "gone" / "s.csv")]), f"its folder {tmp_path / 'gone'} does not")
     refused(runner.invoke(app, [*args, str(tmp_path)]), f"--out {tmp_path} is a folder: name a file")

@@ -15,7 +15,9 @@ import torch
 from scipy.stats import kendalltau, pearsonr, spearmanr
 
 import glint.backbones
+from glint.architecture import LOCAL_BACKBONE_NAMES
 from glint.backbones import (
+    LOCAL_BACKBONES,
     RandomWeightsWarning,
     ResNet50Local,
     ViTBackbone,
@@ -25,6 +27,7 @@ from glint.backbones import (
 )
 from glint.metrics import iqa_metrics, logistic4
 from glint.model import CWSA, GlintConfig, GlintIQA, parameter_counts
+from saqt.errors import ConfigError
 
 LITE = GlintConfig(local_backbone="efficientnet_lite0")
 
@@ -45,6 +48,12 @@ def test_default_model_builds_offline_with_a_loud_warning_and_scores_a_batch():
     assert out.shape == (2,) and torch.isfinite(out).all()
     total, trainable = parameter_counts(model)
     assert total == 41_201_877 and trainable == 30_589_333  # ViT-S blocks 0-9 + ResNet-50 conv1-layer3 + fusion
+
+
+def test_the_torch_free_backbone_names_are_those_the_model_builds():
+    assert tuple(LOCAL_BACKBONES) == LOCAL_BACKBONE_NAMES == ("resnet50", "efficientnet_lite0")
+    with pytest.raises(ConfigError, match="--local-backbone must be one of resnet50, efficientnet_lite0"):
+        GlintConfig(local_backbone="vgg16")
 
 
 def test_architecture_matches_the_design():

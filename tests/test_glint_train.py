@@ -19,7 +19,8 @@ from conftest import SHARED, needs_shared
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipelines.glint_cli import _leakage, app
+from glint.finetune import leakage_warning
+from pipelines.glint_cli import app
 from saqt.context import RunContext
 from saqt.sources import sample_paths
 from saqt.stage import LOCK, FolderLock
@@ -189,10 +190,10 @@ def test_predict_needs_a_checkpoint_or_random_init(tmp_path):
 
 def test_leakage_warning_names_unexcluded_test_references():
     init = {"provenance": {"pretrain": {"bank": {"kind": "kadid10k", "excluded": ["I03"]}}}}
-    warning = _leakage(init, "kadid10k", {"I03.png", "I07.png"})
+    warning = leakage_warning(init, "kadid10k", {"I03.png", "I07.png"})
     assert warning and "1 of this test split's references (e.g. I07.png)" in warning
-    assert _leakage(init, "kadid10k", {"I03.png"}) is None
-    assert _leakage(init, "koniq10k", {"x.jpg"}) is None
+    assert leakage_warning(init, "kadid10k", {"I03.png"}) is None
+    assert leakage_warning(init, "koniq10k", {"x.jpg"}) is None
 
 
 def test_ddp_under_torchrun_on_cpu(tmp_path, tiny_dataset):
