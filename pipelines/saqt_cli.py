@@ -510,7 +510,9 @@ def report_command(
     fidelity_json: Annotated[
         Path | None, typer.Option("--fidelity", help="A `saqt fidelity --json` file to include.")
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an earlier report at --out (and nothing else).")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier report at --out (and nothing else).")
+    ] = False,
 ) -> None:
     """Write one self-contained HTML report (images inline): matches, screen, thumbnails, score plots, bank usage,
     fidelity, errors."""
