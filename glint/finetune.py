@@ -41,7 +41,7 @@ from glint.train import EvalSet, Run, TrainConfig, fit
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import ConfigError
 from saqt.images import decode_as_released, decode_image
-from saqt.options import DATA, MODEL, TRAINING, option
+from saqt.options import DATA, EVALUATION, MODEL, TRAINING, option
 from saqt.safe_files import write_bytes_atomic
 
 
@@ -85,11 +85,19 @@ class FinetuneConfig(TrainingFields):
     vit_weights: str | None = shared.vit_weights()
     cnn_weights: str | None = shared.cnn_weights()
     random_init: bool = shared.random_init()
+    smoke: bool = shared.smoke()
     cwsa: str | None = shared.cwsa(None, " [released; with --init, the checkpoint's, which no other may replace]")
     test_crops: int | None = shared.eval_crops()
+    eval_images: int | None = option(
+        None,
+        "Images scored per evaluation split each epoch, spread evenly over it [all: the paper's evaluation; "
+        "--smoke: 20]; the test metrics are then of those images only.",
+        EVALUATION,
+        min=1,
+    )
     seed: int | None = shared.seed()
     device: str = shared.device()
-    loader_workers: int = shared.loader_workers()
+    loader_workers: int | None = shared.loader_workers()
     resume: bool = shared.resume()
     tensorboard: bool = shared.tensorboard()
 
@@ -158,14 +166,19 @@ def image_reader(protocol: str) -> Callable[[str], np.ndarray]:
     return decode_as_released if protocol == "released" else decode_image
 
 
-def eval_sets(table: IQATable, parts: dict, protocol: str = "honest") -> dict[str, EvalSet]:
-    """The validation and test parts of a split (those that are not empty) as evaluation sets."""
+def spread(items: list, count: int | None) -> list:
+    """``count`` of ``items`` spread evenly over them, in their order (all of them when ``count`` is None or more)."""
+    if count is None or count >= len(items):
+        return items
+    return [items[i * len(items) // count] for i in range(count)]
+
+
+def eval_sets(table: IQATable, parts: dict, protocol: str = "honest", images: int | None = None) -> dict[str, EvalSet]:
+    """The validation and test parts of a split (those that are not empty) as evaluation sets, each cut to
+    ``images`` spread over it when given."""
     load = image_reader(protocol)
-    return {
-        name: EvalSet([s.path for s in parts[name]], [s.score for s in parts[name]], load, table.resize)
-        for name in ("val", "test")
-        if parts[name]
-    }
+    chosen = {name: spread(parts[name], images) for name in ("val", "test") if parts[name]}
+    return {name: EvalSet([s.path for s in c], [s.score for s in c], load, table.resize) for name, c in chosen.items()}
 
 
 def _protocols(config: FinetuneConfig, table: IQATable) -> tuple[list[Protocol], dict[int, dict]]:
@@ -228,13 +241,14 @@ def run_finetune(config: FinetuneConfig, out: Path, ctx: RunContext = DEFAULT_CO
             "split_warning": split_warning,
             "train_score_map": score_map,
             "score_scale": label_scale(table, score_map),
+            **({"eval_images": config.eval_images} if config.eval_images else {}),  # recorded when evaluation is cut
         }
         model = _start(config, train, {s.group for s in parts["test"]}, provenance)
         images = TrainingImages(parts["train"], train.seed, table.resize, score_map, image_reader(proto.name))
         run = Run(
             folders[proto.round],
             images,
-            eval_sets(table, parts, proto.name),
+            eval_sets(table, parts, proto.name, config.eval_images),
             math.ceil(len(parts["train"]) / train.batch_size),
             provenance,
         )

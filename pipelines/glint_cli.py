@@ -13,15 +13,16 @@ import typer
 from tqdm import tqdm
 
 from glint.backbones import RandomWeightsWarning
-from glint.checkpoint import load_model, printable
+from glint.checkpoint import load_model
 from glint.data import IQATable, check_image_files, load_table, make_split, names_digest
 from glint.finetune import FinetuneConfig, RunWarning, image_reader, median_test, run_finetune
 from glint.finetune import leakage_warning as _leakage  # noqa: F401  (the tests import it under this name)
 from glint.options import CSV_HELP, DATASET_HELP, ROOT_HELP
 from glint.outputs import check_creatable, check_outputs_apart
-from glint.predict import image_paths, score_files, score_scale, write_scores, write_table
+from glint.predict import image_paths, score_files, write_scores, write_table
 from glint.pretrain import PretrainConfig, run_pretrain
 from glint.protocol import PROTOCOLS, resolve
+from glint.scale import UNKNOWN_SCALE, printable
 from glint.scoring import BATCH_IMAGES, MIN_SIDE, scoring_amp
 from glint.train import EvalSet, eval_metrics, main_process, score_eval_set
 from pipelines.cli_common import OneLineErrors, Options, config_options, fail_command
@@ -113,6 +114,16 @@ def warn(message: str) -> None:
     typer.secho(f"WARNING: {message}", fg="yellow", err=True)
 
 
+def scale_line(scale: str) -> str:
+    """What the scores' scale is, for stderr: the range of the training labels, which scores may leave."""
+    if scale == UNKNOWN_SCALE:
+        return "scores on the scale: unknown (the checkpoint records no training labels)"
+    return (
+        f"scores on the scale: {scale} (the range of the labels the model was last trained on; a score may fall "
+        "outside it)"
+    )
+
+
 def _metrics_line(m: dict) -> str:
     return (
         f"SROCC {m['srocc']:.4f}  PLCC {m['plcc']:.4f}  KRCC {m['krcc']:.4f}  RMSE {m['rmse']:.4f}  "
@@ -130,6 +141,8 @@ def _report(results: dict, out: Path) -> None:
         f"{results['train_images_per_s'] or 0:.2f} images/s on {results['device']}"
     )
     typer.echo(f"selected epoch {results['selected_epoch']} ({results['selection_note']})")
+    time_s = results["time_s"]
+    typer.echo(f"time: {time_s['training']:.1f} s training, {time_s['evaluation']:.1f} s evaluation")
     for split, m in results["metrics"].items():
         typer.echo(f"  {split:<5} {_metrics_line(m)}")
     typer.echo(
@@ -346,9 +359,9 @@ def evaluate_cmd(
     data = EvalSet([s.path for s in samples], [s.score for s in samples], image_reader(trained_under), table.resize)
     with tqdm(total=len(samples), desc="evaluate", unit="img", leave=False) as bar:
         preds, seconds = score_eval_set(model, data, crops, 0, dev, scoring_amp(model), bar, batch_size)
-    m, scale = eval_metrics(preds, data, seconds), score_scale(model)
+    m, scale = eval_metrics(preds, data, seconds), model.score_scale
     typer.echo(f"{dataset} {chosen['split']}: {_metrics_line(m)}")
-    typer.echo(f"scores on the scale: {scale}", err=True)
+    typer.echo(scale_line(scale), err=True)
     if out:
         report = {
             "checkpoint": str(checkpoint),
@@ -408,8 +421,8 @@ def predict(
     for _, s, e in rows:
         if s is None:
             warn(f"skipped {e}")
-    scale = score_scale(model)
-    typer.echo(f"scores on the scale: {scale}", err=True)
+    scale = model.score_scale
+    typer.echo(scale_line(scale), err=True)
     if out:
         write_scores(
             rows, out, {"checkpoint": str(checkpoint) if checkpoint else "random", "crops": crops, "score_scale": scale}
