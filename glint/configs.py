@@ -39,12 +39,15 @@ class PretrainConfig(TrainingFields):
     vit_weights: str | None = shared.vit_weights()
     cnn_weights: str | None = shared.cnn_weights()
     random_init: bool = shared.random_init()
+    smoke: bool = shared.smoke()
     cwsa: str = shared.cwsa()
-    holdout_images: int = option(500, "Held-out SAQT-IQA images scored each epoch.", EVALUATION, min=0)
+    holdout_images: int | None = option(
+        None, "Held-out SAQT-IQA images scored each epoch [500; --smoke: 20].", EVALUATION, min=0
+    )
     test_crops: int | None = shared.eval_crops()
     seed: int | None = shared.seed()
     device: str = shared.device()
-    loader_workers: int = shared.loader_workers()
+    loader_workers: int | None = shared.loader_workers()
     resume: bool = shared.resume()
     tensorboard: bool = shared.tensorboard()
     pristine_cache: int = option(
@@ -101,11 +104,19 @@ class FinetuneConfig(TrainingFields):
     vit_weights: str | None = shared.vit_weights()
     cnn_weights: str | None = shared.cnn_weights()
     random_init: bool = shared.random_init()
+    smoke: bool = shared.smoke()
     cwsa: str | None = shared.cwsa(None, " [released; with --init, the checkpoint's, which no other may replace]")
     test_crops: int | None = shared.eval_crops()
+    eval_images: int | None = option(
+        None,
+        "Images scored per evaluation split each epoch, spread evenly over it [all: the paper's evaluation; "
+        "--smoke: 20]; the test metrics are then of those images only.",
+        EVALUATION,
+        min=1,
+    )
     seed: int | None = shared.seed()
     device: str = shared.device()
-    loader_workers: int = shared.loader_workers()
+    loader_workers: int | None = shared.loader_workers()
     resume: bool = shared.resume()
     tensorboard: bool = shared.tensorboard()
 

@@ -101,14 +101,19 @@ def image_reader(protocol: str) -> Callable[[str], np.ndarray]:
     return decode_as_released if protocol == "released" else decode_image
 
 
-def eval_sets(table: IQATable, parts: dict, protocol: str = "honest") -> dict[str, EvalSet]:
-    """The validation and test parts of a split (those that are not empty) as evaluation sets."""
+def spread(items: list, count: int | None) -> list:
+    """``count`` of ``items`` spread evenly over them, in their order (all of them when ``count`` is None or more)."""
+    if count is None or count >= len(items):
+        return items
+    return [items[i * len(items) // count] for i in range(count)]
+
+
+def eval_sets(table: IQATable, parts: dict, protocol: str = "honest", images: int | None = None) -> dict[str, EvalSet]:
+    """The validation and test parts of a split (those that are not empty) as evaluation sets, each cut to
+    ``images`` spread over it when given."""
     load = image_reader(protocol)
-    return {
-        name: EvalSet([s.path for s in parts[name]], [s.score for s in parts[name]], load, table.resize)
-        for name in ("val", "test")
-        if parts[name]
-    }
+    chosen = {name: spread(parts[name], images) for name in ("val", "test") if parts[name]}
+    return {name: EvalSet([s.path for s in c], [s.score for s in c], load, table.resize) for name, c in chosen.items()}
 
 
 def _protocols(config: FinetuneConfig, table: IQATable) -> tuple[list[Protocol], dict[int, dict]]:
@@ -171,13 +176,14 @@ def run_finetune(config: FinetuneConfig, out: Path, ctx: RunContext = DEFAULT_CO
             "split_warning": split_warning,
             "train_score_map": score_map,
             "score_scale": label_scale(table, score_map),
+            **({"eval_images": config.eval_images} if config.eval_images else {}),  # recorded when evaluation is cut
         }
         model = _start(config, train, {s.group for s in parts["test"]}, provenance)
         images = TrainingImages(parts["train"], train.seed, table.resize, score_map, image_reader(proto.name))
         run = Run(
             folders[proto.round],
             images,
-            eval_sets(table, parts, proto.name),
+            eval_sets(table, parts, proto.name, config.eval_images),
             math.ceil(len(parts["train"]) / train.batch_size),
             provenance,
         )

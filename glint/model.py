@@ -13,6 +13,7 @@ from torch import nn
 from glint import scoring
 from glint.architecture import CWSA_VARIANTS, GlintConfig
 from glint.backbones import LOCAL_BACKBONES, ViTBackbone
+from glint.scale import recorded_scale
 from saqt.errors import ConfigError
 
 TOKENS = 196  # 14 x 14 at 224 px
@@ -147,6 +148,12 @@ class GlintIQA(nn.Module):
         the model's device, in eval mode: the mean over ``crops`` random 224 crops per image, ``batch_size`` images
         per forward pass; the crop protocol of ``glint evaluate`` and ``glint predict`` (see ``glint.scoring``)."""
         return scoring.score(self, images, crops, batch_size, seed, progress)
+
+    @property
+    def score_scale(self) -> str:
+        """The scale of ``score``'s values: the range of the labels the model was last trained on, as its checkpoint
+        records (``glint.scale.recorded_scale``; ``unknown`` without a record). Scores may fall outside it."""
+        return recorded_scale(getattr(getattr(self, "checkpoint", None), "meta", None))
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:

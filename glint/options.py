@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,18 @@ from saqt.options import DEVICE_HELP, EVALUATION, EXECUTION, MODEL, OUTPUT, TRAI
 DATASET_HELP = "kadid10k, koniq10k, clive, csiq, tid2013, live, livemd, spaq, bid, flive, or csv."
 ROOT_HELP = "The dataset's folder (images and label file)."
 CSV_HELP = "Label table (with --dataset csv, or to override)."
+# --smoke: the sizes of a run that only checks the pipeline (the demo's, a few minutes on 2 CPU cores); an option
+# given explicitly keeps its value. The size options no protocol sets have their plain defaults in PLAIN.
+SMOKE = {
+    "epochs": 1,
+    "max_steps": 4,
+    "batch_size": 8,
+    "test_crops": 2,
+    "loader_workers": 0,
+    "eval_images": 20,
+    "holdout_images": 20,
+}
+PLAIN = {"loader_workers": 2, "holdout_images": 500}
 
 
 def protocol() -> Any:
@@ -99,6 +112,17 @@ def cwsa(default: str | None = "released", note: str = "") -> Any:
     )
 
 
+def smoke() -> Any:
+    s = SMOKE
+    return option(
+        False,
+        f"A smoke run's sizes for the options not given: --epochs {s['epochs']} --max-steps {s['max_steps']} "
+        f"--batch-size {s['batch_size']} --crops {s['test_crops']} --loader-workers {s['loader_workers']}, "
+        f"{s['eval_images']} images evaluated (--eval-images; --holdout-images to pretrain).",
+        TRAINING,
+    )
+
+
 def eval_crops() -> Any:
     return option(None, "Random 224 crops averaged per evaluated image [25].", EVALUATION, flags=("--crops",), min=1)
 
@@ -112,7 +136,7 @@ def device() -> Any:
 
 
 def loader_workers() -> Any:
-    return option(2, "DataLoader worker processes.", EXECUTION, min=0)
+    return option(None, "DataLoader worker processes [2; --smoke: 0].", EXECUTION, min=0)
 
 
 def resume() -> Any:
@@ -127,6 +151,10 @@ class TrainingFields:
     """What a config holding the shared fields offers: the settings it gives on top of the protocol, and the model."""
 
     def __post_init__(self):
+        preset = SMOKE if self.smoke else PLAIN
+        for f in fields(self):  # sizes not given: the preset's (frozen: set as dataclasses do)
+            if f.name in preset and getattr(self, f.name) is None:
+                object.__setattr__(self, f.name, preset[f.name])
         _ = self.model  # refuses a backbone or CWSA that does not exist, before any work
 
     def given(self, *names: str) -> dict:

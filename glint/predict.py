@@ -7,7 +7,6 @@ import csv
 import json
 from pathlib import Path
 
-from glint.checkpoint import printable
 from glint.model import GlintIQA
 from glint.scoring import BATCH_IMAGES, MIN_SIDE, UnscorableImageError, checked, crop_seed, predict_images, scoring_amp
 from saqt.encoders import pick_device
@@ -17,7 +16,6 @@ from saqt.safe_files import atomic_write
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}  # an animation: its first frame
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula
-UNKNOWN_SCALE = "unknown"
 
 
 def image_paths(inputs: list[Path]) -> list[Path]:
@@ -30,20 +28,6 @@ def image_paths(inputs: list[Path]) -> list[Path]:
         else:
             out.append(p)
     return out
-
-
-def score_scale(model: GlintIQA) -> str:
-    """What the model's scores are on: the scale of the labels it was last trained on, as its checkpoint records
-    (``unknown`` for a checkpoint without the record, such as the release's, or a random model); control characters
-    escaped (``glint.checkpoint.printable``)."""
-    meta = getattr(getattr(model, "checkpoint", None), "meta", {}) or {}
-    provenance = meta.get("provenance", {}) or {}
-    if provenance.get("score_scale"):
-        return printable(provenance["score_scale"])
-    pretrain = provenance.get("pretrain", {}) or {}
-    if pretrain.get("score_scale"):
-        return printable(f"SAQT-IQA labels, {pretrain['score_scale']}, higher is better")
-    return UNKNOWN_SCALE
 
 
 def score_files(

@@ -442,10 +442,11 @@ def save_checkpoints(s: Session, out: Path, meta: dict, state: dict, best: bool)
     )
 
 
-def run_epochs(s: Session, run: Run, config: TrainConfig, state: dict, meta: dict, log: RunLog) -> float:
+def run_epochs(s: Session, run: Run, config: TrainConfig, state: dict, meta: dict, log: RunLog) -> dict:
     """The epochs from ``state["epoch"]`` on (until ``max_steps``), each trained, evaluated, selected, checkpointed
-    and logged; the training throughput in images per second."""
-    train_seconds = train_images = 0.0
+    and logged; the seconds this process spent training and evaluating, and the training throughput in images per
+    second."""
+    train_seconds = train_images = eval_total = 0.0
     for epoch in range(state["epoch"], config.epochs):
         if config.max_steps and state["step"] >= config.max_steps:
             break
@@ -462,13 +463,17 @@ def run_epochs(s: Session, run: Run, config: TrainConfig, state: dict, meta: dic
         }
         record |= evaluate_all(s, run.evals, config, epoch, log)
         eval_seconds = time.perf_counter() - start - seconds
+        eval_total += eval_seconds
         state["epoch"] = epoch + 1
         state["history"].append(record)
         save_checkpoints(s, run.out, meta, state, select(state, record, config.select_on))
         log.epoch(record, config.epochs, seconds, eval_seconds)
         if s.world > 1:
             dist.barrier()
-    return train_images / max(train_seconds, 1e-9)
+    return {
+        "rate": train_images / max(train_seconds, 1e-9),
+        "time_s": {"training": round(train_seconds, 1), "evaluation": round(eval_total, 1)},
+    }
 
 
 def fit(
@@ -502,10 +507,10 @@ def fit(
             write_bytes_atomic(run.out / "run.json", run_json.encode())
         log.restart(state["history"])
         try:
-            rate = run_epochs(s, run, config, state, meta, log)
+            timing = run_epochs(s, run, config, state, meta, log)
         finally:
             log.close()
-        results = _results(model, state, config, s.device, s.world, rate, run.provenance)
+        results = _results(model, state, config, s.device, s.world, timing, run.provenance)
         if s.main:
             write_bytes_atomic(run.out / "results.json", json.dumps(results, indent=2, default=str).encode())
     return results
@@ -526,7 +531,9 @@ def main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def _results(model, state: dict, config: TrainConfig, dev, world: int, rate: float, provenance: dict) -> dict:
+def _results(model, state: dict, config: TrainConfig, dev, world: int, timing: dict, provenance: dict) -> dict:
+    """The run's results: the selected epoch and its metrics, the model's size, and what the run took (``timing``,
+    from ``run_epochs``: this process's epochs only, a resumed run's earlier ones not included)."""
     best = state["best"] or {"epoch": None, "score": None}
     chosen = next((r for r in state["history"] if r["epoch"] == best["epoch"]), {})
     total, trainable = parameter_counts(model)
@@ -544,7 +551,8 @@ def _results(model, state: dict, config: TrainConfig, dev, world: int, rate: flo
         "selection_note": note,
         "metrics": {k: v for k, v in chosen.items() if isinstance(v, dict)},
         "parameters": {"total": total, "trainable": trainable},
-        "train_images_per_s": rate or None,
+        "train_images_per_s": timing["rate"] or None,
+        "time_s": timing["time_s"],
         "device": str(dev),
         "world_size": world,
         "peak_rss_mib": peak_rss_mib(),

@@ -15,6 +15,7 @@ from glint.architecture import RandomWeightsWarning
 from glint.configs import BATCH_IMAGES, MIN_SIDE, FinetuneConfig, PretrainConfig, RunWarning
 from glint.options import CSV_HELP, DATASET_HELP, ROOT_HELP
 from glint.protocol import PROTOCOLS, resolve
+from glint.scale import UNKNOWN_SCALE, printable
 from pipelines.cli_common import App, OneLineErrors, Options, config_options, fail_command
 from saqt import __version__
 from saqt.context import RunContext
@@ -109,6 +110,16 @@ def warn(message: str) -> None:
     typer.secho(f"WARNING: {message}", fg="yellow", err=True)
 
 
+def scale_line(scale: str) -> str:
+    """What the scores' scale is, for stderr: the range of the training labels, which scores may leave."""
+    if scale == UNKNOWN_SCALE:
+        return "scores on the scale: unknown (the checkpoint records no training labels)"
+    return (
+        f"scores on the scale: {scale} (the range of the labels the model was last trained on; a score may fall "
+        "outside it)"
+    )
+
+
 def _metrics_line(m: dict) -> str:
     return (
         f"SROCC {m['srocc']:.4f}  PLCC {m['plcc']:.4f}  KRCC {m['krcc']:.4f}  RMSE {m['rmse']:.4f}  "
@@ -128,6 +139,8 @@ def _report(results: dict, out: Path) -> None:
         f"{results['train_images_per_s'] or 0:.2f} images/s on {results['device']}"
     )
     typer.echo(f"selected epoch {results['selected_epoch']} ({results['selection_note']})")
+    time_s = results["time_s"]
+    typer.echo(f"time: {time_s['training']:.1f} s training, {time_s['evaluation']:.1f} s evaluation")
     for split, m in results["metrics"].items():
         typer.echo(f"  {split:<5} {_metrics_line(m)}")
     typer.echo(
@@ -198,7 +211,6 @@ def _evaluation_split(
     table: IQATable, record: dict | None, split: str, protocol: str | None, round_: int | None, seed: int | None
 ) -> tuple[list, dict]:
     """The images to score and a description of them: all, or a test split (the checkpoint's own by default)."""
-    from glint.checkpoint import printable
     from glint.data import make_split, names_digest
 
     if split == "all":
@@ -346,7 +358,7 @@ def evaluate_cmd(
     from glint.data import check_image_files, load_table
     from glint.finetune import image_reader
     from glint.outputs import check_creatable, check_outputs_apart
-    from glint.predict import score_scale, write_table
+    from glint.predict import write_table
     from glint.scoring import scoring_amp
     from glint.train import EvalSet, eval_metrics, score_eval_set
     from saqt.encoders import pick_device
@@ -365,9 +377,9 @@ def evaluate_cmd(
     data = EvalSet([s.path for s in samples], [s.score for s in samples], image_reader(trained_under), table.resize)
     with Progress(total=len(samples), desc="evaluate", unit="img", leave=False) as bar:
         preds, seconds = score_eval_set(model, data, crops, 0, dev, scoring_amp(model), bar, batch_size)
-    m, scale = eval_metrics(preds, data, seconds), score_scale(model)
+    m, scale = eval_metrics(preds, data, seconds), model.score_scale
     typer.echo(f"{dataset} {chosen['split']}: {_metrics_line(m)}")
-    typer.echo(f"scores on the scale: {scale}", err=True)
+    typer.echo(scale_line(scale), err=True)
     if out:
         report = {
             "checkpoint": str(checkpoint),
@@ -418,7 +430,7 @@ def predict(
     Unreadable or too small images are skipped with their reason."""
     from glint.checkpoint import load_model
     from glint.outputs import check_creatable, check_outputs_apart
-    from glint.predict import image_paths, score_files, score_scale, write_scores
+    from glint.predict import image_paths, score_files, write_scores
 
     if (checkpoint is None) == (not random_init):
         fail("predict", "give --checkpoint CKPT, or --random-init for a smoke run")
@@ -434,8 +446,8 @@ def predict(
     for _, s, e in rows:
         if s is None:
             warn(f"skipped {e}")
-    scale = score_scale(model)
-    typer.echo(f"scores on the scale: {scale}", err=True)
+    scale = model.score_scale
+    typer.echo(scale_line(scale), err=True)
     if out:
         write_scores(
             rows, out, {"checkpoint": str(checkpoint) if checkpoint else "random", "crops": crops, "score_scale": scale}

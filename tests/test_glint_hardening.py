@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,12 +21,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import glint
-from glint.checkpoint import CheckpointError, checkpoint_payload, printable, random_model, read_checkpoint
+from glint.checkpoint import CheckpointError, checkpoint_payload, random_model, read_checkpoint
 from glint.data import DatasetError, Sample, check_image_files
 from glint.model import GlintConfig
 from glint.outputs import RUN_FILES, clear_run, local_path, run_files, run_start
-from glint.predict import score_scale
 from glint.runlog import RunLog
+from glint.scale import printable, recorded_scale
 from glint.train import TrainConfig, _results, claim_run_folder, resume_checkpoint, select
 from pipelines.glint_cli import app
 from saqt.errors import ConfigError
@@ -364,7 +363,8 @@ def test_holdout_images_at_least_0_and_without_validation_the_last_epoch_is_kept
     assert select(state, {"epoch": 1, "train_loss": 1.0}, "val") and select(state, {"epoch": 2}, "val")
     assert state["best"] == {"epoch": 2, "score": None}
     state["history"] = [{"epoch": 1}, {"epoch": 2, "test": {"srocc": 0.5}}]
-    results = _results(torch.nn.Linear(1, 1), state, TrainConfig(), "cpu", 1, 1.0, {})
+    timing = {"rate": 1.0, "time_s": {"training": 1.0, "evaluation": 2.0}}
+    results = _results(torch.nn.Linear(1, 1), state, TrainConfig(), "cpu", 1, timing, {})
     assert results["selected_epoch"] == 2
     assert results["selection_note"] == "the last epoch: no validation images to select on"
 
@@ -381,8 +381,8 @@ def test_checkpoint_text_is_printed_escaped(checkpoints, image):
     result = runner.invoke(app, ["predict", "--checkpoint", str(checkpoints["ansi"]), str(image), "--crops", "1"])
     assert result.exit_code == 0, result.output
     assert "scores on the scale: \\x1b[31mred\\x1b[0m" in result.output and "\x1b" not in result.output
-    model = SimpleNamespace(checkpoint=SimpleNamespace(meta={"provenance": {"pretrain": {"score_scale": "a\nb"}}}))
-    assert score_scale(model) == "SAQT-IQA labels, a\\nb, higher is better"
+    meta = {"provenance": {"pretrain": {"score_scale": "a\nb"}}}
+    assert recorded_scale(meta) == "SAQT-IQA labels, a\\nb, higher is better"
     assert printable("é ok\x07\r\x9b") == "é ok\\x07\\r\\x9b"
 
 

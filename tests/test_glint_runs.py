@@ -137,6 +137,7 @@ def _rank(rank: int, out: Path, port: int) -> None:
         "parameters": {"total": 2, "trainable": 1},
         "protocol": "honest",
         "train_images_per_s": 1.0,
+        "time_s": {"training": 1.0, "evaluation": 2.0},
         "device": "cpu",
         "selected_epoch": 1,
         "selection_note": "note",

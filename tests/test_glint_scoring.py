@@ -20,7 +20,7 @@ from glint.backbones import RandomWeightsWarning
 from glint.checkpoint import checkpoint_payload, random_model
 from glint.data import IQATable, Sample, dataset_spec
 from glint.finetune import label_scale
-from glint.predict import score_scale, write_table
+from glint.predict import write_table
 from glint.scoring import UnscorableImageError, predict_images
 from pipelines.glint_cli import app
 from saqt.seeding import derive_seed
@@ -98,6 +98,8 @@ def test_score_equals_predict_and_the_protocol_computed_by_hand(tiny_checkpoint,
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["score_scale"] == SCALE and report["crops"] == 2
+    assert model.score_scale == SCALE == model.checkpoint.meta["provenance"]["score_scale"]
+    assert f"scores on the scale: {SCALE} (the range of the labels the model was last trained on" in result.output
     assert [r["score"] for r in report["scores"]] == got.tolist()  # the same code path: equal, not close
     assert model.score(photos[1], crops=2)[0] == pytest.approx(got[1], rel=1e-5)  # seeded by its name, not its place
 
@@ -144,7 +146,7 @@ def test_load_model_without_a_path_is_the_random_smoke_model():
     with pytest.warns(RandomWeightsWarning, match="RANDOM weights"):
         model = glint.load_model(None, device="auto")
     assert not model.training and model.config.local_backbone == "efficientnet_lite0"
-    assert score_scale(model) == "unknown"
+    assert model.score_scale == "unknown"
 
 
 def test_the_scale_comes_from_the_training_labels():
@@ -173,12 +175,11 @@ def test_the_scale_comes_from_the_training_labels():
     )
     assert label_scale(table) == "csv score, 3 to 12.5 in s.csv, higher is better"
 
-    class Holder(torch.nn.Module):
-        pass
-
-    pretrained = Holder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        pretrained = random_model(0)
     pretrained.checkpoint = type("C", (), {"meta": {"provenance": {"pretrain": {"score_scale": "minmax:0:9"}}}})()
-    assert score_scale(pretrained) == "SAQT-IQA labels, minmax:0:9, higher is better"
+    assert pretrained.score_scale == "SAQT-IQA labels, minmax:0:9, higher is better"
 
 
 def test_tables_escape_formula_cells_and_name_the_scale(tmp_path):

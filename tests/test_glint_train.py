@@ -19,7 +19,7 @@ from conftest import SHARED, needs_shared
 from PIL import Image
 from typer.testing import CliRunner
 
-from glint.finetune import leakage_warning
+from glint.finetune import leakage_warning, spread
 from pipelines.glint_cli import app
 from saqt.context import RunContext
 from saqt.sources import sample_paths
@@ -406,3 +406,65 @@ def test_predict_escapes_formula_cells_and_skips_images_too_small_to_score(tmp_p
         "a=b",
         "",
     ]
+
+
+SMOKE_SIZES = {
+    "epochs": 1,
+    "max_steps": 4,
+    "batch_size": 8,
+    "test_crops": 2,
+    "loader_workers": 0,
+}  # the demo's former DEMO_TRAIN flags
+
+
+def _parsed(monkeypatch, command: str, args: list[str]):
+    """The config ``glint <command> ARGS`` would run with (the run itself replaced)."""
+    seen = {}
+
+    def capture(config, out, ctx):
+        seen["config"] = config
+        return {} if command == "finetune" else {"plan": out, "batches": 0, "ranks": 1}
+
+    monkeypatch.setattr(f"pipelines.glint_cli.run_{command}", capture)
+    data = ["--dataset", "csv", "--root", "r"] if command == "finetune" else ["--data", "d", "--plan-only", "1"]
+    result = runner.invoke(app, [command, *data, "--out", "o", "--random-init", *args])
+    assert result.exit_code == 0, result.output
+    return seen["config"]
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_smoke_gives_the_demos_sizes_and_explicit_options_win(command, monkeypatch):
+    smoke = _parsed(monkeypatch, command, ["--smoke"])
+    evaluated = "eval_images" if command == "finetune" else "holdout_images"
+    assert {k: getattr(smoke, k) for k in [*SMOKE_SIZES, evaluated]} == {**SMOKE_SIZES, evaluated: 20}
+    given = _parsed(monkeypatch, command, ["--smoke", "--epochs", "3", "--crops", "5", "--loader-workers", "2"])
+    assert (given.epochs, given.test_crops, given.loader_workers, given.batch_size) == (3, 5, 2, 8)
+    plain = _parsed(monkeypatch, command, [])
+    assert (plain.epochs, plain.max_steps, plain.batch_size, plain.test_crops, plain.loader_workers) == (
+        None,
+        None,
+        None,
+        None,
+        2,
+    )
+    assert getattr(plain, evaluated) == (None if command == "finetune" else 500)
+
+
+def test_spread_picks_evenly_in_order():
+    assert spread(list("abcdefghij"), 3) == ["a", "d", "g"]
+    assert spread(list("abc"), 5) == list("abc") and spread(list("abc"), None) == list("abc")
+
+
+def test_eval_images_caps_each_evaluated_split_and_the_run_reports_its_time_split(tmp_path, tiny_dataset):
+    out = tmp_path / "run"
+    args = [*finetune_args(tiny_dataset, out, epochs=1, crops=1), "--eval-images", "2", "--max-steps", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert record["test"]["images"] == 2 and record["val"]["images"] == 1  # of 3 test images and 1 validation image
+    results = json.loads((out / "results.json").read_text())
+    assert results["provenance"]["eval_images"] == 2
+    assert results["provenance"]["split"]["counts"] == {"train": 11, "val": 1, "test": 3}  # the split is not cut
+    time_s = results["time_s"]
+    assert set(time_s) == {"training", "evaluation"} and time_s["training"] > 0 and time_s["evaluation"] > 0
+    assert f"time: {time_s['training']:.1f} s training, {time_s['evaluation']:.1f} s evaluation" in result.output

@@ -14,9 +14,16 @@ from pipelines.glint_cli import app as glint_app
 from pipelines.saqt_cli import app as saqt_app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README.read_text(), re.S | re.M)
-PYTHON = [code for lang, code in BLOCKS if lang == "python"]
 APPS = {"saqt": typer.main.get_command(saqt_app), "glint": typer.main.get_command(glint_app)}
+
+
+def code_blocks(path: Path) -> list[tuple[str, str]]:
+    """(language, code) of each fenced block of a Markdown file, in order."""
+    return re.findall(r"^```(\w+)\n(.*?)^```", path.read_text(), re.S | re.M)
+
+
+BLOCKS = code_blocks(README)
+PYTHON = [code for lang, code in BLOCKS if lang == "python"]
 
 
 def test_the_readme_has_python_snippets():
@@ -31,10 +38,10 @@ def test_python_snippet_runs(code, tmp_path, monkeypatch):
         exec(compiled, {"__name__": "readme_snippet"})
 
 
-def _commands() -> list[list[str]]:
+def commands(blocks: list[tuple[str, str]]) -> list[list[str]]:
     """Each saqt/glint command line of the shell blocks, as words (continuations joined, comments dropped)."""
     lines = []
-    for lang, code in BLOCKS:
+    for lang, code in blocks:
         if lang == "bash":
             for line in code.replace("\\\n", " ").splitlines():
                 words = shlex.split(line, comments=True)
@@ -45,10 +52,9 @@ def _commands() -> list[list[str]]:
     return lines
 
 
-def test_readme_commands_use_options_that_exist():
-    commands = _commands()
-    assert len(commands) > 30
-    for words in commands:
+def check_options_exist(lines: list[list[str]], where: str) -> None:
+    """Every option of every command line is one its saqt/glint command has."""
+    for words in lines:
         command, path = APPS[words[0]], [words[0]]
         for word in words[1:]:
             if word in getattr(command, "commands", {}):
@@ -56,4 +62,10 @@ def test_readme_commands_use_options_that_exist():
                 path.append(word)
         names = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
         unknown = [w.split("=")[0] for w in words if w.startswith("-") and w.split("=")[0] not in names]
-        assert not unknown, f"{' '.join(path)}: {unknown} in README line {' '.join(words)!r}"
+        assert not unknown, f"{' '.join(path)}: {unknown} in {where} line {' '.join(words)!r}"
+
+
+def test_readme_commands_use_options_that_exist():
+    lines = commands(BLOCKS)
+    assert len(lines) > 30
+    check_options_exist(lines, "README")
