@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from saqt.errors import DatasetError, OutputError
-from saqt.row_index import ColumnWriter, open_columns, write_row_index
+from saqt.row_index import NO_NEIGHBOURS, ColumnWriter, open_columns, write_row_index
 from saqt.safe_files import atomic_write, create_new, open_own
 from saqt.seeding import derive_seed
 from saqt.sets import SaqtFiles
@@ -162,18 +162,18 @@ def write_index(
         chosen[holdout_ids([n.decode() for n in names], seed, percent, positions=True)] = True
         held = chosen[columns["pristine"]]
     _split(columns, {"train": ~held, "holdout": held}, folder)
-    for part in ("names", "pristine"):
-        if (source / part).is_dir():
-            shutil.copytree(source / part, folder / part)
+    for part in ("names", "pristine") if files.ranges is not None and files.recipe_only else ("names",):
+        shutil.copytree(source / part, folder / part)  # what write_row_index writes for this set, checked
     if source == folder / ".rows":
         shutil.rmtree(source)
 
 
 def _matched_to(matched: np.ndarray, refs: np.ndarray, holdout_refs: Sequence[str], files: SaqtFiles) -> np.ndarray:
-    """Whether each row's matched reference is one of ``holdout_refs`` (by name stem); DatasetError if none is."""
+    """Whether each row's matched reference is one of ``holdout_refs`` (by name stem); DatasetError if none is, or
+    if some file of the set records no neighbours."""
     stems = {Path(r).stem for r in holdout_refs}
     where, named = next(iter(files.provenance.values())), ", ".join(sorted(stems))
-    if not len(refs):
+    if not len(refs) or (matched == NO_NEIGHBOURS).any():
         raise DatasetError(
             f"{where} records no matched references (no neighbours): --protocol released holds out the images "
             f"matched to {named} as the release does, which needs each image's matched references"

@@ -30,10 +30,10 @@ from saqt.matches import read_matches
 from saqt.options import recorded
 from saqt.progress import Progress
 from saqt.reader import BuildReader
-from saqt.row_index import replace_row_index
+from saqt.row_index import check_index_place, replace_row_index
 from saqt.sets import SaqtFiles, build_ranges, row_index_entries
 from saqt.shards import LABEL_MANIFEST, LABEL_SCHEMA, SAQT_IQA_SCHEMA, ShardWriter, aborting
-from saqt.stage import StageError, StageWriter, new_manifest
+from saqt.stage import Stage, StageError, StageWriter, new_manifest
 from saqt.transfer import SELF_MATCH, Rule, cell_means, neighbour_weights, transfer
 
 MANIFEST = LABEL_MANIFEST
@@ -270,6 +270,7 @@ def run_label(config: LabelConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT)
         inputs["matches"] = {"source": config.matches, "sha256": read_matches(config.matches).sha256}
     fresh = new_manifest("label", recorded(config), inputs, len(units), ctx.command)
     with StageWriter(out, fresh, ctx.overwrite, {"--build": config.build, "--bank": config.bank}) as writer:
+        check_index_place(out, row_index_entries(writer.manifest))  # before any work
         embed = None if config.matches else ctx.executor.gpu_embedder(config.encoder, config.device)
         labels, encoder = transfer_labels(config, reader, bank, scores, out, ctx.progress, embed)
         refuse_unscored(reader, labels, cells)
@@ -298,13 +299,23 @@ def run_label(config: LabelConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT)
         for unit, shards in Progress(done, total=len(pending), desc="label", unit="shard", disable=not ctx.progress):
             writer.record(unit, {"files": shards})
         if len(writer.manifest["done"]) == len(units):
-            writer.manifest["files"] = _row_index(writer.manifest, reader, out)
+            writer.manifest["files"] = _row_index(writer, reader, out, relabelled=bool(pending))
         return writer.finish(reader.manifest["complete"])
 
 
-def _row_index(manifest: dict, reader: BuildReader, out: Path) -> dict[str, dict]:
-    """The row index of the finished labels (``saqt.row_index``), written to ``out/index``: what pretraining reads
-    instead of the shards. Returns the manifest's file entries (the earlier run's index replaced)."""
+def _row_index(writer: StageWriter, reader: BuildReader, out: Path, relabelled: bool) -> dict[str, dict]:
+    """The row index of the finished labels (``saqt.row_index``) in ``out/index``, what pretraining reads instead of
+    the shards: the earlier run's kept when no unit was relabelled and every file of it is intact, else written
+    anew. Returns the manifest's file entries."""
+    manifest, listed = writer.manifest, row_index_entries(writer.manifest)
+    stage = Stage("label", out, manifest)
+    if listed and not relabelled and not any(stage.problem(e) for e in listed.values()):
+        return listed
+
+    def record(entries: dict[str, dict]) -> None:
+        manifest["files"] = entries
+        writer.save()
+
     units = sorted(manifest["done"], key=int)
     files = SaqtFiles(
         [str(out / manifest["done"][u]["files"]["saqt-iqa"]["path"]) for u in units],
@@ -314,7 +325,7 @@ def _row_index(manifest: dict, reader: BuildReader, out: Path) -> dict[str, dict
         images=[str(reader.stage.path(u, "distorted")) for u in units],
         ranges=build_ranges(reader, units, checksums=False),  # the build was checked whole when it was opened
     )
-    return replace_row_index(out, files, row_index_entries(manifest))
+    return replace_row_index(out, files, listed, record)
 
 
 def _bank_digest(bank: Bank) -> str:

@@ -50,6 +50,7 @@ COLUMNS = {
     "sha256": "V32",
 }
 NO_REF = np.iinfo(np.uint32).max  # a row without neighbours
+NO_NEIGHBOURS = NO_REF - 1  # a row of a file that has no neighbours column
 
 
 class ColumnWriter:
@@ -108,28 +109,45 @@ def write_row_index(files: SaqtFiles, folder: Path) -> None:
         _write_pristine_ranges(files, names, folder / "pristine")
 
 
-def replace_row_index(out: Path, files: SaqtFiles, listed: dict[str, dict]) -> dict[str, dict]:
-    """Write the row index of ``files`` to ``out/index``, replacing the one an earlier run wrote there (``listed``:
-    its manifest entries, removed first; nothing else is); returns the new index's manifest entries, path -> entry.
-    It is written in a new folder beside and renamed into place, never through a link or over a foreign file."""
-    remove_listed(out, [e["path"] for e in listed.values()])
+def replace_row_index(out: Path, files: SaqtFiles, listed: dict[str, dict], record) -> dict[str, dict]:
+    """Write the row index of ``files`` to ``out/index`` and return its manifest entries (path -> entry), replacing
+    the one an earlier run wrote there (``listed``: its manifest entries; nothing else is removed). The new index
+    is written in a new folder beside, ``record(entries)`` then lists it in the manifest (so that a kill leaves
+    nothing there unlisted), the old one is removed and the new one renamed into place, never through a link or
+    over a foreign file."""
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".index-"))
     try:
         write_row_index(files, staging / ROW_INDEX)
+        written = sorted(p for p in (staging / ROW_INDEX).rglob("*") if p.is_file())
+        entries = {e["path"]: e for e in (file_entry(staging, p) for p in written)}  # index/...: as it will lie
+        record({**listed, **entries})  # the old files still there, the new ones about to be
+        remove_listed(out, [e["path"] for e in listed.values()])
         try:
             os.rename(staging / ROW_INDEX, out / ROW_INDEX)  # onto nothing, or an empty folder
         except OSError:
             raise in_the_way(out / ROW_INDEX) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    written = sorted(p for p in (out / ROW_INDEX).rglob("*") if p.is_file())
-    return {p.relative_to(out).as_posix(): file_entry(out, p) for p in written}
+    return entries
+
+
+def check_index_place(out: Path, listed: dict[str, dict]) -> None:
+    """OutputError (one line) if ``out/index`` holds anything the manifest does not list, before any work: saqt
+    replaces only what it wrote."""
+    folder = out / ROW_INDEX
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise in_the_way(folder)
+    own = {e["path"] for e in listed.values()}
+    foreign = [p for p in (folder.rglob("*") if folder.is_dir() else ()) if not p.is_dir() or p.is_symlink()]
+    foreign = [p for p in foreign if p.relative_to(out).as_posix() not in own]
+    if foreign:
+        raise in_the_way(foreign[0])
 
 
 def _write_names(names: dict[str, int], folder: Path, column: str) -> None:
     width = max(1, *(len(p.encode()) for p in names)) if names else 1
     writer = ColumnWriter(folder)
-    writer.append(**{column: np.array(list(names), f"S{width}")})
+    writer.append(**{column: np.array([p.encode() for p in names], f"S{width}")})  # UTF-8, as read back
     writer.close({column: f"S{width}"})
 
 
@@ -171,7 +189,7 @@ def _file_rows(
     if files.recipe_only:
         columns["seed"] = table.column("seed").to_numpy()
     neighbours = table.column("neighbours") if "neighbours" in table.column_names else None
-    columns["ref"] = np.full(n, NO_REF, np.uint32) if neighbours is None else matched_refs(neighbours, refs)
+    columns["ref"] = np.full(n, NO_NEIGHBOURS, np.uint32) if neighbours is None else matched_refs(neighbours, refs)
     if files.ranges is not None and files.ranges.distorted is not None:  # a unit without images has no ranges file
         ranges = read_ranges(Path(files.ranges.distorted[i])) if n else np.zeros(0, RANGE)
         if len(ranges) != n:

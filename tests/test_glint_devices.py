@@ -108,8 +108,8 @@ def test_every_scoring_path_asks_for_the_checkpoints_precision(amp, monkeypatch,
         asked.append(amp)
         return [float(i) for i in range(len(data.items))], 1.0
 
-    monkeypatch.setattr(glint_cli, "load_model", lambda path, device: Tiny(meta))
-    monkeypatch.setattr(glint_cli, "score_eval_set", score_eval_set)
+    monkeypatch.setattr("glint.checkpoint.load_model", lambda path, device: Tiny(meta))  # imported when it runs
+    monkeypatch.setattr("glint.train.score_eval_set", score_eval_set)
     root = tmp_path / "data"
     root.mkdir()
     (root / "scores.csv").write_text("path,score\na.png,1\nb.png,3\nc.png,2\n")

@@ -491,7 +491,14 @@ def test_saqt_label_writes_a_row_index_of_its_shards_and_replaces_only_its_own(s
     listed = json.loads((out / "label.json").read_text())["files"]
     on_disk = {p.relative_to(out).as_posix() for p in (out / "index").rglob("*") if p.is_file()}
     assert set(listed) == on_disk
-    run_label(config, out, RunContext(progress=False))  # a rerun of the finished run writes it again
+    inode = (out / "index" / "rows" / "score.bin").stat().st_ino
+    run_label(config, out, RunContext(progress=False))  # a rerun of the finished run keeps an intact index
+    assert (out / "index" / "rows" / "score.bin").stat().st_ino == inode
+    data = bytearray((out / "index" / "rows" / "score.bin").read_bytes())
+    data[0] ^= 1
+    (out / "index" / "rows" / "score.bin").write_bytes(bytes(data))
+    run_label(config, out, RunContext(progress=False))  # ... and writes a changed one again
+    assert json.loads((out / "label.json").read_text())["files"] == listed
     run_label(config, out, RunContext(progress=False, overwrite=True))
     assert json.loads((out / "label.json").read_text())["files"] == listed  # the same bytes, listed the same
     assert {p.relative_to(out).as_posix() for p in (out / "index").rglob("*") if p.is_file()} == on_disk
@@ -502,4 +509,19 @@ def test_saqt_label_writes_a_row_index_of_its_shards_and_replaces_only_its_own(s
     (planted / "index").symlink_to(elsewhere)
     with pytest.raises(SaqtError, match="index is a symbolic link that saqt did not write"):
         run_label(config, planted, RunContext(progress=False))
-    assert not any(elsewhere.iterdir())
+    assert not any(elsewhere.iterdir()) and not (planted / "saqt-iqa").exists()  # refused before any work
+    foreign = tmp_path / "foreign"
+    (foreign / "index" / "rows").mkdir(parents=True)
+    (foreign / "index" / "rows" / "notes.txt").write_text("mine")
+    with pytest.raises(SaqtError, match="notes.txt is a file that saqt did not write"):
+        run_label(config, foreign, RunContext(progress=False))
+    assert (foreign / "index" / "rows" / "notes.txt").read_text() == "mine" and not (foreign / "saqt-iqa").exists()
+
+
+def test_released_pretraining_reads_reference_names_in_any_script(stages, tmp_path):
+    """Reference names are UTF-8 text (a csv bank's own names): the index keeps them whole."""
+    ids = _with_matches(
+        stages, tmp_path / "set", {0: ["Î13.png"], 1: ["I13.png"], 2: ["é.png"], 3: ["I76"], 4: ["雪.png"]}
+    )
+    held = SaqtTraining(open_saqt(str(tmp_path / "set")), seed=3, released=True).held_out()
+    assert {held.pristine_id(k) for k in range(len(held))} == {ids[1], ids[3]}

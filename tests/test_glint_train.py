@@ -425,7 +425,7 @@ def _parsed(monkeypatch, command: str, args: list[str]):
         seen["config"] = config
         return {} if command == "finetune" else {"plan": out, "batches": 0, "ranks": 1}
 
-    monkeypatch.setattr(f"pipelines.glint_cli.run_{command}", capture)
+    monkeypatch.setattr(f"glint.{command}.run_{command}", capture)  # the command imports it when it runs
     data = ["--dataset", "csv", "--root", "r"] if command == "finetune" else ["--data", "d", "--plan-only", "1"]
     result = runner.invoke(app, [command, *data, "--out", "o", "--random-init", *args])
     assert result.exit_code == 0, result.output
