@@ -86,6 +86,8 @@ def timm_vit() -> nn.Module:
     of reach; WeightsError in one line, naming --vit-weights FILE, when neither has it."""
     offline = hub_unreachable()
     try:
+        if offline and not _vit_cached():
+            raise LookupError  # refused before timm builds the network (seconds on a CPU)
         with hub_cache_only(offline is not None):
             return timm.create_model(f"{VIT_NAME}.{VIT_TAG}", pretrained=True)
     except Exception as err:  # timm raises several types when the hub cannot be reached
@@ -94,6 +96,14 @@ def timm_vit() -> nn.Module:
             f"cannot download timm's {VIT_NAME}.{VIT_TAG} ({why}); give --vit-weights FILE (its safetensors or "
             f"state dict: model.safetensors of the Hub's timm/{VIT_NAME}.{VIT_TAG}) instead"
         ) from None
+
+
+def _vit_cached() -> bool:
+    """Whether huggingface_hub's cache holds the weights file of timm's ViT-S/16 tag."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = f"timm/{VIT_NAME}.{VIT_TAG}"
+    return any(isinstance(try_to_load_from_cache(repo, f), str) for f in ("model.safetensors", "pytorch_model.bin"))
 
 
 class ViTBackbone(nn.Module):

@@ -212,7 +212,6 @@ def hub_at(tmp_path, monkeypatch):
 def test_weight_downloads_fail_at_once_in_one_line_where_no_server_answers(hub_at):
     """The real download paths (torch.hub; timm through huggingface_hub, which retried for about a minute), with a
     real refused connection: one line, within seconds, naming the option that takes a local file."""
-    import timm
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -226,12 +225,9 @@ def test_weight_downloads_fail_at_once_in_one_line_where_no_server_answers(hub_a
         "file, or another torchvision ResNet-50 state dict) instead"
     )
     started = time.monotonic()
-    timm.create_model("vit_small_patch16_224")  # what timm builds before it looks for the weights
-    build = time.monotonic() - started
-    started = time.monotonic()
     with pytest.raises(WeightsError) as err:
         ViTBackbone("timm")
-    assert time.monotonic() - started < build + 5 and "\n" not in str(err.value)
+    assert time.monotonic() - started < 3 and "\n" not in str(err.value)  # refused before the network is built
     assert str(err.value).startswith(
         "cannot download timm's vit_small_patch16_224.augreg_in21k_ft_in1k (127.0.0.1 is unreachable: connection "
         "refused, and it is not cached); give --vit-weights FILE"
