@@ -27,19 +27,19 @@ DEMO_SCREEN ?= --max-upscale 1.3
 demo: $(STAMP)
 	$(BIN)/saqt build --out $(DEMO_OUT)/build $(DEMO_SCREEN)
 	$(BIN)/saqt bank synth --source sample-bank --out $(DEMO_OUT)/bank --save-distorted
-	$(BIN)/saqt label --build $(DEMO_OUT)/build --bank $(DEMO_OUT)/bank --encoder effnet-lite0 --rule topk --neighbours 3 --out $(DEMO_OUT)/labels
+	$(BIN)/saqt label --build $(DEMO_OUT)/build --bank $(DEMO_OUT)/bank --encoder effnet-lite0 --rule topk --neighbours 3 --out $(DEMO_OUT)/label
 	$(BIN)/saqt fidelity --bank $(DEMO_OUT)/bank --encoder effnet-lite0 --rule topk --neighbours 3 --json $(DEMO_OUT)/fidelity.json
-	$(BIN)/glint pretrain --data $(DEMO_OUT)/labels --out $(DEMO_OUT)/pretrain --local-backbone efficientnet_lite0 $(DEMO_TRAIN)
+	$(BIN)/glint pretrain --data $(DEMO_OUT)/label --out $(DEMO_OUT)/pretrain --local-backbone efficientnet_lite0 $(DEMO_TRAIN)
 	$(BIN)/glint finetune --dataset csv --csv $(DEMO_OUT)/bank/dataset.csv --root $(DEMO_OUT)/bank --init $(DEMO_OUT)/pretrain/best.pt --out $(DEMO_OUT)/finetune $(DEMO_TRAIN)
 	$(BIN)/glint predict --checkpoint $(DEMO_OUT)/finetune/best.pt $(DEMO_OUT)/bank/images --crops 5
 	$(BIN)/saqt distortions render --sample --out $(DEMO_OUT)/contact
-	$(BIN)/saqt publish --labels $(DEMO_OUT)/labels --out $(DEMO_OUT)/published --validation 0.2 --shard-size 100MB --overwrite
+	$(BIN)/saqt publish --labels $(DEMO_OUT)/label --out $(DEMO_OUT)/published --validation 0.2 --shard-size 100MB --overwrite
 	$(BIN)/saqt verify $(DEMO_OUT)/published
-	$(BIN)/saqt report $(DEMO_OUT)/labels --fidelity $(DEMO_OUT)/fidelity.json --out $(DEMO_OUT)/report.html --overwrite
+	$(BIN)/saqt report $(DEMO_OUT)/label --fidelity $(DEMO_OUT)/fidelity.json --out $(DEMO_OUT)/report.html --overwrite
 	@echo "Demo done in $(DEMO_OUT)/:"
 	@echo "  build/       5 sample photos x 125 distortions ($(DEMO_SCREEN) lets in one small photo)"
 	@echo "  bank/        a proxy-scored reference bank"
-	@echo "  labels/      the labelled SAQT-IQA set (shards in labels/labels/ and labels/saqt-iqa/)"
+	@echo "  label/       the labelled SAQT-IQA set (labels/: scores, provenance; saqt-iqa/: training rows)"
 	@echo "  pretrain/    a tiny GlintIQA pretraining run"
 	@echo "  finetune/    a tiny fine-tuning run, started from pretrain/"
 	@echo "  contact/     one contact sheet per photo, every distortion (*_contact.png)"
