@@ -24,6 +24,7 @@ import pipelines.glint_cli as glint_cli
 import saqt.embed as embed
 import saqt.encoders.base as encoders
 from glint.protocol import resolve
+from glint.scale import UNKNOWN_SCALE
 from glint.train import EvalSet, TrainConfig, evaluate_all, start_session, train_step
 
 CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
@@ -31,6 +32,8 @@ CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
 
 class Tiny(torch.nn.Module):
     """A stand-in model: one parameter, a score per view; ``to`` leaves it where it is (there is no GPU here)."""
+
+    score_scale = UNKNOWN_SCALE
 
     def __init__(self, meta: dict | None = None):
         super().__init__()
