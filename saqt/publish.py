@@ -179,20 +179,25 @@ def validation_ids(pristine_ids: list[str], fraction: float, seed: int) -> set[s
 
 
 def finished_labels(labels: Path, checksums: bool = True) -> Stage:
-    """A finished ``saqt label`` folder, every listed file present with its size and, with ``checksums``
-    (:func:`check_labels`), its SHA-256 and every label scored; PublishError (or StageError, ScoreError) otherwise.
+    """A finished ``saqt label`` folder, every listed file present with its size and, with ``checksums``, its
+    SHA-256 and every label scored (:func:`require_scored`); PublishError (or StageError, ScoreError) otherwise.
     What publishing reads; pretraining, which reads the row index instead of the shards, checks the rest itself."""
-    stage = open_stage(labels, "label", checksums=False)
+    stage = open_stage(labels, "label", checksums)  # one pass over the files
     if not stage.manifest["complete"]:
         raise PublishError(f"{labels} is an unfinished labelling run: rerun `saqt label` to complete it first")
     if checksums:
-        check_labels(stage)
+        require_scored(stage)
     return stage
 
 
 def check_labels(stage: Stage) -> None:
-    """Every file of a label folder against its SHA-256, and every label scored with a finite number."""
+    """Every file of a label folder opened without checksums against its SHA-256, and every label scored."""
     stage.verify()
+    require_scored(stage)
+
+
+def require_scored(stage: Stage) -> None:
+    """PublishError unless every label of the folder has a score (ScoreError where one is not a finite number)."""
     unscored = sum(shard_scores(p).null_count for p in stage.paths("saqt-iqa"))
     if unscored:
         raise PublishError(f"{stage.root}: {unscored} labels have no score; relabel with a bank that scores every cell")
