@@ -38,7 +38,8 @@ def shell_lines(path: Path) -> list[list[str]]:
         if lang == "bash":
             lines += [shlex.split(line, comments=True) for line in code.replace("\\\n", " ").splitlines()]
     spans = (" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose(path)))
-    return [words for words in lines if words] + [span.split() for span in spans if span.startswith(("make ", "python "))]
+    lines += [span.split() for span in spans if span.startswith(("make ", "python "))]
+    return [words for words in lines if words]
 
 
 @pytest.mark.parametrize("page", DOCS, ids=[p.name for p in DOCS])
