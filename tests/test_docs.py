@@ -137,3 +137,24 @@ def test_the_link_check_can_fail(tmp_path):
 def test_the_readme_links_every_docs_page():
     linked = set(re.findall(r"\]\(docs/([^)#]+)\)", (ROOT / "README.md").read_text()))
     assert {p.name for p in DOCS} <= linked
+
+
+REPO_PATH = re.compile(r"(saqt|glint|pipelines|benchmarks|tests|experiments|manifests|docs)/[\w./*-]*")
+
+
+def missing_paths(page: Path) -> list[str]:
+    """The checkout paths a page names in inline code (``saqt/stage.py``, ``manifests/banks/*.yaml``) that match
+    nothing in the checkout."""
+    spans = re.findall(r"`([^`\s]+)`", prose(page))
+    return [s for s in spans if REPO_PATH.fullmatch(s) and not any(ROOT.glob(s.rstrip("/")))]
+
+
+@pytest.mark.parametrize("page", PAGES[:1] + DOCS, ids=[p.name for p in PAGES[:1] + DOCS])
+def test_paths_named_exist(page):
+    assert not missing_paths(page), f"{page.name} names paths that do not exist: {missing_paths(page)}"
+
+
+def test_the_path_check_can_fail(tmp_path):
+    page = tmp_path / "p.md"
+    page.write_text("`saqt/stage.py` `manifests/banks/*.yaml` `saqt/no_such.py` `glint/nothing/*.py` `pip install x`")
+    assert missing_paths(page) == ["saqt/no_such.py", "glint/nothing/*.py"]
