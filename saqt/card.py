@@ -176,13 +176,30 @@ def _matching_line(encoder: dict, transfer: dict) -> str:
 
 
 def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
-    """README.md text: ``meta`` as front matter, then a readable description built from it.
+    """README.md text: ``meta`` as front matter, then a readable description built from it (one line of the
+    parts' templates per line of the card)."""
+    p = meta["saqt"]["provenance"]
+    types = [catalogue()[t - 1].name for t in p["distortions"]["types"]]
+    lines = [
+        *_intro_section(meta, types),
+        *_fields_section(fields),
+        *_constants_section(meta["saqt"]["run_constants"]),
+        *_how_made_section(p, types),
+        *_rerender_section(meta),
+        *_licence_section(meta),
+        *_citation_section(),
+    ]
+    front = yaml.safe_dump(
+        json.loads(json.dumps(meta)), sort_keys=False, allow_unicode=True, width=120, default_flow_style=None
+    )
+    return FRONT_MATTER + front + "---\n\n" + "\n".join(lines) + "\n"
 
-    Long because it is the card's template: one line of it per line of the card."""
+
+def _intro_section(meta: dict, types: list[str]) -> list[str]:
+    """The title, what the set holds, the proxy warning where the bank's scores are a metric's, how to load it."""
     p = meta["saqt"]["provenance"]
     splits = {s["name"]: s["num_examples"] for s in meta["dataset_info"]["splits"]}
-    bank, transfer, dist = p["bank"], p["transfer"], p["distortions"]
-    types = [catalogue()[t - 1].name for t in dist["types"]]
+    bank, transfer = p["bank"], p["transfer"]
     proxy = (
         (
             "**The scores are a proxy, not human opinion:** the bank was scored by a full-reference metric "
@@ -192,13 +209,13 @@ def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
         else ""
     )
     split_text = ", ".join(f"{n:,} {name}" for name, n in splits.items())
-    lines = [
+    return [
         f"# {meta['pretty_name']}",
         "",
         f"{sum(splits.values()):,} distorted images ({split_text}) of {p['selection']['pristine']:,} pristine images "
         f"from `{p['source']['name']}`, each distorted by {len(types)} KADID-10k distortion types x "
-        f"{len(dist['levels'])} levels and scored by transferring the opinion scores of the most similar labelled "
-        f"reference images (SAQT-IQA). Scores are on the scale `{transfer['score_scale']}`; higher is better.",
+        f"{len(p['distortions']['levels'])} levels and scored by transferring the opinion scores of the most similar "
+        f"labelled reference images (SAQT-IQA). Scores are on the scale `{transfer['score_scale']}`; higher is better.",
         "",
         proxy + "## Loading",
         "",
@@ -215,13 +232,24 @@ def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
         "",
         "Check the files with `sha256sum -c SHA256SUMS`, or `saqt verify .` with the toolkit.",
         "",
+    ]
+
+
+def _fields_section(fields: list[tuple[str, str]]) -> list[str]:
+    return [
         "## Fields",
         "",
         "| field | meaning |",
         "|---|---|",
         *(f"| `{name}` | {meaning} |" for name, meaning in fields),
         "",
-        *_constants_section(meta["saqt"]["run_constants"]),
+    ]
+
+
+def _how_made_section(p: dict, types: list[str]) -> list[str]:
+    """The provenance ``p`` in words: source, screen, distortions, bank, matching, rule, splits, commands."""
+    bank, transfer, dist = p["bank"], p["transfer"], p["distortions"]
+    return [
         "## How it was made",
         "",
         f"- **Pristine images:** source `{p['source']['name']}` ({p['source'].get('description', '')}); "
@@ -245,8 +273,11 @@ def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
         "",
         *code_block([c for c in p["commands"] if c], "sh"),
         "",
-        *_rerender_section(meta),
-        *_licence_section(meta),
+    ]
+
+
+def _citation_section() -> list[str]:
+    return [
         "## Citation",
         "",
         "If you use this dataset, cite the paper whose method made it (SAQT-IQA, with the GlintIQA model) and "
@@ -258,10 +289,6 @@ def render_card(meta: dict, fields: list[tuple[str, str]]) -> str:
         "",
         "The complete provenance, machine-readable, is the `saqt:` entry of this card's front matter.",
     ]
-    front = yaml.safe_dump(
-        json.loads(json.dumps(meta)), sort_keys=False, allow_unicode=True, width=120, default_flow_style=None
-    )
-    return FRONT_MATTER + front + "---\n\n" + "\n".join(lines) + "\n"
 
 
 def _constants_section(constants: dict) -> list[str]:

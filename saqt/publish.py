@@ -259,33 +259,12 @@ def redact_command(command: str) -> str:
 
 
 def provenance(config: PublishConfig, label: dict, build: dict, command: str) -> dict:
-    """Where every part of the set came from, as recorded in the card; no path of the publisher's machine. Long
-    because it is one literal, the card's provenance record field by field."""
+    """Where every part of the set came from, as recorded in the card; no path of the publisher's machine."""
     bc, lc, bank = build["config"], label["config"], label["inputs"]["bank"]
-    spec = source_spec(bc["source"])
     return {
         "toolkit_version": __version__,
-        "source": {
-            "name": bc["source"],
-            "split": bc["split"],
-            "description": spec.get("description", ""),
-            "license": spec.get("license", "unknown"),
-            "license_note": spec.get("license_note", ""),
-            "selection": bc.get("selection")
-            if bc.get("selection") in NOT_PATHS
-            else "a file of image names"
-            if bc.get("selection")
-            else None,
-        },
-        "selection": {
-            "selected": build["inputs"]["selection"]["images"],
-            "keys_sha256": build["inputs"]["selection"]["keys_sha256"],
-            "limit": bc["limit"],
-            "per_class": bc["per_class"],
-            "pristine": build["counts"]["pristine"],
-            "skipped": build["counts"]["skipped"],
-            "skipped_by_reason": build["counts"]["skipped_by_reason"],
-        },
+        "source": _source_record(bc),
+        "selection": _selection_record(build),
         "canonical_size": bc["size"],
         "screen": {
             "min_side": bc["min_side"],
@@ -294,15 +273,7 @@ def provenance(config: PublishConfig, label: dict, build: dict, command: str) ->
             "max_pixels": bc["max_pixels"],
             **build.get("screen", {}),
         },
-        "distortions": {
-            "catalogue": build["inputs"]["catalogue"],
-            "types": bc["types"],
-            "levels": bc["levels"],
-            "per_image": bc["per_image"],
-            "recipe_only": bc["recipe_only"],
-            "rendered_at_publish": config.render,
-            "withheld_at_publish": config.recipe_only,
-        },
+        "distortions": _distortions_record(config, build),
         "bank": {
             k: bank.get(k)
             for k in ("kind", "references", "proxy", "metric", "score_meaning", "scores_sha256", "excluded")
@@ -328,6 +299,51 @@ def provenance(config: PublishConfig, label: dict, build: dict, command: str) ->
             redact_command(c)
             for c in (build.get("command", ""), bank.get("command") or "", label.get("command", ""), command)
         ],
+    }
+
+
+def _source_record(bc: dict) -> dict:
+    """The build's source as the card names it: a catalogue name and its licence, never a local path."""
+    spec = source_spec(bc["source"])
+    return {
+        "name": bc["source"],
+        "split": bc["split"],
+        "description": spec.get("description", ""),
+        "license": spec.get("license", "unknown"),
+        "license_note": spec.get("license_note", ""),
+        "selection": bc.get("selection")
+        if bc.get("selection") in NOT_PATHS
+        else "a file of image names"
+        if bc.get("selection")
+        else None,
+    }
+
+
+def _selection_record(build: dict) -> dict:
+    """Which images the build selected, kept and skipped (build manifest: ``inputs.selection`` and ``counts``)."""
+    bc = build["config"]
+    return {
+        "selected": build["inputs"]["selection"]["images"],
+        "keys_sha256": build["inputs"]["selection"]["keys_sha256"],
+        "limit": bc["limit"],
+        "per_class": bc["per_class"],
+        "pristine": build["counts"]["pristine"],
+        "skipped": build["counts"]["skipped"],
+        "skipped_by_reason": build["counts"]["skipped_by_reason"],
+    }
+
+
+def _distortions_record(config: PublishConfig, build: dict) -> dict:
+    """The catalogue and cells the build used, and whether publish rendered or withheld the images."""
+    bc = build["config"]
+    return {
+        "catalogue": build["inputs"]["catalogue"],
+        "types": bc["types"],
+        "levels": bc["levels"],
+        "per_image": bc["per_image"],
+        "recipe_only": bc["recipe_only"],
+        "rendered_at_publish": config.render,
+        "withheld_at_publish": config.recipe_only,
     }
 
 
@@ -457,14 +473,26 @@ def write_dataset(
 ) -> dict:
     """Write the whole dataset, from ``labels`` and their build, into the empty folder ``staging``; returns the
     card's front matter."""
-    label = labels.manifest
-    prov = provenance(config, label, reader.manifest, command)
+    prov = provenance(config, labels.manifest, reader.manifest, command)
     dataset_id = _dataset_id(prov, config)
     schema = publish_schema(dataset_id)
+    files = _write_splits(config, labels, reader, staging, schema, progress)
+    recipe_only = config.recipe_only or (reader.manifest["config"]["recipe_only"] and not config.render)
+    meta = _card_meta(config, prov, dataset_id, schema, files, recipe_only)
+    write_bytes_atomic(staging / CARD, render_card(meta, [(f.name, FIELD_MEANINGS[f.name]) for f in schema]).encode())
+    listed = [e["path"] for f in files.values() for e in f] + [CARD]
+    write_bytes_atomic(staging / SUMS, "".join(f"{sha256_file(staging / p)}  {p}\n" for p in sorted(listed)).encode())
+    return meta
+
+
+def _write_splits(
+    config: PublishConfig, labels: Stage, reader: BuildReader, staging: Path, schema: pa.Schema, progress: bool
+) -> dict[str, list[dict]]:
+    """Stream every labelled row into the train or validation shards (by pristine image); each split's files."""
     pristine_ids = sorted({r["pristine_id"] for r in reader.rows("pristine", ["pristine_id"])})
     held_out = validation_ids(pristine_ids, config.validation, config.seed)
     writers = {s: _SplitWriter(staging, s, schema, config.shard_bytes) for s in SPLITS}
-    total = label["counts"]["labels"]
+    total = labels.manifest["counts"]["labels"]
     held = pa.array(sorted(held_out), pa.string())
     pristine = pristine_records(reader)
     with aborting(*writers.values()):
@@ -474,15 +502,20 @@ def write_dataset(
                 writers["validation"].add(table.filter(in_validation))
                 writers["train"].add(table.filter(pc.invert(in_validation)))
                 bar.update(table.num_rows)
-        files = {s: w.close() for s, w in writers.items()}
+        return {s: w.close() for s, w in writers.items()}
+
+
+def _card_meta(
+    config: PublishConfig, prov: dict, dataset_id: str, schema: pa.Schema, files: dict, recipe_only: bool
+) -> dict:
+    """The card's front matter: the Hub's fields (licence, size, features, splits, data files), then ``saqt:``."""
     splits = [
         {"name": s, "num_bytes": sum(e["bytes"] for e in files[s]), "num_examples": sum(e["rows"] for e in files[s])}
         for s in SPLITS
         if files[s]
     ]
     rows = sum(s["num_examples"] for s in splits)
-    recipe_only = config.recipe_only or (reader.manifest["config"]["recipe_only"] and not config.render)
-    meta = {
+    return {
         **card_license(config, source_spec(prov["source"]["name"])),
         "pretty_name": f"SAQT-IQA ({prov['source']['name']}, {rows:,} images)",
         "task_categories": TASK_CATEGORIES,
@@ -510,10 +543,6 @@ def write_dataset(
             "provenance": prov,
         },
     }
-    write_bytes_atomic(staging / CARD, render_card(meta, [(f.name, FIELD_MEANINGS[f.name]) for f in schema]).encode())
-    listed = [e["path"] for f in files.values() for e in f] + [CARD]
-    write_bytes_atomic(staging / SUMS, "".join(f"{sha256_file(staging / p)}  {p}\n" for p in sorted(listed)).encode())
-    return meta
 
 
 def filesystem(url: str, option: str) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -23,29 +23,27 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
-import pyarrow.dataset as pads  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from saqt.bank import Bank, load_bank  # noqa: E402
-from saqt.bank_fit import bank_fit  # noqa: E402
-from saqt.card import read_card  # noqa: E402
-from saqt.distortions import catalogue  # noqa: E402
-from saqt.errors import OutputError, SaqtError  # noqa: E402
-from saqt.images import ImageDecodeError, decode_image  # noqa: E402
-from saqt.info import summarise  # noqa: E402
-from saqt.reader import BuildReader  # noqa: E402
-from saqt.safe_files import in_the_way, own_file, write_bytes_atomic, writing  # noqa: E402
-from saqt.shards import BUILD_ERRORS  # noqa: E402
-from saqt.stage import CARD, SUMS, StageError, identify, open_stage, read_sums  # noqa: E402
-from saqt.transfer import SELF_MATCH  # noqa: E402
+from saqt.bank import Bank, load_bank
+from saqt.bank_fit import bank_fit
+from saqt.card import read_card
+from saqt.distortions import catalogue
+from saqt.errors import OutputError, SaqtError
+from saqt.images import ImageDecodeError, decode_image
+from saqt.info import summarise
+from saqt.reader import BuildReader
+from saqt.safe_files import in_the_way, own_file, write_bytes_atomic, writing
+from saqt.shards import BUILD_ERRORS
+from saqt.stage import CARD, SUMS, StageError, identify, open_stage, read_sums
+from saqt.transfer import SELF_MATCH
 
 CELL_COLUMNS = ["pristine_id", "dist_type", "level", "score"]
 MATCH_COLUMNS = ["pristine_id", "neighbours", "similarities", "weights"]
@@ -55,7 +53,7 @@ PRISTINE_COLUMNS = ["source_key", "orig_width", "orig_height", "jpeg_quality", "
 HEAD = "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>SAQT-IQA report"  # how every report begins
 KINDS = {"label": "labels (saqt label)", "build": "a build (saqt build)", "published": "a published set (saqt publish)"}
 NAMED_BARS = 40  # the bank-usage plot names each reference of a bank this small, and ranks those of a larger one
-LEVEL_COLOURS = plt.get_cmap("viridis")(np.linspace(0.05, 0.85, 5))
+LEVEL_COLOURS = colormaps["viridis"](np.linspace(0.05, 0.85, 5))
 
 
 @dataclass
@@ -195,10 +193,15 @@ def _open_bank(config: dict) -> tuple[Bank | None, str]:
 # ---------------------------------------------------------------- embedding helpers
 
 
-def _png_uri(fig: plt.Figure) -> str:
+def _subplots(figsize: tuple[float, float], rows: int = 1, cols: int = 1, **kwargs) -> tuple[Figure, np.ndarray]:
+    """A figure and its axes, made with matplotlib's object API (no pyplot state, no backend to switch)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, **kwargs)
+
+
+def _png_uri(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -314,9 +317,7 @@ def _pixels(data: StageData, row: dict) -> np.ndarray | None:
 def _per_type_figure(count: int):
     """A grid of small panels, five per row, one per distortion type present."""
     rows, cols = -(-count // 5), min(count, 5)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(2.6 * cols, 2.1 * rows + 0.5), sharex=True, sharey=True, squeeze=False
-    )
+    fig, axes = _subplots((2.6 * cols, 2.1 * rows + 0.5), rows, cols, sharex=True, sharey=True, squeeze=False)
     axes = axes.ravel()
     for ax in axes[count:]:
         ax.set_visible(False)
@@ -392,7 +393,7 @@ def _similarities(matches: pa.Table) -> str:
     sims = matches.column("similarities").to_pylist()
     top1 = np.array([s[0] for s in sims if s])
     rest = np.array([x for s in sims for x in s[1:]])
-    fig, ax = plt.subplots(figsize=(8, 3.4))
+    fig, ax = _subplots((8, 3.4))
     bins = np.linspace(min(top1.min(), rest.min() if len(rest) else 1), 1.0, 41)
     ax.hist(top1, bins=bins, color="#1f77b4", alpha=0.85, label="nearest reference")
     if len(rest):
@@ -423,7 +424,7 @@ def _usage_figure(counts: np.ndarray, names: list[str] | None, unused: int, log:
     or by rank for a large bank; a ``log`` count axis."""
     label = "pristine images labelled (as nearest reference)"
     if names is not None:
-        fig, ax = plt.subplots(figsize=(8, 0.9 + 0.25 * len(names)))
+        fig, ax = _subplots((8, 0.9 + 0.25 * len(names)))
         ax.barh(np.arange(len(names)), counts, height=0.7, color="#1f77b4")
         ax.set_yticks(np.arange(len(names)), names, fontsize=8)
         ax.invert_yaxis()
@@ -431,7 +432,7 @@ def _usage_figure(counts: np.ndarray, names: list[str] | None, unused: int, log:
         ax.set_xlabel(label)
         axis = ax.xaxis
     else:
-        fig, ax = plt.subplots(figsize=(8, 3.4))
+        fig, ax = _subplots((8, 3.4))
         ax.bar(np.arange(1, len(counts) + 1), counts, width=1.0 if len(counts) > 50 else 0.8, color="#1f77b4")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(f"bank references by rank, most used first ({unused} never nearest); the tables name them")
@@ -511,7 +512,7 @@ def _bank_note(data: StageData) -> str:
 def _colour(value: float, lo: float, hi: float) -> str:
     if not np.isfinite(value):
         return "#d9dce2"
-    r, g, b, _ = plt.get_cmap("viridis")((value - lo) / (hi - lo) if hi > lo else 0.5)
+    r, g, b, _ = colormaps["viridis"]((value - lo) / (hi - lo) if hi > lo else 0.5)
     return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
 
 
@@ -656,7 +657,7 @@ def _kept(data: StageData, sc: dict) -> str:
         f"Of the {len(rows):,} images kept: enlarged {enlarged:,}{largest}; reduced or kept at size "
         f"{len(rows) - enlarged:,}. JPEGs {len(quality):,}{jpegs}; other formats {len(rows) - len(quality):,}."
     )
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 2.6))
+    fig, (left, right) = _subplots((9, 2.6), 1, 2)
     left.hist(factor, bins=min(30, max(5, len(factor))), color="#1f77b4")
     left.axvline(
         sc.get("max_upscale", 1.0), color="crimson", ls="--", lw=1, label=f"--max-upscale {sc.get('max_upscale', 1.0)}"
@@ -785,93 +786,33 @@ background:linear-gradient(to right,#440154,#3b528b,#21918c,#5ec962,#fde725)}
 """
 
 
+Section = tuple[str, str, str, str]  # anchor, title, lead text, HTML content
+
+
 def render_report(folder: Path, images: int = 2, fidelity: Path | None = None, pairs: int = 12) -> str:
     """The report of ``folder`` as one HTML string: ``images`` pristine images in the type x level grid, ``pairs``
-    next to the references they were matched to. Long because it lists the report's sections, each with its title,
-    lead text and the condition under which it appears."""
+    next to the references they were matched to."""
     data = load_stage(folder)
+    return _page(folder, data.kind, _sections(folder, data, images, fidelity, pairs))
+
+
+def _sections(folder: Path, data: StageData, images: int, fidelity: Path | None, pairs: int) -> list[Section]:
+    """The report's sections in page order, each where it applies: scores only for labels, matches only where
+    the labels were matched, fidelity for all but a build."""
     scores = data.cells.column("score").to_numpy(zero_copy_only=False).astype(float)
     types = data.cells.column("dist_type").to_numpy()
     levels = data.cells.column("level").to_numpy()
     pristine = data.cells.column("pristine_id").to_numpy(zero_copy_only=False)
     labelled = data.kind != "build" and np.isfinite(scores).any()
     matched = labelled and data.matches is not None and any(data.matches.column("neighbours").to_pylist())
-    sections = [
-        (
-            "summary",
-            "Summary",
-            "What this folder holds.",
-            f"<pre class='summary'>{html.escape(chr(10).join(summarise(folder)))}</pre>"
-            + (
-                f"<p>Scores: {np.isfinite(scores).sum():,} of {len(scores):,} images scored; mean {np.nanmean(scores):.2f}, "
-                f"range {np.nanmin(scores):.2f} to {np.nanmax(scores):.2f}.</p>"
-                if labelled
-                else ""
-            )
-            + (_fit_warning(data) if matched else ""),
-        )
-    ]
+    sections = [_summary_section(folder, data, scores, labelled, matched)]
     if matched:
-        sections.append(
-            (
-                "matches",
-                "Matches",
-                "The heart of the method: each pristine image inherits, for every "
-                "distortion type and level, the score of the same distortion of the bank reference(s) it "
-                "was matched to.",
-                _matches(data, pairs),
-            )
-        )
-    sections += [
-        (
-            "screen",
-            "Pristine screen",
-            "Which source images were kept as pristine, which were refused and "
-            "why: an enlarged or heavily compressed photo is not pristine.",
-            _screen(data),
-        ),
-        (
-            "grid",
-            "Distortions",
-            f"Every type x level for {min(images, len(set(pristine)))} pristine images"
-            + (", with each image's transferred score." if labelled else "."),
-            _grid(data, images),
-        ),
-    ]
+        sections.append(_matches_section(data, pairs))
+    sections += _build_sections(data, images, len(set(pristine)), labelled)
     if labelled:
-        sections += [
-            (
-                "histograms",
-                "Score histograms",
-                "How the transferred scores spread within each type; stronger levels "
-                "should sit further left (lower quality). Bars are stacked by level.",
-                _score_histograms(scores, types, levels),
-            ),
-            (
-                "levels",
-                "Score against level",
-                "One grey line per pristine image, the mean in black. Scores should fall "
-                "as the level rises; flat or rising lines point to a type the bank's references score inconsistently.",
-                _score_vs_level(scores, types, levels, pristine),
-            ),
-        ]
+        sections += _score_sections(scores, types, levels, pristine)
     if matched:
-        sections += [
-            (
-                "similarity",
-                "Neighbour similarity",
-                "How close each pristine image's bank references are in the "
-                "encoder's space: low similarities mean labels borrowed from unlike content.",
-                _similarities(data.matches),
-            ),
-            (
-                "bank",
-                "Bank usage",
-                "How many pristine images each reference labelled: a few dominant references "
-                "narrow the labels' diversity.",
-                _bank_usage(data),
-            ),
-        ]
+        sections += _bank_sections(data)
     if data.kind != "build":
         sections.append(
             (
@@ -882,6 +823,91 @@ def render_report(folder: Path, images: int = 2, fidelity: Path | None = None, p
             )
         )
     sections.append(("errors", "Skipped inputs", "Source images the build left out, by reason.", _errors(data)))
+    return sections
+
+
+def _summary_section(folder: Path, data: StageData, scores: np.ndarray, labelled: bool, matched: bool) -> Section:
+    """What ``saqt info`` says of the folder, the scores' spread where it is labelled, and the bank-fit note."""
+    spread = (
+        f"<p>Scores: {np.isfinite(scores).sum():,} of {len(scores):,} images scored; mean {np.nanmean(scores):.2f}, "
+        f"range {np.nanmin(scores):.2f} to {np.nanmax(scores):.2f}.</p>"
+        if labelled
+        else ""
+    )
+    summary = f"<pre class='summary'>{html.escape(chr(10).join(summarise(folder)))}</pre>"
+    return ("summary", "Summary", "What this folder holds.", summary + spread + (_fit_warning(data) if matched else ""))
+
+
+def _matches_section(data: StageData, pairs: int) -> Section:
+    return (
+        "matches",
+        "Matches",
+        "The heart of the method: each pristine image inherits, for every "
+        "distortion type and level, the score of the same distortion of the bank reference(s) it "
+        "was matched to.",
+        _matches(data, pairs),
+    )
+
+
+def _build_sections(data: StageData, images: int, pristine_count: int, labelled: bool) -> list[Section]:
+    """The pristine screen and the type x level grid: what every folder shows."""
+    return [
+        (
+            "screen",
+            "Pristine screen",
+            "Which source images were kept as pristine, which were refused and "
+            "why: an enlarged or heavily compressed photo is not pristine.",
+            _screen(data),
+        ),
+        (
+            "grid",
+            "Distortions",
+            f"Every type x level for {min(images, pristine_count)} pristine images"
+            + (", with each image's transferred score." if labelled else "."),
+            _grid(data, images),
+        ),
+    ]
+
+
+def _score_sections(scores: np.ndarray, types: np.ndarray, levels: np.ndarray, pristine: np.ndarray) -> list[Section]:
+    return [
+        (
+            "histograms",
+            "Score histograms",
+            "How the transferred scores spread within each type; stronger levels "
+            "should sit further left (lower quality). Bars are stacked by level.",
+            _score_histograms(scores, types, levels),
+        ),
+        (
+            "levels",
+            "Score against level",
+            "One grey line per pristine image, the mean in black. Scores should fall "
+            "as the level rises; flat or rising lines point to a type the bank's references score inconsistently.",
+            _score_vs_level(scores, types, levels, pristine),
+        ),
+    ]
+
+
+def _bank_sections(data: StageData) -> list[Section]:
+    return [
+        (
+            "similarity",
+            "Neighbour similarity",
+            "How close each pristine image's bank references are in the "
+            "encoder's space: low similarities mean labels borrowed from unlike content.",
+            _similarities(data.matches),
+        ),
+        (
+            "bank",
+            "Bank usage",
+            "How many pristine images each reference labelled: a few dominant references narrow the labels' diversity.",
+            _bank_usage(data),
+        ),
+    ]
+
+
+def _page(folder: Path, kind: str, sections: list[Section]) -> str:
+    """The HTML page: header naming the folder, a link per section, the sections."""
     nav = "".join(f'<a href="#{key}">{title}</a>' for key, title, _, _ in sections)
     body = "".join(
         f'<section id="{key}"><h2>{title}</h2><p class="lead">{lead}</p>{content}</section>'
@@ -891,7 +917,7 @@ def render_report(folder: Path, images: int = 2, fidelity: Path | None = None, p
     title = f"SAQT-IQA report: {where.parent.name}/{where.name}"  # the folder and its parent say which run it was
     return (
         f"{HEAD}{html.escape(title.removeprefix('SAQT-IQA report'))}</title><style>{CSS}</style></head><body><header>"
-        f"<h1>{html.escape(title)}</h1><p>{KINDS[data.kind]} · {html.escape(str(where))} · one self-contained file: "
+        f"<h1>{html.escape(title)}</h1><p>{KINDS[kind]} · {html.escape(str(where))} · one self-contained file: "
         f"thumbnails and plots are inline, no folder next to it</p></header><nav>{nav}</nav><main>{body}</main>"
         "</body></html>"
     )

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numba
 import numpy as np
 from numba import types
-from numba.extending import overload
+from numba.extending import overload, register_jitable
 
 from saqt.distortions.primitives import mround
 
@@ -96,12 +96,10 @@ def _sort_simplex(simplex: np.ndarray, values: np.ndarray) -> None:
     values[:] = values[order]
 
 
-def _nelder_mead(cost, args, x0, tol_x, tol_f, max_iter, max_evals):
-    """Nelder-Mead simplex search with the steps, initial simplex and stopping rule of MATLAB's fminsearch.
-
-    Minimises ``_evaluate(cost, x, args)``: Python runs it for any callable, numba compiles it for a tag.
-    Long because it follows fminsearch step for step, so the two read side by side.
-    """
+@register_jitable
+def _initial_simplex(cost, args, x0):
+    """fminsearch's start: ``x0`` and, per coordinate, ``x0`` with that coordinate 5% larger (0.00025 where it is
+    0); the vertices and their values, best first."""
     n = x0.size
     simplex = np.empty((n + 1, n))
     values = np.empty(n + 1)
@@ -110,57 +108,77 @@ def _nelder_mead(cost, args, x0, tol_x, tol_f, max_iter, max_evals):
         if i > 0:
             simplex[i, i - 1] = 1.05 * x0[i - 1] if x0[i - 1] != 0 else 0.00025
         values[i] = _evaluate(cost, simplex[i], args)
-    evals = n + 1
     _sort_simplex(simplex, values)
-    iters = 1
-    while evals < max_evals and iters < max_iter:
-        spread_f = np.max(np.abs(values[0] - values[1:]))
-        spread_x = np.max(np.abs(simplex[1:] - simplex[0]))
-        if spread_f <= max(tol_f, 10 * np.spacing(values[0])) and spread_x <= max(
-            tol_x, 10 * np.spacing(np.max(simplex[0]))
-        ):
-            break
-        centroid = simplex[0].copy()
-        for i in range(1, n):
-            centroid += simplex[i]
-        centroid /= n
-        worst = simplex[n].copy()
-        reflected = 2 * centroid - worst
-        f_r = _evaluate(cost, reflected, args)
+    return simplex, values
+
+
+@register_jitable
+def _converged(simplex, values, tol_x, tol_f):
+    """fminsearch's stopping rule: every vertex within ``tol_f`` of the best value and ``tol_x`` of the best point."""
+    spread_f = np.max(np.abs(values[0] - values[1:]))
+    spread_x = np.max(np.abs(simplex[1:] - simplex[0]))
+    return spread_f <= max(tol_f, 10 * np.spacing(values[0])) and spread_x <= max(
+        tol_x, 10 * np.spacing(np.max(simplex[0]))
+    )
+
+
+@register_jitable
+def _contract(cost, args, simplex, values, centroid, worst, f_r):
+    """Contract the worst vertex (outside of the simplex when the reflection ``f_r`` beat it, else inside); shrink
+    every vertex halfway to the best one when that fails. Returns the number of evaluations."""
+    n = values.size - 1
+    outside = f_r < values[n]
+    contracted = 1.5 * centroid - 0.5 * worst if outside else 0.5 * centroid + 0.5 * worst
+    f_c = _evaluate(cost, contracted, args)
+    if (f_c <= f_r) if outside else (f_c < values[n]):
+        simplex[n], values[n] = contracted, f_c
+        return 1
+    for i in range(1, n + 1):
+        simplex[i] = simplex[0] + 0.5 * (simplex[i] - simplex[0])
+        values[i] = _evaluate(cost, simplex[i], args)
+    return 1 + n
+
+
+@register_jitable
+def _step(cost, args, simplex, values):
+    """One fminsearch iteration: the worst vertex reflected through the others' centroid, then expanded, kept or
+    contracted; the simplex sorted again. Returns the number of evaluations."""
+    n = values.size - 1
+    centroid = simplex[0].copy()
+    for i in range(1, n):
+        centroid += simplex[i]
+    centroid /= n
+    worst = simplex[n].copy()
+    reflected = 2 * centroid - worst
+    f_r = _evaluate(cost, reflected, args)
+    evals = 1
+    if f_r < values[0]:
+        expanded = 3 * centroid - 2 * worst
+        f_e = _evaluate(cost, expanded, args)
         evals += 1
-        shrink = False
-        if f_r < values[0]:
-            expanded = 3 * centroid - 2 * worst
-            f_e = _evaluate(cost, expanded, args)
-            evals += 1
-            if f_e < f_r:
-                simplex[n], values[n] = expanded, f_e
-            else:
-                simplex[n], values[n] = reflected, f_r
-        elif f_r < values[n - 1]:
-            simplex[n], values[n] = reflected, f_r
-        elif f_r < values[n]:
-            contracted = 1.5 * centroid - 0.5 * worst
-            f_c = _evaluate(cost, contracted, args)
-            evals += 1
-            if f_c <= f_r:
-                simplex[n], values[n] = contracted, f_c
-            else:
-                shrink = True
+        if f_e < f_r:
+            simplex[n], values[n] = expanded, f_e
         else:
-            contracted = 0.5 * centroid + 0.5 * worst
-            f_c = _evaluate(cost, contracted, args)
-            evals += 1
-            if f_c < values[n]:
-                simplex[n], values[n] = contracted, f_c
-            else:
-                shrink = True
-        if shrink:
-            for i in range(1, n + 1):
-                simplex[i] = simplex[0] + 0.5 * (simplex[i] - simplex[0])
-                values[i] = _evaluate(cost, simplex[i], args)
-            evals += n
-        _sort_simplex(simplex, values)
+            simplex[n], values[n] = reflected, f_r
+    elif f_r < values[n - 1]:
+        simplex[n], values[n] = reflected, f_r
+    else:
+        evals += _contract(cost, args, simplex, values, centroid, worst, f_r)
+    _sort_simplex(simplex, values)
+    return evals
+
+
+def _nelder_mead(cost, args, x0, tol_x, tol_f, max_iter, max_evals):
+    """Nelder-Mead simplex search with the steps, initial simplex and stopping rule of MATLAB's fminsearch.
+
+    Minimises ``_evaluate(cost, x, args)``: Python runs it for any callable, numba compiles it for a tag (its
+    parts are ``register_jitable``: plain Python when called from Python).
+    """
+    simplex, values = _initial_simplex(cost, args, x0)
+    evals = x0.size + 1
+    iters = 1
+    while evals < max_evals and iters < max_iter and not _converged(simplex, values, tol_x, tol_f):
+        evals += _step(cost, args, simplex, values)
         iters += 1
     return simplex[0].copy()
 
