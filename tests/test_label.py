@@ -90,7 +90,9 @@ def test_synth_bank_is_a_marked_proxy(kodak_bank):
 
 
 def test_labels_follow_the_rule_and_carry_provenance(tmp_path, sample_build, kodak_bank):
-    config = LabelConfig(build=str(sample_build), bank=str(kodak_bank), encoder="effnet-lite0", rule="topk", k=3)
+    config = LabelConfig(
+        build=str(sample_build), bank=str(kodak_bank), encoder="effnet-lite0", rule="topk", neighbours=3
+    )
     manifest = run_label(on_cpu(config), tmp_path / "l", QUIET)
     labels = pq.read_table(tmp_path / "l" / "labels").to_pylist()
     assert manifest["complete"] and len(labels) == 5 * 9 == manifest["counts"]["labels"]
