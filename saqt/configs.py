@@ -155,7 +155,7 @@ class BuildConfig:
         return json.loads(json.dumps(asdict(self)))
 
 
-SYNTH_METRICS = ("ms_ssim", "psnr")  # the full-reference proxies `saqt bank synth` scores with (saqt.bank_synth)
+SYNTH_METRICS = {"ms_ssim": "saqt.bank_synth:ms_ssim", "psnr": "saqt.bank_synth:psnr"}  # full-reference proxies
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window
 
 
