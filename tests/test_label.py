@@ -159,7 +159,7 @@ def test_labels_are_deterministic_and_resume(tmp_path, sample_build, kodak_bank)
     assert {p.name: sha256_file(p) for p in sorted((tmp_path / "x").glob("*/*.parquet"))} == digest
     assert (tmp_path / "x" / "saqt-iqa" / "part-00000.parquet").stat().st_mtime_ns == kept
     with pytest.raises(StageConflict, match="another config \\(k\\)"):
-        run_label(on_cpu(LabelConfig(**{**config.__dict__, "k": 5})), tmp_path / "x", QUIET)
+        run_label(on_cpu(LabelConfig(**{**config.__dict__, "neighbours": 5})), tmp_path / "x", QUIET)
 
 
 def test_recipe_only_build_joins_recipes(tmp_path, kodak_bank):
