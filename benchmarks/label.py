@@ -80,7 +80,7 @@ def matching_ratio(refs: int = 100_000, queries: int = 20_000, dim: int = 512, k
     start = time.perf_counter()
     index.search(q, k)
     raw = queries / (time.perf_counter() - start)
-    rule = Rule("topk", k=k)
+    rule = Rule("topk", neighbours=k)
     start = time.perf_counter()
     sims, ids = search(index, q, k)
     transfer(ids, neighbour_weights(sims, rule), scores)

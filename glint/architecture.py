@@ -12,7 +12,10 @@ VIT_NAME = "vit_small_patch16_224"
 VIT_TAG = "augreg_in21k_ft_in1k"  # timm's default pretrained weights for ViT-S/16, those the release's timm loads
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-19c8e357.pth"  # torchvision's ImageNet weights
 RANDOM = "random"
-LOCAL_BACKBONE_NAMES = ("resnet50", "efficientnet_lite0")  # the keys of glint.backbones.LOCAL_BACKBONES
+LOCAL_BACKBONES = {
+    "resnet50": "glint.backbones:ResNet50Local",
+    "efficientnet_lite0": "glint.backbones:EfficientNetLite0Local",
+}
 CWSA_VARIANTS = ("released", "plain")
 
 
@@ -46,9 +49,9 @@ class GlintConfig:
 
     def __post_init__(self):
         """Every field's type and range, checked here only: for options and for checkpoints' records alike."""
-        if not isinstance(self.local_backbone, str) or self.local_backbone not in LOCAL_BACKBONE_NAMES:
+        if not isinstance(self.local_backbone, str) or self.local_backbone not in LOCAL_BACKBONES:
             raise ConfigError(
-                f"--local-backbone must be one of {', '.join(LOCAL_BACKBONE_NAMES)}, got {self.local_backbone!r}"
+                f"--local-backbone must be one of {', '.join(LOCAL_BACKBONES)}, got {self.local_backbone!r}"
             )
         if not isinstance(self.cwsa, str) or self.cwsa not in CWSA_VARIANTS:
             raise ConfigError(f"--cwsa must be one of {', '.join(CWSA_VARIANTS)}, got {self.cwsa!r}")

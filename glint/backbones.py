@@ -218,6 +218,3 @@ class EfficientNetLite0Local(nn.Module):
             if i in self.taps:
                 out.append(x)
         return out
-
-
-LOCAL_BACKBONES = {"resnet50": ResNet50Local, "efficientnet_lite0": EfficientNetLite0Local}

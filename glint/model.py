@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from glint import scoring
-from glint.architecture import CWSA_VARIANTS, GlintConfig
-from glint.backbones import LOCAL_BACKBONES, ViTBackbone
+from glint.architecture import CWSA_VARIANTS, LOCAL_BACKBONES, GlintConfig
+from glint.backbones import ViTBackbone
 from glint.scale import recorded_scale
 from saqt.errors import ConfigError
+from saqt.registry import resolve
 
 TOKENS = 196  # 14 x 14 at 224 px
 GRID = 14
@@ -87,7 +88,7 @@ class CLFE(nn.Module):
 
     def __init__(self, local_backbone: str, weights: str | None, dim: int):
         super().__init__()
-        cnn_cls = LOCAL_BACKBONES[local_backbone]
+        cnn_cls = resolve(LOCAL_BACKBONES[local_backbone])
         self.backbone = cnn_cls(weights)
         c1, c2, c3 = cnn_cls.channels
         self.patch_embed1, self.patch_embed2, self.patch_embed3 = (

@@ -50,11 +50,11 @@ def predict_images(
     resize: tuple[int, int] | None = None,
     batch_size: int = BATCH_IMAGES,
     amp: bool = False,
-    progress: Progress | None = None,
+    bar: Progress | None = None,
     released_crops: bool = False,
 ) -> list[float]:
     """Mean prediction over ``crops`` random 224 crops of each (uint8 RGB image, crop seed), ``batch_size`` images
-    per forward pass, the model in eval mode; fp16 autocast on CUDA when ``amp``. ``progress`` is advanced per image.
+    per forward pass, the model in eval mode; fp16 autocast on CUDA when ``amp``. ``bar`` is advanced per image.
     ``released_crops``: crops drawn as the release's ``RandomCrop`` draws them (``glint.data.crop_views``)."""
     if crops < 1 or batch_size < 1:
         raise ConfigError(f"crops and batch size must be at least 1, got {crops} and {batch_size}")
@@ -65,19 +65,21 @@ def predict_images(
     for image, seed in images:
         pending.append(crop_views(prepare(image, resize), crops, seed, released_crops))
         if len(pending) == batch_size:
-            out += _mean_scores(model, pending, device, half, progress)
+            out += _mean_scores(model, pending, device, half, bar)
             pending = []
     if pending:
-        out += _mean_scores(model, pending, device, half, progress)
+        out += _mean_scores(model, pending, device, half, bar)
     return out
 
 
-def _mean_scores(model, views: list[torch.Tensor], device: torch.device, half: bool, progress) -> list[float]:
+def _mean_scores(
+    model, views: list[torch.Tensor], device: torch.device, half: bool, bar: Progress | None
+) -> list[float]:
     x = torch.cat(views).to(device, non_blocking=True)
     with torch.autocast("cuda", dtype=torch.float16, enabled=half):
         y = model(x).float()
-    if progress is not None:
-        progress.update(len(views))
+    if bar is not None:
+        bar.update(len(views))
     return y.view(len(views), -1).mean(dim=1).tolist()
 
 

@@ -39,6 +39,7 @@ from glint.scoring import BATCH_IMAGES, crop_seed, predict_images
 from saqt import __version__
 from saqt.encoders import pick_device
 from saqt.errors import ConfigError, SaqtError
+from saqt.progress import Progress
 from saqt.safe_files import atomic_write, write_bytes_atomic
 from saqt.seeding import derive_seed
 from saqt.stage import LOCK, FolderLock
@@ -138,18 +139,18 @@ def score_eval_set(
     seed: int,
     device: torch.device,
     amp: bool = True,
-    progress=None,
+    bar: Progress | None = None,
     batch_size: int = BATCH_IMAGES,
     epoch: int | None = None,
 ) -> tuple[list[float], float]:
-    """The model's scores of ``data`` and the seconds they took; ``progress`` (a bar) is advanced per image. Image
+    """The model's scores of ``data`` and the seconds they took; ``bar`` is advanced per image. Image
     i's crops are seeded by (seed, i), the same every epoch; with an ``epoch``, by (seed, epoch, i) and drawn as the
     release's ``RandomCrop`` draws them: new crops every epoch, the same on a rerun."""
     start = time.perf_counter()
     keys = range(len(data.items)) if epoch is None else (f"epoch {epoch} image {i}" for i in range(len(data.items)))
     images = ((data.load(item), crop_seed(seed, key)) for item, key in zip(data.items, keys, strict=True))
     released = epoch is not None
-    preds = predict_images(model, images, crops, device, data.resize, batch_size, amp, progress, released)
+    preds = predict_images(model, images, crops, device, data.resize, batch_size, amp, bar, released)
     return preds, time.perf_counter() - start
 
 
@@ -165,11 +166,11 @@ def evaluate(
     seed: int,
     device: torch.device,
     amp: bool = True,
-    progress=None,
+    bar: Progress | None = None,
     epoch: int | None = None,
 ) -> dict:
     """IQA metrics of the model on ``data`` and the throughput of scoring (``epoch``: see ``score_eval_set``)."""
-    preds, seconds = score_eval_set(model, data, crops, seed, device, amp, progress, epoch=epoch)
+    preds, seconds = score_eval_set(model, data, crops, seed, device, amp, bar, epoch=epoch)
     return eval_metrics(preds, data, seconds)
 
 

@@ -48,6 +48,13 @@ class Command(PlainHelp, TyperCommand):
         if self.help and not self.short_help:
             self.short_help = " ".join(inspect.cleandoc(self.help).split("\n\n")[0].split())
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        group = ctx.find_root().command
+        if not isinstance(group, OneLineErrors):
+            return super().parse_args(ctx, args)
+        names = {name for param in self.params for name in getattr(param, "opts", ())}
+        return super().parse_args(ctx, [group.current_name(ctx, arg, names) for arg in args])
+
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
@@ -66,16 +73,41 @@ class App(typer.Typer):
 
 class OneLineErrors(PlainHelp, TyperGroup):
     """A command group that prints an expected failure (a SaqtError) as one line, ``<app> <command>: <reason>``, and
-    exits 2; any other exception is a bug and keeps its traceback."""
+    exits 2; any other exception is a bug and keeps its traceback.
+
+    ``renamed`` (old -> current option name): the deprecated names its commands still accept, hidden from their
+    help; a command that has the current option reads the old one as it, after a line from :meth:`warn_renamed`.
+    """
+
+    renamed: dict[str, str] = {}
+
+    def current_name(self, ctx: click.Context, arg: str, options: set[str]) -> str:
+        """``arg`` with a deprecated option name (``--old`` or ``--old=value``) replaced by the current one, if the
+        command (whose ``options`` these are) has it."""
+        name, eq, value = arg.partition("=")
+        if self.renamed.get(name) not in options:
+            return arg
+        self.warn_renamed(ctx, name, self.renamed[name])
+        return self.renamed[name] + eq + value
+
+    def warn_renamed(self, ctx: click.Context, old: str, new: str) -> None:
+        """Say that option ``old`` is read as ``new``: one line on stderr, ``<app> <command>: ...``."""
+        command = " ".join([_root_name(ctx), *ctx.command_path.split(" ")[1:]])
+        typer.echo(f"{command}: {old} is deprecated; use {new}", err=True)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except SaqtError as err:
-            root = ctx.find_root()
-            names = [root.command.name or root.info_name, *ctx.command_path.split(" ")[1:], ctx.invoked_subcommand]
+            names = [_root_name(ctx), *ctx.command_path.split(" ")[1:], ctx.invoked_subcommand]
             typer.echo(f"{' '.join(n for n in names if n)}: {err}", err=True)
             raise typer.Exit(2) from None
+
+
+def _root_name(ctx: click.Context) -> str:
+    """The app's name (saqt, glint), however it was invoked."""
+    root = ctx.find_root()
+    return root.command.name or root.info_name
 
 
 def fail_command(app: str, command: str, err: Exception | str, code: int = 2) -> NoReturn:

@@ -29,15 +29,14 @@ if TYPE_CHECKING:
 # (torch, timm, torchvision, cv2) are imported inside the commands and helpers that use them, so that --help and
 # --version answer at once.
 
-DEPRECATED_NAMES = {"--test-crops": "--crops"}  # old name -> name now: hidden, still accepted (a DeprecationWarning)
-
 
 class GlintCommands(OneLineErrors):
-    """The glint command group: deprecated option names rewritten to the current ones, and warnings printed as one
-    yellow line each."""
+    """The glint command group: warnings, and the use of a deprecated option name, printed as one yellow line each."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, [_current_name(a) for a in args])
+    renamed = {"--test-crops": "--crops"}
+
+    def warn_renamed(self, ctx: click.Context, old: str, new: str) -> None:
+        warn(f"{old} is deprecated; use {new}")  # printed, not warnings.warn: filters hide those
 
     def invoke(self, ctx: click.Context):
         with warnings.catch_warnings():
@@ -45,14 +44,6 @@ class GlintCommands(OneLineErrors):
                 warnings.filterwarnings("always", category=category)
             warnings.showwarning = lambda message, *_args, **_kw: warn(str(message))
             return super().invoke(ctx)
-
-
-def _current_name(arg: str) -> str:
-    name, eq, value = arg.partition("=")
-    if name not in DEPRECATED_NAMES:
-        return arg
-    warn(f"{name} is deprecated; use {DEPRECATED_NAMES[name]}")  # printed, not warnings.warn: filters hide those
-    return DEPRECATED_NAMES[name] + eq + value
 
 
 app = App(

@@ -28,10 +28,10 @@ from saqt.configs import (
     FidelityConfig,
     LabelConfig,
     PublishConfig,
-    PublishError,
     SynthConfig,
 )
 from saqt.context import RunContext
+from saqt.errors import PublishError
 from saqt.executor import UnitsFailed, WorkerDied
 from saqt.options import EXECUTION, OUTPUT
 from saqt.sources import sample_paths
@@ -40,9 +40,16 @@ from saqt.sources import sample_paths
 # CLI starts fast, and the build's worker processes, which re-import this module, stay small. Expected failures
 # (saqt.errors.SaqtError) end a command with one line and exit 2 (OneLineErrors); anything else is a bug.
 
+
+class SaqtCommands(OneLineErrors):
+    """The saqt command group; its commands still accept the deprecated option names below."""
+
+    renamed = {"--k": "--neighbours"}
+
+
 app = App(
     name="saqt",
-    cls=OneLineErrors,
+    cls=SaqtCommands,
     no_args_is_help=True,
     add_completion=False,
     help="Build quality-labelled image datasets (SAQT-IQA).",
@@ -141,7 +148,7 @@ def render(
 
 
 # The options of build, label, fidelity and publish are the fields of their configs (saqt/configs.py), grouped in
-# help panels there; the options written here are the command line's own: the output, the executor, deprecated names.
+# help panels there; the options written here are the command line's own: the output and the executor.
 
 ExecutorOption = Annotated[
     ExecutorKind,
@@ -165,7 +172,6 @@ WorkersOption = Annotated[
         rich_help_panel=EXECUTION,
     ),
 ]
-OldNeighboursOption = Annotated[int | None, typer.Option("--k", hidden=True, help="Deprecated name of --neighbours.")]
 
 
 @app.command("build")
@@ -219,14 +225,6 @@ def build(
 
 
 fail = partial(fail_command, "saqt")
-
-
-def _renamed(command: str, old: str, old_value, new: str, value):
-    """The value of an option given under its deprecated name ``old`` (with a warning), else of ``new``."""
-    if old_value is None:
-        return value
-    typer.echo(f"saqt {command}: {old} is deprecated; use {new}", err=True)
-    return old_value
 
 
 def _command_line() -> str:
@@ -337,7 +335,6 @@ def label(
         Path,
         typer.Option("--out", "-o", help="Output folder (labels/, saqt-iqa/, label.json).", rich_help_panel=OUTPUT),
     ],
-    old_k: OldNeighboursOption = None,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -357,7 +354,6 @@ def label(
         settings = label_settings(given["preset"], matches, given["encoder"], given["rule"], given["normalise"])
         config = given.make(
             LabelConfig,
-            k=_renamed("label", "--k", old_k, "--neighbours", given["k"]),
             **settings,
             exclude_refs=read_exclusions(exclude_refs) if exclude_refs else (),
         )
@@ -383,14 +379,13 @@ def label(
 @config_options(FidelityConfig)
 def fidelity(
     given: Options,
-    old_k: OldNeighboursOption = None,
     as_json: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
 ) -> None:
     """Leave-one-reference-out: how well the rule predicts each reference's scores from the others. With
     --matches: how a file of given matches uses the bank, and how often this toolkit's encoder agrees with it."""
     from saqt.fidelity import run_fidelity
 
-    config = given.make(FidelityConfig, k=_renamed("fidelity", "--k", old_k, "--neighbours", given["k"]))
+    config = given.make(FidelityConfig)
     for line in run_fidelity(config, as_json):
         typer.echo(line)
 

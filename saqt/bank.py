@@ -7,7 +7,6 @@ reference, KADID type - 1 and level - 1, NaN where the bank has no score.
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -19,7 +18,7 @@ from saqt.columns import pick_column
 from saqt.errors import SaqtError
 from saqt.scores import ScoreError, require_finite, score_value
 from saqt.shards import BANK_MANIFEST
-from saqt.stage import FORMAT, open_stage
+from saqt.stage import FORMAT, MalformedManifest, open_stage, parse_manifest
 from saqt.yaml_manifests import named_manifest
 
 KINDS = ("kadid10k", "csv", "synth")
@@ -238,9 +237,9 @@ def _bank_manifest(root: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        manifest = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BankError(f"{path} is malformed or truncated ({err})") from None
+        manifest = parse_manifest(path)
+    except MalformedManifest as err:
+        raise BankError(str(err)) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("kind", ""), str):
         raise BankError(f"{path} is not a bank manifest (a JSON object with a kind)")
     if manifest.get("format") == FORMAT:

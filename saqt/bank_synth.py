@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,13 +18,14 @@ import numpy as np
 import torch
 
 from saqt.bank import KINDS, Bank, BankError, bank_spec, load_bank
-from saqt.configs import SynthConfig
+from saqt.configs import SYNTH_METRICS, SynthConfig
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.distortions import PreparedImage, catalogue_identity, distort
 from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError, encode_png
 from saqt.pool import choose_pool
 from saqt.pristine import prepare_pristine
 from saqt.progress import Progress
+from saqt.registry import resolve
 from saqt.seeding import derive_seed
 from saqt.shards import BANK_MANIFEST, write_bytes_atomic
 from saqt.sources import Quota, SourceError, SourceItem, list_source
@@ -54,9 +54,6 @@ def psnr(reference: np.ndarray, distorted: list[np.ndarray]) -> list[float]:
     return [100.0 if m == 0 else min(100.0, 10 * np.log10(255.0**2 / m)) for m in mse]
 
 
-METRICS: dict[str, Callable] = {"ms_ssim": ms_ssim, "psnr": psnr}
-
-
 def _reference_name(item: SourceItem, pristine_id: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(item.key).stem)[:40]
     return f"images/{stem}_{pristine_id[:8]}.png"
@@ -77,7 +74,7 @@ class _ScoreReference:
             return item.key, str(err), None, []
         src = PreparedImage(p.image)
         renders = [distort(src, t, lv, seed=derive_seed(self.config.seed, p.pristine_id, t, lv)) for t, lv in CELLS]
-        scores = METRICS[self.config.metric](p.image, renders)
+        scores = resolve(SYNTH_METRICS[self.config.metric])(p.image, renders)
         name = _reference_name(item, p.pristine_id)
         pngs = [encode_png(r) if self.config.save_distorted else None for r in renders]
         return (

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from saqt.encoders.base import encoder_forms
-from saqt.errors import ConfigError, SaqtError
+from saqt.errors import ConfigError, PublishError
 from saqt.images import DEFAULT_MAX_PIXELS
 from saqt.match import INDEX_KINDS
 from saqt.options import (
@@ -47,10 +47,6 @@ MIN_JPEG_QUALITY_HELP = (
 MIN_SIDE_HELP = "Screen: refuse images whose shorter side is below this (at least 1)."
 BANK_TYPE_HELP = "kadid10k, csv or synth (default: detected)."
 TEMPERATURE_HELP = "Softmax temperature of the topk weights."
-
-
-class PublishError(SaqtError, ValueError):
-    """The labels cannot be published as asked."""
 
 
 LICENCE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")  # the Hub's licence ids: cc-by-4.0, apache-2.0, openrail++
@@ -159,7 +155,7 @@ class BuildConfig:
         return json.loads(json.dumps(asdict(self)))
 
 
-SYNTH_METRICS = ("ms_ssim", "psnr")  # the full-reference proxies `saqt bank synth` scores with (saqt.bank_synth)
+SYNTH_METRICS = {"ms_ssim": "saqt.bank_synth:ms_ssim", "psnr": "saqt.bank_synth:psnr"}  # full-reference proxies
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window
 
 
@@ -254,7 +250,9 @@ class LabelConfig:
     )
     index: str = option("flat", "FAISS index: flat (exact), ivf or hnsw.", MATCHING)
     rule: str = option("top1", "top1 (the authors'), topk (similarity-weighted) or mean.", TRANSFER)
-    k: int = option(3, "Neighbours for topk: the k nearest references.", TRANSFER, flags=("--neighbours", "-k"))
+    neighbours: int = option(
+        3, "Neighbours for topk: the k nearest references.", TRANSFER, flags=("--neighbours", "-k"), key="k"
+    )
     temperature: float = option(0.05, TEMPERATURE_HELP, TRANSFER)
     normalise: str = option("minmax:0:9", "Score scale: minmax:0:9 (the authors'), none or zscore.", TRANSFER)
     device: str = option("auto", DEVICE_HELP, EXECUTION, recorded=False)
@@ -265,7 +263,7 @@ class LabelConfig:
 
     def __post_init__(self):
         resolve_paths(self)
-        Rule(self.rule, self.k, self.temperature)  # raises ConfigError for a bad rule, k or temperature
+        Rule(self.rule, self.neighbours, self.temperature)  # raises ConfigError for a bad rule, count or temperature
         if self.index not in INDEX_KINDS:
             raise ConfigError(f"--index must be one of {', '.join(INDEX_KINDS)}, got {self.index!r}")
         if self.matches and self.rule != "top1":
@@ -279,7 +277,7 @@ class LabelConfig:
     @property
     def transfer_rule(self) -> Rule:
         """The transfer rule these settings describe."""
-        return Rule(self.rule, self.k, self.temperature)
+        return Rule(self.rule, self.neighbours, self.temperature)
 
 
 @dataclass(frozen=True)
@@ -339,16 +337,18 @@ class FidelityConfig:
     images: Path | None = option(None, "With --matches: the folder holding the matched pristine images.")
     encoder: str = option(DEFAULT_ENCODER, ENCODER_HELP)
     rule: str = option("top1", "top1, topk or mean.", TRANSFER)
-    k: int = option(3, "Neighbours for topk: the k nearest references.", TRANSFER, flags=("--neighbours", "-k"))
+    neighbours: int = option(
+        3, "Neighbours for topk: the k nearest references.", TRANSFER, flags=("--neighbours", "-k"), key="k"
+    )
     temperature: float = option(0.05, TEMPERATURE_HELP, TRANSFER)
     normalise: str = option("minmax:0:9", "Score scale: minmax:0:9, none, zscore.", TRANSFER)
     seed: int = option(0, "Seed of the random-reference baseline.")
     device: str = option("auto", DEVICE_HELP)
 
     def __post_init__(self):
-        Rule(self.rule, self.k, self.temperature)  # raises ConfigError for a bad rule, k or temperature
+        Rule(self.rule, self.neighbours, self.temperature)  # raises ConfigError for a bad rule, count or temperature
 
     @property
     def transfer_rule(self) -> Rule:
         """The transfer rule these settings describe."""
-        return Rule(self.rule, self.k, self.temperature)
+        return Rule(self.rule, self.neighbours, self.temperature)

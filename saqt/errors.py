@@ -23,5 +23,9 @@ class StageError(SaqtError, ValueError):
     """A stage folder that cannot be used as it is: missing, malformed, changed since it was written, or busy."""
 
 
+class PublishError(SaqtError, ValueError):
+    """The labels cannot be published as asked."""
+
+
 class DatasetError(SaqtError, ValueError):
     """A dataset that cannot be read as asked; one line naming the file and the problem."""

@@ -39,6 +39,7 @@ from saqt import __version__
 from saqt.errors import SaqtError
 from saqt.network import unreachable
 from saqt.progress import Progress
+from saqt.registry import resolve
 from saqt.safe_files import atomic_write, fresh_folder, in_the_way, make_folders, open_own, own_file, replace
 from saqt.scores import ScoreError, score_value
 from saqt.shards import sha256_file, write_json_atomic
@@ -544,10 +545,10 @@ def live_realigned_labels(root: Path) -> Path | None:
     return out
 
 
-PREPARE = {
-    "clive-mat": (clive_labels, "LIVEChallenge.csv"),
-    "tid2013-txt": (tid2013_labels, "TID2013.csv"),
-    "live-realigned": (live_realigned_labels, "LIVE_realigned.csv"),
+PREPARE = {  # a manifest's ``prepare`` -> (its converter, the label file it writes)
+    "clive-mat": ("saqt.fetch:clive_labels", "LIVEChallenge.csv"),
+    "tid2013-txt": ("saqt.fetch:tid2013_labels", "TID2013.csv"),
+    "live-realigned": ("saqt.fetch:live_realigned_labels", "LIVE_realigned.csv"),
 }
 
 
@@ -558,7 +559,7 @@ def _settle(source: DatasetSource, folder: Path, say: Callable[[str], None]) -> 
         raise FetchError(f"{source.title}: no {source.marker} found under {folder}: not the layout of the release")
     if source.prepare:
         convert, name = PREPARE[source.prepare]
-        if not (root / name).exists() and convert(root):  # never overwrite a file the user has
+        if not (root / name).exists() and resolve(convert)(root):  # never overwrite a file the user has
             say(f"wrote {(root / name).relative_to(folder)} from the release's label files")
     return root
 

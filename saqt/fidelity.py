@@ -64,11 +64,11 @@ def leave_one_out(
     if rule.name != "mean":
         if embeddings is None:
             raise ConfigError(f"rule {rule.name} needs the bank's reference images to embed")
-        k = min(rule.neighbour_count, r - 1)
-        sims, ids = search(build_index(embeddings), embeddings, k + 1)
+        neighbours = min(rule.neighbours, r - 1)
+        sims, ids = search(build_index(embeddings), embeddings, neighbours + 1)
         own = ids == np.arange(r)[:, None]  # drop each reference from its own neighbours
-        keep = ~own & (np.cumsum(~own, axis=1) <= k)
-        ids, sims = ids[keep].reshape(r, k), sims[keep].reshape(r, k)
+        keep = ~own & (np.cumsum(~own, axis=1) <= neighbours)
+        ids, sims = ids[keep].reshape(r, neighbours), sims[keep].reshape(r, neighbours)
         rows[rule.name] = _evaluate(scores, transfer(ids, neighbour_weights(sims, rule), scores))
     rows["mean"] = _evaluate(scores, mean_pred)
     rng = np.random.default_rng(seed)
@@ -200,7 +200,7 @@ def _leave_one_out_lines(report: FidelityReport, config: FidelityConfig) -> list
 
     rule = config.transfer_rule.name
     names = {
-        rule: f"{rule} ({config.encoder}, k={config.transfer_rule.neighbour_count})",
+        rule: f"{rule} ({config.encoder}, k={config.transfer_rule.neighbours})",
         "mean": "mean baseline (content-agnostic)",
         "random": "random other reference",
         "oracle": "oracle: best other reference (ceiling)",

@@ -8,7 +8,7 @@ from pathlib import Path
 from saqt.bank import load_bank
 from saqt.card import read_card
 from saqt.shards import BANK_MANIFEST, BUILD_ERRORS
-from saqt.stage import CARD, StageError, identify, open_stage
+from saqt.stage import CARD, StageError, identify, open_stage, parse_manifest
 
 TRAIN_RESULTS = "results.json"
 
@@ -83,7 +83,7 @@ def _published(folder: Path) -> list[str]:
 
 def _bank(folder: Path) -> list[str]:
     bank = load_bank(folder)  # checks the scores, and a synth bank's files against its manifest
-    m = json.loads((folder / BANK_MANIFEST).read_text())
+    m = parse_manifest(folder / BANK_MANIFEST)
     return [
         f"labelled bank ({m.get('kind', '?')}, {len(bank.ref_ids)} references"
         f"{', proxy scores' if m.get('proxy') else ''})",

@@ -129,7 +129,7 @@ def transfer_labels(
     )
     images = cached_embeddings(encoder, pristine, out / caches[1], desc="embed pristine", **kw)
     index = build_index(np.stack([refs[r] for r in bank.ref_ids]), kind=config.index)
-    sims, nn = search(index, np.stack([images[p] for p in ids]), rule.neighbour_count)
+    sims, nn = search(index, np.stack([images[p] for p in ids]), rule.neighbours)
     labels = _labels(ids, sims, nn, rule, bank, scores, caches)
     return labels, {"encoder": encoder.id, "weights": encoder.weights}
 
@@ -291,7 +291,7 @@ def run_label(config: LabelConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT)
             "encoder": encoder["encoder"],
             "encoder_weights": encoder["weights"],
             "rule": config.rule,
-            "k": config.transfer_rule.neighbour_count,
+            "k": config.transfer_rule.neighbours,
             "temperature": config.temperature if config.rule == "topk" else None,
         }
         pending = writer.pending(units)

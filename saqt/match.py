@@ -44,8 +44,8 @@ def build_index(vectors: np.ndarray, kind: str = "flat", nlist: int = 1024, hnsw
     return index
 
 
-def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, reference indices), each (Q, k), most similar first."""
-    k = min(k, index.ntotal)
-    sims, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+def search(index, queries: np.ndarray, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, reference indices), each (Q, neighbours), most similar first."""
+    neighbours = min(neighbours, index.ntotal)
+    sims, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), neighbours)
     return sims, ids

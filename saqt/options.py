@@ -33,8 +33,9 @@ NOT_PATHS = frozenset({"authors"})  # values of path options that name no local 
 class Option:
     """How a config field appears on the command line. ``cli_type``/``cli_default``: the command line's form where it
     differs from the field's (AS_FIELD: the field's own); ``recorded``: False for a field that does not change the
-    output (a device, a batch size), left out of the stage's manifest; ``path``: a local file or folder, held
-    absolute (see the module's docstring); ``extra``: further Typer option settings."""
+    output (a device, a batch size), left out of the stage's manifest; ``key``: the name the manifest records it
+    under where that is not the field's (a field renamed since); ``path``: a local file or folder, held absolute
+    (see the module's docstring); ``extra``: further Typer option settings."""
 
     help: str
     panel: str | None = None
@@ -42,6 +43,7 @@ class Option:
     cli_type: Any = AS_FIELD
     cli_default: Any = AS_FIELD
     recorded: bool = True
+    key: str | None = None
     path: bool = False
     extra: tuple[tuple[str, Any], ...] = ()
 
@@ -55,12 +57,13 @@ def option(
     cli_type: Any = AS_FIELD,
     cli_default: Any = AS_FIELD,
     recorded: bool = True,
+    key: str | None = None,
     path: bool = False,
     default_factory: Any = MISSING,
     **extra: Any,
 ) -> Any:
     """A dataclass field that is also a command-line option (see :class:`Option`)."""
-    spec = Option(help, panel, tuple(flags), cli_type, cli_default, recorded, path, tuple(extra.items()))
+    spec = Option(help, panel, tuple(flags), cli_type, cli_default, recorded, key, path, tuple(extra.items()))
     return field(default=default, default_factory=default_factory, metadata={"option": spec})
 
 
@@ -70,9 +73,14 @@ def option_of(f: Field) -> Option | None:
 
 
 def recorded(config: Any) -> dict:
-    """The config as a stage's manifest records it: JSON-ready, without the fields that do not change the output."""
-    hidden = {f.name for f in fields(config) if (spec := option_of(f)) and not spec.recorded}
-    return json.loads(json.dumps({k: v for k, v in asdict(config).items() if k not in hidden}))
+    """The config as a stage's manifest records it: JSON-ready, without the fields that do not change the output,
+    each under its ``key``."""
+    values, kept = asdict(config), {}
+    for f in fields(config):
+        spec = option_of(f)
+        if spec is None or spec.recorded:
+            kept[spec.key if spec and spec.key else f.name] = values[f.name]
+    return json.loads(json.dumps(kept))
 
 
 def local_path(value: Any) -> Any:

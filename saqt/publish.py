@@ -34,8 +34,9 @@ import pyarrow.parquet as pq
 
 from saqt import __version__
 from saqt.card import hub_features, is_saqt_card, render_card, size_category
-from saqt.configs import PublishConfig, PublishError
+from saqt.configs import PublishConfig
 from saqt.context import DEFAULT_CONTEXT, RunContext
+from saqt.errors import PublishError
 from saqt.images import encode_png
 from saqt.options import NOT_PATHS
 from saqt.progress import Progress

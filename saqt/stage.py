@@ -143,19 +143,30 @@ def _validate(path: Path, kind: str, m: object) -> dict:
     return m
 
 
+class MalformedManifest(StageError):
+    """A manifest file that is not JSON: malformed or truncated."""
+
+
+def parse_manifest(path: Path) -> object:
+    """The JSON of the manifest file ``path`` (a stage's, or a bank.json of another origin): the one place a
+    manifest is parsed. MalformedManifest where it is not JSON, StageError where it cannot be read."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise MalformedManifest(f"{path} is malformed or truncated ({err})") from None
+    except OSError as err:
+        raise StageError(f"{path} cannot be read ({err.strerror or err})") from None
+
+
 def _load(folder: Path, kind: str) -> dict:
     """The validated manifest file of the ``kind`` stage in ``folder``, without its journal."""
     path = Path(folder) / MANIFESTS[kind]
     if not path.is_file():
         raise StageError(f"{folder} has no {MANIFESTS[kind]}: not a `saqt {kind}` output folder")
     try:
-        manifest = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StageError(
-            f"{path} is malformed or truncated ({err}): saqt cannot tell it wrote it; rerun the stage into another --out"
-        ) from None
-    except OSError as err:
-        raise StageError(f"{path} cannot be read ({err.strerror or err})") from None
+        manifest = parse_manifest(path)
+    except MalformedManifest as err:
+        raise StageError(f"{err}: saqt cannot tell it wrote it; rerun the stage into another --out") from None
     return _validate(path, kind, manifest)
 
 
@@ -402,8 +413,8 @@ def written_by_saqt(path: Path, kind: str) -> bool:
     try:
         if path.is_symlink() or not path.is_file():
             return False
-        m = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        m = parse_manifest(path)
+    except (OSError, StageError):
         return False
     if not isinstance(m, dict) or m.get("stage") != kind:
         return False

@@ -20,25 +20,21 @@ class Rule:
     weights softmax(similarity / temperature); ``mean`` ignores content and takes the bank's mean per cell."""
 
     name: str = "top1"
-    k: int = 3
+    neighbours: int = 3  # as given; then how many nearest references the rule reads (1 for top1, 0 for mean)
     temperature: float = 0.05
 
     def __post_init__(self):
         if self.name not in RULES:
             raise ConfigError(f"--rule must be one of {', '.join(RULES)}, got {self.name!r}")
-        if self.k < 1 or self.temperature <= 0:
+        if self.neighbours < 1 or self.temperature <= 0:
             raise ConfigError("--neighbours must be at least 1 and --temperature positive")
-
-    @property
-    def neighbour_count(self) -> int:
-        """How many nearest references the rule reads."""
-        return {"top1": 1, "topk": self.k, "mean": 0}[self.name]
+        object.__setattr__(self, "neighbours", {"top1": 1, "topk": self.neighbours, "mean": 0}[self.name])
 
     def describe(self) -> dict:
         """Provenance of the rule."""
         return {
             "rule": self.name,
-            "k": self.neighbour_count,
+            "k": self.neighbours,
             "temperature": self.temperature if self.name == "topk" else None,
         }
 

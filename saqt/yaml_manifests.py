@@ -24,7 +24,7 @@ def manifest_names(folder: str) -> list[str]:
 
 
 @cache
-def read_manifest(path: str) -> dict:
+def read_catalogue(path: str) -> dict:
     """The parsed ``manifests/<path>`` (one object per path: callers must not change it)."""
     return yaml.safe_load(manifest_text(path))
 
@@ -34,4 +34,4 @@ def named_manifest(folder: str, name: str, error: type[SaqtError], what: str) ->
     names = manifest_names(folder)
     if name not in names:
         raise error(f"unknown {what} {name!r}; choose one of: {', '.join(names)}")
-    return read_manifest(f"{folder}/{name}.yaml")
+    return read_catalogue(f"{folder}/{name}.yaml")

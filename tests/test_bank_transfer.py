@@ -136,20 +136,20 @@ def test_top1_copies_the_nearest_reference_like_the_authors():
     pristine = np.array([[0.2, 0.9, 0.1, 0, 0, 0, 0, 0]], np.float32)
     pristine /= np.linalg.norm(pristine)
     rule = Rule("top1")
-    sims, ids = search(build_index(refs), pristine, rule.neighbour_count)
+    sims, ids = search(build_index(refs), pristine, rule.neighbours)
     assert ids.tolist() == [[1]]
     np.testing.assert_array_equal(transfer(ids, neighbour_weights(sims, rule), scores)[0], scores[1])
 
 
 def test_topk_weights_and_their_limits():
     sims = np.array([[0.9, 0.8, 0.5], [0.3, 0.3, 0.3]], np.float32)
-    w = neighbour_weights(sims, Rule("topk", k=3, temperature=0.1))
+    w = neighbour_weights(sims, Rule("topk", neighbours=3, temperature=0.1))
     np.testing.assert_allclose(w.sum(axis=1), 1.0)
     assert w[0, 0] > w[0, 1] > w[0, 2] and np.allclose(w[1], 1 / 3)
-    assert np.allclose(neighbour_weights(sims, Rule("topk", k=3, temperature=1e6))[0], 1 / 3, atol=1e-5)
+    assert np.allclose(neighbour_weights(sims, Rule("topk", neighbours=3, temperature=1e6))[0], 1 / 3, atol=1e-5)
     scores = np.random.default_rng(6).uniform(0, 9, (4, 25, 5))
     ids = np.array([[2, 0, 1]])
-    one = neighbour_weights(sims[:1, :1], Rule("topk", k=1))
+    one = neighbour_weights(sims[:1, :1], Rule("topk", neighbours=1))
     np.testing.assert_array_equal(
         transfer(ids[:, :1], one, scores), transfer(ids[:, :1], neighbour_weights(sims[:1, :1], Rule("top1")), scores)
     )

@@ -81,6 +81,13 @@ def test_old_and_new_names_reach_the_rule(tmp_path, spelling):
     assert ("--k is deprecated; use --neighbours" in result.stderr) == (spelling == "--k")
 
 
+def test_an_old_name_is_read_only_by_the_commands_that_have_its_new_one(tmp_path):
+    result = runner.invoke(app, ["build", "--root", str(tmp_path), "--k", "2"])  # build has no --neighbours
+    assert result.exit_code == 2 and "No such option: --k" in result.output and "deprecated" not in result.output
+    said = runner.invoke(app, ["fidelity", "--bank", str(tmp_path / "none"), "--k=0"])  # the --old=value form too
+    assert "saqt fidelity: --k is deprecated; use --neighbours" in said.stderr, said.output
+
+
 def test_references_resolve_from_the_names_users_see(tmp_path):
     bank = load_bank(write_kadid_table(tmp_path, [f"I{i:02d}" for i in range(1, 13)]))
     assert bank.resolve(["I01", "I02.png", "i03", "I04.PNG"]) == {"I01", "I02", "I03", "I04"}

@@ -141,10 +141,27 @@ def test_an_option_name_given_twice_is_refused():
 
 
 def test_the_synth_metrics_offered_are_the_ones_implemented():
-    """``--metric`` is checked against the light config's names; the bank stage scores with its own table."""
-    from saqt.bank_synth import METRICS
+    """``--metric`` is checked against the light config's table, whose every entry names the function the bank stage
+    scores with."""
+    import saqt.bank_synth
+    from saqt.registry import resolve
 
-    assert tuple(METRICS) == SYNTH_METRICS
+    assert tuple(SYNTH_METRICS) == ("ms_ssim", "psnr")
+    assert [resolve(target) for target in SYNTH_METRICS.values()] == [saqt.bank_synth.ms_ssim, saqt.bank_synth.psnr]
+
+
+def test_every_named_implementation_resolves():
+    """Each registry of "module:attribute" targets names a callable that exists (a typo would surface only when a
+    user picked that name)."""
+    from glint.architecture import LOCAL_BACKBONES
+    from saqt.encoders.base import FACTORIES
+    from saqt.fetch import PREPARE
+    from saqt.registry import resolve
+
+    targets = [f.target for f in FACTORIES.values()] + [*SYNTH_METRICS.values(), *LOCAL_BACKBONES.values()]
+    targets += [target for target, _ in PREPARE.values()]
+    assert len(targets) == 4 + 2 + 2 + 3
+    assert all(callable(resolve(target)) for target in targets)
 
 
 def test_path_options_are_held_absolute_however_spelled(tmp_path, monkeypatch):

@@ -35,8 +35,9 @@ from saqt.bank import BankError, load_bank
 from saqt.bank_synth import SynthConfig, run_synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.card import read_card, render_card
-from saqt.configs import ConfigError, PublishConfig, PublishError
+from saqt.configs import ConfigError, PublishConfig
 from saqt.context import RunContext
+from saqt.errors import PublishError
 from saqt.fetch import FetchError, FetchOptions, fetch_dataset, fetch_sources
 from saqt.images import ImageDecodeError, decode_image
 from saqt.label import LabelConfig, run_label

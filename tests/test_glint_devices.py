@@ -98,7 +98,7 @@ def test_every_scoring_path_asks_for_the_checkpoints_precision(amp, monkeypatch,
     meta = {"train_config": {"amp": amp}} if amp is not None else {}
     asked = []
 
-    def predict_images(model, images, crops, device, resize=None, batch_size=4, amp=False, progress=None):
+    def predict_images(model, images, crops, device, resize=None, batch_size=4, amp=False, bar=None):
         asked.append(amp)
         return [0.0 for _ in images]
 
@@ -107,7 +107,7 @@ def test_every_scoring_path_asks_for_the_checkpoints_precision(amp, monkeypatch,
     predict.score_files(Tiny(meta), [photo_file], crops=1, device="cpu")
     scoring.score(Tiny(meta), np.full((40, 40, 3), 9, np.uint8), crops=1)
 
-    def score_eval_set(model, data, crops, seed, device, amp=True, progress=None, batch_size=4):
+    def score_eval_set(model, data, crops, seed, device, amp=True, bar=None, batch_size=4):
         asked.append(amp)
         return [float(i) for i in range(len(data.items))], 1.0
 
@@ -139,7 +139,7 @@ def test_the_per_epoch_evaluation_scores_in_the_protocols_precision(protocol, am
 @pytest.mark.parametrize(("device", "amp", "half"), [(CUDA, True, True), (CUDA, False, False), (CPU, True, False)])
 def test_scoring_autocasts_to_fp16_only_when_asked_and_on_cuda(device, amp, half, monkeypatch, autocast):
     seen, mean_scores = [], scoring._mean_scores
-    monkeypatch.setattr(scoring, "_mean_scores", lambda model, views, dev, h, progress: seen.append(h) or [0.0])
+    monkeypatch.setattr(scoring, "_mean_scores", lambda model, views, dev, h, bar: seen.append(h) or [0.0])
     image = np.zeros((224, 224, 3), np.uint8)
     scoring.predict_images(Tiny(), [(image, 1)], 1, device, amp=amp)
     assert seen == [half]

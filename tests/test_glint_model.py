@@ -15,9 +15,9 @@ import torch
 from scipy.stats import kendalltau, pearsonr, spearmanr
 
 import glint.backbones
-from glint.architecture import LOCAL_BACKBONE_NAMES
+from glint.architecture import LOCAL_BACKBONES
 from glint.backbones import (
-    LOCAL_BACKBONES,
+    EfficientNetLite0Local,
     RandomWeightsWarning,
     ResNet50Local,
     ViTBackbone,
@@ -28,6 +28,7 @@ from glint.backbones import (
 from glint.metrics import iqa_metrics, logistic4
 from glint.model import CWSA, GlintConfig, GlintIQA, parameter_counts
 from saqt.errors import ConfigError
+from saqt.registry import resolve
 
 LITE = GlintConfig(local_backbone="efficientnet_lite0")
 
@@ -51,7 +52,8 @@ def test_default_model_builds_offline_with_a_loud_warning_and_scores_a_batch():
 
 
 def test_the_torch_free_backbone_names_are_those_the_model_builds():
-    assert tuple(LOCAL_BACKBONES) == LOCAL_BACKBONE_NAMES == ("resnet50", "efficientnet_lite0")
+    assert [resolve(target) for target in LOCAL_BACKBONES.values()] == [ResNet50Local, EfficientNetLite0Local]
+    assert tuple(LOCAL_BACKBONES) == ("resnet50", "efficientnet_lite0")
     with pytest.raises(ConfigError, match="--local-backbone must be one of resnet50, efficientnet_lite0"):
         GlintConfig(local_backbone="vgg16")
 

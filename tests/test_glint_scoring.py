@@ -137,7 +137,7 @@ def test_predict_images_advances_a_progress_bar_per_image_and_batches_the_crops(
 
     bar = Bar()
     images = [(np.full((230, 240, 3), v, np.uint8), v) for v in (0, 51, 255, 102, 153)]
-    got = predict_images(Counting(), images, 3, torch.device("cpu"), batch_size=2, progress=bar)
+    got = predict_images(Counting(), images, 3, torch.device("cpu"), batch_size=2, bar=bar)
     assert calls == [6, 6, 3] and bar.n == 5  # 2 + 2 + 1 images, 3 crops each
     assert got == pytest.approx([v / 127.5 - 1 for v in (0, 51, 255, 102, 153)], abs=1e-6)
 

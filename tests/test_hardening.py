@@ -60,7 +60,9 @@ def stages(tmp_path_factory) -> Path:
         root / "bank",
         RunContext(LocalExecutor(1), progress=False),
     )
-    config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="topk", k=2)
+    config = LabelConfig(
+        build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="topk", neighbours=2
+    )
     run_label(on_cpu(config), root / "labels", QUIET)
     run_publish(PublishConfig(str(root / "labels")), str(root / "published"), RunContext(progress=False))
     return root

@@ -90,7 +90,9 @@ def test_synth_bank_is_a_marked_proxy(kodak_bank):
 
 
 def test_labels_follow_the_rule_and_carry_provenance(tmp_path, sample_build, kodak_bank):
-    config = LabelConfig(build=str(sample_build), bank=str(kodak_bank), encoder="effnet-lite0", rule="topk", k=3)
+    config = LabelConfig(
+        build=str(sample_build), bank=str(kodak_bank), encoder="effnet-lite0", rule="topk", neighbours=3
+    )
     manifest = run_label(on_cpu(config), tmp_path / "l", QUIET)
     labels = pq.read_table(tmp_path / "l" / "labels").to_pylist()
     assert manifest["complete"] and len(labels) == 5 * 9 == manifest["counts"]["labels"]
@@ -157,7 +159,7 @@ def test_labels_are_deterministic_and_resume(tmp_path, sample_build, kodak_bank)
     assert {p.name: sha256_file(p) for p in sorted((tmp_path / "x").glob("*/*.parquet"))} == digest
     assert (tmp_path / "x" / "saqt-iqa" / "part-00000.parquet").stat().st_mtime_ns == kept
     with pytest.raises(StageConflict, match="another config \\(k\\)"):
-        run_label(on_cpu(LabelConfig(**{**config.__dict__, "k": 5})), tmp_path / "x", QUIET)
+        run_label(on_cpu(LabelConfig(**{**config.__dict__, "neighbours": 5})), tmp_path / "x", QUIET)
 
 
 def test_recipe_only_build_joins_recipes(tmp_path, kodak_bank):

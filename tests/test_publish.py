@@ -54,7 +54,9 @@ def labelled(tmp_path_factory):
         root / "bank",
         RunContext(LocalExecutor(1), progress=False),
     )
-    config = LabelConfig(build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="topk", k=2)
+    config = LabelConfig(
+        build=str(root / "build"), bank=str(root / "bank"), encoder="effnet-lite0", rule="topk", neighbours=2
+    )
     run_label(
         replace(config, device="cpu"),
         root / "labels",

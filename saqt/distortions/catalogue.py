@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from numbers import Integral
 
-from saqt.yaml_manifests import manifest_text, read_manifest
+from saqt.yaml_manifests import manifest_text, read_catalogue
 
 MANIFEST = "distortions/kadid10k.yaml"
 FIDELITY = ("exact", "replay", "distribution", "approximation")
@@ -50,7 +50,7 @@ def check_level(level: int) -> int:
 @lru_cache(maxsize=1)
 def catalogue() -> tuple[DistortionSpec, ...]:
     """The 25 distortion types in id order."""
-    data = read_manifest(MANIFEST)
+    data = read_catalogue(MANIFEST)
     specs = []
     for entry in data["types"]:
         spec = DistortionSpec(**{**entry, "values": tuple(float(v) for v in entry["values"])})
@@ -65,7 +65,7 @@ def catalogue() -> tuple[DistortionSpec, ...]:
 @lru_cache(maxsize=1)
 def catalogue_identity() -> dict:
     """Which catalogue, its version and the SHA-256 of its manifest, as recorded in build provenance."""
-    data, text = read_manifest(MANIFEST), manifest_text(MANIFEST)
+    data, text = read_catalogue(MANIFEST), manifest_text(MANIFEST)
     return {"name": data["catalogue"], "version": data["version"], "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 

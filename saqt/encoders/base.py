@@ -7,12 +7,12 @@ list the encoders from it). Importing this module does not import torch: the CLI
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from saqt.errors import SaqtError
+from saqt.registry import resolve
 
 if TYPE_CHECKING:
     import numpy as np
@@ -106,7 +106,6 @@ def load_encoder(spec: str, device: str = "auto") -> Encoder:
         name, _, argument = spec.partition("@")
     if name not in FACTORIES:
         raise EncoderError(f"unknown encoder {spec!r}; use one of: {encoder_forms()}")
-    module, _, function = FACTORIES[name].target.partition(":")
-    encoder = getattr(importlib.import_module(module), function)(argument, pick_device(device))
+    encoder = resolve(FACTORIES[name].target)(argument, pick_device(device))
     encoder.model.eval()
     return encoder
