@@ -1,5 +1,6 @@
-"""What ``glint pretrain`` and ``glint finetune`` are asked (``PretrainConfig``, ``FinetuneConfig``) and the scoring
-defaults, without torch: the command line declares its options from these and imports a stage only to run it."""
+"""What ``glint pretrain``, ``glint finetune`` and ``glint evaluate`` are asked (``PretrainConfig``, ``FinetuneConfig``,
+``EvaluateConfig``) and the scoring defaults, without torch: the command line declares its options from these and
+imports a stage only to run it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from glint import options as shared
 from glint.options import TrainingFields
-from saqt.options import DATA, EVALUATION, MODEL, OUTPUT, TRAINING, option
+from glint.protocol import PROTOCOLS
+from saqt.options import DATA, EVALUATION, EXECUTION, MODEL, OUTPUT, TRAINING, option
 
 BATCH_IMAGES = 4  # images per forward pass (x crops views): 100 views of 224 px at 25 crops
 MIN_SIDE = 32  # smaller images would be enlarged more than 7x to give a 224 crop: nothing left to judge
@@ -124,3 +126,32 @@ class FinetuneConfig(TrainingFields):
     def settings(self) -> dict:
         """The settings given on top of the protocol (``max_steps`` apart)."""
         return self.given("epochs", "batch_size", "lr", "schedule", "amp", "select_on", "test_crops", "seed")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """What ``glint evaluate`` is asked: the checkpoint, the dataset, which of its images to score (the split, and
+    whether images the checkpoint was trained on may be among them), and how to score them."""
+
+    checkpoint: Path = option(help="A checkpoint: this toolkit's best.pt/last.pt, or an official one.", panel=MODEL)
+    dataset: str = option(help=shared.DATASET_HELP, panel=DATA)
+    root: Path = option(help=shared.ROOT_HELP, panel=DATA)
+    csv_file: Path | None = option(None, shared.CSV_HELP, DATA, flags=("--csv",))
+    split: str = option(
+        "auto",
+        "auto (the checkpoint's own test split when it was trained on this dataset, else all images), test, or all.",
+        DATA,
+    )
+    protocol: str | None = option(
+        None, f"With --split test: the split's protocol ({', '.join(PROTOCOLS)}) [the checkpoint's].", DATA
+    )
+    round: int | None = option(
+        None, "With --split test: the split's round [the checkpoint's].", DATA, flags=("--round",)
+    )
+    seed: int | None = option(None, "With --split test: the split's seed [the checkpoint's].", DATA)
+    allow_train_overlap: bool = option(
+        False, "Score images the checkpoint was trained on (with a warning) instead of refusing.", DATA
+    )
+    crops: int = option(25, shared.CROPS_HELP, EVALUATION, min=1)
+    batch_size: int = option(BATCH_IMAGES, shared.SCORE_BATCH_HELP, EXECUTION, min=1)
+    device: str = shared.device()

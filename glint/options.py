@@ -13,6 +13,8 @@ from saqt.options import DEVICE_HELP, EVALUATION, EXECUTION, MODEL, OUTPUT, TRAI
 DATASET_HELP = "kadid10k, koniq10k, clive, csiq, tid2013, live, livemd, spaq, bid, flive, or csv."
 ROOT_HELP = "The dataset's folder (images and label file)."
 CSV_HELP = "Label table (with --dataset csv, or to override)."
+CROPS_HELP = "Random 224 crops averaged per image."  # scoring: glint evaluate and glint predict
+SCORE_BATCH_HELP = "Images per forward pass (each as --crops views)."
 # --smoke: the sizes of a run that only checks the pipeline (the demo's, a few minutes on 2 CPU cores); an option
 # given explicitly keeps its value. The size options no protocol sets have their plain defaults in PLAIN.
 SMOKE = {

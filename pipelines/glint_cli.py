@@ -1,29 +1,25 @@
 """The ``glint`` command: pretrain, finetune, evaluate and run the GlintIQA model. The commands parse their options
-and call the library (``glint.pretrain.run_pretrain``, ``glint.finetune.run_finetune``, ``glint.predict``)."""
+and call the library (``glint.pretrain.run_pretrain``, ``glint.finetune.run_finetune``,
+``glint.evaluate.run_evaluate``, ``glint.predict``), then print."""
 
 from __future__ import annotations
 
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import click
 import typer
 
 from glint.architecture import RandomWeightsWarning
-from glint.configs import BATCH_IMAGES, MIN_SIDE, FinetuneConfig, PretrainConfig, RunWarning
-from glint.options import CSV_HELP, DATASET_HELP, ROOT_HELP
-from glint.protocol import PROTOCOLS, resolve
-from glint.scale import UNKNOWN_SCALE, printable
+from glint.configs import BATCH_IMAGES, MIN_SIDE, EvaluateConfig, FinetuneConfig, PretrainConfig, RunWarning
+from glint.options import CROPS_HELP, SCORE_BATCH_HELP
+from glint.scale import UNKNOWN_SCALE
 from pipelines.cli_common import App, OneLineErrors, Options, config_options, fail_command
 from saqt import __version__
 from saqt.context import RunContext
-from saqt.errors import ConfigError
 from saqt.options import DATA, DEVICE_HELP, EVALUATION, EXECUTION, MODEL, OUTPUT
-
-if TYPE_CHECKING:
-    from glint.data import IQATable
 
 # The options come from torch-free modules (glint.configs, glint.options); the model, the stages and the data
 # (torch, timm, torchvision, cv2) are imported inside the commands and helpers that use them, so that --help and
@@ -55,7 +51,8 @@ app = App(
     help="Train and run the GlintIQA quality model.",
 )
 
-# pretrain and finetune take their options from their configs' fields (glint/configs.py, glint/options.py); evaluate and predict, which are no stages, declare theirs here.
+# pretrain, finetune and evaluate take their options from their configs' fields (glint/configs.py, glint/options.py);
+# predict, which is no stage, declares its own here.
 
 
 def _version(value: bool) -> None:
@@ -74,16 +71,8 @@ def main(
 
 
 Device = Annotated[str, typer.Option(help=DEVICE_HELP, rich_help_panel=EXECUTION)]
-Crops = Annotated[int, typer.Option(min=1, help="Random 224 crops averaged per image.", rich_help_panel=EVALUATION)]
-ScoreBatch = Annotated[
-    int, typer.Option(min=1, help="Images per forward pass (each as --crops views).", rich_help_panel=EXECUTION)
-]
-Checkpoint = Annotated[
-    Path, typer.Option(help="A checkpoint: this toolkit's best.pt/last.pt, or an official one.", rich_help_panel=MODEL)
-]
-DatasetName = Annotated[str, typer.Option(help=DATASET_HELP, rich_help_panel=DATA)]
-DatasetRoot = Annotated[Path, typer.Option(help=ROOT_HELP, rich_help_panel=DATA)]
-CsvFile = Annotated[Path | None, typer.Option("--csv", help=CSV_HELP, rich_help_panel=DATA)]
+Crops = Annotated[int, typer.Option(min=1, help=CROPS_HELP, rich_help_panel=EVALUATION)]
+ScoreBatch = Annotated[int, typer.Option(min=1, help=SCORE_BATCH_HELP, rich_help_panel=EXECUTION)]
 Overwrite = Annotated[
     bool,
     typer.Option(
@@ -191,205 +180,29 @@ def finetune(
         )
 
 
-def _trained_on(record: dict | None, table: IQATable) -> bool:
-    """Whether a run's split record is of this dataset (for a CSV dataset: of this label file)."""
-    if not record or record["dataset"] != table.name:
-        return False
-    return table.name != "csv" or Path(record["label_file"]).resolve() == Path(table.label_file).resolve()
-
-
-def _evaluation_split(
-    table: IQATable, record: dict | None, split: str, protocol: str | None, round_: int | None, seed: int | None
-) -> tuple[list, dict]:
-    """The images to score and a description of them: all, or a test split (the checkpoint's own by default)."""
-    from glint.data import make_split, names_digest
-
-    if split == "all":
-        return table.samples, {"split": "all"}
-    own = _trained_on(record, table)
-    if not own and round_ is None:
-        raise ConfigError(
-            f"the checkpoint records no training split on {table.name}: give --split all, or the split "
-            "to remake with --round (and --protocol, --seed)"
-        )
-    base = record if own else {}
-    name = protocol or base.get("protocol", "honest")
-    proto = resolve(
-        name,
-        {"seed": seed if seed is not None else base.get("seed")},
-        round_ if round_ is not None else base.get("round"),
-        table.spec,
-    )
-    parts = make_split(table, proto.name, proto.round, proto.settings["seed"])
-    same = own and (proto.name, proto.round, proto.settings["seed"]) == (
-        record["protocol"],
-        record["round"],
-        record["seed"],
-    )
-    if same and names_digest(parts["test"]) != record["digests"]["test"]:
-        raise ConfigError(
-            f"the checkpoint's test split cannot be remade from {table.label_file}: the run read another "
-            f"label table ({printable(record['label_file'])})"
-        )
-    return parts["test"], {
-        "split": "test",
-        "protocol": proto.name,
-        "round": proto.round,
-        "seed": proto.settings["seed"],
-        "own_split": bool(same),
-    }
-
-
-def _training_overlap(table: IQATable, record: dict | None, samples: list) -> tuple[set[str], str | None]:
-    """Images among ``samples`` that the checkpoint was trained on, when its record lets them be known."""
-    from glint.data import make_split, names_digest
-
-    if not _trained_on(record, table):
-        return set(), None
-    parts = make_split(table, record["protocol"], record["round"], record["seed"])
-    if names_digest(parts["train"]) != record["digests"]["train"]:
-        return set(), f"the training split cannot be remade from {table.label_file}: overlap with it is unknown"
-    trained = {s.name for s in parts["train"]}
-    return {s.name for s in samples if s.name in trained}, None
-
-
-def _evaluation_samples(
-    table: IQATable,
-    record: dict | None,
-    split: str,
-    protocol: str | None,
-    round_: int | None,
-    seed: int | None,
-    allow_train_overlap: bool,
-) -> tuple[list, dict, int]:
-    """The images to score, a description of the split, and how many of them the checkpoint was trained on; refused
-    (or warned about, with --allow-train-overlap) when that is any."""
-    if split not in ("auto", "test", "all"):
-        raise ConfigError(f"--split must be auto, test or all, got {split!r}")
-    if split == "auto":
-        split = "test" if _trained_on(record, table) or round_ is not None else "all"
-    samples, chosen = _evaluation_split(table, record, split, protocol, round_, seed)
-    overlap, unknown = _training_overlap(table, record, samples)
-    if unknown:
-        warn(unknown)
-    if overlap and not allow_train_overlap:
-        fail(
-            "evaluate",
-            f"{len(overlap)} of the {len(samples)} images to score were in the checkpoint's training set "
-            f"(e.g. {sorted(overlap)[0]}); evaluate on its own test split (the default, --split auto) "
-            "or pass --allow-train-overlap",
-        )
-    if overlap:
-        warn(
-            f"{len(overlap)} of the {len(samples)} images scored were in the checkpoint's training set: the "
-            "figures are optimistic"
-        )
-    if not record and chosen["split"] == "all":
-        warn(
-            f"the checkpoint records no training split: scoring all {len(samples)} images of {table.name}; if it was "
-            "trained on some of them the figures are optimistic"
-        )
-    return samples, chosen, len(overlap)
-
-
 @app.command("evaluate")
+@config_options(EvaluateConfig, before={"out": "device"})
 def evaluate_cmd(
-    checkpoint: Checkpoint,
-    dataset: DatasetName,
-    root: DatasetRoot,
-    csv_file: CsvFile = None,
-    split: Annotated[
-        str,
-        typer.Option(
-            help="auto (the checkpoint's own test split when it was trained on this "
-            "dataset, else all images), test, or all.",
-            rich_help_panel=DATA,
-        ),
-    ] = "auto",
-    protocol: Annotated[
-        str | None,
-        typer.Option(
-            help=f"With --split test: the split's protocol ({', '.join(PROTOCOLS)}) [the checkpoint's].",
-            rich_help_panel=DATA,
-        ),
-    ] = None,
-    round_: Annotated[
-        int | None,
-        typer.Option("--round", help="With --split test: the split's round [the checkpoint's].", rich_help_panel=DATA),
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="With --split test: the split's seed [the checkpoint's].", rich_help_panel=DATA)
-    ] = None,
-    allow_train_overlap: Annotated[
-        bool,
-        typer.Option(
-            "--allow-train-overlap",
-            help="Score images the checkpoint was trained on (with a warning) instead of refusing.",
-            rich_help_panel=DATA,
-        ),
-    ] = False,
-    crops: Crops = 25,
-    batch_size: ScoreBatch = BATCH_IMAGES,
+    given: Options,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
             "-o",
-            help="Write the metrics and each image's score to this "
-            ".json file, or each image's score (and label) to "
+            help="Write the metrics and each image's score to this .json file, or each image's score (and label) to "
             "this .csv file.",
             rich_help_panel=OUTPUT,
         ),
     ] = None,
-    device: Device = "auto",
 ) -> None:
     """SROCC, PLCC, KRCC and RMSE (raw, as the release computes them) and the logistic-fitted PLCC and RMSE of a
     checkpoint on a dataset; by default on the checkpoint's own test split, refusing images it was trained on."""
-    from glint.checkpoint import load_model
-    from glint.data import check_image_files, load_table
-    from glint.finetune import image_reader
-    from glint.outputs import check_creatable, check_outputs_apart
-    from glint.predict import write_table
-    from glint.scoring import scoring_amp
-    from glint.train import EvalSet, eval_metrics, score_eval_set
-    from saqt.encoders import pick_device
-    from saqt.progress import Progress
+    from glint.evaluate import run_evaluate
 
-    if out:  # before any image is scored
-        check_outputs_apart(out, {"--checkpoint": checkpoint, "--root": root, "--csv": csv_file})
-        check_creatable(out)
-    dev = pick_device(device)
-    model = load_model(checkpoint, dev)
-    trained_under = model.checkpoint.meta.get("train_config", {}).get("protocol", "honest")
-    table = load_table(dataset, root, csv_file, trained_under)  # a released run's labels (LIVE: realigned DMOS)
-    record = model.checkpoint.meta.get("provenance", {}).get("split")
-    samples, chosen, overlap = _evaluation_samples(table, record, split, protocol, round_, seed, allow_train_overlap)
-    check_image_files(samples, root, dataset)
-    data = EvalSet([s.path for s in samples], [s.score for s in samples], image_reader(trained_under), table.resize)
-    with Progress(total=len(samples), desc="evaluate", unit="img", leave=False) as bar:
-        preds, seconds = score_eval_set(model, data, crops, 0, dev, scoring_amp(model), bar, batch_size)
-    m, scale = eval_metrics(preds, data, seconds), model.score_scale
-    typer.echo(f"{dataset} {chosen['split']}: {_metrics_line(m)}")
-    typer.echo(scale_line(scale), err=True)
+    report = run_evaluate(given.make(EvaluateConfig), out, RunContext())
+    typer.echo(f"{report['dataset']} {report['split']}: {_metrics_line(report['metrics'])}")
+    typer.echo(scale_line(report["score_scale"]), err=True)
     if out:
-        report = {
-            "checkpoint": str(checkpoint),
-            "dataset": dataset,
-            "label_file": str(table.label_file),
-            **chosen,
-            "train_overlap": overlap,
-            "crops": crops,
-            "score_scale": scale,
-            "metrics": m,
-        }
-        rows = [{"path": s.path, "score": p, "label": s.score} for s, p in zip(samples, preds, strict=True)]
-        write_table(
-            rows,
-            out,
-            report if out.suffix == ".json" else {"score_scale": scale},
-            ["path", "score", "label", "score_scale"],
-            key="predictions",
-        )
         typer.echo(f"{'metrics and scores' if out.suffix == '.json' else 'scores'} -> {out}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -113,36 +113,21 @@ def render(
     thumb_width: Annotated[int, typer.Option(min=32, help="Thumbnail width in the contact sheet.")] = 192,
 ) -> None:
     """Render distortions of images to <stem>_<TT>_<LL>.png plus a labelled <stem>_contact.png."""
-    from saqt.distortions import PreparedImage, distort
-    from saqt.distortions.sheet import contact_sheet
-    from saqt.images import ImageDecodeError, decode_image, encode_png
-    from saqt.progress import Progress
-    from saqt.safe_files import atomic_write, write_bytes_atomic
-    from saqt.seeding import derive_seed
+    from saqt.distortions.sheet import render_sheets
+    from saqt.images import ImageDecodeError
 
     type_ids = parse_int_set(types, 1, 25, "--types")
     level_ids = parse_int_set(levels, 1, 5, "--levels")
     paths = list(images or []) + (sample_paths() if sample else [])
     if not paths:
         raise typer.BadParameter("give one or more IMAGE paths, or --sample")
-    out.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for path in paths:
-        try:
-            src = PreparedImage(decode_image(path))
-        except ImageDecodeError as err:
-            typer.echo(f"skipped {err}", err=True)
+    for path, sheet in render_sheets(paths, out, type_ids, level_ids, seed, thumb_width):
+        if isinstance(sheet, ImageDecodeError):
+            typer.echo(f"skipped {sheet}", err=True)
             failed += 1
-            continue
-        renders = {}
-        cells = [(t, lv) for t in type_ids for lv in level_ids]
-        for t, lv in Progress(cells, desc=path.stem, unit="img", leave=False):
-            renders[(t, lv)] = distort(src, t, lv, seed=derive_seed(seed, t, lv))
-            write_bytes_atomic(out / f"{path.stem}_{t:02d}_{lv:02d}.png", encode_png(renders[(t, lv)]))
-        sheet = out / f"{path.stem}_contact.png"
-        with atomic_write(sheet) as f:
-            contact_sheet(src.u8, renders, thumb_width).save(f, format="PNG")
-        typer.echo(f"{path.name}: {len(renders)} renders in {out}/, contact sheet {sheet}")
+        else:
+            typer.echo(f"{path.name}: {len(type_ids) * len(level_ids)} renders in {out}/, contact sheet {sheet}")
     if failed:
         raise typer.Exit(1)
 
@@ -427,36 +412,23 @@ def publish_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset at --out.")] = False,
 ) -> None:
     """Publish labels as a standard Parquet dataset: data/ shards, a dataset card (README.md) and SHA256SUMS."""
-    import tempfile
+    from saqt.hub import check_push, publish_and_push
 
-    from saqt.publish import run_publish
-
-    if out is None and push_to_hub is None:
-        raise PublishError("give --out (a folder or fsspec URL), --push-to-hub ORG/NAME, or both")
-    if push_to_hub and out and "://" in out and not out.startswith("file://"):
-        raise PublishError("--push-to-hub uploads a local folder: give --out a local folder, or leave it out")
-    if push_to_hub:
-        from saqt.hub import check_hub_reachable, check_repo_id
-
-        check_repo_id(push_to_hub)
-        check_hub_reachable(push_to_hub)
+    check_push(out, push_to_hub)  # before the config: a bad target is the first thing said
     config = given.make(PublishConfig, shard_bytes=parse_bytes(given["shard_bytes"], "--shard-size"))
     ctx = RunContext(overwrite=overwrite, command=_command_line(), warn=lambda line: typer.echo(line, err=True))
-    with tempfile.TemporaryDirectory(prefix="saqt-hub-", dir=config.staging) if out is None else nullcontext() as tmp:
-        target = out or str(Path(tmp) / "published")
-        meta = run_publish(config, target, ctx)
+
+    def published(meta: dict) -> None:
         splits = ", ".join(f"{s['num_examples']} {s['name']}" for s in meta["dataset_info"]["splits"])
-        files = sum(meta["saqt"]["files"].values())
         where = f" to {out}" if out else ""
         typer.echo(
-            f"published {splits} rows in {files} shards{where} (card README.md, checksums SHA256SUMS, "
-            f"dataset id {meta['saqt']['dataset_id']})"
+            f"published {splits} rows in {sum(meta['saqt']['files'].values())} shards{where} (card README.md, "
+            f"checksums SHA256SUMS, dataset id {meta['saqt']['dataset_id']})"
         )
-        if push_to_hub:
-            from saqt.hub import push_to_hub as push
 
-            url = push(Path(target.removeprefix("file://")), push_to_hub, private, token)
-            typer.echo(f"pushed to {url}")
+    _, url = publish_and_push(config, out, push_to_hub, ctx, private=private, token=token, published=published)
+    if url:
+        typer.echo(f"pushed to {url}")
 
 
 @app.command("verify")

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import importlib
 import tempfile
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from saqt.card import is_saqt_card
+from saqt.configs import PublishConfig, PublishError
+from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import SaqtError
 from saqt.network import hub_unreachable
+from saqt.publish import run_publish
 from saqt.shards import sha256_file
 from saqt.stage import CARD, SUMS, published_file, read_sums
 from saqt.verify import VerifyError, verify_published
@@ -72,6 +77,47 @@ def check_hub_reachable(repo_id: str, endpoint: str | None = None) -> None:
             f"pushing to {endpoint or constants.ENDPOINT}/datasets/{repo_id} failed: {why}; nothing pushed "
             "(to publish without the Hub, give --out FOLDER and leave out --push-to-hub)"
         )
+
+
+def check_push(out: str | None, repo_id: str | None) -> None:
+    """Refuse at once, before any work, a publish with nowhere to go (no ``out``, no ``repo_id``), a push of a set
+    written to a remote ``out``, and a bad or unreachable Hub repository: PublishError or HubError, in one line."""
+    _check_places(out, repo_id)
+    if repo_id:
+        check_repo_id(repo_id)
+        check_hub_reachable(repo_id)
+
+
+def _check_places(out: str | None, repo_id: str | None) -> None:
+    if out is None and repo_id is None:
+        raise PublishError("give --out (a folder or fsspec URL), --push-to-hub ORG/NAME, or both")
+    if repo_id and out and "://" in out and not out.startswith("file://"):
+        raise PublishError("--push-to-hub uploads a local folder: give --out a local folder, or leave it out")
+
+
+def publish_and_push(
+    config: PublishConfig,
+    out: str | None,
+    repo_id: str | None,
+    ctx: RunContext = DEFAULT_CONTEXT,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    published: Callable[[dict], None] | None = None,
+) -> tuple[dict, str | None]:
+    """Publish to ``out`` (``saqt.publish.run_publish``), or with no ``out`` to a scratch folder in
+    ``config.staging`` that is removed afterwards; then, given a ``repo_id``, push the set there (:func:`push_to_hub`).
+    ``published`` is called with the card's front matter as soon as the set is written, before the push. Returns
+    the front matter and the repository's URL (None without a push). :func:`check_push` refuses a bad ``out`` or
+    ``repo_id`` before the config is made; a push checks the repository again."""
+    _check_places(out, repo_id)
+    with tempfile.TemporaryDirectory(prefix="saqt-hub-", dir=config.staging) if out is None else nullcontext() as tmp:
+        target = out or str(Path(tmp) / "published")
+        meta = run_publish(config, target, ctx)
+        if published:
+            published(meta)
+        url = push_to_hub(Path(target.removeprefix("file://")), repo_id, private, token) if repo_id else None
+    return meta, url
 
 
 def push_to_hub(

@@ -30,6 +30,7 @@ COMMANDS = {
     ("saqt", "bank synth"): SynthConfig,
     ("glint", "pretrain"): "glint.pretrain.PretrainConfig",
     ("glint", "finetune"): "glint.finetune.FinetuneConfig",
+    ("glint", "evaluate"): "glint.evaluate.EvaluateConfig",
 }
 
 

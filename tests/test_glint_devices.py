@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+import glint.evaluate as evaluate
 import glint.predict as predict
 import glint.scoring as scoring
 import glint.train as train
@@ -111,8 +112,8 @@ def test_every_scoring_path_asks_for_the_checkpoints_precision(amp, monkeypatch,
         asked.append(amp)
         return [float(i) for i in range(len(data.items))], 1.0
 
-    monkeypatch.setattr("glint.checkpoint.load_model", lambda path, device: Tiny(meta))  # imported when it runs
-    monkeypatch.setattr("glint.train.score_eval_set", score_eval_set)
+    monkeypatch.setattr(evaluate, "load_model", lambda path, device: Tiny(meta))
+    monkeypatch.setattr(evaluate, "score_eval_set", score_eval_set)
     root = tmp_path / "data"
     root.mkdir()
     (root / "scores.csv").write_text("path,score\na.png,1\nb.png,3\nc.png,2\n")

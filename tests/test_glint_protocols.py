@@ -17,13 +17,13 @@ from PIL import Image
 import glint.finetune as finetune
 import glint.pretrain as pretrain
 from glint.data import IQATable, Sample, dataset_names, dataset_spec
+from glint.evaluate import evaluation_split
 from glint.finetune import FinetuneConfig, run_finetune
 from glint.metrics import METRICS
 from glint.pretrain import PretrainConfig, run_pretrain
 from glint.pretrain_index import holdout_ids
 from glint.protocol import resolve
 from glint.train import TrainConfig
-from pipelines.glint_cli import _evaluation_split
 from saqt.seeding import derive_seed
 
 # configs/defaults.py (lr, weight decay, T_max 30 -> "cycle", batch 32, 25 test patches, seed 12345, 300 epochs),
@@ -153,7 +153,7 @@ def test_released_rounds_past_the_first_with_a_seed_of_ones_own(tmp_path, monkey
         record = data.provenance["split"]
         assert (record["protocol"], record["round"], record["seed"]) == ("released", round_, 7)
         assert data.provenance["protocol"]["torch_seed"] == 7 * round_
-        remade, chosen = _evaluation_split(table, record, "test", None, None, None)  # what glint evaluate scores
+        remade, chosen = evaluation_split(table, record, "test", None, None, None)  # what glint evaluate scores
         assert {s.group for s in remade} == {s.group for s in table.samples} - {s.group for s in data.train.samples}
         assert chosen["own_split"] and (chosen["round"], chosen["seed"]) == (round_, 7)
     rows = (tmp_path / "run" / "rounds.csv").read_text().splitlines()
@@ -175,7 +175,7 @@ def test_honest_rounds_past_the_first_with_a_seed_of_ones_own(tmp_path, monkeypa
         assert {s.group for s in table.samples if s.path in data.evals["test"].items} == test
         record = data.provenance["split"]
         assert (record["protocol"], record["round"], record["seed"]) == ("honest", round_, 7)
-        remade, chosen = _evaluation_split(table, record, "test", None, None, None)
+        remade, chosen = evaluation_split(table, record, "test", None, None, None)
         assert {s.group for s in remade} == test and chosen["own_split"]
     rows = (tmp_path / "run" / "rounds.csv").read_text().splitlines()
     assert [row.split(",")[:2] for row in rows[1:]] == [["2", "7"], ["3", "7"], ["median", ""]]

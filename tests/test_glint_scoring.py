@@ -1,5 +1,6 @@
 """Scoring: ``GlintIQA.score`` (paths, PIL images, arrays) against ``glint predict`` and an independent computation of
-the crop protocol; the scale named in predict's and evaluate's outputs; escaped CSV cells."""
+the crop protocol; the scale named in predict's and evaluate's outputs; escaped CSV cells; ``run_evaluate``'s metrics
+and its train/test overlap policy."""
 
 from __future__ import annotations
 
@@ -13,16 +14,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.stats import kendalltau, pearsonr, spearmanr
 from typer.testing import CliRunner
 
 import glint
 from glint.backbones import RandomWeightsWarning
 from glint.checkpoint import checkpoint_payload, random_model
-from glint.data import IQATable, Sample, dataset_spec
+from glint.configs import EvaluateConfig, RunWarning
+from glint.data import IQATable, Sample, dataset_spec, load_table, make_split, split_record
+from glint.evaluate import run_evaluate
 from glint.finetune import label_scale
 from glint.predict import write_table
 from glint.scoring import UnscorableImageError, predict_images
 from pipelines.glint_cli import app
+from saqt.errors import ConfigError
 from saqt.seeding import derive_seed
 from saqt.sources import sample_paths
 
@@ -236,3 +241,69 @@ def test_evaluate_writes_each_images_score_with_the_scale(tiny_checkpoint, photo
         assert float(row["score"]) == pytest.approx(
             protocol_by_hand(model, pixels, 1, derive_seed(0, "test-crops", i)), abs=2e-6
         )
+
+
+@pytest.fixture()
+def rated(photos, tmp_path) -> tuple[Path, list[str], list[float]]:
+    """Four rated photos (the fourth a mirror of the first) in a CSV dataset: its folder, image names and labels."""
+    root, names, labels = tmp_path / "rated", ["a.png", "b.png", "c.png", "d.png"], [3.0, 1.0, 2.5, 4.0]
+    root.mkdir()
+    for name, photo in zip(names, photos, strict=False):
+        (root / name).write_bytes(photo.read_bytes())
+    Image.open(photos[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(root / names[3])
+    (root / "scores.csv").write_text("path,score\n" + "".join(f"{n},{v}\n" for n, v in zip(names, labels, strict=True)))
+    return root, names, labels
+
+
+def test_run_evaluate_reports_the_metrics_of_the_protocols_scores(tiny_checkpoint, rated, tmp_path):
+    """The library's evaluation: each image scored by the crop protocol (computed here by hand, image i seeded by
+    (0, i)), the raw metrics those scores give against the labels (scipy's, here), all images when the checkpoint
+    records no split (with a warning), and the .json file holding the report and the scores."""
+    root, names, labels = rated
+    config = EvaluateConfig(tiny_checkpoint, "csv", root, root / "scores.csv", crops=1, device="cpu")
+    with pytest.warns(RunWarning, match="records no training split: scoring all 4 images of csv"):
+        report = run_evaluate(config, tmp_path / "e.json")
+    model = glint.load_model(tiny_checkpoint)
+    scores = [
+        protocol_by_hand(model, np.asarray(Image.open(root / n).convert("RGB")), 1, derive_seed(0, "test-crops", i))
+        for i, n in enumerate(names)
+    ]
+    m = report["metrics"]
+    assert (report["split"], report["train_overlap"], report["score_scale"], m["images"]) == ("all", 0, SCALE, 4)
+    assert m["srocc"] == pytest.approx(spearmanr(scores, labels)[0], abs=1e-9)
+    assert m["krcc"] == pytest.approx(kendalltau(scores, labels)[0], abs=1e-9)
+    assert m["plcc"] == pytest.approx(pearsonr(scores, labels)[0], abs=1e-4)
+    assert m["rmse"] == pytest.approx(float(np.sqrt(np.mean((np.array(scores) - labels) ** 2))), abs=1e-5)
+    written = json.loads((tmp_path / "e.json").read_text())
+    assert [p["label"] for p in written["predictions"]] == labels
+    assert [p["score"] for p in written["predictions"]] == pytest.approx(scores, abs=2e-6)
+    assert {k: v for k, v in written.items() if k != "predictions"} == report
+
+
+def test_run_evaluate_refuses_images_the_checkpoint_was_trained_on(tiny_checkpoint, rated, tmp_path):
+    """A checkpoint that records its honest split of these 4 images (round(0.2 x 4) = 1 test image, at least 1 for
+    validation, 2 trained on) is scored on its own test image by default; all four are refused, and scored with a
+    warning under allow_train_overlap."""
+    root, _, _ = rated
+    table = load_table("csv", root, root / "scores.csv")
+    parts = make_split(table, "honest", 0, 0)
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [2, 1, 1]
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["provenance"] = {**payload["provenance"], "split": split_record(table, parts, "honest", 0, 0)}
+    checkpoint = tmp_path / "trained.pt"
+    torch.save(payload, checkpoint)
+    config = EvaluateConfig(checkpoint, "csv", root, root / "scores.csv", crops=1, device="cpu")
+    report = run_evaluate(config)
+    assert (report["split"], report["own_split"], report["train_overlap"], report["metrics"]["images"]) == (
+        "test",
+        True,
+        0,
+        1,
+    )
+    everything = EvaluateConfig(checkpoint, "csv", root, root / "scores.csv", split="all", crops=1, device="cpu")
+    with pytest.raises(ConfigError, match=r"2 of the 4 images to score were in the checkpoint's training set"):
+        run_evaluate(everything, tmp_path / "refused.json")
+    assert not (tmp_path / "refused.json").exists()
+    allowed = EvaluateConfig(**{**everything.__dict__, "allow_train_overlap": True})
+    with pytest.warns(RunWarning, match="2 of the 4 images scored were in the checkpoint's training set"):
+        assert run_evaluate(allowed)["train_overlap"] == 2

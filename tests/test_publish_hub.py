@@ -25,9 +25,9 @@ from pipelines.saqt_cli import app
 from saqt.bank_synth import SynthConfig, run_synth_bank
 from saqt.build import BuildConfig, run_build
 from saqt.context import RunContext
-from saqt.hub import HubError, push_to_hub
+from saqt.hub import HubError, publish_and_push, push_to_hub
 from saqt.label import LabelConfig, run_label
-from saqt.publish import PublishConfig, run_publish
+from saqt.publish import PublishConfig, PublishError, run_publish
 
 runner = CliRunner()
 SIZE = (192, 176)
@@ -304,6 +304,26 @@ def test_cli_publishes_and_pushes_without_a_local_copy(labelled, stand_in, tmp_p
     [hub] = stand_in
     assert hub.token == "hf_from_env" and hub.created[0]["private"] is False
     assert "README.md" in hub.commits[0]["added"] and list(tmp_path.iterdir()) == []  # the scratch copy is gone
+
+
+def test_publish_and_push_reports_the_set_before_the_push(labelled, stand_in, tmp_path):
+    """The library's publish-and-push: with no ``out``, the set is written to a scratch folder in ``staging``,
+    reported before the Hub is contacted, pushed, and the scratch folder removed; no place at all, or a remote
+    ``out`` with a push, is refused before any work."""
+    config = PublishConfig(str(labelled), staging=str(tmp_path))
+    seen = []
+    meta, url = publish_and_push(
+        config, None, REPO, RunContext(progress=False), published=lambda m: seen.append((m, list(stand_in)))
+    )
+    assert seen == [(meta, [])] and meta["saqt"]["dataset_id"]  # reported while no Hub client existed yet
+    assert url == f"https://stand-in.hub/datasets/{REPO}" and list(tmp_path.iterdir()) == []
+    [hub] = stand_in
+    assert "README.md" in hub.commits[0]["added"]
+    with pytest.raises(PublishError, match="give --out"):
+        publish_and_push(config, None, None)
+    with pytest.raises(PublishError, match="uploads a local folder"):
+        publish_and_push(config, "s3://bucket/set", REPO)
+    assert len(stand_in) == 1 and list(tmp_path.iterdir()) == []
 
 
 def test_hf_url_as_out_is_one_line(labelled, tmp_path):

@@ -1,11 +1,21 @@
-"""A labelled contact sheet: one row per distortion type, the pristine image and its five levels."""
+"""A labelled contact sheet: one row per distortion type, the pristine image and its five levels; and the files
+``saqt distortions render`` writes, each render and the sheet of each image."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from saqt.distortions.catalogue import spec
+from saqt.distortions.engine import distort
+from saqt.distortions.prepared import PreparedImage
+from saqt.images import ImageDecodeError, decode_image, encode_png
+from saqt.progress import Progress
+from saqt.safe_files import atomic_write, write_bytes_atomic
+from saqt.seeding import derive_seed
 
 LABEL_W = 250
 HEADER_H = 26
@@ -56,3 +66,27 @@ def contact_sheet(
                 anchor="mm",
             )
     return sheet
+
+
+def render_sheets(
+    paths: Iterable[Path], out: Path, types: list[int], levels: list[int], seed: int = 0, thumb_width: int = 192
+) -> Iterator[tuple[Path, Path | ImageDecodeError]]:
+    """Render each of ``types`` x ``levels`` of each image to ``out/<stem>_<TT>_<LL>.png`` (type T at level L seeded
+    by ``derive_seed(seed, T, L)``) and its contact sheet to ``out/<stem>_contact.png``; yield each image's path with
+    its sheet, or with the ImageDecodeError that skipped it."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        try:
+            src = PreparedImage(decode_image(path))
+        except ImageDecodeError as err:
+            yield path, err
+            continue
+        renders = {}
+        cells = [(t, lv) for t in types for lv in levels]
+        for t, lv in Progress(cells, desc=path.stem, unit="img", leave=False):
+            renders[(t, lv)] = distort(src, t, lv, seed=derive_seed(seed, t, lv))
+            write_bytes_atomic(out / f"{path.stem}_{t:02d}_{lv:02d}.png", encode_png(renders[(t, lv)]))
+        sheet = out / f"{path.stem}_contact.png"
+        with atomic_write(sheet) as f:
+            contact_sheet(src.u8, renders, thumb_width).save(f, format="PNG")
+        yield path, sheet
