@@ -130,7 +130,8 @@ def config_class(cls: type) -> type:
     """``dataclass(frozen=True)`` for a config, each :func:`include` field replaced in place by its group's fields;
     a config's groups are built (so checked) as it is made, after its own ``__post_init__``."""
     annotations, groups = {}, {}
-    for name, hint in cls.__dict__.get("__annotations__", {}).items():
+    declared = cls.__dict__.get("__annotations__", {})
+    for name, hint in declared.items():
         marker = cls.__dict__.get(name)
         if not isinstance(marker, Include):
             annotations[name] = hint
@@ -138,6 +139,8 @@ def config_class(cls: type) -> type:
         groups[name] = marker.group
         hints = get_type_hints(marker.group)
         for f in marker.declared():
+            if f.name in annotations or f.name in declared:
+                raise TypeError(f"{cls.__name__}: option {f.name} is declared twice")
             annotations[f.name] = hints[f.name]
             setattr(cls, f.name, f)
         setattr(cls, name, _group_view(marker.group, name, cls))

@@ -292,3 +292,9 @@ def test_include_puts_a_groups_fields_in_place_with_the_configs_own_defaults_and
         Toy(low=6)
     with pytest.raises(TypeError, match="_Pair has no option middle"):
         include(_Pair, helps={"middle": "?"})
+    with pytest.raises(TypeError, match="Twice: option low is declared twice"):
+
+        @config_class
+        class Twice:
+            low: int = option(0, "Low again.")
+            pair: _Pair = include(_Pair)
