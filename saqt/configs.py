@@ -149,6 +149,15 @@ class TransferOptions:
         return Rule(self.rule, self.k, self.temperature)
 
 
+class TransferRule:
+    """A config that includes ``TransferOptions``: its transfer rule one attribute away."""
+
+    @property
+    def transfer_rule(self) -> Rule:
+        """The transfer rule these settings describe, built once (``TransferOptions.transfer_rule``)."""
+        return self.transfer_options.transfer_rule
+
+
 @config_class
 class BuildConfig:
     """Everything that determines a build's output (how it runs, workers and overwrite, does not)."""
@@ -255,7 +264,7 @@ class SynthConfig:
 
 
 @config_class
-class LabelConfig:
+class LabelConfig(TransferRule):
     """Everything that determines the labels, and how the embedding runs (device, batch size and loader workers,
     which do not change them and are not recorded)."""
 
@@ -361,7 +370,7 @@ class PublishConfig:
 
 
 @config_class
-class FidelityConfig:
+class FidelityConfig(TransferRule):
     """What ``saqt fidelity`` measures: leave-one-reference-out on ``bank`` with the transfer rule, or, given
     ``matches``, how a matches file uses the bank and (with ``images``) how often ``encoder`` agrees with it."""
 

@@ -172,7 +172,7 @@ def _leave_one_out(config: FidelityConfig) -> tuple[dict, list[str]]:
         raise BankError("give --bank (or --matches to score a matches file)")
     labelled = load_bank(config.bank, config.bank_type)
     embeddings = None
-    rule = config.transfer_options.transfer_rule
+    rule = config.transfer_rule
     if rule.name != "mean":
         if not labelled.has_images:
             raise BankError(
@@ -198,9 +198,9 @@ def _leave_one_out_lines(report: FidelityReport, config: FidelityConfig) -> list
     """Each predictor's SROCC (and PLCC), then per type."""
     from saqt.distortions import catalogue
 
-    rule = config.transfer_options.transfer_rule.name
+    rule = config.transfer_rule.name
     names = {
-        rule: f"{rule} ({config.encoder}, k={config.transfer_options.transfer_rule.neighbour_count})",
+        rule: f"{rule} ({config.encoder}, k={config.transfer_rule.neighbour_count})",
         "mean": "mean baseline (content-agnostic)",
         "random": "random other reference",
         "oracle": "oracle: best other reference (ceiling)",

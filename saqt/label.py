@@ -93,7 +93,7 @@ def transfer_labels(
     ``embed`` replaces :func:`~saqt.embed.embed_images` (e.g. encoders on a Ray cluster's GPUs); this process
     then loads the encoder on the CPU only for its identity.
     """
-    rule = config.transfer_options.transfer_rule
+    rule = config.transfer_rule
     if config.matches:
         given = read_matches(config.matches)
         keys = {r["pristine_id"]: r["source_key"] for r in reader.rows("pristine", ["pristine_id", "source_key"])}
@@ -277,7 +277,7 @@ def run_label(config: LabelConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT)
         writer.manifest.update(
             {
                 "encoder": encoder,
-                "rule": config.transfer_options.transfer_rule.describe(),
+                "rule": config.transfer_rule.describe(),
                 "score_scale": config.normalise,
                 "self_matches": labels.self_matches,
                 "bank_fit": labels.fit(len(bank.ref_ids)),
@@ -291,7 +291,7 @@ def run_label(config: LabelConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT)
             "encoder": encoder["encoder"],
             "encoder_weights": encoder["weights"],
             "rule": config.rule,
-            "k": config.transfer_options.transfer_rule.neighbour_count,
+            "k": config.transfer_rule.neighbour_count,
             "temperature": config.temperature if config.rule == "topk" else None,
         }
         pending = writer.pending(units)

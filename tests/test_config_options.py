@@ -231,9 +231,9 @@ def test_a_group_is_one_attribute_built_once_from_the_flat_fields():
     assert synth.source_options.inputs == {"--root": None, "--list": "/l.txt"}
     assert synth.reference_screen == Screen(min_jpeg_quality=0) and synth.reference_screen is synth.reference_screen
     label = LabelConfig(build="/b", bank="/k", rule="topk", k=5, temperature=0.1)
-    rule = label.transfer_options.transfer_rule
-    assert rule == Rule("topk", 5, 0.1) and rule is label.transfer_options.transfer_rule
-    assert replace(label, k=2).transfer_options.transfer_rule == Rule("topk", 2, 0.1)
+    assert label.transfer_rule == Rule("topk", 5, 0.1) and label.transfer_rule is label.transfer_rule
+    assert replace(label, k=2).transfer_rule == Rule("topk", 2, 0.1)
+    assert FidelityConfig(rule="mean").transfer_rule == Rule("mean")
     copy = pickle.loads(pickle.dumps(build))  # configs travel to worker processes
     assert copy == build and copy.pristine_screen == build.pristine_screen
 
