@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from functools import cached_property
 from pathlib import Path
 
 from glint.architecture import RESNET50_URL, VIT_NAME, VIT_TAG, GlintConfig
@@ -91,7 +90,7 @@ class ModelOptions:
     def __post_init__(self):
         _ = self.model  # refuses a backbone or CWSA that does not exist, before any work
 
-    @cached_property
+    @property
     def model(self) -> GlintConfig:
         """The model these options describe (CWSA None: the release's)."""
         return GlintConfig(self.local_backbone, self.vit_weights, self.cnn_weights, cwsa=self.cwsa or "released")

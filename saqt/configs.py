@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from functools import cached_property
+from functools import lru_cache
 from pathlib import Path
 
 from saqt.encoders.base import encoder_forms
@@ -125,10 +125,13 @@ class ScreenOptions:
         if not 0 <= self.min_jpeg_quality <= 100 or not 0 < self.max_upscale < 1e6:
             raise ConfigError("--min-jpeg-quality must be in 0..100 and --max-upscale a positive number")
 
-    @cached_property
+    @property
     def screen(self) -> Screen:
         """The screen these settings describe."""
         return Screen(self.min_side, self.min_jpeg_quality, self.allow_grey, self.max_upscale)
+
+
+_rule = lru_cache(maxsize=64)(Rule)  # a Rule is frozen: one per settings, however often a config is asked
 
 
 @dataclass(frozen=True)
@@ -143,10 +146,10 @@ class TransferOptions:
     def __post_init__(self):
         _ = self.transfer_rule  # raises ConfigError for a bad rule, k or temperature
 
-    @cached_property
+    @property
     def transfer_rule(self) -> Rule:
-        """The transfer rule these settings describe."""
-        return Rule(self.rule, self.k, self.temperature)
+        """The transfer rule these settings describe, built once for all configs that describe it."""
+        return _rule(self.rule, self.k, self.temperature)
 
 
 class TransferRule:
@@ -209,7 +212,7 @@ class BuildConfig:
         if not self.types or not self.levels:
             raise ConfigError("no distortion types or levels selected")
 
-    @cached_property
+    @property
     def pristine_screen(self) -> Screen:
         """The screen every pristine image must pass."""
         return self.screen_options.screen if self.screen else Screen.off()

@@ -8,7 +8,7 @@ turns the options of a config into a command's Typer options. This module is pla
 Options that several configs share are declared once, on a group (a frozen dataclass of options such as
 ``ScreenOptions``), that each of those configs includes with :func:`include` where its fields stand: a
 :func:`config_class` holds them flat (``config.min_side``, ``BuildConfig(min_side=...)``, one ``--min-side``, one
-manifest key), and the group itself is one attribute away (``config.screen_options``), built and checked once.
+manifest key), and the group itself is one attribute away (``config.screen_options``), checked as the config is made.
 
 An option that names a local file or folder (``path=True``) is held absolute, links resolved (:func:`resolve_paths`,
 called by the config's ``__post_init__``): one folder is one input however it is spelled (``./photos/``,
@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
-from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, get_type_hints
@@ -143,7 +142,7 @@ def config_class(cls: type) -> type:
                 raise TypeError(f"{cls.__name__}: option {f.name} is declared twice")
             annotations[f.name] = hints[f.name]
             setattr(cls, f.name, f)
-        setattr(cls, name, _group_view(marker.group, name, cls))
+        setattr(cls, name, _group_view(marker.group))
     cls.__annotations__ = annotations
     own = getattr(cls, "__post_init__", None)
     if groups:
@@ -158,8 +157,7 @@ def config_class(cls: type) -> type:
     return dataclass(frozen=True)(cls)
 
 
-def _group_view(group: type, name: str, owner: type) -> cached_property:
-    """The attribute ``name`` of a config: its ``group`` fields as one ``group``, built once."""
-    view = cached_property(lambda config: group(**{f.name: getattr(config, f.name) for f in fields(group)}))
-    view.__set_name__(owner, name)
-    return view
+def _group_view(group: type) -> property:
+    """A config's attribute that gives its ``group`` fields as one ``group`` (held nowhere else: a config's
+    ``__dict__`` is its fields, as ``Config(**vars(config))`` expects)."""
+    return property(lambda config: group(**{f.name: getattr(config, f.name) for f in fields(group)}))
