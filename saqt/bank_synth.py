@@ -28,7 +28,7 @@ from saqt.progress import Progress
 from saqt.registry import resolve
 from saqt.seeding import derive_seed
 from saqt.shards import BANK_MANIFEST, write_bytes_atomic
-from saqt.sources import Quota, SourceError, SourceItem, list_source
+from saqt.sources import Quota, SourceError, SourceItem
 from saqt.stage import StageConflict, StageWriter, file_entry, new_manifest
 
 CELLS = [(t, lv) for t in range(1, 26) for lv in range(1, 6)]
@@ -170,10 +170,7 @@ def run_synth_bank(config: SynthConfig, out: Path, ctx: RunContext = DEFAULT_CON
     made with other settings unless ``ctx.overwrite``.
     """
     executor, progress = ctx.executor, ctx.progress
-    config.check()
-    listing = list_source(
-        config.source, Path(config.root) if config.root else None, Path(config.list_file) if config.list_file else None
-    )
+    listing = config.source_options.listing()
     pool = choose_pool(
         listing.items,
         Quota(listing.items, config.limit),
@@ -194,8 +191,7 @@ def run_synth_bank(config: SynthConfig, out: Path, ctx: RunContext = DEFAULT_CON
         raise StageConflict(f"{out} holds a bank that `saqt bank synth` did not write; choose another --out")
     fresh = _fresh_manifest(config, listing.errors + pool.refused, items, ctx.command)
     fresh["screen"] = {**config.reference_screen.describe(), "screened": pool.screened, "duplicates": pool.duplicates}
-    inputs = {"--root": config.root, "--list": config.list_file}
-    with StageWriter(out, fresh, ctx.overwrite, inputs, on_save=_save) as writer:
+    with StageWriter(out, fresh, ctx.overwrite, config.source_options.inputs, on_save=_save) as writer:
         pending = [(str(i), item) for i, item in enumerate(items) if str(i) not in writer.manifest["done"]]
         writer.save()
         by_key = {item.key: unit for unit, item in pending}

@@ -35,7 +35,7 @@ from saqt.shards import (
     ShardWriter,
     aborting,
 )
-from saqt.sources import Quota, SourceItem, list_source, read_selection
+from saqt.sources import Quota, SourceItem, read_selection
 from saqt.stage import StageWriter, new_manifest
 
 
@@ -161,13 +161,8 @@ def run_build(config: BuildConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT)
     """Build (or resume) into ``out``; returns the final manifest. Raises a SaqtError for bad arguments before any
     work, and NothingBuilt (after writing the manifest and the error log) when no input was usable."""
     executor, progress = ctx.executor, ctx.progress
-    config.check()
-    listing = list_source(
-        config.source,
-        Path(config.root) if config.root else None,
-        Path(config.list_file) if config.list_file else None,
-        config.split,
-        read_selection(config.selection) if config.selection else None,
+    listing = config.source_options.listing(
+        config.split, read_selection(config.selection) if config.selection else None
     )
     quota = Quota(listing.items, config.limit, config.per_class)
     pool = choose_pool(
@@ -177,8 +172,7 @@ def run_build(config: BuildConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT)
     units = _units(selection, config.images_per_shard)
     fresh = _fresh_manifest(config, listing.errors, pool, len(units), ctx.command)
     log = ErrorLog(out / BUILD_ERRORS, listing.errors, pool.refused)
-    inputs = {"--root": config.root, "--list": config.list_file}
-    with StageWriter(out, fresh, ctx.overwrite, inputs, on_save=log) as writer:
+    with StageWriter(out, fresh, ctx.overwrite, config.source_options.inputs, on_save=log) as writer:
         pending = [u for u in units if str(u[0]) not in writer.manifest["done"]]
         writer.save()
         done_images = len(selection) - sum(len(u[1]) for u in pending)

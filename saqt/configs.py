@@ -1,5 +1,6 @@
 """What each ``saqt`` stage is asked: one frozen config per stage, every option of its command declared on a field
-(``saqt.options.option``: help, help panel, flags), so a new option is added in one place. Light on purpose: the
+(``saqt.options.option``: help, help panel, flags), or, where configs share it, on a group they include
+(``SourceOptions``, ``ScreenOptions``, ``TransferOptions``), so a new option is added in one place. Light on purpose: the
 command line imports this module at start, the stages' heavy modules only when a command runs."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from saqt.encoders.base import encoder_forms
@@ -24,11 +26,13 @@ from saqt.options import (
     SELECTION,
     SOURCE,
     TRANSFER,
+    config_class,
+    include,
     option,
     resolve_paths,
 )
 from saqt.screen import Screen
-from saqt.sources import source_names
+from saqt.sources import Listing, list_source, source_names
 from saqt.transfer import Rule
 
 ALL_TYPES = tuple(range(1, 26))
@@ -36,17 +40,7 @@ ALL_LEVELS = tuple(range(1, 6))
 MAX_SIDE = 4096  # canonical images are distorted 125 ways in memory: a ceiling well above the paper's 512 x 384
 DEFAULT_ENCODER = "clip:ViT-B-32@laion2b_s34b_b79k"
 ENCODER_HELP = f"One of: {encoder_forms(about=True)}."
-MAX_UPSCALE_HELP = (
-    "Screen: refuse images that must be enlarged by more than this to cover --size (1.0: none; "
-    "looser values are recorded in the manifest and dataset card)."
-)
-MIN_JPEG_QUALITY_HELP = (
-    "Screen: refuse JPEGs of lower estimated quality, and lossy WebP and palette images (GIF, palette PNG) "
-    "(0 = off: keep them all)."
-)
-MIN_SIDE_HELP = "Screen: refuse images whose shorter side is below this (at least 1)."
 BANK_TYPE_HELP = "kadid10k, csv or synth (default: detected)."
-TEMPERATURE_HELP = "Softmax temperature of the topk weights."
 
 
 LICENCE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")  # the Hub's licence ids: cc-by-4.0, apache-2.0, openrail++
@@ -75,8 +69,8 @@ def check_size(size: tuple[int, int], least: int = 48) -> None:
 
 
 @dataclass(frozen=True)
-class BuildConfig:
-    """Everything that determines a build's output (how it runs, workers and overwrite, does not)."""
+class SourceOptions:
+    """Where a stage's images come from: a source (``saqt.sources``), its root folder and its list file."""
 
     source: str = option("sample", f"Pristine source: {', '.join(source_names())}.", SOURCE)
     root: str | None = option(
@@ -90,6 +84,86 @@ class BuildConfig:
         cli_type=Path | None,
         path=True,
     )
+
+    def listing(self, split: str | None = None, selection: list[str] | None = None) -> Listing:
+        """The source's images (only those named in ``selection`` when given); SourceError for a bad source."""
+        root, list_file = (Path(p) if p else None for p in (self.root, self.list_file))
+        return list_source(self.source, root, list_file, split, selection)
+
+    @property
+    def inputs(self) -> dict[str, str | None]:
+        """The local inputs, by option, that a stage's output must lie apart from."""
+        return {"--root": self.root, "--list": self.list_file}
+
+
+@dataclass(frozen=True)
+class ScreenOptions:
+    """The pristine screen's settings (``saqt.screen.Screen``), checked as given."""
+
+    max_upscale: float = option(
+        1.0,
+        "Screen: refuse images that must be enlarged by more than this to cover --size (1.0: none; "
+        "looser values are recorded in the manifest and dataset card).",
+        SCREEN,
+    )
+    min_jpeg_quality: int = option(
+        90,
+        "Screen: refuse JPEGs of lower estimated quality, and lossy WebP and palette images (GIF, palette PNG) "
+        "(0 = off: keep them all).",
+        SCREEN,
+    )
+    min_side: int = option(128, "Screen: refuse images whose shorter side is below this (at least 1).", SCREEN, min=1)
+    allow_grey: bool = option(False, "Screen: keep greyscale images (refused by default).", SCREEN)
+
+    def __post_init__(self):
+        if self.min_side < 1:
+            raise ConfigError(f"--min-side must be at least 1, got {self.min_side}")
+        if not 0 <= self.min_jpeg_quality <= 100 or not 0 < self.max_upscale < 1e6:
+            raise ConfigError("--min-jpeg-quality must be in 0..100 and --max-upscale a positive number")
+
+    @property
+    def screen(self) -> Screen:
+        """The screen these settings describe."""
+        return Screen(self.min_side, self.min_jpeg_quality, self.allow_grey, self.max_upscale)
+
+
+_rule = lru_cache(maxsize=64)(Rule)  # a Rule is frozen: one per settings, however often a config is asked
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """How the matched references' scores become an image's label: the rule (``saqt.transfer.Rule``) and the scale."""
+
+    rule: str = option("top1", "top1 (the authors'), topk (similarity-weighted) or mean.", TRANSFER)
+    neighbours: int = option(
+        3, "Neighbours for topk: the k nearest references.", TRANSFER, flags=("--neighbours", "-k"), key="k"
+    )
+    temperature: float = option(0.05, "Softmax temperature of the topk weights.", TRANSFER)
+    normalise: str = option("minmax:0:9", "Score scale: minmax:0:9 (the authors'), none or zscore.", TRANSFER)
+
+    def __post_init__(self):
+        _ = self.transfer_rule  # raises ConfigError for a bad rule, count or temperature
+
+    @property
+    def transfer_rule(self) -> Rule:
+        """The transfer rule these settings describe, built once for all configs that describe it."""
+        return _rule(self.rule, self.neighbours, self.temperature)
+
+
+class TransferRule:
+    """A config that includes ``TransferOptions``: its transfer rule one attribute away."""
+
+    @property
+    def transfer_rule(self) -> Rule:
+        """The transfer rule these settings describe, built once (``TransferOptions.transfer_rule``)."""
+        return self.transfer_options.transfer_rule
+
+
+@config_class
+class BuildConfig:
+    """Everything that determines a build's output (how it runs, workers and overwrite, does not)."""
+
+    source_options: SourceOptions = include(SourceOptions)
     split: str | None = option(None, "For --source imagenet: train (default) or val.", SOURCE)
     limit: int | None = option(None, "Use at most N images (a seeded random subset).", SELECTION)
     per_class: int | None = option(None, "Use at most K images per class (seeded).", SELECTION)
@@ -109,10 +183,7 @@ class BuildConfig:
         cli_type=bool | None,
         cli_default=None,
     )
-    max_upscale: float = option(1.0, MAX_UPSCALE_HELP, SCREEN)
-    min_jpeg_quality: int = option(90, MIN_JPEG_QUALITY_HELP, SCREEN)
-    min_side: int = option(128, MIN_SIDE_HELP, SCREEN, min=1)
-    allow_grey: bool = option(False, "Screen: keep greyscale images (refused by default).", SCREEN)
+    screen_options: ScreenOptions = include(ScreenOptions)
     size: tuple[int, int] = option(
         (512, 384), "Canonical size WxH: resize to cover, then centre-crop.", PLAN, cli_type=str, cli_default="512x384"
     )
@@ -126,12 +197,10 @@ class BuildConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS  # the decompression-bomb limit: library only
 
     def __post_init__(self):
+        """Hold the paths absolute; raise ConfigError naming the first option that cannot work."""
         resolve_paths(self)
-
-    def check(self) -> None:
-        """Raise ConfigError naming the first option that cannot work."""
         check_size(self.size)
-        for name in ("limit", "per_class", "per_image", "images_per_shard", "min_side"):
+        for name in ("limit", "per_class", "per_image", "images_per_shard"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -140,15 +209,11 @@ class BuildConfig:
             raise ConfigError(f"--per-image {self.per_image} exceeds the {cells} (type, level) cells selected")
         if not self.types or not self.levels:
             raise ConfigError("no distortion types or levels selected")
-        if not 0 <= self.min_jpeg_quality <= 100 or not 0 < self.max_upscale < 1e6:
-            raise ConfigError("--min-jpeg-quality must be in 0..100 and --max-upscale a positive number")
 
     @property
     def pristine_screen(self) -> Screen:
         """The screen every pristine image must pass."""
-        if not self.screen:
-            return Screen.off()
-        return Screen(self.min_side, self.min_jpeg_quality, self.allow_grey, self.max_upscale)
+        return self.screen_options.screen if self.screen else Screen.off()
 
     def as_dict(self) -> dict:
         """JSON-ready form, as recorded in the manifest."""
@@ -159,16 +224,17 @@ SYNTH_METRICS = {"ms_ssim": "saqt.bank_synth:ms_ssim", "psnr": "saqt.bank_synth:
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window
 
 
-@dataclass(frozen=True)
+@config_class
 class SynthConfig:
     """What a synthetic bank is built from and how it is scored."""
 
-    source: str = option("folder", f"Reference images: {', '.join(source_names())}.", SOURCE)
-    root: str | None = option(
-        None, "Source root folder (all paths must stay inside it).", SOURCE, cli_type=Path | None, path=True
-    )
-    list_file: str | None = option(
-        None, "For --source list: the list file.", SOURCE, flags=("--list",), cli_type=Path | None, path=True
+    source_options: SourceOptions = include(
+        SourceOptions,
+        defaults={"source": "folder"},
+        helps={
+            "source": f"Reference images: {', '.join(source_names())}.",
+            "list_file": "For --source list: the list file.",
+        },
     )
     limit: int | None = option(None, "Use at most N reference images (seeded).", SELECTION)
     seed: int = option(0, "Seed of the selection and of the distortions' random draws.", SELECTION)
@@ -176,24 +242,14 @@ class SynthConfig:
         (512, 384), "Canonical size WxH of the references.", PLAN, cli_type=str, cli_default="512x384"
     )
     metric: str = option("ms_ssim", f"Full-reference proxy score: {' or '.join(SYNTH_METRICS)}.", PLAN)
-    min_side: int = option(128, MIN_SIDE_HELP, SCREEN, min=1)
-    min_jpeg_quality: int = option(90, MIN_JPEG_QUALITY_HELP, SCREEN)
-    max_upscale: float = option(1.0, MAX_UPSCALE_HELP, SCREEN)
-    allow_grey: bool = option(False, "Screen: keep greyscale images (refused by default).", SCREEN)
+    screen_options: ScreenOptions = include(ScreenOptions)
     save_distorted: bool = option(
         False, "Also write the distorted images and dataset.csv (path, score, ref) for glint.", OUTPUT
     )
 
     def __post_init__(self):
+        """Hold the paths absolute; raise ConfigError naming the first option that cannot work."""
         resolve_paths(self)
-
-    @property
-    def reference_screen(self) -> Screen:
-        """The pristine screen each reference must pass, as in ``saqt build``."""
-        return Screen(self.min_side, self.min_jpeg_quality, self.allow_grey, self.max_upscale)
-
-    def check(self) -> None:
-        """Raise ConfigError naming the first option that cannot work."""
         if self.metric not in SYNTH_METRICS:
             raise ConfigError(f"--metric must be one of {', '.join(SYNTH_METRICS)}, got {self.metric!r}")
         if self.metric == "ms_ssim" and min(self.size) < MS_SSIM_MIN_SIDE:
@@ -201,12 +257,15 @@ class SynthConfig:
                 f"ms_ssim needs both sides of --size >= {MS_SSIM_MIN_SIDE} px; use a larger --size or --metric psnr"
             )
         check_size(self.size)
-        if self.min_side < 1:
-            raise ConfigError(f"--min-side must be at least 1, got {self.min_side}")
+
+    @property
+    def reference_screen(self) -> Screen:
+        """The pristine screen each reference must pass, as in ``saqt build``."""
+        return self.screen_options.screen
 
 
-@dataclass(frozen=True)
-class LabelConfig:
+@config_class
+class LabelConfig(TransferRule):
     """Everything that determines the labels, and how the embedding runs (device, batch size and loader workers,
     which do not change them and are not recorded)."""
 
@@ -249,12 +308,7 @@ class LabelConfig:
         cli_default=None,
     )
     index: str = option("flat", "FAISS index: flat (exact), ivf or hnsw.", MATCHING)
-    rule: str = option("top1", "top1 (the authors'), topk (similarity-weighted) or mean.", TRANSFER)
-    neighbours: int = option(
-        3, "Neighbours for topk: the k nearest references.", TRANSFER, flags=("--neighbours", "-k"), key="k"
-    )
-    temperature: float = option(0.05, TEMPERATURE_HELP, TRANSFER)
-    normalise: str = option("minmax:0:9", "Score scale: minmax:0:9 (the authors'), none or zscore.", TRANSFER)
+    transfer_options: TransferOptions = include(TransferOptions)
     device: str = option("auto", DEVICE_HELP, EXECUTION, recorded=False)
     batch_size: int = option(64, "Embedding batch size.", EXECUTION, recorded=False)
     loader_workers: int | None = option(  # None: auto_loader_workers
@@ -263,7 +317,6 @@ class LabelConfig:
 
     def __post_init__(self):
         resolve_paths(self)
-        Rule(self.rule, self.neighbours, self.temperature)  # raises ConfigError for a bad rule, count or temperature
         if self.index not in INDEX_KINDS:
             raise ConfigError(f"--index must be one of {', '.join(INDEX_KINDS)}, got {self.index!r}")
         if self.matches and self.rule != "top1":
@@ -273,11 +326,6 @@ class LabelConfig:
                 "--exclude-refs cannot be combined with --matches: the given matches fix each image's "
                 "reference, and images matched to an excluded one would need matching anew"
             )
-
-    @property
-    def transfer_rule(self) -> Rule:
-        """The transfer rule these settings describe."""
-        return Rule(self.rule, self.neighbours, self.temperature)
 
 
 @dataclass(frozen=True)
@@ -322,8 +370,8 @@ class PublishConfig:
             raise PublishError(f"--shard-size must be positive, got {self.shard_bytes} bytes")
 
 
-@dataclass(frozen=True)
-class FidelityConfig:
+@config_class
+class FidelityConfig(TransferRule):
     """What ``saqt fidelity`` measures: leave-one-reference-out on ``bank`` with the transfer rule, or, given
     ``matches``, how a matches file uses the bank and (with ``images``) how often ``encoder`` agrees with it."""
 
@@ -336,19 +384,8 @@ class FidelityConfig:
     )
     images: Path | None = option(None, "With --matches: the folder holding the matched pristine images.")
     encoder: str = option(DEFAULT_ENCODER, ENCODER_HELP)
-    rule: str = option("top1", "top1, topk or mean.", TRANSFER)
-    neighbours: int = option(
-        3, "Neighbours for topk: the k nearest references.", TRANSFER, flags=("--neighbours", "-k"), key="k"
+    transfer_options: TransferOptions = include(
+        TransferOptions, helps={"rule": "top1, topk or mean.", "normalise": "Score scale: minmax:0:9, none, zscore."}
     )
-    temperature: float = option(0.05, TEMPERATURE_HELP, TRANSFER)
-    normalise: str = option("minmax:0:9", "Score scale: minmax:0:9, none, zscore.", TRANSFER)
     seed: int = option(0, "Seed of the random-reference baseline.")
     device: str = option("auto", DEVICE_HELP)
-
-    def __post_init__(self):
-        Rule(self.rule, self.neighbours, self.temperature)  # raises ConfigError for a bad rule, count or temperature
-
-    @property
-    def transfer_rule(self) -> Rule:
-        """The transfer rule these settings describe."""
-        return Rule(self.rule, self.neighbours, self.temperature)

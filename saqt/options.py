@@ -5,6 +5,11 @@ its help panel, its flags (default ``--field-name``), and, where the command lin
 config holds (``--size 512x384`` for ``(512, 384)``), that form's type and default. ``pipelines/cli_common.py``
 turns the options of a config into a command's Typer options. This module is plain data: no Typer here.
 
+Options that several configs share are declared once, on a group (a frozen dataclass of options such as
+``ScreenOptions``), that each of those configs includes with :func:`include` where its fields stand: a
+:func:`config_class` holds them flat (``config.min_side``, ``BuildConfig(min_side=...)``, one ``--min-side``, one
+manifest key), and the group itself is one attribute away (``config.screen_options``), checked as the config is made.
+
 An option that names a local file or folder (``path=True``) is held absolute, links resolved (:func:`resolve_paths`,
 called by the config's ``__post_init__``): one folder is one input however it is spelled (``./photos/``,
 ``photos``, ``/home/me/photos``), so a stage resumes whatever the spelling or working folder. A published set never
@@ -13,10 +18,12 @@ shows these paths (``saqt.publish`` records no folder of the publisher's machine
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, get_type_hints
 
 # Help panels: options grouped by what they decide (`saqt build --help`, `glint finetune --help`).
 SOURCE, SELECTION, SCREEN, PLAN, OUTPUT, EXECUTION = "Source", "Selection", "Screen", "Plan", "Output", "Execution"
@@ -93,3 +100,72 @@ def resolve_paths(config: Any) -> None:
     for f in fields(config):
         if (spec := option_of(f)) and spec.path:
             object.__setattr__(config, f.name, local_path(getattr(config, f.name)))
+
+
+@dataclass(frozen=True)
+class Include:
+    """Where a config holds the option fields of ``group``, some with this config's own default or help."""
+
+    group: type
+    defaults: dict[str, Any]
+    helps: dict[str, str]
+
+    def declared(self) -> list[Field]:
+        """The group's fields as this config declares them (fresh copies, for ``dataclass`` to take)."""
+        own = []
+        for f in fields(self.group):
+            f = copy.copy(f)
+            if f.name in self.defaults:
+                f.default = self.defaults[f.name]
+            if f.name in self.helps:
+                f.metadata = MappingProxyType({**f.metadata, "option": replace(option_of(f), help=self.helps[f.name])})
+            own.append(f)
+        return own
+
+
+def include(group: type, defaults: dict[str, Any] | None = None, helps: dict[str, str] | None = None) -> Any:
+    """A :func:`config_class` field standing for ``group``'s option fields, held flat in its place, with this
+    config's ``defaults`` and ``helps`` (by field name) where they differ from the group's. The field's name is then
+    the group built from those fields (``screen_options: ScreenOptions = include(ScreenOptions)``)."""
+    unknown = {*(defaults or {}), *(helps or {})} - {f.name for f in fields(group)}
+    if unknown:
+        raise TypeError(f"{group.__name__} has no option {', '.join(sorted(unknown))}")
+    return Include(group, defaults or {}, helps or {})
+
+
+def config_class(cls: type) -> type:
+    """``dataclass(frozen=True)`` for a config, each :func:`include` field replaced in place by its group's fields;
+    a config's groups are built (so checked) as it is made, after its own ``__post_init__``."""
+    annotations, groups = {}, {}
+    declared = cls.__dict__.get("__annotations__", {})
+    for name, hint in declared.items():
+        marker = cls.__dict__.get(name)
+        if not isinstance(marker, Include):
+            annotations[name] = hint
+            continue
+        groups[name] = marker.group
+        hints = get_type_hints(marker.group)
+        for f in marker.declared():
+            if f.name in annotations or f.name in declared:
+                raise TypeError(f"{cls.__name__}: option {f.name} is declared twice")
+            annotations[f.name] = hints[f.name]
+            setattr(cls, f.name, f)
+        setattr(cls, name, _group_view(marker.group))
+    cls.__annotations__ = annotations
+    own = getattr(cls, "__post_init__", None)
+    if groups:
+
+        def __post_init__(self) -> None:
+            if own:
+                own(self)
+            for name in groups:
+                getattr(self, name)
+
+        cls.__post_init__ = __post_init__
+    return dataclass(frozen=True)(cls)
+
+
+def _group_view(group: type) -> property:
+    """A config's attribute that gives its ``group`` fields as one ``group`` (held nowhere else: a config's
+    ``__dict__`` is its fields, as ``Config(**vars(config))`` expects)."""
+    return property(lambda config: group(**{f.name: getattr(config, f.name) for f in fields(group)}))

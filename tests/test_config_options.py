@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
+import pickle
 import re
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -18,8 +21,19 @@ from typer.testing import CliRunner
 
 from pipelines.cli_common import Options, config_options
 from pipelines.saqt_cli import app as saqt_app
-from saqt.configs import SYNTH_METRICS, BuildConfig, FidelityConfig, LabelConfig, PublishConfig, SynthConfig
-from saqt.options import option, option_of
+from saqt.configs import (
+    SYNTH_METRICS,
+    BuildConfig,
+    FidelityConfig,
+    LabelConfig,
+    PublishConfig,
+    ScreenOptions,
+    SynthConfig,
+)
+from saqt.errors import ConfigError
+from saqt.options import config_class, include, option, option_of, recorded
+from saqt.screen import Screen
+from saqt.transfer import Rule
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"})
 COMMANDS = {
@@ -176,3 +190,129 @@ def test_path_options_are_held_absolute_however_spelled(tmp_path, monkeypatch):
     build = BuildConfig(root="./../work/../data", selection="authors")
     assert (build.root, build.list_file, build.selection) == (real, None, "authors")
     assert SynthConfig(root="../link/").root == real and PublishConfig("../data").labels == real
+
+
+# --- option groups: declared once (saqt.options.include), held flat ------------------------------------------------
+
+# build.json's and bank.json's "config" as 0.4.0 wrote them for these settings: a resume compares them key by key.
+BUILD_0_4_0 = {
+    "source": "folder",
+    "root": "/photos",
+    "list_file": None,
+    "split": None,
+    "limit": None,
+    "per_class": None,
+    "selection": None,
+    "seed": 0,
+    "screen": True,
+    "max_upscale": 1.0,
+    "min_jpeg_quality": 90,
+    "min_side": 3,
+    "allow_grey": False,
+    "size": [512, 384],
+    "types": list(range(1, 26)),
+    "levels": [1, 2, 3, 4, 5],
+    "per_image": None,
+    "recipe_only": False,
+    "images_per_shard": 8,
+    "max_pixels": 64000000,
+}
+SYNTH_0_4_0 = {
+    "source": "folder",
+    "root": "/photos",
+    "list_file": None,
+    "limit": None,
+    "seed": 0,
+    "size": [512, 384],
+    "metric": "ms_ssim",
+    "min_side": 128,
+    "min_jpeg_quality": 90,
+    "max_upscale": 1.0,
+    "allow_grey": False,
+    "save_distorted": False,
+}
+
+
+def test_configs_with_groups_record_what_0_4_0_recorded():
+    assert BuildConfig(source="folder", root="/photos", min_side=3).as_dict() == BUILD_0_4_0
+    assert json.loads(json.dumps(asdict(SynthConfig(root="/photos")))) == SYNTH_0_4_0
+    assert list(recorded(LabelConfig(build="/b", bank="/k")))[-4:] == ["rule", "k", "temperature", "normalise"]
+
+
+def test_a_group_is_one_attribute_made_from_the_flat_fields():
+    build = BuildConfig(min_side=200, max_upscale=1.5, allow_grey=True)
+    assert build.screen_options == ScreenOptions(max_upscale=1.5, min_jpeg_quality=90, min_side=200, allow_grey=True)
+    assert build.pristine_screen == Screen(min_side=200, min_jpeg_quality=90, allow_grey=True, max_upscale=1.5)
+    assert BuildConfig(screen=False, min_side=200).pristine_screen == Screen.off()
+    assert list(vars(build)) == [f.name for f in fields(BuildConfig)]  # Config(**vars(config)) still makes a copy
+    synth = SynthConfig(source="list", list_file="/l.txt", metric="psnr", min_jpeg_quality=0)
+    assert synth.source_options.inputs == {"--root": None, "--list": "/l.txt"}
+    assert synth.reference_screen == Screen(min_jpeg_quality=0)
+    label = LabelConfig(build="/b", bank="/k", rule="topk", k=5, temperature=0.1)
+    assert label.transfer_rule == Rule("topk", 5, 0.1) and label.transfer_rule is label.transfer_rule  # built once
+    assert replace(label, k=2).transfer_rule == Rule("topk", 2, 0.1)
+    assert FidelityConfig(rule="mean").transfer_rule == Rule("mean")
+    copy = pickle.loads(pickle.dumps(build))  # configs travel to worker processes
+    assert copy == build and copy.pristine_screen == build.pristine_screen
+
+
+@pytest.mark.parametrize("config", [BuildConfig, partial(SynthConfig, metric="psnr")])
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"min_side": 0}, "--min-side must be at least 1, got 0"),
+        ({"min_jpeg_quality": 101}, "--min-jpeg-quality must be in 0..100"),
+        ({"max_upscale": 0.0}, "--max-upscale a positive number"),
+    ],
+)
+def test_screen_settings_are_checked_in_one_place_as_the_config_is_made(config, given, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config(**given)
+
+
+def test_transfer_settings_are_checked_as_the_config_is_made():
+    for config in (partial(LabelConfig, build="/b", bank="/k"), FidelityConfig):
+        with pytest.raises(ConfigError, match="--neighbours must be at least 1"):
+            config(rule="topk", k=0)
+        with pytest.raises(ConfigError, match="--rule must be one of"):
+            config(rule="median")
+
+
+@dataclass(frozen=True)
+class _Pair:
+    low: int = option(1, "Low.", "Panel")
+    high: int = option(9, "High.", "Panel", flags=("--top",))
+
+    def __post_init__(self):
+        if self.low > self.high:
+            raise ConfigError("--low above --high")
+
+
+def test_include_puts_a_groups_fields_in_place_with_the_configs_own_defaults_and_helps():
+    made = []
+
+    @config_class
+    class Toy:
+        first: str = option("a", "First.")
+        pair: _Pair = include(_Pair, defaults={"high": 5}, helps={"low": "Lowest."})
+        last: bool = option(False, "Last.")
+
+        def __post_init__(self):
+            made.append(self.low)
+
+    assert [f.name for f in fields(Toy)] == ["first", "low", "high", "last"]
+    low, high = (option_of(f) for f in fields(Toy)[1:3])
+    assert (low.help, low.panel, high.help, high.flags) == ("Lowest.", "Panel", "High.", ("--top",))
+    assert option_of(fields(_Pair)[0]).help == "Low." and _Pair().high == 9  # the group itself is unchanged
+    toy = Toy(low=2)
+    assert (toy.high, toy.pair, made) == (5, _Pair(2, 5), [2])
+    with pytest.raises(ConfigError, match="--low above --high"):
+        Toy(low=6)
+    with pytest.raises(TypeError, match="_Pair has no option middle"):
+        include(_Pair, helps={"middle": "?"})
+    with pytest.raises(TypeError, match="Twice: option low is declared twice"):
+
+        @config_class
+        class Twice:
+            low: int = option(0, "Low again.")
+            pair: _Pair = include(_Pair)
