@@ -248,9 +248,9 @@ def test_a_group_is_one_attribute_made_from_the_flat_fields():
     synth = SynthConfig(source="list", list_file="/l.txt", metric="psnr", min_jpeg_quality=0)
     assert synth.source_options.inputs == {"--root": None, "--list": "/l.txt"}
     assert synth.reference_screen == Screen(min_jpeg_quality=0)
-    label = LabelConfig(build="/b", bank="/k", rule="topk", k=5, temperature=0.1)
+    label = LabelConfig(build="/b", bank="/k", rule="topk", neighbours=5, temperature=0.1)
     assert label.transfer_rule == Rule("topk", 5, 0.1) and label.transfer_rule is label.transfer_rule  # built once
-    assert replace(label, k=2).transfer_rule == Rule("topk", 2, 0.1)
+    assert replace(label, neighbours=2).transfer_rule == Rule("topk", 2, 0.1)
     assert FidelityConfig(rule="mean").transfer_rule == Rule("mean")
     copy = pickle.loads(pickle.dumps(build))  # configs travel to worker processes
     assert copy == build and copy.pristine_screen == build.pristine_screen
@@ -273,7 +273,7 @@ def test_screen_settings_are_checked_in_one_place_as_the_config_is_made(config, 
 def test_transfer_settings_are_checked_as_the_config_is_made():
     for config in (partial(LabelConfig, build="/b", bank="/k"), FidelityConfig):
         with pytest.raises(ConfigError, match="--neighbours must be at least 1"):
-            config(rule="topk", k=0)
+            config(rule="topk", neighbours=0)
         with pytest.raises(ConfigError, match="--rule must be one of"):
             config(rule="median")
 
