@@ -7,6 +7,8 @@ import ast
 from functools import cache
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("saqt", "glint", "pipelines")
 MAX_LINES = 60
@@ -153,6 +155,7 @@ def test_the_cycle_finder_finds_a_cycle_and_only_cycles():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
+@pytest.mark.slow
 def test_the_graph_sees_module_and_function_level_imports():
     module_level, every = import_graph(False), import_graph(True)
     assert "saqt.stage" in module_level["saqt.label"]  # from saqt.stage import ...
@@ -161,6 +164,7 @@ def test_the_graph_sees_module_and_function_level_imports():
     assert all(module_level[m] <= every[m] for m in MODULES)
 
 
+@pytest.mark.slow
 def test_no_import_cycle_at_module_level():
     assert cycles(import_graph(False)) == []
 

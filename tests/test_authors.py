@@ -23,6 +23,8 @@ from pipelines.saqt_cli import app
 from saqt import authors
 from saqt.matches import MatchesError, read_matches
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 AUTHORS = SHARED / "data" / "authors"
 KADID = SHARED / "data" / "labels" / "KADID10k.csv"
 TYPES, LEVELS = (1, 13, 25), (1, 3, 5)

@@ -112,6 +112,7 @@ def unit_vectors(n, d, seed):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+@pytest.mark.slow
 def test_exact_faiss_search_equals_brute_force():
     refs, queries = unit_vectors(500, 64, 1), unit_vectors(40, 64, 2)
     sims, ids = search(build_index(refs), queries, 5)
@@ -165,6 +166,7 @@ def test_transfer_skips_neighbours_without_a_score_and_mean_rule():
     assert cell_means(scores)[0, 0] == 4.0
 
 
+@pytest.mark.slow
 def test_leave_one_out_on_constructed_bank_matches_hand_computation():
     """Reference pairs (0,1), (2,3), (4,5) are mutual nearest neighbours: top1 predicts each by its partner."""
     rng = np.random.default_rng(7)
@@ -179,6 +181,7 @@ def test_leave_one_out_on_constructed_bank_matches_hand_computation():
     assert report.rows["mean"]["srocc"] == pytest.approx(spearmanr(scores.ravel(), mean.ravel())[0])
 
 
+@pytest.mark.slow
 def test_fidelity_baselines_on_kadid_match_the_data_readme(kadid_table_bank):
     """shared/data/README.md: mean 0.938, one random other reference 0.883, best other reference 0.953."""
     report = leave_one_out(normalise_scores(kadid_table_bank.scores, "minmax:0:9"), None, Rule("mean"))

@@ -57,6 +57,7 @@ def checksums(out: Path) -> dict[str, str]:
     return {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.glob("*/*.parquet"))}
 
 
+@pytest.mark.slow
 def test_same_output_whatever_the_number_of_workers(tmp_path, photos):
     one = build(tmp_path / "w1", photos, workers=1)
     two = build(tmp_path / "w2", photos, workers=2)
@@ -65,6 +66,7 @@ def test_same_output_whatever_the_number_of_workers(tmp_path, photos):
     assert one["done"] == two["done"]
 
 
+@pytest.mark.slow
 def test_shards_have_the_documented_schema_and_match_the_manifest(tmp_path, photos):
     out = tmp_path / "b"
     manifest = build(out, photos, types=(1, 19, 20), levels=(2, 5))
@@ -85,6 +87,7 @@ def test_shards_have_the_documented_schema_and_match_the_manifest(tmp_path, phot
     assert row["image_id"] == f"{row['pristine_id']}_20_05" and row["param"] == 100.0
 
 
+@pytest.mark.slow
 def test_recipe_only_build_renders_back_bit_identically(tmp_path, photos):
     build(tmp_path / "full", photos, types=(3, 11, 15, 22), levels=(1, 4))
     build(tmp_path / "recipe", photos, types=(3, 11, 15, 22), levels=(1, 4), recipe_only=True)
@@ -98,6 +101,7 @@ def test_recipe_only_build_renders_back_bit_identically(tmp_path, photos):
     assert size < sum(p.stat().st_size for p in (tmp_path / "full" / "distorted").iterdir()) / 20
 
 
+@pytest.mark.slow
 def test_per_image_subset_is_seeded(tmp_path, photos):
     manifest = build(tmp_path / "p", photos, per_image=5)
     rows = pq.read_table(tmp_path / "p" / "distorted").to_pylist()
@@ -108,6 +112,7 @@ def test_per_image_subset_is_seeded(tmp_path, photos):
     assert len({tuple(c) for c in cells.values()}) > 1  # each image draws its own cells
 
 
+@pytest.mark.slow
 def test_resume_redoes_only_missing_shards_and_refuses_other_settings(tmp_path, photos):
     out = tmp_path / "r"
     build(out, photos, types=(1, 2))
@@ -125,6 +130,7 @@ def test_resume_redoes_only_missing_shards_and_refuses_other_settings(tmp_path, 
     assert json.loads((out / "build.json").read_text())["config"]["types"] == [1, 3]
 
 
+@pytest.mark.slow
 def test_the_same_root_however_spelled_resumes_and_another_root_is_refused(tmp_path, photos, monkeypatch):
     out = tmp_path / "r"
     first = build(out, photos, types=(1,))
@@ -142,6 +148,7 @@ def test_the_same_root_however_spelled_resumes_and_another_root_is_refused(tmp_p
         build(out, Path("../copy"), types=(1,))
 
 
+@pytest.mark.slow
 def test_a_relative_root_recorded_by_an_earlier_version_resumes_from_its_folder(tmp_path, photos, monkeypatch):
     out = tmp_path / "r"
     build(out, photos, types=(1,))
@@ -195,6 +202,7 @@ EXPECTED_SKIPS = {
 }
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_skipped_with_reasons_and_the_rest_is_built(tmp_path, messy):
     manifest = build(tmp_path / "out", messy, min_side=64)
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
@@ -275,6 +283,7 @@ def test_malformed_list_file_is_refused_before_any_work(tmp_path, photos):
         build(tmp_path / "o2", photos, source="list", list_file=str(listing))
 
 
+@pytest.mark.slow
 def test_cli_builds_the_sample_by_default_and_resumes(tmp_path):
     out = tmp_path / "s"
     args = ["build", "--out", str(out), "--size", "96x64", "--types", "2,13", "--levels", "3"]
@@ -344,6 +353,7 @@ def _visible_shards_are_whole(out: Path) -> None:
         pq.read_table(path)  # a shard under its final name always reads completely
 
 
+@pytest.mark.slow
 def test_killing_the_main_process_then_rerunning_gives_the_same_shards(tmp_path, photos, reference_build):
     out = tmp_path / "out"
     args = ["build", "--root", str(photos), "--out", str(out), "--workers", "2", *CRASH_ARGS]
@@ -358,6 +368,7 @@ def test_killing_the_main_process_then_rerunning_gives_the_same_shards(tmp_path,
     assert checksums(out) == reference_build
 
 
+@pytest.mark.slow
 def test_killing_a_worker_fails_cleanly_and_a_rerun_completes(tmp_path, photos, reference_build):
     out = tmp_path / "out"
     args = ["build", "--root", str(photos), "--out", str(out), "--workers", "2", *CRASH_ARGS]
@@ -377,6 +388,7 @@ def _thread_setting(_: int) -> str | None:
     return os.environ.get("OMP_NUM_THREADS")
 
 
+@pytest.mark.slow
 def test_worker_processes_are_single_threaded_and_this_process_is_untouched(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert set(LocalExecutor(2).map_unordered(_thread_setting, range(4))) == {"1"}
@@ -387,6 +399,7 @@ def _square(n: int) -> int:
     return n * n
 
 
+@pytest.mark.slow
 def test_the_local_executor_keeps_a_few_units_in_flight_not_all_of_them():
     """Waiting for a result must not cost more as units accumulate: no more than two units per worker are handed to
     the pool before the first result comes back, and every unit's result comes back exactly once."""

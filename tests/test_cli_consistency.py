@@ -167,6 +167,7 @@ def test_exclude_refs_by_file_name_in_a_label_run(tmp_path, tiny_build):
     assert "does not have: I07; its 4 references are I01, I02, I03, I04" in result.stderr
 
 
+@pytest.mark.slow
 def test_ray_connection_error_names_the_ray_address_option(monkeypatch):
     # Ray's own wording, raised by ray.init where no cluster answers. Stood in for: a real unreachable address makes
     # Ray wait about a minute, and `auto` on a shared machine may find someone else's cluster.

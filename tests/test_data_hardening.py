@@ -108,6 +108,7 @@ def reseal_stage(folder: Path, manifest: str, rel: str) -> None:
 # --- non-finite scores: label, publish, verify ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("table", "value"), [("labels", math.nan), ("saqt-iqa", math.inf)])
 def test_verify_refuses_a_label_folder_holding_a_non_finite_score(sets, tmp_path, table, value):
     labels = copy(sets / "labels", tmp_path / "labels")
@@ -117,6 +118,7 @@ def test_verify_refuses_a_label_folder_holding_a_non_finite_score(sets, tmp_path
     one_line_failure(result, f"{table}/part-00001.parquet: 1 scores are NaN or infinite (row 0)", 1)
 
 
+@pytest.mark.slow
 def test_publish_refuses_labels_holding_a_nan_score(sets, tmp_path):
     labels = copy(sets / "labels", tmp_path / "labels")
     poison(labels / "saqt-iqa" / "part-00002.parquet", math.nan)
@@ -126,6 +128,7 @@ def test_publish_refuses_labels_holding_a_nan_score(sets, tmp_path):
     assert not (tmp_path / "pub").exists()
 
 
+@pytest.mark.slow
 def test_verify_refuses_a_published_set_holding_a_nan_score(sets, tmp_path):
     published = copy(sets / "published", tmp_path / "pub")
     rel = "data/train-00000-of-00001.parquet"
@@ -136,6 +139,7 @@ def test_verify_refuses_a_published_set_holding_a_nan_score(sets, tmp_path):
     one_line_failure(runner.invoke(app, ["verify", str(published)]), f"{rel}: 1 scores are NaN or infinite", 1)
 
 
+@pytest.mark.slow
 def test_verify_refuses_a_bank_folder_holding_a_nan_score_and_loading_it_names_the_cell(sets, tmp_path):
     bank = copy(sets / "bank", tmp_path / "bank")
     rows = list(csv.reader((bank / "scores.csv").open()))
@@ -149,6 +153,7 @@ def test_verify_refuses_a_bank_folder_holding_a_nan_score_and_loading_it_names_t
         load_bank(bank)
 
 
+@pytest.mark.slow
 def test_label_refuses_a_normalisation_that_leaves_scores_infinite(sets, tmp_path):
     out = tmp_path / "labels"
     huge = "9" * 400  # parses as a float: infinity
@@ -189,6 +194,7 @@ def test_build_overwrite_never_replaces_a_build_json_it_did_not_write(tmp_path, 
         assert (out / "build.json").read_text() == text and sorted(os.listdir(out)) == ["build.json"]
 
 
+@pytest.mark.slow
 def test_build_overwrite_still_replaces_its_own_output(sets, tmp_path):
     out = copy(sets / "build", tmp_path / "build")
     result = runner.invoke(app, ["build", "--out", str(out), "--limit", "1", *SMALL, "--overwrite"])
@@ -270,6 +276,7 @@ def model():
         return random_model()
 
 
+@pytest.mark.slow
 def test_predict_lists_a_fifo_with_its_reason_whether_named_or_in_a_folder(model, photo, tmp_path):
     from glint.predict import image_paths, score_files
 
@@ -355,6 +362,7 @@ def test_palette_images_are_still_decoded_everywhere_transparency_onto_white(tmp
     assert (pixels[:, 30:] == 255).all() and (pixels[:, :30] == (200, 30, 40)).all()
 
 
+@pytest.mark.slow
 def test_predict_lists_and_scores_an_animated_gif_by_its_first_frame(model, photo, tmp_path):
     from glint.predict import image_paths, score_files
 
@@ -392,6 +400,7 @@ def test_min_side_below_one_is_refused_at_parsing(command, value, tmp_path, monk
 # --- free text in the dataset card ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "link", "fragment"),
     [
@@ -415,6 +424,7 @@ def test_licence_name_and_link_are_a_slug_and_an_http_url(sets, tmp_path, name, 
     assert good.license_link == "https://example.org/t?a=1"
 
 
+@pytest.mark.slow
 def test_free_text_in_the_provenance_cannot_change_the_cards_markdown(sets):
     markdown_it = pytest.importorskip("markdown_it")
     meta, _ = read_card((sets / "published" / "README.md").read_text())

@@ -45,6 +45,7 @@ def tiny_clip_checkpoint(tmp_path_factory):
     return folder / "tiny.pt"
 
 
+@pytest.mark.slow
 def test_effnet_lite0_carries_real_imagenet_weights(effnet):
     """The cat photo is classified as a cat (ImageNet classes 281-285): the weights are the trained ones."""
     cat = decode_image(sample_paths()[1])
@@ -54,6 +55,7 @@ def test_effnet_lite0_carries_real_imagenet_weights(effnet):
     assert effnet.weights.startswith("efficientnet-lite0-57934424.pth sha256:")
 
 
+@pytest.mark.slow
 def test_embeddings_are_normalised_and_semantic(effnet, tmp_path):
     photos = [decode_image(p) for p in sample_paths()]
     crops = [photos[1][:250, :300], photos[1][50:, 150:], photos[3][:250, :300]]  # cat, cat, rocket
@@ -69,6 +71,7 @@ def test_embeddings_are_normalised_and_semantic(effnet, tmp_path):
     assert v[0] @ v[1] > v[0] @ v[2] + 0.1  # two views of the cat are closer than cat and rocket
 
 
+@pytest.mark.slow
 def test_embeddings_do_not_depend_on_loader_workers(effnet):
     paths = [str(p) for p in sample_paths()]
     np.testing.assert_array_equal(
@@ -77,6 +80,7 @@ def test_embeddings_do_not_depend_on_loader_workers(effnet):
     )
 
 
+@pytest.mark.slow
 def test_tiny_open_clip_from_a_local_checkpoint(tiny_clip_checkpoint):
     encoder = load_encoder(f"clip:{TINY}@{tiny_clip_checkpoint}", "cpu")
     assert encoder.dim == 32 and encoder.id == f"clip:{TINY}@{tiny_clip_checkpoint}" and "sha256:" in encoder.weights
@@ -87,6 +91,7 @@ def test_tiny_open_clip_from_a_local_checkpoint(tiny_clip_checkpoint):
     assert torch.equal(encoder.model.visual.conv1.weight, state["visual.conv1.weight"])  # the file was loaded
 
 
+@pytest.mark.slow
 def test_hub_weights_without_network_fail_with_the_offline_alternatives():
     """Run where the hub cannot be reached (HF_HUB_OFFLINE is read at import, so in a fresh process)."""
     code = (
@@ -120,6 +125,7 @@ def test_bad_encoder_specs_are_refused(spec, message):
         load_encoder(spec, "cpu")
 
 
+@pytest.mark.slow
 def test_embedding_cache_is_reused(effnet, tmp_path):
     paths = {f"id{i}": str(p) for i, p in enumerate(sample_paths()[:3])}
     cache = tmp_path / "cache.parquet"
@@ -155,6 +161,7 @@ def _pooled_features(state: dict, image: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+@pytest.mark.slow
 def test_resnet50_from_a_local_weights_file_pools_the_full_image(resnet50_file, tmp_path):
     encoder = load_encoder(f"resnet50@{resnet50_file}", "cpu")
     digest = __import__("hashlib").sha256(resnet50_file.read_bytes()).hexdigest()
@@ -199,6 +206,7 @@ def test_resnet_download_without_network_fails_in_one_line(tmp_path, monkeypatch
     assert "\n" not in message and "resnet101-5d3b4d8f.pth" in message and "--encoder resnet101@" in message
 
 
+@pytest.mark.slow
 def test_label_preset_authors_resnet101_is_resnet101_top1_minmax(tmp_path):
     """``saqt label --preset authors-resnet101`` with a local ResNet-101 state dict (random weights: none can be
     downloaded)."""

@@ -174,6 +174,7 @@ def older_names(state: dict) -> dict:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["current", "older-module-bare"])
 def test_official_checkpoints_load_tensor_for_tensor_and_compute_the_release_forward(official, tmp_path, layout):
     state, x, expected = official
@@ -197,6 +198,7 @@ def test_official_checkpoints_load_tensor_for_tensor_and_compute_the_release_for
     assert model.checkpoint.naming == ("release" if layout == "current" else "release-older")
 
 
+@pytest.mark.slow
 def test_plain_cwsa_is_a_different_model_on_the_same_weights(official, tmp_path):
     state, x, expected = official
     torch.save({"state_dict": state, "model_config": {"cwsa": "plain"}}, tmp_path / "plain.pt")
@@ -207,6 +209,7 @@ def test_plain_cwsa_is_a_different_model_on_the_same_weights(official, tmp_path)
     assert (got - expected).norm() / expected.norm() > 1e-3
 
 
+@pytest.mark.slow
 def test_parameter_counts_against_the_official_model(official):
     state, _, _ = official
     model = load_model_from_state(state)
@@ -224,6 +227,7 @@ def load_model_from_state(state: dict) -> GlintIQA:
     return build_model(Checkpoint(None, state, GlintConfig(vit_weights="random", cnn_weights="random"), "release"))
 
 
+@pytest.mark.slow
 def test_freezing_is_the_releases(official):
     """The release freezes the ViT patch embedding and blocks 0-4, and ResNet conv1, bn1, layer1, layer2."""
     model = load_model_from_state(official[0])
@@ -240,6 +244,7 @@ def test_freezing_is_the_releases(official):
     assert model.vgfe.backbone.cls_token.requires_grad and model.vgfe.backbone.pos_embed.requires_grad
 
 
+@pytest.mark.slow
 def test_missing_and_misshapen_tensors_are_refused_by_name(official, tmp_path):
     state, _, _ = official
     torch.save({"state_dict": {k: v for k, v in state.items() if k != "cwsa3.c_v.weight"}}, tmp_path / "a.pt")
@@ -280,6 +285,7 @@ def toolkit_0_1_names(state: dict, cnn: str) -> dict:
     return renamed
 
 
+@pytest.mark.slow
 def test_toolkit_checkpoints_round_trip_and_toolkit_0_1_names_load_as_plain_cwsa(tmp_path):
     config = GlintConfig(local_backbone="efficientnet_lite0", vit_weights="random", cnn_weights="random", cwsa="plain")
     with pytest.warns(UserWarning):
@@ -298,6 +304,7 @@ def test_toolkit_checkpoints_round_trip_and_toolkit_0_1_names_load_as_plain_cwsa
         torch.testing.assert_close(old_model(x), model(x), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_toolkit_0_1_resnet50_checkpoints_under_ddp_names_load_bit_for_bit(tmp_path):
     """Toolkit 0.1's ResNet-50 form (``cnn.net.``), saved bare from a DDP-wrapped model (``module.``): no entry
     records the model, so it loads as the default ResNet-50 model with the plain CWSA 0.1 computed; its output is

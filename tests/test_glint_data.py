@@ -40,6 +40,7 @@ TABLES = {  # dataset: (label table, rows, groups, kind)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TABLES))
 def test_loaders_read_the_real_label_tables(name, tmp_path):
     table_file, rows, groups, kind = TABLES[name]
@@ -52,6 +53,7 @@ def test_loaders_read_the_real_label_tables(name, tmp_path):
     assert not (groups_of["train"] & groups_of["test"]) and not (groups_of["val"] & groups_of["test"])
 
 
+@pytest.mark.slow
 def test_synthetic_split_goes_by_reference_and_is_seeded(tmp_path):
     table = load_table("kadid10k", tmp_path, needs_shared(LABELS / "KADID10k.csv"))
     a, b, c = split_table(table, 0, 0), split_table(table, 0, 0), split_table(table, 1, 0)
@@ -61,6 +63,7 @@ def test_synthetic_split_goes_by_reference_and_is_seeded(tmp_path):
     assert table.samples[0].path.endswith("images/I01_01_01.png") and table.higher_is_better
 
 
+@pytest.mark.slow
 def test_koniq_uses_its_official_split(tmp_path):
     parts = split_table(load_table("koniq10k", tmp_path, needs_shared(LABELS / "KonIQ10k.csv")))
     assert {k: len(v) for k, v in parts.items()} == {"train": 7058, "val": 1000, "test": 2015}
@@ -91,6 +94,7 @@ def test_malformed_tables_are_refused(tmp_path):
         load_table("csv", tmp_path, tmp_path / "t.csv")
 
 
+@pytest.mark.slow
 def test_views_are_224_crops_and_test_crops_are_reproducible():
     image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
     import random

@@ -108,6 +108,7 @@ def tree(folder: Path) -> dict[str, str]:
 # --- 1: a finished run folder: refused, resumed or overwritten ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_finished_run_folder_is_refused_and_changes_nothing(dataset, finished, tmp_path):
     before = tree(finished)
     assert {"run.json", "last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "results.json"} <= set(before)
@@ -119,6 +120,7 @@ def test_a_second_run_on_a_finished_run_folder_is_refused_and_changes_nothing(da
     assert tree(finished) == before
 
 
+@pytest.mark.slow
 def test_how_a_run_starts_in_its_folder(finished, tmp_path, capsys):
     """resume needs a last.pt where a run's files are; with nothing there it starts, and says so."""
     assert run_start(tmp_path / "new", resume=True, overwrite=False) == "fresh"
@@ -133,6 +135,7 @@ def test_how_a_run_starts_in_its_folder(finished, tmp_path, capsys):
         run_start(tmp_path / "killed", resume=True, overwrite=False)
 
 
+@pytest.mark.slow
 def test_overwrite_removes_only_the_files_a_run_writes(finished, tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(finished, folder)
@@ -157,6 +160,7 @@ def test_overwrite_removes_only_the_files_a_run_writes(finished, tmp_path):
     assert outside.read_text() == "precious" and run_start(folder, resume=False, overwrite=False) == "fresh"
 
 
+@pytest.mark.slow
 def test_resume_from_a_last_pt_without_train_config_is_one_line(dataset, finished, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -183,6 +187,7 @@ TAMPERED = {
 }
 
 
+@pytest.mark.slow
 def test_every_file_a_run_writes_is_refused_or_rewritten_when_tampered(dataset, finished, tmp_path):
     assert set(TAMPERED) == set(RUN_FILES) and set(tree(finished)) <= set(RUN_FILES)  # a new file needs its fate
     out = tmp_path / "run"
@@ -210,6 +215,7 @@ def test_every_file_a_run_writes_is_refused_or_rewritten_when_tampered(dataset, 
 # --- 2: NaN losses, NaN weights, non-finite scores -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_a_finished_run_and_a_nan_loss_stops_it_naming_the_step(dataset, finished, tmp_path):
     """Scores of 1e300 are finite numbers, but not in float32: the first step's L1 loss is inf. The run was asked to
     replace a finished one: its files are gone (the user's stay), and no checkpoint is written from the NaN step."""
@@ -247,6 +253,7 @@ def image(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_nan_weights_scores_nothing(checkpoints, image):
     with pytest.raises(CheckpointError, match="tensor quality_head.layers.3.bias holds NaN or infinite values"):
         glint.load_model(checkpoints["nan"])  # so never .score(...)
@@ -296,6 +303,7 @@ def test_finetune_out_apart_from_its_root(dataset, how):
     assert tree(dataset) == before
 
 
+@pytest.mark.slow
 def test_finetune_evaluate_and_predict_write_apart_from_checkpoints_and_images(dataset, finished, image):
     refused(
         runner.invoke(app, finetune_args(dataset, finished, "--init", str(finished / "best.pt"))),
@@ -369,6 +377,7 @@ def test_holdout_images_at_least_0_and_without_validation_the_last_epoch_is_kept
     assert results["selection_note"] == "the last epoch: no validation images to select on"
 
 
+@pytest.mark.slow
 def test_init_refuses_another_cwsa_than_its_checkpoints(dataset, finished, tmp_path):
     args = finetune_args(dataset, tmp_path / "run", "--init", str(finished / "best.pt"), "--cwsa", "plain")
     refused(
@@ -377,6 +386,7 @@ def test_init_refuses_another_cwsa_than_its_checkpoints(dataset, finished, tmp_p
     assert not run_files(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_checkpoint_text_is_printed_escaped(checkpoints, image):
     result = runner.invoke(app, ["predict", "--checkpoint", str(checkpoints["ansi"]), str(image), "--crops", "1"])
     assert result.exit_code == 0, result.output

@@ -39,6 +39,7 @@ def quiet_model(config: GlintConfig = LITE) -> GlintIQA:
         return GlintIQA(config)
 
 
+@pytest.mark.slow
 def test_default_model_builds_offline_with_a_loud_warning_and_scores_a_batch():
     with pytest.warns(RandomWeightsWarning, match="RANDOM weights"):
         model = GlintIQA()
@@ -58,6 +59,7 @@ def test_the_torch_free_backbone_names_are_those_the_model_builds():
         GlintConfig(local_backbone="vgg16")
 
 
+@pytest.mark.slow
 def test_architecture_matches_the_design():
     model = quiet_model(GlintConfig())
     embeds = [model.clfe.patch_embed1.proj, model.clfe.patch_embed2.proj, model.clfe.patch_embed3.proj]
@@ -134,6 +136,7 @@ def test_cwsa_computes_channel_attention_as_specified(variant):
     torch.testing.assert_close(cwsa(x), x + cwsa.norm(mixed))
 
 
+@pytest.mark.slow
 def test_frozen_parts_do_not_change_while_the_rest_learns():
     torch.manual_seed(0)
     model = quiet_model()
@@ -157,6 +160,7 @@ def test_frozen_parts_do_not_change_while_the_rest_learns():
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_same_seed_same_model_and_output():
     outputs = []
     for _ in range(2):
@@ -168,6 +172,7 @@ def test_same_seed_same_model_and_output():
     torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_backbone_weights_load_from_files_in_timm_and_torchvision_layouts(tmp_path):
     """A full timm ViT-S/16 file and a full torchvision ResNet-50 file (heads included) load; unfit files are refused."""
     import timm
@@ -236,6 +241,7 @@ def test_weight_downloads_fail_at_once_in_one_line_where_no_server_answers(hub_a
     )
 
 
+@pytest.mark.slow
 def test_timm_weights_come_from_the_hub_cache_where_the_hub_is_unreachable(hub_at, tmp_path):
     """A ViT-S/16 file in huggingface_hub's cache layout is what ``--vit-weights timm`` loads with no server."""
     import timm

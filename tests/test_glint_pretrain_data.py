@@ -36,6 +36,8 @@ from saqt.publish import PublishConfig, run_publish
 from saqt.reader import BuildReader
 from saqt.row_index import open_columns
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 runner = CliRunner()
 SMOKE = [
     "--random-init",

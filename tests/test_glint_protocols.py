@@ -139,6 +139,7 @@ def honest_split(groups: list[str], round_: int, seed: int, dataset: str) -> tup
     return set(order[:n_test]), set(order[n_test : n_test + round(0.1 * (len(order) - n_test))])
 
 
+@pytest.mark.slow
 def test_released_rounds_past_the_first_with_a_seed_of_ones_own(tmp_path, monkeypatch, recorded):
     """17 images: round(0.8 x 17) = 14 train (int() would give 13); rounds 2 and 3 with --seed 7 split with
     random.Random(14) and random.Random(21) and seed torch, the model and the crops with 14 and 21."""
@@ -160,6 +161,7 @@ def test_released_rounds_past_the_first_with_a_seed_of_ones_own(tmp_path, monkey
     assert [row.split(",")[:2] for row in rows[1:]] == [["2", "14"], ["3", "21"], ["median", ""]]
 
 
+@pytest.mark.slow
 def test_honest_rounds_past_the_first_with_a_seed_of_ones_own(tmp_path, monkeypatch, recorded):
     """30 references: 6 test and round(0.1 x 24) = 2 validation (0.1 x 30 would give 3), drawn per round from
     (seed 7, round); the torch seed stays 7 in every round."""
@@ -210,6 +212,7 @@ def small_image(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["honest", "released"])
 @pytest.mark.parametrize("dataset", sorted(DATASETS))
 def test_each_dataset_and_protocol_trains_on_its_targets_and_reports_its_scale(

@@ -26,6 +26,8 @@ from pipelines.glint_cli import _report, app
 from saqt import __version__
 from saqt.errors import ConfigError
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 runner = CliRunner()
 
 

@@ -72,6 +72,7 @@ def protocol_by_hand(model: torch.nn.Module, image: np.ndarray, crops: int, seed
         return float(model(x).mean())
 
 
+@pytest.mark.slow
 def test_score_equals_predict_and_the_protocol_computed_by_hand(tiny_checkpoint, photos, tmp_path):
     model = glint.load_model(tiny_checkpoint, device="cpu")
     model.train()  # score must switch dropout off
@@ -109,6 +110,7 @@ def test_score_equals_predict_and_the_protocol_computed_by_hand(tiny_checkpoint,
     assert model.score(photos[1], crops=2)[0] == pytest.approx(got[1], rel=1e-5)  # seeded by its name, not its place
 
 
+@pytest.mark.slow
 def test_score_takes_pil_images_and_arrays_and_refuses_what_it_cannot_score(tiny_checkpoint, photos):
     model = glint.load_model(tiny_checkpoint)
     pil = [Image.open(p) for p in photos]
@@ -147,6 +149,7 @@ def test_predict_images_advances_a_progress_bar_per_image_and_batches_the_crops(
     assert got == pytest.approx([v / 127.5 - 1 for v in (0, 51, 255, 102, 153)], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_load_model_without_a_path_is_the_random_smoke_model():
     with pytest.warns(RandomWeightsWarning, match="RANDOM weights"):
         model = glint.load_model(None, device="auto")
@@ -154,6 +157,7 @@ def test_load_model_without_a_path_is_the_random_smoke_model():
     assert model.score_scale == "unknown"
 
 
+@pytest.mark.slow
 def test_the_scale_comes_from_the_training_labels():
     spec = dataset_spec("kadid10k")
     table = IQATable(
@@ -200,6 +204,7 @@ def test_tables_escape_formula_cells_and_name_the_scale(tmp_path):
     assert json.loads((tmp_path / "t.json").read_text()) == {"score_scale": "s", "predictions": rows}
 
 
+@pytest.mark.slow
 def test_evaluate_writes_each_images_score_with_the_scale(tiny_checkpoint, photos, tmp_path):
     root = photos[0].parent
     names = ["-p0.png", "+p1.png", "p2.png"]

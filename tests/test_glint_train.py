@@ -25,6 +25,8 @@ from saqt.context import RunContext
 from saqt.sources import sample_paths
 from saqt.stage import LOCK, FolderLock
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 runner = CliRunner()
 
 

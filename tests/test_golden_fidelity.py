@@ -14,6 +14,8 @@ from saqt.distortions import PreparedImage, distort, spec
 from saqt.distortions.primitives import mapmm_to_uint8
 from saqt.images import decode_image
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 BAR_DB = 45.0
 
 

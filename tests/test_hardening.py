@@ -111,6 +111,7 @@ def tree(folder: Path) -> dict[str, str]:
 # --- 1: --overwrite removes only what the stage wrote ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_case01_publish_overwrite_never_deletes_foreign_files_or_its_input(stages, tmp_path):
     labels = copy(stages / "labels", tmp_path / "labels")
     folder = tmp_path / "P"
@@ -163,6 +164,7 @@ def test_case01_publish_overwrite_never_deletes_foreign_files_or_its_input(stage
     assert runner.invoke(app, ["verify", str(published)]).exit_code == 0
 
 
+@pytest.mark.slow
 def test_case01_build_and_label_overwrite_keep_foreign_files_and_refuse_out_inside_an_input(stages, photos, tmp_path):
     out = copy(stages / "build", tmp_path / "build")
     (out / "distorted" / "mine.txt").write_text("mine")
@@ -223,6 +225,7 @@ def _rewrite_scores(shard: Path) -> None:
     pq.write_table(table.set_column(table.schema.get_field_index("score"), "score", scores), shard)
 
 
+@pytest.mark.slow
 def test_case02_publish_refuses_labels_whose_shards_were_rewritten(stages, tmp_path):
     labels = copy(stages / "labels", tmp_path / "labels")
     _rewrite_scores(labels / "saqt-iqa" / "part-00001.parquet")
@@ -231,6 +234,7 @@ def test_case02_publish_refuses_labels_whose_shards_were_rewritten(stages, tmp_p
     assert not (tmp_path / "pub").exists()
 
 
+@pytest.mark.slow
 def test_case02_label_refuses_a_build_whose_shard_no_longer_matches(stages, tmp_path):
     build = copy(stages / "build", tmp_path / "build")
     shard = build / "distorted" / "part-00002.parquet"
@@ -244,6 +248,7 @@ def test_case02_label_refuses_a_build_whose_shard_no_longer_matches(stages, tmp_
 # --- 3: manifest paths stay inside their folder -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("escape", ["relative", "absolute"])
 def test_case03_manifest_paths_that_leave_the_folder_are_refused(stages, tmp_path, escape):
     labels = copy(stages / "labels", tmp_path / "labels")
@@ -329,6 +334,7 @@ def _outlive(pids: list[int], seconds: float) -> list[int]:
     return left
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_case04_local_workers_die_with_the_command(photos, tmp_path, sig):
     log = tmp_path / "log"
@@ -356,6 +362,7 @@ def test_case04_local_workers_die_with_the_command(photos, tmp_path, sig):
     assert not _outlive(workers, 15), "worker processes outlived the command"
 
 
+@pytest.mark.slow
 def test_case04_ray_tasks_stop_with_the_command(photos, tmp_path):
     pytest.importorskip("ray")
     log = tmp_path / "log"
@@ -416,6 +423,7 @@ def _csv_bank(folder: Path, scores) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "scores, rule, message",
     [
@@ -448,6 +456,7 @@ def test_case05_negative_scores_are_refused_where_the_bank_kind_forbids_them(tmp
 # --- 6: a rerun repairs a shard that no longer matches -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_case06_a_rerun_repairs_a_shard_of_the_same_size_that_no_longer_matches(stages, tmp_path):
     out = copy(stages / "build", tmp_path / "build")
     shard = out / "distorted" / "part-00001.parquet"
@@ -467,6 +476,7 @@ def test_case06_a_rerun_repairs_a_shard_of_the_same_size_that_no_longer_matches(
 # --- 7: one run at a time per output folder ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_case07_a_second_run_is_refused_and_a_dead_runs_lock_is_recovered(photos, tmp_path):
     out = tmp_path / "out"
     args = ["build", "--root", str(photos), "--out", str(out), *SLOW]
@@ -486,6 +496,7 @@ def test_case07_a_second_run_is_refused_and_a_dead_runs_lock_is_recovered(photos
 # --- 8: one-line errors, and bugs stay bugs ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_case08_truncated_and_malformed_manifests_are_one_line(stages, tmp_path):
     build = copy(stages / "build", tmp_path / "build")
     text = (build / "build.json").read_text()
@@ -517,6 +528,7 @@ def test_case08_truncated_and_malformed_manifests_are_one_line(stages, tmp_path)
     )
 
 
+@pytest.mark.slow
 def test_case08_malformed_card_and_sums_are_one_line(stages, tmp_path):
     published = copy(stages / "published", tmp_path / "pub")
     card = (published / "README.md").read_text()
@@ -539,6 +551,7 @@ def test_case08_a_full_disk_is_one_line(tmp_path, monkeypatch):
     one_line_failure(result, "No space left on device")
 
 
+@pytest.mark.slow
 def test_case08_list_files_with_nul_bytes_or_numbers_as_paths(photos, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("chelsea.jpg\nbad\x00name.jpg\n")
@@ -607,6 +620,7 @@ def test_case09_size_has_a_ceiling(tmp_path, command):
 # --- 10: nothing built is a failure, with a count ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_case10_a_build_with_no_usable_input_fails_with_a_count_and_cannot_be_labelled(stages, tmp_path):
     root = tmp_path / "junk"
     root.mkdir()
@@ -625,6 +639,7 @@ def test_case10_a_build_with_no_usable_input_fails_with_a_count_and_cannot_be_la
 # --- 11: bank synth refuses other settings and resumes --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_case11_bank_synth_resumes_an_identical_rerun_and_refuses_other_settings(tmp_path):
     out = tmp_path / "bank"
     args = [
@@ -655,6 +670,7 @@ def test_case11_bank_synth_resumes_an_identical_rerun_and_refuses_other_settings
 # --- 12: symlinks out of the root (and GIFs) get a reason --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_case12_symlinks_out_of_the_root_and_gifs_are_logged_with_a_reason(photos, tmp_path):
     root = tmp_path / "root"
     root.mkdir()
@@ -699,6 +715,7 @@ def test_case12_symlinks_out_of_the_root_and_gifs_are_logged_with_a_reason(photo
 # --- 13: remote outputs, devices, the offline Hub -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_case13_s3_without_s3fs_and_hf_urls_are_one_line(stages, monkeypatch):
     if __import__("importlib").util.find_spec("s3fs") is None:
         result = runner.invoke(app, ["publish", "--labels", str(stages / "labels"), "--out", "s3://bucket/saqt-iqa"])
@@ -710,6 +727,7 @@ def test_case13_s3_without_s3fs_and_hf_urls_are_one_line(stages, monkeypatch):
     one_line_failure(result, "--push-to-hub ORG/NAME")
 
 
+@pytest.mark.slow
 def test_case13_a_gpu_device_without_a_gpu_is_one_line(stages, tmp_path):
     import torch
 

@@ -22,6 +22,8 @@ from saqt.shards import sha256_file
 from saqt.sources import sample_paths
 from saqt.stage import StageError, open_stage, read_manifest
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 ONE_CELL = {"size": (96, 64), "images_per_shard": 1, "source": "folder", "types": (1,), "levels": (1,)}
 JOURNAL = "build.journal.jsonl"
 runner = CliRunner()

@@ -23,6 +23,8 @@ from saqt.label import LabelConfig, run_label
 from saqt.shards import sha256_file
 from saqt.stage import StageConflict
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 KODAK = SHARED / "data" / "kodak24"
 SIZE = (192, 176)  # MS-SSIM needs both sides > 160
 runner = CliRunner()

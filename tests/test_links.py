@@ -61,6 +61,7 @@ def one_line(result, fragment: str, code: int = 2) -> str:
 # --- A: links planted in the output folder ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_build_never_follows_a_link_planted_as_its_lock_temporary_shard_or_subfolder(tmp_path):
     """The issue's commands: a link at o/x/.saqt.lock is refused (it was overwritten with a pid); a link at the old
     temporary shard name is ignored (it used to become the shard); a subfolder that is a link is refused."""
@@ -125,6 +126,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_and_removed(tmp_path):
     assert not lock.exists()
 
 
+@pytest.mark.slow
 def test_glint_refuses_a_link_planted_as_its_run_folders_lock(tmp_path, tiny_dataset):  # noqa: F811
     """`glint pretrain/finetune --out R` with R/.saqt.lock a link: the tiny finetune reaches the same lock."""
     target = victim(tmp_path)
@@ -246,6 +248,7 @@ def _full_disk(*_args, **_kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_leaves_no_temporary(tmp_path, monkeypatch):
     """Simulated: torch.save writes part of the checkpoint, then the disk is full (OSError ENOSPC)."""
 

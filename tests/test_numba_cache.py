@@ -13,10 +13,13 @@ import pkgutil
 
 import numba
 import numpy as np
+import pytest
 from numba.core import types
 
 import saqt.distortions
 from saqt.distortions import PreparedImage, distort
+
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 
 
 def _dispatchers():

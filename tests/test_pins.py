@@ -19,6 +19,8 @@ from pin import (
     versions,
 )
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 
 @pytest.fixture(scope="module")
 def pinned() -> dict:

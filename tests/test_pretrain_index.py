@@ -64,6 +64,7 @@ def _ask(parent: str, queue, done) -> None:
     done.wait(120)
 
 
+@pytest.mark.slow
 def test_the_processes_of_one_launch_build_the_index_once_and_share_it(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")

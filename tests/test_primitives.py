@@ -94,6 +94,7 @@ def test_ycbcr_is_bt601_studio_range_and_inverse_clips():
     assert ycbcr2rgb(np.array([[[1.0, 0.5, 1.0]]])).max() == 1.0
 
 
+@pytest.mark.slow
 def test_keys_remap_against_direct_formula():
     rng = np.random.default_rng(4)
     img = rng.random((20, 24, 3))
@@ -133,6 +134,7 @@ def test_multithresh_separates_clear_modes():
     assert 25 <= t[0] < 65 and 75 <= t[1] < 125 and 135 <= t[2] < 195
 
 
+@pytest.mark.slow
 def test_wu_palette_recovers_distinct_colours():
     colours = np.array([[10, 200, 30], [250, 5, 5], [40, 40, 220], [128, 128, 128]], dtype=np.uint8)
     img = np.repeat(colours, 50, axis=0).reshape(10, 20, 3)

@@ -32,6 +32,8 @@ from saqt.report import render_report
 from saqt.sources import sample_paths
 from saqt.verify import VerifyError, verify
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 runner = CliRunner()
 SIZE = (192, 176)  # MS-SSIM (the synth bank's metric) needs both sides > 160
 TYPES, LEVELS = (1, 10, 16), (1, 3, 5)

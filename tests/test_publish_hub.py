@@ -29,6 +29,8 @@ from saqt.hub import HubError, publish_and_push, push_to_hub
 from saqt.label import LabelConfig, run_label
 from saqt.publish import PublishConfig, PublishError, run_publish
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 runner = CliRunner()
 SIZE = (192, 176)
 REPO = "my-lab/saqt-iqa-demo"

@@ -26,6 +26,8 @@ from saqt.label import LabelConfig, run_label
 from saqt.publish import LicenceWarning, PublishConfig, PublishError, card_license, run_publish
 from saqt.sources import sample_paths, source_spec
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 runner = CliRunner()
 SIZE = (192, 176)
 SYNSETS = {"astronaut.png": "n09999901", "chelsea.png": "n02123045", "coffee.png": "n07920052"}

@@ -21,6 +21,8 @@ from saqt.label import LabelConfig, run_label
 from saqt.shards import sha256_file
 from saqt.stage import read_manifest
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 runner = CliRunner()
 BUILD_ARGS = ["--limit", "3", "--size", "96x64", "--types", "1,10", "--levels", "1,5", "--images-per-shard", "1"]
 CONFIG = BuildConfig(limit=3, size=(96, 64), types=(1, 10), levels=(1, 5), images_per_shard=1)

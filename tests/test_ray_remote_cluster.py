@@ -20,6 +20,8 @@ from saqt.build import BuildConfig, run_build
 from saqt.context import RunContext
 from saqt.stage import read_manifest
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 BIN = Path(sys.executable).parent
 ARGS = ["--types", "1,10", "--levels", "1,5", "--size", "128x96", "--images-per-shard", "1", "--limit", "3"]
 

@@ -30,6 +30,7 @@ def test_the_readme_has_python_snippets():
     assert PYTHON, "no ```python block found: the extraction is broken"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code", PYTHON, ids=[f"python-{i}" for i in range(len(PYTHON))])
 def test_python_snippet_runs(code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # anything a snippet writes stays in the test's folder

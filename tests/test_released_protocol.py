@@ -47,6 +47,7 @@ def test_released_runs_ten_rounds_unless_told_otherwise():
     assert default_rounds("released", 3) == 1  # --round 3 alone is that round
 
 
+@pytest.mark.slow
 def test_released_rounds_on_the_shared_clive_keep_each_round_and_report_the_median(tmp_path):
     """`glint finetune --protocol released --dataset clive --max-steps 2 --rounds 2` on 20 of the shared CLIVE images
     (random EfficientNet-Lite0, one test crop, to stay fast): both rounds in their folders, seeded r x 12345 as
@@ -135,6 +136,7 @@ class MeanPixel(torch.nn.Module):
         return x.mean(dim=(1, 2, 3))
 
 
+@pytest.mark.slow
 def test_released_test_crops_are_new_every_epoch_and_the_same_on_a_rerun(photo):
     """The release's test loader draws new crops each time it is read (each epoch); seeded here, so reruns agree.
     The honest protocol keeps each image's crops fixed."""
@@ -148,6 +150,7 @@ def test_released_test_crops_are_new_every_epoch_and_the_same_on_a_rerun(photo):
     assert scores(None) == scores(None)
 
 
+@pytest.mark.slow
 def test_a_released_run_redraws_its_test_crops_each_epoch_and_an_honest_run_does_not(photo):
     data = EvalSet([0, 1, 2], [1.0, 2.0, 3.0], lambda item: photo[:, item * 10 :])
     session = SimpleNamespace(main=True, model=MeanPixel(), device=torch.device("cpu"))

@@ -15,6 +15,8 @@ import pytest
 
 from saqt.distortions import PreparedImage, distort
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 SEED = 2024
 DIGESTS = {
     1: "370075032a5d9ddd 3e4fd5af542f015e 6fb00be99f843b2c 6ff1c8d1acbe4c0d 402ec1543bcd1342",

@@ -25,6 +25,8 @@ from saqt.label import LabelConfig, run_label
 from saqt.report import render_report
 from saqt.sources import sample_paths
 
+pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
+
 PAYLOAD = "<img src=x onerror=alert(1)>"
 REFS = [f"I{i:02d}" for i in range(1, 13)]
 

@@ -83,6 +83,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.slow
 def test_default_screen_refuses_upscaled_and_compressed_images_with_one_reason_each(folder, tmp_path):
     out = tmp_path / "b"
     printed = build_folder(folder, "--out", out)
@@ -116,6 +117,7 @@ def test_default_screen_refuses_upscaled_and_compressed_images_with_one_reason_e
     assert "needs upscaling" in html and "low JPEG quality" in html
 
 
+@pytest.mark.slow
 def test_the_old_defaults_keep_everything_and_are_recorded_as_looser(folder, tmp_path):
     out = tmp_path / "b"
     printed = build_folder(folder, "--out", out, "--max-upscale", "100", "--min-jpeg-quality", "0")
@@ -141,6 +143,7 @@ def test_a_512x384_image_passes_canonicalisation_bit_identically(tmp_path):
     assert np.array_equal(decode_image(rows["ref_imgs/photo-2.jpg"]["image"]), decode_image(root / "photo-2.jpg"))
 
 
+@pytest.mark.slow
 def test_duplicates_are_kept_once_and_counted(folder, tmp_path):
     root = tmp_path / "dups"
     root.mkdir()
@@ -162,6 +165,7 @@ def test_duplicates_are_kept_once_and_counted(folder, tmp_path):
     assert (outs[0] / "errors.jsonl").read_bytes() == (outs[1] / "errors.jsonl").read_bytes()
 
 
+@pytest.mark.slow
 def test_limit_tops_up_past_refusals_so_n_means_n_kept(folder):
     items = list_source("folder", folder).items
     pools = {}
@@ -178,6 +182,7 @@ def test_limit_tops_up_past_refusals_so_n_means_n_kept(folder):
     assert refused_before <= {k for k, _ in pools[3, 1].refused} and pools[2, 1].screened == 2 + len(refused_before)
 
 
+@pytest.mark.slow
 def test_bank_synth_screens_its_references_the_same_way(folder, tmp_path):
     root = tmp_path / "refs"
     root.mkdir()
@@ -197,6 +202,7 @@ def test_bank_synth_screens_its_references_the_same_way(folder, tmp_path):
     assert manifest["screen"]["max_upscale"] == 1.0 and manifest["screen"]["min_jpeg_quality"] == 90
 
 
+@pytest.mark.slow
 def test_the_dataset_card_records_a_looser_screen(tmp_path):
     root = tmp_path / "kodak"
     root.mkdir()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import SHARED, needs_shared
 from test_readme import check_options_exist, code_blocks, commands
 
@@ -25,6 +26,7 @@ def test_the_tutorial_covers_every_step():
     check_options_exist(commands(BLOCKS), "docs/tutorial.md")
 
 
+@pytest.mark.slow
 def test_the_tutorial_runs(tmp_path, monkeypatch):
     """Each block in order: shell blocks in bash (stopping at the first failing command), Python blocks here; about
     5 minutes on 2 CPU cores (the training steps use --smoke)."""
