@@ -361,7 +361,7 @@ def evaluate_cmd(
     from glint.predict import write_table
     from glint.scoring import scoring_amp
     from glint.train import EvalSet, eval_metrics, score_eval_set
-    from saqt.encoders import pick_device
+    from saqt.context import pick_device
     from saqt.progress import Progress
 
     if out:  # before any image is scored
