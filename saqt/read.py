@@ -119,9 +119,9 @@ class SaqtSet:
     def rows(self, columns: list[str] | None = None) -> Iterator[dict]:
         """Every row (of ``columns``) as a dict, file by file, a batch at a time."""
         for path in self.shards():
-            source = self.file_system[0].open(path, "rb") if self.kind == "published" else path
-            for batch in pq.ParquetFile(source).iter_batches(columns=columns):
-                yield from batch.to_pylist()
+            with self.file_system[0].open(path, "rb") if self.kind == "published" else open(path, "rb") as f:
+                for batch in pq.ParquetFile(f).iter_batches(columns=columns):
+                    yield from batch.to_pylist()
 
     @cached_property
     def build(self) -> BuildReader | None:
