@@ -19,7 +19,7 @@ in one shape::
 A running stage appends each finished unit to its journal (``saqt.journal``) and writes the manifest whole only as
 a run starts and ends; every reader goes through ``read_manifest``, which folds the journal in. Every path is
 relative to the folder and stays inside it. A published set is a stage folder of another kind: a dataset card and
-SHA256SUMS, the Hub's layout, which ``identify`` also recognises.
+SHA256SUMS, the Hub's layout, which ``identify`` also recognises and ``read_card``, ``read_sums`` read.
 """
 
 from __future__ import annotations
