@@ -38,7 +38,10 @@ GLINT_MAY_IMPORT = {
 }
 # Private names a test may still reach, each with why; an entry no longer used fails the test, to be removed.
 ALLOWED_PRIVATE = {
-    ("tests/test_glint_protocols.py", "pipelines.glint_cli._evaluation_split"): "moves out of the CLI (issue 25 item 3)",
+    (
+        "tests/test_glint_protocols.py",
+        "pipelines.glint_cli._evaluation_split",
+    ): "moves out of the CLI (issue 25 item 3)",
     ("tests/test_glint_runs.py", "pipelines.glint_cli._report"): "moves out of the CLI (issue 25 item 3)",
 }
 
