@@ -17,7 +17,7 @@ import torch
 
 from glint.backbones import RANDOM, RandomWeightsWarning, rename_prefixes
 from glint.model import GlintConfig, GlintIQA
-from saqt.encoders import pick_device
+from saqt.context import pick_device
 from saqt.errors import SaqtError
 from saqt.shards import sha256_file
 

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from saqt.columns import pick_column
 from saqt.errors import DatasetError
 from saqt.images import decode_image
-from saqt.scores import score_value
+from saqt.read import score_value
 from saqt.seeding import derive_seed
 from saqt.yaml_manifests import manifest_names, named_manifest
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from glint.model import GlintIQA
 from glint.scoring import BATCH_IMAGES, MIN_SIDE, UnscorableImageError, checked, crop_seed, predict_images, scoring_amp
-from saqt.encoders import pick_device
+from saqt.context import pick_device
 from saqt.images import ImageDecodeError, decode_image
 from saqt.progress import Progress
 from saqt.safe_files import atomic_write

@@ -23,7 +23,7 @@ from glint.protocol import resolve
 from glint.train import EvalSet, Run, TrainConfig, fit, planned_batches
 from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import ConfigError
-from saqt.sets import open_saqt
+from saqt.read import open_saqt
 from saqt.shards import write_bytes_atomic
 
 

@@ -1,7 +1,7 @@
 """SAQT-IQA for pretraining: its rows through the shared index, read one image per sample, in a fresh random order
 each epoch.
 
-The set (``saqt.sets.open_saqt``, checked there) is indexed once per machine (``glint.pretrain_index``): a few
+The set (``saqt.read.open_saqt``, checked there) is indexed once per machine (``glint.pretrain_index``): a few
 numbers per row in memory-mapped columns that every rank and loader worker shares. Each epoch visits every training
 row once, in a permutation drawn from (seed, epoch), as the official release shuffles its whole dataset every epoch
 (``DataLoader(shuffle=True)``); the permutation too is computed once per machine and shared. It is cut into global
@@ -28,14 +28,11 @@ from torch.utils.data import Dataset, Sampler
 
 from glint.data import DatasetError, prepare, random_view, to_tensor
 from glint.pretrain_index import SharedFolder, shared_order, write_index
-from saqt.row_index import open_columns
-from saqt.sets import SaqtFiles, open_saqt
+from saqt.images import decode_image
+from saqt.read import PreparedImage, RangeError, RangeReader, SaqtFiles, distort, open_columns, open_saqt
+from saqt.seeding import derive_seed
 
 __all__ = ["EpochBatches", "SaqtIndex", "SaqtTraining", "epoch_order", "open_saqt", "rank_batches"]
-from saqt.distortions import PreparedImage, distort
-from saqt.images import decode_image
-from saqt.ranges import RangeError, RangeReader
-from saqt.seeding import derive_seed
 
 RELEASE_VAL_SEED, RELEASE_VAL_SIZE, RELEASE_SAQT_INDICES = 12345, 1000, 50000  # train_distributed.py's hold-out
 HOLDOUT_PERCENT = 5.0  # of the pristine images, held out to choose the epoch where a set has no validation split

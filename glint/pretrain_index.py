@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from saqt.errors import DatasetError, OutputError
-from saqt.row_index import NO_NEIGHBOURS, ColumnWriter, open_columns, write_row_index
+from saqt.read import NO_NEIGHBOURS, ColumnWriter, SaqtFiles, open_columns, write_row_index
 from saqt.safe_files import atomic_write, create_new, open_own
 from saqt.seeding import derive_seed
-from saqt.sets import SaqtFiles
 
 PARTS = ("train", "holdout")
 INDEX_FOLDER = ".saqt-index"  # in a run folder: one index folder per launch and machine

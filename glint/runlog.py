@@ -98,7 +98,7 @@ class RunLog:
         for name in ("metrics.jsonl", "metrics.csv"):
             (self.out / name).unlink(missing_ok=True)
         for record in history:
-            _append(self.out, record)
+            append_record(self.out, record)
 
     def step(self, step: int, loss: float) -> None:
         if self.writer:
@@ -108,7 +108,7 @@ class RunLog:
         """The epoch's line, its metrics-file lines and its TensorBoard scalars."""
         if not self.main:
             return
-        _append(self.out, record)
+        append_record(self.out, record)
         if self.progress:
             self.say(epoch_line(record, epochs, train_s, eval_s))
         if self.writer:
@@ -149,7 +149,8 @@ def _appending(path: Path) -> TextIO:
         return open(open_own(path, os.O_WRONLY | os.O_APPEND, create=True), "a", newline="", encoding="utf-8")
 
 
-def _append(out: Path, record: dict) -> None:
+def append_record(out: Path, record: dict) -> None:
+    """``record`` appended to the run's metrics.jsonl, and flattened to metrics.csv (a header first if new)."""
     with _appending(out / "metrics.jsonl") as f:
         f.write(json.dumps(record) + "\n")
     flat = flatten(record)

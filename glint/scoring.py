@@ -20,7 +20,7 @@ from PIL import Image
 from glint.configs import BATCH_IMAGES, MIN_SIDE
 from glint.data import crop_views, prepare
 from saqt.errors import ConfigError, SaqtError
-from saqt.images import _to_rgb, decode_image  # _to_rgb: Pillow modes to RGB exactly as a decoded file is
+from saqt.images import decode_image, to_rgb  # to_rgb: Pillow modes to RGB exactly as a decoded file is
 from saqt.progress import Progress
 from saqt.seeding import derive_seed
 
@@ -65,16 +65,17 @@ def predict_images(
     for image, seed in images:
         pending.append(crop_views(prepare(image, resize), crops, seed, released_crops))
         if len(pending) == batch_size:
-            out += _mean_scores(model, pending, device, half, bar)
+            out += mean_scores(model, pending, device, half, bar)
             pending = []
     if pending:
-        out += _mean_scores(model, pending, device, half, bar)
+        out += mean_scores(model, pending, device, half, bar)
     return out
 
 
-def _mean_scores(
+def mean_scores(
     model, views: list[torch.Tensor], device: torch.device, half: bool, bar: Progress | None
 ) -> list[float]:
+    """The mean prediction over each image's crops (``views``: one tensor of crops per image) in one forward pass."""
     x = torch.cat(views).to(device, non_blocking=True)
     with torch.autocast("cuda", dtype=torch.float16, enabled=half):
         y = model(x).float()
@@ -96,7 +97,7 @@ def as_rgb(image) -> tuple[np.ndarray, str]:
     if isinstance(image, str | Path):
         return decode_image(image), Path(image).name
     if isinstance(image, Image.Image):
-        pixels = np.asarray(_to_rgb(image))
+        pixels = np.asarray(to_rgb(image))
     elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
             raise UnscorableImageError(

@@ -37,7 +37,7 @@ from glint.protocol import RELEASE_ETA_MIN, RELEASE_T_MAX, SCHEDULES, Protocol
 from glint.runlog import RunLog, cpu_memory_hint
 from glint.scoring import BATCH_IMAGES, crop_seed, predict_images
 from saqt import __version__
-from saqt.encoders import pick_device
+from saqt.context import pick_device
 from saqt.errors import ConfigError, SaqtError
 from saqt.progress import Progress
 from saqt.safe_files import atomic_write, write_bytes_atomic
@@ -174,7 +174,7 @@ def evaluate(
     return eval_metrics(preds, data, seconds)
 
 
-def _atomic_save(obj: dict, path: Path) -> None:
+def atomic_save(obj: dict, path: Path) -> None:
     """``torch.save`` through ``saqt.safe_files.atomic_write``: a failed save (a full disk) is one line and leaves
     no temporary file."""
     with atomic_write(path) as f:
@@ -427,9 +427,9 @@ def save_checkpoints(s: Session, out: Path, meta: dict, state: dict, best: bool)
     if not s.main:
         return
     if best:
-        _atomic_save(checkpoint_payload(s.model, epoch=state["epoch"], **meta), out / "best.pt")
+        atomic_save(checkpoint_payload(s.model, epoch=state["epoch"], **meta), out / "best.pt")
     rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if s.device.type == "cuda" else []}
-    _atomic_save(
+    atomic_save(
         checkpoint_payload(
             s.model,
             optimizer=s.optimizer.state_dict(),
@@ -511,7 +511,7 @@ def fit(
             timing = run_epochs(s, run, config, state, meta, log)
         finally:
             log.close()
-        results = _results(model, state, config, s.device, s.world, timing, run.provenance)
+        results = run_results(model, state, config, s.device, s.world, timing, run.provenance)
         if s.main:
             write_bytes_atomic(run.out / "results.json", json.dumps(results, indent=2, default=str).encode())
     return results
@@ -532,7 +532,7 @@ def main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def _results(model, state: dict, config: TrainConfig, dev, world: int, timing: dict, provenance: dict) -> dict:
+def run_results(model, state: dict, config: TrainConfig, dev, world: int, timing: dict, provenance: dict) -> dict:
     """The run's results: the selected epoch and its metrics, the model's size, and what the run took (``timing``,
     from ``run_epochs``: this process's epochs only, a resumed run's earlier ones not included)."""
     best = state["best"] or {"epoch": None, "score": None}

@@ -107,7 +107,7 @@ def _metrics_line(m: dict) -> str:
     )
 
 
-def _report(results: dict, out: Path) -> None:
+def print_report(results: dict, out: Path) -> None:
     """The run's summary, printed by rank 0 only."""
     from glint.train import main_process
 
@@ -151,7 +151,7 @@ def pretrain(
             "nothing trained"
         )
     else:
-        _report(results, out)
+        print_report(results, out)
 
 
 @app.command("finetune")
@@ -171,7 +171,7 @@ def finetune(
     results = run_finetune(given.make(FinetuneConfig), out, RunContext(overwrite=overwrite))
     rounds = len(results)
     for round_number, res in results.items():
-        _report(res, out if rounds == 1 else out / f"round-{round_number}")
+        print_report(res, out if rounds == 1 else out / f"round-{round_number}")
     if rounds > 1 and main_process():
         median = median_test(results)
         typer.echo(

@@ -437,7 +437,7 @@ def verify_command(
     seed: Annotated[int, typer.Option(help="Seed of the decoded sample.")] = 0,
 ) -> None:
     """Check checksums, schema, row counts and a sample of images; exit 1 naming the first problem."""
-    from saqt.verify import VerifyError, verify
+    from saqt.read import VerifyError, verify
 
     try:
         result = verify(target, sample, seed)

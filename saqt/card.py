@@ -10,9 +10,8 @@ import pyarrow as pa
 import yaml
 
 from saqt.distortions import catalogue
-from saqt.errors import SaqtError
+from saqt.stage import FRONT_MATTER, CardError, read_card
 
-FRONT_MATTER = "---\n"
 # What to cite (as CITATION.cff, which tests/test_citation.py checks): the paper whose method the set follows, its
 # preprint, and KADID-10k, whose distortions and human scores it transfers.
 CITATIONS = """\
@@ -41,10 +40,6 @@ CITATIONS = """\
 }"""
 
 
-class CardError(SaqtError, ValueError):
-    """A dataset card that cannot be read."""
-
-
 def size_category(rows: int) -> str:
     """The Hub's ``size_categories`` bucket for a row count."""
     for bound, name in (
@@ -71,25 +66,6 @@ def hub_features(schema: pa.Schema) -> list[dict]:
         return {"dtype": {"double": "float64", "float": "float32", "halffloat": "float16"}.get(str(kind), str(kind))}
 
     return [{"name": f.name, **dtype(f.type)} for f in schema]
-
-
-def read_card(text: str) -> tuple[dict, str]:
-    """The front matter (a dict) and the body of a card; CardError if it has no readable front matter."""
-    if not text.startswith(FRONT_MATTER):
-        raise CardError("README.md has no YAML front matter")
-    head, sep, body = text[len(FRONT_MATTER) :].partition("\n---\n")
-    if not sep:
-        raise CardError("README.md's YAML front matter is not closed by a '---' line")
-    try:
-        meta = yaml.safe_load(head)
-    except yaml.YAMLError as err:
-        where = f" at line {err.problem_mark.line + 2}" if getattr(err, "problem_mark", None) else ""
-        raise CardError(
-            f"README.md's YAML front matter is malformed{where} ({getattr(err, 'problem', None) or err})"
-        ) from None
-    if not isinstance(meta, dict):
-        raise CardError("README.md's YAML front matter is not a mapping")
-    return meta, body
 
 
 def is_saqt_card(text: str) -> bool:

@@ -3,10 +3,16 @@ it makes. The config holds every option that a user sets; the context holds what
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from saqt.errors import SaqtError
 from saqt.executor import Executor
+
+if TYPE_CHECKING:
+    import torch
 
 
 class InProcess:
@@ -33,3 +39,28 @@ class RunContext:
 
 
 DEFAULT_CONTEXT = RunContext()  # here, one unit after another, with progress bars; no overwrite
+
+
+class DeviceError(SaqtError, ValueError):
+    """A --device this machine does not have."""
+
+
+def pick_device(device: str = "auto", index: int = 0) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; ``cuda`` means GPU ``index`` (a process's local rank).
+    DeviceError for a device that is not written auto, cpu, cuda[:N] or mps, or that this machine lacks."""
+    import torch
+
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        raise DeviceError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(
+            f"--device {device}: no CUDA GPU is usable here (torch.cuda.is_available() is False); "
+            "use --device cpu or auto"
+        )
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise DeviceError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPUs")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("--device mps: Apple's Metal backend is not available here; use --device cpu or auto")
+    return torch.device(f"cuda:{index}" if device == "cuda" else device)

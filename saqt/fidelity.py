@@ -19,7 +19,8 @@ from saqt.safe_files import write_bytes_atomic
 from saqt.transfer import Rule, neighbour_weights, transfer
 
 
-def _corr(truth: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+def correlations(truth: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """SROCC and PLCC over the cells where both are finite; NaN for fewer than 3 of them."""
     ok = np.isfinite(truth) & np.isfinite(pred)
     if ok.sum() < 3:
         return float("nan"), float("nan")
@@ -37,9 +38,10 @@ class FidelityReport:
         return {"references": self.references, "predictors": self.rows}
 
 
-def _evaluate(truth: np.ndarray, pred: np.ndarray) -> dict:
-    srocc, plcc = _corr(truth.ravel(), pred.ravel())
-    per_type = {t + 1: _corr(truth[:, t].ravel(), pred[:, t].ravel())[0] for t in range(truth.shape[1])}
+def evaluate_scores(truth: np.ndarray, pred: np.ndarray) -> dict:
+    """SROCC and PLCC of ``pred`` against ``truth`` (images x types) overall, and SROCC per distortion type."""
+    srocc, plcc = correlations(truth.ravel(), pred.ravel())
+    per_type = {t + 1: correlations(truth[:, t].ravel(), pred[:, t].ravel())[0] for t in range(truth.shape[1])}
     return {"srocc": srocc, "plcc": plcc, "per_type": per_type}
 
 
@@ -69,17 +71,17 @@ def leave_one_out(
         own = ids == np.arange(r)[:, None]  # drop each reference from its own neighbours
         keep = ~own & (np.cumsum(~own, axis=1) <= neighbours)
         ids, sims = ids[keep].reshape(r, neighbours), sims[keep].reshape(r, neighbours)
-        rows[rule.name] = _evaluate(scores, transfer(ids, neighbour_weights(sims, rule), scores))
-    rows["mean"] = _evaluate(scores, mean_pred)
+        rows[rule.name] = evaluate_scores(scores, transfer(ids, neighbour_weights(sims, rule), scores))
+    rows["mean"] = evaluate_scores(scores, mean_pred)
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(random_draws):
         pick = (np.arange(r) + rng.integers(1, r, size=r)) % r  # a uniformly random other reference
-        draws.append(_evaluate(scores, scores[pick]))
+        draws.append(evaluate_scores(scores, scores[pick]))
     rows["random"] = {key: float(np.nanmean([d[key] for d in draws])) for key in ("srocc", "plcc")}
     rows["random"]["per_type"] = {t: float(np.nanmean([d["per_type"][t] for d in draws])) for t in draws[0]["per_type"]}
     flat = scores.reshape(r, -1)
-    best = [max(_corr(flat[i], flat[j])[0] for j in range(r) if j != i) for i in range(r)]
+    best = [max(correlations(flat[i], flat[j])[0] for j in range(r) if j != i) for i in range(r)]
     rows["oracle"] = {"srocc": float(np.nanmean(best)), "plcc": float("nan"), "per_type": {}}
     return FidelityReport(rows, r)
 

@@ -23,9 +23,9 @@ from saqt.context import DEFAULT_CONTEXT, RunContext
 from saqt.errors import SaqtError
 from saqt.network import hub_unreachable
 from saqt.publish import run_publish
+from saqt.read import SaqtSet, VerifyError
 from saqt.shards import sha256_file
 from saqt.stage import CARD, SUMS, published_file, read_sums
-from saqt.verify import VerifyError, verify_published
 
 VERIFY_SAMPLE = 16  # images decoded before an upload, beyond every file's checksum
 
@@ -130,7 +130,7 @@ def push_to_hub(
     check_repo_id(repo_id)
     check_hub_reachable(repo_id, endpoint)
     try:
-        verified = verify_published(str(folder), sample=VERIFY_SAMPLE)
+        verified = SaqtSet("published", str(folder)).verify(VERIFY_SAMPLE)
     except VerifyError as err:
         raise HubError(f"{folder} is not an intact published set, not uploaded: {err}") from None
     files = uploads(folder)

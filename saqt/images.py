@@ -25,7 +25,7 @@ DEFAULT_MAX_PIXELS = 64_000_000  # decompression-bomb guard: 8000 x 8000
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_METADATA = (b"eXIf", b"tEXt", b"zTXt", b"iTXt")
 HEADER_FORMATS = ("JPEG", "PNG", "WEBP")  # formats whose mode, size and orientation are final once opened
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")  # modes that _to_rgb makes equal in R, G, B
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")  # modes that to_rgb makes equal in R, G, B
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that ImageOps.exif_transpose turns by 90 degrees
 
 
@@ -33,7 +33,7 @@ class ImageDecodeError(SaqtError, ValueError):
     """An input that cannot be turned into an RGB image; the message is one line naming the reason."""
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB: high bit depths scaled, transparency composited onto white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
@@ -125,7 +125,7 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
 def rgb_pixels(img: Image.Image) -> np.ndarray:
     """Decode an opened image to uint8 H x W x 3 RGB, EXIF orientation applied (inside ``open_image``)."""
     img.load()
-    return np.asarray(_to_rgb(ImageOps.exif_transpose(img)))
+    return np.asarray(to_rgb(ImageOps.exif_transpose(img)))
 
 
 def decode_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

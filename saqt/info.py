@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from saqt.bank import load_bank
-from saqt.card import read_card
+from saqt.read import SaqtSet, open_set
 from saqt.shards import BANK_MANIFEST, BUILD_ERRORS
-from saqt.stage import CARD, StageError, identify, open_stage, parse_manifest
+from saqt.stage import StageError, parse_manifest
 
 TRAIN_RESULTS = "results.json"
 
@@ -68,8 +68,8 @@ def _label(folder: Path, m: dict) -> list[str]:
     ]
 
 
-def _published(folder: Path) -> list[str]:
-    meta, _ = read_card((folder / CARD).read_text())
+def _published(folder: Path, found: SaqtSet) -> list[str]:
+    meta = found.card()
     s, p = meta["saqt"], meta["saqt"]["provenance"]
     splits = ", ".join(f"{x['num_examples']:,} {x['name']}" for x in meta["dataset_info"]["splits"])
     return [
@@ -103,17 +103,18 @@ def _training(folder: Path) -> list[str]:
 def summarise(folder: Path) -> list[str]:
     """Lines describing ``folder``; a SaqtError if it is not a stage folder this toolkit wrote or a glint run."""
     try:
-        kind = identify(folder)
+        found = open_set(folder)
     except StageError:
         if (folder / TRAIN_RESULTS).is_file():
             return _training(folder)
         raise
+    kind = found.kind
     try:
         if kind == "published":
-            return _published(folder)
+            return _published(folder, found)
         if kind == "bank":
             return _bank(folder)
-        stage = open_stage(folder, kind, checksums=False)  # `saqt verify` checks the checksums
-        return (_build if kind == "build" else _label)(folder, stage.manifest)
+        manifest = found.stage.manifest  # `saqt verify` checks the checksums
+        return (_build if kind == "build" else _label)(folder, manifest)
     except (KeyError, TypeError) as err:  # a manifest or card of the right shape that lacks an entry read here
         raise StageError(f"{folder}: its {kind} manifest lacks {err} or holds it in another form") from None

@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 from saqt.bank import Bank, BankError, check_scorable, load_bank, normalise_scores
 from saqt.bank_fit import bank_fit
 from saqt.configs import LabelConfig
-from saqt.context import DEFAULT_CONTEXT, RunContext
+from saqt.context import DEFAULT_CONTEXT, RunContext, pick_device
 from saqt.embed import cached_embeddings, embed_images
-from saqt.encoders import load_encoder, pick_device
+from saqt.encoders import load_encoder
 from saqt.match import build_index, search
 from saqt.matches import read_matches
 from saqt.options import recorded

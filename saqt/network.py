@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 PROBE_TIMEOUT_S = 2.0  # a server that takes longer to accept a connection counts as unreachable
 ANSWER_TTL_S = 60.0  # an answer stands this long: one probe per command, yet a long session sees the network return
-_answers: dict[tuple[str, int], tuple[float, str | None]] = {}  # (host, port) -> (when, why unreachable or None)
+answers: dict[tuple[str, int], tuple[float, str | None]] = {}  # (host, port) -> (when, why unreachable or None)
 
 
 def unreachable(url: str) -> str | None:
@@ -35,10 +35,10 @@ def unreachable(url: str) -> str | None:
     if proxy and not urllib.request.proxy_bypass(host):
         proxied = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         host, port = proxied.hostname or "", proxied.port or (443 if proxied.scheme == "https" else 80)
-    asked, why = _answers.get((host, port), (-ANSWER_TTL_S, None))
+    asked, why = answers.get((host, port), (-ANSWER_TTL_S, None))
     if time.monotonic() - asked >= ANSWER_TTL_S:
         why = _probe(host, port)
-        _answers[host, port] = time.monotonic(), why
+        answers[host, port] = time.monotonic(), why
     return why
 
 

@@ -40,13 +40,19 @@ from saqt.errors import PublishError
 from saqt.images import encode_png
 from saqt.options import NOT_PATHS
 from saqt.progress import Progress
-from saqt.reader import BuildReader, with_build_images
+from saqt.read import (
+    IMAGE,
+    PRISTINE_FIELDS,
+    SCHEMA_VERSION,
+    BuildReader,
+    filesystem,
+    open_labels,
+    publish_schema,
+    with_build_images,
+)
 from saqt.safe_files import fresh_folder, make_folders, replace
-from saqt.scores import shard_scores
 from saqt.screen import cover_scale
 from saqt.shards import (
-    DISTORTED_SCHEMA,
-    PROVENANCE_FIELDS,
     ShardWriter,
     aborting,
     sha256_file,
@@ -54,26 +60,13 @@ from saqt.shards import (
     writing,
 )
 from saqt.sources import source_spec
-from saqt.stage import CARD, SUMS, FolderLock, Stage, check_apart, open_stage, published_file, read_sums
+from saqt.stage import CARD, SUMS, FolderLock, Stage, check_apart, published_file, read_sums
 
-SCHEMA_VERSION = "saqt-iqa-publish/2"
 SPLITS = ("train", "validation")
 STAGING_SENTINEL = ".saqt-publish-staging"  # marks a local staging folder as a publish's own
 ROW_GROUP = 100  # rows per Parquet row group: small enough for dataset viewers to page through images
 SHARD_ROWS = 250_000  # rows a shard holds at most: each row group's metadata stays in memory until its shard is
 # closed, and rows without pixels (recipe-only) never fill --shard-size, so one shard would hold them all
-IMAGE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])  # the Hub's Image feature
-
-# Label columns that hold one value for a whole labelling run: the card records them once (``saqt.run_constants``).
-RUN_CONSTANTS = ("score_scale", "bank", "bank_proxy", "encoder", "encoder_weights", "rule", "k", "temperature")
-# Per-row columns taken from the build's pristine record of the row's source image.
-PRISTINE_FIELDS = [
-    pa.field("source_class", pa.string()),
-    pa.field("orig_width", pa.int32(), nullable=False),
-    pa.field("orig_height", pa.int32(), nullable=False),
-    pa.field("jpeg_quality", pa.int16()),
-    pa.field("upscale_factor", pa.float32(), nullable=False),
-]
 
 FIELD_MEANINGS = {
     "image_id": "`<pristine_id>_<type>_<level>`: unique per row",
@@ -119,27 +112,6 @@ class LicenceWarning(UserWarning):
     """The published pixels come from a source whose terms may not allow redistributing them."""
 
 
-def publish_schema(dataset_id: str) -> pa.Schema:
-    """The published rows: the build's distorted columns and the labels' per-row provenance, the source image's
-    record after ``source_key``, ``image`` as the Hub's Image struct; tagged with the set's id."""
-    fields = []
-    for f in [*DISTORTED_SCHEMA, *PROVENANCE_FIELDS]:
-        if f.name not in RUN_CONSTANTS:
-            fields.append(pa.field("image", IMAGE) if f.name == "image" else f)
-        if f.name == "source_key":
-            fields += PRISTINE_FIELDS
-    hub = {"info": {"features": {"image": {"_type": "Image"}}}}  # the rest is inferred from the Arrow types
-    return pa.schema(
-        fields,
-        metadata={
-            "saqt.schema": SCHEMA_VERSION,
-            "saqt.dataset_id": dataset_id,
-            "saqt.image_format": "png",
-            "huggingface": json.dumps(hub),
-        },
-    )
-
-
 def card_license(config: PublishConfig, spec: dict) -> dict:
     """The card's ``license`` (with ``license_name`` and ``license_link`` when it is ``other``, as the Hub asks):
     ``--license`` and its name and link if given, else the source's."""
@@ -177,41 +149,6 @@ def validation_ids(pristine_ids: list[str], fraction: float, seed: int) -> set[s
     count = min(max(1, round(fraction * len(pristine_ids))), len(pristine_ids) - 1)
     ranked = sorted(pristine_ids, key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
     return set(ranked[:count])
-
-
-def finished_labels(labels: Path, checksums: bool = True) -> Stage:
-    """A finished ``saqt label`` folder, every listed file present with its size and, with ``checksums``, its
-    SHA-256 and every label scored (:func:`require_scored`); PublishError (or StageError, ScoreError) otherwise.
-    What publishing reads; pretraining, which reads the row index instead of the shards, checks the rest itself."""
-    stage = open_stage(labels, "label", checksums)  # one pass over the files
-    if not stage.manifest["complete"]:
-        raise PublishError(f"{labels} is an unfinished labelling run: rerun `saqt label` to complete it first")
-    if checksums:
-        require_scored(stage)
-    return stage
-
-
-def check_labels(stage: Stage) -> None:
-    """Every file of a label folder opened without checksums against its SHA-256, and every label scored."""
-    stage.verify()
-    require_scored(stage)
-
-
-def require_scored(stage: Stage) -> None:
-    """PublishError unless every label of the folder has a score (ScoreError where one is not a finite number)."""
-    unscored = sum(shard_scores(p).null_count for p in stage.paths("saqt-iqa"))
-    if unscored:
-        raise PublishError(f"{stage.root}: {unscored} labels have no score; relabel with a bank that scores every cell")
-
-
-def open_labels(labels: Path) -> tuple[Stage, BuildReader]:
-    """A finished ``saqt label`` folder (:func:`finished_labels`) and its build, checked against its manifest's
-    checksums and still the one labelled; PublishError (or StageError) otherwise."""
-    stage = finished_labels(labels)
-    reader = BuildReader(Path(stage.manifest["config"]["build"]))
-    if reader.stage.digest() != stage.manifest["inputs"]["build"]["digest"]:
-        raise PublishError(f"the build {reader.root} changed since {labels} was labelled; rerun `saqt label`")
-    return stage, reader
 
 
 # Options whose values name files, folders or hosts of the publisher's machine, or a secret: the card shows placeholders.
@@ -544,17 +481,6 @@ def _card_meta(
             "provenance": prov,
         },
     }
-
-
-def filesystem(url: str, option: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec file system and path of ``url``; PublishError (one line, naming the package to install) where
-    this Python cannot reach it."""
-    try:
-        return fsspec.core.url_to_fs(url)
-    except ImportError as err:
-        raise PublishError(f"{option} {url} needs an fsspec file system this Python lacks: {err}") from None
-    except ValueError as err:
-        raise PublishError(f"{option} {url}: {err}") from None
 
 
 def run_publish(config: PublishConfig, out: str, ctx: RunContext = DEFAULT_CONTEXT) -> dict:

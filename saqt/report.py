@@ -34,15 +34,14 @@ from PIL import Image
 
 from saqt.bank import Bank, load_bank
 from saqt.bank_fit import bank_fit
-from saqt.card import read_card
 from saqt.distortions import catalogue
 from saqt.errors import OutputError, SaqtError
 from saqt.images import ImageDecodeError, decode_image
 from saqt.info import summarise
-from saqt.reader import BuildReader
+from saqt.read import BuildReader, SaqtSet, open_set
 from saqt.safe_files import in_the_way, own_file, write_bytes_atomic, writing
 from saqt.shards import BUILD_ERRORS
-from saqt.stage import CARD, SUMS, StageError, identify, open_stage, read_sums
+from saqt.stage import StageError
 from saqt.transfer import SELF_MATCH
 
 CELL_COLUMNS = ["pristine_id", "dist_type", "level", "score"]
@@ -103,25 +102,25 @@ def _build_errors(reader: BuildReader) -> tuple[Counter, list[dict]]:
 def load_stage(folder: Path) -> StageData:
     """Read the columns a report needs (never the images) from ``folder``, through its manifest."""
     try:
-        kind = identify(folder)
+        found = open_set(folder)
     except StageError as err:
         raise StageError(f"{err}: nothing to report") from None
     readers = {"label": _label_data, "build": _build_data, "published": _published_data}
-    if kind not in readers:
-        raise StageError(f"{folder} is a {kind}: a report shows a label, build or published folder")
-    return readers[kind](folder)
+    if found.kind not in readers:
+        raise StageError(f"{folder} is a {found.kind}: a report shows a label, build or published folder")
+    return readers[found.kind](folder, found)
 
 
-def _label_data(folder: Path) -> StageData:
+def _label_data(folder: Path, found: SaqtSet) -> StageData:
     """A label folder's cells and matches, its build (if still there) and its bank."""
-    label = open_stage(folder, "label", checksums=False)  # `saqt verify` checks the checksums
-    cells, matches = _read([str(p) for p in label.paths("labels")])
+    label = found.stage  # `saqt verify` checks the checksums
+    cells, matches = _read(found.shards("labels"))
     try:
-        build = BuildReader(Path(label.manifest["config"]["build"]), checksums=False)
+        build = found.build
     except StageError:
         build = None  # the build is gone or changed: the report shows what the labels hold
     errors, examples = _build_errors(build) if build else (Counter(), [])
-    shards = [str(p) for p in label.paths("saqt-iqa")]
+    shards = found.shards()
     bank, note = _open_bank(label.manifest["config"])
     return StageData(
         "label",
@@ -139,10 +138,10 @@ def _label_data(folder: Path) -> StageData:
     )
 
 
-def _build_data(folder: Path) -> StageData:
+def _build_data(folder: Path, found: SaqtSet) -> StageData:
     """A build folder's cells (no scores) and its screen."""
-    build = BuildReader(folder, checksums=False)
-    shards = [str(p) for p in build.shard_paths("distorted")]
+    build = found.build
+    shards = found.shards()
     table = pads.dataset(shards).to_table(columns=CELL_COLUMNS[:3])
     table = table.append_column("score", pa.nulls(len(table), pa.float64()))
     return StageData(
@@ -158,12 +157,10 @@ def _build_data(folder: Path) -> StageData:
     )
 
 
-def _published_data(folder: Path) -> StageData:
+def _published_data(folder: Path, found: SaqtSet) -> StageData:
     """A published set's cells and matches, its provenance from the card."""
-    meta, _ = read_card((folder / CARD).read_text())
-    prov = meta["saqt"]["provenance"]
-    listed = read_sums((folder / SUMS).read_text())  # paths that stay inside the folder
-    shards = [str(folder / p) for p in sorted(listed) if p.startswith("data/") and p.endswith(".parquet")]
+    prov = found.card()["saqt"]["provenance"]
+    shards = found.shards()
     cells, matches = _read(shards)
     return StageData(
         "published",
@@ -620,14 +617,14 @@ def _screen(data: StageData) -> str:
             ["shorter side", setting("min_side", f"at least {sc.get('min_side', '?')} px")],
             ["greyscale", "kept" if sc.get("allow_grey") else "refused"],
         ]
-        intro = _table(["screen", "setting"], rows, "compact") + f"<p>{_screen_counts(sc)}</p>"
+        intro = _table(["screen", "setting"], rows, "compact") + f"<p>{screen_counts(sc)}</p>"
     examples = _reason_examples(data)
     refused = [[html.escape(r), f"{n:,}", html.escape(examples.get(r, ""))] for r, n in data.errors.most_common()]
     refusals = _table(["reason", "inputs", "example"], refused, "compact") if refused else "<p>Nothing was refused.</p>"
     return intro + "<h3>Refused, and why</h3>" + refusals + (_kept(data, sc) if data.build is not None else "")
 
 
-def _screen_counts(sc: dict) -> str:
+def screen_counts(sc: dict) -> str:
     """How many candidates the screen read and refused, duplicates among them (named only if any)."""
     if "screened" not in sc:
         return ""

@@ -1,34 +1,45 @@
-"""SAQT-IQA sets as pretraining reads them, in every form they come in, checked before use.
+"""SAQT-IQA sets as the later stages read them: a label folder checked and opened with the build that holds its
+pixels (``label_files``, ``open_labels``), the byte ranges that build recorded, a published set's row schema and
+where it lives, and ``SaqtFiles``, the Parquet files of one set as pretraining reads them. ``saqt.read`` opens a
+set of any form (a label folder, a published set's folder, URL or Hub id, a folder of shards) through these.
 
-``open_saqt`` takes a ``saqt label`` folder, a folder of saqt-iqa shards, a ``saqt publish`` folder, an fsspec URL of a
-published set (``s3://...``, ``file://...``, ``memory://...``) or a Hugging Face Hub id (``ORG/NAME``, read through
-huggingface_hub's ``hf://datasets/ORG/NAME`` file system). What is checked at the start is proportional to the
-metadata, not to the pixels, where the set allows it: a label folder's manifests and label shards are checked whole,
-its build's files by size, and the build's byte-range records (``saqt.ranges``) by SHA-256, so that each image is
-checked against its own recorded digest when it is read. A build written before byte ranges were recorded, and a
-published set, are checked whole (every file's SHA-256) before training starts.
+What is checked on opening a label folder is proportional to the metadata, not to the pixels, where the folder
+allows it: its manifests and label shards are checked whole, its build's files by size, and the build's byte-range
+records (``saqt.ranges``) by SHA-256, so that each image is checked against its own recorded digest when it is read.
+A build written before byte ranges were recorded is checked whole (every file's SHA-256) before training starts.
 """
 
 from __future__ import annotations
 
-import re
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from saqt.card import read_card
-from saqt.errors import DatasetError, SaqtError
-from saqt.publish import check_labels, filesystem, finished_labels
+from saqt.configs import PublishError
+from saqt.errors import DatasetError
 from saqt.reader import BuildReader
-from saqt.shards import LABEL_MANIFEST, ROW_INDEX
-from saqt.stage import CARD, SUMS, StageError
-from saqt.verify import verify_published
+from saqt.scores import shard_scores
+from saqt.shards import DISTORTED_SCHEMA, PROVENANCE_FIELDS, ROW_INDEX
+from saqt.stage import Stage, StageError, open_stage
 
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 OPEN_FILES = 8  # Parquet files a process keeps open
+SCHEMA_VERSION = "saqt-iqa-publish/2"  # a published set's rows (``publish_schema``)
+IMAGE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])  # the Hub's Image feature
+# Label columns that hold one value for a whole labelling run: the card records them once (``saqt.run_constants``).
+RUN_CONSTANTS = ("score_scale", "bank", "bank_proxy", "encoder", "encoder_weights", "rule", "k", "temperature")
+# Per-row columns taken from the build's pristine record of the row's source image.
+PRISTINE_FIELDS = [
+    pa.field("source_class", pa.string()),
+    pa.field("orig_width", pa.int32(), nullable=False),
+    pa.field("orig_height", pa.int32(), nullable=False),
+    pa.field("jpeg_quality", pa.int16()),
+    pa.field("upscale_factor", pa.float32(), nullable=False),
+]
 
 
 @dataclass(frozen=True)
@@ -77,30 +88,7 @@ class SaqtFiles:
         return {**self.__dict__, "_open": OrderedDict()}
 
 
-def open_saqt(data: str, pristine_cache: int = 64) -> SaqtFiles:
-    """The SAQT-IQA set ``data`` names (see the module's docstring), checked; DatasetError (one line) when it is
-    none of these forms."""
-    if "://" in data:
-        return _published(data, data)
-    root = Path(data)
-    if root.is_dir():
-        if (root / LABEL_MANIFEST).is_file():
-            return _label_folder(root, pristine_cache)
-        if (root / SUMS).is_file() or (root / CARD).is_file():
-            return _published(str(root), data)
-        shards = sorted(root.glob("*.parquet"))
-        if shards:
-            return SaqtFiles([str(p) for p in shards], None, None, {"labels": data})
-        raise DatasetError(
-            f"{data} is neither a `saqt label` output (label.json), a published set (README.md and "
-            f"{SUMS}) nor a folder of saqt-iqa shards"
-        )
-    if HUB_ID.fullmatch(data):
-        return _published(f"hf://datasets/{data}", data)
-    raise DatasetError(f"--data {data}: no such folder, and not an fsspec URL or a Hub id (ORG/NAME)")
-
-
-def _label_folder(root: Path, pristine_cache: int) -> SaqtFiles:
+def label_files(root: Path, pristine_cache: int) -> SaqtFiles:
     """A label folder and the build that holds its pixels and renders its recipes: still the build that was
     labelled, every file present with its size, and its byte-range records checked (or, for a build without them,
     every file's SHA-256). A label folder with a row index (``saqt.row_index``) has that index checked by SHA-256
@@ -177,19 +165,68 @@ def build_ranges(build: BuildReader, units: list[str], checksums: bool = True) -
     )
 
 
-def _published(url: str, given: str) -> SaqtFiles:
-    """A published set: every file checked against SHA256SUMS, the shards against the publish schema."""
+def publish_schema(dataset_id: str) -> pa.Schema:
+    """The published rows: the build's distorted columns and the labels' per-row provenance, the source image's
+    record after ``source_key``, ``image`` as the Hub's Image struct; tagged with the set's id."""
+    fields = []
+    for f in [*DISTORTED_SCHEMA, *PROVENANCE_FIELDS]:
+        if f.name not in RUN_CONSTANTS:
+            fields.append(pa.field("image", IMAGE) if f.name == "image" else f)
+        if f.name == "source_key":
+            fields += PRISTINE_FIELDS
+    hub = {"info": {"features": {"image": {"_type": "Image"}}}}  # the rest is inferred from the Arrow types
+    return pa.schema(
+        fields,
+        metadata={
+            "saqt.schema": SCHEMA_VERSION,
+            "saqt.dataset_id": dataset_id,
+            "saqt.image_format": "png",
+            "huggingface": json.dumps(hub),
+        },
+    )
+
+
+def filesystem(url: str, option: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec file system and path of ``url``; PublishError (one line, naming the package to install) where
+    this Python cannot reach it."""
     try:
-        verify_published(url, sample=0)
-    except SaqtError as err:
-        raise DatasetError(f"--data {given}: {err}") from None
-    except Exception as err:  # file systems (the Hub's among them) raise their own network and access errors
-        raise DatasetError(f"--data {given}: cannot read {url} ({type(err).__name__}: {err})") from None
-    fs, root = filesystem(url, "--data")
-    paths = sorted(p for p in fs.find(f"{root}/data") if p.endswith(".parquet"))
-    validation = frozenset(p for p in paths if Path(p).name.startswith("validation-"))
-    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-    constants = read_card(fs.cat_file(f"{root}/{CARD}").decode())[0]["saqt"].get("run_constants")
-    constants = constants if isinstance(constants, dict) else {}  # a hand-edited card: no scale recorded
-    provenance = {"published": given, "score_scale": constants.get("score_scale")}
-    return SaqtFiles(paths, None if local else fs, None, provenance, validation)
+        return fsspec.core.url_to_fs(url)
+    except ImportError as err:
+        raise PublishError(f"{option} {url} needs an fsspec file system this Python lacks: {err}") from None
+    except ValueError as err:
+        raise PublishError(f"{option} {url}: {err}") from None
+
+
+def finished_labels(labels: Path, checksums: bool = True) -> Stage:
+    """A finished ``saqt label`` folder, every listed file present with its size and, with ``checksums``, its
+    SHA-256 and every label scored (:func:`require_scored`); PublishError (or StageError, ScoreError) otherwise.
+    What publishing reads; pretraining, which reads the row index instead of the shards, checks the rest itself."""
+    stage = open_stage(labels, "label", checksums)  # one pass over the files
+    if not stage.manifest["complete"]:
+        raise PublishError(f"{labels} is an unfinished labelling run: rerun `saqt label` to complete it first")
+    if checksums:
+        require_scored(stage)
+    return stage
+
+
+def check_labels(stage: Stage) -> None:
+    """Every file of a label folder opened without checksums against its SHA-256, and every label scored."""
+    stage.verify()
+    require_scored(stage)
+
+
+def require_scored(stage: Stage) -> None:
+    """PublishError unless every label of the folder has a score (ScoreError where one is not a finite number)."""
+    unscored = sum(shard_scores(p).null_count for p in stage.paths("saqt-iqa"))
+    if unscored:
+        raise PublishError(f"{stage.root}: {unscored} labels have no score; relabel with a bank that scores every cell")
+
+
+def open_labels(labels: Path) -> tuple[Stage, BuildReader]:
+    """A finished ``saqt label`` folder (:func:`finished_labels`) and its build, checked against its manifest's
+    checksums and still the one labelled; PublishError (or StageError) otherwise."""
+    stage = finished_labels(labels)
+    reader = BuildReader(Path(stage.manifest["config"]["build"]))
+    if reader.stage.digest() != stage.manifest["inputs"]["build"]["digest"]:
+        raise PublishError(f"the build {reader.root} changed since {labels} was labelled; rerun `saqt label`")
+    return stage, reader

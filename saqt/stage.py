@@ -19,7 +19,7 @@ in one shape::
 A running stage appends each finished unit to its journal (``saqt.journal``) and writes the manifest whole only as
 a run starts and ends; every reader goes through ``read_manifest``, which folds the journal in. Every path is
 relative to the folder and stays inside it. A published set is a stage folder of another kind: a dataset card and
-SHA256SUMS, the Hub's layout, which ``identify`` also recognises.
+SHA256SUMS, the Hub's layout, which ``identify`` also recognises and ``read_card``, ``read_sums`` read.
 """
 
 from __future__ import annotations
@@ -37,9 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from saqt import __version__
 from saqt.counts import counts
-from saqt.errors import ConfigError, OutputError, StageError
+from saqt.errors import ConfigError, OutputError, SaqtError, StageError
 from saqt.journal import JournalWriter, journal_name, new_anchor, read_journal, remove_journal
 from saqt.options import local_path
 from saqt.safe_files import in_the_way, open_own
@@ -50,6 +52,7 @@ MANIFESTS = {"build": BUILD_MANIFEST, "label": LABEL_MANIFEST, "bank": BANK_MANI
 COMMANDS = {"build": "saqt build", "label": "saqt label", "bank": "saqt bank synth"}
 CARD = "README.md"  # a published set: its dataset card ...
 SUMS = "SHA256SUMS"  # ... and the checksums of every other file
+FRONT_MATTER = "---\n"  # opens (and, on a line of its own, closes) the card's YAML front matter
 LOCK = ".saqt.lock"
 ANCHOR = "journal_anchor"  # the manifest's entry naming the anchor of the journal that follows it
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -89,6 +92,29 @@ def read_sums(text: str) -> dict[str, str]:
             raise StageError(f"{SUMS} line {n} is malformed: {line[:80]!r}")
         sums[match[2]] = match[1]
     return sums
+
+
+class CardError(SaqtError, ValueError):
+    """A dataset card that cannot be read."""
+
+
+def read_card(text: str) -> tuple[dict, str]:
+    """The front matter (a dict) and the body of a card; CardError if it has no readable front matter."""
+    if not text.startswith(FRONT_MATTER):
+        raise CardError("README.md has no YAML front matter")
+    head, sep, body = text[len(FRONT_MATTER) :].partition("\n---\n")
+    if not sep:
+        raise CardError("README.md's YAML front matter is not closed by a '---' line")
+    try:
+        meta = yaml.safe_load(head)
+    except yaml.YAMLError as err:
+        where = f" at line {err.problem_mark.line + 2}" if getattr(err, "problem_mark", None) else ""
+        raise CardError(
+            f"README.md's YAML front matter is malformed{where} ({getattr(err, 'problem', None) or err})"
+        ) from None
+    if not isinstance(meta, dict):
+        raise CardError("README.md's YAML front matter is not a mapping")
+    return meta, body
 
 
 def _relative(path: object) -> bool:

@@ -19,14 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from saqt.bank import BankError, read_scores
-from saqt.card import read_card
 from saqt.errors import SaqtError
 from saqt.images import ImageDecodeError, decode_image
-from saqt.publish import SCHEMA_VERSION, filesystem, publish_schema
 from saqt.ranges import read_ranges
 from saqt.scores import ScoreError, shard_scores
+from saqt.sets import SCHEMA_VERSION, filesystem, publish_schema
 from saqt.shards import sha256_stream
-from saqt.stage import CARD, SUMS, StageError, identify, open_stage, read_sums
+from saqt.stage import CARD, SUMS, StageError, identify, open_stage, read_card, read_sums
 
 SHARD_NAME = re.compile(r"data/(?P<split>[a-z]+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet")
 

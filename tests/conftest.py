@@ -41,7 +41,7 @@ def fresh_network_answers(monkeypatch):
     """Each test probes download servers anew (saqt.network): a port closed in one test may listen in the next."""
     from saqt import network
 
-    monkeypatch.setattr(network, "_answers", {})
+    monkeypatch.setattr(network, "answers", {})
 
 
 @pytest.fixture(scope="session")

@@ -23,10 +23,10 @@ import glint.scoring as scoring
 import glint.train as train
 import pipelines.glint_cli as glint_cli
 import saqt.embed as embed
-import saqt.encoders.base as encoders
 from glint.protocol import resolve
 from glint.scale import UNKNOWN_SCALE
 from glint.train import EvalSet, TrainConfig, evaluate_all, start_session, train_step
+from saqt.context import pick_device
 
 CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
 
@@ -139,8 +139,8 @@ def test_the_per_epoch_evaluation_scores_in_the_protocols_precision(protocol, am
 
 @pytest.mark.parametrize(("device", "amp", "half"), [(CUDA, True, True), (CUDA, False, False), (CPU, True, False)])
 def test_scoring_autocasts_to_fp16_only_when_asked_and_on_cuda(device, amp, half, monkeypatch, autocast):
-    seen, mean_scores = [], scoring._mean_scores
-    monkeypatch.setattr(scoring, "_mean_scores", lambda model, views, dev, h, bar: seen.append(h) or [0.0])
+    seen, mean_scores = [], scoring.mean_scores
+    monkeypatch.setattr(scoring, "mean_scores", lambda model, views, dev, h, bar: seen.append(h) or [0.0])
     image = np.zeros((224, 224, 3), np.uint8)
     scoring.predict_images(Tiny(), [(image, 1)], 1, device, amp=amp)
     assert seen == [half]
@@ -190,7 +190,7 @@ def test_each_rank_takes_its_local_gpu_and_nccl_or_gloo(world, local_rank, picke
 def test_auto_is_cuda_when_there_is_one_and_cuda_means_the_ranks_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    pick = encoders.pick_device
+    pick = pick_device
     assert (pick("auto"), pick("auto", 1), pick("cuda", 1), pick("cuda:1", 0), pick("cpu", 1)) == (
         torch.device("cuda", 0),
         torch.device("cuda", 1),

@@ -27,7 +27,7 @@ from glint.model import GlintConfig
 from glint.outputs import RUN_FILES, clear_run, local_path, run_files, run_start
 from glint.runlog import RunLog
 from glint.scale import printable, recorded_scale
-from glint.train import TrainConfig, _results, claim_run_folder, resume_checkpoint, select
+from glint.train import TrainConfig, claim_run_folder, resume_checkpoint, run_results, select
 from pipelines.glint_cli import app
 from saqt.errors import ConfigError
 from saqt.shards import sha256_file
@@ -372,7 +372,7 @@ def test_holdout_images_at_least_0_and_without_validation_the_last_epoch_is_kept
     assert state["best"] == {"epoch": 2, "score": None}
     state["history"] = [{"epoch": 1}, {"epoch": 2, "test": {"srocc": 0.5}}]
     timing = {"rate": 1.0, "time_s": {"training": 1.0, "evaluation": 2.0}}
-    results = _results(torch.nn.Linear(1, 1), state, TrainConfig(), "cpu", 1, timing, {})
+    results = run_results(torch.nn.Linear(1, 1), state, TrainConfig(), "cpu", 1, timing, {})
     assert results["selected_epoch"] == 2
     assert results["selection_note"] == "the last epoch: no validation images to select on"
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from glint.finetune import FinetuneConfig, run_finetune
 from glint.runlog import RunLog, cpu_memory_hint, summary_writer
 from glint.train import Run, TrainConfig, epoch_steps, main_process, select
-from pipelines.glint_cli import _report, app
+from pipelines.glint_cli import app, print_report
 from saqt import __version__
 from saqt.errors import ConfigError
 
@@ -152,7 +152,7 @@ def _rank(rank: int, out: Path, port: int) -> None:
             bar.update(3)
         log.epoch(record, 1, 1.0, 2.0)
         log.close()
-        _report(results, run)
+        print_report(results, run)
         print(f"main_process={main_process()}")
     dist.destroy_process_group()
 

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 import glint.train
 from glint.predict import write_table
-from glint.runlog import _append
+from glint.runlog import append_record
 from pipelines.glint_cli import app as glint_app
 from pipelines.saqt_cli import app
 from saqt import fetch, publish
@@ -217,7 +217,7 @@ def test_appended_files_are_never_written_through_a_link(tmp_path):
 
     (tmp_path / "metrics.jsonl").symlink_to(target)
     with pytest.raises(OutputError, match="metrics.jsonl is a symbolic link"):
-        _append(tmp_path, {"epoch": 1})
+        append_record(tmp_path, {"epoch": 1})
     assert target.read_bytes() == PRECIOUS
 
 
@@ -260,7 +260,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_leaves_no_tempora
     monkeypatch.setattr(glint.train.torch, "save", save)
     (tmp_path / "best.pt").write_bytes(b"the last good checkpoint")
     with pytest.raises(OutputError, match="cannot write .*best.pt: No space left on device") as err:
-        glint.train._atomic_save({"epoch": 3}, tmp_path / "best.pt")
+        glint.train.atomic_save({"epoch": 3}, tmp_path / "best.pt")
     assert "\n" not in str(err.value)
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
     assert (tmp_path / "best.pt").read_bytes() == b"the last good checkpoint"

@@ -14,7 +14,7 @@ import pytest
 
 from glint.finetune import median_test
 from glint.metrics import METRICS, iqa_metrics
-from saqt.fidelity import _corr, _evaluate, matches_usage, top1_agreement
+from saqt.fidelity import correlations, evaluate_scores, matches_usage, top1_agreement
 
 # Ties in both: X has 2,2 and 5,5; Y has 3,3. Means are whole numbers (3 and 3), so Pearson stays in integers.
 X = [1, 2, 2, 3, 5, 5]
@@ -88,13 +88,13 @@ def test_fidelity_correlations_drop_missing_cells_and_handle_ties():
     above gives the values counted by hand; fewer than three scored cells give NaN."""
     truth = np.array([*X, np.nan, 7.0])
     pred = np.array([*Y, 1.0, np.nan])
-    assert _corr(truth, pred) == pytest.approx((SROCC, PLCC), rel=1e-12)
-    assert all(math.isnan(v) for v in _corr(np.array([1.0, 2.0, np.nan]), np.array([1.0, 2.0, 3.0])))
+    assert correlations(truth, pred) == pytest.approx((SROCC, PLCC), rel=1e-12)
+    assert all(math.isnan(v) for v in correlations(np.array([1.0, 2.0, np.nan]), np.array([1.0, 2.0, 3.0])))
     # per distortion type (numbered from 1): type 1 as above, type 2 with the predictions reversed (12 - Y keeps
     # the ties and negates every deviation: -SROCC)
     scores = np.array([[X, X]], dtype=float)  # (references, types, levels) = (1, 2, 6)
     preds = np.array([[Y, [12 - y for y in Y]]], dtype=float)
-    per_type = _evaluate(scores, preds)["per_type"]
+    per_type = evaluate_scores(scores, preds)["per_type"]
     assert list(per_type) == [1, 2] and per_type[1] == pytest.approx(SROCC) and per_type[2] == pytest.approx(-SROCC)
 
 

@@ -78,10 +78,10 @@ def test_behind_a_proxy_the_proxy_is_asked(monkeypatch):
     url = "http://saqt-test-host.invalid/weights.pth"  # .invalid never resolves
     assert network.unreachable(url) == "saqt-test-host.invalid is unreachable: its name does not resolve"
     with listening() as port:
-        monkeypatch.setattr(network, "_answers", {})
+        monkeypatch.setattr(network, "answers", {})
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
         assert network.unreachable(url) is None
-        monkeypatch.setattr(network, "_answers", {})
+        monkeypatch.setattr(network, "answers", {})
         monkeypatch.setenv("NO_PROXY", "saqt-test-host.invalid")  # not through the proxy: the host itself
         assert network.unreachable(url) == "saqt-test-host.invalid is unreachable: its name does not resolve"
 

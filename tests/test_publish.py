@@ -28,9 +28,9 @@ from saqt.images import decode_image
 from saqt.info import summarise
 from saqt.label import LabelConfig, run_label
 from saqt.publish import PublishConfig, PublishError, run_publish, validation_ids
+from saqt.read import VerifyError, verify
 from saqt.report import render_report
 from saqt.sources import sample_paths
-from saqt.verify import VerifyError, verify
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 

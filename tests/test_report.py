@@ -203,13 +203,13 @@ def test_a_bank_near_the_images_gets_no_note(legends):
 
 
 def test_screen_counts_name_duplicates_only_when_there_are_some(legends):
-    from saqt.report import _screen_counts
+    from saqt.report import screen_counts
 
     assert "duplicate" not in _section(legends[0], "screen")
-    assert _screen_counts({"screened": 9, "refused": 3, "duplicates": 1}) == (
+    assert screen_counts({"screened": 9, "refused": 3, "duplicates": 1}) == (
         "9 candidates screened, 3 refused (1 of them a duplicate of an image kept)."
     )
-    assert _screen_counts({"screened": 9, "refused": 3, "duplicates": 2}).endswith(
+    assert screen_counts({"screened": 9, "refused": 3, "duplicates": 2}).endswith(
         "(2 of them duplicates of an image kept)."
     )
 

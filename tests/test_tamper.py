@@ -20,10 +20,10 @@ import pytest
 
 from saqt.bank import load_bank
 from saqt.errors import SaqtError
-from saqt.publish import finished_labels
+from saqt.read import VerifyError, verify
 from saqt.reader import BuildReader
+from saqt.sets import finished_labels
 from saqt.stage import CARD, MANIFESTS, SUMS, open_stage, read_sums
-from saqt.verify import VerifyError, verify
 
 FOLDERS = {"build": "build", "bank": "bank", "label": "labels"}
 # What reads each stage's folder next: the label stage reads builds and banks, publish (and pretraining) labels.

@@ -7,10 +7,10 @@ list the encoders from it). Importing this module does not import torch: the CLI
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from saqt.context import pick_device
 from saqt.errors import SaqtError
 from saqt.registry import resolve
 
@@ -21,10 +21,6 @@ if TYPE_CHECKING:
 
 class EncoderError(SaqtError, ValueError):
     """An encoder that cannot be loaded as asked; the message is one line and names what to do instead."""
-
-
-class DeviceError(SaqtError, ValueError):
-    """A --device this machine does not have."""
 
 
 class Encoder(Protocol):
@@ -76,27 +72,6 @@ FACTORIES = {
 def encoder_forms(about: bool = False) -> str:
     """How a spec may name each encoder of ``FACTORIES``, with what it is when ``about``."""
     return "; ".join(f"{f.form} ({f.about})" if about else f.form for f in FACTORIES.values())
-
-
-def pick_device(device: str = "auto", index: int = 0) -> torch.device:
-    """``auto`` is CUDA when available, else CPU; ``cuda`` means GPU ``index`` (a process's local rank).
-    DeviceError for a device that is not written auto, cpu, cuda[:N] or mps, or that this machine lacks."""
-    import torch
-
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
-        raise DeviceError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(
-            f"--device {device}: no CUDA GPU is usable here (torch.cuda.is_available() is False); "
-            "use --device cpu or auto"
-        )
-    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
-        raise DeviceError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPUs")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError("--device mps: Apple's Metal backend is not available here; use --device cpu or auto")
-    return torch.device(f"cuda:{index}" if device == "cuda" else device)
 
 
 def load_encoder(spec: str, device: str = "auto") -> Encoder:
