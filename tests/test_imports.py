@@ -33,6 +33,7 @@ GLINT_MAY_IMPORT = {
             "progress",
             "network",
             "yaml_manifests",
+            "registry",
         )
     ),
 }
