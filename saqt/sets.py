@@ -20,8 +20,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from saqt.configs import PublishError
-from saqt.errors import DatasetError
+from saqt.errors import DatasetError, PublishError
 from saqt.reader import BuildReader
 from saqt.scores import shard_scores
 from saqt.shards import DISTORTED_SCHEMA, PROVENANCE_FIELDS, ROW_INDEX
