@@ -29,11 +29,11 @@ from common import one_core, peak_rss_mib  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipelines.executors import LocalExecutor  # noqa: E402
-from saqt.build import BuildConfig, run_build  # noqa: E402
-from saqt.context import RunContext  # noqa: E402
-from saqt.distortions import PreparedImage, distort  # noqa: E402
-from saqt.images import canonicalise, decode_image, encode_png  # noqa: E402
-from saqt.sources import sample_paths  # noqa: E402
+from saqt.build.build_stage import BuildConfig, run_build  # noqa: E402
+from saqt.build.distortions import PreparedImage, distort  # noqa: E402
+from saqt.build.sources import sample_paths  # noqa: E402
+from saqt.core.context import RunContext  # noqa: E402
+from saqt.core.images import canonicalise, decode_image, encode_png  # noqa: E402
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak24"
 PAPER_IMAGES = 50_000 * 125

@@ -32,9 +32,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from common import one_core, peak_rss_mib  # noqa: E402
 
-from saqt.distortions import PreparedImage, catalogue, distort  # noqa: E402
-from saqt.images import decode_image, encode_png  # noqa: E402
-from saqt.sources import sample_paths  # noqa: E402
+from saqt.build.distortions import PreparedImage, catalogue, distort  # noqa: E402
+from saqt.build.sources import sample_paths  # noqa: E402
+from saqt.core.images import decode_image, encode_png  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
 LEVELS = range(1, 6)
@@ -136,8 +136,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # baseline child: JSON to stdout
     args = parser.parse_args()
-    if args.baseline is not None and not (args.baseline / "saqt" / "distortions").is_dir():
-        raise SystemExit(f"--baseline {args.baseline}: no saqt/distortions there")
+    if args.baseline is not None and not (args.baseline / "saqt" / "build" / "distortions").is_dir():
+        raise SystemExit(f"--baseline {args.baseline}: no saqt/build/distortions there")
 
     one_core()
     images = test_images()

@@ -12,7 +12,7 @@ same run.
               ``embed_images`` end to end (files decoded in loader workers). The project has no AMP flag:
               ``embed_images`` always runs under fp16 autocast on CUDA, so fp32 and bf16 are measured on the
               model directly.
-3. faiss      ``saqt.match`` flat and IVF indexes kept on the CPU: build time, queries/s, IVF recall against
+3. faiss      ``saqt.label.faiss_index`` flat and IVF indexes kept on the CPU: build time, queries/s, IVF recall against
               exact search (random unit vectors; queries are noisy copies of references).
 4. faiss-gpu  the same indexes where ``build_index`` moves them to the GPU: queries/s against the CPU, recall
               against the CPU's exact results; SKIP when FAISS has no GPU support (``make install`` installs
@@ -185,8 +185,8 @@ def run_cli(cmd: list[str], ctx: Context) -> tuple[float, str]:
 def photo_crops(count: int, seed: int, side: int | None = None) -> list[np.ndarray]:
     """``count`` random square crops (``side`` px, or 224 px to the photo's shorter side), half of them mirrored,
     of the nine photos bundled with scikit-image."""
-    from saqt.images import decode_image
-    from saqt.sources import sample_paths
+    from saqt.build.sources import sample_paths
+    from saqt.core.images import decode_image
 
     photos = [decode_image(p) for p in [*sample_paths("sample"), *sample_paths("sample-bank")]]
     rng = np.random.default_rng(seed)
@@ -368,8 +368,8 @@ def check_embed(ctx: Context) -> Outcome:
     """effnet-lite0 in fp32, fp16 and bf16 autocast, and ``embed_images`` end to end."""
     import torch
 
-    from saqt.embed import auto_loader_workers, embed_images
-    from saqt.encoders import load_encoder
+    from saqt.label.embed import auto_loader_workers, embed_images
+    from saqt.label.encoders import load_encoder
 
     s, dev = ctx.sizes, ctx.device
     encoder = load_encoder("effnet-lite0", dev)
@@ -461,8 +461,8 @@ def recall(found: np.ndarray, exact: np.ndarray) -> float:
 
 
 def timed_index(refs: np.ndarray, queries: np.ndarray, kind: str, nlist: int, gpu: str, reps: int = 1):
-    """(index, build seconds, queries/s of the best of ``reps`` searches, neighbour ids) through saqt.match."""
-    from saqt.match import build_index, search
+    """(index, build seconds, queries/s of the best of ``reps`` searches, neighbour ids) through saqt.label.faiss_index."""
+    from saqt.label.faiss_index import build_index, search
 
     start = time.perf_counter()
     index = build_index(refs, kind, nlist=nlist, gpu=gpu)
@@ -523,7 +523,7 @@ def check_faiss_gpu(ctx: Context) -> Outcome:
     if not hasattr(faiss, "StandardGpuResources"):
         raise Skip(
             f"faiss {faiss.__version__} is a CPU-only build (no StandardGpuResources; get_num_gpus() = "
-            f"{gpus}): saqt.match keeps every index on the CPU here; install faiss-gpu (the [gpu] extra) to "
+            f"{gpus}): saqt.label.faiss_index keeps every index on the CPU here; install faiss-gpu (the [gpu] extra) to "
             "test GPU search"
         )
     if ctx.device != "cuda" or gpus == 0:

@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from glint.pretrain_data import EpochBatches, SaqtIndex, epoch_order
 from glint.pretrain_index import shared_order
-from saqt.row_index import ColumnWriter
-from saqt.sets import SaqtFiles
+from saqt.label.row_index import ColumnWriter
+from saqt.label.sets import SaqtFiles
 
 CELLS = 125
 CHUNK = 5_000_000

@@ -27,17 +27,17 @@ from common import peak_rss_mib
 from PIL import Image
 
 from pipelines.executors import LocalExecutor
-from saqt.bank_synth import SynthConfig, run_synth_bank
-from saqt.build import BuildConfig, run_build
-from saqt.context import RunContext
-from saqt.embed import auto_loader_workers, embed_images
-from saqt.encoders import load_encoder
-from saqt.images import decode_image
-from saqt.label import LabelConfig, run_label
-from saqt.match import build_index, search
-from saqt.reader import BuildReader
-from saqt.shards import read_locator
-from saqt.transfer import Rule, neighbour_weights, transfer
+from saqt.build.build_reader import BuildReader
+from saqt.build.build_stage import BuildConfig, run_build
+from saqt.core.context import RunContext
+from saqt.core.images import decode_image
+from saqt.core.shards import read_locator
+from saqt.label.embed import auto_loader_workers, embed_images
+from saqt.label.encoders import load_encoder
+from saqt.label.faiss_index import build_index, search
+from saqt.label.label_stage import LabelConfig, run_label
+from saqt.label.synth_stage import SynthConfig, run_synth_bank
+from saqt.label.transfer import Rule, neighbour_weights, transfer
 
 RSS_BATCH = 16  # smaller than either build, so both runs hold full batches: peak RSS then measures the stage
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak24"

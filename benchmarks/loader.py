@@ -17,10 +17,10 @@ to one thread and the process pinned to one core (``common.one_core``), reading 
 ``--batches`` batches of 32:
   ours            ``SaqtTraining(open_saqt(labels, pristine_cache))`` through ``glint.train.make_loader`` with
                   ``loader_workers=0``: what one DataLoader worker does;
-  floor           the same rows, their bytes already in memory: materialised, ``saqt.images.decode_image`` of each
+  floor           the same rows, their bytes already in memory: materialised, ``saqt.core.images.decode_image`` of each
                   PNG + the training view (``glint.data.prepare``, ``random_view``, ``to_tensor``); recipe-only,
-                  decode of the pristine PNG + ``saqt.distortions.distort`` with the row's seed (as
-                  ``saqt.reader.BuildReader.image`` renders it) + the view: the per-image work that cannot be avoided;
+                  decode of the pristine PNG + ``saqt.build.distortions.distort`` with the row's seed (as
+                  ``saqt.build.build_reader.BuildReader.image`` renders it) + the view: the per-image work that cannot be avoided;
   official-style  the materialised rows written as PNG files, read as the official release reads its training set
                   (SYSU-Video/GlintIQA, glintiqa/data/datasets.py ``pil_loader``: ``Image.open(f).convert("RGB")``;
                   glintiqa/data/transforms.py ``build_iqa_transform(is_train=True)``: RandomHorizontalFlip,
@@ -61,8 +61,8 @@ from torch.utils.data import DataLoader
 from glint.data import prepare, random_view, to_tensor
 from glint.pretrain_data import SaqtTraining, open_saqt
 from glint.train import TrainConfig, make_loader
-from saqt.distortions import PreparedImage, distort
-from saqt.images import decode_image
+from saqt.build.distortions import PreparedImage, distort
+from saqt.core.images import decode_image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BATCH = 32

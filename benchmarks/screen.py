@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from saqt.images import DEFAULT_MAX_PIXELS, ImageDecodeError
-from saqt.pristine import prepare_pristine
-from saqt.screen import Screen
-from saqt.sources import SourceItem
+from saqt.build.pristine import prepare_pristine
+from saqt.build.screen import Screen
+from saqt.build.sources import SourceItem
+from saqt.core.images import DEFAULT_MAX_PIXELS, ImageDecodeError
 
 SIZE = (512, 384)
 HEADER_REASONS = ("too small", "needs upscaling", "low JPEG quality")

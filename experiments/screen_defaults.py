@@ -23,11 +23,11 @@ import numpy as np
 from PIL import Image
 
 from pipelines.executors import LocalExecutor
-from saqt.counts import reason_kind
-from saqt.images import decode_image
-from saqt.pool import choose_pool
-from saqt.screen import Screen, cover_scale, jpeg_quality
-from saqt.sources import Quota, SourceItem, list_source
+from saqt.build.pool import choose_pool
+from saqt.build.screen import Screen, cover_scale, jpeg_quality
+from saqt.build.sources import Quota, SourceItem, list_source
+from saqt.core.counts import reason_kind
+from saqt.core.images import decode_image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 QUALITIES = (95, 85, 75, 50)

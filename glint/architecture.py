@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from saqt.errors import ConfigError
+from saqt.core.errors import ConfigError
 
 VIT_NAME = "vit_small_patch16_224"
 VIT_TAG = "augreg_in21k_ft_in1k"  # timm's default pretrained weights for ViT-S/16, those the release's timm loads

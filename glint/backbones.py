@@ -17,8 +17,8 @@ import torchvision
 from torch import nn
 
 from glint.architecture import RANDOM, RESNET50_URL, VIT_NAME, VIT_TAG, RandomWeightsWarning
-from saqt.errors import SaqtError
-from saqt.network import hub_cache_only, hub_unreachable, torch_hub_unreachable
+from saqt.core.errors import SaqtError
+from saqt.core.network import hub_cache_only, hub_unreachable, torch_hub_unreachable
 
 VIT_TAPS = (6, 7, 8, 9)  # token outputs of these blocks feed the four integration stages
 VIT_FROZEN_BLOCKS = 5  # the release freezes the patch embedding and blocks 0-4

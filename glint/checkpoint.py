@@ -17,9 +17,9 @@ import torch
 
 from glint.backbones import RANDOM, RandomWeightsWarning, rename_prefixes
 from glint.model import GlintConfig, GlintIQA
-from saqt.context import pick_device
-from saqt.errors import SaqtError
-from saqt.shards import sha256_file
+from saqt.core.context import pick_device
+from saqt.core.errors import SaqtError
+from saqt.core.shards import sha256_file
 
 RELEASE_OLDER_NAMES = (
     ("transformer.", "vgfe.backbone."),

@@ -18,7 +18,7 @@ from glint.options import (
     TrainingFields,
 )
 from glint.protocol import PROTOCOLS
-from saqt.options import (
+from saqt.core.config_options import (
     DATA,
     DEVICE_HELP,
     EVALUATION,

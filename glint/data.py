@@ -27,12 +27,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from saqt.columns import pick_column
-from saqt.errors import DatasetError
-from saqt.images import decode_image
-from saqt.read import score_value
-from saqt.seeding import derive_seed
-from saqt.yaml_manifests import manifest_names, named_manifest
+from saqt.core.columns import pick_column
+from saqt.core.errors import DatasetError
+from saqt.core.images import decode_image
+from saqt.core.seeding import derive_seed
+from saqt.core.yaml_manifests import manifest_names, named_manifest
+from saqt.read.api import score_value
 
 CROP = 224
 RELEASE_TRAIN_FRACTION = 0.8

@@ -22,9 +22,9 @@ from glint.protocol import resolve
 from glint.scale import printable
 from glint.scoring import scoring_amp
 from glint.train import EvalSet, eval_metrics, score_eval_set
-from saqt.context import DEFAULT_CONTEXT, RunContext, pick_device
-from saqt.errors import ConfigError
-from saqt.progress import Progress
+from saqt.core.context import DEFAULT_CONTEXT, RunContext, pick_device
+from saqt.core.errors import ConfigError
+from saqt.core.progress import Progress
 
 SPLITS = ("auto", "test", "all")
 

@@ -36,10 +36,10 @@ from glint.model import GlintIQA, new_model, refuse_random_backbones
 from glint.outputs import check_outputs_apart, run_start
 from glint.protocol import Protocol, default_rounds, resolve
 from glint.train import EvalSet, Run, TrainConfig, fit
-from saqt.context import DEFAULT_CONTEXT, RunContext
-from saqt.errors import ConfigError
-from saqt.images import decode_as_released, decode_image
-from saqt.safe_files import write_bytes_atomic
+from saqt.core.context import DEFAULT_CONTEXT, RunContext
+from saqt.core.errors import ConfigError
+from saqt.core.images import decode_as_released, decode_image
+from saqt.core.safe_files import write_bytes_atomic
 
 
 def leakage_warning(init: dict, dataset: str, test_groups: set[str]) -> str | None:

@@ -14,8 +14,8 @@ from glint import scoring
 from glint.architecture import CWSA_VARIANTS, LOCAL_BACKBONES, GlintConfig
 from glint.backbones import ViTBackbone
 from glint.scale import recorded_scale
-from saqt.errors import ConfigError
-from saqt.registry import resolve
+from saqt.core.errors import ConfigError
+from saqt.core.registry import resolve
 
 TOKENS = 196  # 14 x 14 at 224 px
 GRID = 14

@@ -1,5 +1,5 @@
 """The options ``glint pretrain`` and ``glint finetune`` share, declared once in three groups (``ProtocolOptions``,
-``ModelOptions``, ``RunOptions``) that ``PretrainConfig`` and ``FinetuneConfig`` include (``saqt.options.include``)."""
+``ModelOptions``, ``RunOptions``) that ``PretrainConfig`` and ``FinetuneConfig`` include (``saqt.core.config_options.include``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from glint.architecture import RESNET50_URL, VIT_NAME, VIT_TAG, GlintConfig
-from saqt.options import DEVICE_HELP, EVALUATION, EXECUTION, MODEL, OUTPUT, TRAINING, option
+from saqt.core.config_options import DEVICE_HELP, EVALUATION, EXECUTION, MODEL, OUTPUT, TRAINING, option
 
 DATASET_HELP = "kadid10k, koniq10k, clive, csiq, tid2013, live, livemd, spaq, bid, flive, or csv."
 ROOT_HELP = "The dataset's folder (images and label file)."

@@ -12,8 +12,8 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from saqt.errors import ConfigError, OutputError
-from saqt.stage import check_apart
+from saqt.core.errors import ConfigError, OutputError
+from saqt.core.stage_contract import check_apart
 
 RUN_FILES = (
     "run.json",
@@ -90,7 +90,7 @@ def local_path(location: str | Path | None) -> Path | None:
 
 def check_outputs_apart(out: Path, inputs: dict[str, str | Path | None]) -> None:
     """ConfigError if ``out`` is, is inside, or holds one of ``inputs`` (option -> path or URL), local URLs
-    resolved to their paths first (``saqt.stage.check_apart``)."""
+    resolved to their paths first (``saqt.core.stage_contract.check_apart``)."""
     check_apart(out, {option: local_path(location) for option, location in inputs.items()})
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from glint.model import GlintIQA
 from glint.scoring import BATCH_IMAGES, MIN_SIDE, UnscorableImageError, checked, crop_seed, predict_images, scoring_amp
-from saqt.context import pick_device
-from saqt.images import ImageDecodeError, decode_image
-from saqt.progress import Progress
-from saqt.safe_files import atomic_write
+from saqt.core.context import pick_device
+from saqt.core.images import ImageDecodeError, decode_image
+from saqt.core.progress import Progress
+from saqt.core.safe_files import atomic_write
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}  # an animation: its first frame
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula

@@ -21,10 +21,10 @@ from glint.pretrain_data import SaqtTraining
 from glint.pretrain_index import INDEX_FOLDER
 from glint.protocol import resolve
 from glint.train import EvalSet, Run, TrainConfig, fit, planned_batches
-from saqt.context import DEFAULT_CONTEXT, RunContext
-from saqt.errors import ConfigError
-from saqt.read import open_saqt
-from saqt.shards import write_bytes_atomic
+from saqt.core.context import DEFAULT_CONTEXT, RunContext
+from saqt.core.errors import ConfigError
+from saqt.core.shards import write_bytes_atomic
+from saqt.read.api import open_saqt
 
 
 def run_pretrain(config: PretrainConfig, out: Path, ctx: RunContext = DEFAULT_CONTEXT) -> dict:

@@ -1,14 +1,14 @@
 """SAQT-IQA for pretraining: its rows through the shared index, read one image per sample, in a fresh random order
 each epoch.
 
-The set (``saqt.read.open_saqt``, checked there) is indexed once per machine (``glint.pretrain_index``): a few
+The set (``saqt.read.api.open_saqt``, checked there) is indexed once per machine (``glint.pretrain_index``): a few
 numbers per row in memory-mapped columns that every rank and loader worker shares. Each epoch visits every training
 row once, in a permutation drawn from (seed, epoch), as the official release shuffles its whole dataset every epoch
 (``DataLoader(shuffle=True)``); the permutation too is computed once per machine and shared. It is cut into global
 batches; each DDP rank takes its slice of every global batch, and the DataLoader hands whole batches to its workers in
 turn, so ranks and workers read disjoint rows and together cover the epoch.
 
-A sample reads its own image only: the byte range the build recorded (``saqt.ranges``), checked against the recorded
+A sample reads its own image only: the byte range the build recorded (``saqt.build.byte_ranges``), checked against the recorded
 SHA-256 before it is decoded; a recipe renders from its pristine image, read the same way (the last few decoded
 pristine images stay in memory). Sets without byte ranges (published sets, builds of earlier versions) are read a
 Parquet row group at a time.
@@ -28,9 +28,9 @@ from torch.utils.data import Dataset, Sampler
 
 from glint.data import DatasetError, prepare, random_view, to_tensor
 from glint.pretrain_index import SharedFolder, shared_order, write_index
-from saqt.images import decode_image
-from saqt.read import PreparedImage, RangeError, RangeReader, SaqtFiles, distort, open_columns, open_saqt
-from saqt.seeding import derive_seed
+from saqt.core.images import decode_image
+from saqt.core.seeding import derive_seed
+from saqt.read.api import PreparedImage, RangeError, RangeReader, SaqtFiles, distort, open_columns, open_saqt
 
 __all__ = ["EpochBatches", "SaqtIndex", "SaqtTraining", "epoch_order", "open_saqt", "rank_batches"]
 

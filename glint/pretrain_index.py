@@ -3,7 +3,7 @@ memory-mapped columns built once per machine and shared by every DDP rank and lo
 order, shared the same way.
 
 An index folder holds ``names`` (the set's pristine ids), one folder of columns per part, ``train`` and ``holdout``,
-with the columns of the set's row index (``saqt.row_index``: where each row is, its score, pristine image, cell, seed
+with the columns of the set's row index (``saqt.label.row_index``: where each row is, its score, pristine image, cell, seed
 and byte range), and ``pristine/`` for a recipe-only build's pristine images. It is split from the row index ``saqt
 label`` wrote beside its shards, so that a label folder starts without reading its shards: what starting costs is the
 checksum of that index (about 70 bytes a row) and the split, not the set's files. Other sets are indexed here first.
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from saqt.errors import DatasetError, OutputError
-from saqt.read import NO_NEIGHBOURS, ColumnWriter, SaqtFiles, open_columns, write_row_index
-from saqt.safe_files import atomic_write, create_new, open_own
-from saqt.seeding import derive_seed
+from saqt.core.errors import DatasetError, OutputError
+from saqt.core.safe_files import atomic_write, create_new, open_own
+from saqt.core.seeding import derive_seed
+from saqt.read.api import NO_NEIGHBOURS, ColumnWriter, SaqtFiles, open_columns, write_row_index
 
 PARTS = ("train", "holdout")
 INDEX_FOLDER = ".saqt-index"  # in a run folder: one index folder per launch and machine

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from saqt.errors import ConfigError
+from saqt.core.errors import ConfigError
 
 PROTOCOLS = ("honest", "released")
 ROUNDS = {"honest": 1, "released": 10}  # rounds run by default; the release's --train-test-round is 10

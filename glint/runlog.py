@@ -14,9 +14,9 @@ from typing import TextIO
 
 import torch
 
-from saqt.errors import ConfigError
-from saqt.progress import Progress
-from saqt.safe_files import open_own, writing
+from saqt.core.errors import ConfigError
+from saqt.core.progress import Progress
+from saqt.core.safe_files import open_own, writing
 
 CPU_GIB_PER_IMAGE = 0.16  # peak RSS of CPU training grows about so per image of the batch (batch 128: near 20 GB)
 CPU_BATCH_HINT = 64  # from this batch size up, training on the CPU is told what memory to expect

@@ -19,10 +19,10 @@ from PIL import Image
 
 from glint.configs import BATCH_IMAGES, MIN_SIDE
 from glint.data import crop_views, prepare
-from saqt.errors import ConfigError, SaqtError
-from saqt.images import decode_image, to_rgb  # to_rgb: Pillow modes to RGB exactly as a decoded file is
-from saqt.progress import Progress
-from saqt.seeding import derive_seed
+from saqt.core.errors import ConfigError, SaqtError
+from saqt.core.images import decode_image, to_rgb  # to_rgb: Pillow modes to RGB exactly as a decoded file is
+from saqt.core.progress import Progress
+from saqt.core.seeding import derive_seed
 
 
 class UnscorableImageError(SaqtError, ValueError):

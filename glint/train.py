@@ -37,12 +37,12 @@ from glint.protocol import RELEASE_ETA_MIN, RELEASE_T_MAX, SCHEDULES, Protocol
 from glint.runlog import RunLog, cpu_memory_hint
 from glint.scoring import BATCH_IMAGES, crop_seed, predict_images
 from saqt import __version__
-from saqt.context import pick_device
-from saqt.errors import ConfigError, SaqtError
-from saqt.progress import Progress
-from saqt.safe_files import atomic_write, write_bytes_atomic
-from saqt.seeding import derive_seed
-from saqt.stage import LOCK, FolderLock
+from saqt.core.context import pick_device
+from saqt.core.errors import ConfigError, SaqtError
+from saqt.core.progress import Progress
+from saqt.core.safe_files import atomic_write, write_bytes_atomic
+from saqt.core.seeding import derive_seed
+from saqt.core.stage_contract import LOCK, FolderLock
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def evaluate(
 
 
 def atomic_save(obj: dict, path: Path) -> None:
-    """``torch.save`` through ``saqt.safe_files.atomic_write``: a failed save (a full disk) is one line and leaves
+    """``torch.save`` through ``saqt.core.safe_files.atomic_write``: a failed save (a full disk) is one line and leaves
     no temporary file."""
     with atomic_write(path) as f:
         torch.save(obj, f)

@@ -12,8 +12,8 @@ import click
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from saqt.errors import SaqtError
-from saqt.options import AS_FIELD, option_of
+from saqt.core.config_options import AS_FIELD, option_of
+from saqt.core.errors import SaqtError
 
 KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
 
@@ -185,7 +185,7 @@ def _parameter(f: Field, hints: dict[str, Any]) -> inspect.Parameter:
 
 
 def config_options(*configs: type, before: dict[str, str] | None = None) -> Callable[[Callable], Callable]:
-    """Give a Typer command the option fields of ``configs`` (``saqt.options.option``) as its options, one place to
+    """Give a Typer command the option fields of ``configs`` (``saqt.core.config_options.option``) as its options, one place to
     add an option. The command's own parameters (what no config holds: ``--out``, ``--workers``) follow the fields,
     or come just before the field ``before`` names for them; the command is called with the fields' parsed values,
     an :class:`Options`, first, and its own parameters by name."""

@@ -13,8 +13,8 @@ from enum import StrEnum
 from itertools import chain, islice
 
 from pipelines.workers import die_with_parent, init_worker, single_threaded_children
-from saqt.errors import ConfigError
-from saqt.executor import WorkerDied
+from saqt.core.errors import ConfigError
+from saqt.core.executor import WorkerDied
 
 IN_FLIGHT = 2  # units submitted per worker at a time: one running, one queued behind it
 

@@ -18,8 +18,8 @@ from glint.options import CROPS_HELP, SCORE_BATCH_HELP
 from glint.scale import UNKNOWN_SCALE
 from pipelines.cli_common import App, OneLineErrors, Options, config_options, fail_command
 from saqt import __version__
-from saqt.context import RunContext
-from saqt.options import DATA, DEVICE_HELP, EVALUATION, EXECUTION, MODEL, OUTPUT
+from saqt.core.config_options import DATA, DEVICE_HELP, EVALUATION, EXECUTION, MODEL, OUTPUT
+from saqt.core.context import RunContext
 
 # The options come from torch-free modules (glint.configs, glint.options); the model, the stages and the data
 # (torch, timm, torchvision, cv2) are imported inside the commands and helpers that use them, so that --help and

@@ -16,12 +16,12 @@ import ray
 from ray.util import ActorPool
 
 from pipelines.workers import THREAD_VARS, init_worker
-from saqt.embed import embed_images
-from saqt.encoders import Encoder, load_encoder
-from saqt.errors import ConfigError
-from saqt.executor import UnitsFailed
-from saqt.progress import Progress
-from saqt.shards import Locator
+from saqt.core.errors import ConfigError
+from saqt.core.executor import UnitsFailed
+from saqt.core.progress import Progress
+from saqt.core.shards import Locator
+from saqt.label.embed import embed_images
+from saqt.label.encoders import Encoder, load_encoder
 
 SINGLE_THREADED = {"env_vars": dict.fromkeys(THREAD_VARS, "1")}  # as LocalExecutor's worker processes
 BATCHES_PER_CALL = 8  # embedding batches an actor takes at a time
@@ -132,7 +132,7 @@ class _EncoderActor:
 
 
 class RayEmbedder:
-    """:func:`~saqt.embed.embed_images` on up to ``actors`` Ray actors that load the encoder for one call.
+    """:func:`~saqt.label.embed.embed_images` on up to ``actors`` Ray actors that load the encoder for one call.
 
     An actor with ``num_gpus`` holds no CPU (nor any resource once the call ends), so unit tasks are never
     starved; a CPU actor holds one. Each actor call embeds a run of whole batches cut at the same boundaries

@@ -23,21 +23,21 @@ from pipelines.cli_common import (
     parse_size,
 )
 from pipelines.executors import ExecutorKind, open_executor
-from saqt.configs import (
+from saqt.build.sources import sample_paths
+from saqt.core.config_options import EXECUTION, OUTPUT
+from saqt.core.context import RunContext
+from saqt.core.executor import UnitsFailed, WorkerDied
+from saqt.label.stage_configs import (
     BuildConfig,
     FidelityConfig,
     LabelConfig,
     PublishConfig,
     SynthConfig,
 )
-from saqt.context import RunContext
-from saqt.executor import UnitsFailed, WorkerDied
-from saqt.options import EXECUTION, OUTPUT
-from saqt.sources import sample_paths
 
 # The stages' modules (torch, matplotlib, numba kernels) are imported inside the commands that use them: the
 # CLI starts fast, and the build's worker processes, which re-import this module, stay small. Expected failures
-# (saqt.errors.SaqtError) end a command with one line and exit 2 (OneLineErrors); anything else is a bug.
+# (saqt.core.errors.SaqtError) end a command with one line and exit 2 (OneLineErrors); anything else is a bug.
 
 
 class SaqtCommands(OneLineErrors):
@@ -85,7 +85,7 @@ def list_distortions(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show the distortion catalogue: id, name, group, level parameter and values, randomness, fidelity."""
-    from saqt.distortions import catalogue
+    from saqt.build.distortions import catalogue
 
     entries = catalogue()
     if as_json:
@@ -112,8 +112,8 @@ def render(
     thumb_width: Annotated[int, typer.Option(min=32, help="Thumbnail width in the contact sheet.")] = 192,
 ) -> None:
     """Render distortions of images to <stem>_<TT>_<LL>.png plus a labelled <stem>_contact.png."""
-    from saqt.distortions.sheet import render_sheets
-    from saqt.images import ImageDecodeError
+    from saqt.build.distortions.sheet import render_sheets
+    from saqt.core.images import ImageDecodeError
 
     type_ids = parse_int_set(types, 1, 25, "--types")
     level_ids = parse_int_set(levels, 1, 5, "--levels")
@@ -131,7 +131,7 @@ def render(
         raise typer.Exit(1)
 
 
-# The options of build, label, fidelity and publish are the fields of their configs (saqt/configs.py), grouped in
+# The options of build, label, fidelity and publish are the fields of their configs (saqt/label/stage_configs.py), grouped in
 # help panels there; the options written here are the command line's own: the output and the executor.
 
 ExecutorOption = Annotated[
@@ -177,8 +177,8 @@ def build(
     ray_address: RayAddressOption = None,
 ) -> None:
     """Distort pristine images into Parquet shards; rerun the same command to resume."""
-    from saqt.build import run_build
-    from saqt.shards import BUILD_MANIFEST
+    from saqt.build.build_stage import run_build
+    from saqt.core.shards import BUILD_MANIFEST
 
     config = given.make(
         BuildConfig,
@@ -250,7 +250,7 @@ def fetch_command(
     ] = False,
 ) -> None:
     """Download IQA datasets from their publishers, verify, unpack where the loaders look (rerun to resume)."""
-    from saqt import fetch
+    from saqt.fetch import archives as fetch
 
     sources = fetch.fetch_sources()
     if not names:
@@ -297,7 +297,7 @@ def bank_synth(
 ) -> None:
     """Build a labelled bank from any reference images, scored by a full-reference metric (a proxy for MOS); rerun the
     same command to resume."""
-    from saqt.bank_synth import run_synth_bank
+    from saqt.label.synth_stage import run_synth_bank
 
     config = given.make(
         SynthConfig,
@@ -330,8 +330,8 @@ def label(
     ray_address: RayAddressOption = None,
 ) -> None:
     """Transfer scores from a labelled bank to every distorted image of a build."""
-    from saqt.label import read_exclusions, run_label
-    from saqt.presets import label_settings
+    from saqt.label.label_stage import read_exclusions, run_label
+    from saqt.label.presets import label_settings
 
     matches, exclude_refs = given["matches"], given["exclude_refs"]
     with running("label", RESUME):
@@ -367,7 +367,7 @@ def fidelity(
 ) -> None:
     """Leave-one-reference-out: how well the rule predicts each reference's scores from the others. With
     --matches: how a file of given matches uses the bank, and how often this toolkit's encoder agrees with it."""
-    from saqt.fidelity import run_fidelity
+    from saqt.label.fidelity import run_fidelity
 
     config = given.make(FidelityConfig)
     for line in run_fidelity(config, as_json):
@@ -411,7 +411,7 @@ def publish_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset at --out.")] = False,
 ) -> None:
     """Publish labels as a standard Parquet dataset: data/ shards, a dataset card (README.md) and SHA256SUMS."""
-    from saqt.hub import check_push, publish_and_push
+    from saqt.publish.hub import check_push, publish_and_push
 
     check_push(out, push_to_hub)  # before the config: a bad target is the first thing said
     config = given.make(PublishConfig, shard_bytes=parse_bytes(given["shard_bytes"], "--shard-size"))
@@ -437,7 +437,7 @@ def verify_command(
     seed: Annotated[int, typer.Option(help="Seed of the decoded sample.")] = 0,
 ) -> None:
     """Check checksums, schema, row counts and a sample of images; exit 1 naming the first problem."""
-    from saqt.read import VerifyError, verify
+    from saqt.read.api import VerifyError, verify
 
     try:
         result = verify(target, sample, seed)
@@ -455,7 +455,7 @@ def info_command(
     folder: Annotated[Path, typer.Argument(help="A build, label, bank, published or glint run folder.")],
 ) -> None:
     """Summarise a stage folder: kind, rows, shards, settings, errors."""
-    from saqt.info import summarise
+    from saqt.inspect.info import summarise
 
     typer.echo("\n".join(summarise(folder)))
 
@@ -482,7 +482,7 @@ def report_command(
 ) -> None:
     """Write one self-contained HTML report (images inline): matches, screen, thumbnails, score plots, bank usage,
     fidelity, errors."""
-    from saqt.report import write_report
+    from saqt.inspect.report import write_report
 
     path = write_report(folder, out, images, fidelity_json, pairs, overwrite)
     typer.echo(f"report written to {path} ({path.stat().st_size / 2**10:,.0f} KiB, self-contained: images inline)")

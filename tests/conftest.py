@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saqt.images import decode_image
-from saqt.sources import sample_paths
+from saqt.build.sources import sample_paths
+from saqt.core.images import decode_image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN = SHARED / "golden"
@@ -38,8 +38,8 @@ def write_kadid_table(folder: Path, refs: list[str]) -> Path:
 
 @pytest.fixture(autouse=True)
 def fresh_network_answers(monkeypatch):
-    """Each test probes download servers anew (saqt.network): a port closed in one test may listen in the next."""
-    from saqt import network
+    """Each test probes download servers anew (saqt.core.network): a port closed in one test may listen in the next."""
+    from saqt.core import network
 
     monkeypatch.setattr(network, "answers", {})
 
@@ -51,7 +51,7 @@ def photo() -> np.ndarray:
     return np.ascontiguousarray(img[64:448, :512])
 
 
-# The sections of a labels' or published set's report, in page order (saqt/report.py)
+# The sections of a labels' or published set's report, in page order (saqt/inspect/report.py)
 REPORT_SECTIONS = [
     "summary",
     "matches",
@@ -79,11 +79,11 @@ def small_stages(tmp_path_factory) -> Path:
     from dataclasses import replace
 
     from pipelines.executors import LocalExecutor
-    from saqt.bank_synth import SynthConfig, run_synth_bank
-    from saqt.build import BuildConfig, run_build
-    from saqt.context import RunContext
-    from saqt.label import LabelConfig, run_label
-    from saqt.publish import PublishConfig, run_publish
+    from saqt.build.build_stage import BuildConfig, run_build
+    from saqt.core.context import RunContext
+    from saqt.label.label_stage import LabelConfig, run_label
+    from saqt.label.synth_stage import SynthConfig, run_synth_bank
+    from saqt.publish.publish_stage import PublishConfig, run_publish
 
     root = tmp_path_factory.mktemp("small-stages")
     one, quiet = RunContext(LocalExecutor(1), progress=False), RunContext(progress=False)

@@ -36,15 +36,15 @@ import torch
 
 from pipelines.executors import LocalExecutor
 from saqt import __version__
-from saqt.bank_synth import SynthConfig, run_synth_bank
-from saqt.build import BuildConfig, run_build
-from saqt.configs import ALL_LEVELS, ALL_TYPES
-from saqt.context import RunContext
-from saqt.distortions import catalogue_identity
-from saqt.images import decode_image, encode_png
-from saqt.label import LabelConfig, run_label
-from saqt.publish import PublishConfig, run_publish
-from saqt.seeding import derive_seed
+from saqt.build.build_stage import BuildConfig, run_build
+from saqt.build.distortions import catalogue_identity
+from saqt.core.context import RunContext
+from saqt.core.images import decode_image, encode_png
+from saqt.core.seeding import derive_seed
+from saqt.label.label_stage import LabelConfig, run_label
+from saqt.label.stage_configs import ALL_LEVELS, ALL_TYPES
+from saqt.label.synth_stage import SynthConfig, run_synth_bank
+from saqt.publish.publish_stage import PublishConfig, run_publish
 
 PINS = Path(__file__).with_name("pins.json")
 CHANGELOG = Path(__file__).resolve().parents[1] / "CHANGELOG.md"

@@ -158,9 +158,14 @@ def test_the_cycle_finder_finds_a_cycle_and_only_cycles():
 @pytest.mark.slow
 def test_the_graph_sees_module_and_function_level_imports():
     module_level, every = import_graph(False), import_graph(True)
-    assert "saqt.stage" in module_level["saqt.label"]  # from saqt.stage import ...
-    assert "saqt.build" in every["pipelines.saqt_cli"] and "saqt.build" not in module_level["pipelines.saqt_cli"]
-    assert "saqt.distortions.registry" in module_level["saqt.distortions.blur"]
+    assert (
+        "saqt.core.stage_contract" in module_level["saqt.label.label_stage"]
+    )  # from saqt.core.stage_contract import ...
+    assert (
+        "saqt.build.build_stage" in every["pipelines.saqt_cli"]
+        and "saqt.build.build_stage" not in module_level["pipelines.saqt_cli"]
+    )
+    assert "saqt.build.distortions.registry" in module_level["saqt.build.distortions.blur"]
     assert all(module_level[m] <= every[m] for m in MODULES)
 
 

@@ -20,8 +20,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipelines.saqt_cli import app
-from saqt import authors
-from saqt.matches import MatchesError, read_matches
+from saqt.build import authors
+from saqt.label.given_matches import MatchesError, read_matches
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 

@@ -1,10 +1,10 @@
-"""``saqt.bank_fit``: the plain sentence when a bank is too small or too far from the images for transfer to help
+"""``saqt.label.bank_fit``: the plain sentence when a bank is too small or too far from the images for transfer to help
 (one reference the nearest for more than half of at least five images, or a median nearest similarity below 0.5),
 and none otherwise."""
 
 from __future__ import annotations
 
-from saqt.bank_fit import bank_fit
+from saqt.label.bank_fit import bank_fit
 
 
 def _fit(nearest: list[str], sims: list[float], references: int = 12):

@@ -11,11 +11,11 @@ from conftest import SHARED, needs_shared
 from PIL import Image
 from scipy.stats import spearmanr
 
-from saqt.bank import BankError, load_bank, normalise_scores
-from saqt.fidelity import leave_one_out
-from saqt.match import build_index, search
-from saqt.sources import sample_paths
-from saqt.transfer import Rule, cell_means, neighbour_weights, transfer
+from saqt.build.sources import sample_paths
+from saqt.label.faiss_index import build_index, search
+from saqt.label.fidelity import leave_one_out
+from saqt.label.reference_bank import BankError, load_bank, normalise_scores
+from saqt.label.transfer import Rule, cell_means, neighbour_weights, transfer
 
 KADID_TABLE = SHARED / "data" / "labels" / "KADID10k.csv"
 

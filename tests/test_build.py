@@ -24,14 +24,14 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt.build import BuildConfig, run_build
-from saqt.context import RunContext
-from saqt.distortions import distort
-from saqt.images import decode_image, encode_png
-from saqt.reader import BuildReader
-from saqt.shards import DISTORTED_SCHEMA, PRISTINE_SCHEMA, sha256_file
-from saqt.sources import SourceError, sample_paths
-from saqt.stage import StageConflict, StageError, read_manifest
+from saqt.build.build_reader import BuildReader
+from saqt.build.build_stage import BuildConfig, run_build
+from saqt.build.distortions import distort
+from saqt.build.sources import SourceError, sample_paths
+from saqt.core.context import RunContext
+from saqt.core.images import decode_image, encode_png
+from saqt.core.shards import DISTORTED_SCHEMA, PRISTINE_SCHEMA, sha256_file
+from saqt.core.stage_contract import StageConflict, StageError, read_manifest
 
 SMALL = {"size": (96, 64), "images_per_shard": 2, "source": "folder"}
 

@@ -10,9 +10,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipelines.saqt_cli import app as saqt_app
-from saqt.distortions import distort
-from saqt.images import decode_image
-from saqt.seeding import derive_seed
+from saqt.build.distortions import distort
+from saqt.core.images import decode_image
+from saqt.core.seeding import derive_seed
 
 runner = CliRunner()
 

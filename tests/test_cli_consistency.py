@@ -13,7 +13,7 @@ from conftest import write_kadid_table
 from typer.testing import CliRunner
 
 from pipelines.saqt_cli import app
-from saqt.bank import BankError, load_bank
+from saqt.label.reference_bank import BankError, load_bank
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"})
@@ -173,7 +173,7 @@ def test_ray_connection_error_names_the_ray_address_option(monkeypatch):
     # Ray wait about a minute, and `auto` on a shared machine may find someone else's cluster.
     ray = pytest.importorskip("ray")
     from pipelines.ray_executor import RayExecutor
-    from saqt.errors import ConfigError
+    from saqt.core.errors import ConfigError
 
     def refuse(**kwargs):
         raise ConnectionError(

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from saqt.distortions import PreparedImage, distort
-from saqt.distortions.noise import gaussian_noise
-from saqt.distortions.pcg64_draws import standard_normal
-from saqt.distortions.primitives import (
+from saqt.build.distortions import PreparedImage, distort
+from saqt.build.distortions.noise import gaussian_noise
+from saqt.build.distortions.pcg64_draws import standard_normal
+from saqt.build.distortions.primitives import (
     gaussian_filter,
     lab2rgb_clipped,
     mapmm,
@@ -18,7 +18,7 @@ from saqt.distortions.primitives import (
     to_uint8,
     ycbcr2rgb,
 )
-from saqt.distortions.registry import RENDERERS
+from saqt.build.distortions.registry import RENDERERS
 
 # The engine rounds as OpenCV's cv2.transform does with AVX2 (4 float64 lanes, FMA, a scalar tail) on every CPU; the
 # comparisons with live OpenCV below hold where OpenCV runs that code: '*AVX2' dispatched and available, AVX-512 not

@@ -1,4 +1,4 @@
-"""Commands whose options come from their stage's config (``saqt.options.option`` fields, turned into Typer options
+"""Commands whose options come from their stage's config (``saqt.core.config_options.option`` fields, turned into Typer options
 by ``pipelines.cli_common.config_options``): every option field is offered, with its help and panel, and a new field
 is a new option."""
 
@@ -21,7 +21,10 @@ from typer.testing import CliRunner
 
 from pipelines.cli_common import Options, config_options
 from pipelines.saqt_cli import app as saqt_app
-from saqt.configs import (
+from saqt.build.screen import Screen
+from saqt.core.config_options import config_class, include, option, option_of, recorded
+from saqt.core.errors import ConfigError
+from saqt.label.stage_configs import (
     SYNTH_METRICS,
     BuildConfig,
     FidelityConfig,
@@ -30,10 +33,7 @@ from saqt.configs import (
     ScreenOptions,
     SynthConfig,
 )
-from saqt.errors import ConfigError
-from saqt.options import config_class, include, option, option_of, recorded
-from saqt.screen import Screen
-from saqt.transfer import Rule
+from saqt.label.transfer import Rule
 
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"})
 COMMANDS = {
@@ -158,20 +158,23 @@ def test_an_option_name_given_twice_is_refused():
 def test_the_synth_metrics_offered_are_the_ones_implemented():
     """``--metric`` is checked against the light config's table, whose every entry names the function the bank stage
     scores with."""
-    import saqt.bank_synth
-    from saqt.registry import resolve
+    import saqt.label.synth_stage
+    from saqt.core.registry import resolve
 
     assert tuple(SYNTH_METRICS) == ("ms_ssim", "psnr")
-    assert [resolve(target) for target in SYNTH_METRICS.values()] == [saqt.bank_synth.ms_ssim, saqt.bank_synth.psnr]
+    assert [resolve(target) for target in SYNTH_METRICS.values()] == [
+        saqt.label.synth_stage.ms_ssim,
+        saqt.label.synth_stage.psnr,
+    ]
 
 
 def test_every_named_implementation_resolves():
     """Each registry of "module:attribute" targets names a callable that exists (a typo would surface only when a
     user picked that name)."""
     from glint.architecture import LOCAL_BACKBONES
-    from saqt.encoders.base import FACTORIES
-    from saqt.fetch import PREPARE
-    from saqt.registry import resolve
+    from saqt.core.registry import resolve
+    from saqt.fetch.archives import PREPARE
+    from saqt.label.encoders.base import FACTORIES
 
     targets = [f.target for f in FACTORIES.values()] + [*SYNTH_METRICS.values(), *LOCAL_BACKBONES.values()]
     targets += [target for target, _ in PREPARE.values()]
@@ -192,7 +195,7 @@ def test_path_options_are_held_absolute_however_spelled(tmp_path, monkeypatch):
     assert SynthConfig(root="../link/").root == real and PublishConfig("../data").labels == real
 
 
-# --- option groups: declared once (saqt.options.include), held flat ------------------------------------------------
+# --- option groups: declared once (saqt.core.config_options.include), held flat ------------------------------------------------
 
 # build.json's and bank.json's "config" as 0.4.0 wrote them for these settings: a resume compares them key by key.
 BUILD_0_4_0 = {

@@ -31,22 +31,22 @@ from typer.testing import CliRunner
 from glint.data import load_table
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt.bank import BankError, load_bank
-from saqt.bank_synth import SynthConfig, run_synth_bank
-from saqt.build import BuildConfig, run_build
-from saqt.card import read_card, render_card
-from saqt.configs import ConfigError, PublishConfig
-from saqt.context import RunContext
-from saqt.errors import PublishError
-from saqt.fetch import FetchError, FetchOptions, fetch_dataset, fetch_sources
-from saqt.images import ImageDecodeError, decode_image
-from saqt.label import LabelConfig, run_label
-from saqt.pristine import prepare_pristine
-from saqt.publish import FIELD_MEANINGS, run_publish
-from saqt.scores import ScoreError
-from saqt.screen import Screen
-from saqt.shards import sha256_file
-from saqt.sources import SourceItem, sample_paths
+from saqt.build.build_stage import BuildConfig, run_build
+from saqt.build.pristine import prepare_pristine
+from saqt.build.screen import Screen
+from saqt.build.sources import SourceItem, sample_paths
+from saqt.core.context import RunContext
+from saqt.core.errors import PublishError
+from saqt.core.images import ImageDecodeError, decode_image
+from saqt.core.scores import ScoreError
+from saqt.core.shards import sha256_file
+from saqt.fetch.archives import FetchError, FetchOptions, fetch_dataset, fetch_sources
+from saqt.label.label_stage import LabelConfig, run_label
+from saqt.label.reference_bank import BankError, load_bank
+from saqt.label.stage_configs import ConfigError, PublishConfig
+from saqt.label.synth_stage import SynthConfig, run_synth_bank
+from saqt.publish.publish_stage import FIELD_MEANINGS, run_publish
+from saqt.read.card import read_card, render_card
 
 runner = CliRunner()
 SMALL = ["--size", "96x64", "--types", "1", "--levels", "1"]
@@ -238,7 +238,7 @@ def run_beside_fifo(fifo: Path, call):
 
 
 def test_special_files_are_named_and_never_opened(tmp_path):
-    from saqt.images import NotRegularFile, not_regular, open_regular
+    from saqt.core.images import NotRegularFile, not_regular, open_regular
 
     os.mkfifo(tmp_path / "pipe.png")
     assert not_regular(tmp_path / "pipe.png") == "a FIFO, not a regular file: never read"

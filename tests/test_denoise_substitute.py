@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import uniform_filter
 
-from saqt.distortions import spec
-from saqt.distortions.noise import GUIDED_EPS_GAIN, GUIDED_RADIUS, gaussian_noise, guided_denoise
+from saqt.build.distortions import spec
+from saqt.build.distortions.noise import GUIDED_EPS_GAIN, GUIDED_RADIUS, gaussian_noise, guided_denoise
 
 
 def guided_filter_reference(p: np.ndarray, eps: float, radius: int) -> np.ndarray:

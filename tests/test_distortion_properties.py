@@ -7,7 +7,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from saqt.distortions import PreparedImage, catalogue, distort, random_params, spec
+from saqt.build.distortions import PreparedImage, catalogue, distort, random_params, spec
 
 ALL_TYPES = range(1, 26)
 RANDOM_TYPES = [s.id for s in catalogue() if s.random]

@@ -143,7 +143,7 @@ REPO_PATH = re.compile(r"(saqt|glint|pipelines|benchmarks|tests|experiments|mani
 
 
 def missing_paths(page: Path) -> list[str]:
-    """The checkout paths a page names in inline code (``saqt/stage.py``, ``manifests/banks/*.yaml``) that match
+    """The checkout paths a page names in inline code (``saqt/core/stage_contract.py``, ``manifests/banks/*.yaml``) that match
     nothing in the checkout."""
     spans = re.findall(r"`([^`\s]+)`", prose(page))
     return [s for s in spans if REPO_PATH.fullmatch(s) and not any(ROOT.glob(s.rstrip("/")))]
@@ -156,5 +156,7 @@ def test_paths_named_exist(page):
 
 def test_the_path_check_can_fail(tmp_path):
     page = tmp_path / "p.md"
-    page.write_text("`saqt/stage.py` `manifests/banks/*.yaml` `saqt/no_such.py` `glint/nothing/*.py` `pip install x`")
+    page.write_text(
+        "`saqt/core/stage_contract.py` `manifests/banks/*.yaml` `saqt/no_such.py` `glint/nothing/*.py` `pip install x`"
+    )
     assert missing_paths(page) == ["saqt/no_such.py", "glint/nothing/*.py"]

@@ -15,10 +15,10 @@ import torch
 import torchvision
 from PIL import Image
 
-from saqt.embed import cached_embeddings, embed_images
-from saqt.encoders import EncoderError, load_encoder
-from saqt.images import decode_image
-from saqt.sources import sample_paths
+from saqt.build.sources import sample_paths
+from saqt.core.images import decode_image
+from saqt.label.embed import cached_embeddings, embed_images
+from saqt.label.encoders import EncoderError, load_encoder
 
 TINY = "saqt-tiny-vit"
 
@@ -95,7 +95,7 @@ def test_tiny_open_clip_from_a_local_checkpoint(tiny_clip_checkpoint):
 def test_hub_weights_without_network_fail_with_the_offline_alternatives():
     """Run where the hub cannot be reached (HF_HUB_OFFLINE is read at import, so in a fresh process)."""
     code = (
-        "from saqt.encoders import EncoderError, load_encoder\n"
+        "from saqt.label.encoders import EncoderError, load_encoder\n"
         "try:\n    load_encoder('clip:ViT-B-32@laion2b_s34b_b79k', 'cpu')\n"
         "except EncoderError as err:\n    print('EncoderError:', err)\n"
     )

@@ -25,9 +25,9 @@ from typer.testing import CliRunner
 
 from glint.data import DatasetError, load_table
 from pipelines.saqt_cli import app as saqt_app
-from saqt import fetch
-from saqt.fetch import Archive, DatasetSource, FetchError, FetchOptions, fetch_dataset, fetch_sources, unpack
-from saqt.sources import list_source
+from saqt.build.sources import list_source
+from saqt.fetch import archives as fetch
+from saqt.fetch.archives import Archive, DatasetSource, FetchError, FetchOptions, fetch_dataset, fetch_sources, unpack
 
 runner = CliRunner()
 

@@ -24,8 +24,8 @@ from glint.data import (
     released_split,
     split_table,
 )
-from saqt.scores import ScoreError
-from saqt.sources import sample_paths
+from saqt.build.sources import sample_paths
+from saqt.core.scores import ScoreError
 
 LABELS = SHARED / "data" / "labels"
 TABLES = {  # dataset: (label table, rows, groups, kind)

@@ -22,11 +22,11 @@ import glint.predict as predict
 import glint.scoring as scoring
 import glint.train as train
 import pipelines.glint_cli as glint_cli
-import saqt.embed as embed
+import saqt.label.embed as embed
 from glint.protocol import resolve
 from glint.scale import UNKNOWN_SCALE
 from glint.train import EvalSet, TrainConfig, evaluate_all, start_session, train_step
-from saqt.context import pick_device
+from saqt.core.context import pick_device
 
 CUDA, CPU = torch.device("cuda", 0), torch.device("cpu")
 

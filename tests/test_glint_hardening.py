@@ -29,9 +29,9 @@ from glint.runlog import RunLog
 from glint.scale import printable, recorded_scale
 from glint.train import TrainConfig, claim_run_folder, resume_checkpoint, run_results, select
 from pipelines.glint_cli import app
-from saqt.errors import ConfigError
-from saqt.shards import sha256_file
-from saqt.sources import sample_paths
+from saqt.build.sources import sample_paths
+from saqt.core.errors import ConfigError
+from saqt.core.shards import sha256_file
 
 runner = CliRunner()
 TINY = ["--local-backbone", "efficientnet_lite0", "--random-init", "--crops", "1", "--loader-workers", "0"]

@@ -27,8 +27,8 @@ from glint.backbones import (
 )
 from glint.metrics import iqa_metrics, logistic4
 from glint.model import CWSA, GlintConfig, GlintIQA, parameter_counts
-from saqt.errors import ConfigError
-from saqt.registry import resolve
+from saqt.core.errors import ConfigError
+from saqt.core.registry import resolve
 
 LITE = GlintConfig(local_backbone="efficientnet_lite0")
 

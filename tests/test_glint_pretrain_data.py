@@ -26,15 +26,15 @@ from glint.pretrain_data import DatasetError, SaqtTraining, epoch_order, open_sa
 from glint.train import TrainConfig, make_loader
 from pipelines.executors import LocalExecutor
 from pipelines.glint_cli import app
-from saqt.bank_synth import SynthConfig, run_synth_bank
-from saqt.build import BuildConfig, run_build
-from saqt.context import RunContext
-from saqt.errors import SaqtError
-from saqt.images import decode_image
-from saqt.label import LabelConfig, run_label
-from saqt.publish import PublishConfig, run_publish
-from saqt.reader import BuildReader
-from saqt.row_index import open_columns
+from saqt.build.build_reader import BuildReader
+from saqt.build.build_stage import BuildConfig, run_build
+from saqt.core.context import RunContext
+from saqt.core.errors import SaqtError
+from saqt.core.images import decode_image
+from saqt.label.label_stage import LabelConfig, run_label
+from saqt.label.row_index import open_columns
+from saqt.label.synth_stage import SynthConfig, run_synth_bank
+from saqt.publish.publish_stage import PublishConfig, run_publish
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 

@@ -24,7 +24,7 @@ from glint.pretrain import PretrainConfig, run_pretrain
 from glint.pretrain_index import holdout_ids
 from glint.protocol import resolve
 from glint.train import TrainConfig
-from saqt.seeding import derive_seed
+from saqt.core.seeding import derive_seed
 
 # configs/defaults.py (lr, weight decay, T_max 30 -> "cycle", batch 32, 25 test patches, seed 12345, 300 epochs),
 # scripts/train.py (fp32, best epoch on the test split), run.sh's pretraining (50 epochs, batch 128, --amp, a held-out

@@ -24,7 +24,7 @@ from glint.runlog import RunLog, cpu_memory_hint, summary_writer
 from glint.train import Run, TrainConfig, epoch_steps, main_process, select
 from pipelines.glint_cli import app, print_report
 from saqt import __version__
-from saqt.errors import ConfigError
+from saqt.core.errors import ConfigError
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 

@@ -27,9 +27,9 @@ from glint.finetune import label_scale
 from glint.predict import write_table
 from glint.scoring import UnscorableImageError, predict_images
 from pipelines.glint_cli import app
-from saqt.errors import ConfigError
-from saqt.seeding import derive_seed
-from saqt.sources import sample_paths
+from saqt.build.sources import sample_paths
+from saqt.core.errors import ConfigError
+from saqt.core.seeding import derive_seed
 
 runner = CliRunner()
 SCALE = "kadid10k dmos, 1 to 5, higher is better"

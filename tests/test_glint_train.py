@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 
 from glint.finetune import leakage_warning, spread
 from pipelines.glint_cli import app
-from saqt.context import RunContext
-from saqt.sources import sample_paths
-from saqt.stage import LOCK, FolderLock
+from saqt.build.sources import sample_paths
+from saqt.core.context import RunContext
+from saqt.core.stage_contract import LOCK, FolderLock
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 
@@ -222,9 +222,9 @@ def test_ddp_under_torchrun_on_cpu(tmp_path, tiny_dataset):
 def test_ddp_pretraining_on_a_stream_does_not_hang(tmp_path):
     """Two ranks share each epoch's permutation of SAQT-IQA rows; both step the same number of times."""
     from pipelines.executors import LocalExecutor
-    from saqt.bank_synth import SynthConfig, run_synth_bank
-    from saqt.build import BuildConfig, run_build
-    from saqt.label import LabelConfig, run_label
+    from saqt.build.build_stage import BuildConfig, run_build
+    from saqt.label.label_stage import LabelConfig, run_label
+    from saqt.label.synth_stage import SynthConfig, run_synth_bank
 
     run_build(
         BuildConfig(size=(96, 64), types=(1, 10), levels=(1, 3, 5), images_per_shard=1),

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import GOLDEN, needs_shared
 
-from saqt.distortions import PreparedImage, distort, spec
-from saqt.distortions.primitives import mapmm_to_uint8
-from saqt.images import decode_image
+from saqt.build.distortions import PreparedImage, distort, spec
+from saqt.build.distortions.primitives import mapmm_to_uint8
+from saqt.core.images import decode_image
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 

@@ -27,14 +27,14 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt import safe_files
-from saqt.bank_synth import SynthConfig, run_synth_bank
-from saqt.build import BuildConfig, run_build
-from saqt.context import RunContext
-from saqt.label import LabelConfig, run_label
-from saqt.publish import PublishConfig, run_publish
-from saqt.shards import sha256_file
-from saqt.sources import sample_paths
+from saqt.build.build_stage import BuildConfig, run_build
+from saqt.build.sources import sample_paths
+from saqt.core import safe_files
+from saqt.core.context import RunContext
+from saqt.core.shards import sha256_file
+from saqt.label.label_stage import LabelConfig, run_label
+from saqt.label.synth_stage import SynthConfig, run_synth_bank
+from saqt.publish.publish_stage import PublishConfig, run_publish
 
 runner = CliRunner()
 SIZE = (96, 64)
@@ -442,7 +442,7 @@ def test_case05_banks_that_cannot_score_the_build_are_refused(stages, tmp_path, 
 
 
 def test_case05_negative_scores_are_refused_where_the_bank_kind_forbids_them(tmp_path):
-    from saqt.bank import BankError, load_bank
+    from saqt.label.reference_bank import BankError, load_bank
 
     bank = tmp_path / "kadid"
     bank.mkdir()
@@ -591,12 +591,12 @@ def test_case08_list_files_with_nul_bytes_or_numbers_as_paths(photos, tmp_path):
 
 
 def test_case08_a_bug_is_not_hidden_as_an_expected_failure(tmp_path, monkeypatch):
-    import saqt.build
+    import saqt.build.build_stage
 
     def bug(*args, **kwargs):
         raise ValueError("a bug")
 
-    monkeypatch.setattr(saqt.build, "run_build", bug)  # stands in for a programming error inside the stage
+    monkeypatch.setattr(saqt.build.build_stage, "run_build", bug)  # stands in for a programming error inside the stage
     result = runner.invoke(app, ["build", "--out", str(tmp_path / "o")])
     assert isinstance(result.exception, ValueError) and result.exit_code == 1
 
@@ -741,7 +741,7 @@ def test_case13_a_gpu_device_without_a_gpu_is_one_line(stages, tmp_path):
 def test_case13_the_default_clip_encoder_fails_fast_when_the_hub_is_unreachable(tmp_path, monkeypatch):
     import huggingface_hub.constants
 
-    from saqt.encoders import EncoderError, load_encoder
+    from saqt.label.encoders import EncoderError, load_encoder
 
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # a real, refused connection
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))  # nothing cached

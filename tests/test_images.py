@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from saqt.images import ImageDecodeError, decode_image, encode_png
+from saqt.core.images import ImageDecodeError, decode_image, encode_png
 
 
 def save(img: Image.Image, path, **kw):

@@ -1,5 +1,5 @@
 """Import boundaries, read from the source with ``ast`` (nothing is imported): glint reads saqt only through the
-reading API (``saqt.read``) and saqt's core, and no module uses another module's private (``_name``) names."""
+reading API (``saqt.read.api``) and saqt's core, and no module uses another module's private (``_name``) names."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("saqt", "glint", "pipelines", "tests", "benchmarks")
 # What glint may import from saqt: the core modules and the reading API (plus the package's version).
 GLINT_MAY_IMPORT = {
-    "saqt.read",
+    "saqt.read.api",
     *(
         f"saqt.{m}"
         for m in (
@@ -98,7 +98,7 @@ def _bound_modules(tree: ast.Module, where: str) -> dict[str, str]:
 
 
 def _dotted(node: ast.expr, bound: dict[str, str]) -> str | None:
-    """``node`` as a dotted path through our packages (``saqt.images.decode_image``), or None."""
+    """``node`` as a dotted path through our packages (``saqt.core.images.decode_image``), or None."""
     if isinstance(node, ast.Name):
         return bound.get(node.id)
     if isinstance(node, ast.Attribute):
@@ -134,7 +134,7 @@ def private_uses(tree: ast.Module, where: str) -> Iterator[tuple[int, str]]:
 
 def test_glint_reads_saqt_only_through_the_reading_api_and_the_core():
     found = [v for where, tree in _modules("glint") for v in glint_violations(tree, where)]
-    assert not found, "glint imports saqt beyond saqt.read and the core:\n" + "\n".join(found)
+    assert not found, "glint imports saqt beyond saqt.read.api and the core:\n" + "\n".join(found)
 
 
 def test_no_module_reaches_another_modules_private_names():
@@ -152,10 +152,13 @@ def test_no_module_reaches_another_modules_private_names():
 @pytest.mark.parametrize(
     "source, expected",
     [
-        ("from saqt.sets import open_saqt", ["glint/x.py:1 imports saqt.sets"]),
-        ("def f():\n    import saqt.ranges", ["glint/x.py:2 imports saqt.ranges"]),
+        ("from saqt.label.sets import open_saqt", ["glint/x.py:1 imports saqt.label.sets"]),
+        ("def f():\n    import saqt.build.byte_ranges", ["glint/x.py:2 imports saqt.build.byte_ranges"]),
         ("from saqt import bank", ["glint/x.py:1 imports saqt"]),
-        ("from saqt import __version__\nfrom saqt.read import open_saqt\nfrom saqt.errors import ConfigError", []),
+        (
+            "from saqt import __version__\nfrom saqt.read.api import open_saqt\nfrom saqt.core.errors import ConfigError",
+            [],
+        ),
     ],
 )
 def test_the_glint_check_names_each_import_outside_the_list(source, expected):
@@ -165,12 +168,12 @@ def test_the_glint_check_names_each_import_outside_the_list(source, expected):
 @pytest.mark.parametrize(
     "source, expected",
     [
-        ("from saqt.images import _to_rgb", ["saqt.images._to_rgb"]),
-        ("from .images import _to_rgb", ["saqt.images._to_rgb"]),
-        ("import saqt.images as im\nim._to_rgb(x)", ["saqt.images._to_rgb"]),
+        ("from saqt.core.images import _to_rgb", ["saqt.core.images._to_rgb"]),
+        ("from .images import _to_rgb", ["saqt.core.images._to_rgb"]),
+        ("import saqt.core.images as im\nim._to_rgb(x)", ["saqt.core.images._to_rgb"]),
         ("import glint.train\nglint.train._save(x)", ["glint.train._save"]),
         ("from glint import scoring\nmonkeypatch.setattr(scoring, '_mean', f)", ["glint.scoring._mean"]),
-        ("monkeypatch.setattr('saqt.network._answers', {})", ["saqt.network._answers"]),
+        ("monkeypatch.setattr('saqt.core.network._answers', {})", ["saqt.core.network._answers"]),
         ("import numpy as np\nnp._x; self._y; obj.__dict__\nfrom saqt import __version__", []),
     ],
 )

@@ -14,13 +14,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipelines.saqt_cli import app
-from saqt.build import BuildConfig, run_build
-from saqt.context import InProcess, RunContext
-from saqt.journal import JournalWriter
-from saqt.reader import BuildReader
-from saqt.shards import sha256_file
-from saqt.sources import sample_paths
-from saqt.stage import StageError, open_stage, read_manifest
+from saqt.build.build_reader import BuildReader
+from saqt.build.build_stage import BuildConfig, run_build
+from saqt.build.sources import sample_paths
+from saqt.core.context import InProcess, RunContext
+from saqt.core.journal import JournalWriter
+from saqt.core.shards import sha256_file
+from saqt.core.stage_contract import StageError, open_stage, read_manifest
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 

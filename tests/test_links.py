@@ -1,5 +1,5 @@
 """Issue 21: files created in an output folder never follow a link or replace a foreign file (one shared mechanism,
-``saqt.safe_files``); failed writes leave no temporary file or lock behind; ``saqt fetch`` turns damaged inputs
+``saqt.core.safe_files``); failed writes leave no temporary file or lock behind; ``saqt fetch`` turns damaged inputs
 and odd servers into one line, never a half dataset or a truncated archive kept as finished.
 
 Each test names the case it covers. A full disk is simulated by monkeypatching the write (``torch.save`` or
@@ -29,15 +29,16 @@ from glint.predict import write_table
 from glint.runlog import append_record
 from pipelines.glint_cli import app as glint_app
 from pipelines.saqt_cli import app
-from saqt import fetch, publish
-from saqt.configs import PublishConfig
-from saqt.context import RunContext
-from saqt.error_log import ErrorLog
-from saqt.errors import OutputError
-from saqt.fetch import FetchError, FetchOptions, fetch_dataset, fetch_sources
-from saqt.journal import JournalWriter
-from saqt.shards import write_json_atomic
-from saqt.stage import LOCK, FolderLock
+from saqt.core.context import RunContext
+from saqt.core.error_log import ErrorLog
+from saqt.core.errors import OutputError
+from saqt.core.journal import JournalWriter
+from saqt.core.shards import write_json_atomic
+from saqt.core.stage_contract import LOCK, FolderLock
+from saqt.fetch import archives as fetch
+from saqt.fetch.archives import FetchError, FetchOptions, fetch_dataset, fetch_sources
+from saqt.label.stage_configs import PublishConfig
+from saqt.publish import publish_stage as publish
 
 runner = CliRunner()
 PRECIOUS = b"precious\n"

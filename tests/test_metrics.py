@@ -14,7 +14,7 @@ import pytest
 
 from glint.finetune import median_test
 from glint.metrics import METRICS, iqa_metrics
-from saqt.fidelity import correlations, evaluate_scores, matches_usage, top1_agreement
+from saqt.label.fidelity import correlations, evaluate_scores, matches_usage, top1_agreement
 
 # Ties in both: X has 2,2 and 5,5; Y has 3,3. Means are whole numbers (3 and 3), so Pearson stays in integers.
 X = [1, 2, 2, 3, 5, 5]

@@ -1,4 +1,4 @@
-"""saqt.network: one quick probe per server, over real local sockets (no test needs the internet)."""
+"""saqt.core.network: one quick probe per server, over real local sockets (no test needs the internet)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import huggingface_hub.constants
 import pytest
 
-from saqt import network
+from saqt.core import network
 
 
 @pytest.fixture(autouse=True)

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 from numba.core import types
 
-import saqt.distortions
-from saqt.distortions import PreparedImage, distort
+import saqt.build.distortions
+from saqt.build.distortions import PreparedImage, distort
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 
 
 def _dispatchers():
-    for info in pkgutil.iter_modules(saqt.distortions.__path__):
-        module = importlib.import_module(f"saqt.distortions.{info.name}")
+    for info in pkgutil.iter_modules(saqt.build.distortions.__path__):
+        module = importlib.import_module(f"saqt.build.distortions.{info.name}")
         for name, value in vars(module).items():
             if isinstance(value, numba.core.registry.CPUDispatcher) and value.__module__ == module.__name__:
                 yield f"{info.name}.{name}", value

@@ -14,9 +14,9 @@ import pytest
 
 from glint.pretrain_data import EpochBatches, SaqtIndex, epoch_order
 from glint.pretrain_index import SharedFolder, shared_order
-from saqt.errors import OutputError
-from saqt.row_index import ColumnWriter, open_columns
-from saqt.sets import SaqtFiles
+from saqt.core.errors import OutputError
+from saqt.label.row_index import ColumnWriter, open_columns
+from saqt.label.sets import SaqtFiles
 
 
 def _small_index(folder: Path) -> None:

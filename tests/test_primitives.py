@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.optimize import rosen
 
-from saqt.distortions.multithresh import fminsearch, multithresh
-from saqt.distortions.palette import colour_moments, wu_palette
-from saqt.distortions.primitives import (
+from saqt.build.distortions.multithresh import fminsearch, multithresh
+from saqt.build.distortions.palette import colour_moments, wu_palette
+from saqt.build.distortions.primitives import (
     curve_parabola,
     curve_spline,
     disk_kernel,
@@ -21,7 +21,7 @@ from saqt.distortions.primitives import (
     to_uint8,
     ycbcr2rgb,
 )
-from saqt.distortions.spatial import keys_remap, nearest_indices
+from saqt.build.distortions.spatial import keys_remap, nearest_indices
 
 
 def test_mround_is_half_away_from_zero():

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin
 
-from saqt.images import ImageDecodeError, canonicalise, content_id
-from saqt.pristine import prepare_pristine
-from saqt.screen import Screen
-from saqt.sources import SourceItem
+from saqt.build.pristine import prepare_pristine
+from saqt.build.screen import Screen
+from saqt.build.sources import SourceItem
+from saqt.core.images import ImageDecodeError, canonicalise, content_id
 
 SIZE = (160, 120)  # the working size: a 200 x 135 image covers it, its 135 x 200 rotation needs 1.19x
 MAX_PIXELS = 40_000

@@ -1,4 +1,4 @@
-"""``saqt.progress.Progress``: in a log (a stream that is not a terminal) each bar's final line appears once."""
+"""``saqt.core.progress.Progress``: in a log (a stream that is not a terminal) each bar's final line appears once."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 
 from tqdm import tqdm
 
-from saqt.progress import Progress
+from saqt.core.progress import Progress
 
 
 def _final_lines(bar_class, **kwargs) -> tuple[int, str]:

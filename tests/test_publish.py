@@ -19,18 +19,18 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt.bank_synth import SynthConfig, run_synth_bank
-from saqt.build import BuildConfig, run_build
-from saqt.card import read_card
-from saqt.context import RunContext
-from saqt.distortions import catalogue_identity
-from saqt.images import decode_image
-from saqt.info import summarise
-from saqt.label import LabelConfig, run_label
-from saqt.publish import PublishConfig, PublishError, run_publish, validation_ids
-from saqt.read import VerifyError, verify
-from saqt.report import render_report
-from saqt.sources import sample_paths
+from saqt.build.build_stage import BuildConfig, run_build
+from saqt.build.distortions import catalogue_identity
+from saqt.build.sources import sample_paths
+from saqt.core.context import RunContext
+from saqt.core.images import decode_image
+from saqt.inspect.info import summarise
+from saqt.inspect.report import render_report
+from saqt.label.label_stage import LabelConfig, run_label
+from saqt.label.synth_stage import SynthConfig, run_synth_bank
+from saqt.publish.publish_stage import PublishConfig, PublishError, run_publish, validation_ids
+from saqt.read.api import VerifyError, verify
+from saqt.read.card import read_card
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 
@@ -472,7 +472,7 @@ def test_run_constants_move_to_the_card_and_rows_keep_what_varies(published, lab
 def test_a_shard_closes_at_its_row_limit_even_when_its_images_are_few_bytes(published, labelled, tmp_path, monkeypatch):
     """Rows without pixels never fill --shard-size; a shard still closes after SHARD_ROWS rows (its row groups'
     metadata is held until then), and the rows are the same as in one shard."""
-    import saqt.publish as publish
+    import saqt.publish.publish_stage as publish
 
     monkeypatch.setattr(publish, "SHARD_ROWS", 5)
     out = tmp_path / "capped"

@@ -22,12 +22,12 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt.bank_synth import SynthConfig, run_synth_bank
-from saqt.build import BuildConfig, run_build
-from saqt.context import RunContext
-from saqt.hub import HubError, publish_and_push, push_to_hub
-from saqt.label import LabelConfig, run_label
-from saqt.publish import PublishConfig, PublishError, run_publish
+from saqt.build.build_stage import BuildConfig, run_build
+from saqt.core.context import RunContext
+from saqt.label.label_stage import LabelConfig, run_label
+from saqt.label.synth_stage import SynthConfig, run_synth_bank
+from saqt.publish.hub import HubError, publish_and_push, push_to_hub
+from saqt.publish.publish_stage import PublishConfig, PublishError, run_publish
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 

@@ -17,14 +17,14 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt.bank_synth import SynthConfig, run_synth_bank
-from saqt.build import BuildConfig, run_build
-from saqt.card import read_card
-from saqt.context import RunContext
-from saqt.images import decode_image
-from saqt.label import LabelConfig, run_label
-from saqt.publish import LicenceWarning, PublishConfig, PublishError, card_license, run_publish
-from saqt.sources import sample_paths, source_spec
+from saqt.build.build_stage import BuildConfig, run_build
+from saqt.build.sources import sample_paths, source_spec
+from saqt.core.context import RunContext
+from saqt.core.images import decode_image
+from saqt.label.label_stage import LabelConfig, run_label
+from saqt.label.synth_stage import SynthConfig, run_synth_bank
+from saqt.publish.publish_stage import LicenceWarning, PublishConfig, PublishError, card_license, run_publish
+from saqt.read.card import read_card
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 

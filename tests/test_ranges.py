@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from saqt.images import encode_png
-from saqt.ranges import RangeError, RangeReader, locate_images, read_ranges, write_ranges
-from saqt.shards import DISTORTED_SCHEMA, ShardWriter
+from saqt.build.byte_ranges import RangeError, RangeReader, locate_images, read_ranges, write_ranges
+from saqt.core.images import encode_png
+from saqt.core.shards import DISTORTED_SCHEMA, ShardWriter
 
 
 def _pngs(n: int, seed: int = 0) -> list[bytes]:

@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt.bank_synth import SynthConfig, run_synth_bank
-from saqt.build import BuildConfig, run_build
-from saqt.context import RunContext
-from saqt.label import LabelConfig, run_label
-from saqt.shards import sha256_file
-from saqt.stage import read_manifest
+from saqt.build.build_stage import BuildConfig, run_build
+from saqt.core.context import RunContext
+from saqt.core.shards import sha256_file
+from saqt.core.stage_contract import read_manifest
+from saqt.label.label_stage import LabelConfig, run_label
+from saqt.label.synth_stage import SynthConfig, run_synth_bank
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.executors import LocalExecutor
-from saqt.build import BuildConfig, run_build
-from saqt.context import RunContext
-from saqt.stage import read_manifest
+from saqt.build.build_stage import BuildConfig, run_build
+from saqt.core.context import RunContext
+from saqt.core.stage_contract import read_manifest
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 

@@ -1,4 +1,4 @@
-"""The reading API (``saqt.read``): every stage folder and a published set open as one kind of object, whose rows,
+"""The reading API (``saqt.read.api``): every stage folder and a published set open as one kind of object, whose rows,
 pixels and card agree with the files read directly."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from saqt.errors import DatasetError
-from saqt.read import VerifyError, open_saqt, open_set, verify
-from saqt.stage import StageError
+from saqt.core.errors import DatasetError
+from saqt.core.stage_contract import StageError
+from saqt.read.api import VerifyError, open_saqt, open_set, verify
 
 
 def _build_pixels(build: Path) -> dict[str, np.ndarray]:

@@ -34,7 +34,7 @@ from glint.pretrain_data import EpochBatches, released_holdout_references
 from glint.protocol import default_rounds
 from glint.train import EvalSet, TrainConfig, evaluate_all, score_eval_set
 from pipelines.glint_cli import app
-from saqt.presets import label_settings
+from saqt.label.presets import label_settings
 
 runner = CliRunner()
 RELEASE_SEED = 12345  # configs/defaults.py --seed

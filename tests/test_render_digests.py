@@ -13,7 +13,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from saqt.distortions import PreparedImage, distort
+from saqt.build.distortions import PreparedImage, distort
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 

@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt.build import BuildConfig, run_build
-from saqt.context import RunContext
-from saqt.label import LabelConfig, run_label
-from saqt.report import render_report
-from saqt.sources import sample_paths
+from saqt.build.build_stage import BuildConfig, run_build
+from saqt.build.sources import sample_paths
+from saqt.core.context import RunContext
+from saqt.inspect.report import render_report
+from saqt.label.label_stage import LabelConfig, run_label
 
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 
@@ -203,7 +203,7 @@ def test_a_bank_near_the_images_gets_no_note(legends):
 
 
 def test_screen_counts_name_duplicates_only_when_there_are_some(legends):
-    from saqt.report import screen_counts
+    from saqt.inspect.report import screen_counts
 
     assert "duplicate" not in _section(legends[0], "screen")
     assert screen_counts({"screened": 9, "refused": 3, "duplicates": 1}) == (

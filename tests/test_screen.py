@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from pipelines.executors import LocalExecutor
 from pipelines.saqt_cli import app
-from saqt.images import canonicalise, decode_image
-from saqt.pool import choose_pool
-from saqt.screen import Screen, jpeg_quality
-from saqt.sources import Quota, list_source
+from saqt.build.pool import choose_pool
+from saqt.build.screen import Screen, jpeg_quality
+from saqt.build.sources import Quota, list_source
+from saqt.core.images import canonicalise, decode_image
 
 KODAK = SHARED / "data" / "kodak24"
 CLIVE = SHARED / "data" / "clive" / "images"

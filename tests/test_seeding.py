@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from saqt.seeding import derive_seed
+from saqt.core.seeding import derive_seed
 
 
 def test_derived_seeds_are_stable_distinct_and_in_range():
@@ -16,7 +16,7 @@ def test_derived_seeds_are_stable_distinct_and_in_range():
 
 
 def test_derived_seeds_do_not_depend_on_python_hash_randomisation():
-    code = "from saqt.seeding import derive_seed; print(derive_seed(5, 'img', 7, 1))"
+    code = "from saqt.core.seeding import derive_seed; print(derive_seed(5, 'img', 7, 1))"
     outs = {
         subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": str(h)}

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from pipelines.executors import LocalExecutor
-from saqt.pool import choose_pool
-from saqt.screen import Screen, jpeg_quality
-from saqt.sources import Quota, SourceError, list_source, read_selection, sample_paths
+from saqt.build.pool import choose_pool
+from saqt.build.screen import Screen, jpeg_quality
+from saqt.build.sources import Quota, SourceError, list_source, read_selection, sample_paths
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
 

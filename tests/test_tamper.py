@@ -18,12 +18,12 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from saqt.bank import load_bank
-from saqt.errors import SaqtError
-from saqt.read import VerifyError, verify
-from saqt.reader import BuildReader
-from saqt.sets import finished_labels
-from saqt.stage import CARD, MANIFESTS, SUMS, open_stage, read_sums
+from saqt.build.build_reader import BuildReader
+from saqt.core.errors import SaqtError
+from saqt.core.stage_contract import CARD, MANIFESTS, SUMS, open_stage, read_sums
+from saqt.label.reference_bank import load_bank
+from saqt.label.sets import finished_labels
+from saqt.read.api import VerifyError, verify
 
 FOLDERS = {"build": "build", "bank": "bank", "label": "labels"}
 # What reads each stage's folder next: the label stage reads builds and banks, publish (and pretraining) labels.

@@ -1,7 +1,7 @@
 """Exact tests, from SPEC-distortions.md, for the six types that have no Octave reference output: 6 colour
 quantisation, 9 JPEG 2000, 15 denoise, 19 jitter, 22 quantisation, 23 colour blocks.
 
-Each test computes what the SPEC says the output is, independently of ``saqt.distortions``. Where GNU Octave 7.3
+Each test computes what the SPEC says the output is, independently of ``saqt.build.distortions``. Where GNU Octave 7.3
 (image package 2.14) could run the reference generator's own code on a small input, its result is recorded here
 as fixed values, so the tests do not need Octave.
 """
@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 from scipy.ndimage import uniform_filter
 
-from saqt.distortions import distort, random_params
-from saqt.distortions.prepared import PreparedImage
-from saqt.distortions.registry import RENDERERS
+from saqt.build.distortions import distort, random_params
+from saqt.build.distortions.prepared import PreparedImage
+from saqt.build.distortions.registry import RENDERERS
 
 
 def half_up(x):

@@ -1,0 +1,1 @@
+"""``saqt build``: pristine sources listed, screened and canonicalised, distorted by the 25 x 5 KADID-10k distortions (``distortions/``), written as Parquet shards with each image's byte range, and read back (``build_reader``). It imports saqt.core only."""

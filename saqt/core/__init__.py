@@ -1,0 +1,1 @@
+"""The core every other layer stands on: the toolkit's errors, options declared on config fields, the run context and executor protocol, the stage contract (manifests, journals, locks, checksums), Parquet shards, safe file creation, image decoding, seeding, score validation, progress bars, network probes and the shipped YAML manifests. It imports nothing else from saqt."""

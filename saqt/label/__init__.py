@@ -1,0 +1,1 @@
+"""``saqt label``, ``saqt bank synth`` and ``saqt fidelity``: labelled reference banks, semantic encoders (``encoders/``), embeddings, the FAISS index or given matches, label-transfer rules and presets, the stage configs and the row index pretraining reads. It imports saqt.core and saqt.build."""

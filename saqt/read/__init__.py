@@ -1,0 +1,1 @@
+"""Reading what the stages wrote: SAQT-IQA sets in every form they come in, dataset cards, and the checks of ``saqt verify``. It imports saqt.core, saqt.build and saqt.label; glint reads sets through it."""
