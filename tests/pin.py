@@ -1,4 +1,4 @@
-"""Pinned reproducibility: digests of a small run of every stage, checked by ``tests/test_pins.py``.
+"""Pinned reproducibility: digests of a small run of every stage, checked by ``tests/core/test_pins.py``.
 
 The run (``run_stages``) builds two bundled sample photos x all 125 distortions, synthesises a 3-reference bank
 from the bundled ``sample-bank`` photos, labels the build from it (EfficientNet-Lite0, top-1) and publishes it.

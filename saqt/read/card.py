@@ -12,7 +12,7 @@ import yaml
 from saqt.build.distortions import catalogue
 from saqt.core.stage_contract import FRONT_MATTER, CardError, read_card
 
-# What to cite (as CITATION.cff, which tests/test_citation.py checks): the paper whose method the set follows, its
+# What to cite (as CITATION.cff, which tests/core/test_citation.py checks): the paper whose method the set follows, its
 # preprint, and KADID-10k, whose distortions and human scores it transfers.
 CITATIONS = """\
 @article{wang2026glintiqa,

@@ -297,7 +297,7 @@ def test_cli_builds_the_sample_by_default_and_resumes(tmp_path):
 # --- crashes: a real process, killed mid-run, then resumed ---------------------------------------------------
 
 
-def _saqt(args: list[str]) -> list[str]:
+def saqt_command(args: list[str]) -> list[str]:
     return [sys.executable, "-c", "from pipelines.saqt_cli import app; app()", *args]
 
 
@@ -343,7 +343,7 @@ CRASH_ARGS = [
 def reference_build(tmp_path_factory, photos) -> dict[str, str]:
     out = tmp_path_factory.mktemp("ref") / "out"
     subprocess.run(
-        _saqt(["build", "--root", str(photos), "--out", str(out), *CRASH_ARGS]), check=True, capture_output=True
+        saqt_command(["build", "--root", str(photos), "--out", str(out), *CRASH_ARGS]), check=True, capture_output=True
     )
     return checksums(out)
 
@@ -357,14 +357,16 @@ def _visible_shards_are_whole(out: Path) -> None:
 def test_killing_the_main_process_then_rerunning_gives_the_same_shards(tmp_path, photos, reference_build):
     out = tmp_path / "out"
     args = ["build", "--root", str(photos), "--out", str(out), "--workers", "2", *CRASH_ARGS]
-    proc = subprocess.Popen(_saqt(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        saqt_command(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     _wait_for_shards(out, proc, 2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     manifest = read_manifest(out, "build")
     assert not manifest["complete"] and len(manifest["done"]) < 7
     _visible_shards_are_whole(out)
-    subprocess.run(_saqt(args), check=True, capture_output=True)
+    subprocess.run(saqt_command(args), check=True, capture_output=True)
     assert checksums(out) == reference_build
 
 
@@ -372,7 +374,7 @@ def test_killing_the_main_process_then_rerunning_gives_the_same_shards(tmp_path,
 def test_killing_a_worker_fails_cleanly_and_a_rerun_completes(tmp_path, photos, reference_build):
     out = tmp_path / "out"
     args = ["build", "--root", str(photos), "--out", str(out), "--workers", "2", *CRASH_ARGS]
-    proc = subprocess.Popen(_saqt(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(saqt_command(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_shards(out, proc, 1)
     workers = [pid for pid in _children(proc.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
     assert workers
@@ -380,7 +382,7 @@ def test_killing_a_worker_fails_cleanly_and_a_rerun_completes(tmp_path, photos, 
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "a worker process died" in err and "Traceback" not in err
     _visible_shards_are_whole(out)
-    subprocess.run(_saqt(args), check=True, capture_output=True)
+    subprocess.run(saqt_command(args), check=True, capture_output=True)
     assert checksums(out) == reference_build
 
 

@@ -8,7 +8,7 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAQT = ROOT / "saqt"
 # Each layer and the layers it may import from, earliest first: core <- build <- label <- read <- publish <- inspect,
 # and fetch beside the core.

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from test_glint_train import tiny_dataset  # noqa: F401  (the fixture: fifteen real photos with scores)
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from typer.testing import CliRunner
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from test_cli_consistency import panels
+from helpers import panels
 from typer.testing import CliRunner
 
 from pipelines.cli_common import Options, config_options

@@ -11,12 +11,12 @@ import shlex
 from pathlib import Path
 
 import pytest
-from test_readme import APPS, check_options_exist, code_blocks, commands
+from helpers import APPS, check_options_exist, code_blocks, commands
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *DOCS]
-TUTORIAL = ROOT / "docs" / "tutorial.md"  # its Python blocks need the shared data: tests/test_tutorial.py runs them
+TUTORIAL = ROOT / "docs" / "tutorial.md"  # its Python blocks need the shared data: tests/cli/test_tutorial.py runs them
 FENCED = re.compile(r"^```.*?^```", re.S | re.M)
 
 

@@ -10,16 +10,12 @@ import re
 import shutil
 import socket
 import tarfile
-import threading
 import time
-import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from PIL import Image
+from helpers import kadid_zip, png_bytes, source, tar_bytes, write_manifest, zip_bytes
 from scipy.io import savemat
 from typer.testing import CliRunner
 
@@ -27,137 +23,9 @@ from glint.data import DatasetError, load_table
 from pipelines.saqt_cli import app as saqt_app
 from saqt.build.sources import list_source
 from saqt.fetch import archives as fetch
-from saqt.fetch.archives import Archive, DatasetSource, FetchError, FetchOptions, fetch_dataset, fetch_sources, unpack
+from saqt.fetch.archives import FetchError, FetchOptions, fetch_dataset, fetch_sources, unpack
 
 runner = CliRunner()
-
-
-class Served:
-    """What the test server holds, what it was asked, and the connections it is told to cut."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.cuts: dict[str, list[int]] = {}  # path -> bytes to send before dropping, one entry per GET
-        self.requests: list[dict] = []
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Serves Served.files with ETag, Range and If-Range (RFC 9110), and drops connections when told to."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_HEAD(self):
-        self._serve(body=False)
-
-    def do_GET(self):
-        self._serve(body=True)
-
-    def _serve(self, body: bool) -> None:
-        state: Served = self.server.state
-        rng, if_range = self.headers.get("Range"), self.headers.get("If-Range")
-        state.requests.append({"method": self.command, "path": self.path, "range": rng, "if_range": if_range})
-        data = state.files.get(self.path)
-        if data is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        etag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
-        start = 0
-        if rng and if_range in (None, etag):
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.send_header("ETag", etag)
-        self.end_headers()
-        if not body:
-            return
-        payload = data[start:]
-        cuts = state.cuts.get(self.path)
-        if cuts:
-            payload = payload[: cuts.pop(0)]
-            self.close_connection = True
-        self.wfile.write(payload)
-        self.wfile.flush()
-
-
-@pytest.fixture
-def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    httpd.state = Served()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.state
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def png_bytes(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def tar_bytes(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=mode) as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def kadid_zip() -> bytes:
-    """A KADID-10k-shaped release: kadid10k/dmos.csv (dist_img, ref_img, dmos, var) and kadid10k/images/."""
-    rows = ["dist_img,ref_img,dmos,var"]
-    members = {}
-    for ref in ("I01", "I02", "I03"):
-        members[f"kadid10k/images/{ref}.png"] = png_bytes(int(ref[1:]))
-        for level in (1, 2):
-            name = f"{ref}_01_0{level}.png"
-            members[f"kadid10k/images/{name}"] = png_bytes(100 * int(ref[1:]) + level)
-            rows.append(f"{name},{ref}.png,{4.5 - level},0.5")
-    members["kadid10k/dmos.csv"] = ("\n".join(rows) + "\n").encode()
-    return zip_bytes(members)
-
-
-def source(base: str, name: str, files: dict[str, bytes], marker: str, **kw) -> DatasetSource:
-    archives = tuple(
-        Archive(file=f, url=f"{base}/{f}", sha256=hashlib.sha256(data).hexdigest(), source="test")
-        for f, data in files.items()
-    )
-    return DatasetSource(
-        name=name,
-        title=name.upper(),
-        page=f"{base}/page",
-        access="direct",
-        terms="test terms",
-        marker=marker,
-        archives=archives,
-        **kw,
-    )
 
 
 def quiet(**kw) -> FetchOptions:
@@ -482,20 +350,6 @@ def test_the_packaged_manifest_names_official_links_and_loaders_that_exist():
                 assert use.split("--dataset ")[1].split()[0] in datasets
             if "--source" in use:
                 assert use.split("--source ")[1].split()[0] == "kadis700k"
-
-
-def write_manifest(path: Path, base: str, data: bytes) -> Path:
-    entry = {
-        "title": "KADID-10k",
-        "page": f"{base}/page",
-        "access": "direct",
-        "terms": "test terms",
-        "marker": "dmos.csv",
-        "archives": [{"url": f"{base}/kadid10k.zip", "sha256": hashlib.sha256(data).hexdigest(), "source": "test"}],
-        "use": ["glint finetune --dataset kadid10k --root {root}"],
-    }
-    path.write_text(yaml.safe_dump({"kadid10k": entry}))
-    return path
 
 
 def test_cli_dry_run_reports_the_servers_size_and_writes_nothing(server, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from saqt import __version__
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HEAVY = (
     "torch",
     "torchvision",

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 from conftest import write_kadid_table
+from helpers import panels
 from typer.testing import CliRunner
 
 from pipelines.saqt_cli import app
 from saqt.label.reference_bank import BankError, load_bank
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"})
 
 BUILD_PANELS = {
@@ -33,19 +34,6 @@ LABEL_PANELS = {
     "Output": ["--out", "--overwrite"],
     "Execution": ["--device", "--batch-size", "--loader-workers", "--workers", "--executor", "--ray-address"],
 }
-
-
-def panels(help_text: str) -> dict[str, list[str]]:
-    """The options listed in each box of Typer's rich help, by box title."""
-    found, current = {}, None
-    for line in help_text.splitlines():
-        if title := re.match(r"\s*╭─ (\w[\w ]*?) ─", line):
-            current = found.setdefault(title[1], [])
-        elif line.lstrip().startswith("╰"):
-            current = None
-        elif current is not None and (option := re.match(r"│\s*(?:\*\s+)?(--[a-z-]+)", line)):
-            current.append(option[1])
-    return found
 
 
 def test_version_prints_the_projects_version():

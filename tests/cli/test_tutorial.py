@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from conftest import SHARED, needs_shared
-from test_readme import check_options_exist, code_blocks, commands
+from helpers import check_options_exist, code_blocks, commands
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TUTORIAL = ROOT / "docs" / "tutorial.md"
 BLOCKS = [(lang, code) for lang, code in code_blocks(TUTORIAL) if lang in ("bash", "python")]
 

@@ -20,8 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_fetch import Handler, Served, kadid_zip, server, source, tar_bytes, write_manifest, zip_bytes  # noqa: F401
-from test_glint_train import finetune_args, tiny_dataset  # noqa: F401
+from helpers import Handler, Served, finetune_args, kadid_zip, source, tar_bytes, write_manifest, zip_bytes
 from typer.testing import CliRunner
 
 import glint.train

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOI = re.compile(r"^10\.\d{4,9}/[-._;()/:A-Za-z0-9]+$")
 # The subset of CFF 1.2.0's reference types that a toolkit cites.
 REFERENCE_TYPES = {"article", "book", "conference", "conference-paper", "dataset", "generic", "report", "software"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("saqt", "glint", "pipelines", "tests", "benchmarks")
 # What glint may import from saqt: the core modules and the reading API (plus the package's version).
 GLINT_MAY_IMPORT = {

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SHARED, needs_shared
+from helpers import finetune_args
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -28,53 +29,6 @@ from saqt.core.stage_contract import LOCK, FolderLock
 pytestmark = pytest.mark.slow  # end to end: `make test-fast` leaves this module out
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory) -> Path:
-    """Fifteen real photos (the five bundled samples and two crops of each) with scores, as a CSV dataset."""
-    root = tmp_path_factory.mktemp("tiny")
-    rows = []
-    for i, path in enumerate(sample_paths()):
-        img = Image.open(path).convert("RGB")
-        img.save(root / f"{path.stem}.png")
-        rows.append(f"{path.stem}.png,{10 + 9 * i}")
-        for j, box in enumerate([(0, 0, 300, 260), (40, 30, 290, 280)]):
-            img.crop(box).save(root / f"crop{j}_{path.stem}.png")
-            rows.append(f"crop{j}_{path.stem}.png,{15 + 9 * i + 3 * j}")
-    (root / "scores.csv").write_text("path,score\n" + "\n".join(rows) + "\n")
-    return root
-
-
-def finetune_args(
-    dataset: Path, out: Path, epochs: int = 2, batch_size: int = 2, crops: int = 1, lr: str | None = "1e-4"
-) -> list[str]:
-    """A tiny `glint finetune` on the CSV dataset: EfficientNet-Lite0, random weights, CPU, no loader workers."""
-    return [
-        "finetune",
-        "--dataset",
-        "csv",
-        "--csv",
-        str(dataset / "scores.csv"),
-        "--root",
-        str(dataset),
-        "--local-backbone",
-        "efficientnet_lite0",
-        "--epochs",
-        str(epochs),
-        "--batch-size",
-        str(batch_size),
-        *(["--lr", lr] if lr else []),
-        "--crops",
-        str(crops),
-        "--loader-workers",
-        "0",
-        "--device",
-        "cpu",
-        "--random-init",
-        "--out",
-        str(out),
-    ]
 
 
 def test_a_second_run_on_a_busy_run_folder_is_refused_in_one_line(tmp_path, tiny_dataset):

@@ -437,7 +437,7 @@ def test_card_passes_the_hubs_offline_metadata_checks(published):
     sizes = json.loads((Path(datasets.__file__).parent / "utils" / "resources" / "size_categories.json").read_text())
     assert set(meta["size_categories"]) <= set(sizes)
 
-    cff = (Path(__file__).resolve().parents[1] / "CITATION.cff").read_text()
+    cff = (Path(__file__).resolve().parents[2] / "CITATION.cff").read_text()
     dois = set(re.findall(r"doi: (\S+)", cff))
     assert len(dois) == 2 and all(f"doi     = {{{d}}}" in body or f"doi       = {{{d}}}" in body for d in dois)
     assert "arXiv:2408.03885" in body and "## Citation" in body
