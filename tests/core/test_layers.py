@@ -19,17 +19,6 @@ GLINT_MAY_IMPORT = {"core", "read"}
 # entry when its import goes; never add one.
 KNOWN_VIOLATIONS = {
     ("saqt.build.build_stage", "saqt.label.stage_configs"),  # BuildConfig lives with the label configs
-    ("saqt.label.label_stage", "saqt.read.sets"),  # the row-index entries of a label folder
-    ("saqt.label.row_index", "saqt.read.sets"),  # SaqtFiles
-    ("saqt.read.sets", "saqt.publish.publish_stage"),  # finished_labels, check_labels, filesystem
-    ("saqt.read.verify", "saqt.publish.publish_stage"),  # the published schema and filesystem
-    ("glint.checkpoint", "saqt.label.encoders"),  # pick_device
-    ("glint.predict", "saqt.label.encoders"),  # pick_device
-    ("glint.train", "saqt.label.encoders"),  # pick_device
-    ("glint.pretrain_data", "saqt.build.byte_ranges"),  # RangeReader
-    ("glint.pretrain_data", "saqt.build.distortions"),  # distort, for recipe-only rows
-    ("glint.pretrain_data", "saqt.label.row_index"),  # open_columns
-    ("glint.pretrain_index", "saqt.label.row_index"),  # the row index's columns
 }
 
 
