@@ -337,7 +337,7 @@ def test_tid2013_unpacked_by_hand_is_checked_and_given_its_label_table(tmp_path)
 def test_the_packaged_manifest_names_official_links_and_loaders_that_exist():
     sources = fetch_sources()
     assert {"kadid10k", "kadis700k", "koniq10k", "clive", "csiq", "tid2013", "live", "spaq"} <= set(sources)
-    datasets = {p.stem for p in Path(fetch.__file__).parents[1].joinpath("manifests", "datasets").glob("*.yaml")}
+    datasets = {p.stem for p in Path(fetch.__file__).parents[2].joinpath("manifests", "datasets").glob("*.yaml")}
     for s in sources.values():
         assert s.access in ("direct", "manual") and s.page.startswith("https://") and s.terms and s.marker
         assert s.access == "manual" or all(a.url and a.url.startswith("https://") for a in s.archives)
