@@ -191,14 +191,19 @@ def differences(old: dict, new: dict) -> list[str]:
 
 
 def changelog_heading(made_with: dict) -> str:
-    """The CHANGELOG.md heading an entry for these versions must have."""
-    return f"## {made_with['toolkit']} (catalogue {made_with['catalogue']})"
+    """The CHANGELOG.md entry these versions need: a Keep a Changelog release heading whose section names the
+    distortion catalogue."""
+    return f"## [{made_with['toolkit']}] - YYYY-MM-DD, naming catalogue {made_with['catalogue']}"
 
 
 def has_changelog_entry(made_with: dict, text: str) -> bool:
-    """Whether the changelog has a heading for these versions followed by at least one bullet."""
-    pattern = re.escape(changelog_heading(made_with)) + r"[^\n]*\n+- \S"
-    return re.search(pattern, text) is not None
+    """Whether the changelog has a ``## [version] - date`` section for this toolkit version that names this catalogue
+    and has at least one ``- `` line."""
+    heading = re.search(rf"^## \[{re.escape(made_with['toolkit'])}\] - \d{{4}}-\d{{2}}-\d{{2}}$", text, re.M)
+    if heading is None:
+        return False
+    section = text[heading.end() :].split("\n## ", 1)[0]
+    return f"catalogue {made_with['catalogue']}" in section and re.search(r"^- \S", section, re.M) is not None
 
 
 def version_problem(old: dict, new: dict, changelog: str) -> str | None:

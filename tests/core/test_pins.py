@@ -67,14 +67,23 @@ def test_a_changed_pin_needs_a_moved_version_and_a_changelog_entry():
         "made_with": {"toolkit": "1.0.0", "catalogue": "kadid10k 3"},
         "content": {"build/distorted/22": "a", "labels/scores": "b"},
     }
-    entry = "## 1.0.1 (catalogue kadid10k 3)\n\n- Labels: topk weights now ...\n"
+    entry = (
+        "## [1.0.1] - 2027-01-02\n\nDistortion catalogue kadid10k 3.\n\n### Changed\n\n- Labels: topk weights now ...\n"
+    )
     assert version_problem(old, old, "") is None
     same_versions = {**old, "content": {**old["content"], "labels/scores": "c"}}
     assert "neither the toolkit version (1.0.0) nor the catalogue" in version_problem(old, same_versions, entry)
     toolkit_moved = {**same_versions, "made_with": {"toolkit": "1.0.1", "catalogue": "kadid10k 3"}}
-    assert "CHANGELOG.md has no entry '## 1.0.1 (catalogue kadid10k 3)'" in version_problem(old, toolkit_moved, "")
+    assert "CHANGELOG.md has no entry '## [1.0.1] - YYYY-MM-DD, naming catalogue kadid10k 3'" in version_problem(
+        old, toolkit_moved, ""
+    )
+    assert version_problem(old, toolkit_moved, entry.replace("kadid10k 3", "kadid10k 2")) is not None  # wrong one
+    assert version_problem(old, toolkit_moved, entry.split("### ")[0]) is not None  # no line saying what changed
     assert version_problem(old, toolkit_moved, entry) is None
     pixels_moved = {**toolkit_moved, "content": {**old["content"], "build/distorted/22": "z"}}
     assert "catalogue version did not move" in version_problem(old, pixels_moved, entry)
     catalogue_moved = {**pixels_moved, "made_with": {"toolkit": "1.0.0", "catalogue": "kadid10k 4"}}
-    assert version_problem(old, catalogue_moved, "## 1.0.0 (catalogue kadid10k 4)\n- type 22 ...\n") is None
+    catalogue_entry = (
+        "## [1.0.0] - 2027-01-02\n\nDistortion catalogue kadid10k 4.\n\n- type 22 ...\n## [0.9.0] - 2026-01-01\n"
+    )
+    assert version_problem(old, catalogue_moved, catalogue_entry) is None
