@@ -158,7 +158,7 @@ def stages(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    """Seven real photos (the bundled samples and two crops) for builds slow enough to interrupt."""
+    """Seven distinct real photos: the five bundled samples and two crops, as JPEG and PNG."""
     root = tmp_path_factory.mktemp("photos")
     for i, path in enumerate(sample_paths()):
         img = Image.open(path).convert("RGB")

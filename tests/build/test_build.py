@@ -36,18 +36,6 @@ from saqt.core.stage_contract import StageConflict, StageError, read_manifest
 SMALL = {"size": (96, 64), "images_per_shard": 2, "source": "folder"}
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
-    """Seven distinct real photos: the five bundled samples and two crops, as JPEG and PNG."""
-    root = tmp_path_factory.mktemp("photos")
-    for i, path in enumerate(sample_paths()):
-        img = Image.open(path).convert("RGB")
-        img.save(root / f"{path.stem}.{'jpg' if i % 2 else 'png'}", quality=92)
-        if i < 2:
-            img.crop((0, 0, img.width // 2 + 40, img.height // 2 + 40)).save(root / f"crop_{path.stem}.jpg", quality=92)
-    return root
-
-
 def build(out: Path, root: Path, workers: int = 1, overwrite: bool = False, **kw) -> dict:
     config = BuildConfig(**{**SMALL, "root": str(root), **kw})
     return run_build(config, out, RunContext(LocalExecutor(workers), overwrite=overwrite, progress=False))
